@@ -1,0 +1,27 @@
+"""ddsm: denoising diffusion step-aware models.
+
+Train one slimmable UNet supernet, then sample with a network width chosen per
+denoising step. The public API is re-exported here; everything else is private.
+"""
+
+from ddsm.checkpoint import Supernet, load_supernet, save_supernet
+from ddsm.config import (
+    DataConfig, DiffusionConfig, ModelConfig, RunConfig, TrainConfig, UNetConfig, load_run_config,
+)
+from ddsm.data import ImageData, load_data, load_digits
+from ddsm.device import resolve_device
+from ddsm.diffusion import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.nn import SlimUNet
+from ddsm.samplers import DDIMSampler, DDPMSampler, SamplerConfig, generate, make_sampler
+from ddsm.schedule import Schedule
+from ddsm.train import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DDIMSampler", "DDPMSampler", "DDSMError", "DataConfig", "DiffusionConfig", "ImageData", "ModelConfig",
+    "NoiseSchedule", "RunConfig", "SamplerConfig", "Schedule", "SlimUNet", "Supernet", "TrainConfig", "Trainer",
+    "UNetConfig", "generate", "load_data", "load_digits", "load_run_config", "load_supernet", "make_sampler",
+    "resolve_device", "save_supernet",
+]

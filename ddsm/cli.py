@@ -1,0 +1,143 @@
+"""The ``ddsm`` command.
+
+Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ddsm.errors import DDSMError
+
+
+class _BadInput(click.ClickException):
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DDSMError as e:
+            raise _BadInput(str(e)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="ddsm")
+def main() -> None:
+    """ddsm: denoising diffusion step-aware models.
+
+    Train one slimmable UNet supernet, then sample with a network width chosen
+    per denoising step.
+    """
+
+
+_device = click.option("--device", default="auto", show_default=True,
+                       help="Torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+
+
+@main.command()
+@click.option("--data", default=None, help="Training images: 'digits' (built in), a folder of PNG/JPEG images, "
+              "or 'torchvision:NAME:ROOT' for a torchvision dataset already on disk. [default: digits, or the config's]")
+@click.option("--iters", type=int, default=None, help="Total optimizer steps (overrides train.iters of the config).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints, "
+              "the resolved config, the metrics log and the final supernet.safetensors.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file with model/data/train sections (see experiments/configs/). Unset keys keep their defaults.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
+@click.option("--seed", type=int, default=None, help="Seed of every random draw in training (overrides train.seed).")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
+def train(data, iters, out, config_file, resume, seed, device, progress) -> None:
+    """Train a slimmable supernet (sandwich rule, in-place distillation, EMA)."""
+    from ddsm.config import load_run_config
+    from ddsm.train import Trainer
+
+    if resume and config_file is None and (Path(out) / "config.json").is_file():
+        config_file = str(Path(out) / "config.json")  # JSON is a subset of YAML
+    cfg = load_run_config(config_file, **{"data.source": data, "train.iters": iters, "train.seed": seed})
+    trainer = Trainer(cfg, out, device=device, progress=progress)
+    start = time.perf_counter()
+    try:
+        trainer.run(resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved. Continue with: "
+                   f"ddsm train --out {out} --resume", err=True)
+        sys.exit(130)
+    click.echo(f"trained {trainer.step} steps ({trainer.train_seconds:.0f} s of training in total, "
+               f"{time.perf_counter() - start:.0f} s this run) -> {Path(out) / 'supernet.safetensors'}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None,
+              help="Sampler [default: ddim, or the schedule file's].")
+@click.option("--steps", type=int, default=None, help="Sampling steps (denoiser calls) [default: 50, or the schedule's].")
+@click.option("--eta", type=float, default=None, help="DDIM noise scale; 0 is deterministic [default: 0].")
+@click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
+              help="How visited timesteps are spread (diffusers' timestep_spacing) [default: leading].")
+@click.option("--width", type=float, default=None, help="Run every step at this width (one of the supernet's widths).")
+@click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False), default=None,
+              help="Schedule file (JSON) giving one width per step; fixes sampler, steps, eta and spacing.")
+@click.option("--num", type=int, default=64, show_default=True, help="Number of samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED+i, whatever the batch.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Samples denoised together.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for grid.png, samples.safetensors and sample.json.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, device, progress):
+    """Sample from a supernet at one width or with a per-step width schedule."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.images import save_grid
+    from ddsm.io import write_json
+    from ddsm.samplers import SamplerConfig, generate, make_sampler
+    from ddsm.schedule import Schedule
+    from ddsm.config import validate
+
+    if (width is None) == (schedule_file is None):
+        raise DDSMError("give exactly one of --width W or --schedule FILE")
+    if num <= 0 or batch_size <= 0:
+        raise DDSMError(f"--num ({num}) and --batch-size ({batch_size}) must be positive")
+    dev = resolve_device(device)
+    net = load_supernet(checkpoint, device=dev)
+    flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
+    if schedule_file is not None:
+        sched = Schedule.load(schedule_file, net.config)
+        clash = [f"--{'sampler' if k == 'kind' else 'spacing' if k == 'timestep_spacing' else k} {v!r} "
+                 f"(schedule: {getattr(sched.sampler, k)!r})"
+                 for k, v in flags.items() if v is not None and v != getattr(sched.sampler, k)]
+        if clash:
+            raise DDSMError(f"flags disagree with schedule file {schedule_file!r}: {', '.join(clash)}; drop them")
+        scfg, widths = sched.sampler, list(sched.widths)
+    else:
+        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
+        widths = net.model.check_width(width)
+    smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
+    seeds = list(range(seed, seed + num))
+    t0 = time.perf_counter()
+    x = generate(net.model, smp, widths, seeds, batch_size=batch_size, progress=progress)
+    elapsed = time.perf_counter() - t0
+    outdir = Path(out)
+    from ddsm.checkpoint import save_tensors
+
+    info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
+            "sampler": scfg.model_dump(mode="json"),
+            "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
+            "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3)}
+    write_json(outdir / "sample.json", info)
+    save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
+    save_grid(outdir / "grid.png", x)
+    click.echo(f"{num} samples in {elapsed:.1f} s -> {outdir / 'grid.png'}, {outdir / 'samples.safetensors'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,195 @@
+"""Typed, validated configuration: one frozen model per concept.
+
+Configs are validated where they enter (file, CLI flag, Python call) and every
+run writes its resolved config beside its outputs. Unknown keys are errors, so
+a typo in a YAML file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ddsm.errors import DDSMError
+from ddsm.io import stable_hash
+
+DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UNetConfig(_Frozen):
+    """Architecture of the slimmable UNet supernet (DDPM-style)."""
+
+    image_size: int = Field(16, gt=0)  # side of the square input, in pixels
+    in_channels: int = Field(1, gt=0)  # 1 for grayscale, 3 for RGB
+    base_channels: int = Field(32, gt=0)  # channels of the first level at width 1
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # per-level channel multiplier
+    num_res_blocks: int = Field(1, gt=0)  # residual blocks per level (down path)
+    attn_resolutions: tuple[int, ...] = (8,)  # feature-map sides that get self-attention
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout inside residual blocks
+    widths: tuple[float, ...] = DEFAULT_WIDTHS  # width multipliers the supernet serves
+    group_channels: int = Field(4, gt=0)  # GroupNorm channels per group, fixed at every width
+    down_block: str = "conv"  # name in ddsm.nn.unet.DOWN_BLOCKS
+    up_block: str = "nearest_conv"  # name in ddsm.nn.unet.UP_BLOCKS
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("at least one width is required")
+        bad = [w for w in v if not 0.0 < w <= 1.0]
+        if bad:
+            raise ValueError(f"widths must lie in (0, 1], got {bad}")
+        if 1.0 not in v:
+            raise ValueError(f"widths must include 1.0 (the widest net), got {list(v)}")
+        return tuple(sorted(set(float(w) for w in v)))
+
+    @field_validator("channel_mults")
+    @classmethod
+    def _mults(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(m <= 0 for m in v):
+            raise ValueError(f"channel_mults must be positive integers, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "UNetConfig":
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor:
+            valid = [self.image_size // factor * factor, (self.image_size // factor + 1) * factor]
+            raise ValueError(
+                f"image_size {self.image_size} cannot be downsampled {len(self.channel_mults) - 1} times "
+                f"by 2; use a multiple of {factor} (e.g. {valid[0] or factor} or {valid[1]})"
+            )
+        sides = [self.image_size // 2**i for i in range(len(self.channel_mults))]
+        for r in self.attn_resolutions:
+            if r not in sides:
+                raise ValueError(f"attn_resolutions entry {r} is not a feature-map side; valid: {sides}")
+        for w in self.widths:
+            for m in self.channel_mults:
+                c = w * self.base_channels * m
+                if abs(c - round(c)) > 1e-6 or round(c) % self.group_channels:
+                    raise ValueError(
+                        f"width {w} gives {c:g} channels at channel multiplier {m}, which GroupNorm with "
+                        f"{self.group_channels} channels per group cannot normalise; every width times "
+                        f"{self.base_channels}*mult must be a multiple of {self.group_channels}"
+                    )
+        return self
+
+    def channels(self, level: int, width: float = 1.0) -> int:
+        """Active channels of ``level`` at ``width``."""
+        return int(round(width * self.base_channels * self.channel_mults[level]))
+
+
+class DiffusionConfig(_Frozen):
+    """Variance-preserving forward process."""
+
+    num_timesteps: int = Field(1000, gt=1)  # T, the number of training timesteps
+    beta_schedule: Literal["linear", "cosine"] = "cosine"  # how beta_t grows with t
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)  # linear schedule only
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # linear schedule only
+
+
+class ModelConfig(_Frozen):
+    """Everything that fixes what a checkpoint's weights mean."""
+
+    unet: UNetConfig = UNetConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of the architecture, width set and noise schedule."""
+        return stable_hash(self.model_dump(mode="json"))
+
+
+class DataConfig(_Frozen):
+    """Where training images come from."""
+
+    source: str = "digits"  # 'digits', a folder of images, or 'torchvision:NAME:ROOT'
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # share kept out of training
+    split_seed: int = 0  # seed of the train/held-out split
+
+
+class TrainConfig(_Frozen):
+    """Supernet training recipe (sandwich rule with in-place distillation)."""
+
+    iters: int = Field(6000, gt=0)  # optimizer steps in total
+    batch_size: int = Field(64, gt=0)  # images per step (shared by every width)
+    lr: float = Field(1e-3, gt=0.0)  # AdamW peak learning rate
+    weight_decay: float = Field(0.0, ge=0.0)  # AdamW decoupled weight decay
+    warmup: int = Field(200, ge=0)  # linear learning-rate warm-up, in steps
+    lr_decay: Literal["constant", "cosine"] = "cosine"  # after warm-up
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)  # cosine floor as a share of lr
+    grad_clip: float = Field(1.0, gt=0.0)  # global gradient-norm clip
+    n_random_widths: int = Field(1, ge=0)  # random widths besides widest and narrowest
+    distill_weight: float = Field(0.5, ge=0.0, le=1.0)  # share of the narrow loss that regresses the widest net
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA decay after warm-up
+    ema_warmup: bool = True  # decay = min(ema_decay, (1+n)/(10+n))
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, off on CPU
+    seed: int = 0  # every random draw of training comes from this
+    checkpoint_every: int = Field(250, gt=0)  # steps between resumable checkpoints
+    snapshot_every: int = Field(0, ge=0)  # steps between kept EMA snapshots (0: none)
+    threads: int = Field(0, ge=0)  # torch CPU threads (0: torch's default)
+
+
+class RunConfig(_Frozen):
+    """The resolved configuration of one training run, written to its folder."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def validate(cls: type[C], data: Any, source: str = "config") -> C:
+    """Validate ``data`` into ``cls``; raise a one-line DDSMError naming the first bad field."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        extra = f"; {e.error_count() - 1} more error(s)" if e.error_count() > 1 else ""
+        raise DDSMError(f"{source}: {loc}: {msg}{shown}{extra}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Safe-load a YAML mapping, with a one-line error for unreadable or malformed files."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DDSMError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DDSMError(f"malformed YAML in {str(path)!r}{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DDSMError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read a RunConfig from YAML (or defaults) and apply dotted overrides like ``train.iters``."""
+    data = load_yaml(path) if path is not None else {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return validate(RunConfig, data, source=str(path) if path else "config")

@@ -1,0 +1,142 @@
+"""Datasets, held in memory as tensors scaled to [-1, 1].
+
+- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (shipped with
+  scikit-learn, so nothing downloads), resized to the model's size.
+- a folder of PNG/JPEG images of any size, grayscale or RGB, resized so the
+  short side fits and centre-cropped.
+- ``torchvision:NAME:ROOT``: a torchvision dataset already on disk (optional;
+  never downloaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddsm.config import DataConfig
+from ddsm.errors import DDSMError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Training and held-out images (N, C, H, W) in [-1, 1], with labels where known."""
+
+    name: str
+    train: torch.Tensor
+    holdout: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    holdout_labels: torch.Tensor | None = None
+
+    def fingerprint(self) -> str:
+        """Hash of the pixel content of both splits (identifies the dataset for feature nets)."""
+        h = hashlib.sha256()
+        for t in (self.train, self.holdout):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _split(n: int, fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(n)
+    if fraction == 0:
+        return idx, idx[:0]
+    from sklearn.model_selection import train_test_split
+
+    stratify = labels if labels is not None and len(np.unique(labels)) * 2 <= n * fraction else None
+    tr, ho = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(ho)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize so the short side is ``size`` (antialiased bicubic) and centre-crop to a square."""
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        x = x[..., top : top + size, left : left + size]
+    return x.clamp(0, 1)
+
+
+def load_digits(size: int = 16, channels: int = 1, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """scikit-learn's handwritten digits at ``size`` x ``size`` in [-1, 1], split stratified by class."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    x = _resize(x, size).repeat(1, channels, 1, 1) * 2 - 1
+    y = torch.tensor(d.target, dtype=torch.long)
+    tr, ho = _split(len(x), holdout_fraction, split_seed, d.target)
+    return ImageData("digits", x[tr], x[ho], y[tr], y[ho])
+
+
+def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DDSMError(f"data source {str(path)!r} is neither 'digits', a 'torchvision:NAME:ROOT' spec, nor a folder")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DDSMError(f"image folder {str(path)!r} holds no PNG or JPEG files (looked for {sorted(IMAGE_SUFFIXES)})")
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise DDSMError(f"in_channels {channels} is not supported for image folders; valid: 1 (grayscale), 3 (RGB)")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DDSMError(f"cannot read image {str(f)!r}: {e}") from None
+        t = torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1)
+        images.append(_resize(t[None], size)[0])
+    x = torch.stack(images) * 2 - 1
+    tr, ho = _split(len(x), holdout_fraction, split_seed)
+    return ImageData(path.name, x[tr], x[ho])
+
+
+def load_torchvision(spec: str, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """``torchvision:NAME:ROOT``: a torchvision dataset whose files are already under ROOT."""
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise DDSMError(f"torchvision data spec {spec!r} must look like 'torchvision:CIFAR10:/path/to/root'")
+    try:
+        import torchvision.datasets as tvd
+    except Exception as e:  # noqa: BLE001 - a broken torchvision raises more than ImportError
+        raise DDSMError(f"data source {spec!r} needs torchvision, which is not importable here ({e})") from None
+    cls = getattr(tvd, parts[1], None)
+    if cls is None:
+        raise DDSMError(f"torchvision has no dataset {parts[1]!r}")
+    try:
+        ds = cls(parts[2], download=False)
+    except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError for missing files
+        raise DDSMError(f"cannot load torchvision dataset {parts[1]} from {parts[2]!r} without downloading: {e}") from None
+    mode = "L" if channels == 1 else "RGB"
+    imgs, labels = [], []
+    for img, label in ds:
+        arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+        imgs.append(_resize(torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1)[None], size)[0])
+        labels.append(int(label))
+    x, y = torch.stack(imgs) * 2 - 1, torch.tensor(labels)
+    tr, ho = _split(len(x), holdout_fraction, split_seed, y.numpy())
+    return ImageData(parts[1].lower(), x[tr], x[ho], y[tr], y[ho])
+
+
+def load_data(config: DataConfig, size: int, channels: int) -> ImageData:
+    """Load the dataset named by ``config.source`` at the model's size and channel count."""
+    kw = dict(holdout_fraction=config.holdout_fraction, split_seed=config.split_seed)
+    if config.source == "digits":
+        return load_digits(size, channels, **kw)
+    if config.source.startswith("torchvision:"):
+        return load_torchvision(config.source, size, channels, **kw)
+    return load_folder(config.source, size, channels, **kw)

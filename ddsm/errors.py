@@ -1,0 +1,15 @@
+"""The one exception type users see for bad input.
+
+Every message is a single line that names the offending value and what would
+have been valid; the CLI prints it and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+
+class DDSMError(ValueError):
+    """Bad input to ddsm: a value, file or combination that cannot work."""
+
+    def __init__(self, message: str) -> None:
+        # Multi-line messages break the "one clear line" promise of the CLI.
+        super().__init__(" ".join(str(message).split()))

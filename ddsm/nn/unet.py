@@ -1,0 +1,252 @@
+"""The slimmable UNet supernet, read top-down: primitives, blocks, model.
+
+Architecture after Ho et al., "Denoising Diffusion Probabilistic Models"
+(2020): residual blocks with GroupNorm, sinusoidal time embedding, self-attention
+at chosen resolutions. Slimming after Yu et al., "Slimmable Neural Networks"
+(2019) and Yang et al., "Denoising Diffusion Step-aware Models" (2024): every
+width multiplier uses a prefix of the widest net's channels. The time-embedding
+MLP stays at full width (it is tiny); each block slices its projection of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddsm.config import UNetConfig
+from ddsm.errors import DDSMError
+from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
+
+# ---------------------------------------------------------------------------- primitives
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps ``t`` of shape (B,)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv twice, time embedding added in between, 1x1 skip when widths differ."""
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels at width 1
+        out_channels: int,  # output channels at width 1
+        temb_channels: int,  # full-width time-embedding size
+        group_channels: int,  # GroupNorm channels per group
+        dropout: float,  # dropout before the second conv
+        in_splits: tuple[int, ...] | None = None,  # segments of a concatenated input (up path)
+    ) -> None:
+        super().__init__()
+        self.norm1 = SlimGroupNorm(in_channels, group_channels)
+        self.conv1 = SlimConv2d(in_channels, out_channels, 3, padding=1, in_splits=in_splits)
+        self.temb_proj = SlimLinear(temb_channels, out_channels, fixed_in=True)
+        self.norm2 = SlimGroupNorm(out_channels, group_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = SlimConv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = (
+            SlimConv2d(in_channels, out_channels, 1, in_splits=in_splits)
+            if in_channels != out_channels or in_splits
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions, residual."""
+
+    def __init__(
+        self,
+        channels: int,  # channels at width 1
+        group_channels: int,  # GroupNorm channels per group
+    ) -> None:
+        super().__init__()
+        self.norm = SlimGroupNorm(channels, group_channels)
+        self.q = SlimConv2d(channels, channels, 1)
+        self.k = SlimConv2d(channels, channels, 1)
+        self.v = SlimConv2d(channels, channels, 1)
+        self.proj = SlimConv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        q, k, v = (m(h).reshape(B, 1, C, H * W).transpose(2, 3) for m in (self.q, self.k, self.v))
+        a = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(a.transpose(2, 3).reshape(B, C, H, W))
+
+
+class ConvDownsample(nn.Module):
+    """Stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:  # channels at width 1
+        super().__init__()
+        self.conv = SlimConv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class AvgPoolDownsample(nn.Module):
+    """2x2 average pooling (no parameters)."""
+
+    def __init__(self, channels: int) -> None:  # unused; keeps the block signature
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2)
+
+
+class NearestConvUpsample(nn.Module):
+    """Nearest-neighbour x2 followed by a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:  # channels at width 1
+        super().__init__()
+        self.conv = SlimConv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# Down/up-sampling blocks are chosen by name so that other designs (e.g.
+# wavelet-gated blocks) plug in without touching the UNet: register a class
+# taking the width-1 channel count.
+DOWN_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"conv": ConvDownsample, "avgpool": AvgPoolDownsample}
+UP_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"nearest_conv": NearestConvUpsample}
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class SlimUNet(nn.Module):
+    """ε-prediction UNet whose every layer can run at any width in ``config.widths``.
+
+    ``set_active_width(w)`` is the only way the width changes; ``extract_subnet(w)``
+    returns a plain-``torch.nn`` copy at one width with identical outputs.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        if config.down_block not in DOWN_BLOCKS:
+            raise DDSMError(f"unknown down_block {config.down_block!r}; valid: {sorted(DOWN_BLOCKS)}")
+        if config.up_block not in UP_BLOCKS:
+            raise DDSMError(f"unknown up_block {config.up_block!r}; valid: {sorted(UP_BLOCKS)}")
+        self.config = config
+        self.static_width: float | None = None
+        self._width = 1.0
+        gc, base = config.group_channels, config.base_channels
+        temb = 4 * base
+        ch = [base * m for m in config.channel_mults]
+        n_levels = len(ch)
+
+        self.temb_mlp = nn.Sequential(nn.Linear(base, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.conv_in = SlimConv2d(config.in_channels, base, 3, padding=1, fixed_in=True)
+
+        # Down path: remember the channels of every feature map pushed as a skip.
+        self.down = nn.ModuleList()
+        skips, c, side = [base], base, config.image_size
+        for i in range(n_levels):
+            for _ in range(config.num_res_blocks):
+                blocks = nn.ModuleList([ResBlock(c, ch[i], temb, gc, config.dropout)])
+                c = ch[i]
+                if side in config.attn_resolutions:
+                    blocks.append(AttnBlock(c, gc))
+                self.down.append(blocks)
+                skips.append(c)
+            if i < n_levels - 1:
+                self.down.append(nn.ModuleList([DOWN_BLOCKS[config.down_block](c)]))
+                skips.append(c)
+                side //= 2
+
+        self.mid = nn.ModuleList([ResBlock(c, c, temb, gc, config.dropout), AttnBlock(c, gc),
+                                  ResBlock(c, c, temb, gc, config.dropout)])
+
+        # Up path: each block consumes one skip, concatenated after the features.
+        self.up = nn.ModuleList()
+        for i in reversed(range(n_levels)):
+            for _ in range(config.num_res_blocks + 1):
+                s = skips.pop()
+                blocks = nn.ModuleList([ResBlock(c + s, ch[i], temb, gc, config.dropout, in_splits=(c, s))])
+                c = ch[i]
+                if side in config.attn_resolutions:
+                    blocks.append(AttnBlock(c, gc))
+                self.up.append(blocks)
+            if i > 0:
+                self.up.append(nn.ModuleList([UP_BLOCKS[config.up_block](c)]))
+                side *= 2
+
+        self.norm_out = SlimGroupNorm(c, gc)
+        self.conv_out = SlimConv2d(c, config.in_channels, 3, padding=1, fixed_out=True)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    # -- width ---------------------------------------------------------------
+
+    @property
+    def width(self) -> float:
+        """The width every slimmable layer currently runs at."""
+        return self.static_width if self.static_width is not None else self._width
+
+    def check_width(self, width: float) -> float:
+        """Return ``width`` as the supernet's own float, or raise naming the valid set."""
+        for w in self.config.widths:
+            if abs(float(width) - w) < 1e-9:
+                return w
+        raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(self.config.widths)}")
+
+    def set_active_width(self, width: float) -> "SlimUNet":
+        """Run every layer at ``width`` (one of ``config.widths``) from now on."""
+        if self.static_width is not None:
+            if abs(width - self.static_width) > 1e-9:
+                raise DDSMError(f"this is a fixed-width subnet at {self.static_width}; cannot run at width {width}")
+            return self
+        self._width = self.check_width(width)
+        set_active_width(self, self._width)
+        return self
+
+    def extract_subnet(self, width: float) -> "SlimUNet":
+        """A copy made of plain ``torch.nn`` layers at ``width``, for profiling and deployment."""
+        width = self.check_width(width)
+        sub = freeze_width(copy.deepcopy(self), width)
+        sub.static_width = width
+        return sub
+
+    # -- forward -------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional)."""
+        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        temb = self.temb_mlp(timestep_embedding(t, self.config.base_channels))
+        h = self.conv_in(x)
+        hs = [h]
+        for blocks in self.down:
+            for b in blocks:
+                h = b(h, temb) if isinstance(b, ResBlock) else b(h)
+            hs.append(h)
+        for b in self.mid:
+            h = b(h, temb) if isinstance(b, ResBlock) else b(h)
+        for blocks in self.up:
+            for b in blocks:
+                if isinstance(b, ResBlock):
+                    h = b(torch.cat([h, hs.pop()], dim=1), temb)
+                else:
+                    h = b(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,112 @@
+"""The sampler contract shared by DDPM and DDIM (diffusers-style).
+
+``set_timesteps(n)`` fixes the n timesteps the sampler visits (descending, on
+the training grid; fractional values are allowed), then ``step(eps, t, x)``
+moves the state from ``t`` to the next visited timestep. Samplers know nothing
+about network width: the sampling loop looks the width up per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from ddsm.config import _Frozen
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+
+Spacing = Literal["leading", "trailing", "linspace"]
+
+
+class SamplerConfig(_Frozen):
+    """Which sampler, and how it walks the timesteps."""
+
+    kind: Literal["ddpm", "ddim"] = "ddim"  # ancestral DDPM or DDIM
+    steps: int = Field(50, gt=0)  # number of denoiser calls
+    eta: float = Field(0.0, ge=0.0)  # DDIM stochasticity (0: deterministic); ignored by DDPM
+    timestep_spacing: Spacing = "leading"  # how visited timesteps are spread, as in diffusers
+    clip_sample: bool = True  # clip the predicted x0 to [-1, 1]
+
+
+@dataclass(frozen=True)
+class SamplerOutput:
+    """Result of one sampler step."""
+
+    prev_sample: torch.Tensor  # the state at the next visited timestep
+    pred_original_sample: torch.Tensor  # the x0 predicted at this step
+
+
+def spaced_timesteps(num_train: int, n: int, spacing: Spacing) -> torch.Tensor:
+    """Descending visited timesteps with the same conventions as diffusers' schedulers."""
+    if not 0 < n <= num_train:
+        raise DDSMError(f"steps {n} is not in 1..{num_train} (the number of training timesteps)")
+    if spacing == "leading":
+        ratio = num_train // n
+        ts = (torch.arange(n, dtype=torch.float64) * ratio).round().flip(0)
+    elif spacing == "trailing":
+        ratio = num_train / n
+        ts = (torch.arange(num_train, 0, -ratio, dtype=torch.float64)).round() - 1
+    elif spacing == "linspace":
+        ts = torch.linspace(0, num_train - 1, n, dtype=torch.float64).round().flip(0)
+    else:
+        raise DDSMError(f"timestep_spacing {spacing!r} is not one of leading, trailing, linspace")
+    return ts
+
+
+class Sampler:
+    """Base class: holds the visited timesteps and the noise schedule."""
+
+    #: whether ``step`` consumes fresh noise (the loop then draws it per sample)
+    stochastic: bool = False
+
+    def __init__(self, schedule: NoiseSchedule, config: SamplerConfig) -> None:
+        self.schedule = schedule
+        self.config = config
+        self.timesteps: torch.Tensor | None = None
+        self._index: dict[float, int] = {}
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        return None if self.timesteps is None else len(self.timesteps)
+
+    def set_timesteps(self, num_inference_steps: int | None = None, timesteps: list[float] | None = None) -> None:
+        """Fix the visited timesteps: ``num_inference_steps`` spaced per the config, or an explicit descending list."""
+        if timesteps is not None:
+            ts = torch.as_tensor(timesteps, dtype=torch.float64)
+            if ts.ndim != 1 or len(ts) == 0 or (ts[1:] >= ts[:-1]).any():
+                raise DDSMError(f"timesteps must be a non-empty strictly descending list, got {list(timesteps)}")
+            if ts[0] > self.schedule.num_timesteps - 1 or ts[-1] < 0:
+                raise DDSMError(f"timesteps must lie in [0, {self.schedule.num_timesteps - 1}], got {list(timesteps)}")
+        else:
+            n = num_inference_steps if num_inference_steps is not None else self.config.steps
+            ts = spaced_timesteps(self.schedule.num_timesteps, n, self.config.timestep_spacing)
+        self.timesteps = ts
+        self._index = {float(t): i for i, t in enumerate(ts)}
+
+    def prev_timestep(self, t: float) -> float:
+        """The timestep visited after ``t`` (-1 after the last: the clean image, alpha_bar = 1)."""
+        if self.timesteps is None:
+            raise ValueError(
+                f"{type(self).__name__}.step() called before set_timesteps(); call set_timesteps(num_inference_steps) first"
+            )
+        i = self._index.get(float(t))
+        if i is None:
+            raise DDSMError(f"timestep {float(t)} is not among the visited timesteps {self.timesteps.tolist()}")
+        return float(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1.0
+
+    def _alpha_bars(self, t: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor, float]:
+        prev = self.prev_timestep(t)
+        ab_t = self.schedule.alpha_bar_at(t)
+        ab_prev = self.schedule.alpha_bar_at(prev) if prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        return ab_t.to(device, dtype), ab_prev.to(device, dtype), prev
+
+    def _pred_x0(self, eps: torch.Tensor, x: torch.Tensor, ab_t: torch.Tensor) -> torch.Tensor:
+        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+        return x0.clamp(-1, 1) if self.config.clip_sample else x0
+
+    def step(self, model_output: torch.Tensor, timestep: float, sample: torch.Tensor,
+             noise: torch.Tensor | None = None) -> SamplerOutput:  # pragma: no cover - interface
+        raise NotImplementedError

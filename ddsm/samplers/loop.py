@@ -1,0 +1,85 @@
+"""The sampling loop: per-sample seeds, a width looked up per sampling step."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.nn.unet import SlimUNet
+from ddsm.samplers.base import Sampler, SamplerConfig
+from ddsm.samplers.ddim import DDIMSampler
+from ddsm.samplers.ddpm import DDPMSampler
+
+SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+
+
+def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
+    """Build the sampler named by ``config.kind`` with its timesteps set."""
+    sampler = SAMPLERS[config.kind](schedule, config)
+    sampler.set_timesteps(config.steps)
+    return sampler
+
+
+def per_step_widths(widths: float | Sequence[float], num_steps: int, model: SlimUNet) -> list[float]:
+    """Expand a uniform width or check a per-step list: one supernet width per sampling step."""
+    if isinstance(widths, (int, float)):
+        return [model.check_width(widths)] * num_steps
+    widths = list(widths)
+    if len(widths) != num_steps:
+        raise DDSMError(f"width schedule has {len(widths)} entries but the sampler takes {num_steps} steps")
+    return [model.check_width(w) for w in widths]
+
+
+def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def _randn(gens: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
+    # Noise is drawn on the CPU from each sample's own generator, so a sample
+    # is the same whichever batch or device it lands on.
+    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+
+
+@torch.no_grad()
+def generate(
+    model: SlimUNet,
+    sampler: Sampler,
+    widths: float | Sequence[float],
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample one image per seed; step i runs the supernet at ``widths[i]``.
+
+    Returns a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
+    """
+    if sampler.timesteps is None:
+        raise ValueError("sampler has no timesteps; call sampler.set_timesteps(num_inference_steps) first")
+    steps = sampler.timesteps.tolist()
+    plan = per_step_widths(widths, len(steps), model)
+    device = next(model.parameters()).device
+    c, s = model.config.in_channels, model.config.image_size
+    was_training = model.training
+    model.eval()
+    out = []
+    bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
+    try:
+        for start in range(0, len(seeds), batch_size):
+            gens = _generators(seeds[start : start + batch_size])
+            x = _randn(gens, (c, s, s), device)
+            for t, w in zip(steps, plan):
+                model.set_active_width(w)
+                eps = model(x, t)
+                noise = _randn(gens, (c, s, s), device) if sampler.stochastic and t != steps[-1] else None
+                x = sampler.step(eps, t, x, noise=noise).prev_sample
+                bar.update(len(gens))
+            out.append(x.float().cpu())
+    finally:
+        bar.close()
+        model.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,96 @@
+"""The schedule file: one supernet width per sampling step, and everything needed to reuse it.
+
+A schedule is what a search writes and a sampler reads. Widths are listed in
+the order the sampler visits its steps (first entry: the noisiest step), so
+the same file means the same thing in ddsm's samplers and in a diffusers
+loop. Loading checks it against the supernet and reports every mismatch at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ddsm.config import ModelConfig, _Frozen, validate
+from ddsm.errors import DDSMError
+from ddsm.io import write_json
+from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+
+SCHEDULE_VERSION = 1
+
+
+class Schedule(_Frozen):
+    """A per-step width schedule for one supernet and one sampler setting."""
+
+    schema_version: Literal[1] = SCHEDULE_VERSION
+    kind: Literal["ddsm.schedule"] = "ddsm.schedule"
+    supernet: str  # fingerprint of the supernet's architecture, width set and noise schedule
+    sampler: SamplerConfig  # kind, steps, eta, timestep spacing
+    widths: tuple[float, ...]  # one width per sampling step, noisiest step first
+    timesteps: tuple[float, ...] | None = None  # the visited timesteps (checked against the sampler)
+    predicted: dict[str, float] = Field(default_factory=dict)  # e.g. flops, latency_s
+    quality: dict[str, float] = Field(default_factory=dict)  # measured metrics, e.g. fid
+    provenance: dict[str, Any] = Field(default_factory=dict)  # search run, seed, tool version
+
+    @classmethod
+    def uniform(cls, model: ModelConfig, sampler: SamplerConfig, width: float, **kw: Any) -> "Schedule":
+        """Every step at ``width``."""
+        return cls.for_model(model, sampler, [width] * sampler.steps, **kw)
+
+    @classmethod
+    def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: list[float], **kw: Any) -> "Schedule":
+        """A schedule for ``model`` with its visited timesteps filled in."""
+        ts = spaced_timesteps(model.diffusion.num_timesteps, sampler.steps, sampler.timestep_spacing)
+        s = cls(supernet=model.fingerprint(), sampler=sampler, widths=tuple(widths), timesteps=tuple(ts.tolist()), **kw)
+        s.check(model)
+        return s
+
+    def mismatches(self, model: ModelConfig) -> list[str]:
+        """Every way this schedule does not fit ``model`` (empty when it fits)."""
+        out = []
+        if self.supernet != model.fingerprint():
+            out.append(f"made for supernet {self.supernet}, not {model.fingerprint()}")
+        bad = sorted({w for w in self.widths if not any(abs(w - v) < 1e-9 for v in model.unet.widths)})
+        if bad:
+            out.append(f"widths {bad} are not served (valid: {list(model.unet.widths)})")
+        if len(self.widths) != self.sampler.steps:
+            out.append(f"{len(self.widths)} widths for {self.sampler.steps} sampling steps")
+        if self.sampler.steps > model.diffusion.num_timesteps:
+            out.append(f"{self.sampler.steps} steps exceed the {model.diffusion.num_timesteps} training timesteps")
+        elif self.timesteps is not None:
+            ts = spaced_timesteps(model.diffusion.num_timesteps, self.sampler.steps, self.sampler.timestep_spacing)
+            if list(self.timesteps) != ts.tolist():
+                out.append("its timesteps differ from the sampler's spacing "
+                           f"({self.sampler.timestep_spacing}, {self.sampler.steps} steps)")
+        return out
+
+    def check(self, model: ModelConfig, where: str = "schedule") -> None:
+        """Raise one DDSMError listing every mismatch with ``model``."""
+        problems = self.mismatches(model)
+        if problems:
+            raise DDSMError(f"{where} does not fit this supernet: " + "; ".join(problems))
+
+    def save(self, path: str | Path) -> None:
+        """Write the schedule as JSON, atomically."""
+        write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path, model: ModelConfig | None = None) -> "Schedule":
+        """Read a schedule file; with ``model``, check it fits that supernet."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise DDSMError(f"cannot read schedule file {str(path)!r}: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise DDSMError(f"schedule file {str(path)!r} is not valid JSON: {e}") from None
+        if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEDULE_VERSION):
+            raise DDSMError(f"schedule file {str(path)!r} has schema_version {data.get('schema_version')!r}; "
+                            f"this ddsm reads {SCHEDULE_VERSION}")
+        sched = validate(cls, data, source=f"schedule file {path}")
+        if model is not None:
+            sched.check(model, where=f"schedule file {str(path)!r}")
+        return sched

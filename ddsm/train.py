@@ -1,0 +1,258 @@
+"""Supernet training: sandwich rule with in-place distillation, EMA, exact resume.
+
+Each step draws one batch (images, timesteps, noise) shared by every width:
+the widest net regresses the noise; the narrowest and ``n_random_widths``
+random widths regress a mix of the noise and the widest net's detached
+prediction (in-place distillation, Yu & Huang 2019). Gradients of all widths
+accumulate into the shared weights before one AdamW step.
+
+Every random draw comes from one seeded generator whose state, with the
+optimizer, the EMA and torch's global RNG (dropout), is in each checkpoint:
+a run stopped and resumed ends bit-for-bit where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ddsm.checkpoint import (
+    TRAIN_STATE, check_same_architecture, config_diff, prefixed, read_tensors, save_supernet, save_tensors,
+)
+from ddsm.config import RunConfig, validate
+from ddsm.data import ImageData, load_data
+from ddsm.device import resolve_device
+from ddsm.diffusion.losses import distilled_eps_loss, eps_loss
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.io import write_atomic, write_json
+from ddsm.nn.unet import SlimUNet
+
+# Settings that may change between a run and its resume without breaking exactness.
+RESUMABLE_CHANGES = {"iters", "checkpoint_every", "snapshot_every", "threads"}
+
+
+def learning_rate(step: int, cfg) -> float:
+    """Linear warm-up to ``lr``, then constant or cosine decay to ``min_lr_ratio * lr``."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_decay == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.iters - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def sandwich_widths(widths: tuple[float, ...], n_random: int, gen: torch.Generator) -> list[float]:
+    """Widest, narrowest, then ``n_random`` draws from the widths strictly between."""
+    chosen = [widths[-1]] + ([widths[0]] if len(widths) > 1 else [])
+    middle = widths[1:-1]
+    for _ in range(n_random if middle else 0):
+        chosen.append(middle[int(torch.randint(len(middle), (1,), generator=gen))])
+    return chosen
+
+
+class Trainer:
+    """Train a slimmable supernet into ``out_dir``; ``run(resume=True)`` continues a stopped run."""
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
+                 data: ImageData | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.out = Path(out_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        cfg = config.train
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        unet = config.model.unet
+        self.data = data if data is not None else load_data(config.data, unet.image_size, unet.in_channels)
+        if len(self.data.train) == 0:
+            raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
+        self.x_train = self.data.train.to(self.device)
+        self.schedule = NoiseSchedule(config.model.diffusion)
+        self.model = SlimUNet(unet).to(self.device)
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    # -- setup -----------------------------------------------------------------
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.config.train.amp
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp == "fp16" and self.device.type != "cuda":
+            raise DDSMError("amp 'fp16' needs a CUDA device; on the CPU use 'bf16' or 'off'")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- checkpoints -----------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.safetensors"
+
+    def save_checkpoint(self) -> None:
+        """Write the whole training state atomically."""
+        tensors: dict[str, torch.Tensor] = {}
+        tensors.update({f"model.{k}": v for k, v in self.model.state_dict().items()})
+        tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
+        opt_state = self.opt.state_dict()
+        for i, st in opt_state["state"].items():
+            for name, v in st.items():
+                tensors[f"optim.{i}.{name}"] = torch.as_tensor(v)
+        tensors["rng.data"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.scaler.is_enabled():
+            tensors["amp.scale"] = self.scaler.get_scale() * torch.ones(1)
+        save_tensors(self.checkpoint_path, tensors, {
+            "kind": TRAIN_STATE,
+            "model": self.config.model.model_dump(mode="json"),
+            "fingerprint": self.config.model.fingerprint(),
+            "run": self.config.model_dump(mode="json"),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "param_groups": opt_state["param_groups"],
+        })
+
+    def load_checkpoint(self) -> None:
+        """Restore the state written by :meth:`save_checkpoint`, refusing another run's checkpoint."""
+        tensors, header = read_tensors(self.checkpoint_path)
+        if header.get("kind") != TRAIN_STATE:
+            raise DDSMError(f"{self.checkpoint_path} is a {header.get('kind')!r}, not a resumable training state")
+        saved = validate(RunConfig, header["run"], source=f"checkpoint {self.checkpoint_path}")
+        check_same_architecture(saved.model, self.config.model, f"checkpoint {str(self.checkpoint_path)!r}")
+        a, b = saved.model_dump(mode="json"), self.config.model_dump(mode="json")
+        for d in (a, b):
+            for k in RESUMABLE_CHANGES:
+                d["train"].pop(k)
+        diff = config_diff(a, b)
+        if diff:
+            raise DDSMError(f"cannot resume {str(self.out)!r} with a different recipe; differs in: {'; '.join(diff)} (checkpoint vs now)")
+        self.model.load_state_dict(prefixed(tensors, "model"))
+        self.ema = {k: v.to(self.device) for k, v in prefixed(tensors, "ema").items()}
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in prefixed(tensors, "optim").items():
+            i, name = k.split(".", 1)
+            state.setdefault(int(i), {})[name] = v.to(self.device) if name != "step" else v
+        self.opt.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+        self.gen.set_state(tensors["rng.data"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "amp.scale" in tensors and self.scaler.is_enabled():
+            self.scaler.update(float(tensors["amp.scale"]))
+        self.step = int(header["step"])
+        self.train_seconds = float(header["train_seconds"])
+
+    def export(self, path: str | Path, **info: Any) -> None:
+        """Write the EMA weights as a weights-only supernet file."""
+        save_supernet(path, self.model, self.config.model, state_dict=self.ema,
+                      step=self.step, train_seconds=round(self.train_seconds, 1), **info)
+
+    # -- training --------------------------------------------------------------
+
+    def _ema_update(self) -> None:
+        cfg = self.config.train
+        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step)) if cfg.ema_warmup else cfg.ema_decay
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].lerp_(v, 1 - decay)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over the sandwich of widths; returns the losses."""
+        cfg, unet = self.config.train, self.config.model.unet
+        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
+        t = torch.randint(self.schedule.num_timesteps, (cfg.batch_size,), generator=self.gen)
+        eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
+        x0 = self.x_train[idx.to(self.device)]
+        t = t.to(self.device)
+        x_t = self.schedule.q_sample(x0, t, eps)
+        widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
+        for g in self.opt.param_groups:
+            g["lr"] = learning_rate(self.step, cfg)
+        self.opt.zero_grad(set_to_none=True)
+        losses: dict[str, float] = {}
+        teacher = None
+        for w in widths:
+            self.model.set_active_width(w)
+            with self._autocast():
+                pred = self.model(x_t, t)
+            if teacher is None:
+                loss = eps_loss(pred, eps)
+                teacher = pred.detach()
+            else:
+                loss = distilled_eps_loss(pred, eps, teacher, cfg.distill_weight)
+            self.scaler.scale(loss).backward()
+            losses[f"loss@{w:g}"] = float(loss.detach())
+        self.model.set_active_width(unet.widths[-1])
+        self.scaler.unscale_(self.opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        self._ema_update()
+        losses["grad_norm"] = float(grad_norm)
+        return losses
+
+    def run(self, *, resume: bool = False) -> Path:
+        """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
+        cfg = self.config.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise DDSMError(f"cannot resume: {str(self.checkpoint_path)!r} does not exist (start without --resume)")
+            self.load_checkpoint()
+        elif self.checkpoint_path.exists():
+            raise DDSMError(f"{str(self.out)!r} already holds a training run; pass --resume to continue it or choose another --out")
+        write_json(self.out / "config.json", self.config.model_dump(mode="json"))
+        log_path = self.out / "metrics.jsonl"
+        self._truncate_log(log_path)
+        bar = tqdm(total=cfg.iters, initial=self.step, desc="train", unit="it", disable=not self.progress)
+        try:
+            with log_path.open("a") as log:
+                while self.step < cfg.iters:
+                    t0 = time.perf_counter()
+                    losses = self.train_step()
+                    self.train_seconds += time.perf_counter() - t0
+                    bar.update(1)
+                    if self.step % 10 == 0 or self.step == cfg.iters:
+                        row = {"step": self.step, "train_seconds": round(self.train_seconds, 3),
+                               "lr": learning_rate(self.step - 1, cfg), **{k: round(v, 6) for k, v in losses.items()}}
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
+                        bar.set_postfix(loss=f"{losses['loss@1']:.4f}", narrow=f"{list(losses.values())[1]:.4f}")
+                    if cfg.snapshot_every and self.step % cfg.snapshot_every == 0:
+                        self.export(self.out / "snapshots" / f"ema-{self.step:06d}.safetensors")
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            bar.close()
+            raise
+        bar.close()
+        self.save_checkpoint()
+        self.export(self.out / "supernet.safetensors")
+        return self.out
+
+    def _truncate_log(self, log_path: Path) -> None:
+        # Lines written after the last checkpoint are replayed on resume; drop them.
+        if not log_path.exists():
+            return
+        keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        write_atomic(log_path, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
