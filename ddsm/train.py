@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.nn.unet import SlimUNet
 
-# Settings that may change between a run and its resume without breaking exactness.
+# Settings that may change between a run and its resume (iters only stays exact with constant decay).
 RESUMABLE_CHANGES = {"iters", "checkpoint_every", "snapshot_every", "threads"}
 
 
@@ -76,11 +77,12 @@ class Trainer:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
         self.x_train = self.data.train.to(self.device)
         self.schedule = NoiseSchedule(config.model.diffusion)
+        # Seed before building the model: its initial weights are a random draw of training too.
+        torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
         self.step = 0
         self.train_seconds = 0.0
         self.amp_dtype = self._amp_dtype()
@@ -144,6 +146,9 @@ class Trainer:
             for k in RESUMABLE_CHANGES:
                 d["train"].pop(k)
         diff = config_diff(a, b)
+        if saved.train.iters != self.config.train.iters and self.config.train.lr_decay == "cosine":
+            warnings.warn(f"resuming with iters {self.config.train.iters} instead of {saved.train.iters} stretches the "
+                          "cosine learning-rate decay: the result will differ from an uninterrupted run", stacklevel=2)
         if diff:
             raise DDSMError(f"cannot resume {str(self.out)!r} with a different recipe; differs in: {'; '.join(diff)} (checkpoint vs now)")
         self.model.load_state_dict(prefixed(tensors, "model"))
@@ -174,8 +179,8 @@ class Trainer:
             for k, v in self.model.state_dict().items():
                 self.ema[k].lerp_(v, 1 - decay)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step over the sandwich of widths; returns the losses."""
+    def train_step(self, widths: list[float] | None = None) -> dict[str, float]:
+        """One optimizer step over the sandwich of widths (or the given ``widths``, widest first); returns the losses."""
         cfg, unet = self.config.train, self.config.model.unet
         idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
         t = torch.randint(self.schedule.num_timesteps, (cfg.batch_size,), generator=self.gen)
@@ -183,7 +188,8 @@ class Trainer:
         x0 = self.x_train[idx.to(self.device)]
         t = t.to(self.device)
         x_t = self.schedule.q_sample(x0, t, eps)
-        widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
+        if widths is None:
+            widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
         for g in self.opt.param_groups:
             g["lr"] = learning_rate(self.step, cfg)
         self.opt.zero_grad(set_to_none=True)

@@ -48,7 +48,8 @@ def spaced_timesteps(num_train: int, n: int, spacing: Spacing) -> torch.Tensor:
         ts = (torch.arange(n, dtype=torch.float64) * ratio).round().flip(0)
     elif spacing == "trailing":
         ratio = num_train / n
-        ts = (torch.arange(num_train, 0, -ratio, dtype=torch.float64)).round() - 1
+        # A float step can make arange yield n + 1 values (the extra one -1); keep the first n.
+        ts = (torch.arange(num_train, 0, -ratio, dtype=torch.float64)[:n]).round() - 1
     elif spacing == "linspace":
         ts = torch.linspace(0, num_train - 1, n, dtype=torch.float64).round().flip(0)
     else:

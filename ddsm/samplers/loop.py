@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -34,14 +35,50 @@ def per_step_widths(widths: float | Sequence[float], num_steps: int, model: Slim
     return [model.check_width(w) for w in widths]
 
 
-def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+# -- shared by generate() and generate_many(): per-sample random streams, eval mode
+
+
+def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: sample i's noise depends on ``seeds[i]`` only."""
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
-def _randn(gens: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
+def per_sample_randn(gens: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
+    """Stack one standard-normal draw of ``shape`` from each sample's generator, moved to ``device``."""
     # Noise is drawn on the CPU from each sample's own generator, so a sample
     # is the same whichever batch or device it lands on.
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+
+
+def step_noise(sampler: Sampler, gens: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor | None:
+    """The fresh noise one sampling step consumes (None for a deterministic sampler).
+
+    Drawn at every step, the last included: DDIM with eta > 0 requires it there
+    (its sigma is zero, so the value does not matter), and nothing is drawn
+    after the last step, so no earlier draw moves.
+    """
+    return per_sample_randn(gens, shape, device) if sampler.stochastic else None
+
+
+def visited_timesteps(sampler: Sampler) -> list[float]:
+    """The sampler's visited timesteps, or an error if ``set_timesteps`` was never called."""
+    if sampler.timesteps is None:
+        raise ValueError("sampler has no timesteps; call sampler.set_timesteps(num_inference_steps) first")
+    return sampler.timesteps.tolist()
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run ``model`` in eval mode (no dropout) and restore its training flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# -- the loop
 
 
 @torch.no_grad()
@@ -58,28 +95,21 @@ def generate(
 
     Returns a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
     """
-    if sampler.timesteps is None:
-        raise ValueError("sampler has no timesteps; call sampler.set_timesteps(num_inference_steps) first")
-    steps = sampler.timesteps.tolist()
+    steps = visited_timesteps(sampler)
     plan = per_step_widths(widths, len(steps), model)
     device = next(model.parameters()).device
     c, s = model.config.in_channels, model.config.image_size
-    was_training = model.training
-    model.eval()
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
-    try:
+    with eval_mode(model), bar:
         for start in range(0, len(seeds), batch_size):
-            gens = _generators(seeds[start : start + batch_size])
-            x = _randn(gens, (c, s, s), device)
+            gens = sample_generators(seeds[start : start + batch_size])
+            x = per_sample_randn(gens, (c, s, s), device)
             for t, w in zip(steps, plan):
                 model.set_active_width(w)
                 eps = model(x, t)
-                noise = _randn(gens, (c, s, s), device) if sampler.stochastic and t != steps[-1] else None
+                noise = step_noise(sampler, gens, (c, s, s), device)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))
             out.append(x.float().cpu())
-    finally:
-        bar.close()
-        model.train(was_training)
     return torch.cat(out)
