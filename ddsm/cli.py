@@ -169,5 +169,142 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
                f"median of {table.repeats} -> {out}")
 
 
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for every artifact; rerun with the same folder to resume.")
+@click.option("--checkpoint", default="digits", show_default=True,
+              help="Supernet to start from: a run folder, a .safetensors file or a shipped name.")
+@click.option("--train", is_flag=True, help="Retrain the digits supernet from scratch first (about an hour on 2 cores).")
+@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for FID.")
+@click.option("--steps", type=int, default=50, show_default=True, help="DDIM steps.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def quickstart(out, checkpoint, train, num, steps, device, progress) -> None:
+    """Run the embedded default (digits) end to end and print where every artifact is."""
+    from ddsm.quickstart import run_quickstart
+
+    if num < 2 or steps < 1:
+        raise DDSMError(f"--num must be at least 2 (got {num}) and --steps at least 1 (got {steps})")
+    t0 = time.perf_counter()
+    run_quickstart(out, checkpoint=checkpoint, train=train, device=device, num=num, steps=steps, progress=progress)
+    click.echo(f"quickstart finished in {time.perf_counter() - t0:.0f} s")
+
+
+@main.command()
+@click.option("--data", default=None, help="Images to learn features of: 'digits', a folder of PNG/JPEG images, or "
+              "'torchvision:NAME:ROOT'. [default: the checkpoint's data, else digits]")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Feature net file to write (.safetensors); FID reference statistics are cached beside it.")
+@click.option("--checkpoint", default=None, help="Supernet (run folder, file or shipped name) whose image size, "
+              "channels and data split to match; FID then fits its samples.")
+@click.option("--size", type=int, default=None, help="Image side in pixels [default: 16, or the checkpoint's].")
+@click.option("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB) [default: 1, or the checkpoint's].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, shuffling and augmentation.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training split.")
+@click.option("--features", type=int, default=64, show_default=True, help="Size of the feature layer FID uses.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, progress) -> None:
+    """Train the small CNN whose features FID uses (the data's classes if it has labels, else rotation prediction)."""
+    from ddsm.config import DataConfig
+    from ddsm.data import load_data
+    from ddsm.metrics.featurenet import train_featurenet
+
+    data_cfg = DataConfig()
+    if checkpoint is not None:
+        from ddsm.checkpoint import load_supernet
+        from ddsm.metrics.evaluator import data_config_for
+
+        unet = load_supernet(checkpoint).config.unet
+        data_cfg = data_config_for(checkpoint)
+        size = unet.image_size if size is None else size
+        channels = unet.in_channels if channels is None else channels
+    if data is not None:
+        data_cfg = data_cfg.model_copy(update={"source": data})
+    if (size is not None and size <= 0) or (channels is not None and channels <= 0):
+        raise DDSMError(f"--size ({size}) and --channels ({channels}) must be positive")
+    images = load_data(data_cfg, size or 16, channels or 1)
+    t0 = time.perf_counter()
+    net = train_featurenet(images, seed=seed, epochs=epochs, num_features=features, progress=progress)
+    net.save(out)
+    acc = "n/a" if net.holdout_accuracy is None else f"{net.holdout_accuracy:.3f}"
+    click.echo(f"feature net ({net.config.task} task, {features} features, held-out accuracy {acc}) for dataset "
+               f"{images.name} {images.fingerprint()} in {time.perf_counter() - t0:.0f} s -> {out}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--schedule", "schedule_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Schedule file (JSON) to score; repeatable. Fixes sampler, steps, eta and spacing.")
+@click.option("--width", "widths", multiple=True, type=float,
+              help="Also score the uniform schedule at this width; repeatable.")
+@click.option("--metric", type=click.Choice(["proxy", "fid"]), default="proxy", show_default=True,
+              help="proxy: mean squared distance to the full-width samples on the same seeds (cheap); "
+                   "fid: FID against the real training images in a feature net's space.")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file for --metric fid (make one with `ddsm featurenet --checkpoint ...`).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
+@click.option("--eta", type=float, default=None, help="DDIM noise scale for --width [default: 0].")
+@click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
+              help="Timestep spacing for --width [default: leading].")
+@click.option("--num", type=int, default=None, help="Samples per schedule [default: 64 for proxy, 1000 for fid].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED+i for every schedule.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Seeds denoised together.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sampler, steps, eta, spacing, num, seed,
+             batch_size, out, device, progress) -> None:
+    """Score schedules (files and/or uniform widths) by the teacher proxy or FID, sharing sampling work."""
+    import pandas as pd
+
+    from ddsm.checkpoint import load_supernet
+    from ddsm.config import validate
+    from ddsm.data import load_data
+    from ddsm.device import resolve_device
+    from ddsm.io import write_atomic
+    from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
+    from ddsm.metrics.fid import FID
+    from ddsm.samplers import SamplerConfig
+    from ddsm.schedule import Schedule
+
+    if not schedule_files and not widths:
+        raise DDSMError("give at least one --schedule FILE or --width W to evaluate")
+    if metric == "fid" and featurenet_file is None:
+        raise DDSMError("--metric fid needs --featurenet FILE; train one with `ddsm featurenet --checkpoint ... --out FILE`")
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    scheds = [Schedule.load(f, net.config) for f in schedule_files]
+    flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
+    configs = {s.sampler for s in scheds}
+    if len(configs) > 1:
+        raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
+    if configs:
+        scfg = configs.pop()
+        clash = [f"{k}={v!r}" for k, v in flags.items() if v is not None and v != getattr(scfg, k)]
+        if clash:
+            raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
+    else:
+        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
+    candidates = [*scheds, *([net.model.check_width(w)] * scfg.steps for w in widths)]
+    names = [*schedule_files, *(f"width {w:g}" for w in widths)]
+    common = dict(num=num or (64 if metric == "proxy" else 1000), seed=seed, batch_size=batch_size, progress=progress)
+    if metric == "proxy":
+        ev = ProxyEvaluator(net, scfg, **common)
+    else:
+        unet = net.config.unet
+        data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+        ev = FIDEvaluator(net, scfg, FID.for_data(data, featurenet=featurenet_file), **common)
+    t0 = time.perf_counter()
+    df = ev.evaluate(candidates)
+    df.insert(0, "schedule", names)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.5g}".format):
+        click.echo(df.to_string(index=False))
+    click.echo(f"{len(candidates)} schedules x {common['num']} samples in {time.perf_counter() - t0:.1f} s; "
+               f"shared sampling saved {ev.stats.saved_fraction:.0%} of denoiser evaluations")
+    if out is not None:
+        write_atomic(out, lambda p: df.to_csv(p, index=False))
+        click.echo(f"-> {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

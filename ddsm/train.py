@@ -167,8 +167,8 @@ class Trainer:
 
     def export(self, path: str | Path, **info: Any) -> None:
         """Write the EMA weights as a weights-only supernet file."""
-        save_supernet(path, self.model, self.config.model, state_dict=self.ema,
-                      step=self.step, train_seconds=round(self.train_seconds, 1), **info)
+        save_supernet(path, self.model, self.config.model, state_dict=self.ema, step=self.step,
+                      train_seconds=round(self.train_seconds, 1), run=self.config.model_dump(mode="json"), **info)
 
     # -- training --------------------------------------------------------------
 
