@@ -83,8 +83,9 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
         rows = [{"schedule": "real held-out", "macs_share": None, "fid": fid.fid(data.holdout)}]
         half = steps // 2
         plans = {f"uniform {w:g}": [w] * steps for w in net.config.unet.widths}
-        plans["0.25 for the noisy half, then 1.0"] = [0.25] * half + [1.0] * (steps - half)
-        plans["1.0 for the noisy half, then 0.25"] = [1.0] * half + [0.25] * (steps - half)
+        lo, hi = net.config.unet.widths[0], net.config.unet.widths[-1]
+        plans[f"{lo:g} for the first {half} steps, then {hi:g}"] = [lo] * half + [hi] * (steps - half)
+        plans[f"{hi:g} for the first {half} steps, then {lo:g}"] = [hi] * half + [lo] * (steps - half)
         full = table.full_width_cost(steps)
         for name, widths in plans.items():
             x = generate(net.model, sampler, widths, seeds, progress=progress)

@@ -1,0 +1,75 @@
+"""The Pareto front of a search and its hypervolume.
+
+The front is taken over *every* evaluation in the log (seeding probes
+included), not only over NSGA-II's current population: survival may crowd
+out a non-dominated schedule that was still worth reporting. A member is
+valid, within budget, and no other such schedule is at least as good in
+quality and cost and better in one. Exact ties keep the first evaluated.
+
+Hypervolume (pymoo's ``HV``) is measured in (quality, cost share) against a
+reference point fixed once per run and stored in its checkpoint:
+``(worst valid quality seen up to generation 0, padded by 10 %, 1.1)``. A
+fixed point makes the numbers of successive generations, and of a run and
+its resume, comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ddsm.io import write_atomic, write_json
+from ddsm.search.log import parse_genome
+
+FRONT_VERSION = 1
+
+
+def pareto_front(rows: list[dict], *, quality: str) -> list[dict]:
+    """Non-dominated rows (minimising quality and share), cheapest first; ``rows`` must be feasible."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["share"], rows[i][quality], i))
+    front, best = [], math.inf
+    for i in order:
+        if rows[i][quality] < best:
+            front.append(rows[i])
+            best = rows[i][quality]
+    return front
+
+
+def reference_point(qualities: list[float]) -> tuple[float, float]:
+    """The fixed HV reference: worst finite quality padded by 10 % of its size, and cost share 1.1."""
+    finite = [q for q in qualities if math.isfinite(q)]
+    worst = max(finite) if finite else 1.0
+    return worst + 0.1 * max(abs(worst), 1e-12), 1.1
+
+
+def hypervolume(front: list[dict], *, quality: str, ref: tuple[float, float]) -> float:
+    """Hypervolume of ``front`` against ``ref`` (points beyond the reference count for nothing)."""
+    from pymoo.indicators.hv import HV
+
+    F = np.array([[r[quality], r["share"]] for r in front if r[quality] < ref[0] and r["share"] < ref[1]], dtype=float)
+    if len(F) == 0:
+        return 0.0
+    return float(HV(ref_point=np.asarray(ref, dtype=float))(F))
+
+
+def front_frame(front: list[dict], *, quality: str) -> pd.DataFrame:
+    """The front as a table: one member per row, cheapest first."""
+    cols = ["genome", "widths", quality, "cost", "share", "generation"]
+    return pd.DataFrame([{c: r[c] for c in cols} for r in front], columns=cols)
+
+
+def write_front(folder: str | Path, front: list[dict], *, quality: str, meta: dict[str, Any]) -> None:
+    """Write ``front.csv`` and ``front.json`` (widths per member, quality, cost, budget share) atomically."""
+    folder = Path(folder)
+    df = front_frame(front, quality=quality)
+    write_atomic(folder / "front.csv", lambda p: df.to_csv(p, index=False))
+    members = [{"genome": list(parse_genome(r["genome"])),
+                "widths": [float(w) for w in str(r["widths"]).split(",")],
+                quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
+               for r in front]
+    write_json(folder / "front.json", {"kind": "ddsm.search_front", "schema_version": FRONT_VERSION, **meta,
+                                       "members": members})

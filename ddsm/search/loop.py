@@ -1,0 +1,295 @@
+"""The search loop: NSGA-II ask/tell over width schedules, cached, checkpointed, resumable.
+
+One generation: ``ask`` NSGA-II for genomes; answer those already in the
+evaluation log from it and send the rest to the runner (serial or Ray);
+append the new rows to the log; hand F and G to pymoo (``StaticProblem`` +
+``Evaluator``); ``tell``; then write the Pareto front and the checkpoint.
+Generation 0 is the seeded first population; the seeding probes are logged
+as generation -1.
+
+The run folder (``out_dir``):
+
+- ``space.json``: the resolved search space, written before any work;
+- ``search.json``: what the folder belongs to: the search-space hash, the
+  supernet fingerprint and the cost-model hash (a resume with another one of
+  these is refused before anything in the folder changes);
+- ``evaluations.parquet`` (or ``.csv``): the evaluation log and cache;
+- ``state.json``: the NSGA-II checkpoint after the last finished generation,
+  with the hypervolume reference point and per-generation statistics;
+- ``front.csv`` / ``front.json``: the current Pareto front.
+
+Resume: restore ``state.json`` (algorithm re-bound to the problem, generator
+state restored) and continue; the generation that was cut short is asked
+again, gets the same genomes, and finds the ones already evaluated in the
+log. An interrupted-and-resumed search therefore ends with the same front and
+log as an uninterrupted one, given an evaluator that returns the same
+numbers for the same candidates (with a batched real evaluator: up to float
+rounding, unless ``chunk_size`` is 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.termination import NoTermination
+from pymoo.problems.static import StaticProblem
+from tqdm.auto import tqdm
+
+from ddsm.errors import DDSMError
+from ddsm.io import write_json
+from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point, write_front
+from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, widths_text
+from ddsm.search.problem import WidthProblem, build_algorithm, cost_hash
+from ddsm.search.runners import EvaluatorFactory, Runner, make_runner
+from ddsm.search.seeding import initial_population
+from ddsm.search.space import SearchSpace
+from ddsm.search.state import load_state, restore, save_state
+
+SEARCH_VERSION = 1
+SEED_GENERATION = -1  # generation recorded for the seeding probes
+
+
+@dataclass
+class SearchResult:
+    """What a search produced (everything is also in ``out_dir``)."""
+
+    out_dir: Path
+    front: pd.DataFrame  # non-dominated schedules within budget, cheapest first
+    evaluations: pd.DataFrame  # the whole evaluation log
+    generations: int  # generations finished (0-based count: the last one is generations - 1)
+    hypervolume: float  # of the front, against the run's fixed reference point
+    history: list[dict] = field(default_factory=list)  # per-generation statistics
+    evaluated: int = 0  # evaluations computed by this call
+    cached: int = 0  # genomes answered from the log by this call
+
+
+class _Evaluations:
+    """Cache-first evaluation of genomes: the log answers what it knows, the runner the rest."""
+
+    def __init__(self, problem: WidthProblem, log: EvaluationLog, runner: Callable[[], Runner]) -> None:
+        self.problem, self.log, self._runner = problem, log, runner
+        self.quality = problem.space.objectives.quality
+        self.requested = self.hits = self.computed = 0
+        self.seconds = 0.0
+
+    def __call__(self, genomes: Sequence[Sequence[int]], *, generation: int) -> list[dict]:
+        keys = [genome_key(g) for g in genomes]
+        todo: dict[str, tuple[int, ...]] = {}
+        for k, g in zip(keys, genomes):
+            if k not in self.log and k not in todo:
+                todo[k] = tuple(int(x) for x in g)
+        self.requested += len(keys)
+        self.hits += len(keys) - len(todo)
+        if todo:
+            t0 = time.perf_counter()
+            genomes_todo = list(todo.values())
+            waiting: dict[int, list[dict]] = {}
+            next_start = 0
+
+            def on_result(start: int, rows: list[dict]) -> None:
+                # Rows join the log strictly in input order, a whole chunk at a time, so the
+                # logged part of an interrupted generation is always a prefix of whole chunks.
+                nonlocal next_start
+                waiting[start] = rows
+                while next_start in waiting:
+                    chunk = waiting.pop(next_start)
+                    self.log.add([self._row(genomes_todo[next_start + i], r, generation) for i, r in enumerate(chunk)])
+                    next_start += len(chunk)
+
+            try:
+                self._runner()(genomes_todo, on_result=on_result)
+            finally:
+                self.log.flush()
+            self.computed += len(todo)
+            self.seconds += time.perf_counter() - t0
+        return [self.log.get(k) for k in keys]
+
+    def _row(self, genome: tuple[int, ...], result: dict, generation: int) -> dict:
+        X = np.asarray([genome], dtype=np.int64)
+        q, valid = float(result[self.quality]), bool(result["valid"])
+        F, G = self.problem.objectives(X, [q], [valid])
+        row = {"generation": generation, "genome": genome_key(genome),
+               "widths": widths_text(self.problem.space.genes_to_widths(genome)), self.quality: q, "valid": valid,
+               "cost": float(self.problem.cost(X)[0]), "share": float(F[0, 1]), "constraint": float(G[0, 0]),
+               "seconds": float(result.get("seconds", math.nan)), "worker": str(result.get("worker", ""))}
+        reserved = set(LEADING) | set(TRAILING) | {self.quality}
+        for k, v in result.items():
+            if k not in reserved:
+                row[k] = v
+            elif k not in row:  # pragma: no cover - every reserved key is set above
+                row[f"eval_{k}"] = v
+        return row
+
+
+def _check_folder(out: Path, identity: dict[str, Any], resume: bool) -> None:
+    """Refuse a folder holding another search (or any search, without resume) before writing to it."""
+    manifest = out / "search.json"
+    if not manifest.exists():
+        if resume:
+            raise DDSMError(f"cannot resume: {str(out)!r} holds no search (no search.json); start without --resume")
+        return
+    if not resume:
+        raise DDSMError(f"{str(out)!r} already holds a search; pass --resume to continue it or choose another folder")
+    import json
+
+    try:
+        saved = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DDSMError(f"cannot read {str(manifest)!r}: {e}") from None
+    names = {"space": "search space", "supernet": "supernet", "costs": "cost model"}
+    diff = [f"{names[k]} {saved.get(k)!s} (folder) vs {identity[k]!s} (now)" for k in names
+            if saved.get(k) != identity[k]]
+    if diff:
+        raise DDSMError(f"cannot resume {str(out)!r}: it belongs to another search; differs in: {'; '.join(diff)}")
+
+
+def run_search(
+    space: SearchSpace,
+    *,
+    evaluator_factory: EvaluatorFactory | None = None,
+    cost_per_width: Mapping[float, float],
+    out_dir: str | Path,
+    runner: str | Runner = "serial",
+    workers: int = 1,
+    address: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    supernet: str | None = None,
+    device: str = "auto",
+    chunk_size: int = 4,
+    ray_options: Mapping[str, Any] | None = None,
+) -> SearchResult:
+    """Search a width per sampling step under ``space.budget``; see the module docstring.
+
+    ``evaluator_factory(device=...)`` builds the evaluator (once per worker);
+    ``cost_per_width`` is the cost of one denoiser call at each width (from
+    the CostTable, in the unit of ``space.objectives.cost``); ``supernet`` is
+    the checkpoint's fingerprint, recorded so a resume with another supernet
+    is refused. ``runner`` is ``'serial'``, ``'ray'`` (``workers`` actors,
+    local Ray or ``address``; ``ray_options`` go to :class:`RayRunner`) or a
+    ready :class:`Runner`, which is then not closed here.
+    """
+    out = Path(out_dir)
+    problem = WidthProblem(space, cost_per_width)
+    problem.check_budget()
+    quality = space.objectives.quality
+    identity = {"space": space.fingerprint(), "supernet": supernet, "costs": cost_hash(problem.call_costs)}
+    _check_folder(out, identity, resume)
+    if isinstance(runner, str) and runner not in ("serial", "ray"):
+        raise DDSMError(f"runner {runner!r} is not one of serial, ray")
+    if isinstance(runner, str) and evaluator_factory is None:
+        raise DDSMError("run_search needs an evaluator_factory (or a ready Runner)")
+    if not isinstance(runner, str):
+        probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes))  # every width, if genes allow
+        if runner.quality != quality or list(runner.decode(probe)) != space.genes_to_widths(probe):
+            raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
+                            f"this one (quality {quality!r}); build it with decode=space.genes_to_widths")
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "space.json", space.model_dump(mode="json"))
+    write_json(out / "search.json", {"kind": "ddsm.search", "schema_version": SEARCH_VERSION, **identity,
+                                     "objectives": space.objectives.model_dump(), "budget": space.budget,
+                                     "cost_per_width": {repr(w): c for w, c in zip(space.widths, problem.call_costs)},
+                                     "full_cost": problem.full_cost})
+
+    log = EvaluationLog(out, quality=quality, format=space.cache.format, flush_seconds=space.cache.flush_seconds)
+    made: list[Runner] = []
+
+    def get_runner() -> Runner:
+        if not isinstance(runner, str):
+            return runner
+        if not made:
+            made.append(make_runner(runner, evaluator_factory, decode=space.genes_to_widths, quality=quality,
+                                    chunk_size=chunk_size, workers=workers, address=address, device=device,
+                                    **dict(ray_options or {})))
+        return made[0]
+
+    evaluate = _Evaluations(problem, log, get_runner)
+    state_path = out / "state.json"
+    meta = {"space": identity["space"], "supernet": supernet, "objectives": space.objectives.model_dump(),
+            "budget": space.budget, "full_cost": problem.full_cost}
+    bar = None
+    try:
+        algorithm = None
+        history: list[dict] = []
+        hv_ref: tuple[float, float] | None = None
+        generation = 0
+        if resume and state_path.exists():
+            state = load_state(state_path)
+            algorithm = build_algorithm(space)
+            algorithm.setup(problem, seed=space.seed, termination=NoTermination())
+            restore(algorithm, problem, state)
+            generation = int(state["generation"]) + 1
+            history = list(state.get("history", []))
+            hv_ref = tuple(state["hv_ref"]) if state.get("hv_ref") else None
+        else:
+            def score(genomes: list[tuple[int, ...]]) -> list[float]:
+                rows = evaluate(genomes, generation=SEED_GENERATION)
+                return [r[quality] if r["valid"] else math.inf for r in rows]
+
+            if progress and space.seeding.sensitivity:
+                tqdm.write(f"seeding: {1 + space.n_genes * space.full_index} sensitivity probes")
+            X0 = initial_population(problem, score=score)
+            algorithm = build_algorithm(space, sampling=X0)
+            algorithm.setup(problem, seed=space.seed, termination=NoTermination())
+
+        bar = tqdm(total=space.generations, initial=min(generation, space.generations), desc="search", unit="gen",
+                   disable=not progress)
+        while generation < space.generations:
+            pop = algorithm.ask()
+            if pop is None or len(pop) == 0:
+                if progress:
+                    tqdm.write(f"generation {generation}: NSGA-II cannot make new distinct offspring; stopping early")
+                break
+            requested, hits, t0 = evaluate.requested, evaluate.hits, time.perf_counter()
+            computed0, secs0 = evaluate.computed, evaluate.seconds
+            X = np.asarray(pop.get("X"), dtype=np.int64)
+            rows = evaluate(X, generation=generation)
+            F, G = problem.objectives(X, [r[quality] for r in rows], [r["valid"] for r in rows])
+            Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
+            algorithm.tell(infills=pop)
+
+            if hv_ref is None:
+                hv_ref = reference_point([r[quality] for r in log.rows if r["generation"] <= 0 and r["valid"]])
+            feasible = log.feasible(space.budget)
+            front = pareto_front(feasible, quality=quality)
+            hv = hypervolume(front, quality=quality, ref=hv_ref)
+            new, secs = evaluate.computed - computed0, evaluate.seconds - secs0
+            stats = {"generation": generation, "best": min((r[quality] for r in feasible), default=None),
+                     "front": len(front), "hypervolume": hv, "evaluated": new,
+                     "cached": (evaluate.hits - hits), "asked": evaluate.requested - requested,
+                     "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0}
+            history.append(stats)
+            write_front(out, front, quality=quality, meta={**meta, "generation": generation})
+            save_state(state_path, algorithm, generation=generation,
+                       extra={**{k: identity[k] for k in identity}, "hv_ref": list(hv_ref), "history": history})
+            bar.update(1)
+            bar.set_postfix_str(_postfix(stats))
+            generation += 1
+    finally:
+        if bar is not None:
+            bar.close()
+        log.flush()
+        for r in made:
+            r.close()
+
+    feasible = log.feasible(space.budget)
+    front = pareto_front(feasible, quality=quality)
+    return SearchResult(
+        out_dir=out, front=front_frame(front, quality=quality), evaluations=log.frame(), generations=generation,
+        hypervolume=hypervolume(front, quality=quality, ref=hv_ref) if hv_ref else 0.0, history=history,
+        evaluated=evaluate.computed, cached=evaluate.hits)
+
+
+def _postfix(s: dict) -> str:
+    best = "-" if s["best"] is None else f"{s['best']:.4g}"
+    rate = s["cached"] / s["asked"] if s["asked"] else 0.0
+    return (f"best {best} | front {s['front']} | hv {s['hypervolume']:.4g} | {s['evals_per_s']:.2f} ev/s | "
+            f"cache {rate:.0%}")

@@ -1,0 +1,173 @@
+"""The search as a pymoo problem, and NSGA-II with integer operators used the way pymoo means them.
+
+Objectives (both minimised): ``F = [quality, cost share]``, where the cost
+share is the schedule's cost divided by the full-width schedule's cost (the
+sum over sampling steps of the cost of one denoiser call at that step's
+width). One inequality constraint carries the budget: ``G = share - budget
+<= 0`` — the brief's ``cost - budget * full <= 0`` divided by ``full``, so
+the constraint violation reads as a share of the full cost. A candidate the
+evaluator could not score (``valid`` False) gets ``G += 1``: infeasible
+whatever its cost, so NSGA-II's constraint-first tournament discards it.
+
+Operators (pymoo 0.6.2): ``prob`` of a mutation is per *individual*,
+``prob_var`` per *gene* — the DDSM authors set ``prob=0.001`` and reused it
+per gene, so about one gene in a million mutated. Two integer mutations:
+
+- ``reset`` (default): each selected gene takes one of the *other* widths,
+  uniformly. A mutated gene always changes, so the per-gene rate of change is
+  exactly ``prob * prob_var``.
+- ``pm``: pymoo's polynomial mutation on the index, rounded. On a range of 4
+  indices most perturbations round back to the same index (measured: with
+  eta=20 only ~1.6 % of mutated genes change, ~33 % at eta=3), so the rate of
+  change is ``prob * prob_var * P(change)``; kept for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.mutation import Mutation
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+from ddsm.errors import DDSMError
+from ddsm.io import stable_hash
+from ddsm.search.space import SearchSpace
+
+#: quality given to candidates the evaluator could not score (finite, so crowding stays defined)
+INVALID_QUALITY = 1e30
+
+
+def check_costs(space: SearchSpace, cost_per_width: Mapping[float, float]) -> tuple[float, ...]:
+    """Cost of one denoiser call per search width (in ``space.widths`` order), validated."""
+    known = {float(k): float(v) for k, v in cost_per_width.items()}
+    out = []
+    for w in space.widths:
+        match = [v for k, v in known.items() if abs(k - w) < 1e-9]
+        if not match:
+            raise DDSMError(f"cost_per_width has no cost for width {w:g}; it gives widths {sorted(known)} "
+                            f"and the search space needs {list(space.widths)}")
+        if not (math.isfinite(match[0]) and match[0] > 0):
+            raise DDSMError(f"cost of width {w:g} is {match[0]!r}; costs must be positive and finite")
+        out.append(match[0])
+    return tuple(out)
+
+
+def cost_hash(costs: Sequence[float]) -> str:
+    """Identity of a cost model (floats as exact hex strings)."""
+    return stable_hash([float(c).hex() for c in costs])
+
+
+class WidthProblem(Problem):
+    """Integer genome (width index per gene); F = [quality, cost share]; G = [share - budget].
+
+    The loop evaluates quality outside the problem (ask/tell through a runner)
+    and hands F and G over with pymoo's ``StaticProblem``. Given a ``quality``
+    callable (genomes -> values), the problem also works with ``pymoo.optimize.minimize``.
+    """
+
+    def __init__(self, space: SearchSpace, cost_per_width: Mapping[float, float], *,
+                 quality: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.space = space
+        self.call_costs = check_costs(space, cost_per_width)
+        self.quality = quality
+        lengths = np.asarray(space.segment_lengths, dtype=np.float64)
+        costs = np.asarray(self.call_costs, dtype=np.float64)
+        #: cost of gene g at width index j: steps in the segment times the cost of one call
+        self.gene_costs = lengths[:, None] * costs[None, :]
+        self.full_cost = float(space.sampler.steps * costs[-1])
+        super().__init__(n_var=space.n_genes, n_obj=2, n_ieq_constr=1, xl=0, xu=space.full_index, vtype=int)
+
+    # -- cost ------------------------------------------------------------------------
+
+    def cost(self, X: np.ndarray) -> np.ndarray:
+        """Absolute cost of each genome (rows of ``X``): the sum of its denoiser calls."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.int64))
+        return self.gene_costs[np.arange(self.n_var)[None, :], X].sum(axis=1)
+
+    def share(self, X: np.ndarray) -> np.ndarray:
+        """Cost of each genome as a share of the full-width schedule's cost."""
+        return self.cost(X) / self.full_cost
+
+    @property
+    def cheapest_share(self) -> float:
+        """Cost share of the cheapest schedule (every step at the narrowest width)."""
+        return float(self.share(np.zeros((1, self.n_var), dtype=np.int64))[0])
+
+    def check_budget(self) -> None:
+        """Refuse a budget below the cheapest schedule before anything is evaluated."""
+        b, low = self.space.budget, self.cheapest_share
+        if b < low - 1e-12:
+            raise DDSMError(f"budget {b:g} is below the cheapest schedule (every step at width {self.space.widths[0]:g} "
+                            f"costs {low:.4g} of the full-width schedule); use a budget in [{low:.4g}, 1]")
+
+    # -- objectives ------------------------------------------------------------------
+
+    def objectives(self, X: np.ndarray, quality: Sequence[float], valid: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """F (n, 2) and G (n, 1) for genomes ``X`` with measured ``quality`` and ``valid`` flags."""
+        share = self.share(X)
+        q = np.asarray(quality, dtype=np.float64)
+        ok = np.asarray(valid, dtype=bool) & np.isfinite(q)
+        F = np.column_stack([np.where(ok, q, INVALID_QUALITY), share])
+        G = (share - self.space.budget + np.where(ok, 0.0, 1.0))[:, None]
+        return F, G
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        if self.quality is None:
+            raise DDSMError("WidthProblem has no quality function; evaluate through ddsm.search.run_search "
+                            "(ask/tell) or pass quality=callable")
+        q = np.asarray(self.quality(np.asarray(X, dtype=np.int64)), dtype=np.float64)
+        out["F"], out["G"] = self.objectives(X, q, np.isfinite(q))
+
+
+class ResetMutation(Mutation):
+    """Integer mutation that moves each selected gene to a different value, uniformly.
+
+    ``prob`` (per individual) is applied by pymoo's ``Mutation.do``; this
+    operator picks genes with ``prob_var`` each, so a mutated offspring
+    changes ``prob_var * n_var`` genes on average and every pick is a change.
+    """
+
+    def _do(self, problem, X, *args, random_state=None, **kwargs):
+        X = np.asarray(X).astype(np.int64)
+        prob_var = self.get_prob_var(problem, size=len(X))
+        pick = random_state.random(X.shape) < np.asarray(prob_var, dtype=float).reshape(-1, 1)
+        xl = np.broadcast_to(np.asarray(problem.xl, dtype=np.int64), X.shape[1:])
+        xu = np.broadcast_to(np.asarray(problem.xu, dtype=np.int64), X.shape[1:])
+        n_values = (xu - xl + 1)[None, :].repeat(len(X), axis=0)
+        pick &= n_values > 1
+        # A draw among the n-1 other values: shift by 1..n-1 positions, wrap around.
+        shift = 1 + np.floor(random_state.random(X.shape) * (n_values - 1)).astype(np.int64)
+        moved = xl + (X - xl + shift) % n_values
+        return np.where(pick, moved, X)
+
+
+def make_mutation(space: SearchSpace) -> Mutation:
+    """The configured integer mutation, with ``prob`` per individual and ``prob_var`` per gene."""
+    m = space.mutation
+    if m.operator == "reset":
+        return ResetMutation(prob=m.prob, prob_var=m.prob_var)
+    return PM(prob=m.prob, prob_var=m.prob_var, eta=m.eta, vtype=float, repair=RoundingRepair())
+
+
+def build_algorithm(space: SearchSpace, *, sampling: np.ndarray | None = None) -> NSGA2:
+    """NSGA-II over width indices: SBX + rounding, the configured mutation, duplicates eliminated.
+
+    ``sampling`` is the first population (rows of width indices, e.g. from
+    :func:`ddsm.search.seeding.initial_population`); None draws it at random.
+    """
+    return NSGA2(
+        pop_size=space.population,
+        sampling=IntegerRandomSampling() if sampling is None else np.asarray(sampling, dtype=np.int64),
+        crossover=SBX(prob=space.crossover.prob, eta=space.crossover.eta, vtype=float, repair=RoundingRepair()),
+        mutation=make_mutation(space),
+        # Rounding again after mating keeps every genome an integer array whatever the operators did.
+        repair=RoundingRepair(),
+        eliminate_duplicates=True,
+    )

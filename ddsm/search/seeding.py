@@ -1,0 +1,207 @@
+"""The first population: structured schedules worth having, then random ones, all within budget.
+
+Groups, in order of priority:
+
+1. **uniform**: every step at one width (the single-width baselines);
+2. **sensitivity**: measure how much quality degrades when one gene alone is
+   narrowed to each width (all other genes at full width), fit the additive
+   model ``q(genome) ~ q(full) + sum_g d[g, genome[g]]``, and solve the
+   budgeted multiple-choice knapsack *exactly* (:func:`solve_mckp`) for a sweep
+   of budgets between the cheapest schedule and the search budget;
+3. **two-segment** (T-Stitch): a narrow width for the first (noisiest)
+   fraction of steps, the full width after;
+4. **random**: a random genome narrowed, one random gene at a time, until it
+   fits a random cost between the cheapest schedule and the budget, so random
+   seeds spread along the cost axis instead of piling up at the budget.
+
+Only schedules within budget are kept (an infeasible seed only wastes an
+evaluation). Duplicates are dropped; when a group does not fit the population
+a seeded subset of it is kept, and missing places are filled with more random
+schedules, so the population depends on the seed and nothing else.
+
+Knapsack method: dynamic programming over genes on integerised costs.
+Costs are shares of the full-width schedule; with ``resolution`` R they
+become ``ceil(share * R)`` units and the capacity ``floor(budget * R)``.
+Rounding costs up keeps every solution within the real budget; the DP is
+exact for the integerised problem (checked against brute force in the tests)
+and can only miss schedules within ``genes / R`` of the budget (R = 10,000:
+a DP table of genes x 10,001 floats, milliseconds).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ddsm.search.problem import WidthProblem
+from ddsm.search.space import SearchSpace
+
+Genome = tuple[int, ...]
+#: scores a batch of genomes with the quality proxy (lower is better)
+Scorer = Callable[[list[Genome]], list[float]]
+
+
+def uniform_seeds(space: SearchSpace) -> list[Genome]:
+    """One genome per width: every gene at that width."""
+    return [(j,) * space.n_genes for j in range(len(space.widths))]
+
+
+def two_segment_seeds(space: SearchSpace) -> list[Genome]:
+    """Narrow width for the first fraction of steps, full width after (each fraction x narrow width)."""
+    out = []
+    for f in space.seeding.two_segment:
+        # The split is placed on a gene boundary: the gene holding step round(f * steps) starts the full part.
+        k = int(np.searchsorted(np.cumsum(space.segment_lengths), round(f * space.sampler.steps), side="right"))
+        if 0 < k < space.n_genes:
+            for j in range(space.full_index):
+                out.append((j,) * k + (space.full_index,) * (space.n_genes - k))
+    return out
+
+
+def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
+    """A random genome narrowed one random gene at a time until it fits a random budget share."""
+    space = problem.space
+    g = rng.integers(0, space.full_index + 1, size=space.n_genes)
+    target = rng.uniform(problem.cheapest_share, space.budget)
+    while problem.share(g)[0] > target + 1e-12:
+        wide = np.flatnonzero(g > 0)
+        g[wide[rng.integers(len(wide))]] -= 1
+    return tuple(int(x) for x in g)
+
+
+def sensitivity_probes(space: SearchSpace) -> list[Genome]:
+    """The full-width genome, then each gene alone at each narrower width (gene-major order)."""
+    full = space.full_index
+    probes = [(full,) * space.n_genes]
+    for g in range(space.n_genes):
+        for j in range(full):
+            probes.append(tuple(j if i == g else full for i in range(space.n_genes)))
+    return probes
+
+
+def sensitivity_table(space: SearchSpace, scores: Sequence[float]) -> np.ndarray:
+    """Degradation ``d[g, j] = q(gene g at width j, others full) - q(full)``; ``d[g, full] = 0``.
+
+    ``scores`` are the qualities of :func:`sensitivity_probes`, in that order.
+    A probe that could not be scored (non-finite) counts as infinitely bad.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    full = space.full_index
+    d = np.zeros((space.n_genes, full + 1))
+    d[:, :full] = (s[1:] - s[0]).reshape(space.n_genes, full)
+    d[~np.isfinite(d)] = np.inf
+    return d
+
+
+def solve_mckp(values: np.ndarray, costs: np.ndarray, capacity: int) -> tuple[Genome, float] | None:
+    """Exact multiple-choice knapsack: one choice per group, integer costs, total cost <= capacity.
+
+    Minimises ``sum_g values[g, x_g]`` subject to ``sum_g costs[g, x_g] <= capacity``
+    by dynamic programming over groups (O(groups * choices * capacity)). Ties
+    go to the cheaper total, then to lower choice indices. Returns the
+    choices and their total value, or None if nothing fits.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.int64)
+    if capacity < 0:
+        return None
+    n, m = values.shape
+    if (costs < 0).any():
+        raise ValueError("knapsack costs must be non-negative integers")
+    # best[c]: least value of the groups so far with total cost exactly c.
+    best = np.full(capacity + 1, np.inf)
+    best[0] = 0.0
+    choice = np.full((n, capacity + 1), -1, dtype=np.int64)
+    for g in range(n):
+        nxt = np.full(capacity + 1, np.inf)
+        for j in range(m):
+            c = int(costs[g, j])
+            if c > capacity or not np.isfinite(values[g, j]):
+                continue
+            cand = best[: capacity + 1 - c] + values[g, j]
+            better = cand < nxt[c:]
+            nxt[c:][better] = cand[better]
+            choice[g, c:][better] = j
+        best = nxt
+    if not np.isfinite(best).any():
+        return None
+    c = int(np.argmin(best))  # first minimum: the cheapest of equally good totals
+    total = float(best[c])
+    picks = []
+    for g in range(n - 1, -1, -1):
+        j = int(choice[g, c])
+        picks.append(j)
+        c -= int(costs[g, j])
+    return tuple(reversed(picks)), total
+
+
+def integerise(shares: np.ndarray, budget: float, *, resolution: int = 10_000) -> tuple[np.ndarray, int]:
+    """Integer knapsack costs and capacity for cost ``shares``; rounding up keeps solutions within budget."""
+    shares = np.asarray(shares, dtype=np.float64)
+    units = np.ceil(shares * resolution - 1e-9).astype(np.int64)
+    return units, int(math.floor(budget * resolution + 1e-9))
+
+
+def knapsack_seeds(problem: WidthProblem, degradation: np.ndarray, *, resolution: int = 10_000) -> list[Genome]:
+    """Additive-model optima for ``knapsack_budgets`` budgets spread over (cheapest, budget]."""
+    space = problem.space
+    shares = problem.gene_costs / problem.full_cost
+    low, high = problem.cheapest_share, space.budget
+    out = []
+    for b in np.linspace(low, high, space.seeding.knapsack_budgets + 1)[1:]:
+        units, cap = integerise(shares, float(b), resolution=resolution)
+        sol = solve_mckp(degradation, units, cap)
+        if sol is not None:
+            out.append(sol[0])
+    return out
+
+
+def _subset(items: list[Genome], k: int, rng: np.random.Generator) -> list[Genome]:
+    if k >= len(items):
+        return items
+    keep = np.sort(rng.choice(len(items), size=k, replace=False))
+    return [items[i] for i in keep]
+
+
+def initial_population(problem: WidthProblem, *, score: Scorer | None = None) -> np.ndarray:
+    """The first population (rows of width indices), deterministic given the space's seed.
+
+    ``score`` evaluates genomes with the quality metric; it is called once,
+    on the sensitivity probes, when ``seeding.sensitivity`` is on.
+    """
+    space = problem.space
+    cfg = space.seeding
+    rng = np.random.default_rng([space.seed, 0x5EED])  # apart from NSGA-II's own generator
+    groups: list[list[Genome]] = []
+    if cfg.uniform:
+        groups.append(uniform_seeds(space))
+    if cfg.sensitivity and score is not None:
+        probes = sensitivity_probes(space)
+        groups.append(knapsack_seeds(problem, sensitivity_table(space, score(probes))))
+    groups.append(two_segment_seeds(space))
+    groups.append([random_seed(problem, rng) for _ in range(cfg.n_random)])
+
+    chosen: list[Genome] = []
+    seen: set[Genome] = set()
+    for group in groups:
+        fresh = []
+        for g in group:
+            if g not in seen and problem.share(g)[0] <= space.budget + 1e-12:
+                seen.add(g)
+                fresh.append(g)
+        room = space.population - len(chosen)
+        if room <= 0:
+            break
+        chosen.extend(_subset(fresh, room, rng))
+        seen.update(chosen)
+    # Fill up with random schedules; a tiny space may not have enough distinct ones within budget.
+    attempts = 0
+    while len(chosen) < space.population and attempts < 100 * space.population:
+        g = random_seed(problem, rng)
+        attempts += 1
+        if g not in seen:
+            seen.add(g)
+            chosen.append(g)
+    return np.asarray(chosen, dtype=np.int64).reshape(-1, space.n_genes)

@@ -1,0 +1,221 @@
+"""The search space: which widths, which sampler, how steps group into genes, and the search recipe.
+
+A search space is a YAML file (see ``search_spaces/``) validated into one
+frozen :class:`SearchSpace`. It fixes everything that decides the result of a
+search: the allowed widths, the sampler setting the schedule is for, the gene
+layout, the FLOP (or latency) budget, the objectives, the NSGA-II recipe, how
+the first population is seeded and how many samples the evaluator draws.
+
+Genome encoding: one integer per gene, the *index* into the sorted ``widths``
+(0 is the narrowest, ``len(widths) - 1`` the full width). Indices are ordinal,
+so crossover between neighbouring widths means something. A gene covers one
+contiguous run of sampling steps: by default one step, or, with ``segments``,
+the steps split into that many near-equal runs (the first ``steps % segments``
+runs one step longer), noisiest step first as in the schedule file.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Sequence
+
+from pydantic import Field, field_validator, model_validator
+
+from ddsm.config import DEFAULT_WIDTHS, _Frozen, load_yaml, validate
+from ddsm.errors import DDSMError
+from ddsm.io import stable_hash
+from ddsm.samplers.base import SamplerConfig
+
+#: fields that do not change what a search computes: a resume may change them
+RESUMABLE_CHANGES = {"generations", "cache"}
+_TOL = 1e-9
+
+
+class Objectives(_Frozen):
+    """What the search minimises: a quality metric (lower is better) and a cost."""
+
+    quality: Literal["proxy", "fid"] = "proxy"  # evaluator column to minimise
+    cost: Literal["flops", "latency"] = "flops"  # which CostTable column prices a denoiser call
+
+
+class MutationConfig(_Frozen):
+    """Integer mutation; ``prob`` is per individual, ``prob_var`` per gene (not the DDSM authors' mix-up)."""
+
+    operator: Literal["reset", "pm"] = "reset"  # reset: a mutated gene always takes another width; pm: polynomial + rounding
+    prob: float = Field(1.0, ge=0.0, le=1.0)  # chance that an offspring is mutated at all
+    prob_var: float | None = Field(None, ge=0.0, le=1.0)  # chance per gene of a mutated offspring (None: 1/genes)
+    eta: float = Field(3.0, gt=0.0)  # polynomial-mutation distribution index (pm only)
+
+
+class CrossoverConfig(_Frozen):
+    """Simulated binary crossover on the width indices, rounded back to integers."""
+
+    prob: float = Field(0.9, ge=0.0, le=1.0)  # chance that a mating recombines (else parents are copied)
+    eta: float = Field(3.0, gt=0.0)  # SBX distribution index: small values spread children wider
+
+
+class SeedingConfig(_Frozen):
+    """How the first population is built (see :mod:`ddsm.search.seeding`)."""
+
+    uniform: bool = True  # every width at every step (those within budget)
+    two_segment: tuple[float, ...] = (0.25, 0.5, 0.75)  # T-Stitch: narrow for this fraction of steps, then full width
+    n_random: int = Field(4, ge=0)  # random schedules narrowed to a random cost within budget
+    sensitivity: bool = True  # per-gene sensitivity + exact knapsack seeds (costs 1 + genes*(widths-1) evaluations)
+    knapsack_budgets: int = Field(4, ge=1)  # budgets swept between the cheapest schedule and the budget
+
+    @field_validator("two_segment")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [f for f in v if not 0.0 < f < 1.0]
+        if bad:
+            raise ValueError(f"two_segment fractions must lie strictly between 0 and 1, got {bad}")
+        return tuple(sorted(set(v)))
+
+
+class EvaluatorSettings(_Frozen):
+    """What the evaluator is asked to do for every candidate (common random numbers: same seeds for all)."""
+
+    num_samples: int = Field(256, ge=2)  # samples drawn per candidate
+    seed: int = Field(0, ge=0)  # sample i uses seed seed+i for every candidate
+    batch_size: int = Field(256, gt=0)  # images denoised together (speed only)
+
+
+class CacheConfig(_Frozen):
+    """The evaluation log that doubles as a cache (an evaluated genome is never computed again)."""
+
+    format: Literal["auto", "parquet", "csv"] = "auto"  # auto: Parquet when pyarrow is installed, else CSV
+    flush_seconds: float = Field(10.0, ge=0.0)  # within a generation, write the log at most this often (0: every chunk)
+
+
+class SearchSpace(_Frozen):
+    """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
+
+    widths: tuple[float, ...] = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net)
+    sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
+    segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
+    budget: float = Field(0.5, gt=0.0, le=1.0)  # cost <= budget * cost of the full-width schedule
+    objectives: Objectives = Objectives()
+    population: int = Field(24, ge=2)  # NSGA-II population (and offspring per generation)
+    generations: int = Field(10, ge=1)  # generation 0 is the first population; runs 0..generations-1
+    seed: int = 0  # seeds NSGA-II's generator and the seeding draws
+    mutation: MutationConfig = MutationConfig()
+    crossover: CrossoverConfig = CrossoverConfig()
+    seeding: SeedingConfig = SeedingConfig()
+    evaluator: EvaluatorSettings = EvaluatorSettings()
+    cache: CacheConfig = CacheConfig()
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("at least one width is required")
+        bad = [w for w in v if not 0.0 < w <= 1.0]
+        if bad:
+            raise ValueError(f"widths must lie in (0, 1], got {bad}")
+        if not any(abs(w - 1.0) < _TOL for w in v):
+            raise ValueError(f"widths must include 1.0 (the full-width net the budget is relative to), got {list(v)}")
+        return tuple(sorted(set(float(w) for w in v)))
+
+    @model_validator(mode="after")
+    def _layout(self) -> "SearchSpace":
+        if self.segments is not None and self.segments > self.sampler.steps:
+            raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
+                             f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
+        distinct = len(self.widths) ** self.n_genes
+        if distinct < self.population:
+            raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "
+                             f"{len(self.widths)} widths over {self.n_genes} genes; use a population <= {distinct}")
+        return self
+
+    # -- loading --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SearchSpace":
+        """Read and validate a search-space YAML file; one-line DDSMError on any problem."""
+        return validate(cls, load_yaml(path), source=f"search space {path}")
+
+    # -- identity -------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes what the search computes (not ``generations`` or ``cache``).
+
+        ``generations`` only says where to stop, so a finished search can be
+        resumed with more generations; the cache settings change speed only.
+        """
+        data = self.model_dump(mode="json")
+        for k in RESUMABLE_CHANGES:
+            data.pop(k)
+        return stable_hash(data)
+
+    # -- gene layout ----------------------------------------------------------------
+
+    @property
+    def n_genes(self) -> int:
+        """Number of genes (segments, or sampling steps)."""
+        return self.segments if self.segments is not None else self.sampler.steps
+
+    @cached_property
+    def segment_lengths(self) -> tuple[int, ...]:
+        """Sampling steps covered by each gene, noisiest first."""
+        q, r = divmod(self.sampler.steps, self.n_genes)
+        return tuple(q + 1 if g < r else q for g in range(self.n_genes))
+
+    @property
+    def full_index(self) -> int:
+        """Gene value of the full width (the last index)."""
+        return len(self.widths) - 1
+
+    def check_genome(self, genome: Sequence[int]) -> tuple[int, ...]:
+        """``genome`` as a tuple of ints, or a DDSMError naming the bad gene and the valid range."""
+        g = tuple(int(x) for x in genome)
+        if len(g) != self.n_genes:
+            raise DDSMError(f"genome has {len(g)} genes; this search space has {self.n_genes}")
+        bad = [x for x in g if not 0 <= x <= self.full_index]
+        if bad:
+            raise DDSMError(f"genome values {bad} are not width indices; valid: 0..{self.full_index} "
+                            f"(widths {list(self.widths)})")
+        return g
+
+    def genes_to_widths(self, genome: Sequence[int]) -> list[float]:
+        """One width per sampling step (noisiest first) for ``genome``."""
+        g = self.check_genome(genome)
+        out: list[float] = []
+        for value, n in zip(g, self.segment_lengths):
+            out.extend([self.widths[value]] * n)
+        return out
+
+    def widths_to_genes(self, widths: Sequence[float]) -> tuple[int, ...]:
+        """The genome of a per-step width list; every gene's steps must share one width."""
+        widths = list(widths)
+        if len(widths) != self.sampler.steps:
+            raise DDSMError(f"width list has {len(widths)} entries; the sampler takes {self.sampler.steps} steps")
+        check_widths(widths, self.widths, where="width list")
+        genome, start = [], 0
+        for n in self.segment_lengths:
+            seg = set(widths[start:start + n])
+            if len(seg) != 1:
+                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but have widths {sorted(seg)}")
+            genome.append(_index(widths[start], self.widths))
+            start += n
+        return tuple(genome)
+
+    def check_supernet(self, supernet_widths: Sequence[float]) -> None:
+        """Raise a DDSMError if a search width is not served by the supernet."""
+        check_widths(self.widths, supernet_widths, where="search space widths")
+
+
+def _index(w: float, valid: Sequence[float]) -> int:
+    for i, v in enumerate(valid):
+        if abs(float(w) - float(v)) < _TOL:
+            return i
+    raise DDSMError(f"width {w} is not one of {list(valid)}")
+
+
+def check_widths(widths: Sequence[float], valid: Sequence[float], *, where: str = "widths") -> list[float]:
+    """Every width in ``valid`` (returned as its canonical value), or a DDSMError naming the unknown ones."""
+    bad = sorted({float(w) for w in widths if not any(abs(float(w) - float(v)) < _TOL for v in valid)})
+    if bad:
+        raise DDSMError(f"{where}: width{'s' if len(bad) > 1 else ''} {', '.join(f'{b:g}' for b in bad)} "
+                        f"not served by the supernet; valid: {[float(v) for v in valid]}")
+    return [float(valid[_index(w, valid)]) for w in widths]

@@ -1,0 +1,100 @@
+"""SearchSpace: YAML loading, one-line errors, gene layout, width checks, identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddsm.errors import DDSMError
+from ddsm.search.space import SearchSpace, check_widths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["digits-smoke", "digits"])
+def test_shipped_spaces_load(name):
+    space = SearchSpace.load(ROOT / "search_spaces" / f"{name}.yaml")
+    assert space.sampler.kind == "ddim" and 20 <= space.sampler.steps <= 50
+    assert sum(space.segment_lengths) == space.sampler.steps
+    if name == "digits":
+        assert space.budget == 0.5 and 20 <= space.population <= 32 and space.generations >= 8
+
+
+def test_smoke_space_is_tiny():
+    space = SearchSpace.load(ROOT / "search_spaces" / "digits-smoke.yaml")
+    assert space.sampler.steps == 20 and space.n_genes == 5 and space.population == 8 and space.generations == 3
+
+
+@pytest.mark.parametrize("data, needle", [
+    ("widths: [0.5, 1.0\n", "malformed YAML"),
+    ({"widths": [0.5, 1.0], "budjet": 0.4}, "budjet"),
+    ({"budget": 1.5}, "budget"),
+    ({"budget": 0}, "budget"),
+    ({"widths": [0.25, 0.5]}, "must include 1.0"),
+    ({"widths": [0.5, 1.2]}, "(0, 1]"),
+    ({"segments": 30, "sampler": {"steps": 20}}, "segments 30 exceeds the 20 sampling steps"),
+    ({"objectives": {"quality": "lpips"}}, "objectives.quality"),
+    ({"objectives": {"cost": "energy"}}, "objectives.cost"),
+    ({"mutation": {"prob_var": 2}}, "mutation.prob_var"),
+    ({"seeding": {"two_segment": [0.5, 1.0]}}, "two_segment"),
+    ({"sampler": {"kind": "euler"}}, "sampler.kind"),
+    ({"widths": [0.5, 1.0], "segments": 2, "population": 8}, "population 8 exceeds the 4 distinct schedules"),
+])
+def test_bad_files_give_one_line_errors(tmp_path, data, needle):
+    with pytest.raises(DDSMError) as e:
+        SearchSpace.load(write(tmp_path, data))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DDSMError, match="cannot read"):
+        SearchSpace.load(tmp_path / "nope.yaml")
+
+
+def test_segments_are_contiguous_and_near_equal():
+    space = SearchSpace(sampler={"steps": 22}, segments=5, population=4)
+    assert space.segment_lengths == (5, 5, 4, 4, 4)
+    widths = space.genes_to_widths((0, 1, 2, 3, 0))
+    assert widths == [0.25] * 5 + [0.5] * 5 + [0.75] * 4 + [1.0] * 4 + [0.25] * 4
+    assert space.widths_to_genes(widths) == (0, 1, 2, 3, 0)
+
+
+def test_one_gene_per_step_by_default():
+    space = SearchSpace(sampler={"steps": 6}, population=4)
+    assert space.n_genes == 6 and space.genes_to_widths((3, 2, 1, 0, 0, 3)) == [1.0, 0.75, 0.5, 0.25, 0.25, 1.0]
+
+
+def test_widths_are_sorted_and_deduplicated():
+    assert SearchSpace(widths=[1.0, 0.5, 0.5, 0.25], population=4).widths == (0.25, 0.5, 1.0)
+
+
+def test_bad_genomes_are_named():
+    space = SearchSpace(sampler={"steps": 4}, population=4)
+    with pytest.raises(DDSMError, match=r"genome values \[4\] are not width indices; valid: 0..3"):
+        space.genes_to_widths((0, 1, 2, 4))
+    with pytest.raises(DDSMError, match="3 genes; this search space has 4"):
+        space.genes_to_widths((0, 1, 2))
+
+
+def test_width_check_against_supernet_names_the_unknown_width():
+    space = SearchSpace(widths=[0.3, 0.5, 1.0], population=4)
+    with pytest.raises(DDSMError) as e:
+        space.check_supernet((0.25, 0.5, 0.75, 1.0))
+    assert "0.3" in str(e.value) and "[0.25, 0.5, 0.75, 1.0]" in str(e.value)
+    assert check_widths([0.5, 1.0 + 1e-12], (0.25, 0.5, 1.0)) == [0.5, 1.0]
+
+
+def test_fingerprint_ignores_generations_and_cache_only():
+    base = SearchSpace(population=4)
+    assert base.fingerprint() == SearchSpace(population=4, generations=99, cache={"format": "csv"}).fingerprint()
+    assert base.fingerprint() != SearchSpace(population=4, budget=0.4).fingerprint()
+    assert base.fingerprint() != SearchSpace(population=4, evaluator={"num_samples": 64}).fingerprint()
