@@ -19,6 +19,18 @@ from ddsm.io import stable_hash
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
+def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
+    """Sorted, de-duplicated width multipliers in (0, 1] that include the full width 1.0."""
+    if not v:
+        raise ValueError("at least one width is required")
+    bad = [w for w in v if not 0.0 < w <= 1.0]
+    if bad:
+        raise ValueError(f"widths must lie in (0, 1], got {bad}")
+    if not any(abs(w - 1.0) < 1e-9 for w in v):
+        raise ValueError(f"widths must include 1.0 (the full-width net), got {list(v)}")
+    return tuple(sorted(set(float(w) for w in v)))
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -41,14 +53,7 @@ class UNetConfig(_Frozen):
     @field_validator("widths")
     @classmethod
     def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v:
-            raise ValueError("at least one width is required")
-        bad = [w for w in v if not 0.0 < w <= 1.0]
-        if bad:
-            raise ValueError(f"widths must lie in (0, 1], got {bad}")
-        if 1.0 not in v:
-            raise ValueError(f"widths must include 1.0 (the widest net), got {list(v)}")
-        return tuple(sorted(set(float(w) for w in v)))
+        return check_width_set(v)
 
     @field_validator("channel_mults")
     @classmethod

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from ddsm.checkpoint import load_supernet
 from ddsm.cli import main
@@ -23,23 +22,11 @@ from ddsm.metrics.evaluator import data_config_for
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.samplers import SamplerConfig
 from ddsm.schedule import Schedule
+from cli_helpers import assert_bad_input, invoke
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_bad_input(result, *needles: str) -> str:
-    """Exit status 2, exactly one line, 'Error: ...', no traceback."""
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:

@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ddsm.config import DEFAULT_WIDTHS, _Frozen, load_yaml, validate
+from ddsm.config import DEFAULT_WIDTHS, _Frozen, check_width_set, load_yaml, validate
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.samplers.base import SamplerConfig
@@ -108,14 +108,7 @@ class SearchSpace(_Frozen):
     @field_validator("widths")
     @classmethod
     def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v:
-            raise ValueError("at least one width is required")
-        bad = [w for w in v if not 0.0 < w <= 1.0]
-        if bad:
-            raise ValueError(f"widths must lie in (0, 1], got {bad}")
-        if not any(abs(w - 1.0) < _TOL for w in v):
-            raise ValueError(f"widths must include 1.0 (the full-width net the budget is relative to), got {list(v)}")
-        return tuple(sorted(set(float(w) for w in v)))
+        return check_width_set(v)
 
     @model_validator(mode="after")
     def _layout(self) -> "SearchSpace":
