@@ -306,5 +306,60 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
         click.echo(f"-> {out}")
 
 
+@main.command()
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search-space YAML (see search_spaces/). [default with --resume: the search folder's space.json]")
+@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Search folder: resolved space, evaluation log (the cache), checkpoint, front.csv and front.json.")
+@click.option("--resume", is_flag=True, help="Continue the search in --out after its last finished generation.")
+@click.option("--runner", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="Evaluate candidates in this process, or on a pool of Ray actors.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Ray actors; one GPU each when the cluster has GPUs, else the CPU cores split between them.")
+@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: start a private local Ray].")
+@click.option("--gpus-per-worker", type=float, default=None,
+              help="GPUs per Ray actor, e.g. 0.5 to put two actors on a GPU [default: 1 if the cluster has GPUs].")
+@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
+              help="Cost table from `ddsm cost` (needed when the space prices latency) [default: fvcore MACs].")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed when the space's quality objective is fid.")
+@click.option("--chunk-size", type=int, default=4, show_default=True,
+              help="Candidates per evaluator call (a batched evaluator shares work inside a call).")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Per generation: best quality under budget, front size, hypervolume, evaluations/s, cache hits.")
+def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_per_worker, cost_file, featurenet_file,
+           chunk_size, device, progress):
+    """Search a network width per sampling step (NSGA-II) under the space's cost budget; writes the Pareto front."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.search import SearchSpace, run_search
+    from ddsm.search.oracle import cost_per_width, evaluator_factory
+
+    if space_file is None:
+        if not (resume and (Path(out) / "space.json").is_file()):
+            raise DDSMError("give --space FILE (or --resume a search folder that holds space.json)")
+        space_file = str(Path(out) / "space.json")  # JSON is a subset of YAML
+    space = SearchSpace.load(space_file)
+    net = load_supernet(checkpoint, device="cpu")
+    space.check_supernet(net.config.unet.widths)
+    if space.sampler.steps > net.config.diffusion.num_timesteps:
+        raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
+                        f"{net.config.diffusion.num_timesteps} training timesteps")
+    ray_options = {} if gpus_per_worker is None else {"gpus_per_worker": gpus_per_worker}
+    try:
+        res = run_search(space, evaluator_factory=evaluator_factory(space, checkpoint, featurenet_file),
+                         cost_per_width=cost_per_width(space, net, cost_file), out_dir=out, runner=runner,
+                         workers=workers, address=address, resume=resume, progress=progress,
+                         supernet=net.fingerprint, device=device, chunk_size=chunk_size, ray_options=ray_options)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished generations and every evaluation are saved. Continue with: "
+                   f"ddsm search --checkpoint {checkpoint} --out {out} --resume", err=True)
+        sys.exit(130)
+    click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
+               f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
+               f"hypervolume {res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

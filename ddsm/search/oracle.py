@@ -1,0 +1,67 @@
+"""What the search needs from a supernet: an evaluator factory and a cost per width.
+
+The factory is a small frozen dataclass (picklable, so Ray actors can build
+their own evaluator once); the costs come from fvcore MAC counts or from a
+measured CostTable when the search prices latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddsm.errors import DDSMError
+from ddsm.samplers.base import SamplerConfig
+from ddsm.search.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class SupernetEvaluatorFactory:
+    """Builds the proxy or FID evaluator of ``space`` on a supernet checkpoint, once per worker."""
+
+    checkpoint: str  # run folder, .safetensors file or shipped name
+    quality: str  # 'proxy' or 'fid'
+    sampler: SamplerConfig  # the space's sampler
+    num_samples: int  # samples per candidate (same seeds for all)
+    seed: int  # sample i uses seed seed+i
+    batch_size: int  # images denoised together
+    featurenet: str | None = None  # feature net file, needed for 'fid'
+
+    def __call__(self, *, device: str = "auto"):
+        from ddsm.checkpoint import load_supernet
+        from ddsm.data import load_data
+        from ddsm.device import resolve_device
+        from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
+        from ddsm.metrics.fid import FID
+
+        net = load_supernet(self.checkpoint, device=resolve_device(device))
+        common = dict(num=self.num_samples, seed=self.seed, batch_size=self.batch_size)
+        if self.quality == "proxy":
+            return ProxyEvaluator(net, self.sampler, **common)
+        unet = net.config.unet
+        data = load_data(data_config_for(self.checkpoint), unet.image_size, unet.in_channels)
+        return FIDEvaluator(net, self.sampler, FID.for_data(data, featurenet=self.featurenet), **common)
+
+
+def evaluator_factory(space: SearchSpace, checkpoint: str, featurenet: str | None = None) -> SupernetEvaluatorFactory:
+    """The factory for ``space``'s quality objective; FID needs a feature net file."""
+    if space.objectives.quality == "fid" and featurenet is None:
+        raise DDSMError("objectives.quality 'fid' needs a feature net file (ddsm featurenet --checkpoint ... --out FILE)")
+    ev = space.evaluator
+    return SupernetEvaluatorFactory(checkpoint=str(checkpoint), quality=space.objectives.quality, sampler=space.sampler,
+                                    num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size,
+                                    featurenet=None if featurenet is None else str(featurenet))
+
+
+def cost_per_width(space: SearchSpace, net, cost_table: str | Path | None = None) -> dict[float, float]:
+    """Cost of one denoiser call per width: fvcore MACs, or the table's latency (or MACs) when a table is given."""
+    from ddsm.cost import CostTable, count_macs
+
+    metric = "macs" if space.objectives.cost == "flops" else "latency"
+    if cost_table is not None:
+        table = CostTable.load(cost_table, net.config)
+        return {w: table.cost(w, metric=metric) for w in space.widths}
+    if metric == "latency":
+        raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... --out FILE, "
+                        "then --cost FILE")
+    return {w: float(count_macs(net.model, w).total) for w in space.widths}
