@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import platform
 import statistics
 import time
@@ -75,7 +74,7 @@ from ddsm.checkpoint import config_diff
 from ddsm.config import ModelConfig, UNetConfig, _Frozen, validate
 from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
-from ddsm.io import write_json
+from ddsm.io import read_json, write_json
 from ddsm.nn.unet import SlimUNet
 
 with warnings.catch_warnings():
@@ -443,12 +442,7 @@ class CostTable(_Frozen):
              device: str | torch.device | None = None) -> "CostTable":
         """Read a cost table; with ``model_config`` / ``device``, refuse one made for another supernet or device."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as e:
-            raise DDSMError(f"cannot read cost table {str(path)!r}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
-            raise DDSMError(f"cost table {str(path)!r} is not valid JSON: {e}") from None
+        data = read_json(path, "cost table")
         if not isinstance(data, dict):
             raise DDSMError(f"cost table {str(path)!r} must hold a JSON object, got {type(data).__name__}")
         if data.get("kind") != "ddsm.cost_table":

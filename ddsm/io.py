@@ -47,6 +47,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, lambda p: p.write_text(text))
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file; a one-line DDSMError naming ``what`` and the path if it is unreadable or malformed."""
+    from ddsm.errors import DDSMError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise DDSMError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise DDSMError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Hex digest of the canonical JSON of ``obj`` (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()

@@ -8,7 +8,6 @@ loop. Loading checks it against the supernet and reports every mismatch at once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ from pydantic import Field
 
 from ddsm.config import ModelConfig, _Frozen, validate
 from ddsm.errors import DDSMError
-from ddsm.io import write_json
+from ddsm.io import read_json, write_json
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
 
 SCHEDULE_VERSION = 1
@@ -81,12 +80,7 @@ class Schedule(_Frozen):
     def load(cls, path: str | Path, model: ModelConfig | None = None) -> "Schedule":
         """Read a schedule file; with ``model``, check it fits that supernet."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as e:
-            raise DDSMError(f"cannot read schedule file {str(path)!r}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
-            raise DDSMError(f"schedule file {str(path)!r} is not valid JSON: {e}") from None
+        data = read_json(path, "schedule file")
         if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEDULE_VERSION):
             raise DDSMError(f"schedule file {str(path)!r} has schema_version {data.get('schema_version')!r}; "
                             f"this ddsm reads {SCHEDULE_VERSION}")
