@@ -237,7 +237,7 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
               help="Schedule file (JSON) to score; repeatable. Fixes sampler, steps, eta and spacing.")
 @click.option("--width", "widths", multiple=True, type=float,
               help="Also score the uniform schedule at this width; repeatable.")
-@click.option("--metric", type=click.Choice(["proxy", "fid"]), default="proxy", show_default=True,
+@click.option("--metric", type=click.Choice(["proxy", "proxy_linear", "fid"]), default="proxy", show_default=True,
               help="proxy: mean squared distance to the full-width samples on the same seeds (cheap); "
                    "fid: FID against the real training images in a feature net's space.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
@@ -264,6 +264,7 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     from ddsm.device import resolve_device
     from ddsm.io import write_atomic
     from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
+    from ddsm.metrics.linear_proxy import LinearProxyEvaluator
     from ddsm.metrics.fid import FID
     from ddsm.samplers import SamplerConfig
     from ddsm.schedule import Schedule
@@ -287,9 +288,11 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
     candidates = [*scheds, *([net.model.check_width(w)] * scfg.steps for w in widths)]
     names = [*schedule_files, *(f"width {w:g}" for w in widths)]
-    common = dict(num=num or (64 if metric == "proxy" else 1000), seed=seed, batch_size=batch_size, progress=progress)
+    common = dict(num=num or (1000 if metric == "fid" else 64), seed=seed, batch_size=batch_size, progress=progress)
     if metric == "proxy":
         ev = ProxyEvaluator(net, scfg, **common)
+    elif metric == "proxy_linear":
+        ev = LinearProxyEvaluator(net, scfg, **common)
     else:
         unet = net.config.unet
         data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)

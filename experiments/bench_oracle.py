@@ -3,19 +3,23 @@
 The search needs a cheap fitness that ranks width schedules the way FID does.
 This benchmark measures, on one supernet:
 
-(a) FID against the real training images (feature net trained on the data):
-    held-out real images (the floor: what a perfect generator would score at
-    that sample count), the full-width net, and every uniform width;
+(a) FID against the real training images (feature net trained on the data),
+    every set at the same sample count n (the held-out split's size unless
+    ``--table-num`` says otherwise; FID is biased upwards at small n, so only
+    equal n compare): held-out real images (the floor: what a perfect
+    generator would score at that n), the full-width net, every uniform width;
 (b) over ``--candidates`` random schedules (seeded; each draws its own mix of
-    widths, so mean widths spread from narrow to wide) with DDIM: the Spearman
-    rank correlation between the teacher-relative proxy (``--proxy-num``
-    samples) and FID (``--num`` samples), the time per candidate of each, and
-    their cost ratio;
+    widths, so mean widths spread from narrow to wide) with DDIM, every metric
+    on the same ``--num`` samples: the Spearman rank correlation with FID of
+    the exact teacher-relative proxy and of the first-order (linear) proxy,
+    the time per candidate of each and their cost ratios. The linear proxy
+    pays a one-off table of single-step drifts and then almost nothing per
+    candidate, so it is also timed over ``--linear-candidates`` schedules;
 (c) FID reproducibility: the full-width FID computed twice from scratch with
     the same seed; the absolute difference.
 
     python experiments/bench_oracle.py --checkpoint digits
-    python experiments/bench_oracle.py --checkpoint runs/digits-reference --num 1000 --steps 20 --candidates 30
+    python experiments/bench_oracle.py --checkpoint digits --num 360 --steps 20 --candidates 30
 
 Prints tables and writes, atomically, ``<out>/oracle.json``,
 ``<out>/oracle_fid_table.csv`` and ``<out>/oracle_candidates.csv``. The feature
@@ -40,6 +44,7 @@ from ddsm.io import write_atomic, write_json
 from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
 from ddsm.metrics.featurenet import FeatureNet, featurenet_info, train_featurenet
 from ddsm.metrics.fid import FID
+from ddsm.metrics.linear_proxy import LinearProxyEvaluator
 
 
 def random_schedules(widths: tuple[float, ...], steps: int, count: int, seed: int) -> list[list[float]]:
@@ -77,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="data source [default: the run's, else digits]")
     ap.add_argument("--featurenet", default=None, help="feature net file [default: train one into --out]")
     ap.add_argument("--featurenet-epochs", type=int, default=10)
-    ap.add_argument("--num", type=int, default=1000, help="samples per candidate for FID")
-    ap.add_argument("--proxy-num", type=int, default=64, help="samples per candidate for the proxy")
+    ap.add_argument("--num", type=int, default=360, help="samples per candidate in (b), for FID and both proxies")
+    ap.add_argument("--table-num", type=int, default=0, help="samples per set in (a) [default: the held-out size]")
+    ap.add_argument("--linear-candidates", type=int, default=500, help="schedules the linear proxy is timed over")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps")
     ap.add_argument("--candidates", type=int, default=30, help="random schedules for (b)")
     ap.add_argument("--seed", type=int, default=0, help="seed of samples, schedules and feature net")
@@ -104,29 +110,38 @@ def main(argv: list[str] | None = None) -> int:
 
     # (a) FID table ---------------------------------------------------------------
     rows = []
+    n_a = min(args.table_num or len(data.holdout), len(data.holdout))
     t0 = time.perf_counter()
-    rows.append({"set": "held-out real (floor)", "n": len(data.holdout), "fid": fid.fid(data.holdout),
+    rows.append({"set": "held-out real (floor)", "n": n_a, "fid": fid.fid(data.holdout[:n_a]),
                  "seconds": time.perf_counter() - t0})
-    if len(data.holdout) > args.num:
-        rows.append({"set": f"held-out real, first {args.num}", "n": args.num, "fid": fid.fid(data.holdout[: args.num]),
-                     "seconds": None})
-    fid_eval = FIDEvaluator(net, sampler, fid, num=args.num, progress=True, **common)
+    fid_eval = FIDEvaluator(net, sampler, fid, num=n_a, progress=True, **common)
     for w in reversed(unet.widths):  # one at a time, to time each width on its own
         t0 = time.perf_counter()
         r = fid_eval.evaluate([[w] * args.steps]).iloc[0]
-        rows.append({"set": f"width {w:g}" + (" (full)" if w == max(unet.widths) else ""), "n": args.num,
+        rows.append({"set": f"width {w:g}" + (" (full)" if w == max(unet.widths) else ""), "n": n_a,
                      "fid": r["fid"], "seconds": time.perf_counter() - t0})
     table_a = pd.DataFrame(rows)
 
     # (b) proxy vs FID over random schedules -----------------------------------------
     cands = random_schedules(unet.widths, args.steps, args.candidates, args.seed)
-    proxy_eval = ProxyEvaluator(net, sampler, num=args.proxy_num, **common)
+    proxy_eval = ProxyEvaluator(net, sampler, num=args.num, **common)
     t0 = time.perf_counter()
     proxy_eval.evaluate([full])  # the teacher, sampled once and cached
     teacher_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     proxy_df = proxy_eval.evaluate(cands)
     proxy_seconds = time.perf_counter() - t0
+    lin_eval = LinearProxyEvaluator(net, sampler, num=args.num, **common)
+    t0 = time.perf_counter()
+    lin_eval.prepare([tuple(w for _ in range(args.steps)) for w in unet.widths])  # every single-step drift
+    lin_setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lin_df = lin_eval.evaluate(cands)
+    lin_seconds = time.perf_counter() - t0
+    many = random_schedules(unet.widths, args.steps, args.linear_candidates, args.seed + 1)
+    t0 = time.perf_counter()
+    lin_eval.evaluate(many)
+    lin_many_seconds = time.perf_counter() - t0
     fid_eval_b = FIDEvaluator(net, sampler, fid, num=args.num, progress=True, **common)
     t0 = time.perf_counter()
     fid_df = fid_eval_b.evaluate(cands)
@@ -134,23 +149,34 @@ def main(argv: list[str] | None = None) -> int:
     cand = pd.DataFrame({
         "widths": [" ".join(f"{w:g}" for w in c) for c in cands],
         "mean_width": [float(np.mean(c)) for c in cands],
-        "proxy": proxy_df["proxy"], "fid": fid_df["fid"],
-        "valid": proxy_df["valid"] & fid_df["valid"],
-        "error": (proxy_df["error"] + " " + fid_df["error"]).str.strip(),
+        "proxy": proxy_df["proxy"], "proxy_linear": lin_df["proxy_linear"], "fid": fid_df["fid"],
+        "valid": proxy_df["valid"] & lin_df["valid"] & fid_df["valid"],
+        "error": (proxy_df["error"] + " " + lin_df["error"] + " " + fid_df["error"]).str.strip(),
     })
     ok = cand[cand["valid"]]
     from scipy.stats import spearmanr
 
-    rho, p = spearmanr(ok["proxy"], ok["fid"]) if len(ok) > 2 else (float("nan"), float("nan"))
-    rho_w_fid = spearmanr(ok["mean_width"], ok["fid"])[0] if len(ok) > 2 else float("nan")
+    def rank(a: str, b: str) -> tuple[float, float]:
+        return tuple(float(v) for v in spearmanr(ok[a], ok[b])) if len(ok) > 2 else (float("nan"), float("nan"))
+
+    rho, p = rank("proxy", "fid")
+    rho_lin, p_lin = rank("proxy_linear", "fid")
+    fid_per = fid_seconds / len(cands)
+    lin_per = (lin_setup + lin_seconds + lin_many_seconds) / (len(cands) + len(many))
     summary_b = {
-        "candidates": len(cands), "valid": int(cand["valid"].sum()), "steps": args.steps,
-        "spearman_proxy_fid": float(rho), "spearman_p": float(p),
-        "spearman_mean_width_fid": float(rho_w_fid),
-        "proxy_samples": args.proxy_num, "fid_samples": args.num,
+        "candidates": len(cands), "valid": int(cand["valid"].sum()), "steps": args.steps, "samples": args.num,
+        "spearman_proxy_fid": rho, "spearman_p": p,
+        "spearman_linear_fid": rho_lin, "spearman_linear_p": p_lin,
+        "spearman_linear_proxy": rank("proxy_linear", "proxy")[0],
+        "spearman_mean_width_fid": rank("mean_width", "fid")[0],
+        "fid_seconds_per_candidate": fid_per,
         "proxy_seconds_per_candidate": proxy_seconds / len(cands),
-        "fid_seconds_per_candidate": fid_seconds / len(cands),
         "cost_ratio_fid_over_proxy": fid_seconds / proxy_seconds if proxy_seconds > 0 else float("inf"),
+        "linear_setup_seconds": lin_setup,
+        "linear_seconds_per_candidate_after_setup": (lin_seconds + lin_many_seconds) / (len(cands) + len(many)),
+        "linear_candidates_timed": len(cands) + len(many),
+        "linear_seconds_per_candidate_with_setup": lin_per,
+        "cost_ratio_fid_over_linear_with_setup": fid_per / lin_per,
         "proxy_teacher_seconds": teacher_seconds,
         "fid_sampling_saved_fraction": fid_eval_b.stats.saved_fraction,
         "proxy_sampling_saved_fraction": proxy_eval.stats.saved_fraction,

@@ -9,7 +9,7 @@ from ddsm.config import DiffusionConfig
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.samplers import SamplerConfig, generate, make_sampler
-from ddsm.samplers.batched import SharingStats, count_distinct_prefixes, generate_many
+from ddsm.samplers.batched import SharingStats, TrajectoryCache, count_distinct_prefixes, generate_many
 
 STEPS = 6
 SCHEDULES = [
@@ -118,3 +118,49 @@ def test_restores_training_mode(random_supernet):
     model = random_supernet().train()
     generate_many(model, _sampler(), [[1.0] * STEPS], [0])
     assert model.training
+
+
+@pytest.mark.parametrize("kind,eta", [("ddim", 0.0), ("ddpm", 0.0)])
+def test_unfused_candidates_do_not_depend_on_their_company(random_supernet, kind, eta):
+    # fuse=False: a candidate's samples are bit-identical alone or among others, with or without the cache.
+    model, sampler = random_supernet(), _sampler(kind, eta)
+    seeds = list(range(5))
+    together = generate_many(model, sampler, SCHEDULES, seeds, fuse=False)
+    cache = TrajectoryCache(64 << 20)
+    generate_many(model, sampler, SCHEDULES[1:3], seeds, fuse=False, cache=cache)  # warm part of the tree
+    for k, widths in enumerate(SCHEDULES):
+        assert torch.equal(generate_many(model, sampler, [widths], seeds, fuse=False)[0], together[k])
+        assert torch.equal(generate_many(model, sampler, [widths], seeds, fuse=False, cache=cache)[0], together[k])
+
+
+def test_the_cache_resumes_from_the_deepest_stored_prefix(random_supernet, monkeypatch):
+    model, sampler = random_supernet(), _sampler("ddpm")  # stochastic: step noise must stay aligned
+    seeds, cache = [0, 1, 2], TrajectoryCache(64 << 20)
+    first = generate_many(model, sampler, [[1.0] * STEPS], seeds, cache=cache)
+    assert len(cache) == STEPS
+    log, stats = CallLog(model, monkeypatch), SharingStats()
+    # Shares 4 steps with the cached full-width trajectory: only the last 2 steps run.
+    widths = [1.0] * 4 + [0.5] * 2
+    x = generate_many(model, sampler, [widths, [1.0] * STEPS], seeds, cache=cache, stats=stats)
+    assert log.calls == [(0.5, 3), (0.5, 3)]
+    assert torch.equal(x[1], first[0])  # a whole cached trajectory costs nothing
+    torch.testing.assert_close(x[0], generate(model, sampler, widths, seeds), atol=1e-5, rtol=0)
+    assert stats.image_evals == 2 * 3 and stats.shared_image_evals == (4 + 2 * 2) * 3
+    assert stats.cache_saved_fraction == pytest.approx(1 - 6 / 24)
+    # Other seeds are other trajectories: nothing is reused.
+    before = len(log.calls)
+    generate_many(model, sampler, [widths], [7, 8, 9], cache=cache)
+    assert len(log.calls) == before + STEPS
+
+
+def test_the_cache_stays_within_its_byte_budget(random_supernet):
+    model, sampler = random_supernet(), _sampler()
+    state_bytes = 2 * 1 * 8 * 8 * 4  # 2 samples of 1x8x8 float32
+    cache = TrajectoryCache(3 * state_bytes)
+    generate_many(model, sampler, SCHEDULES, [0, 1], cache=cache)
+    assert len(cache) == 3 and cache.bytes == 3 * state_bytes
+    off = TrajectoryCache(0)
+    generate_many(model, sampler, SCHEDULES, [0, 1], cache=off)
+    assert len(off) == 0
+    with pytest.raises(DDSMError, match="must be >= 0"):
+        TrajectoryCache(-1)

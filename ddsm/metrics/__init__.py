@@ -7,7 +7,8 @@ candidate schedules in, one row of metrics per candidate out.
 from ddsm.metrics.evaluator import Evaluator, FIDEvaluator, ProxyEvaluator, SamplingEvaluator
 from ddsm.metrics.featurenet import FeatureNet, train_featurenet
 from ddsm.metrics.fid import FID
+from ddsm.metrics.linear_proxy import LinearProxyEvaluator
 from ddsm.metrics.proxy import TeacherProxy
 
-__all__ = ["Evaluator", "FID", "FIDEvaluator", "FeatureNet", "ProxyEvaluator", "SamplingEvaluator", "TeacherProxy",
+__all__ = ["Evaluator", "FID", "FIDEvaluator", "FeatureNet", "LinearProxyEvaluator", "ProxyEvaluator", "SamplingEvaluator", "TeacherProxy",
            "train_featurenet"]

@@ -22,8 +22,9 @@ Contract of :class:`Evaluator` (implement it to plug in your own metric):
 samples every candidate of a call through
 :func:`~ddsm.samplers.batched.generate_many` (shared prefixes, one denoiser
 call per width and step) on fixed seeds and hands each candidate's samples to
-``score``. :class:`FIDEvaluator` and :class:`ProxyEvaluator` are the two
-built-in metrics.
+``score``; with ``cache_mb`` it keeps a :class:`~ddsm.samplers.batched.TrajectoryCache`
+across calls. :class:`FIDEvaluator`, :class:`ProxyEvaluator` and
+:class:`LinearProxyEvaluator` are the built-in metrics.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.fid import FID
 from ddsm.metrics.proxy import TeacherProxy
 from ddsm.samplers.base import SamplerConfig
-from ddsm.samplers.batched import SharingStats, generate_many
+from ddsm.samplers.batched import SharingStats, TrajectoryCache, generate_many
 from ddsm.samplers.loop import make_sampler, per_step_widths
 from ddsm.schedule import Schedule
 
@@ -75,13 +76,17 @@ class SamplingEvaluator(Evaluator):
     """
 
     def __init__(self, net: Supernet, sampler: SamplerConfig, *, num: int, seed: int = 0, batch_size: int = 256,
-                 max_call_images: int | None = None, progress: bool = False) -> None:
+                 max_call_images: int | None = None, fuse: bool = True, cache_mb: float = 0.0,
+                 progress: bool = False) -> None:
         if num < 2:
             raise DDSMError(f"an evaluator needs at least 2 samples per candidate, got num={num}")
         self.net, self.sampler_config = net, sampler
         self.sampler = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
         self.seeds = list(range(seed, seed + num))
         self.batch_size, self.max_call_images, self.progress = batch_size, max_call_images, progress
+        self.fuse = fuse  # one denoiser call per width and step (False: per state, batch-invariant results)
+        # States of earlier calls, so a candidate starts after the deepest prefix already computed.
+        self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
         self.stats = SharingStats()  # accumulated over every call
         self.seconds = {"sampling": 0.0, "scoring": 0.0}  # accumulated over every call
 
@@ -100,7 +105,8 @@ class SamplingEvaluator(Evaluator):
     def sample(self, plans: list[tuple[float, ...]]) -> torch.Tensor:
         """Samples (K, N, C, H, W) of every plan, on this evaluator's seeds."""
         return generate_many(self.net.model, self.sampler, plans, self.seeds, batch_size=self.batch_size,
-                             max_call_images=self.max_call_images, stats=self.stats, progress=self.progress)
+                             max_call_images=self.max_call_images, fuse=self.fuse, cache=self.cache,
+                             stats=self.stats, progress=self.progress)
 
     @abstractmethod
     def score(self, samples: torch.Tensor) -> dict[str, float]:

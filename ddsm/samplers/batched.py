@@ -2,28 +2,39 @@
 
 A search scores hundreds of candidate schedules on the same per-sample seeds
 (common random numbers: differences between candidates then come from the
-widths alone, not from the noise). Two observations make this much cheaper
+widths alone, not from the noise). Three observations make this much cheaper
 than calling :func:`~ddsm.samplers.loop.generate` once per candidate:
 
 - Candidates whose widths agree on steps 0..i are in exactly the same state
   after step i (same start noise, same per-step noise, same denoiser calls), so
   that state is computed once per distinct *prefix*, not once per candidate.
   The candidates form a prefix tree; sampling walks it one level per step.
-- All distinct states that run the same width at a step go through the
-  denoiser in one call, concatenated along the batch, so the number of calls
-  per step is at most the number of widths.
+- The same holds *across* calls: a :class:`TrajectoryCache` keeps the state
+  after every computed prefix (bounded by bytes, least recently used out), so
+  a later candidate starts from the deepest prefix any earlier one computed.
+- With ``fuse=True``, all distinct states that run the same width at a step go
+  through the denoiser in one call, concatenated along the batch, so the
+  number of calls per step is at most the number of widths. With
+  ``fuse=False`` every state runs alone on its seed batch: a candidate's
+  samples are then bit-identical whatever other candidates share the call,
+  whatever the cache held, so a search gives the same numbers serial or on
+  Ray, interrupted or not. On a CPU the two run at about the same speed
+  (``experiments/bench_oracle.py`` measures it); fusing pays on a GPU.
 
 Stochastic samplers (DDPM, DDIM with eta > 0) draw each sample's step noise
 once per step from that sample's generator and give the same noise to every
-candidate, exactly as ``generate`` would draw it for each one alone. The result
-for every candidate therefore equals ``generate`` with its schedule, up to
-float rounding of batched convolutions.
+candidate, exactly as ``generate`` would draw it for each one alone; the noise
+of a step is drawn even when every candidate starts past it from the cache,
+so no later draw moves. The result for every candidate therefore equals
+``generate`` with its schedule (bit for bit with ``fuse=False`` and the same
+seed batches; up to float rounding of batched convolutions otherwise).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -42,14 +53,67 @@ class SharingStats:
     """
 
     image_evals: int = 0  # denoiser evaluations of one image that actually ran
+    shared_image_evals: int = 0  # what prefix sharing within each call alone would run (no cache)
     naive_image_evals: int = 0  # K * N * steps: what one generate() per candidate would run
     denoiser_calls: int = 0  # forward calls of the supernet
     naive_denoiser_calls: int = 0  # K * steps * seed batches
 
     @property
     def saved_fraction(self) -> float:
-        """Share of the naive image evaluations that sharing avoided (0 when nothing ran)."""
+        """Share of the naive image evaluations that sharing and the cache avoided (0 when nothing ran)."""
         return 1.0 - self.image_evals / self.naive_image_evals if self.naive_image_evals else 0.0
+
+    @property
+    def cache_saved_fraction(self) -> float:
+        """Share of the evaluations left after in-call sharing that the trajectory cache avoided."""
+        return 1.0 - self.image_evals / self.shared_image_evals if self.shared_image_evals else 0.0
+
+
+class TrajectoryCache:
+    """States after sampling steps, keyed by (seed batch, width prefix); least recently used out past ``max_bytes``.
+
+    One cache serves one model and one sampler setting (an evaluator owns
+    one); the key carries the seeds, so different seed sets never mix.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise DDSMError(f"trajectory cache size {max_bytes} bytes must be >= 0 (0 turns it off)")
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = self.lookups = 0
+        self._states: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: Hashable) -> torch.Tensor | None:
+        """The state stored under ``key`` (marked as recently used), or None."""
+        x = self._states.get(key)
+        if x is not None:
+            self._states.move_to_end(key)
+        return x
+
+    def put(self, key: Hashable, x: torch.Tensor) -> None:
+        """Store ``x``, dropping the least recently used states to stay within ``max_bytes``."""
+        size = x.numel() * x.element_size()
+        if size > self.max_bytes or key in self._states:
+            return
+        self._states[key] = x
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self._states.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+    def deepest(self, seeds: tuple[int, ...], plan: Sequence[float]) -> tuple[int, torch.Tensor | None]:
+        """The longest prefix of ``plan`` with a stored state: (its length, the state), or (0, None)."""
+        self.lookups += 1
+        for n in range(len(plan), 0, -1):
+            x = self.get((seeds, tuple(plan[:n])))
+            if x is not None:
+                self.hits += 1
+                return n, x
+        return 0, None
 
 
 def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
@@ -67,15 +131,19 @@ def generate_many(
     *,
     batch_size: int = 256,
     max_call_images: int | None = None,
+    fuse: bool = True,
+    cache: TrajectoryCache | None = None,
     stats: SharingStats | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample every schedule on the same seeds; returns float32 CPU (K, N, C, H, W).
 
     ``schedules[k][i]`` is candidate k's width at sampling step i. Seeds are
-    processed ``batch_size`` at a time; within a batch, one denoiser call per
-    step and width holds every distinct state that runs that width (up to
-    ``max_call_images`` images per call when given, to bound memory on a GPU).
+    processed ``batch_size`` at a time. ``fuse``: one denoiser call per step
+    and width holding every distinct state that runs it (up to
+    ``max_call_images`` images per call when given, to bound memory on a
+    GPU); otherwise one call per state. ``cache`` (keep one per model and
+    sampler) reuses states computed by earlier calls and stores the new ones.
     ``stats``, when given, is incremented with the work done.
     """
     steps = visited_timesteps(sampler)
@@ -83,46 +151,71 @@ def generate_many(
         raise DDSMError("generate_many needs at least one schedule; got none")
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
-    plans = [per_step_widths(list(s), len(steps), model) for s in schedules]
+    plans = [tuple(per_step_widths(list(s), len(steps), model)) for s in schedules]
     device = next(model.parameters()).device
     c, side = model.config.in_channels, model.config.image_size
     shape = (c, side, side)
-    K, N = len(plans), len(seeds)
+    K, N, S = len(plans), len(seeds), len(steps)
     per_step = count_distinct_prefixes(plans)
     out = torch.empty((K, N, *shape), dtype=torch.float32)
     bar = tqdm(total=sum(per_step) * N, desc=f"sampling {K} schedules", unit="img", disable=not progress)
     with eval_mode(model), bar:
         for start in range(0, N, batch_size):
-            gens = sample_generators(seeds[start : start + batch_size])
+            batch = tuple(int(s) for s in seeds[start : start + batch_size])
+            gens = sample_generators(batch)
             n = len(gens)
-            # Each group is (candidates sharing the prefix so far, their common state).
-            groups: list[tuple[list[int], torch.Tensor]] = [(list(range(K)), per_sample_randn(gens, shape, device))]
+            # Where each distinct plan starts: after its deepest cached prefix (0: from the initial noise).
+            resume: dict[int, list[tuple[int, torch.Tensor]]] = {}
+            for k, p in enumerate(plans):
+                depth, x = cache.deepest(batch, p) if cache is not None else (0, None)
+                resume.setdefault(depth, []).append((k, x))
+            # groups: prefix so far -> (candidates on it, their common state); every group here is live.
+            x0 = per_sample_randn(gens, shape, device)
+            groups: dict[tuple, tuple[list[int], torch.Tensor]] = {(): ([k for k, _ in resume.get(0, [])], x0)}
+            if not groups[()][0]:
+                groups.clear()
             for i, t in enumerate(steps):
-                # Split every group by this step's width: children start from the parent's state.
-                children: dict[float, list[tuple[list[int], torch.Tensor]]] = {}
-                for members, x in groups:
-                    by_width: dict[float, list[int]] = {}
+                for k, x in resume.get(i, []) if i else []:
+                    groups.setdefault(plans[k][:i], ([], x))[0].append(k)
+                noise = step_noise(sampler, gens, shape, device)  # drawn even if nothing runs: later draws stay put
+                by_width: dict[float, list[tuple[tuple, list[int], torch.Tensor]]] = {}
+                for prefix, (members, x) in groups.items():
+                    split: dict[float, list[int]] = {}
                     for k in members:
-                        by_width.setdefault(plans[k][i], []).append(k)
-                    for w, ks in by_width.items():
-                        children.setdefault(w, []).append((ks, x))
-                noise = step_noise(sampler, gens, shape, device)
-                groups = []
-                for w, kids in children.items():
-                    x = torch.cat([state for _, state in kids]) if len(kids) > 1 else kids[0][1]
+                        split.setdefault(plans[k][i], []).append(k)
+                    for w, ks in split.items():
+                        by_width.setdefault(w, []).append((prefix + (w,), ks, x))
+                groups = {}
+                for w, kids in by_width.items():
                     model.set_active_width(w)
-                    eps = _denoise(model, x, t, max_call_images, stats)
-                    rep = None if noise is None else noise.repeat(len(kids), 1, 1, 1)
-                    x = sampler.step(eps, t, x, noise=rep).prev_sample
-                    for j, (ks, _) in enumerate(kids):
-                        groups.append((ks, x[j * n : (j + 1) * n]))
+                    states = [x for _, _, x in kids]
+                    if fuse:
+                        x = torch.cat(states) if len(states) > 1 else states[0]
+                        eps = _denoise(model, x, t, max_call_images, stats)
+                        rep = None if noise is None else noise.repeat(len(kids), 1, 1, 1)
+                        x = sampler.step(eps, t, x, noise=rep).prev_sample
+                        # Copies only when cached: a cached view would pin the whole fused batch.
+                        new = [x[j * n : (j + 1) * n] for j in range(len(kids))]
+                        new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
+                    else:
+                        new = [sampler.step(_denoise(model, s, t, max_call_images, stats), t, s, noise=noise).prev_sample
+                               for s in states]
+                    for (prefix, ks, _), x in zip(kids, new):
+                        groups[prefix] = (ks, x)
+                        if cache is not None:
+                            cache.put((batch, prefix), x)
                     bar.update(len(kids) * n)
                 if stats is not None:
-                    stats.image_evals += sum(len(kids) for kids in children.values()) * n
+                    stats.image_evals += sum(len(kids) for kids in by_width.values()) * n
+                    stats.shared_image_evals += per_step[i] * n
                     stats.naive_image_evals += K * n
                     stats.naive_denoiser_calls += K
-            for ks, x in groups:
+            for ks, x in groups.values():
                 out[ks, start : start + n] = x.float().cpu()
+            for k, x in resume.get(S, []):  # whole trajectories from the cache
+                out[k, start : start + n] = x.float().cpu()
+            bar.n = min(bar.total, (start + n) * sum(per_step))
+            bar.refresh()
     return out
 
 

@@ -17,7 +17,7 @@ from ddsm.search.space import SearchSpace
 
 @dataclass(frozen=True)
 class SupernetEvaluatorFactory:
-    """Builds the proxy or FID evaluator of ``space`` on a supernet checkpoint, once per worker."""
+    """Builds the proxy, linear-proxy or FID evaluator of ``space`` on a supernet checkpoint, once per worker."""
 
     checkpoint: str  # run folder, .safetensors file or shipped name
     quality: str  # 'proxy' or 'fid'
@@ -26,6 +26,8 @@ class SupernetEvaluatorFactory:
     seed: int  # sample i uses seed seed+i
     batch_size: int  # images denoised together
     featurenet: str | None = None  # feature net file, needed for 'fid'
+    fuse: bool = False  # fused denoiser calls (see ddsm.samplers.batched)
+    cache_mb: float = 0.0  # trajectory cache per worker (0: off)
 
     def __call__(self, *, device: str = "auto"):
         from ddsm.checkpoint import load_supernet
@@ -33,11 +35,15 @@ class SupernetEvaluatorFactory:
         from ddsm.device import resolve_device
         from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
         from ddsm.metrics.fid import FID
+        from ddsm.metrics.linear_proxy import LinearProxyEvaluator
 
         net = load_supernet(self.checkpoint, device=resolve_device(device))
-        common = dict(num=self.num_samples, seed=self.seed, batch_size=self.batch_size)
+        common = dict(num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse,
+                      cache_mb=self.cache_mb)
         if self.quality == "proxy":
             return ProxyEvaluator(net, self.sampler, **common)
+        if self.quality == "proxy_linear":
+            return LinearProxyEvaluator(net, self.sampler, **common)
         unet = net.config.unet
         data = load_data(data_config_for(self.checkpoint), unet.image_size, unet.in_channels)
         return FIDEvaluator(net, self.sampler, FID.for_data(data, featurenet=self.featurenet), **common)
@@ -50,6 +56,7 @@ def evaluator_factory(space: SearchSpace, checkpoint: str, featurenet: str | Non
     ev = space.evaluator
     return SupernetEvaluatorFactory(checkpoint=str(checkpoint), quality=space.objectives.quality, sampler=space.sampler,
                                     num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size,
+                                    fuse=ev.fuse, cache_mb=ev.trajectory_cache_mb,
                                     featurenet=None if featurenet is None else str(featurenet))
 
 

@@ -35,7 +35,7 @@ _TOL = 1e-9
 class Objectives(_Frozen):
     """What the search minimises: a quality metric (lower is better) and a cost."""
 
-    quality: Literal["proxy", "fid"] = "proxy"  # evaluator column to minimise
+    quality: Literal["proxy", "proxy_linear", "fid"] = "proxy"  # evaluator column to minimise (see ddsm.metrics)
     cost: Literal["flops", "latency"] = "flops"  # which CostTable column prices a denoiser call
 
 
@@ -79,6 +79,8 @@ class EvaluatorSettings(_Frozen):
     num_samples: int = Field(256, ge=2)  # samples drawn per candidate
     seed: int = Field(0, ge=0)  # sample i uses seed seed+i for every candidate
     batch_size: int = Field(256, gt=0)  # images denoised together (speed only)
+    fuse: bool = False  # one denoiser call per width and step (GPU speed) vs per state (bit-identical on any worker)
+    trajectory_cache_mb: float = Field(256.0, ge=0.0)  # per worker: states of computed prefixes, reused (0: off)
 
 
 class CacheConfig(_Frozen):
