@@ -337,6 +337,7 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
     """Search a network width per sampling step (NSGA-II) under the space's cost budget; writes the Pareto front."""
     from ddsm.checkpoint import load_supernet
     from ddsm.search import SearchSpace, run_search
+    from ddsm.search.loop import saved_fractions
     from ddsm.search.oracle import cost_per_width, evaluator_factory
 
     if space_file is None:
@@ -362,6 +363,10 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
     click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
                f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
                f"hypervolume {res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
+    saved = saved_fractions(res.sharing)
+    if saved:
+        click.echo(f"denoiser evaluations saved by shared prefixes and the trajectory cache: {saved['denoiser_saved']:.1%}"
+                   + (f" (the cache alone: {saved['trajectory_cache_saved']:.1%})" if "trajectory_cache_saved" in saved else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,6 +68,18 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)  # per-generation statistics
     evaluated: int = 0  # evaluations computed by this call
     cached: int = 0  # genomes answered from the log by this call
+    sharing: dict | None = None  # the evaluators' denoiser work in this call (SharingStats fields), if counted
+
+
+def saved_fractions(sharing: Mapping[str, int] | None) -> dict[str, float]:
+    """Shares of denoiser evaluations avoided: by all sharing (prefixes + trajectory cache), by the cache alone."""
+    if not sharing or not sharing.get("naive_image_evals"):
+        return {}
+    ran = sharing["image_evals"]
+    out = {"denoiser_saved": 1.0 - ran / sharing["naive_image_evals"]}
+    if sharing.get("shared_image_evals"):
+        out["trajectory_cache_saved"] = 1.0 - ran / sharing["shared_image_evals"]
+    return out
 
 
 class _Evaluations:
@@ -202,6 +214,10 @@ def run_search(
     log = EvaluationLog(out, quality=quality, format=space.cache.format, flush_seconds=space.cache.flush_seconds)
     made: list[Runner] = []
 
+    def sharing() -> dict | None:
+        active = made[0] if made else (None if isinstance(runner, str) else runner)
+        return active.sharing() if active is not None else None
+
     def get_runner() -> Runner:
         if not isinstance(runner, str):
             return runner
@@ -265,7 +281,8 @@ def run_search(
             stats = {"generation": generation, "best": min((r[quality] for r in feasible), default=None),
                      "front": len(front), "hypervolume": hv, "evaluated": new,
                      "cached": (evaluate.hits - hits), "asked": evaluate.requested - requested,
-                     "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0}
+                     "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0,
+                     **saved_fractions(sharing())}
             history.append(stats)
             write_front(out, front, quality=quality, meta={**meta, "generation": generation})
             save_state(state_path, algorithm, generation=generation,
@@ -277,12 +294,16 @@ def run_search(
         if bar is not None:
             bar.close()
         log.flush()
+        try:
+            final_sharing = sharing()
+        except Exception:  # statistics are a report: a runner that cannot give them must not hide the real error
+            final_sharing = None
         for r in made:
             r.close()
 
     feasible = log.feasible(space.budget)
     front = pareto_front(feasible, quality=quality)
-    return SearchResult(
+    return SearchResult(sharing=final_sharing,
         out_dir=out, front=front_frame(front, quality=quality), evaluations=log.frame(), generations=generation,
         hypervolume=hypervolume(front, quality=quality, ref=hv_ref) if hv_ref else 0.0, history=history,
         evaluated=evaluate.computed, cached=evaluate.hits)
@@ -291,5 +312,6 @@ def run_search(
 def _postfix(s: dict) -> str:
     best = "-" if s["best"] is None else f"{s['best']:.4g}"
     rate = s["cached"] / s["asked"] if s["asked"] else 0.0
+    saved = f" | denoiser saved {s['denoiser_saved']:.0%}" if "denoiser_saved" in s else ""
     return (f"best {best} | front {s['front']} | hv {s['hypervolume']:.4g} | {s['evals_per_s']:.2f} ev/s | "
-            f"cache {rate:.0%}")
+            f"log hits {rate:.0%}{saved}")

@@ -63,7 +63,9 @@ class EvaluatorActor:
             msg = f"actor got GPU ids {self.gpu_ids} but CUDA is not available; falling back to CPU"
             self.warnings.append(msg)
             warnings.warn(f"ddsm: {msg}", RuntimeWarning, stacklevel=1)
-        self.worker = f"ray:actor{index}@{ray.util.get_node_ip_address()}:{os.getpid()}"
+        # The GPU ids go into the name, so the evaluation log's worker column records the placement.
+        gpus = "+".join(f"gpu{g}" for g in self.gpu_ids)
+        self.worker = f"ray:actor{index}@{ray.util.get_node_ip_address()}:{os.getpid()}" + (f"/{gpus}" if gpus else "")
         self.evaluator = factory(device=self.device)
 
     def evaluate(self, start: int, width_lists: list[list[float]]) -> tuple[int, list[dict]]:

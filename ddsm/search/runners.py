@@ -66,6 +66,13 @@ def evaluate_chunk(evaluator: Any, width_lists: list[list[float]], *, quality: s
     return rows
 
 
+def sharing_of(evaluator: Any) -> dict[str, int] | None:
+    """An evaluator's ``SharingStats`` as a plain dict, or None if it keeps none."""
+    stats = getattr(evaluator, "stats", None)
+    fields = getattr(stats, "__dataclass_fields__", None)
+    return {k: int(getattr(stats, k)) for k in fields} if fields else None
+
+
 def _plain(v: Any) -> Any:
     # numpy scalars -> Python scalars, so rows pickle small and compare exactly
     return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
@@ -94,6 +101,10 @@ class Runner(ABC):
     @abstractmethod
     def __call__(self, genomes: Sequence[Genome], *, on_result: ResultCallback | None = None) -> list[dict]:
         """Evaluate ``genomes``; one dict per genome, in input order."""
+
+    def sharing(self) -> dict[str, int] | None:
+        """Denoiser work of the evaluators so far (``SharingStats`` fields summed over workers), if they count it."""
+        return None
 
     def close(self) -> None:
         """Release workers (and anything the runner started)."""
@@ -126,6 +137,9 @@ class SerialRunner(Runner):
                 device = str(resolve_device("auto"))
             self._evaluator = self.evaluator_factory(device=device)
         return self._evaluator
+
+    def sharing(self) -> dict[str, int] | None:
+        return sharing_of(self._evaluator)
 
     def __call__(self, genomes: Sequence[Genome], *, on_result: ResultCallback | None = None) -> list[dict]:
         out: list[dict] = []
