@@ -1,0 +1,266 @@
+"""Run a ddsm supernet and a schedule file inside a standard diffusers scheduler loop.
+
+Three pieces, each usable on its own:
+
+- ``make_diffusers_scheduler`` builds a ``DDIMScheduler`` or ``DDPMScheduler``
+  whose betas, clipping, timesteps and previous-step rule are ddsm's own, so
+  ``scheduler.step`` does what ddsm's sampler step does.
+- ``ScheduledDenoiser`` wraps a supernet and a ``Schedule``: called as
+  ``model(sample, t)`` it runs the supernet at the width the schedule gives
+  the step visiting ``t`` and returns the predicted noise.
+- ``sample_with_diffusers`` is the diffusers loop with ddsm's per-sample
+  seeding, so it returns the same images as ``ddsm.samplers.generate`` for
+  the same seeds and schedule (to float tolerance).
+
+A hand-written loop looks like this (``eta`` is an argument of diffusers'
+DDIM ``step``, not a scheduler setting, so it comes from the schedule)::
+
+    denoiser = ScheduledDenoiser(net, schedule)
+    scheduler = make_diffusers_scheduler(net, schedule.sampler)
+    for t in scheduler.timesteps:
+        x = scheduler.step(denoiser(x, t), t, x, eta=schedule.sampler.eta).prev_sample   # DDIM
+
+diffusers is optional: it is imported inside the functions that need it, and
+a missing install is a one-line ``DDSMError`` saying ``pip install diffusers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ddsm.checkpoint import Supernet, load_supernet
+from ddsm.config import ModelConfig
+from ddsm.diffusion.noise import NoiseSchedule, make_betas
+from ddsm.errors import DDSMError
+from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
+from ddsm.schedule import Schedule
+
+__all__ = ["ScheduledDenoiser", "make_diffusers_scheduler", "sample_with_diffusers"]
+
+#: diffusers' name for each ddsm beta schedule (informative: the exact betas are passed as ``trained_betas``)
+BETA_SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+def import_diffusers() -> Any:
+    """The ``diffusers`` module, or a one-line DDSMError with the install command."""
+    try:
+        import diffusers
+    except ImportError as e:
+        raise DDSMError(f"the diffusers bridge needs the diffusers package ({e}); pip install diffusers") from None
+    return diffusers
+
+
+# -- the scheduler
+
+
+def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sampler_config: SamplerConfig) -> Any:
+    """A diffusers ``DDIMScheduler`` / ``DDPMScheduler`` that steps exactly like ddsm's sampler.
+
+    The returned scheduler already has its timesteps set: they are ddsm's
+    visited timesteps for ``sampler_config`` (``scheduler.timesteps`` equals
+    ``Schedule.timesteps``). DDIM's ``eta`` is not part of a diffusers
+    scheduler; pass ``eta=sampler_config.eta`` to ``scheduler.step``.
+
+    Raises a one-line DDSMError when diffusers cannot reproduce ddsm's walk:
+    diffusers' DDIM takes no custom timesteps and steps from t to
+    ``t - T // steps``, which only agrees with ddsm's next visited timestep for
+    evenly spaced grids (``leading`` spacing always; ``trailing`` when the step
+    count divides T; ``linspace`` rarely).
+    """
+    diffusers = import_diffusers()
+    config = model_config_of(supernet_config_or_net)
+    diff = config.diffusion
+    T = diff.num_timesteps
+    common = dict(
+        num_train_timesteps=T,
+        # ddsm's own float64 betas, rounded once to float32 by diffusers. The
+        # named schedule is recorded for readers of the scheduler's config; it
+        # is ignored when trained_betas is given (diffusers' float32 linspace
+        # of the linear schedule differs from ddsm's in the last bit).
+        beta_schedule=BETA_SCHEDULE_NAMES[diff.beta_schedule],
+        beta_start=diff.beta_start,
+        beta_end=diff.beta_end,
+        trained_betas=make_betas(diff).tolist(),
+        prediction_type="epsilon",  # the supernet predicts noise
+        clip_sample=sampler_config.clip_sample,
+        clip_sample_range=1.0,  # ddsm clips x0 to [-1, 1]
+        thresholding=False,
+        rescale_betas_zero_snr=False,
+        timestep_spacing=sampler_config.timestep_spacing,
+        steps_offset=0,  # ddsm's grids carry no offset
+    )
+    ours = spaced_timesteps(T, sampler_config.steps, sampler_config.timestep_spacing)
+    if sampler_config.kind == "ddim":
+        # set_alpha_to_one: after the last step alpha_bar is 1 (the clean image), as in ddsm.
+        scheduler = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
+        scheduler.set_timesteps(sampler_config.steps)
+        check_ddim_walk(scheduler, ours, sampler_config)
+    else:
+        # "fixed_small" is the posterior variance ddsm's DDPM step adds.
+        scheduler = diffusers.DDPMScheduler(**common, variance_type="fixed_small")
+        # DDPM takes explicit timesteps and steps to the next one in the list,
+        # so ddsm's grid is passed as is (it is integral: spaced_timesteps rounds).
+        scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
+    use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
+    return scheduler
+
+
+def model_config_of(obj: Supernet | ModelConfig) -> ModelConfig:
+    """The ModelConfig of a loaded supernet, or the config itself."""
+    if isinstance(obj, Supernet):
+        return obj.config
+    if isinstance(obj, ModelConfig):
+        return obj
+    raise DDSMError(f"expected a ddsm Supernet or ModelConfig, got {type(obj).__name__}")
+
+
+def check_ddim_walk(scheduler: Any, ours: torch.Tensor, sampler_config: SamplerConfig) -> None:
+    """Refuse a DDIM scheduler whose visited or previous timesteps differ from ddsm's."""
+    theirs = [float(t) for t in scheduler.timesteps]
+    T, n = scheduler.config.num_train_timesteps, scheduler.num_inference_steps
+    # The rule DDIMScheduler.step uses for the timestep it moves to (negative: the clean image).
+    their_prev = [max(t - T // n, -1.0) for t in theirs]
+    our_prev = ours.tolist()[1:] + [-1.0]
+    if theirs != ours.tolist() or their_prev != our_prev:
+        raise DDSMError(
+            f"diffusers' DDIMScheduler cannot walk ddsm's timesteps for timestep_spacing "
+            f"{sampler_config.timestep_spacing!r} with {n} of {T} steps (it steps from t to t - {T // n}); "
+            f"use timestep_spacing 'leading' (or 'trailing' with a step count dividing {T})"
+        )
+
+
+def use_ddsm_alpha_bar(scheduler: Any, noise: NoiseSchedule) -> None:
+    """Step with ddsm's alpha_bar (float64 product, rounded once) instead of diffusers' float32 product.
+
+    diffusers multiplies the float32 alphas, which drifts from the exact product
+    by up to ~1.3e-5 relative for the cosine schedule near t = T - 1 (where
+    1 - 0.999 keeps few float32 digits). ddsm's sampler uses the float64 product
+    rounded to float32, so the same numbers are put here; ``step`` reads only
+    ``alphas_cumprod`` (and DDIM's ``final_alpha_cumprod``, already 1).
+    """
+    grid = torch.arange(noise.num_timesteps, dtype=torch.float64)
+    scheduler.alphas_cumprod = noise.alpha_bar_at(grid).to(torch.float32)
+
+
+# -- the denoiser
+
+
+class ScheduledDenoiser(torch.nn.Module):
+    """A supernet that runs each sampling step at the width a schedule gives it.
+
+    ``denoiser(sample, t)`` looks up which step of the schedule visits ``t``
+    (its index in the schedule's timesteps), sets that step's width on the
+    supernet, and returns the predicted noise. The sampler maths stays in the
+    diffusers scheduler; only the width changes per step.
+    """
+
+    def __init__(self, net: Supernet, schedule: Schedule) -> None:
+        super().__init__()
+        if not isinstance(net, Supernet):
+            raise DDSMError(f"ScheduledDenoiser needs a ddsm Supernet (from load_supernet), got {type(net).__name__}")
+        # A schedule for another supernet (fingerprint, widths, step count or
+        # timesteps) is one DDSMError naming every mismatch.
+        schedule.check(net.config)
+        self.net = net
+        self.model = net.model  # registered as a submodule: .to(), .eval() reach the supernet
+        self.schedule = schedule
+        ts = schedule.timesteps
+        if ts is None:  # optional in the file; check() guarantees the spacing's grid otherwise
+            ts = spaced_timesteps(net.config.diffusion.num_timesteps, schedule.sampler.steps,
+                                  schedule.sampler.timestep_spacing).tolist()
+        self.timesteps: list[float] = [float(t) for t in ts]
+        self.widths: list[float] = per_step_widths(schedule.widths, len(self.timesteps), net.model)
+        self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
+
+    @classmethod
+    def load(cls, checkpoint: str, schedule_path: str, *, device: str | torch.device = "cpu") -> "ScheduledDenoiser":
+        """Load a supernet (run folder, file or shipped name) and a schedule file checked against it."""
+        net = load_supernet(checkpoint, device=device)
+        return cls(net, Schedule.load(schedule_path, model=net.config))
+
+    def width_at(self, t: torch.Tensor | float) -> float:
+        """The width of the sampling step that visits timestep ``t``."""
+        return self.widths[self.step_index(t)]
+
+    def step_index(self, t: torch.Tensor | float) -> int:
+        """Which sampling step (0: the noisiest) visits timestep ``t``."""
+        t = torch.as_tensor(t).detach().cpu().flatten()
+        # A batch runs at one width, so a per-sample timestep vector must hold one value.
+        if t.numel() == 0 or (t != t[0]).any():
+            raise DDSMError(f"one timestep per call is needed (the batch runs at one width), got {t.tolist()}")
+        i = self._step_of.get(float(t[0]))
+        if i is None:
+            raise DDSMError(f"timestep {float(t[0]):g} is not visited by this schedule; its timesteps are "
+                            f"{[int(x) if x.is_integer() else x for x in self.timesteps]}")
+        return i
+
+    def make_scheduler(self) -> Any:
+        """The diffusers scheduler matching this schedule's sampler settings."""
+        return make_diffusers_scheduler(self.net, self.schedule.sampler)
+
+    def forward(self, sample: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """Predicted noise for ``sample`` (B, C, H, W) at timestep ``t``, at the scheduled width."""
+        i = self.step_index(t)
+        self.model.set_active_width(self.widths[i])
+        # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
+        return self.model(sample, self.timesteps[i])
+
+
+# -- the loop
+
+
+@torch.no_grad()
+def sample_with_diffusers(
+    net: Supernet,
+    schedule: Schedule,
+    seeds: Sequence[int],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Sample one image per seed with a diffusers scheduler loop; (N, C, H, W) float32 on the CPU.
+
+    Seeding is ddsm's: sample i draws its initial noise and then each step's
+    noise from its own ``torch.Generator().manual_seed(seeds[i])`` on the CPU,
+    so an image depends on its seed only (not on the batch or the device), and
+    equals ``ddsm.samplers.generate`` with the same schedule and seeds.
+    ``device`` defaults to the supernet's; the supernet is moved there for the
+    call and back afterwards.
+    """
+    if batch_size <= 0:
+        raise DDSMError(f"batch_size must be positive, got {batch_size}")
+    denoiser = ScheduledDenoiser(net, schedule)  # checks the schedule against the supernet
+    scheduler = denoiser.make_scheduler()
+    cfg = schedule.sampler
+    home = next(net.model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    c, s = net.config.unet.in_channels, net.config.unet.image_size
+    out = []
+    try:
+        net.model.to(device)
+        with eval_mode(net.model):
+            for start in range(0, len(seeds), batch_size):
+                gens = sample_generators(seeds[start : start + batch_size])
+                x = per_sample_randn(gens, (c, s, s), device) * scheduler.init_noise_sigma
+                for t in scheduler.timesteps:
+                    eps = denoiser(scheduler.scale_model_input(x, t), t)
+                    if cfg.kind == "ddim":
+                        # ddsm draws DDIM's noise at every step when eta > 0 (the last
+                        # one included, where sigma is 0), so the streams stay aligned.
+                        noise = per_sample_randn(gens, (c, s, s), device) if cfg.eta > 0 else None
+                        x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=noise).prev_sample
+                    else:
+                        # DDPMScheduler takes no noise tensor; given one CPU generator per
+                        # sample it draws randn((1, C, H, W)) from each, the values
+                        # per_sample_randn draws. It skips the draw at t = 0 (the last
+                        # step), after which ddsm draws nothing that is used either.
+                        x = scheduler.step(eps, t, x, generator=gens).prev_sample
+                out.append(x.float().cpu())
+    finally:
+        net.model.to(home)
+    if not out:
+        return torch.empty((0, c, s, s))
+    return torch.cat(out)
