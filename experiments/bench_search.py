@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                           "search_seconds": ray_seconds, "serial_seconds": A["seconds"],
                           "evals_per_s_ray": rate_d, "evals_per_s_serial": rate_a, "ratio_ray_over_serial": rate_d / rate_a,
                           "ratio_with_startup": (res.evaluated / (ray_seconds + startup)) / rate_a,
+                          "denoiser_work": res.sharing,
                           "same_front_as_serial": bool(front_a.equals(res.front[FRONT_COLUMNS].reset_index(drop=True)))}
 
     # FID of the front against the baseline families, within the budget.

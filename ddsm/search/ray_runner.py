@@ -35,7 +35,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from ddsm.errors import DDSMError
-from ddsm.search.runners import EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk
+from ddsm.search.runners import EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk, sharing_of
 
 
 class EvaluatorActor:
@@ -71,6 +71,10 @@ class EvaluatorActor:
     def evaluate(self, start: int, width_lists: list[list[float]]) -> tuple[int, list[dict]]:
         """Score one chunk; ``start`` travels along so results can be put back in order."""
         return start, evaluate_chunk(self.evaluator, width_lists, quality=self.quality, worker=self.worker)
+
+    def sharing(self) -> dict[str, int] | None:
+        """This actor's evaluator's denoiser-work counters (None if it keeps none)."""
+        return sharing_of(self.evaluator)
 
     def info(self) -> dict:
         """Where and how this actor runs."""
@@ -184,6 +188,13 @@ class RayRunner(Runner):
         import ray
 
         return ray.get([a.info.remote() for a in self.actors])
+
+    def sharing(self) -> dict[str, int] | None:
+        """Denoiser-work counters summed over the actors (a restarted actor starts again from zero)."""
+        import ray
+
+        parts = [p for p in ray.get([a.sharing.remote() for a in self.actors]) if p]
+        return {k: sum(p[k] for p in parts) for k in parts[0]} if parts else None
 
     def __call__(self, genomes: Sequence[Genome], *, on_result: ResultCallback | None = None) -> list[dict]:
         import ray
