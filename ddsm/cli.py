@@ -369,5 +369,71 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
                    + (f" (the cache alone: {saved['trajectory_cache_saved']:.1%})" if "trajectory_cache_saved" in saved else ""))
 
 
+
+@main.command()
+@click.argument("search_dir")
+@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
+              "or shipped name); checked against the search's fingerprint.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the schedule files, front.csv and front.parquet; must be new, empty or an earlier "
+                   "export of the same search.")
+@click.option("--budget", "budgets", type=float, multiple=True,
+              help="Also write best-under-B.json: the best-quality member with cost share <= B; repeatable. "
+                   "A budget no member meets is an error.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed sampling runs per schedule; the median is kept.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed rounds over every schedule first.")
+@click.option("--num", type=int, default=16, show_default=True, help="Images sampled (one batch) per timed run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+NUM-1.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while timing.")
+def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, device, progress) -> None:
+    """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.report import export_front, format_table, load_search
+
+    run = load_search(search_dir)
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
+                       progress=progress)
+    click.echo(format_table(res.table, quality=run.quality))
+    click.echo(f"full width: {res.full_seconds:.3f} s for {num} images (median of {repeats}, round-robin, "
+               f"{next(net.model.parameters()).device}); speed-up = full-width time / schedule time")
+    for b, rank in res.budgets.items():
+        click.echo(f"best under {b:g}: #{rank} -> {Path(out) / f'best-under-{b:g}.json'}")
+    click.echo(f"{len(res.table)} schedules -> {Path(out)} (front.csv, front.parquet, front-NN-shareS.json)")
+
+
+@main.command()
+@click.argument("search_dir")
+@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
+              "or shipped name); it samples the grids.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the figures (PNG and SVG); must be new, empty or holding reports of the same search.")
+@click.option("--num", type=int, default=16, show_default=True, help="Samples per grid in samples.png.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Grids sample seeds SEED..SEED+NUM-1.")
+@click.option("--evaluate-missing", is_flag=True,
+              help="Score the uniform-width and two-segment schedules the search never evaluated (usually those "
+                   "over budget) with the search's own evaluator, for the front plot; the search folder is not changed.")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed by --evaluate-missing when the search's quality is fid.")
+@_device
+def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_file, device) -> None:
+    """Draw the front, the per-step widths, the sensitivity probes and sample grids of SEARCH_DIR."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.report import load_search, plot_search
+
+    run = load_search(search_dir)
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
+                      device=device)
+    if evaluate_missing:
+        click.echo(f"evaluated {res.evaluated} family schedules missing from the log (not added to it)")
+    for line in res.skipped:
+        click.echo(f"skipped {line}")
+    click.echo(f"{len(res.files)} files -> {res.out}: " + ", ".join(p.name for p in res.files))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
