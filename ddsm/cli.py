@@ -174,19 +174,24 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
               help="Folder for every artifact; rerun with the same folder to resume.")
 @click.option("--checkpoint", default="digits", show_default=True,
               help="Supernet to start from: a run folder, a .safetensors file or a shipped name.")
-@click.option("--train", is_flag=True, help="Retrain the digits supernet from scratch first (about an hour on 2 cores).")
-@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for FID.")
-@click.option("--steps", type=int, default=50, show_default=True, help="DDIM steps.")
+@click.option("--train", is_flag=True, help="Retrain the digits supernet from scratch first (about 80 minutes on 2 cores).")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search-space YAML [default: search_spaces/digits.yaml].")
+@click.option("--runner", type=click.Choice(["serial", "ray"]), default="ray", show_default=True,
+              help="Evaluate search candidates in this process, or on a local Ray actor pool.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Ray actors for the search.")
+@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for the final FID check.")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-def quickstart(out, checkpoint, train, num, steps, device, progress) -> None:
-    """Run the embedded default (digits) end to end and print where every artifact is."""
+def quickstart(out, checkpoint, train, space_file, runner, workers, num, device, progress) -> None:
+    """Run the embedded default (digits) end to end: costs, feature net, search, export, plots, FID."""
     from ddsm.quickstart import run_quickstart
 
-    if num < 2 or steps < 1:
-        raise DDSMError(f"--num must be at least 2 (got {num}) and --steps at least 1 (got {steps})")
+    if num < 2 or workers < 1:
+        raise DDSMError(f"--num must be at least 2 (got {num}) and --workers at least 1 (got {workers})")
     t0 = time.perf_counter()
-    run_quickstart(out, checkpoint=checkpoint, train=train, device=device, num=num, steps=steps, progress=progress)
+    run_quickstart(out, checkpoint=checkpoint, train=train, device=device, space=space_file, runner=runner,
+                   workers=workers, num=num, progress=progress)
     click.echo(f"quickstart finished in {time.perf_counter() - t0:.0f} s")
 
 
@@ -433,6 +438,36 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
     for line in res.skipped:
         click.echo(f"skipped {line}")
     click.echo(f"{len(res.files)} files -> {res.out}: " + ", ".join(p.name for p in res.files))
+
+
+@main.command()
+@click.option("--space", "space_files", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Search-space YAML; repeat for several spaces.")
+@click.option("--budget", "budgets", multiple=True, type=float, required=True,
+              help="Cost budget (share of full width) replacing the space's; repeat for several.")
+@click.option("--seed", "seeds", multiple=True, type=int, default=(0,), show_default=True,
+              help="Search seed replacing the space's; repeat for several.")
+@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Sweep folder: sweep.json, runs/<trial>/ (one search folder each), tune/, results.csv/.parquet.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out (Tuner.restore; searches resume).")
+@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: a private local Ray].")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs Ray Tune gives each search.")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed when a space's quality objective is fid.")
+@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
+              help="Cost table from `ddsm cost` (needed when a space prices latency).")
+def sweep(space_files, budgets, seeds, checkpoint, out, resume, address, cpus_per_trial, featurenet_file, cost_file):
+    """Run searches for every space x budget x seed as Ray Tune trials; writes a combined results table."""
+    import pandas as pd
+
+    from ddsm.sweep import run_sweep
+
+    table = run_sweep(space_files, budgets=budgets, seeds=seeds, checkpoint=checkpoint, out_dir=out, resume=resume,
+                      address=address, cpus_per_trial=cpus_per_trial, featurenet=featurenet_file, cost=cost_file)
+    with pd.option_context("display.width", 140, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        click.echo(table.drop(columns=["run"]).to_string(index=False))
+    click.echo(f"-> {Path(out) / 'results.csv'} (one search folder per trial under {Path(out) / 'runs'})")
 
 
 if __name__ == "__main__":  # pragma: no cover

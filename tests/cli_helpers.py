@@ -1,8 +1,31 @@
 """Helpers shared by the CLI tests."""
 
+from pathlib import Path
+
+import yaml
 from click.testing import CliRunner
 
 from ddsm.cli import main
+
+#: a search small enough for the tiny trained supernet of conftest.py (seconds)
+TINY_SEARCH_SPACE = {
+    "widths": [0.25, 0.5, 0.75, 1.0],
+    "sampler": {"kind": "ddim", "steps": 4},
+    "segments": 2,
+    "budget": 0.6,
+    "objectives": {"quality": "proxy", "cost": "flops"},
+    "population": 4,
+    "generations": 2,
+    "seed": 0,
+    "seeding": {"uniform": True, "two_segment": [0.5], "n_random": 1, "sensitivity": False},
+    "evaluator": {"num_samples": 2, "seed": 0, "batch_size": 8},
+}
+
+
+def write_space(path: Path, **changes) -> Path:
+    """Write TINY_SEARCH_SPACE with top-level ``changes`` as YAML to ``path``."""
+    path.write_text(yaml.safe_dump({**TINY_SEARCH_SPACE, **changes}))
+    return path
 
 
 def invoke(*args: str):

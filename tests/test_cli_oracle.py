@@ -22,7 +22,7 @@ from ddsm.metrics.evaluator import data_config_for
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.samplers import SamplerConfig
 from ddsm.schedule import Schedule
-from cli_helpers import assert_bad_input, invoke
+from cli_helpers import TINY_SEARCH_SPACE, assert_bad_input, invoke, write_space
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
@@ -254,56 +254,50 @@ def test_evaluate_fid_with_a_featurenet_for_other_data(trained_run, tmp_path):
 
 def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run, net, tmp_path):
     out = tmp_path / "qs"
-    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "4", "--steps", "3",
-               "--no-progress")
+    space = write_space(tmp_path / "space.yaml", seeding={**TINY_SEARCH_SPACE["seeding"], "sensitivity": True,
+                                                          "knapsack_budgets": 2})
+    args = ["quickstart", "--checkpoint", trained_run, "--out", out, "--space", space, "--runner", "serial",
+            "--num", "4", "--no-progress"]
+    r = invoke(*args)
     assert r.exit_code == 0, r.output
     assert "already done" not in r.output and "quickstart finished" in r.output
 
     CostTable.load(out / "cost.json", net.config)
-    digits8 = load_digits(size=8)
-    FeatureNet.load(out / "featurenet.safetensors", digits8)
-
-    df = pd.read_csv(out / "widths.csv")
-    mixed = ["0.25 for the first 1 steps, then 1", "1 for the first 1 steps, then 0.25"]
-    assert list(df["schedule"]) == ["real held-out", *(f"uniform {w:g}" for w in WIDTHS), *mixed]
+    FeatureNet.load(out / "featurenet.safetensors", load_digits(size=8))
+    front = pd.read_csv(out / "search" / "front.csv")
+    assert len(front) >= 1 and (front["share"] <= 0.6 + 1e-9).all()
+    exported = pd.read_csv(out / "export" / "front.csv")
+    assert len(exported) == len(front) and (exported["speedup"] > 0).all()
+    best = Schedule.load(out / "export" / "best-under-0.6.json", net.config)
+    assert best.sampler.steps == 4 and all(w in WIDTHS for w in best.widths)
+    for fig in ("front", "widths", "sensitivity", "samples"):
+        assert (out / "plots" / f"{fig}.png").stat().st_size > 0, fig
+    df = pd.read_csv(out / "fid.csv")
+    assert list(df["schedule"])[0] == "real held-out digits"
+    assert [s for s in df["schedule"] if s.startswith("uniform")] == [f"uniform width {w:g}" for w in WIDTHS]
     assert df["fid"].map(math.isfinite).all() and (df["fid"] >= 0).all(), df
     share = dict(zip(df["schedule"], df["macs_share"]))
-    assert math.isnan(share["real held-out"])
-    assert share["uniform 1"] == pytest.approx(1.0)
-    assert 0 < share["uniform 0.25"] < share["uniform 0.5"] < share["uniform 0.75"] < 1
-    # 3 steps: one step first, two after, so [0.25, 1, 1] costs more than [1, 0.25, 0.25]
-    assert share["uniform 0.25"] < share[mixed[1]] < share[mixed[0]] < 1
-
-    plans = {f"uniform {w:g}": [w] * 3 for w in WIDTHS}
-    plans[mixed[0]] = [0.25, 1.0, 1.0]
-    plans[mixed[1]] = [1.0, 0.25, 0.25]
-    samples = out / "samples"
-    for name, widths in plans.items():
-        slug = name.replace(" ", "_").replace(",", "")
-        assert (samples / f"{slug}.png").is_file(), slug
-        sched = Schedule.load(samples / f"{slug}.schedule.json", net.config)
-        assert list(sched.widths) == widths and sched.sampler.steps == 3 and sched.sampler.kind == "ddim"
-    assert len(list(samples.glob("*.png"))) == len(plans)
+    assert share["uniform width 1"] == pytest.approx(1.0)
+    assert 0 < share["uniform width 0.25"] < share["uniform width 0.5"] < share["uniform width 0.75"] < 1
 
     # a second run finds every stage done and leaves every file as it was
     before = snapshot(out)
-    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "4", "--steps", "3",
-               "--no-progress")
+    r = invoke(*args)
     assert r.exit_code == 0, r.output
     done = [ln for ln in r.output.splitlines() if "already done" in ln]
-    assert [ln.split("]")[0] for ln in done] == ["[2/4", "[3/4", "[4/4"], r.output
+    assert [ln.split("]")[0] for ln in done] == [f"[{k}/7" for k in range(2, 8)], r.output
     assert not any(ln.rstrip().endswith("...") for ln in r.output.splitlines()), r.output
     assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("extra, needles", [
     (["--num", "1"], ["--num must be at least 2 (got 1)"]),
-    (["--steps", "0"], ["--steps at least 1 (got 0)"]),
-], ids=["one-sample", "zero-steps"])
+    (["--workers", "0"], ["--workers at least 1 (got 0)"]),
+    (["--space", "missing.yaml"], ["missing.yaml"]),
+], ids=["one-sample", "zero-workers", "missing-space"])
 def test_bad_quickstart_input_is_one_line_and_writes_nothing(trained_run, tmp_path, extra, needles):
     out = tmp_path / "qs"
-    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "4", "--steps", "3",
-               "--no-progress", *extra)
+    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "4", "--no-progress", *extra)
     assert_bad_input(r, *needles)
     assert not out.exists()
 
@@ -311,7 +305,7 @@ def test_bad_quickstart_input_is_one_line_and_writes_nothing(trained_run, tmp_pa
 # ---------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", ["cost", "featurenet", "evaluate", "quickstart"])
+@pytest.mark.parametrize("command", ["cost", "featurenet", "evaluate", "quickstart", "search", "export", "plot", "sweep"])
 def test_help_mentions_every_option(command):
     import click
 

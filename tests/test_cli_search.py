@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
-import yaml
 
-from cli_helpers import assert_bad_input, invoke
+from cli_helpers import TINY_SEARCH_SPACE, assert_bad_input, invoke, write_space
 
-SPACE = {
-    "widths": [0.25, 0.5, 0.75, 1.0],
-    "sampler": {"kind": "ddim", "steps": 4},
-    "segments": 2,
-    "budget": 0.6,
-    "objectives": {"quality": "proxy", "cost": "flops"},
-    "population": 4,
-    "generations": 2,
-    "seed": 0,
-    "seeding": {"uniform": True, "two_segment": [0.5], "n_random": 1, "sensitivity": False},
-    "evaluator": {"num_samples": 2, "seed": 0, "batch_size": 8},
-}
-
-
-def write_space(path, **changes):
-    path.write_text(yaml.safe_dump({**SPACE, **changes}))
-    return path
+SPACE = TINY_SEARCH_SPACE
 
 
 def test_search_writes_a_front_within_budget_and_resume_reuses_the_log(trained_run, tmp_path):

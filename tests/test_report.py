@@ -8,25 +8,13 @@ import shutil
 
 import pandas as pd
 import pytest
-import yaml
 
 from ddsm.checkpoint import load_supernet
 from ddsm.schedule import Schedule
 
-from cli_helpers import assert_bad_input, invoke
+from cli_helpers import TINY_SEARCH_SPACE, assert_bad_input, invoke, write_space
 
-SPACE = {
-    "widths": [0.25, 0.5, 0.75, 1.0],
-    "sampler": {"kind": "ddim", "steps": 4},
-    "segments": 2,
-    "budget": 0.6,
-    "objectives": {"quality": "proxy", "cost": "flops"},
-    "population": 4,
-    "generations": 2,
-    "seed": 0,
-    "seeding": {"uniform": True, "two_segment": [0.5], "n_random": 1, "sensitivity": True, "knapsack_budgets": 2},
-    "evaluator": {"num_samples": 2, "seed": 0, "batch_size": 8},
-}
+SPACE = {**TINY_SEARCH_SPACE, "seeding": {**TINY_SEARCH_SPACE["seeding"], "sensitivity": True, "knapsack_budgets": 2}}
 TABLE_COLUMNS = ["rank", "schedule", "proxy", "macs_per_image", "share", "flop_saving", "generation", "genome",
                  "widths", "seconds", "full_seconds", "speedup", "wallclock_saving"]
 
@@ -35,8 +23,7 @@ TABLE_COLUMNS = ["rank", "schedule", "proxy", "macs_per_image", "share", "flop_s
 def search(trained_run, tmp_path_factory):
     """A finished tiny search (with sensitivity probes), shared read-only by the tests of this module."""
     root = tmp_path_factory.mktemp("report")
-    space = root / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space = write_space(root / "space.yaml", seeding=SPACE["seeding"])
     out = root / "search"
     r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", out, "--no-progress")
     assert r.exit_code == 0, r.output

@@ -1,0 +1,210 @@
+"""Sweeps: many searches (search spaces x budgets x seeds) as Ray Tune trials, resumable, with one results table.
+
+Every trial is one full :func:`~ddsm.search.run_search` with the serial
+runner in its own run folder ``SWEEP/runs/<space>-b<budget>-s<seed>``; Ray
+Tune places trials on the cluster (``cpus_per_trial`` each, so a 2-core
+machine runs two at once) and keeps its own state in ``SWEEP/tune``.
+
+Resuming works at two levels. ``Tuner.restore`` brings back the trials that
+had not finished (and those that errored); a restarted trial finds its run
+folder and resumes its search from the last finished generation, never
+evaluating a schedule already in that search's log. A sweep therefore ends
+with the same fronts whether or not it was interrupted.
+
+``SWEEP/sweep.json`` (written before any work) says what the folder holds:
+the search spaces (with their fingerprints), budgets, seeds and supernet
+fingerprint. A resume with another grid or supernet is refused before
+anything changes. ``SWEEP/results.csv`` and ``results.parquet`` hold one row
+per trial: its settings, generations, evaluations, front size,
+hypervolume, best quality within budget and run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ddsm.errors import DDSMError
+from ddsm.io import read_json, write_atomic, write_json
+from ddsm.search.space import SearchSpace
+
+SWEEP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One search of a sweep: a search space with its budget and seed replaced."""
+
+    space_file: str  # the search-space YAML as given
+    budget: float  # replaces the space's budget
+    seed: int  # replaces the space's seed
+
+    @property
+    def name(self) -> str:
+        """Run-folder name: ``<space stem>-b<budget>-s<seed>``."""
+        return f"{Path(self.space_file).stem}-b{self.budget:g}-s{self.seed}"
+
+    def space(self) -> SearchSpace:
+        """The trial's validated search space."""
+        base = SearchSpace.load(self.space_file)
+        return SearchSpace.model_validate({**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed})
+
+
+def grid(space_files: Sequence[str], budgets: Sequence[float], seeds: Sequence[int]) -> list[Trial]:
+    """Every (space, budget, seed) combination, validated before any trial starts."""
+    if not space_files or not budgets or not seeds:
+        raise DDSMError("a sweep needs at least one --space, one --budget and one --seed")
+    trials = [Trial(str(Path(f).resolve()), float(b), int(s)) for f in space_files for b in budgets for s in seeds]
+    names = [t.name for t in trials]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DDSMError(f"the sweep repeats trials {dupes}: give distinct spaces (by file name), budgets and seeds")
+    for t in trials:
+        t.space()  # a bad file or a budget out of range fails here, in one line
+    return trials
+
+
+def _identity(trials: list[Trial], supernet: str) -> dict[str, Any]:
+    return {"supernet": supernet,
+            "trials": [{"name": t.name, "space": t.space().fingerprint(), "budget": t.budget, "seed": t.seed}
+                       for t in trials]}
+
+
+def _check_folder(out: Path, identity: dict, resume: bool) -> None:
+    manifest = out / "sweep.json"
+    if not manifest.exists():
+        if resume:
+            raise DDSMError(f"cannot resume: {str(out)!r} holds no sweep (no sweep.json); start without --resume")
+        if out.exists() and any(out.iterdir()):
+            raise DDSMError(f"{str(out)!r} is not empty and holds no sweep; choose an empty or new folder")
+        return
+    if not resume:
+        raise DDSMError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another folder")
+    saved = read_json(manifest, "sweep manifest")
+    if not isinstance(saved, dict) or saved.get("kind") != "ddsm.sweep":
+        raise DDSMError(f"{str(manifest)!r} is not a ddsm sweep manifest")
+    if {k: saved.get(k) for k in identity} != identity:
+        raise DDSMError(f"cannot resume {str(out)!r}: it holds another sweep (other spaces, budgets, seeds or "
+                        f"supernet); start this one in a new folder")
+
+
+def _run_trial(config: dict) -> None:
+    """The Ray Tune trainable: one search, resumed if its run folder already holds one."""
+    import torch
+    from ray import tune
+
+    from ddsm.checkpoint import load_supernet
+    from ddsm.search import run_search
+    from ddsm.search.loop import saved_fractions
+    from ddsm.search.oracle import cost_per_width, evaluator_factory
+
+    # Tune gives each trial `cpus_per_trial` cores; more threads would fight the other trials for them.
+    torch.set_num_threads(max(1, int(config["cpus"])))
+    trial = Trial(config["space_file"], config["budget"], config["seed"])
+    space = trial.space()
+    run = Path(config["runs"]) / trial.name
+    net = load_supernet(config["checkpoint"], device="cpu")
+    res = run_search(space, evaluator_factory=evaluator_factory(space, config["checkpoint"], config["featurenet"]),
+                     cost_per_width=cost_per_width(space, net, config["cost"]), out_dir=run, runner="serial",
+                     resume=(run / "search.json").exists(), progress=False, supernet=net.fingerprint,
+                     device=config["device"])
+    quality = space.objectives.quality
+    tune.report({"generations": res.generations, "evaluations": len(res.evaluations), "computed": res.evaluated,
+                 "front": len(res.front), "hypervolume": res.hypervolume,
+                 "best": float(res.front[quality].min()) if len(res.front) else float("nan"),
+                 **saved_fractions(res.sharing)})
+
+
+def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Sequence[int], checkpoint: str,
+              out_dir: str | Path, resume: bool = False, address: str | None = None, cpus_per_trial: float = 1.0,
+              featurenet: str | None = None, cost: str | None = None, device: str = "cpu",
+              verbose: int = 1) -> pd.DataFrame:
+    """Run (or resume) a sweep; returns the combined results table (also written to ``out_dir``)."""
+    from ddsm.checkpoint import load_supernet
+
+    if cpus_per_trial <= 0:
+        raise DDSMError(f"cpus_per_trial {cpus_per_trial} must be positive")
+    out = Path(out_dir).resolve()
+    # Tune runs trials in their own working folders: every path a trial reads must be absolute.
+    checkpoint, featurenet, cost = (str(Path(p).resolve()) if p is not None and Path(p).exists() else p
+                                    for p in (checkpoint, featurenet, cost))
+    trials = grid(space_files, budgets, seeds)
+    net = load_supernet(checkpoint, device="cpu")
+    from ddsm.search.oracle import cost_per_width, evaluator_factory
+    from ddsm.search.problem import WidthProblem
+
+    for t in trials:  # everything a trial would refuse is refused here, before Tune starts
+        space = t.space()
+        space.check_supernet(net.config.unet.widths)
+        WidthProblem(space, cost_per_width(space, net, cost)).check_budget()
+        evaluator_factory(space, checkpoint, featurenet)
+    identity = _identity(trials, net.fingerprint)
+    _check_folder(out, identity, resume)
+    if address is not None and address != "auto":
+        from ddsm.search.ray_runner import check_address
+
+        check_address(address, timeout=3.0)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sweep.json", {"kind": "ddsm.sweep", "schema_version": SWEEP_VERSION, **identity,
+                                    "checkpoint": str(checkpoint), "cpus_per_trial": cpus_per_trial})
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import tune
+
+    owns = not ray.is_initialized()
+    temp = None
+    if owns:
+        if address is None:
+            temp = tempfile.mkdtemp(prefix="ddsm-sweep-ray-")
+            ray.init(include_dashboard=False, _temp_dir=temp, _node_ip_address="127.0.0.1", logging_level="warning")
+        else:
+            ray.init(address=address, logging_level="warning")
+    try:
+        trainable = tune.with_resources(_run_trial, {"cpu": cpus_per_trial})
+        tune_dir = out / "tune"
+        if resume and tune.Tuner.can_restore(str(tune_dir)):
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            # The grid's product is exactly the trials above (checked distinct by grid()).
+            space = {"space_file": tune.grid_search(sorted({t.space_file for t in trials})),
+                     "budget": tune.grid_search(sorted({t.budget for t in trials})),
+                     "seed": tune.grid_search(sorted({t.seed for t in trials})),
+                     "runs": str(out / "runs"), "checkpoint": str(checkpoint), "featurenet": featurenet, "cost": cost,
+                     "device": device, "cpus": cpus_per_trial}
+            tuner = tune.Tuner(trainable, param_space=space,
+                               run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=verbose))
+        tuner.fit()
+    finally:
+        if owns:
+            ray.shutdown()
+    table = collect(out, trials)
+    write_atomic(out / "results.csv", lambda p: table.to_csv(p, index=False))
+    write_atomic(out / "results.parquet", lambda p: table.to_parquet(p, index=False))
+    return table
+
+
+def collect(out: Path, trials: list[Trial]) -> pd.DataFrame:
+    """One row per trial, read from its run folder (the source of truth, whatever Tune kept)."""
+    rows = []
+    for t in trials:
+        run = out / "runs" / t.name
+        row: dict[str, Any] = {"trial": t.name, "space": Path(t.space_file).name, "budget": t.budget, "seed": t.seed,
+                               "run": str(run)}
+        state = run / "state.json"
+        if state.exists():
+            s = read_json(state, "search checkpoint")
+            hist = s.get("history", [])
+            last = hist[-1] if hist else {}
+            row.update({"generations": int(s.get("generation", -1)) + 1, "front": last.get("front"),
+                        "hypervolume": last.get("hypervolume"), "best": last.get("best")})
+        else:
+            row.update({"generations": 0, "front": None, "hypervolume": None, "best": None})
+        rows.append(row)
+    return pd.DataFrame(rows)
