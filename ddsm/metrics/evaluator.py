@@ -84,9 +84,9 @@ class SamplingEvaluator(Evaluator):
         self.sampler = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
         self.seeds = list(range(seed, seed + num))
         self.batch_size, self.max_call_images, self.progress = batch_size, max_call_images, progress
-        # Fused calls past a few thousand images stop gaining and start thrashing memory: the linear proxy's
-        # 61 probe states x 256 seeds (15.6k images per call) sampled at 364 images/s on 2 CPU cores, against
-        # 1,645 images/s for calls of about 2k images (experiments/results/oracle-uncapped-calls.json).
+        # A fused call grows with the number of distinct states: the linear proxy's 61 probe states x 256 seeds
+        # made 15.6k-image calls that held ~7 GB. Capped at 2,048 images, its setup took 521 s instead of 643 s
+        # (experiments/results/oracle-uncapped-calls.json against oracle.json).
         self.fuse = fuse  # one denoiser call per width and step (False: per state, batch-invariant results)
         # States of earlier calls, so a candidate starts after the deepest prefix already computed.
         self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
