@@ -25,7 +25,7 @@ def test_shipped_spaces_load(name):
     assert space.sampler.kind == "ddim" and 20 <= space.sampler.steps <= 50
     assert sum(space.segment_lengths) == space.sampler.steps
     if name == "digits":
-        assert space.budget == 0.5 and 20 <= space.population <= 32 and space.generations >= 8
+        assert space.budget >= 0.5 and 16 <= space.population <= 32 and space.generations >= 8  # covers 50 % FLOPs
 
 
 def test_smoke_space_is_tiny():
