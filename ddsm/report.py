@@ -603,7 +603,7 @@ def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     s = run.space.sampler
     note = "" if run.log is not None else " (no evaluation log: front only)"
-    ax.set_title(f"Search {run.folder.name}: {q} vs cost, {s.kind.upper()} {s.steps} steps, "
+    ax.set_title(f"Search '{run.folder.name}': {q} vs cost, {s.kind.upper()} {s.steps} steps, "
                  f"{run.generations_finished} generations{note}", fontsize=10)
     # Below the axes, not on them: wherever it sat inside it would hide some evaluated points.
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize=8, frameon=False)
