@@ -22,8 +22,8 @@ hypervolume, best quality within budget and run folder.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,8 +49,9 @@ class Trial:
         """Run-folder name: ``<space stem>-b<budget>-s<seed>``."""
         return f"{Path(self.space_file).stem}-b{self.budget:g}-s{self.seed}"
 
+    @cached_property
     def space(self) -> SearchSpace:
-        """The trial's validated search space."""
+        """The trial's validated search space (read once)."""
         base = SearchSpace.load(self.space_file)
         return SearchSpace.model_validate({**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed})
 
@@ -65,13 +66,13 @@ def grid(space_files: Sequence[str], budgets: Sequence[float], seeds: Sequence[i
     if dupes:
         raise DDSMError(f"the sweep repeats trials {dupes}: give distinct spaces (by file name), budgets and seeds")
     for t in trials:
-        t.space()  # a bad file or a budget out of range fails here, in one line
+        t.space  # a bad file or a budget out of range fails here, in one line
     return trials
 
 
 def _identity(trials: list[Trial], supernet: str) -> dict[str, Any]:
     return {"supernet": supernet,
-            "trials": [{"name": t.name, "space": t.space().fingerprint(), "budget": t.budget, "seed": t.seed}
+            "trials": [{"name": t.name, "space": t.space.fingerprint(), "budget": t.budget, "seed": t.seed}
                        for t in trials]}
 
 
@@ -106,7 +107,7 @@ def _run_trial(config: dict) -> None:
     # Tune gives each trial `cpus_per_trial` cores; more threads would fight the other trials for them.
     torch.set_num_threads(max(1, int(config["cpus"])))
     trial = Trial(config["space_file"], config["budget"], config["seed"])
-    space = trial.space()
+    space = trial.space
     run = Path(config["runs"]) / trial.name
     net = load_supernet(config["checkpoint"], device="cpu")
     res = run_search(space, evaluator_factory=evaluator_factory(space, config["checkpoint"], config["featurenet"]),
@@ -139,7 +140,7 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     from ddsm.search.problem import WidthProblem
 
     for t in trials:  # everything a trial would refuse is refused here, before Tune starts
-        space = t.space()
+        space = t.space
         space.check_supernet(net.config.unet.widths)
         WidthProblem(space, cost_per_width(space, net, cost)).check_budget()
         evaluator_factory(space, checkpoint, featurenet)
@@ -157,12 +158,13 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     import ray
     from ray import tune
 
+    from ddsm.search.ray_runner import remove_temp_dir, start_local_ray
+
     owns = not ray.is_initialized()
     temp = None
     if owns:
         if address is None:
-            temp = tempfile.mkdtemp(prefix="ddsm-sweep-ray-")
-            ray.init(include_dashboard=False, _temp_dir=temp, _node_ip_address="127.0.0.1", logging_level="warning")
+            temp = start_local_ray(ray)
         else:
             ray.init(address=address, logging_level="warning")
     try:
@@ -184,6 +186,8 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     finally:
         if owns:
             ray.shutdown()
+        if temp is not None:
+            remove_temp_dir(temp)
     table = collect(out, trials)
     write_atomic(out / "results.csv", lambda p: table.to_csv(p, index=False))
     write_atomic(out / "results.parquet", lambda p: table.to_parquet(p, index=False))

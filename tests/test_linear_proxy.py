@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from ddsm.checkpoint import Supernet
 from ddsm.metrics.evaluator import ProxyEvaluator

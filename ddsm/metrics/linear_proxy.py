@@ -28,13 +28,11 @@ when evaluations dominate, and confirm the front with the exact proxy or FID.
 from __future__ import annotations
 
 import math
-import time
 from typing import Sequence
 
-import pandas as pd
 import torch
 
-from ddsm.metrics.evaluator import Candidate, SamplingEvaluator
+from ddsm.metrics.evaluator import SamplingEvaluator
 
 
 class LinearProxyEvaluator(SamplingEvaluator):
@@ -61,7 +59,7 @@ class LinearProxyEvaluator(SamplingEvaluator):
             todo.append(self.teacher_plan)
         if not todo:
             return 0
-        x = self.sample(todo)
+        x = super().sample(todo)
         if self._teacher is None:
             self._teacher = x[-1]
         for k, key in enumerate(need):
@@ -76,16 +74,15 @@ class LinearProxyEvaluator(SamplingEvaluator):
                 drift += self._delta[(i, w)]
         return drift
 
-    def evaluate(self, schedules: Sequence[Candidate]) -> pd.DataFrame:
-        """Sample the missing single-step drifts (once per evaluator), then score every candidate from them."""
-        plans = [self.plan(s) for s in schedules]
-        t0 = time.perf_counter()
+    def sample(self, plans: list[tuple[float, ...]]) -> torch.Tensor:
+        """What this evaluator scores instead of samples: each plan's predicted drift (K, N, C, H, W).
+
+        Samples the missing single-step drifts first (once per evaluator);
+        :meth:`SamplingEvaluator.evaluate` then scores each drift, and a
+        non-finite one makes its candidate invalid.
+        """
         self.prepare(plans)
-        t1 = time.perf_counter()
-        rows = [self._score_one(self.predicted_drift(p)) for p in plans]
-        self.seconds["sampling"] += t1 - t0
-        self.seconds["scoring"] += time.perf_counter() - t1
-        return pd.DataFrame(rows, columns=[*self.metrics, "valid", "error"]).astype({"valid": bool, "error": str})
+        return torch.stack([self.predicted_drift(p) for p in plans])
 
     def score(self, drift: torch.Tensor) -> dict[str, float]:
         value = float(drift.pow(2).mean())

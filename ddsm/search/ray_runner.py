@@ -103,6 +103,26 @@ def check_address(address: str, *, timeout: float) -> None:
                         f"start one with 'ray start --head --port {port}' or leave the address out for a local Ray") from None
 
 
+def start_local_ray(ray, *, num_cpus: int | None = None, num_gpus: int | None = None) -> str:
+    """Start a private local Ray (no dashboard, bound to 127.0.0.1) in a new temporary folder; returns the folder."""
+    temp = tempfile.mkdtemp(prefix="ddsm-ray-")
+    # Ray's helper processes can write into it for a moment after shutdown: remove it at exit too.
+    atexit.register(shutil.rmtree, temp, True)
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=temp,
+             _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=True)
+    return temp
+
+
+def remove_temp_dir(path: str) -> None:
+    """Remove a local Ray's folder after ``ray.shutdown()``."""
+    # Ray's processes may still write logs for a moment after shutdown; try a few times.
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            break
+        time.sleep(0.2)
+
+
 class RayRunner(Runner):
     """Maps the evaluator over genomes on a pool of ``workers`` Ray actors."""
 
@@ -146,13 +166,9 @@ class RayRunner(Runner):
         # Ray's raylet waits a fixed ~20 s for its Python agents and the driver 30 s for the raylet; on a
         # machine saturated by other work the first start can miss that while a second, warm one makes it.
         for attempt in range(1, attempts + 1):
-            self._temp_dir = tempfile.mkdtemp(prefix="ddsm-ray-")
-            # Ray's helper processes can write into it for a moment after shutdown: remove it at exit too.
-            atexit.register(shutil.rmtree, self._temp_dir, True)
             self._owns_session = True  # so close() also tears down a half-started session
             try:
-                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=self._temp_dir,
-                         _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=True)
+                self._temp_dir = start_local_ray(ray, num_cpus=num_cpus, num_gpus=num_gpus)
                 return
             except Exception as e:
                 self.close()
@@ -238,12 +254,7 @@ class RayRunner(Runner):
             ray.shutdown()
         self._owns_session = False
         if self._temp_dir is not None:
-            # Ray's processes may still write logs for a moment after shutdown; try a few times.
-            for _ in range(5):
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-                if not os.path.exists(self._temp_dir):
-                    break
-                time.sleep(0.2)
+            remove_temp_dir(self._temp_dir)
             self._temp_dir = None
 
 
