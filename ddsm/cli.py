@@ -6,7 +6,6 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
