@@ -102,6 +102,13 @@ class Supernet:
     def fingerprint(self) -> str:
         return self.config.fingerprint()
 
+    @property
+    def trained_resolutions(self) -> tuple[int, ...]:
+        """Sides the supernet was trained at (its recipe's ``train.resolutions`` plus the image size)."""
+        run = self.header.get("run") or {}
+        extra = (run.get("train") or {}).get("resolutions") or ()
+        return tuple(sorted({*map(int, extra), self.config.unet.image_size}))
+
 
 def resolve_checkpoint(ref: str | Path) -> Path:
     """Map a shipped name, a run folder or a file to the safetensors file to read."""

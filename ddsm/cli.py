@@ -116,14 +116,18 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
                  for k, v in flags.items() if v is not None and v != getattr(sched.sampler, k)]
         if clash:
             raise DDSMError(f"flags disagree with schedule file {schedule_file!r}: {', '.join(clash)}; drop them")
-        scfg, widths = sched.sampler, list(sched.widths)
+        scfg, widths, sides = sched.sampler, list(sched.widths), sched.resolutions
     else:
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
-        widths = net.model.check_width(width)
+        widths, sides = net.model.check_width(width), None
+    untrained = sorted(set(sides or ()) - set(net.trained_resolutions))
+    if untrained:
+        click.echo(f"warning: this supernet was trained at resolutions {list(net.trained_resolutions)}; the schedule's "
+                   f"steps at {untrained} run training-free (lower quality expected)", err=True)
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
     t0 = time.perf_counter()
-    x = generate(net.model, smp, widths, seeds, batch_size=batch_size, progress=progress)
+    x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress)
     elapsed = time.perf_counter() - t0
     outdir = Path(out)
     from ddsm.checkpoint import save_tensors
@@ -131,6 +135,7 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
             "sampler": scfg.model_dump(mode="json"),
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
+            **({"resolutions": list(sides)} if sides else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3)}
     write_json(outdir / "sample.json", info)
     save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
@@ -166,6 +171,53 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
                    f"{e.latency_iqr_s * 1e3:>7.2f}")
     click.echo(f"{table.device} ({table.device_name}), {table.threads} threads, batch {table.batch_size}, "
                f"median of {table.repeats} -> {out}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="Supernet whose training data is fitted (run folder, file or shipped name).")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search space with resolutions: print the rule's per-step sides and transition genes for it.")
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="Grow once the first left-out band's signal-to-noise ratio reaches this.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the fit and rule as JSON.")
+def spectrum(checkpoint, space_file, threshold, out) -> None:
+    """Fit the training data's radial power spectrum P(w) = A w^-beta; predict when the state should grow."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.data import load_data
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.io import write_json
+    from ddsm.metrics.evaluator import data_config_for
+    from ddsm.samplers.base import spaced_timesteps
+    from ddsm.search import SearchSpace
+    from ddsm.spectrum import fit_power_spectrum, rule_resolutions
+
+    net = load_supernet(checkpoint)
+    unet = net.config.unet
+    space = SearchSpace.load(space_file) if space_file else None
+    if space is not None:
+        if space.resolutions is None:
+            raise DDSMError(f"search space {space_file!r} has no resolutions; add e.g. resolutions: [8, {unet.image_size}]")
+        space.check_supernet(unet.widths, unet)
+    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    fit = fit_power_spectrum(data.train)
+    click.echo(f"P(w) = {fit.A:.4g} * w^-{fit.beta:.3f}  (R^2 {fit.r2:.3f}; {len(data.train)} training images, "
+               f"side {unet.image_size}, [-1, 1] units, w in cycles per image)")
+    click.echo(f"{'w':>4} {'measured':>10} {'fitted':>10}")
+    for w, p in zip(fit.freqs, fit.power):
+        click.echo(f"{w:>4g} {p:>10.4g} {float(fit.power_at(w)):>10.4g}")
+    doc = {"kind": "ddsm.spectrum", "checkpoint": net.source, "threshold": threshold, "fit": fit.to_dict()}
+    if space is not None:
+        noise = NoiseSchedule(net.config.diffusion)
+        ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
+        sides = rule_resolutions(fit, space.resolutions, ts, noise, threshold=threshold)
+        genes = space.resolutions_to_genes(sides)
+        click.echo(f"rule for {space.sampler.kind.upper()} {space.sampler.steps} steps: sides {sides}")
+        click.echo("transition genes (first step at each larger side): "
+                   + ", ".join(f"{r}: step {g}" for r, g in zip(space.resolutions[1:], genes)))
+        doc.update({"sides": sides, "transitions": dict(zip(map(str, space.resolutions[1:]), genes))})
+    if out:
+        write_json(out, doc)
+        click.echo(f"-> {out}")
 
 
 @main.command()
@@ -342,7 +394,7 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
     from ddsm.checkpoint import load_supernet
     from ddsm.search import SearchSpace, run_search
     from ddsm.search.loop import saved_fractions
-    from ddsm.search.oracle import cost_per_width, evaluator_factory
+    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions
 
     if space_file is None:
         if not (resume and (Path(out) / "space.json").is_file()):
@@ -350,7 +402,7 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
         space_file = str(Path(out) / "space.json")  # JSON is a subset of YAML
     space = SearchSpace.load(space_file)
     net = load_supernet(checkpoint, device="cpu")
-    space.check_supernet(net.config.unet.widths)
+    space.check_supernet(net.config.unet.widths, net.config.unet)
     if space.sampler.steps > net.config.diffusion.num_timesteps:
         raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
                         f"{net.config.diffusion.num_timesteps} training timesteps")
@@ -359,7 +411,8 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
         res = run_search(space, evaluator_factory=evaluator_factory(space, checkpoint, featurenet_file),
                          cost_per_width=cost_per_width(space, net, cost_file), out_dir=out, runner=runner,
                          workers=workers, address=address, resume=resume, progress=progress,
-                         supernet=net.fingerprint, device=device, chunk_size=chunk_size, ray_options=ray_options)
+                         supernet=net.fingerprint, device=device, chunk_size=chunk_size, ray_options=ray_options,
+                         transition_seeds=spectrum_transitions(space, checkpoint, net))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; finished generations and every evaluation are saved. Continue with: "
                    f"ddsm search --checkpoint {checkpoint} --out {out} --resume", err=True)

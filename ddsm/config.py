@@ -86,6 +86,11 @@ class UNetConfig(_Frozen):
                     )
         return self
 
+    def valid_resolutions(self) -> list[int]:
+        """Sides a state can have: divisors of ``image_size`` the UNet can downsample."""
+        factor = 2 ** (len(self.channel_mults) - 1)
+        return [d for d in range(factor, self.image_size + 1, factor) if self.image_size % d == 0]
+
     def channels(self, level: int, width: float = 1.0) -> int:
         """Active channels of ``level`` at ``width``."""
         return int(round(width * self.base_channels * self.channel_mults[level]))
@@ -139,6 +144,9 @@ class TrainConfig(_Frozen):
     checkpoint_every: int = Field(250, gt=0)  # steps between resumable checkpoints
     snapshot_every: int = Field(0, ge=0)  # steps between kept EMA snapshots (0: none)
     threads: int = Field(0, ge=0)  # torch CPU threads (0: torch's default)
+    resolutions: tuple[int, ...] = ()  # lower sides the sandwich also trains at (Spectral Progressive Diffusion)
+    full_resolution_share: float = Field(0.5, ge=0.0, le=1.0)  # with resolutions: share of steps at image_size
+    init_from: str | None = None  # supernet to start from (fine-tuning): shipped name, run folder or file
 
 
 class RunConfig(_Frozen):
@@ -147,6 +155,20 @@ class RunConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _resolutions(self) -> "RunConfig":
+        unet = self.model.unet
+        valid = unet.valid_resolutions()
+        for r in self.train.resolutions:
+            if r not in valid:
+                why = "does not divide" if r <= 0 or unet.image_size % r else "cannot be downsampled for"
+                raise ValueError(f"train.resolutions entry {r} {why} the image size {unet.image_size}; valid: {valid}")
+        return self
+
+    def trained_resolutions(self) -> tuple[int, ...]:
+        """Every side this recipe trains the supernet at, the image size included."""
+        return tuple(sorted({*self.train.resolutions, self.model.unet.image_size}))
 
 
 C = TypeVar("C", bound=BaseModel)

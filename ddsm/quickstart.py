@@ -81,7 +81,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
         ref = checkpoint
         click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
     net = load_supernet(ref, device=dev)
-    search_space.check_supernet(net.config.unet.widths)
+    search_space.check_supernet(net.config.unet.widths, net.config.unet)
     data = load_digits(size=net.config.unet.image_size, channels=net.config.unet.in_channels)
 
     _stage(2, "cost table (MACs, latency per width)", art["cost"],

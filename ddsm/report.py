@@ -91,9 +91,13 @@ class SearchRun:
         return int(self.state["generation"]) + 1
 
     @property
-    def cost_per_width(self) -> dict[float, float]:
-        """Cost of one denoiser call per width, in the search's cost unit (MACs for a FLOP search)."""
-        return {float(k): float(v) for k, v in self.meta["cost_per_width"].items()}
+    def cost_per_width(self) -> dict:
+        """Cost of one denoiser call per width (per (width, side) in a resolution space), in the search's cost unit."""
+        out: dict = {}
+        for k, v in self.meta["cost_per_width"].items():
+            w, _, r = str(k).partition("@")
+            out[(float(w), int(r)) if r else float(w)] = float(v)
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What a report folder belongs to: this folder and the search that ran in it."""
@@ -142,6 +146,7 @@ def load_search(folder: str | Path) -> SearchRun:
         raise DDSMError(f"the search in {str(folder)!r} found no feasible schedule (valid and within budget "
                         f"{float(meta['budget']):g}): nothing to report; raise the budget or check the evaluator")
     front = pd.DataFrame([{"genome": tuple(int(g) for g in m["genome"]), "widths": tuple(float(w) for w in m["widths"]),
+                           "resolutions": tuple(int(r) for r in m["resolutions"]) if m.get("resolutions") else None,
                            q: float(m[q]), "cost": float(m["cost"]), "share": float(m["share"]),
                            "generation": int(m["generation"])} for m in members])
     # front.json is written cheapest first; sorting again keeps the rank promise if a hand edit reordered it
@@ -219,14 +224,21 @@ def macs_per_width(run: SearchRun, net) -> dict[float, float]:
         return run.cost_per_width
     from ddsm.cost import count_macs
 
-    return {float(w): float(count_macs(net.model, w).total) for w in run.space.widths}
+    if run.space.resolutions is None:
+        return {float(w): float(count_macs(net.model, w).total) for w in run.space.widths}
+    return {(float(w), int(r)): float(count_macs(net.model, w, r).total)
+            for w in run.space.widths for r in run.space.resolutions}
 
 
-def _width_cost(table: dict[float, float], w: float) -> float:
+def _width_cost(table: dict, w: float, side: int | None = None) -> float:
+    # Width-only tables are keyed by width; resolution tables by (width, side), side None meaning the largest.
+    if side is None and any(isinstance(k, tuple) for k in table):
+        side = max(k[1] for k in table)
     for k, v in table.items():
-        if abs(k - w) < 1e-9:
+        kw, kr = k if isinstance(k, tuple) else (k, None)
+        if abs(kw - w) < 1e-9 and (kr is None or kr == side):
             return v
-    raise DDSMError(f"no cost for width {w:g} (known: {sorted(table)})")
+    raise DDSMError(f"no cost for width {w:g}" + ("" if side is None else f" at side {side}") + f" (known: {sorted(table)})")
 
 
 def front_table(run: SearchRun, macs: dict[float, float]) -> pd.DataFrame:
@@ -243,17 +255,21 @@ def front_table(run: SearchRun, macs: dict[float, float]) -> pd.DataFrame:
     digits = max(2, len(str(n)))
     rows = []
     for i, m in enumerate(run.front.to_dict(orient="records"), start=1):
-        total = float(sum(_width_cost(macs, w) for w in m["widths"]))
-        rows.append({"rank": i, "schedule": f"front-{i:0{digits}d}-share{m['share']:.2f}.json", q: m[q],
-                     "macs_per_image": total, "share": m["share"], "flop_saving": 1.0 - total / full,
-                     "generation": m["generation"], "genome": genome_key(m["genome"]),
-                     "widths": ",".join(f"{w:g}" for w in m["widths"])})
+        sides = m.get("resolutions") or [None] * len(m["widths"])
+        total = float(sum(_width_cost(macs, w, r) for w, r in zip(m["widths"], sides)))
+        row = {"rank": i, "schedule": f"front-{i:0{digits}d}-share{m['share']:.2f}.json", q: m[q],
+               "macs_per_image": total, "share": m["share"], "flop_saving": 1.0 - total / full,
+               "generation": m["generation"], "genome": genome_key(m["genome"]),
+               "widths": ",".join(f"{w:g}" for w in m["widths"])}
+        if run.space.resolutions is not None:
+            row["resolutions"] = ",".join(str(r) for r in (m.get("resolutions") or [run.space.resolutions[-1]] * steps))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def time_schedules(model, sampler, plans: Sequence[Sequence[float]], seeds: Sequence[int], *, repeats: int = 5,
+def time_schedules(model, sampler, plans: Sequence, seeds: Sequence[int], *, repeats: int = 5,
                    warmup: int = 1, progress: bool = False) -> list[list[float]]:
-    """Wall-clock seconds of sampling ``seeds`` (one batch) with each width plan, ``repeats`` times each.
+    """Wall-clock seconds of sampling ``seeds`` (one batch) with each plan (widths or StepPlan), ``repeats`` times each.
 
     Round-robin: every round samples every plan once, so load that drifts
     during the measurement (another job, throttling) hits all plans alike;
@@ -273,11 +289,18 @@ def time_schedules(model, sampler, plans: Sequence[Sequence[float]], seeds: Sequ
             for j in range(k):
                 i = (j + r) % k
                 t0 = time.perf_counter()
-                generate(model, sampler, list(plans[i]), seeds, batch_size=len(seeds))  # returns on the CPU: synced
+                _generate(model, sampler, plans[i], seeds, batch_size=len(seeds))  # returns on the CPU: synced
                 if r >= warmup:
                     times[i].append(time.perf_counter() - t0)
                 bar.update(1)
     return times
+
+
+def _generate(model, sampler, plan, seeds, **kw):
+    from ddsm.samplers import generate
+
+    sides = getattr(plan, "resolutions", None)
+    return generate(model, sampler, list(getattr(plan, "widths", plan)), seeds, resolutions=sides, **kw)
 
 
 # ---------------------------------------------------------------------------- export
@@ -350,13 +373,13 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     schedules = []
     for member, row in zip(run.front.to_dict(orient="records"), table.to_dict(orient="records")):
         schedules.append(Schedule.for_model(
-            net.config, scfg, list(member["widths"]),
+            net.config, scfg, list(member["widths"]), resolutions=member.get("resolutions"),
             predicted={"cost_share": float(row["share"]), "macs": float(row["macs_per_image"]),
                        "flop_saving": float(row["flop_saving"])},
             quality={q: float(member[q])}, provenance=_provenance(run, member, int(row["rank"]))))
 
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
-    plans = [list(s.widths) for s in schedules] + [[1.0] * scfg.steps]
+    plans = [s.plan() for s in schedules] + [[1.0] * scfg.steps]
     times = time_schedules(net.model, sampler, plans, list(range(seed, seed + num)), repeats=repeats, warmup=warmup,
                            progress=progress)
     medians = [statistics.median(t) for t in times]
@@ -425,8 +448,12 @@ def _scored(run: SearchRun, *, extra: bool = False) -> pd.DataFrame:
 
 
 def family_genomes(space: SearchSpace) -> list[tuple[int, ...]]:
-    """Every uniform-width and two-segment genome of ``space`` (the full-width one included), once each."""
-    return list(dict.fromkeys([*uniform_seeds(space), *two_segment_seeds(space)]))
+    """Every uniform-width and two-segment genome of ``space`` (the full-width one included), once each.
+
+    In a resolution space they run at the image size throughout (transition genes 0).
+    """
+    return [g + (0,) * space.n_resolution_genes
+            for g in dict.fromkeys([*uniform_seeds(space), *two_segment_seeds(space)])]
 
 
 def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None = None,
@@ -448,7 +475,7 @@ def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None 
     todo = [g for g in family_genomes(run.space) if genome_key(g) not in logged]
     if not todo:
         return run
-    df = factory(device=device).evaluate([run.space.genes_to_widths(g) for g in todo])
+    df = factory(device=device).evaluate([run.space.decode(g) for g in todo])
     shares = WidthProblem(run.space, run.cost_per_width).share(np.asarray(todo, dtype=np.int64))
     extra = pd.DataFrame({"genome": [genome_key(g) for g in todo], run.quality: df[run.quality].astype(float),
                           "valid": df["valid"].astype(bool), "share": shares})
@@ -468,8 +495,9 @@ def families(run: SearchRun) -> list[Family]:
     extra = set(run.extra["genome"]) if run.extra is not None else set()
     out = []
     full = space.full_index
-    uni = uniform_seeds(space)
-    two = two_segment_seeds(space)
+    pad = (0,) * space.n_resolution_genes  # families run at the image size
+    uni = [g + pad for g in uniform_seeds(space)]
+    two = [g + pad for g in two_segment_seeds(space)]
     for name, genomes, label in (
         ("uniform width", uni, lambda g: f"w={space.widths[g[0]]:g}"),
         (TWO_SEGMENT, two,
@@ -485,7 +513,7 @@ def families(run: SearchRun) -> list[Family]:
 
 def full_width_quality(run: SearchRun) -> tuple[float | None, str]:
     """Quality of the full-width schedule: from the log, else 0 for the teacher-relative proxies, else unknown."""
-    key = genome_key((run.space.full_index,) * run.space.n_genes)
+    key = genome_key((run.space.full_index,) * run.space.n_genes + (0,) * run.space.n_resolution_genes)
     scored = _scored(run, extra=True)
     hit = scored[scored["genome"] == key]
     if not hit.empty:
@@ -505,7 +533,7 @@ def sensitivity(run: SearchRun) -> pd.DataFrame | None:
     if run.log is None or run.log.empty:
         return None
     space = run.space
-    probes = sensitivity_probes(space)
+    probes = [p + (0,) * space.n_resolution_genes for p in sensitivity_probes(space)]
     seeds = run.log[run.log["generation"] == -1].set_index("genome")
     keys = [genome_key(p) for p in probes]
     if keys[0] not in seeds.index or not any(k in seeds.index for k in keys[1:]):
@@ -514,7 +542,7 @@ def sensitivity(run: SearchRun) -> pd.DataFrame | None:
     starts = np.concatenate([[0], np.cumsum(space.segment_lengths)])
     rows = []
     for p, k in zip(probes[1:], keys[1:]):
-        g = next(i for i, x in enumerate(p) if x != space.full_index)
+        g = next(i for i, x in enumerate(p[: space.n_genes]) if x != space.full_index)
         v = float(seeds.loc[k, run.quality]) if k in seeds.index else math.nan
         rows.append({"gene": g, "first_step": int(starts[g]) + 1, "last_step": int(starts[g + 1]),
                      "width": space.widths[p[g]], "degradation": v - base if math.isfinite(v) else math.nan})
@@ -695,7 +723,8 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     """
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.images import grid
-    from ddsm.samplers import generate, make_sampler
+    from ddsm.samplers import make_sampler
+    from ddsm.samplers.progressive import StepPlan
 
     if num < 1:
         raise DDSMError(f"--num must be at least 1, got {num}")
@@ -710,7 +739,8 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     for i in picks:
         r = run.front.iloc[i]
         title = f"#{i + 1} {names.get(i, 'middle')}\n{r['share']:.0%} {_cost_label(run)}, {q} {r[q]:.3g}"
-        panels.append((title, list(r["widths"])))
+        plan = r["widths"] if not r.get("resolutions") else StepPlan(tuple(r["widths"]), tuple(r["resolutions"]))
+        panels.append((title, plan))
     fq, _ = full_width_quality(run)
     panels.append(("full width\n100% " + _cost_label(run) + ("" if fq is None else f", {q} {fq:.3g}"),
                    [1.0] * scfg.steps))
@@ -718,7 +748,7 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     axes = fig.subplots(1, len(panels))
     ncols = max(1, math.ceil(math.sqrt(num)))
     for ax, (title, widths) in zip(np.atleast_1d(axes), panels):
-        img = grid(generate(net.model, sampler, widths, seeds, batch_size=num), ncols)
+        img = grid(_generate(net.model, sampler, widths, seeds, batch_size=num), ncols)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255,
                   interpolation="nearest")
         ax.set_title(title, fontsize=9)

@@ -1,9 +1,11 @@
-"""The schedule file: one supernet width per sampling step, and everything needed to reuse it.
+"""The schedule file: one supernet width (and optionally one resolution) per sampling step.
 
 A schedule is what a search writes and a sampler reads. Widths are listed in
 the order the sampler visits its steps (first entry: the noisiest step), so
 the same file means the same thing in ddsm's samplers and in a diffusers
-loop. Loading checks it against the supernet and reports every mismatch at once.
+loop. ``resolutions``, when present, gives the side of the state at every
+step (Spectral Progressive Diffusion): it never decreases and ends at the
+image size. Loading checks it against the supernet and reports every mismatch at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ddsm.config import ModelConfig, _Frozen, validate
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.samplers.progressive import StepPlan, check_resolutions
 
 SCHEDULE_VERSION = 1
 
@@ -29,6 +32,7 @@ class Schedule(_Frozen):
     supernet: str  # fingerprint of the supernet's architecture, width set and noise schedule
     sampler: SamplerConfig  # kind, steps, eta, timestep spacing
     widths: tuple[float, ...]  # one width per sampling step, noisiest step first
+    resolutions: tuple[int, ...] | None = None  # side of the state per step (None: the image size throughout)
     timesteps: tuple[float, ...] | None = None  # the visited timesteps (checked against the sampler)
     predicted: dict[str, float] = Field(default_factory=dict)  # e.g. flops, latency_s
     quality: dict[str, float] = Field(default_factory=dict)  # measured metrics, e.g. fid
@@ -40,12 +44,20 @@ class Schedule(_Frozen):
         return cls.for_model(model, sampler, [width] * sampler.steps, **kw)
 
     @classmethod
-    def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: list[float], **kw: Any) -> "Schedule":
-        """A schedule for ``model`` with its visited timesteps filled in."""
+    def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: list[float],
+                  resolutions: list[int] | None = None, **kw: Any) -> "Schedule":
+        """A schedule for ``model`` with its visited timesteps filled in (``resolutions`` only if some step is smaller)."""
         ts = spaced_timesteps(model.diffusion.num_timesteps, sampler.steps, sampler.timestep_spacing)
-        s = cls(supernet=model.fingerprint(), sampler=sampler, widths=tuple(widths), timesteps=tuple(ts.tolist()), **kw)
+        if resolutions is not None and all(r == model.unet.image_size for r in resolutions):
+            resolutions = None
+        s = cls(supernet=model.fingerprint(), sampler=sampler, widths=tuple(widths), timesteps=tuple(ts.tolist()),
+                resolutions=None if resolutions is None else tuple(int(r) for r in resolutions), **kw)
         s.check(model)
         return s
+
+    def plan(self) -> tuple[float, ...] | StepPlan:
+        """What samplers and evaluators take: the widths, or a StepPlan when some step runs smaller."""
+        return self.widths if self.resolutions is None else StepPlan(self.widths, self.resolutions)
 
     def mismatches(self, model: ModelConfig) -> list[str]:
         """Every way this schedule does not fit ``model`` (empty when it fits)."""
@@ -57,6 +69,11 @@ class Schedule(_Frozen):
             out.append(f"widths {bad} are not served (valid: {list(model.unet.widths)})")
         if len(self.widths) != self.sampler.steps:
             out.append(f"{len(self.widths)} widths for {self.sampler.steps} sampling steps")
+        if self.resolutions is not None:
+            try:
+                check_resolutions(self.resolutions, model.unet, self.sampler.steps)
+            except DDSMError as e:
+                out.append(str(e))
         if self.sampler.steps > model.diffusion.num_timesteps:
             out.append(f"{self.sampler.steps} steps exceed the {model.diffusion.num_timesteps} training timesteps")
         elif self.timesteps is not None:

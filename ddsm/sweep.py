@@ -102,7 +102,7 @@ def _run_trial(config: dict) -> None:
     from ddsm.checkpoint import load_supernet
     from ddsm.search import run_search
     from ddsm.search.loop import saved_fractions
-    from ddsm.search.oracle import cost_per_width, evaluator_factory
+    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions
 
     # Tune gives each trial `cpus_per_trial` cores; more threads would fight the other trials for them.
     torch.set_num_threads(max(1, int(config["cpus"])))
@@ -113,7 +113,8 @@ def _run_trial(config: dict) -> None:
     res = run_search(space, evaluator_factory=evaluator_factory(space, config["checkpoint"], config["featurenet"]),
                      cost_per_width=cost_per_width(space, net, config["cost"]), out_dir=run, runner="serial",
                      resume=(run / "search.json").exists(), progress=False, supernet=net.fingerprint,
-                     device=config["device"])
+                     device=config["device"],
+                     transition_seeds=spectrum_transitions(space, config["checkpoint"], net))
     quality = space.objectives.quality
     tune.report({"generations": res.generations, "evaluations": len(res.evaluations), "computed": res.evaluated,
                  "front": len(res.front), "hypervolume": res.hypervolume,
@@ -141,7 +142,7 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
 
     for t in trials:  # everything a trial would refuse is refused here, before Tune starts
         space = t.space
-        space.check_supernet(net.config.unet.widths)
+        space.check_supernet(net.config.unet.widths, net.config.unet)
         WidthProblem(space, cost_per_width(space, net, cost)).check_budget()
         evaluator_factory(space, checkpoint, featurenet)
     identity = _identity(trials, net.fingerprint)

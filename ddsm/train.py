@@ -32,6 +32,7 @@ from ddsm.data import ImageData, load_data
 from ddsm.device import resolve_device
 from ddsm.diffusion.losses import distilled_eps_loss, eps_loss
 from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.diffusion.resolution import analysis, downsample
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.nn.unet import SlimUNet
@@ -80,6 +81,11 @@ class Trainer:
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
+        if cfg.init_from is not None:
+            from ddsm.checkpoint import load_supernet
+
+            start = load_supernet(cfg.init_from, expected=config.model)
+            self.model.load_state_dict(start.model.state_dict())
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -187,6 +193,11 @@ class Trainer:
         eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
         x0 = self.x_train[idx.to(self.device)]
         t = t.to(self.device)
+        if cfg.resolutions:
+            # One side per step for the whole sandwich: the clean image downsampled orthonormally,
+            # the noise projected the same way (still unit white), exactly as the sampler sees it.
+            side = self._draw_side()
+            x0, eps = downsample(x0, side), analysis(eps, side)
         x_t = self.schedule.q_sample(x0, t, eps)
         if widths is None:
             widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
@@ -215,6 +226,14 @@ class Trainer:
         self._ema_update()
         losses["grad_norm"] = float(grad_norm)
         return losses
+
+    def _draw_side(self) -> int:
+        cfg, full = self.config.train, self.config.model.unet.image_size
+        lower = sorted(set(cfg.resolutions) - {full})
+        u = float(torch.rand((), generator=self.gen))
+        if not lower or u < cfg.full_resolution_share:
+            return full
+        return lower[min(len(lower) - 1, int((u - cfg.full_resolution_share) / (1 - cfg.full_resolution_share) * len(lower)))]
 
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""

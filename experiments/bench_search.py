@@ -58,7 +58,7 @@ FRONT_COLUMNS = ["genome", "widths", "proxy", "cost", "share"]
 def serial_search(space: SearchSpace, checkpoint: str, costs: dict, out: Path, supernet: str) -> dict:
     """One serial search; returns its result, wall time and the evaluator's sharing statistics."""
     factory = evaluator_factory(space, checkpoint)
-    runner = SerialRunner(factory, decode=space.genes_to_widths, quality=space.objectives.quality, device="cpu")
+    runner = SerialRunner(factory, decode=space.decode, quality=space.objectives.quality, device="cpu")
     t0 = time.perf_counter()
     res = run_search(space, cost_per_width=costs, out_dir=out, runner=runner, progress=True, supernet=supernet)
     seconds = time.perf_counter() - t0
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== search D (Ray)")
         factory = evaluator_factory(space, args.checkpoint)
         t0 = time.perf_counter()
-        runner = RayRunner(factory, decode=space.genes_to_widths, quality="proxy", workers=args.workers)
+        runner = RayRunner(factory, decode=space.decode, quality="proxy", workers=args.workers)
         try:
             info = runner.info()  # returns once every actor has built its evaluator
             startup = time.perf_counter() - t0

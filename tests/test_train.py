@@ -244,3 +244,35 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(tiny_run_config, 
     Trainer(tiny_run_config(iters=20, **cfg), tmp_path, device="cpu", data=tiny_data, progress=False).run(resume=True)
     steps = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
     assert steps == [10, 20]  # rows every 10 steps, none replayed twice
+
+
+# ---------------------------------------------------------------------------- resolution-aware training
+
+
+def test_resolution_aware_training_visits_every_side_and_resumes_exactly(tiny_run_config, tiny_data, tmp_path):
+    cfg = tiny_run_config(iters=6, resolutions=[2, 4])
+    a = Trainer(cfg, tmp_path / "a", device="cpu", data=tiny_data, progress=False)
+    seen = []
+    forward = a.model.forward
+    a.model.forward = lambda x, t: (seen.append(x.shape[-1]), forward(x, t))[1]
+    a.run()
+    assert set(seen) == {2, 4, 8}
+    b = Trainer(tiny_run_config(iters=3, resolutions=[2, 4]), tmp_path / "b", device="cpu", data=tiny_data,
+                progress=False)
+    b.run()
+    b2 = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
+    b2.run(resume=True)
+    _assert_bitwise_equal(a, b2)
+    assert load_supernet(tmp_path / "a").trained_resolutions == (2, 4, 8)
+
+
+def test_fine_tuning_starts_from_the_given_supernet(tiny_run_config, tiny_data, trained_run, tmp_path):
+    t = Trainer(tiny_run_config(init_from=str(trained_run)), tmp_path / "ft", device="cpu", data=tiny_data,
+                progress=False)
+    start = load_supernet(trained_run).model.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in t.model.state_dict().items())
+
+
+def test_training_sides_must_divide_the_image(tiny_run_config):
+    with pytest.raises(DDSMError, match=r"train.resolutions entry 3 does not divide the image size 8; valid: \[2, 4, 8\]"):
+        tiny_run_config(resolutions=[3])

@@ -12,6 +12,17 @@ Three pieces, each usable on its own:
   seeding, so it returns the same images as ``ddsm.samplers.generate`` for
   the same seeds and schedule (to float tolerance).
 
+Resolution schedules (Spectral Progressive Diffusion): the loop grows the
+state between diffusers steps exactly as ddsm does, and runs the denoiser at
+the grown state's fractional timestep. diffusers' schedulers only know their
+integer grid, so the grown state is then re-expressed at the step's grid
+timestep with the same predicted clean image and noise before
+``scheduler.step``, and DDIM's ``eta`` for that step is rescaled so its noise
+scale is the one ddsm uses from the fractional timestep: DDIM gives ddsm's
+samples at any eta (tested). DDPM's posterior variance and its own noise
+draws at reduced sides differ from ddsm's, so DDPM resolution schedules give
+valid samples, reproducible per seed, but not ddsm's.
+
 A hand-written loop looks like this (``eta`` is an argument of diffusers'
 DDIM ``step``, not a scheduler setting, so it comes from the schedule)::
 
@@ -35,7 +46,9 @@ from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.diffusion.resolution import grow
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
+from ddsm.samplers.progressive import check_resolutions, growth_noise, to_side
 from ddsm.schedule import Schedule
 
 __all__ = ["ScheduledDenoiser", "make_diffusers_scheduler", "sample_with_diffusers"]
@@ -173,6 +186,7 @@ class ScheduledDenoiser(torch.nn.Module):
                                   schedule.sampler.timestep_spacing).tolist()
         self.timesteps: list[float] = [float(t) for t in ts]
         self.widths: list[float] = per_step_widths(schedule.widths, len(self.timesteps), net.model)
+        self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.unet, len(self.timesteps))
         self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
 
     @classmethod
@@ -204,6 +218,9 @@ class ScheduledDenoiser(torch.nn.Module):
     def forward(self, sample: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """Predicted noise for ``sample`` (B, C, H, W) at timestep ``t``, at the scheduled width."""
         i = self.step_index(t)
+        if sample.shape[-1] != self.resolutions[i]:
+            raise DDSMError(f"step {i} runs at resolution {self.resolutions[i]}, but the sample has side "
+                            f"{sample.shape[-1]}; grow the state between steps (see sample_with_diffusers)")
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
         return self.model(sample, self.timesteps[i])
@@ -238,20 +255,27 @@ def sample_with_diffusers(
     home = next(net.model.parameters()).device
     device = torch.device(device) if device is not None else home
     c, s = net.config.unet.in_channels, net.config.unet.image_size
+    sides = denoiser.resolutions
+    noise_levels = NoiseSchedule(net.config.diffusion)
     out = []
     try:
         net.model.to(device)
         with eval_mode(net.model):
             for start in range(0, len(seeds), batch_size):
-                gens = sample_generators(seeds[start : start + batch_size])
-                x = per_sample_randn(gens, (c, s, s), device) * scheduler.init_noise_sigma
-                for t in scheduler.timesteps:
-                    eps = denoiser(scheduler.scale_model_input(x, t), t)
+                batch = seeds[start : start + batch_size]
+                gens = sample_generators(batch)
+                x = to_side(per_sample_randn(gens, (c, s, s), device), sides[0]) * scheduler.init_noise_sigma
+                for i, t in enumerate(scheduler.timesteps):
+                    eta = cfg.eta
+                    if sides[i] != x.shape[-1]:
+                        eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, batch, eta)
+                    else:
+                        eps = denoiser(scheduler.scale_model_input(x, t), t)
                     if cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last
                         # one included, where sigma is 0), so the streams stay aligned.
-                        noise = per_sample_randn(gens, (c, s, s), device) if cfg.eta > 0 else None
-                        x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=noise).prev_sample
+                        noise = to_side(per_sample_randn(gens, (c, s, s), device), sides[i]) if cfg.eta > 0 else None
+                        x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
                     else:
                         # DDPMScheduler takes no noise tensor; given one CPU generator per
                         # sample it draws randn((1, C, H, W)) from each, the values
@@ -264,3 +288,29 @@ def sample_with_diffusers(
     if not out:
         return torch.empty((0, c, s, s))
     return torch.cat(out)
+
+
+def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torch.Tensor, i: int,
+                      seeds: Sequence[int], eta: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Grow ``x`` before step ``i``: the predicted noise, the state re-expressed at the grid timestep, DDIM's eta.
+
+    The denoiser sees the grown state at its own (fractional) timestep, as in
+    ddsm's loop; diffusers then steps from the grid timestep with the same
+    clean-image and noise estimates, and the returned eta makes DDIM's noise
+    scale the one of a step from the fractional timestep.
+    """
+    side = denoiser.resolutions[i]
+    ab = noise.alpha_bar_at(denoiser.timesteps[i])
+    fresh = growth_noise(seeds, i, (x.shape[1], side, side), x.device).to(x.dtype)
+    y, ab_new = grow(x, ab, side, fresh)
+    denoiser.model.set_active_width(denoiser.widths[i])
+    eps = denoiser.model(y, float(noise.timestep_for_alpha_bar(ab_new)))
+    ab_new, ab = ab_new.to(y.dtype), ab.to(y.dtype)
+    x0 = (y - (1 - ab_new).sqrt() * eps) / ab_new.sqrt()
+    nxt = denoiser.timesteps[i + 1] if i + 1 < len(denoiser.timesteps) else None
+    if eta > 0 and nxt is not None:
+        ab_prev = float(noise.alpha_bar_at(nxt))
+        grid = (1 - ab_prev) / (1 - float(ab)) * (1 - float(ab) / ab_prev)
+        ours = (1 - ab_prev) / (1 - float(ab_new)) * (1 - float(ab_new) / ab_prev)
+        eta = eta * (ours / grid) ** 0.5
+    return eps, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eta

@@ -46,11 +46,12 @@ from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.fid import FID
 from ddsm.metrics.proxy import TeacherProxy
 from ddsm.samplers.base import SamplerConfig
-from ddsm.samplers.batched import SharingStats, TrajectoryCache, generate_many
-from ddsm.samplers.loop import make_sampler, per_step_widths
+from ddsm.samplers.batched import SharingStats, TrajectoryCache, generate_many, step_plan
+from ddsm.samplers.loop import make_sampler
+from ddsm.samplers.progressive import StepPlan, warn_untrained
 from ddsm.schedule import Schedule
 
-Candidate = Union[Schedule, Sequence[float]]
+Candidate = Union[Schedule, StepPlan, Sequence[float]]
 
 
 class Evaluator(ABC):
@@ -91,19 +92,32 @@ class SamplingEvaluator(Evaluator):
         # States of earlier calls, so a candidate starts after the deepest prefix already computed.
         self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
         self.stats = SharingStats()  # accumulated over every call
+        self._warned_sides: set[int] = set()  # sides already warned about (training-free resolutions)
         self.seconds = {"sampling": 0.0, "scoring": 0.0}  # accumulated over every call
 
     # -- candidates ---------------------------------------------------------------
 
-    def plan(self, schedule: Candidate) -> tuple[float, ...]:
-        """The per-step widths of one candidate, checked against the supernet and this evaluator's sampler."""
+    def plan(self, schedule: Candidate) -> tuple:
+        """The per-step widths of one candidate, checked against the supernet and this evaluator's sampler.
+
+        A candidate with a resolution below the image size at some step comes
+        back as (width, side) pairs; a supernet not trained at those sides
+        gets a :class:`~ddsm.samplers.progressive.ResolutionWarning`, once.
+        """
         if isinstance(schedule, Schedule):
             schedule.check(self.net.config)
             if schedule.sampler != self.sampler_config:
                 raise DDSMError(f"schedule is for sampler {schedule.sampler.model_dump()}, but this evaluator samples "
                                 f"with {self.sampler_config.model_dump()}")
-            schedule = schedule.widths
-        return tuple(per_step_widths(list(schedule), self.sampler_config.steps, self.net.model))
+            schedule = schedule.plan()
+        pairs = step_plan(schedule, self.sampler_config.steps, self.net.model)
+        sides = {r for _, r in pairs}
+        if sides == {self.net.config.unet.image_size}:
+            return tuple(w for w, _ in pairs)
+        if not sides <= self._warned_sides:
+            warn_untrained(sorted(sides), self.net.trained_resolutions, stacklevel=4)
+            self._warned_sides |= sides
+        return pairs
 
     def sample(self, plans: list[tuple[float, ...]]) -> torch.Tensor:
         """Samples (K, N, C, H, W) of every plan, on this evaluator's seeds."""

@@ -31,6 +31,7 @@ import math
 from typing import Sequence
 
 import torch
+from ddsm.errors import DDSMError
 
 from ddsm.metrics.evaluator import SamplingEvaluator
 
@@ -81,6 +82,9 @@ class LinearProxyEvaluator(SamplingEvaluator):
         :meth:`SamplingEvaluator.evaluate` then scores each drift, and a
         non-finite one makes its candidate invalid.
         """
+        if any(isinstance(e, tuple) for p in plans for e in p):
+            raise DDSMError("the linear proxy scores width schedules only, not resolution schedules; "
+                            "use the 'proxy' or 'fid' metric")
         self.prepare(plans)
         return torch.stack([self.predicted_drift(p) for p in plans])
 

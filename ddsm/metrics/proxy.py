@@ -82,9 +82,10 @@ class TeacherProxy:
             self.set_teacher(x[0])
         return self._teacher
 
-    def is_teacher(self, widths: Sequence[float]) -> bool:
-        """Whether ``widths`` is the teacher's own schedule."""
-        return len(widths) == len(self.teacher_widths) and all(abs(a - b) < 1e-9 for a, b in zip(widths, self.teacher_widths))
+    def is_teacher(self, widths: Sequence) -> bool:
+        """Whether ``widths`` is the teacher's own schedule (a resolution plan, of (width, side) pairs, never is)."""
+        return len(widths) == len(self.teacher_widths) and all(
+            not isinstance(a, tuple) and abs(a - b) < 1e-9 for a, b in zip(widths, self.teacher_widths))
 
     @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,24 @@ class Sampler:
         self.timesteps = ts
         self._index = {float(t): i for i, t in enumerate(ts)}
 
+    def enter_at(self, timestep: float, index: int) -> None:
+        """Let step ``index`` start from ``timestep`` instead of its visited one (after a resolution change).
+
+        The step still ends at the timestep visited after ``index``, so ``step``
+        accepts a state at any noise level between the two.
+        """
+        if self.timesteps is None:
+            raise ValueError("call set_timesteps() before enter_at()")
+        t = float(timestep)
+        if not 0 <= index < len(self.timesteps):
+            raise DDSMError(f"step index {index} is not in 0..{len(self.timesteps) - 1}")
+        nxt = float(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1.0
+        if not nxt < t <= self.schedule.num_timesteps - 1:
+            raise DDSMError(f"step {index} cannot start at timestep {t:g}: it must lie in ({nxt:g}, "
+                            f"{self.schedule.num_timesteps - 1}]")
+        if self._index.setdefault(t, index) != index:
+            raise DDSMError(f"timestep {t:g} already starts step {self._index[t]}, not {index}")
+
     def prev_timestep(self, t: float) -> float:
         """The timestep visited after ``t`` (-1 after the last: the clean image, alpha_bar = 1)."""
         if self.timesteps is None:

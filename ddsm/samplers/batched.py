@@ -43,6 +43,7 @@ from ddsm.errors import DDSMError
 from ddsm.nn.unet import SlimUNet
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps
+from ddsm.samplers.progressive import StepPlan, check_resolutions, enter_growth, to_side
 
 
 @dataclass
@@ -122,11 +123,28 @@ def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
     return [len({tuple(p[: i + 1]) for p in plans}) for i in range(steps)]
 
 
+Step = tuple[float, int]  # (width, side) of one sampling step
+
+
+def step_plan(schedule, num_steps: int, model: SlimUNet) -> tuple[Step, ...]:
+    """One (width, side) per step from a width list, a :class:`StepPlan` or a list of (width, side) pairs."""
+    if isinstance(schedule, StepPlan):
+        widths, sides = list(schedule.widths), list(schedule.resolutions)
+    else:
+        items = list(schedule)
+        if items and isinstance(items[0], (tuple, list)):
+            widths, sides = [float(p[0]) for p in items], [int(p[1]) for p in items]
+        else:
+            widths, sides = items, None
+    ws = per_step_widths(widths, num_steps, model)
+    return tuple(zip(ws, check_resolutions(sides, model.config, num_steps)))
+
+
 @torch.no_grad()
 def generate_many(
     model: SlimUNet,
     sampler: Sampler,
-    schedules: Sequence[Sequence[float]],
+    schedules: Sequence,
     seeds: Sequence[int],
     *,
     batch_size: int = 256,
@@ -134,24 +152,27 @@ def generate_many(
     fuse: bool = True,
     cache: TrajectoryCache | None = None,
     stats: SharingStats | None = None,
+    transform: str = "auto",
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample every schedule on the same seeds; returns float32 CPU (K, N, C, H, W).
 
-    ``schedules[k][i]`` is candidate k's width at sampling step i. Seeds are
-    processed ``batch_size`` at a time. ``fuse``: one denoiser call per step
-    and width holding every distinct state that runs it (up to
-    ``max_call_images`` images per call when given, to bound memory on a
-    GPU); otherwise one call per state. ``cache`` (keep one per model and
-    sampler) reuses states computed by earlier calls and stores the new ones.
-    ``stats``, when given, is incremented with the work done.
+    ``schedules[k]`` is candidate k's per-step widths, or a
+    :class:`~ddsm.samplers.progressive.StepPlan` / list of (width, side)
+    pairs for a resolution schedule. Seeds are processed ``batch_size`` at a
+    time. ``fuse``: one denoiser call per step, width and side holding every
+    distinct state that runs it (up to ``max_call_images`` images per call
+    when given, to bound memory on a GPU); otherwise one call per state.
+    ``cache`` (keep one per model and sampler) reuses states computed by
+    earlier calls and stores the new ones. ``stats``, when given, is
+    incremented with the work done.
     """
     steps = visited_timesteps(sampler)
     if len(schedules) == 0:
         raise DDSMError("generate_many needs at least one schedule; got none")
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
-    plans = [tuple(per_step_widths(list(s), len(steps), model)) for s in schedules]
+    plans = [step_plan(s, len(steps), model) for s in schedules]
     device = next(model.parameters()).device
     c, side = model.config.in_channels, model.config.image_size
     shape = (c, side, side)
@@ -178,35 +199,41 @@ def generate_many(
                 for k, x in resume.get(i, []) if i else []:
                     groups.setdefault(plans[k][:i], ([], x))[0].append(k)
                 noise = step_noise(sampler, gens, shape, device)  # drawn even if nothing runs: later draws stay put
-                by_width: dict[float, list[tuple[tuple, list[int], torch.Tensor]]] = {}
+                # Every call key (width, side, start timestep) -> the states that run it.
+                by_call: dict[tuple, list[tuple[tuple, list[int], torch.Tensor]]] = {}
                 for prefix, (members, x) in groups.items():
-                    split: dict[float, list[int]] = {}
+                    split: dict[Step, list[int]] = {}
                     for k in members:
                         split.setdefault(plans[k][i], []).append(k)
-                    for w, ks in split.items():
-                        by_width.setdefault(w, []).append((prefix + (w,), ks, x))
+                    entered: dict[int, tuple[torch.Tensor, float]] = {}
+                    for (w, r), ks in split.items():
+                        if r not in entered:
+                            entered[r] = _enter(sampler, i, t, x, r, batch, transform)
+                        y, t_from = entered[r]
+                        by_call.setdefault((w, r, t_from), []).append((prefix + ((w, r),), ks, y))
                 groups = {}
-                for w, kids in by_width.items():
+                for (w, r, t_from), kids in by_call.items():
                     model.set_active_width(w)
                     states = [x for _, _, x in kids]
+                    step_eps = to_side(noise, r, transform)
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
-                        eps = _denoise(model, x, t, max_call_images, stats)
-                        rep = None if noise is None else noise.repeat(len(kids), 1, 1, 1)
-                        x = sampler.step(eps, t, x, noise=rep).prev_sample
+                        eps = _denoise(model, x, t_from, max_call_images, stats)
+                        rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
+                        x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
                         new = [x[j * n : (j + 1) * n] for j in range(len(kids))]
                         new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
                     else:
-                        new = [sampler.step(_denoise(model, s, t, max_call_images, stats), t, s, noise=noise).prev_sample
-                               for s in states]
+                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats), t_from, s,
+                                            noise=step_eps).prev_sample for s in states]
                     for (prefix, ks, _), x in zip(kids, new):
                         groups[prefix] = (ks, x)
                         if cache is not None:
                             cache.put((batch, prefix), x)
                     bar.update(len(kids) * n)
                 if stats is not None:
-                    stats.image_evals += sum(len(kids) for kids in by_width.values()) * n
+                    stats.image_evals += sum(len(kids) for kids in by_call.values()) * n
                     stats.shared_image_evals += per_step[i] * n
                     stats.naive_image_evals += K * n
                     stats.naive_denoiser_calls += K
@@ -217,6 +244,16 @@ def generate_many(
             bar.n = min(bar.total, (start + n) * sum(per_step))
             bar.refresh()
     return out
+
+
+def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, seeds: Sequence[int],
+           transform: str) -> tuple[torch.Tensor, float]:
+    # The state a step at ``side`` starts from: as is, projected (the initial noise) or grown.
+    if side == x.shape[-1]:
+        return x, t
+    if i == 0:
+        return to_side(x, side, transform), t
+    return enter_growth(sampler, i, x, side, seeds, transform)
 
 
 def _denoise(model: SlimUNet, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None) -> torch.Tensor:

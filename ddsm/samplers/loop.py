@@ -14,6 +14,7 @@ from ddsm.nn.unet import SlimUNet
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
+from ddsm.samplers.progressive import check_resolutions, enter_growth, to_side
 
 SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
 
@@ -88,27 +89,35 @@ def generate(
     widths: float | Sequence[float],
     seeds: Sequence[int],
     *,
+    resolutions: Sequence[int] | None = None,
+    transform: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Sample one image per seed; step i runs the supernet at ``widths[i]``.
+    """Sample one image per seed; step i runs the supernet at ``widths[i]`` on a state of side ``resolutions[i]``.
 
-    Returns a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
+    ``resolutions`` (None: the image size throughout) never decreases and ends
+    at the image size; see :mod:`ddsm.samplers.progressive`. Returns a float32
+    CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
     """
     steps = visited_timesteps(sampler)
     plan = per_step_widths(widths, len(steps), model)
+    sides = check_resolutions(resolutions, model.config, len(steps))
     device = next(model.parameters()).device
     c, s = model.config.in_channels, model.config.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
     with eval_mode(model), bar:
         for start in range(0, len(seeds), batch_size):
-            gens = sample_generators(seeds[start : start + batch_size])
-            x = per_sample_randn(gens, (c, s, s), device)
-            for t, w in zip(steps, plan):
+            batch = seeds[start : start + batch_size]
+            gens = sample_generators(batch)
+            x = to_side(per_sample_randn(gens, (c, s, s), device), sides[0], transform)
+            for i, (t, w, side) in enumerate(zip(steps, plan, sides)):
+                if side != x.shape[-1]:
+                    x, t = enter_growth(sampler, i, x, side, batch, transform)
                 model.set_active_width(w)
                 eps = model(x, t)
-                noise = step_noise(sampler, gens, (c, s, s), device)
+                noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))
             out.append(x.float().cpu())

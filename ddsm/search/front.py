@@ -59,7 +59,14 @@ def hypervolume(front: list[dict], *, quality: str, ref: tuple[float, float]) ->
 def front_frame(front: list[dict], *, quality: str) -> pd.DataFrame:
     """The front as a table: one member per row, cheapest first."""
     cols = ["genome", "widths", quality, "cost", "share", "generation"]
+    if any(_has_resolutions(r) for r in front):
+        cols.insert(2, "resolutions")
     return pd.DataFrame([{c: r[c] for c in cols} for r in front], columns=cols)
+
+
+def _has_resolutions(row: dict) -> bool:
+    v = row.get("resolutions")
+    return isinstance(v, str) and bool(v)
 
 
 def write_front(folder: str | Path, front: list[dict], *, quality: str, meta: dict[str, Any]) -> None:
@@ -69,6 +76,7 @@ def write_front(folder: str | Path, front: list[dict], *, quality: str, meta: di
     write_atomic(folder / "front.csv", lambda p: df.to_csv(p, index=False))
     members = [{"genome": list(parse_genome(r["genome"])),
                 "widths": [float(w) for w in str(r["widths"]).split(",")],
+                **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
                 quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
                for r in front]
     write_json(folder / "front.json", {"kind": "ddsm.search_front", "schema_version": FRONT_VERSION, **meta,

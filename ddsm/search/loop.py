@@ -128,7 +128,8 @@ class _Evaluations:
         q, valid = float(result[self.quality]), bool(result["valid"])
         F, G = self.problem.objectives(X, [q], [valid])
         row = {"generation": generation, "genome": genome_key(genome),
-               "widths": widths_text(self.problem.space.genes_to_widths(genome)), self.quality: q, "valid": valid,
+               "widths": widths_text(self.problem.space.genes_to_widths(genome)),
+               **_resolution_column(self.problem.space, genome), self.quality: q, "valid": valid,
                "cost": float(self.problem.cost(X)[0]), "share": float(F[0, 1]), "constraint": float(G[0, 0]),
                "seconds": float(result.get("seconds", math.nan)), "worker": str(result.get("worker", ""))}
         reserved = set(LEADING) | set(TRAILING) | {self.quality}
@@ -162,6 +163,22 @@ def _check_folder(out: Path, identity: dict[str, Any], resume: bool) -> None:
         raise DDSMError(f"cannot resume {str(out)!r}: it belongs to another search; differs in: {'; '.join(diff)}")
 
 
+def _plan(x) -> tuple:
+    return tuple(x) if not hasattr(x, "pairs") else x.pairs()
+
+
+def _cost_keys(space: SearchSpace, costs: Sequence[float]) -> dict[str, float]:
+    if space.resolutions is None:
+        return {repr(w): c for w, c in zip(space.widths, costs)}
+    keys = [(w, r) for w in space.widths for r in space.resolutions]
+    return {f"{w!r}@{r}": c for (w, r), c in zip(keys, costs)}
+
+
+def _resolution_column(space: SearchSpace, genome: Sequence[int]) -> dict:
+    sides = space.genes_to_resolutions(genome)
+    return {} if sides is None else {"resolutions": " ".join(str(r) for r in sides)}
+
+
 def run_search(
     space: SearchSpace,
     *,
@@ -177,6 +194,7 @@ def run_search(
     device: str = "auto",
     chunk_size: int = 4,
     ray_options: Mapping[str, Any] | None = None,
+    transition_seeds: Sequence[Sequence[int]] = (),
 ) -> SearchResult:
     """Search a width per sampling step under ``space.budget``; see the module docstring.
 
@@ -186,7 +204,9 @@ def run_search(
     the checkpoint's fingerprint, recorded so a resume with another supernet
     is refused. ``runner`` is ``'serial'``, ``'ray'`` (``workers`` actors,
     local Ray or ``address``; ``ray_options`` go to :class:`RayRunner`) or a
-    ready :class:`Runner`, which is then not closed here.
+    ready :class:`Runner`, which is then not closed here. ``transition_seeds``
+    (resolution spaces) are transition genes the first population tries, e.g.
+    the power-spectrum rule's (:func:`ddsm.spectrum.rule_transitions`).
     """
     out = Path(out_dir)
     problem = WidthProblem(space, cost_per_width)
@@ -199,16 +219,18 @@ def run_search(
     if isinstance(runner, str) and evaluator_factory is None:
         raise DDSMError("run_search needs an evaluator_factory (or a ready Runner)")
     if not isinstance(runner, str):
-        probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes))  # every width, if genes allow
-        if runner.quality != quality or list(runner.decode(probe)) != space.genes_to_widths(probe):
+        # every width, if genes allow, and a growth at every transition gene's step
+        probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes)) + tuple(
+            range(1, space.n_resolution_genes + 1))
+        if runner.quality != quality or _plan(runner.decode(probe)) != _plan(space.decode(probe)):
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
-                            f"this one (quality {quality!r}); build it with decode=space.genes_to_widths")
+                            f"this one (quality {quality!r}); build it with decode=space.decode")
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "space.json", space.model_dump(mode="json"))
     write_json(out / "search.json", {"kind": "ddsm.search", "schema_version": SEARCH_VERSION, **identity,
                                      "objectives": space.objectives.model_dump(), "budget": space.budget,
-                                     "cost_per_width": {repr(w): c for w, c in zip(space.widths, problem.call_costs)},
+                                     "cost_per_width": _cost_keys(space, problem.call_costs),
                                      "full_cost": problem.full_cost})
 
     log = EvaluationLog(out, quality=quality, format=space.cache.format, flush_seconds=space.cache.flush_seconds)
@@ -222,7 +244,7 @@ def run_search(
         if not isinstance(runner, str):
             return runner
         if not made:
-            made.append(make_runner(runner, evaluator_factory, decode=space.genes_to_widths, quality=quality,
+            made.append(make_runner(runner, evaluator_factory, decode=space.decode, quality=quality,
                                     chunk_size=chunk_size, workers=workers, address=address, device=device,
                                     **dict(ray_options or {})))
         return made[0]
@@ -252,7 +274,7 @@ def run_search(
 
             if progress and space.seeding.sensitivity:
                 tqdm.write(f"seeding: {1 + space.n_genes * space.full_index} sensitivity probes")
-            X0 = initial_population(problem, score=score)
+            X0 = initial_population(problem, score=score, transitions=transition_seeds)
             algorithm = build_algorithm(space, sampling=X0)
             algorithm.setup(problem, seed=space.seed, termination=NoTermination())
 

@@ -60,15 +60,42 @@ def evaluator_factory(space: SearchSpace, checkpoint: str, featurenet: str | Non
                                     featurenet=None if featurenet is None else str(featurenet))
 
 
-def cost_per_width(space: SearchSpace, net, cost_table: str | Path | None = None) -> dict[float, float]:
-    """Cost of one denoiser call per width: fvcore MACs, or the table's latency (or MACs) when a table is given."""
+def cost_per_width(space: SearchSpace, net, cost_table: str | Path | None = None) -> dict:
+    """Cost of one denoiser call per width (per (width, side) in a resolution space).
+
+    fvcore MACs, or the table's latency (or MACs) when a table is given; a
+    table for a resolution space must hold every side (``ddsm cost --resolutions``).
+    """
     from ddsm.cost import CostTable, count_macs
 
     metric = "macs" if space.objectives.cost == "flops" else "latency"
+    keys = [(w, None) for w in space.widths] if space.resolutions is None else \
+        [(w, r) for w in space.widths for r in space.resolutions]
     if cost_table is not None:
         table = CostTable.load(cost_table, net.config)
-        return {w: table.cost(w, metric=metric) for w in space.widths}
-    if metric == "latency":
+        costs = {(w, r): table.cost(w, r, metric=metric) for w, r in keys}
+    elif metric == "latency":
         raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... --out FILE, "
                         "then --cost FILE")
-    return {w: float(count_macs(net.model, w).total) for w in space.widths}
+    else:
+        costs = {(w, r): float(count_macs(net.model, w, r).total) for w, r in keys}
+    return {(w if r is None else (w, r)): c for (w, r), c in costs.items()}
+
+
+def spectrum_transitions(space: SearchSpace, checkpoint: str | Path, net) -> list[tuple[int, ...]]:
+    """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
+    if space.resolutions is None or not space.seeding.spectrum_rule:
+        return []
+    from ddsm.data import load_data
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.metrics.evaluator import data_config_for
+    from ddsm.samplers.base import spaced_timesteps
+    from ddsm.spectrum import fit_power_spectrum, rule_resolutions
+
+    unet = net.config.unet
+    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    fit = fit_power_spectrum(data.train)
+    noise = NoiseSchedule(net.config.diffusion)
+    ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
+    sides = rule_resolutions(fit, space.resolutions, ts, noise)
+    return [space.resolutions_to_genes(sides)]

@@ -31,6 +31,7 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
@@ -44,18 +45,26 @@ from ddsm.search.space import SearchSpace
 INVALID_QUALITY = 1e30
 
 
-def check_costs(space: SearchSpace, cost_per_width: Mapping[float, float]) -> tuple[float, ...]:
-    """Cost of one denoiser call per search width (in ``space.widths`` order), validated."""
-    known = {float(k): float(v) for k, v in cost_per_width.items()}
+def check_costs(space: SearchSpace, cost_per_width: Mapping) -> tuple[float, ...]:
+    """Cost of one denoiser call per search width (in ``space.widths`` order), validated.
+
+    With ``space.resolutions`` the keys are (width, side) pairs and the result
+    is width-major: every side of the narrowest width first.
+    """
+    sides = space.resolutions or (None,)
+    known = {(float(k[0]), int(k[1])) if isinstance(k, tuple) else (float(k), None): float(v)
+             for k, v in cost_per_width.items()}
     out = []
     for w in space.widths:
-        match = [v for k, v in known.items() if abs(k - w) < 1e-9]
-        if not match:
-            raise DDSMError(f"cost_per_width has no cost for width {w:g}; it gives widths {sorted(known)} "
-                            f"and the search space needs {list(space.widths)}")
-        if not (math.isfinite(match[0]) and match[0] > 0):
-            raise DDSMError(f"cost of width {w:g} is {match[0]!r}; costs must be positive and finite")
-        out.append(match[0])
+        for r in sides:
+            match = [v for (kw, kr), v in known.items() if abs(kw - w) < 1e-9 and kr == r]
+            what = f"width {w:g}" + ("" if r is None else f" at resolution {r}")
+            if not match:
+                raise DDSMError(f"cost_per_width has no cost for {what}; the search space needs widths "
+                                f"{list(space.widths)}" + ("" if r is None else f" at resolutions {list(sides)}"))
+            if not (math.isfinite(match[0]) and match[0] > 0):
+                raise DDSMError(f"cost of {what} is {match[0]!r}; costs must be positive and finite")
+            out.append(match[0])
     return tuple(out)
 
 
@@ -65,7 +74,7 @@ def cost_hash(costs: Sequence[float]) -> str:
 
 
 class WidthProblem(Problem):
-    """Integer genome (width index per gene); F = [quality, cost share]; G = [share - budget].
+    """Integer genome (width index per gene, then transition genes); F = [quality, cost share]; G = [share - budget].
 
     The loop evaluates quality outside the problem (ask/tell through a runner)
     and hands F and G over with pymoo's ``StaticProblem``. Given a ``quality``
@@ -78,27 +87,41 @@ class WidthProblem(Problem):
         self.call_costs = check_costs(space, cost_per_width)
         self.quality = quality
         lengths = np.asarray(space.segment_lengths, dtype=np.float64)
-        costs = np.asarray(self.call_costs, dtype=np.float64)
-        #: cost of gene g at width index j: steps in the segment times the cost of one call
+        #: cost of one call at width index j and side index r
+        self.step_costs = np.asarray(self.call_costs, dtype=np.float64).reshape(len(space.widths), -1)
+        costs = self.step_costs[:, -1]
+        #: cost of gene g at width index j at the image size: steps in the segment times the cost of one call
         self.gene_costs = lengths[:, None] * costs[None, :]
         self.full_cost = float(space.sampler.steps * costs[-1])
-        super().__init__(n_var=space.n_genes, n_obj=2, n_ieq_constr=1, xl=0, xu=space.full_index, vtype=int)
+        super().__init__(n_var=space.n_vars, n_obj=2, n_ieq_constr=1, xl=0, xu=np.asarray(space.upper_bounds),
+                         vtype=int)
 
     # -- cost ------------------------------------------------------------------------
 
     def cost(self, X: np.ndarray) -> np.ndarray:
         """Absolute cost of each genome (rows of ``X``): the sum of its denoiser calls."""
         X = np.atleast_2d(np.asarray(X, dtype=np.int64))
-        return self.gene_costs[np.arange(self.n_var)[None, :], X].sum(axis=1)
+        space = self.space
+        if space.resolutions is None:
+            return self.gene_costs[np.arange(self.n_var)[None, :], X].sum(axis=1)
+        w = np.repeat(X[:, : space.n_genes], space.segment_lengths, axis=1)  # width index per step
+        steps = np.arange(space.sampler.steps)
+        r = (X[:, space.n_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
+        return self.step_costs[w, r].sum(axis=1)
 
     def share(self, X: np.ndarray) -> np.ndarray:
         """Cost of each genome as a share of the full-width schedule's cost."""
         return self.cost(X) / self.full_cost
 
     @property
+    def cheapest_genome(self) -> tuple[int, ...]:
+        """Every step at the narrowest width, growing to the image size only at the last step."""
+        return (0,) * self.space.n_genes + (self.space.sampler.steps - 1,) * self.space.n_resolution_genes
+
+    @property
     def cheapest_share(self) -> float:
-        """Cost share of the cheapest schedule (every step at the narrowest width)."""
-        return float(self.share(np.zeros((1, self.n_var), dtype=np.int64))[0])
+        """Cost share of the cheapest schedule."""
+        return float(self.share(np.asarray([self.cheapest_genome]))[0])
 
     def check_budget(self) -> None:
         """Refuse a budget below the cheapest schedule before anything is evaluated."""
@@ -124,6 +147,17 @@ class WidthProblem(Problem):
                             "(ask/tell) or pass quality=callable")
         q = np.asarray(self.quality(np.asarray(X, dtype=np.int64)), dtype=np.float64)
         out["F"], out["G"] = self.objectives(X, q, np.isfinite(q))
+
+
+class CanonicalRepair(Repair):
+    """Round every gene and sort the transition genes: each schedule keeps one genome."""
+
+    def _do(self, problem, X, **kwargs):
+        X = np.round(np.asarray(X, dtype=np.float64)).astype(np.int64)
+        n = problem.space.n_genes
+        if X.shape[1] > n:
+            X[:, n:] = np.sort(X[:, n:], axis=1)
+        return X
 
 
 class ResetMutation(Mutation):
@@ -168,6 +202,6 @@ def build_algorithm(space: SearchSpace, *, sampling: np.ndarray | None = None) -
         crossover=SBX(prob=space.crossover.prob, eta=space.crossover.eta, vtype=float, repair=RoundingRepair()),
         mutation=make_mutation(space),
         # Rounding again after mating keeps every genome an integer array whatever the operators did.
-        repair=RoundingRepair(),
+        repair=CanonicalRepair(),
         eliminate_duplicates=True,
     )

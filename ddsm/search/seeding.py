@@ -61,12 +61,19 @@ def two_segment_seeds(space: SearchSpace) -> list[Genome]:
 
 
 def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
-    """A random genome narrowed one random gene at a time until it fits a random budget share."""
+    """A random genome narrowed one random gene at a time until it fits a random budget share.
+
+    Transition genes (resolution spaces) are drawn first, sorted, and kept.
+    """
     space = problem.space
     g = rng.integers(0, space.full_index + 1, size=space.n_genes)
+    t = np.sort(rng.integers(0, space.sampler.steps, size=space.n_resolution_genes))
+    g = np.concatenate([g, t])
     target = rng.uniform(problem.cheapest_share, space.budget)
     while problem.share(g)[0] > target + 1e-12:
-        wide = np.flatnonzero(g > 0)
+        wide = np.flatnonzero(g[: space.n_genes] > 0)
+        if not len(wide):
+            break
         g[wide[rng.integers(len(wide))]] -= 1
     return tuple(int(x) for x in g)
 
@@ -165,22 +172,30 @@ def _subset(items: list[Genome], k: int, rng: np.random.Generator) -> list[Genom
     return [items[i] for i in keep]
 
 
-def initial_population(problem: WidthProblem, *, score: Scorer | None = None) -> np.ndarray:
-    """The first population (rows of width indices), deterministic given the space's seed.
+def initial_population(problem: WidthProblem, *, score: Scorer | None = None,
+                       transitions: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """The first population (rows of genes), deterministic given the space's seed.
 
     ``score`` evaluates genomes with the quality metric; it is called once,
-    on the sensitivity probes, when ``seeding.sensitivity`` is on.
+    on the sensitivity probes (at the image size), when ``seeding.sensitivity``
+    is on. In a resolution space, the uniform and knapsack width seeds are
+    tried at the image size and with every transition seed (``transitions``,
+    e.g. the power-spectrum rule's, then ``seeding.transitions``).
     """
     space = problem.space
     cfg = space.seeding
     rng = np.random.default_rng([space.seed, 0x5EED])  # apart from NSGA-II's own generator
+    full_res = (0,) * space.n_resolution_genes
+    blocks = [full_res] + [tuple(sorted(int(x) for x in t)) for t in (*transitions, *cfg.transitions)]
+    blocks = list(dict.fromkeys(blocks)) if space.n_resolution_genes else [()]
     groups: list[list[Genome]] = []
     if cfg.uniform:
-        groups.append(uniform_seeds(space))
+        groups.append([g + b for g in uniform_seeds(space) for b in blocks])
     if cfg.sensitivity and score is not None:
         probes = sensitivity_probes(space)
-        groups.append(knapsack_seeds(problem, sensitivity_table(space, score(probes))))
-    groups.append(two_segment_seeds(space))
+        table = sensitivity_table(space, score([p + full_res for p in probes]))
+        groups.append([g + b for g in knapsack_seeds(problem, table) for b in blocks])
+    groups.append([g + full_res for g in two_segment_seeds(space)])
     groups.append([random_seed(problem, rng) for _ in range(cfg.n_random)])
 
     chosen: list[Genome] = []
@@ -204,4 +219,4 @@ def initial_population(problem: WidthProblem, *, score: Scorer | None = None) ->
         if g not in seen:
             seen.add(g)
             chosen.append(g)
-    return np.asarray(chosen, dtype=np.int64).reshape(-1, space.n_genes)
+    return np.asarray(chosen, dtype=np.int64).reshape(-1, space.n_vars)

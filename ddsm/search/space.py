@@ -12,6 +12,14 @@ so crossover between neighbouring widths means something. A gene covers one
 contiguous run of sampling steps: by default one step, or, with ``segments``,
 the steps split into that many near-equal runs (the first ``steps % segments``
 runs one step longer), noisiest step first as in the schedule file.
+
+With ``resolutions`` (ascending sides, the last the image size), the genome
+gains one *transition gene* per larger side, appended after the width genes:
+gene j is the first sampling step whose state has at least side
+``resolutions[j]`` (0..steps-1, so the last step always runs at the image
+size). Step i then runs at ``resolutions[#{j: gene_j <= i}]``: resolution never
+decreases, whatever the genes. Transition genes are kept sorted, so every
+resolution schedule has exactly one genome.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from ddsm.config import DEFAULT_WIDTHS, _Frozen, check_width_set, load_yaml, val
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.samplers.base import SamplerConfig
+from ddsm.samplers.progressive import StepPlan, check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
@@ -62,6 +71,8 @@ class SeedingConfig(_Frozen):
     two_segment: tuple[float, ...] = (0.25, 0.5, 0.75)  # T-Stitch: narrow for this fraction of steps, then full width
     n_random: int = Field(4, ge=0)  # random schedules narrowed to a random cost within budget
     sensitivity: bool = True  # per-gene sensitivity + exact knapsack seeds (costs 1 + genes*(widths-1) evaluations)
+    spectrum_rule: bool = True  # with resolutions: seed transitions predicted by the data's power spectrum
+    transitions: tuple[tuple[int, ...], ...] = ()  # with resolutions: more transition-gene seeds, one tuple each
     knapsack_budgets: int = Field(4, ge=1)  # budgets swept between the cheapest schedule and the budget
 
     @field_validator("two_segment")
@@ -94,6 +105,7 @@ class SearchSpace(_Frozen):
     """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
 
     widths: tuple[float, ...] = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net)
+    resolutions: tuple[int, ...] | None = None  # sides a step may run at, ascending, last = image size (None: width only)
     sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
     segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
     budget: float = Field(0.5, gt=0.0, le=1.0)  # cost <= budget * cost of the full-width schedule
@@ -112,8 +124,24 @@ class SearchSpace(_Frozen):
     def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         return check_width_set(v)
 
+    @field_validator("resolutions")
+    @classmethod
+    def _resolutions(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if len(v) < 2 or any(r <= 0 for r in v) or list(v) != sorted(set(v)):
+            raise ValueError(f"resolutions must be at least 2 strictly ascending positive sides, got {list(v)}")
+        return v
+
     @model_validator(mode="after")
     def _layout(self) -> "SearchSpace":
+        if self.resolutions is not None and self.objectives.quality == "proxy_linear":
+            raise ValueError("objectives.quality proxy_linear scores width schedules only; "
+                             "with resolutions use proxy or fid")
+        for t in self.seeding.transitions:
+            if len(t) != self.n_resolution_genes or any(not 0 <= x < self.sampler.steps for x in t):
+                raise ValueError(f"seeding.transitions entry {list(t)} must hold {self.n_resolution_genes} steps "
+                                 f"in 0..{self.sampler.steps - 1} (one per side above the smallest)")
         if self.segments is not None and self.segments > self.sampler.steps:
             raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
                              f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
@@ -157,6 +185,21 @@ class SearchSpace(_Frozen):
         return tuple(q + 1 if g < r else q for g in range(self.n_genes))
 
     @property
+    def n_resolution_genes(self) -> int:
+        """Transition genes (one per side above the smallest; 0 without resolutions)."""
+        return 0 if self.resolutions is None else len(self.resolutions) - 1
+
+    @property
+    def n_vars(self) -> int:
+        """Length of a genome: width genes, then transition genes."""
+        return self.n_genes + self.n_resolution_genes
+
+    @property
+    def upper_bounds(self) -> tuple[int, ...]:
+        """Largest value of every gene."""
+        return (self.full_index,) * self.n_genes + (self.sampler.steps - 1,) * self.n_resolution_genes
+
+    @property
     def full_index(self) -> int:
         """Gene value of the full width (the last index)."""
         return len(self.widths) - 1
@@ -164,13 +207,21 @@ class SearchSpace(_Frozen):
     def check_genome(self, genome: Sequence[int]) -> tuple[int, ...]:
         """``genome`` as a tuple of ints, or a DDSMError naming the bad gene and the valid range."""
         g = tuple(int(x) for x in genome)
-        if len(g) != self.n_genes:
-            raise DDSMError(f"genome has {len(g)} genes; this search space has {self.n_genes}")
-        bad = [x for x in g if not 0 <= x <= self.full_index]
+        if len(g) != self.n_vars:
+            raise DDSMError(f"genome has {len(g)} genes; this search space has {self.n_vars}")
+        bad = [x for x in g[: self.n_genes] if not 0 <= x <= self.full_index]
         if bad:
             raise DDSMError(f"genome values {bad} are not width indices; valid: 0..{self.full_index} "
                             f"(widths {list(self.widths)})")
+        bad = [x for x in g[self.n_genes:] if not 0 <= x < self.sampler.steps]
+        if bad:
+            raise DDSMError(f"transition genes {bad} are not sampling steps; valid: 0..{self.sampler.steps - 1}")
         return g
+
+    def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
+        """The genome with its transition genes sorted (the same schedule, its one genome)."""
+        g = tuple(int(x) for x in genome)
+        return g[: self.n_genes] + tuple(sorted(g[self.n_genes:]))
 
     def genes_to_widths(self, genome: Sequence[int]) -> list[float]:
         """One width per sampling step (noisiest first) for ``genome``."""
@@ -179,6 +230,34 @@ class SearchSpace(_Frozen):
         for value, n in zip(g, self.segment_lengths):
             out.extend([self.widths[value]] * n)
         return out
+
+    def genes_to_resolutions(self, genome: Sequence[int]) -> list[int] | None:
+        """One side per sampling step for ``genome`` (None for a width-only space)."""
+        g = self.check_genome(genome)
+        if self.resolutions is None:
+            return None
+        t = g[self.n_genes:]
+        return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.steps)]
+
+    def decode(self, genome: Sequence[int]):
+        """What an evaluator takes: the per-step widths, or a StepPlan with the per-step sides."""
+        widths = self.genes_to_widths(genome)
+        sides = self.genes_to_resolutions(genome)
+        if sides is None:
+            return widths
+        return StepPlan(tuple(widths), tuple(sides))
+
+    def resolutions_to_genes(self, sides: Sequence[int]) -> tuple[int, ...]:
+        """The transition genes of a per-step side list (non-decreasing, values in ``resolutions``)."""
+        if self.resolutions is None:
+            return ()
+        sides = list(sides)
+        if len(sides) != self.sampler.steps or any(s not in self.resolutions for s in sides):
+            raise DDSMError(f"resolution list {sides} must hold {self.sampler.steps} sides from {list(self.resolutions)}")
+        if any(b < a for a, b in zip(sides, sides[1:])):
+            raise DDSMError(f"resolution list {sides} decreases; a resolution may only grow")
+        return tuple(next((i for i, s in enumerate(sides) if s >= r), self.sampler.steps - 1)
+                     for r in self.resolutions[1:])
 
     def widths_to_genes(self, widths: Sequence[float]) -> tuple[int, ...]:
         """The genome of a per-step width list; every gene's steps must share one width."""
@@ -195,9 +274,14 @@ class SearchSpace(_Frozen):
             start += n
         return tuple(genome)
 
-    def check_supernet(self, supernet_widths: Sequence[float]) -> None:
-        """Raise a DDSMError if a search width is not served by the supernet."""
+    def check_supernet(self, supernet_widths: Sequence[float], unet=None) -> None:
+        """Raise a DDSMError if a search width (or, given the ``unet`` config, a resolution) does not fit the supernet."""
         check_widths(self.widths, supernet_widths, where="search space widths")
+        if unet is not None and self.resolutions is not None:
+            check_resolution_set(self.resolutions, unet, where="search space resolutions")
+            if self.resolutions[-1] != unet.image_size:
+                raise DDSMError(f"search space resolutions {list(self.resolutions)} must end at the image size "
+                                f"{unet.image_size}")
 
 
 def _index(w: float, valid: Sequence[float]) -> int:

@@ -1,0 +1,146 @@
+"""Changing the resolution of a variance-preserving state (Spectral Progressive Diffusion).
+
+A state at side ``s`` is ``x = sqrt(ab) * x0_s + sqrt(1 - ab) * eps`` where
+``x0_s = downsample(x0)`` is the clean image at that side in pixel units (the
+mean of every block, so brightness is kept) and ``eps`` is white noise.
+
+Everything rests on an **orthonormal** analysis ``A`` from side ``L`` to side
+``s < L`` (rows orthonormal: ``A A^T = I``), with ``r = L / s``:
+
+- ``analysis(x) = A x``: the low band of ``x`` on the small grid. Unit white
+  noise stays unit white, which is how low-resolution noise is drawn.
+- ``synthesis(z) = A^T z``: back to the large grid, high band empty.
+- ``downsample(x0) = A x0 / r`` and ``upsample(x) = r A^T x`` are the
+  clean-image maps; ``downsample(upsample(x)) == x``.
+
+Haar (``r`` a power of 2) makes ``A`` the block sum divided by ``r``, so
+``upsample`` repeats pixels; the orthonormal DCT (any integer ``r``) keeps the
+lowest ``s x s`` cosine coefficients. Bilinear or nearest interpolation
+without the ``1/r`` and the fresh high band would not keep the noise white.
+
+Growing the state (:func:`grow`): ``A^T x`` carries the signal at amplitude
+``sqrt(ab) / r`` relative to ``upsample(x0_s)`` and the old noise in the low
+band; fresh noise of the same variance ``1 - ab`` fills the high band; dividing
+by ``sqrt(ab / r^2 + 1 - ab)`` makes it a VP state again at
+
+    ab' = (ab / r^2) / (ab / r^2 + 1 - ab)
+
+(the signal-to-noise ratio drops by ``r^2``), so the sampler continues from the
+noisier, generally fractional, timestep whose alpha_bar is ``ab'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ddsm.errors import DDSMError
+
+Transform = Literal["auto", "haar", "dct"]
+TRANSFORMS = ("auto", "haar", "dct")
+
+
+def ratio(small: int, large: int) -> int:
+    """The integer factor ``large / small`` per side, or a one-line error."""
+    if small <= 0 or large <= 0 or large % small:
+        raise DDSMError(f"resolution {small} does not divide {large}: growing needs an integer ratio per side")
+    return large // small
+
+
+def pick_transform(small: int, large: int, transform: Transform = "auto") -> str:
+    """The orthonormal basis used between two sides: 'auto' is Haar for x2 and the DCT otherwise."""
+    r = ratio(small, large)
+    if transform not in TRANSFORMS:
+        raise DDSMError(f"transform {transform!r} is not one of {', '.join(TRANSFORMS)}")
+    if transform == "auto":
+        return "haar" if r == 2 else "dct"
+    if transform == "haar" and r & (r - 1):
+        raise DDSMError(f"Haar needs a power-of-2 ratio; {small} -> {large} is x{r} (use 'dct')")
+    return transform
+
+
+@functools.lru_cache(maxsize=32)
+def _dct_matrix_cpu(n: int) -> torch.Tensor:
+    # Orthonormal DCT-II: C[k, i] = a_k cos(pi (i + 1/2) k / n); C C^T = I.
+    i = torch.arange(n, dtype=torch.float64)
+    k = i[:, None]
+    c = torch.cos(math.pi * (i[None, :] + 0.5) * k / n) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c
+
+
+def _dct_matrix(n: int, like: torch.Tensor) -> torch.Tensor:
+    return _dct_matrix_cpu(n).to(device=like.device, dtype=like.dtype)
+
+
+def _low_band(small: int, large: int, like: torch.Tensor) -> torch.Tensor:
+    # The (small x large) 1-D analysis matrix of the DCT route: IDCT_small . crop . DCT_large.
+    return _dct_matrix(small, like).T @ _dct_matrix(large, like)[:small]
+
+
+def analysis(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
+    """``A x``: the orthonormal low band of ``x`` (..., L, L) on a ``side`` grid; white noise stays white."""
+    large = x.shape[-1]
+    if side == large:
+        return x
+    kind, r = pick_transform(side, large, transform), ratio(side, large)
+    if kind == "haar":
+        return F.avg_pool2d(x.reshape(-1, 1, large, large), r).reshape(*x.shape[:-2], side, side) * r
+    m = _low_band(side, large, x)
+    return m @ x @ m.T
+
+
+def synthesis(z: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
+    """``A^T z``: ``z`` (..., s, s) placed in the low band of a ``side`` grid, high band empty."""
+    small = z.shape[-1]
+    if side == small:
+        return z
+    kind, r = pick_transform(small, side, transform), ratio(small, side)
+    if kind == "haar":
+        return z.repeat_interleave(r, dim=-1).repeat_interleave(r, dim=-2) / r
+    m = _low_band(small, side, z)
+    return m.T @ z @ m
+
+
+def downsample(x0: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
+    """A clean image at ``side`` in the same pixel units (Haar: the mean of every block)."""
+    return analysis(x0, side, transform) * (side / x0.shape[-1])
+
+
+def upsample(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
+    """The inverse of :func:`downsample` on the low band (Haar: every pixel repeated)."""
+    return synthesis(x, side, transform) * (side / x.shape[-1])
+
+
+def alpha_bar_after_growth(alpha_bar: torch.Tensor | float, r: float) -> torch.Tensor:
+    """``ab' = (ab/r^2) / (ab/r^2 + 1 - ab)``: the noise level of a state grown by ``r`` per side."""
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    lo = ab / r**2
+    return lo / (lo + 1 - ab)
+
+
+def grow(x: torch.Tensor, alpha_bar: float | torch.Tensor, side: int, noise: torch.Tensor,
+         transform: Transform = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Grow the VP state ``x`` (B, C, s, s) at noise level ``alpha_bar`` to ``side``.
+
+    ``noise`` is standard normal at the new side (only its high band is used).
+    Returns the new state and its alpha_bar (float64; lower than ``alpha_bar``).
+    """
+    small = x.shape[-1]
+    if side < small:
+        raise DDSMError(f"resolution cannot decrease along a trajectory: {small} -> {side}")
+    if side == small:
+        return x, torch.as_tensor(alpha_bar, dtype=torch.float64)
+    r = ratio(small, side)
+    if noise.shape[-1] != side:
+        raise DDSMError(f"growth noise has side {noise.shape[-1]}, expected {side}")
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    sigma = (1 - ab).sqrt().to(x.dtype).to(x.device)
+    high = noise - synthesis(analysis(noise, small, transform), side, transform)
+    y = synthesis(x, side, transform) + sigma * high
+    scale = (ab / r**2 + 1 - ab).sqrt().to(x.dtype).to(x.device)
+    return y / scale, alpha_bar_after_growth(ab, r)

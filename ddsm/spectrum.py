@@ -1,0 +1,109 @@
+"""The power-spectrum rule of Spectral Progressive Diffusion: when should the state grow?
+
+Natural images have a radial power spectrum ``P(w) ~ A * |w|^-beta``. In a
+VP state ``sqrt(ab) x0 + sqrt(1 - ab) eps`` with the orthonormal 2-D DFT,
+frequency ``w`` carries signal power ``ab * P(w)`` and noise power ``1 - ab``
+(white noise has unit power at every frequency in these units). A state of
+side ``s`` holds the frequencies below ``s / 2`` cycles per image; the band
+starting at ``s / 2`` can be left out while noise dominates it:
+
+    SNR_t(w) = ab_t * A * w^-beta / (1 - ab_t) < threshold   (1: signal below noise)
+
+so the rule runs each step at the smallest allowed side whose first left-out
+band is still below the threshold, and at the image size from the first step
+where no smaller side qualifies. ``A`` and ``beta`` are fitted on the training
+images in the model's own units ([-1, 1] pixels, frequencies in cycles per image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+
+
+@dataclass(frozen=True)
+class SpectrumFit:
+    """``P(w) ~ A * w^-beta`` fitted by least squares in log-log over every non-zero frequency up to side/2."""
+
+    A: float  # power at 1 cycle per image
+    beta: float  # spectral slope
+    r2: float  # coefficient of determination of the log-log fit
+    freqs: tuple[float, ...]  # radial bin centres (cycles per image)
+    power: tuple[float, ...]  # mean power per bin
+
+    def power_at(self, w: float | np.ndarray) -> np.ndarray:
+        """The fitted power at radial frequency ``w`` (cycles per image)."""
+        return self.A * np.asarray(w, dtype=np.float64) ** -self.beta
+
+    def snr(self, w: float, alpha_bar: float | np.ndarray) -> np.ndarray:
+        """Signal-to-noise ratio of frequency ``w`` in a state at noise level ``alpha_bar``."""
+        ab = np.asarray(alpha_bar, dtype=np.float64)
+        return ab * self.power_at(w) / np.maximum(1 - ab, 1e-300)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _power(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Mean |DFT_ortho(x)|^2 per frequency, and each frequency's radius in cycles per image.
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2] or len(x) == 0:
+        raise DDSMError(f"power spectrum needs a non-empty batch of square images (N, C, H, H), got {tuple(x.shape)}")
+    n = x.shape[-1]
+    p = torch.fft.fft2(x.double(), norm="ortho").abs().pow(2).mean(dim=(0, 1))
+    k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
+    return p, torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2)
+
+
+def radial_power_spectrum(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power ``|DFT_ortho(x)|^2`` of images (N, C, H, H) per integer radial frequency 1..H/2 (for display)."""
+    p, radius = _power(x)
+    radius = radius.round().long()
+    freqs, power = [], []
+    for w in range(1, x.shape[-1] // 2 + 1):
+        sel = radius == w
+        if sel.any():
+            freqs.append(float(w))
+            power.append(float(p[sel].mean()))
+    return np.asarray(freqs), np.asarray(power)
+
+
+def fit_power_spectrum(x: torch.Tensor) -> SpectrumFit:
+    """Fit ``A`` and ``beta`` on images in model units.
+
+    Every non-zero frequency up to ``side / 2`` is one point (binning would
+    bias the slope: a bin's mean power is not the power at its centre).
+    """
+    freqs, power = radial_power_spectrum(x)
+    p, radius = _power(x)
+    sel = (radius > 0) & (radius <= x.shape[-1] / 2)
+    if int(sel.sum()) < 2 or (p[sel] <= 0).any():
+        raise DDSMError(f"cannot fit a power law to images of side {x.shape[-1]}: need at least 2 positive frequencies")
+    lx, ly = np.log(radius[sel].numpy()), np.log(p[sel].numpy())
+    slope, intercept = np.polyfit(lx, ly, 1)
+    resid = ly - (intercept + slope * lx)
+    r2 = 1.0 - float(resid @ resid) / float(((ly - ly.mean()) ** 2).sum())
+    return SpectrumFit(A=float(np.exp(intercept)), beta=float(-slope), r2=r2,
+                       freqs=tuple(freqs.tolist()), power=tuple(power.tolist()))
+
+
+def rule_resolutions(fit: SpectrumFit, sides: Sequence[int], timesteps: Sequence[float], noise: NoiseSchedule,
+                     *, threshold: float = 1.0) -> list[int]:
+    """The side of every sampling step the rule predicts (non-decreasing; the last step at the largest side)."""
+    sides = sorted(int(s) for s in sides)
+    if threshold <= 0:
+        raise DDSMError(f"threshold {threshold} must be positive (1: grow once signal reaches the noise)")
+    out = []
+    for t in timesteps:
+        ab = float(noise.alpha_bar_at(float(t)))
+        ok = [s for s in sides[:-1] if fit.snr(s / 2, ab) < threshold]
+        out.append(ok[0] if ok else sides[-1])
+    out[-1] = sides[-1]
+    for i in range(1, len(out)):  # SNR grows as t falls, so this only guards float ties
+        out[i] = max(out[i], out[i - 1])
+    return out
