@@ -14,14 +14,17 @@ from ddsm.diffusion import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.nn import SlimUNet
 from ddsm.samplers import DDIMSampler, DDPMSampler, SamplerConfig, generate, make_sampler
+from ddsm.samplers.progressive import ResolutionWarning, StepPlan
 from ddsm.schedule import Schedule
+from ddsm.spectrum import SpectrumFit, fit_power_spectrum, rule_resolutions
 from ddsm.train import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DDIMSampler", "DDPMSampler", "DDSMError", "DataConfig", "DiffusionConfig", "ImageData", "ModelConfig",
-    "NoiseSchedule", "RunConfig", "SamplerConfig", "Schedule", "SlimUNet", "Supernet", "TrainConfig", "Trainer",
-    "UNetConfig", "generate", "load_data", "load_digits", "load_run_config", "load_supernet", "make_sampler",
-    "resolve_device", "save_supernet",
+    "NoiseSchedule", "ResolutionWarning", "RunConfig", "SamplerConfig", "Schedule", "SlimUNet", "SpectrumFit",
+    "StepPlan", "Supernet", "TrainConfig", "Trainer", "UNetConfig", "fit_power_spectrum", "generate", "load_data",
+    "load_digits", "load_run_config", "load_supernet", "make_sampler", "resolve_device", "rule_resolutions",
+    "save_supernet",
 ]

@@ -394,7 +394,7 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
     from ddsm.checkpoint import load_supernet
     from ddsm.search import SearchSpace, run_search
     from ddsm.search.loop import saved_fractions
-    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions
+    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions, untrained_message
 
     if space_file is None:
         if not (resume and (Path(out) / "space.json").is_file()):
@@ -407,6 +407,8 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
         raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
                         f"{net.config.diffusion.num_timesteps} training timesteps")
     ray_options = {} if gpus_per_worker is None else {"gpus_per_worker": gpus_per_worker}
+    if untrained_message(space, net):
+        click.echo(untrained_message(space, net), err=True)
     try:
         res = run_search(space, evaluator_factory=evaluator_factory(space, checkpoint, featurenet_file),
                          cost_per_width=cost_per_width(space, net, cost_file), out_dir=out, runner=runner,

@@ -663,6 +663,11 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
                    extent=(0.5, steps + 0.5, n + 0.5, 0.5))
     for b in np.cumsum(space.segment_lengths)[:-1]:  # gene boundaries: widths can only change here
         ax.axvline(b + 0.5, color="white", linewidth=1.5)
+    sides = run.front["resolutions"] if "resolutions" in run.front else []
+    for row, member_sides in enumerate(sides, start=1):  # resolution spaces: the side of every reduced step
+        for step, side in enumerate(member_sides or (), start=1):
+            if side < space.resolutions[-1]:
+                ax.text(step, row, str(side), ha="center", va="center", fontsize=6, color="white")
     ax.set_xticks(range(1, steps + 1) if steps <= 30 else np.linspace(1, steps, 11).round().astype(int))
     ax.set_yticks(range(1, n + 1))
     ax.set_yticklabels([f"#{i}  {r['share']:.0%}  {q} {r[q]:.3g}" for i, r in
@@ -673,7 +678,8 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
     cb.set_label("width (fraction of channels)")
     s = space.sampler
     # suptitle spans the colour bar too, so a short figure cannot run the title into its label
-    fig.suptitle(f"Width per sampling step of the {n} front members, cheapest on top ({s.kind.upper()} {s.steps} steps)",
+    what = "Width (and reduced side, in the cells)" if space.resolutions else "Width"
+    fig.suptitle(f"{what} per sampling step of the {n} front members, cheapest on top ({s.kind.upper()} {s.steps} steps)",
                  fontsize=10)
     return save_figure(fig, out, "widths")
 

@@ -22,6 +22,7 @@ hypervolume, best quality within budget and run folder.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -137,14 +138,19 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
                                     for p in (checkpoint, featurenet, cost))
     trials = grid(space_files, budgets, seeds)
     net = load_supernet(checkpoint, device="cpu")
-    from ddsm.search.oracle import cost_per_width, evaluator_factory
+    from ddsm.search.oracle import cost_per_width, evaluator_factory, untrained_message
     from ddsm.search.problem import WidthProblem
 
+    warned = set()
     for t in trials:  # everything a trial would refuse is refused here, before Tune starts
         space = t.space
         space.check_supernet(net.config.unet.widths, net.config.unet)
         WidthProblem(space, cost_per_width(space, net, cost)).check_budget()
         evaluator_factory(space, checkpoint, featurenet)
+        msg = untrained_message(space, net)
+        if msg and msg not in warned:
+            warned.add(msg)
+            print(msg, file=sys.stderr)
     identity = _identity(trials, net.fingerprint)
     _check_folder(out, identity, resume)
     if address is not None and address != "auto":

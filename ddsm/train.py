@@ -33,6 +33,7 @@ from ddsm.device import resolve_device
 from ddsm.diffusion.losses import distilled_eps_loss, eps_loss
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.resolution import analysis, downsample
+from ddsm.samplers.progressive import family_transform
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.nn.unet import SlimUNet
@@ -78,6 +79,7 @@ class Trainer:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
         self.x_train = self.data.train.to(self.device)
         self.schedule = NoiseSchedule(config.model.diffusion)
+        self.transform = family_transform(unet)  # the sampler's own orthonormal family
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
@@ -197,7 +199,7 @@ class Trainer:
             # One side per step for the whole sandwich: the clean image downsampled orthonormally,
             # the noise projected the same way (still unit white), exactly as the sampler sees it.
             side = self._draw_side()
-            x0, eps = downsample(x0, side), analysis(eps, side)
+            x0, eps = downsample(x0, side, self.transform), analysis(eps, side, self.transform)
         x_t = self.schedule.q_sample(x0, t, eps)
         if widths is None:
             widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)

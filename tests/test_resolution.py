@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from ddsm.diffusion.resolution import (
     alpha_bar_after_growth, analysis, downsample, grow, pick_transform, synthesis, upsample,
 )
+from ddsm.config import UNetConfig
 from ddsm.errors import DDSMError
+from ddsm.samplers.progressive import check_resolutions, family_transform
 
 CASES = [(8, 16, "haar"), (4, 16, "haar"), (8, 16, "dct"), (4, 16, "dct"), (4, 12, "dct")]
 
@@ -34,10 +36,19 @@ def test_brightness_is_kept_by_both_transforms():
     assert torch.allclose(downsample(x[..., :8, :8], 4, "haar"), torch.full((1, 1, 4, 4), 0.3, dtype=torch.float64))
 
 
-def test_auto_is_haar_for_x2_and_dct_otherwise():
+def test_auto_is_haar_per_octave_and_dct_otherwise():
     assert pick_transform(8, 16) == "haar"
-    assert pick_transform(4, 16) == "dct"
+    assert pick_transform(4, 16) == "haar"  # two Haar levels
     assert pick_transform(4, 12) == "dct"
+    assert family_transform(UNetConfig(image_size=16)) == "haar"
+    assert family_transform(UNetConfig(image_size=12, channel_mults=(1, 2), attn_resolutions=())) == "dct"
+
+
+@pytest.mark.parametrize("transform", ["haar", "dct"])
+def test_each_family_nests(transform):
+    # 16 -> 8 -> 4 equals 16 -> 4: noise projected to any side sees the same low band.
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    assert torch.allclose(analysis(analysis(x, 8, transform), 4, transform), analysis(x, 4, transform), atol=1e-12)
 
 
 def test_new_noise_level_drops_the_snr_by_r_squared():
@@ -58,7 +69,7 @@ def _residual_operator(small: int, large: int, transform: str, ab: float) -> tor
     return torch.cat([old.reshape(n_s, n_l), fresh.reshape(n_l, n_l)]) / (1 - ab_new) ** 0.5
 
 
-@pytest.mark.parametrize("small,large,transform", [(8, 16, "haar"), (4, 16, "dct"), (4, 12, "dct")])
+@pytest.mark.parametrize("small,large,transform", [(8, 16, "haar"), (4, 16, "haar"), (4, 16, "dct"), (4, 12, "dct")])
 def test_residual_after_growth_is_unit_white_noise_exactly(small, large, transform):
     R = _residual_operator(small, large, transform, ab=0.3)
     assert torch.allclose(R.T @ R, torch.eye(large * large, dtype=torch.float64), atol=1e-10)
@@ -100,3 +111,9 @@ def test_bad_ratios_and_shrinking_are_refused():
         grow(x, 0.5, 4, torch.zeros(1, 1, 4, 4))
     with pytest.raises(DDSMError, match="transform 'wavelet' is not one of"):
         analysis(torch.zeros(1, 1, 16, 16), 8, "wavelet")
+
+
+def test_a_schedule_can_only_grow_by_a_whole_ratio():
+    config = UNetConfig(image_size=12, channel_mults=(1, 2), attn_resolutions=())
+    with pytest.raises(DDSMError, match="grows 4 -> 6 at step 1; a growth needs a whole ratio"):
+        check_resolutions([4, 6, 12], config, 3)

@@ -1,6 +1,7 @@
 """Resolution as a second gene: encoding, cost, seeding, and a search from the CLI to the exported schedule."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -78,8 +79,11 @@ def test_cli_search_export_and_sample_with_resolutions(tmp_path, trained_run):
     # Population 8: every uniform width is tried at 8 and growing 4 -> 8 before step 2; the cheapest is low-res.
     space = write_space(tmp_path / "s.yaml", resolutions=[4, 8], population=8, generations=1,
                         seeding={**TINY_SEARCH_SPACE["seeding"], "transitions": [[2]]})
-    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "run", "--no-progress")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the workers stay quiet: the search warns once, in one line
+        r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "run", "--no-progress")
     assert r.exit_code == 0, r.output
+    assert r.output.count("warning: the supernet was trained at resolutions [8]; steps at [4] run training-free") == 1
     front = json.loads((tmp_path / "run" / "front.json").read_text())["members"]
     assert any("resolutions" in m for m in front)
     r = invoke("export", tmp_path / "run", "--checkpoint", trained_run, "--out", tmp_path / "exp", "--repeats", 1,

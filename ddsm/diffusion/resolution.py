@@ -13,10 +13,12 @@ Everything rests on an **orthonormal** analysis ``A`` from side ``L`` to side
 - ``downsample(x0) = A x0 / r`` and ``upsample(x) = r A^T x`` are the
   clean-image maps; ``downsample(upsample(x)) == x``.
 
-Haar (``r`` a power of 2) makes ``A`` the block sum divided by ``r``, so
-``upsample`` repeats pixels; the orthonormal DCT (any integer ``r``) keeps the
-lowest ``s x s`` cosine coefficients. Bilinear or nearest interpolation
-without the ``1/r`` and the fresh high band would not keep the noise white.
+Haar (``r = 2``, applied per octave for 4, 8, ...) makes ``A`` the block sum
+divided by ``r``, so ``upsample`` repeats pixels; the orthonormal DCT (any
+integer ``r``) keeps the lowest ``s x s`` cosine coefficients. Both nest:
+16 -> 8 -> 4 equals 16 -> 4 within one family, so noise projected to any side
+and grown back stays consistent. Bilinear or nearest interpolation without
+the ``1/r`` and the fresh high band would not keep the noise white.
 
 Growing the state (:func:`grow`): ``A^T x`` carries the signal at amplitude
 ``sqrt(ab) / r`` relative to ``upsample(x0_s)`` and the old noise in the low
@@ -51,14 +53,19 @@ def ratio(small: int, large: int) -> int:
     return large // small
 
 
+def is_octave(r: int) -> bool:
+    """Whether ``r`` is a power of 2 (a whole number of Haar levels)."""
+    return r >= 1 and not r & (r - 1)
+
+
 def pick_transform(small: int, large: int, transform: Transform = "auto") -> str:
-    """The orthonormal basis used between two sides: 'auto' is Haar for x2 and the DCT otherwise."""
+    """The orthonormal basis used between two sides: 'auto' is Haar per octave (x2, x4, ...) and the DCT otherwise."""
     r = ratio(small, large)
     if transform not in TRANSFORMS:
         raise DDSMError(f"transform {transform!r} is not one of {', '.join(TRANSFORMS)}")
     if transform == "auto":
-        return "haar" if r == 2 else "dct"
-    if transform == "haar" and r & (r - 1):
+        return "haar" if is_octave(r) else "dct"
+    if transform == "haar" and not is_octave(r):
         raise DDSMError(f"Haar needs a power-of-2 ratio; {small} -> {large} is x{r} (use 'dct')")
     return transform
 

@@ -48,7 +48,7 @@ from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
 from ddsm.diffusion.resolution import grow
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
-from ddsm.samplers.progressive import check_resolutions, growth_noise, to_side
+from ddsm.samplers.progressive import check_resolutions, family_transform, to_side
 from ddsm.schedule import Schedule
 
 __all__ = ["ScheduledDenoiser", "make_diffusers_scheduler", "sample_with_diffusers"]
@@ -256,25 +256,26 @@ def sample_with_diffusers(
     device = torch.device(device) if device is not None else home
     c, s = net.config.unet.in_channels, net.config.unet.image_size
     sides = denoiser.resolutions
+    transform = family_transform(net.config.unet)
     noise_levels = NoiseSchedule(net.config.diffusion)
     out = []
     try:
         net.model.to(device)
         with eval_mode(net.model):
             for start in range(0, len(seeds), batch_size):
-                batch = seeds[start : start + batch_size]
-                gens = sample_generators(batch)
-                x = to_side(per_sample_randn(gens, (c, s, s), device), sides[0]) * scheduler.init_noise_sigma
+                gens = sample_generators(seeds[start : start + batch_size])
+                initial = per_sample_randn(gens, (c, s, s), device)
+                x = to_side(initial, sides[0], transform) * scheduler.init_noise_sigma
                 for i, t in enumerate(scheduler.timesteps):
                     eta = cfg.eta
                     if sides[i] != x.shape[-1]:
-                        eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, batch, eta)
+                        eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform)
                     else:
                         eps = denoiser(scheduler.scale_model_input(x, t), t)
                     if cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last
                         # one included, where sigma is 0), so the streams stay aligned.
-                        noise = to_side(per_sample_randn(gens, (c, s, s), device), sides[i]) if cfg.eta > 0 else None
+                        noise = to_side(per_sample_randn(gens, (c, s, s), device), sides[i], transform) if cfg.eta > 0 else None
                         x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
                     else:
                         # DDPMScheduler takes no noise tensor; given one CPU generator per
@@ -291,7 +292,7 @@ def sample_with_diffusers(
 
 
 def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torch.Tensor, i: int,
-                      seeds: Sequence[int], eta: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+                      initial: torch.Tensor, eta: float, transform: str) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Grow ``x`` before step ``i``: the predicted noise, the state re-expressed at the grid timestep, DDIM's eta.
 
     The denoiser sees the grown state at its own (fractional) timestep, as in
@@ -301,8 +302,7 @@ def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torc
     """
     side = denoiser.resolutions[i]
     ab = noise.alpha_bar_at(denoiser.timesteps[i])
-    fresh = growth_noise(seeds, i, (x.shape[1], side, side), x.device).to(x.dtype)
-    y, ab_new = grow(x, ab, side, fresh)
+    y, ab_new = grow(x, ab, side, to_side(initial, side, transform).to(x.dtype), transform)
     denoiser.model.set_active_width(denoiser.widths[i])
     eps = denoiser.model(y, float(noise.timestep_for_alpha_bar(ab_new)))
     ab_new, ab = ab_new.to(y.dtype), ab.to(y.dtype)

@@ -78,7 +78,7 @@ class SamplingEvaluator(Evaluator):
 
     def __init__(self, net: Supernet, sampler: SamplerConfig, *, num: int, seed: int = 0, batch_size: int = 256,
                  max_call_images: int | None = 2048, fuse: bool = True, cache_mb: float = 0.0,
-                 progress: bool = False) -> None:
+                 progress: bool = False, warn_resolutions: bool = True) -> None:
         if num < 2:
             raise DDSMError(f"an evaluator needs at least 2 samples per candidate, got num={num}")
         self.net, self.sampler_config = net, sampler
@@ -92,7 +92,8 @@ class SamplingEvaluator(Evaluator):
         # States of earlier calls, so a candidate starts after the deepest prefix already computed.
         self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
         self.stats = SharingStats()  # accumulated over every call
-        self._warned_sides: set[int] = set()  # sides already warned about (training-free resolutions)
+        # Sides already warned about (training-free resolutions); a search warns once up front instead.
+        self._warned_sides: set[int] = set() if warn_resolutions else set(range(1, net.config.unet.image_size + 1))
         self.seconds = {"sampling": 0.0, "scoring": 0.0}  # accumulated over every call
 
     # -- candidates ---------------------------------------------------------------

@@ -43,7 +43,7 @@ from ddsm.errors import DDSMError
 from ddsm.nn.unet import SlimUNet
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps
-from ddsm.samplers.progressive import StepPlan, check_resolutions, enter_growth, to_side
+from ddsm.samplers.progressive import StepPlan, check_resolutions, enter_growth, family_transform, to_side
 
 
 @dataclass
@@ -173,6 +173,7 @@ def generate_many(
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
     plans = [step_plan(s, len(steps), model) for s in schedules]
+    transform = family_transform(model.config, transform)
     device = next(model.parameters()).device
     c, side = model.config.in_channels, model.config.image_size
     shape = (c, side, side)
@@ -208,7 +209,7 @@ def generate_many(
                     entered: dict[int, tuple[torch.Tensor, float]] = {}
                     for (w, r), ks in split.items():
                         if r not in entered:
-                            entered[r] = _enter(sampler, i, t, x, r, batch, transform)
+                            entered[r] = _enter(sampler, i, t, x, r, x0, transform)
                         y, t_from = entered[r]
                         by_call.setdefault((w, r, t_from), []).append((prefix + ((w, r),), ks, y))
                 groups = {}
@@ -246,14 +247,14 @@ def generate_many(
     return out
 
 
-def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, seeds: Sequence[int],
+def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initial: torch.Tensor,
            transform: str) -> tuple[torch.Tensor, float]:
     # The state a step at ``side`` starts from: as is, projected (the initial noise) or grown.
     if side == x.shape[-1]:
         return x, t
     if i == 0:
         return to_side(x, side, transform), t
-    return enter_growth(sampler, i, x, side, seeds, transform)
+    return enter_growth(sampler, i, x, side, initial, transform)
 
 
 def _denoise(model: SlimUNet, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ddsm.nn.unet import SlimUNet
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
-from ddsm.samplers.progressive import check_resolutions, enter_growth, to_side
+from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 
 SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
 
@@ -103,18 +103,19 @@ def generate(
     steps = visited_timesteps(sampler)
     plan = per_step_widths(widths, len(steps), model)
     sides = check_resolutions(resolutions, model.config, len(steps))
+    transform = family_transform(model.config, transform)
     device = next(model.parameters()).device
     c, s = model.config.in_channels, model.config.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
     with eval_mode(model), bar:
         for start in range(0, len(seeds), batch_size):
-            batch = seeds[start : start + batch_size]
-            gens = sample_generators(batch)
-            x = to_side(per_sample_randn(gens, (c, s, s), device), sides[0], transform)
+            gens = sample_generators(seeds[start : start + batch_size])
+            initial = per_sample_randn(gens, (c, s, s), device)
+            x = to_side(initial, sides[0], transform)
             for i, (t, w, side) in enumerate(zip(steps, plan, sides)):
                 if side != x.shape[-1]:
-                    x, t = enter_growth(sampler, i, x, side, batch, transform)
+                    x, t = enter_growth(sampler, i, x, side, initial, transform)
                 model.set_active_width(w)
                 eps = model(x, t)
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)

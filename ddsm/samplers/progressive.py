@@ -8,12 +8,19 @@ still ends at the sampler's next visited timestep, so the number of denoiser
 calls and the width lookup per step do not change.
 
 Random numbers keep candidates comparable (common random numbers):
-- the initial state and every step's noise are drawn at the image size from
-  each sample's own generator, as for a full-resolution run, and projected
-  orthonormally to the state's side (still unit white noise);
-- the fresh high-band noise of a growth before step ``i`` comes from a
-  separate stream seeded by (sample seed, ``i``), so growing or not never
-  moves a later draw of the main stream.
+- the initial noise and every step's noise are drawn at the image size from
+  each sample's own generator, exactly as for a full-resolution run, and
+  projected orthonormally to the state's side (still unit white noise);
+- the fresh noise a growth puts in the new band is the initial noise's own
+  band there. It was never used (the state so far only saw the lower band of
+  the initial noise and of the step noises), so it is independent of the
+  state, as the maths requires; and the grown state is close to where the
+  full-resolution run is at that time, because high frequencies are noise
+  there. No extra draw is made, so later draws never move.
+
+One orthonormal family serves a whole supernet (:func:`family_transform`):
+Haar when every side is the image size over a power of 2, else the DCT, so
+projections to any side nest and every plan sees the same low bands.
 """
 
 from __future__ import annotations
@@ -26,11 +33,9 @@ import numpy as np
 import torch
 
 from ddsm.config import UNetConfig
-from ddsm.diffusion.resolution import Transform, analysis, grow
+from ddsm.diffusion.resolution import Transform, analysis, grow, is_octave
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import Sampler
-
-_GROWTH_STREAM = 0x5350  # "SP": tags the growth-noise stream apart from the main one
 
 
 class ResolutionWarning(UserWarning):
@@ -45,11 +50,12 @@ class StepPlan:
     resolutions: tuple[int, ...]
 
     def pairs(self) -> tuple[tuple[float, int], ...]:
+        """(width, side) per step: the form the batched sampler keys its prefix tree on."""
         return tuple(zip(self.widths, self.resolutions))
 
 
 def check_resolution_set(sides: Sequence[int], config: UNetConfig, *, where: str = "resolutions") -> tuple[int, ...]:
-    """Sorted distinct sides, each one :func:`valid_resolutions` allows, or a one-line DDSMError."""
+    """Sorted distinct sides, each one ``config.valid_resolutions()`` allows, or a one-line DDSMError."""
     valid = config.valid_resolutions()
     for s in sides:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or int(s) not in valid:
@@ -70,6 +76,9 @@ def check_resolutions(resolutions: Sequence[int] | None, config: UNetConfig, num
         if res[i] < res[i - 1]:
             raise DDSMError(f"resolution schedule decreases at step {i}: {res[i - 1]} -> {res[i]}; "
                             "a resolution may only grow along the trajectory")
+        if res[i] % res[i - 1]:
+            raise DDSMError(f"resolution schedule grows {res[i - 1]} -> {res[i]} at step {i}; a growth needs a "
+                            "whole ratio per side")
     if res[-1] != config.image_size:
         raise DDSMError(f"resolution schedule ends at {res[-1]}; the last step must run at the image size "
                         f"{config.image_size}")
@@ -85,13 +94,12 @@ def warn_untrained(resolutions: Sequence[int], trained: Sequence[int], *, stackl
                       stacklevel=stacklevel)
 
 
-def growth_noise(seeds: Sequence[int], step: int, shape: tuple[int, ...], device) -> torch.Tensor:
-    """Standard-normal noise for a growth before ``step``: one stream per (sample seed, step)."""
-    out = []
-    for s in seeds:
-        state = np.random.SeedSequence([int(s), int(step), _GROWTH_STREAM]).generate_state(1, np.uint64)[0]
-        out.append(torch.randn(shape, generator=torch.Generator().manual_seed(int(state))))
-    return torch.stack(out).to(device)
+def family_transform(config: UNetConfig, transform: Transform = "auto") -> str:
+    """The one orthonormal family used for this supernet: Haar if every side is image size / 2^k, else the DCT."""
+    if transform != "auto":
+        return transform
+    n = config.image_size
+    return "haar" if all(is_octave(n // s) for s in config.valid_resolutions()) else "dct"
 
 
 def to_side(noise: torch.Tensor | None, side: int, transform: Transform = "auto") -> torch.Tensor | None:
@@ -99,16 +107,18 @@ def to_side(noise: torch.Tensor | None, side: int, transform: Transform = "auto"
     return None if noise is None else analysis(noise, side, transform)
 
 
-def enter_growth(sampler: Sampler, step: int, x: torch.Tensor, side: int, seeds: Sequence[int],
+def enter_growth(sampler: Sampler, step: int, x: torch.Tensor, side: int, initial_noise: torch.Tensor,
                  transform: Transform = "auto") -> tuple[torch.Tensor, float]:
     """Grow the state ``x`` that sits at visited timestep ``step`` to ``side``.
 
-    Returns the grown state and the fractional timestep it is at; the sampler
-    is told that step ``step`` now starts there.
+    ``initial_noise`` is the image-size noise the trajectory started from; its
+    band between the two sides is the growth's fresh noise. Returns the grown
+    state and the fractional timestep it is at; the sampler is told that step
+    ``step`` now starts there.
     """
     t = float(sampler.timesteps[step])
     ab = sampler.schedule.alpha_bar_at(t)
-    noise = growth_noise(seeds, step, (x.shape[1], side, side), x.device).to(x.dtype)
+    noise = to_side(initial_noise, side, transform).to(x.dtype)
     y, ab_new = grow(x, ab, side, noise, transform)
     t_new = float(sampler.schedule.timestep_for_alpha_bar(ab_new))
     sampler.enter_at(t_new, step)

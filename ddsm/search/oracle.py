@@ -38,8 +38,9 @@ class SupernetEvaluatorFactory:
         from ddsm.metrics.linear_proxy import LinearProxyEvaluator
 
         net = load_supernet(self.checkpoint, device=resolve_device(device))
+        # The search warns once about training-free resolutions (untrained_message), not every worker.
         common = dict(num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse,
-                      cache_mb=self.cache_mb)
+                      cache_mb=self.cache_mb, warn_resolutions=False)
         if self.quality == "proxy":
             return ProxyEvaluator(net, self.sampler, **common)
         if self.quality == "proxy_linear":
@@ -80,6 +81,15 @@ def cost_per_width(space: SearchSpace, net, cost_table: str | Path | None = None
     else:
         costs = {(w, r): float(count_macs(net.model, w, r).total) for w, r in keys}
     return {(w if r is None else (w, r)): c for (w, r), c in costs.items()}
+
+
+def untrained_message(space: SearchSpace, net) -> str | None:
+    """One line when the space's sides include some the supernet was not trained at (training-free), else None."""
+    extra = sorted(set(space.resolutions or ()) - set(net.trained_resolutions))
+    if not extra:
+        return None
+    return (f"warning: the supernet was trained at resolutions {list(net.trained_resolutions)}; steps at {extra} "
+            "run training-free (lower quality expected; fine-tune with train.resolutions)")
 
 
 def spectrum_transitions(space: SearchSpace, checkpoint: str | Path, net) -> list[tuple[int, ...]]:

@@ -279,6 +279,10 @@ class SearchSpace(_Frozen):
         check_widths(self.widths, supernet_widths, where="search space widths")
         if unet is not None and self.resolutions is not None:
             check_resolution_set(self.resolutions, unet, where="search space resolutions")
+            bad = [(a, b) for i, a in enumerate(self.resolutions) for b in self.resolutions[i + 1:] if b % a]
+            if bad:
+                raise DDSMError(f"search space resolutions {list(self.resolutions)}: {bad[0][0]} -> {bad[0][1]} is not "
+                                "a whole ratio; every side must divide every larger one")
             if self.resolutions[-1] != unet.image_size:
                 raise DDSMError(f"search space resolutions {list(self.resolutions)} must end at the image size "
                                 f"{unet.image_size}")
