@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 TRAIN_STATE = "ddsm.train_state"
 SUPERNET = "ddsm.supernet"
 #: names accepted in place of a path: supernets shipped inside the package
-SHIPPED = {"digits": "digits.safetensors"}
+SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors"}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ Four parts, one script:
    recipe at 16 only (which separates "more training" from "training at the
    small sides").
 
-    python experiments/bench_progressive.py --trained runs/digits-progressive --control runs/digits-finetune-control
+    python experiments/bench_progressive.py --trained digits-progressive --control runs/digits-finetune-control
 
 Prints tables; writes ``<out>/progressive.json``, ``<out>/progressive_fid.csv``
 and ``<out>/progressive_residual.csv`` atomically. Search folders go under ``--work``.
@@ -169,7 +169,7 @@ def transitions_of(sides: list[int] | None, levels: tuple[int, ...]) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="digits", help="the supernet trained at 16 only (training-free mode)")
-    ap.add_argument("--trained", required=True, help="the resolution-aware supernet (train.resolutions)")
+    ap.add_argument("--trained", default="digits-progressive", help="the resolution-aware supernet (train.resolutions)")
     ap.add_argument("--control", default=None, help="optional: the same fine-tune at 16 only")
     ap.add_argument("--width-space", default="search_spaces/digits.yaml")
     ap.add_argument("--space", default="search_spaces/digits-progressive.yaml")

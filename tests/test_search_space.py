@@ -19,13 +19,23 @@ def write(tmp_path: Path, data, name: str = "space.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["digits-smoke", "digits"])
+@pytest.mark.parametrize("name", ["digits-smoke", "digits", "digits-progressive"])
 def test_shipped_spaces_load(name):
     space = SearchSpace.load(ROOT / "search_spaces" / f"{name}.yaml")
     assert space.sampler.kind == "ddim" and 20 <= space.sampler.steps <= 50
     assert sum(space.segment_lengths) == space.sampler.steps
     if name == "digits":
         assert space.budget >= 0.5 and 16 <= space.population <= 32 and space.generations >= 8  # covers 50 % FLOPs
+
+
+def test_progressive_space_fits_the_shipped_resolution_aware_supernet():
+    from ddsm.checkpoint import load_supernet
+
+    space = SearchSpace.load(ROOT / "search_spaces" / "digits-progressive.yaml")
+    net = load_supernet("digits-progressive")
+    space.check_supernet(net.config.unet.widths, net.config.unet)
+    assert set(space.resolutions) == set(net.trained_resolutions) == {8, 16}
+    assert net.fingerprint == load_supernet("digits").fingerprint  # same architecture: schedules carry over
 
 
 def test_smoke_space_is_tiny():
