@@ -120,10 +120,11 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     else:
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
         widths, sides = net.model.check_width(width), None
-    untrained = sorted(set(sides or ()) - set(net.trained_resolutions))
+    from ddsm.samplers.progressive import untrained_message
+
+    untrained = untrained_message(sides or (), net.trained_resolutions, steps="the schedule's steps")
     if untrained:
-        click.echo(f"warning: this supernet was trained at resolutions {list(net.trained_resolutions)}; the schedule's "
-                   f"steps at {untrained} run training-free (lower quality expected)", err=True)
+        click.echo(f"warning: this {untrained}", err=True)
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
     t0 = time.perf_counter()
@@ -407,8 +408,9 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
         raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
                         f"{net.config.diffusion.num_timesteps} training timesteps")
     ray_options = {} if gpus_per_worker is None else {"gpus_per_worker": gpus_per_worker}
-    if untrained_message(space, net):
-        click.echo(untrained_message(space, net), err=True)
+    untrained = untrained_message(space, net)
+    if untrained:
+        click.echo(untrained, err=True)
     try:
         res = run_search(space, evaluator_factory=evaluator_factory(space, checkpoint, featurenet_file),
                          cost_per_width=cost_per_width(space, net, cost_file), out_dir=out, runner=runner,

@@ -166,10 +166,6 @@ class RunConfig(_Frozen):
                 raise ValueError(f"train.resolutions entry {r} {why} the image size {unet.image_size}; valid: {valid}")
         return self
 
-    def trained_resolutions(self) -> tuple[int, ...]:
-        """Every side this recipe trains the supernet at, the image size included."""
-        return tuple(sorted({*self.train.resolutions, self.model.unet.image_size}))
-
 
 C = TypeVar("C", bound=BaseModel)
 

@@ -278,8 +278,6 @@ def time_schedules(model, sampler, plans: Sequence, seeds: Sequence[int], *, rep
     """
     from tqdm.auto import tqdm
 
-    from ddsm.samplers import generate
-
     if repeats < 1 or warmup < 0:
         raise DDSMError(f"--repeats ({repeats}) must be at least 1 and --warmup ({warmup}) at least 0")
     k = len(plans)

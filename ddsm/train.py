@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ddsm.checkpoint import (
-    TRAIN_STATE, check_same_architecture, config_diff, prefixed, read_tensors, save_supernet, save_tensors,
+    TRAIN_STATE, check_same_architecture, config_diff, load_supernet, prefixed, read_tensors, save_supernet,
+    save_tensors,
 )
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData, load_data
@@ -84,8 +85,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
         if cfg.init_from is not None:
-            from ddsm.checkpoint import load_supernet
-
             start = load_supernet(cfg.init_from, expected=config.model)
             self.model.load_state_dict(start.model.state_dict())
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -16,7 +16,6 @@ Prints a table and writes experiments/results/flops.{json,csv}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -27,7 +26,6 @@ import torch
 from ddsm.checkpoint import load_supernet
 from ddsm.config import load_run_config
 from ddsm.cost import UNIT, count_macs, torch_flops
-from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.nn.unet import SlimUNet
 
@@ -90,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DDSMError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _script import run
+
+    run(main)

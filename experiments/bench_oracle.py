@@ -31,7 +31,6 @@ num x candidates x steps x 2 ms, minus what shared prefixes save.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddsm import DDSMError, SamplerConfig, load_data, load_supernet
+from ddsm import SamplerConfig, load_data, load_supernet
 from ddsm.io import write_atomic, write_json
 from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
 from ddsm.metrics.featurenet import FeatureNet, featurenet_info, train_featurenet
@@ -210,8 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DDSMError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _script import run
+
+    run(main)

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ddsm import DDSMError, load_data, load_supernet
+from ddsm import load_data, load_supernet
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.resolution import alpha_bar_after_growth, downsample, grow, upsample
 from ddsm.io import write_atomic, write_json
@@ -134,11 +134,10 @@ def search(space: SearchSpace, checkpoint: str, out: Path, transitions: list) ->
 
 def front_members(space: SearchSpace, run: dict) -> list[dict]:
     rows = []
-    for g in run["result"].front["genome"]:
+    for g, share in zip(run["result"].front["genome"], run["result"].front["share"]):
         genome = parse_genome(g)
-        share = float(run["problem"].share(genome)[0])
         if share <= space.budget + 1e-12:
-            rows.append({"genome": " ".join(map(str, genome)), "share": share, "plan": space.decode(genome),
+            rows.append({"genome": " ".join(map(str, genome)), "share": float(share), "plan": space.decode(genome),
                          "sides": space.genes_to_resolutions(genome)})
     return rows
 
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["residual"] = residual.to_dict(orient="records")
 
     space_w, space_r = SearchSpace.load(args.width_space), SearchSpace.load(args.space)
-    shipped, trained = load_supernet(args.checkpoint), load_supernet(args.trained)
+    shipped = load_supernet(args.checkpoint)
     unet = shipped.config.unet
     data = load_data(data_config_for(args.checkpoint), unet.image_size, unet.in_channels)
 
@@ -253,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     for who, ckpt in supernets.items():
         sel = table["supernet"] == who
         net = load_supernet(ckpt, device="cpu")
-        todo = list(dict.fromkeys(plan_key(p) for p in table.loc[sel, "plan"]))
-        plans = {k: table.loc[sel, "plan"][[plan_key(p) == k for p in table.loc[sel, "plan"]]].iloc[0] for k in todo}
-        print(f"\n== FID on {who}: {len(todo)} schedules x {args.fid_num} samples")
+        plans: dict[tuple, object] = {}  # each distinct schedule once
+        for p in table.loc[sel, "plan"]:
+            plans.setdefault(plan_key(p), p)
+        print(f"\n== FID on {who}: {len(plans)} schedules x {args.fid_num} samples")
         ev = FIDEvaluator(net, space_w.sampler, fid, num=args.fid_num, seed=0, fuse=False, cache_mb=512, progress=True)
-        scores = dict(zip(todo, ev.evaluate([plans[k] for k in todo])["fid"].to_numpy()))
+        scores = dict(zip(plans, ev.evaluate(list(plans.values()))["fid"].to_numpy()))
         table.loc[sel, "fid"] = [scores[plan_key(p)] for p in table.loc[sel, "plan"]]
     summary["fid_seconds"] = time.perf_counter() - t0
 
@@ -304,8 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DDSMError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _script import run
+
+    run(main)

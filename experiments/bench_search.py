@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddsm import DDSMError, load_data, load_supernet
+from ddsm import load_data, load_supernet
 from ddsm.io import write_atomic, write_json
 from ddsm.metrics.evaluator import FIDEvaluator, data_config_for
 from ddsm.metrics.featurenet import FeatureNet, train_featurenet
@@ -237,8 +236,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DDSMError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _script import run
+
+    run(main)

@@ -89,15 +89,21 @@ def _low_band(small: int, large: int, like: torch.Tensor) -> torch.Tensor:
     return _dct_matrix(small, like).T @ _dct_matrix(large, like)[:small]
 
 
+def _route(small: int, large: int, transform: Transform, like: torch.Tensor) -> int | torch.Tensor:
+    # Haar: the ratio r (block sums / r); DCT: the 1-D analysis matrix.
+    if pick_transform(small, large, transform) == "haar":
+        return ratio(small, large)
+    return _low_band(small, large, like)
+
+
 def analysis(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
     """``A x``: the orthonormal low band of ``x`` (..., L, L) on a ``side`` grid; white noise stays white."""
     large = x.shape[-1]
     if side == large:
         return x
-    kind, r = pick_transform(side, large, transform), ratio(side, large)
-    if kind == "haar":
-        return F.avg_pool2d(x.reshape(-1, 1, large, large), r).reshape(*x.shape[:-2], side, side) * r
-    m = _low_band(side, large, x)
+    m = _route(side, large, transform, x)
+    if isinstance(m, int):
+        return F.avg_pool2d(x.reshape(-1, 1, large, large), m).reshape(*x.shape[:-2], side, side) * m
     return m @ x @ m.T
 
 
@@ -106,10 +112,9 @@ def synthesis(z: torch.Tensor, side: int, transform: Transform = "auto") -> torc
     small = z.shape[-1]
     if side == small:
         return z
-    kind, r = pick_transform(small, side, transform), ratio(small, side)
-    if kind == "haar":
-        return z.repeat_interleave(r, dim=-1).repeat_interleave(r, dim=-2) / r
-    m = _low_band(small, side, z)
+    m = _route(small, side, transform, z)
+    if isinstance(m, int):
+        return z.repeat_interleave(m, dim=-1).repeat_interleave(m, dim=-2) / m
     return m.T @ z @ m
 
 

@@ -46,9 +46,8 @@ from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
-from ddsm.diffusion.resolution import grow
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
-from ddsm.samplers.progressive import check_resolutions, family_transform, to_side
+from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
 
 __all__ = ["ScheduledDenoiser", "make_diffusers_scheduler", "sample_with_diffusers"]
@@ -300,12 +299,11 @@ def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torc
     clean-image and noise estimates, and the returned eta makes DDIM's noise
     scale the one of a step from the fractional timestep.
     """
-    side = denoiser.resolutions[i]
-    ab = noise.alpha_bar_at(denoiser.timesteps[i])
-    y, ab_new = grow(x, ab, side, to_side(initial, side, transform).to(x.dtype), transform)
+    y, ab_new, t_new = grow_at(noise, denoiser.timesteps[i], x, denoiser.resolutions[i], initial, transform)
     denoiser.model.set_active_width(denoiser.widths[i])
-    eps = denoiser.model(y, float(noise.timestep_for_alpha_bar(ab_new)))
-    ab_new, ab = ab_new.to(y.dtype), ab.to(y.dtype)
+    eps = denoiser.model(y, t_new)
+    ab = noise.alpha_bar_at(denoiser.timesteps[i]).to(y.dtype)
+    ab_new = ab_new.to(y.dtype)
     x0 = (y - (1 - ab_new).sqrt() * eps) / ab_new.sqrt()
     nxt = denoiser.timesteps[i + 1] if i + 1 < len(denoiser.timesteps) else None
     if eta > 0 and nxt is not None:

@@ -92,8 +92,8 @@ class SamplingEvaluator(Evaluator):
         # States of earlier calls, so a candidate starts after the deepest prefix already computed.
         self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
         self.stats = SharingStats()  # accumulated over every call
-        # Sides already warned about (training-free resolutions); a search warns once up front instead.
-        self._warned_sides: set[int] = set() if warn_resolutions else set(range(1, net.config.unet.image_size + 1))
+        self.warn_resolutions = warn_resolutions  # False in searches: they warn once up front instead
+        self._warned_sides: set[int] = set()  # sides already warned about (training-free resolutions)
         self.seconds = {"sampling": 0.0, "scoring": 0.0}  # accumulated over every call
 
     # -- candidates ---------------------------------------------------------------
@@ -115,7 +115,7 @@ class SamplingEvaluator(Evaluator):
         sides = {r for _, r in pairs}
         if sides == {self.net.config.unet.image_size}:
             return tuple(w for w, _ in pairs)
-        if not sides <= self._warned_sides:
+        if self.warn_resolutions and not sides <= self._warned_sides:
             warn_untrained(sorted(sides), self.net.trained_resolutions, stacklevel=4)
             self._warned_sides |= sides
         return pairs

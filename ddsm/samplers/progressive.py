@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ddsm.config import UNetConfig
+from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.resolution import Transform, analysis, grow, is_octave
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import Sampler
@@ -85,13 +86,20 @@ def check_resolutions(resolutions: Sequence[int] | None, config: UNetConfig, num
     return [int(r) for r in res]
 
 
+def untrained_message(resolutions: Sequence[int], trained: Sequence[int], *, steps: str = "steps") -> str | None:
+    """What to say when ``resolutions`` include sides the supernet was not trained at (None: all trained)."""
+    extra = sorted(set(resolutions) - set(trained))
+    if not extra:
+        return None
+    return (f"supernet was trained at resolutions {sorted(trained)}; {steps} at {extra} run training-free "
+            "(lower quality expected; fine-tune with train.resolutions)")
+
+
 def warn_untrained(resolutions: Sequence[int], trained: Sequence[int], *, stacklevel: int = 3) -> None:
     """Warn (once per call) when a schedule uses sides the supernet was not trained at."""
-    extra = sorted(set(resolutions) - set(trained))
-    if extra:
-        warnings.warn(f"supernet was trained at resolutions {sorted(trained)}; steps at {extra} run training-free "
-                      "(expect lower quality; train with train.resolutions to fix)", ResolutionWarning,
-                      stacklevel=stacklevel)
+    msg = untrained_message(resolutions, trained)
+    if msg:
+        warnings.warn(msg, ResolutionWarning, stacklevel=stacklevel)
 
 
 def family_transform(config: UNetConfig, transform: Transform = "auto") -> str:
@@ -107,19 +115,25 @@ def to_side(noise: torch.Tensor | None, side: int, transform: Transform = "auto"
     return None if noise is None else analysis(noise, side, transform)
 
 
-def enter_growth(sampler: Sampler, step: int, x: torch.Tensor, side: int, initial_noise: torch.Tensor,
-                 transform: Transform = "auto") -> tuple[torch.Tensor, float]:
-    """Grow the state ``x`` that sits at visited timestep ``step`` to ``side``.
+def grow_at(noise: NoiseSchedule, t: float, x: torch.Tensor, side: int, initial_noise: torch.Tensor,
+            transform: Transform = "auto") -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Grow the state ``x`` at timestep ``t`` to ``side``: (grown state, its alpha_bar, its fractional timestep).
 
     ``initial_noise`` is the image-size noise the trajectory started from; its
-    band between the two sides is the growth's fresh noise. Returns the grown
-    state and the fractional timestep it is at; the sampler is told that step
-    ``step`` now starts there.
+    band between the two sides is the growth's fresh noise.
     """
-    t = float(sampler.timesteps[step])
-    ab = sampler.schedule.alpha_bar_at(t)
-    noise = to_side(initial_noise, side, transform).to(x.dtype)
-    y, ab_new = grow(x, ab, side, noise, transform)
-    t_new = float(sampler.schedule.timestep_for_alpha_bar(ab_new))
+    fresh = to_side(initial_noise, side, transform).to(x.dtype)
+    y, ab_new = grow(x, noise.alpha_bar_at(t), side, fresh, transform)
+    return y, ab_new, float(noise.timestep_for_alpha_bar(ab_new))
+
+
+def enter_growth(sampler: Sampler, step: int, x: torch.Tensor, side: int, initial_noise: torch.Tensor,
+                 transform: Transform = "auto") -> tuple[torch.Tensor, float]:
+    """Grow the state ``x`` that sits at visited timestep ``step`` to ``side`` (see :func:`grow_at`).
+
+    Returns the grown state and the fractional timestep it is at; the sampler
+    is told that step ``step`` now starts there.
+    """
+    y, _, t_new = grow_at(sampler.schedule, float(sampler.timesteps[step]), x, side, initial_noise, transform)
     sampler.enter_at(t_new, step)
     return y, t_new

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddsm.errors import DDSMError
+from ddsm.samplers import progressive
 from ddsm.samplers.base import SamplerConfig
 from ddsm.search.space import SearchSpace
 
@@ -85,11 +86,8 @@ def cost_per_width(space: SearchSpace, net, cost_table: str | Path | None = None
 
 def untrained_message(space: SearchSpace, net) -> str | None:
     """One line when the space's sides include some the supernet was not trained at (training-free), else None."""
-    extra = sorted(set(space.resolutions or ()) - set(net.trained_resolutions))
-    if not extra:
-        return None
-    return (f"warning: the supernet was trained at resolutions {list(net.trained_resolutions)}; steps at {extra} "
-            "run training-free (lower quality expected; fine-tune with train.resolutions)")
+    msg = progressive.untrained_message(space.resolutions or (), net.trained_resolutions)
+    return None if msg is None else f"warning: the {msg}"
 
 
 def spectrum_transitions(space: SearchSpace, checkpoint: str | Path, net) -> list[tuple[int, ...]]:
