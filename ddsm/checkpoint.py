@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ddsm.config import ModelConfig, validate
+from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
 from ddsm.errors import DDSMError
 from ddsm.io import atomic_path
 from ddsm.nn.unet import SlimUNet
@@ -165,3 +165,13 @@ def save_supernet(path: str | Path, model: SlimUNet, config: ModelConfig, state_
     tensors = {f"model.{k}": (v.to(dtype) if dtype is not None else v) for k, v in sd.items()}
     save_tensors(path, tensors, {"kind": SUPERNET, "model": config.model_dump(mode="json"),
                                  "fingerprint": config.fingerprint(), **info})
+
+
+def data_config_for(checkpoint: str | Path) -> DataConfig:
+    """The data a supernet was trained on: its run folder's config.json, else the default (digits)."""
+    path = resolve_checkpoint(checkpoint)
+    for folder in (path.parent, path.parent.parent):  # a run folder, or its snapshots/ subfolder
+        run_config = folder / "config.json"
+        if run_config.is_file():
+            return validate(RunConfig, load_yaml(run_config), source=str(run_config)).data
+    return DataConfig()

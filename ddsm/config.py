@@ -17,6 +17,16 @@ from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
+#: two widths closer than this are the same width (YAML, JSON and user floats need not be bit-exact)
+WIDTH_TOL = 1e-9
+
+
+def width_index(width: float, valid) -> int | None:
+    """Position of ``width`` in ``valid`` under :data:`WIDTH_TOL`, or None: the one way widths are matched."""
+    for i, v in enumerate(valid):
+        if abs(float(width) - float(v)) < WIDTH_TOL:
+            return i
+    return None
 
 
 def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
@@ -26,7 +36,7 @@ def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
     bad = [w for w in v if not 0.0 < w <= 1.0]
     if bad:
         raise ValueError(f"widths must lie in (0, 1], got {bad}")
-    if not any(abs(w - 1.0) < 1e-9 for w in v):
+    if width_index(1.0, v) is None:
         raise ValueError(f"widths must include 1.0 (the full-width net), got {list(v)}")
     return tuple(sorted(set(float(w) for w in v)))
 

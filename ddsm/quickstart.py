@@ -22,8 +22,10 @@ STAGES = 7
 
 
 def default_space() -> Path:
-    """``search_spaces/digits.yaml`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parents[1] / "search_spaces" / "digits.yaml"
+    """The shipped ``digits`` search config (``search_spaces/digits.yaml``, package data when installed)."""
+    from ddsm.search.config import shipped_spaces
+
+    return shipped_spaces()["digits"]
 
 
 def _stage(n: int, title: str, artifact: Path, work: Callable[[], None], *, done: bool | None = None) -> None:
@@ -48,19 +50,20 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     from ddsm.metrics.evaluator import FIDEvaluator
     from ddsm.metrics.featurenet import FeatureNet, train_featurenet
     from ddsm.metrics.fid import FID
-    from ddsm.report import export_front, format_table, load_search, plot_search
+    from ddsm.plan import StepPlan
+    from ddsm.report import export_front, format_table, plot_search
     from ddsm.schedule import Schedule
-    from ddsm.search import SearchSpace, run_search
-    from ddsm.search.oracle import cost_per_width, evaluator_factory
-    from ddsm.search.state import load_state
+    from ddsm.search import SearchConfig
+    from ddsm.search.config import space_path
+    from ddsm.search.folder import generations_finished, load_search
+    from ddsm.search.setup import prepare_search
     from ddsm.train import Trainer
 
     out = Path(out)
-    space_file = Path(space) if space is not None else default_space()
+    space_file = space_path(space) if space is not None else default_space()
     if not space_file.is_file():
         raise DDSMError(f"search space {str(space_file)!r} does not exist; pass --space FILE (see search_spaces/)")
-    search_space = SearchSpace.load(space_file)
-    out.mkdir(parents=True, exist_ok=True)
+    search_space = SearchConfig.load(space_file)
     dev = resolve_device(device)
     art = {"supernet": out / "supernet" / "supernet.safetensors", "cost": out / "cost.json",
            "featurenet": out / "featurenet.safetensors", "search": out / "search", "export": out / "export",
@@ -79,9 +82,13 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
         ref: str | Path = out / "supernet"
     else:
         ref = checkpoint
-        click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
     net = load_supernet(ref, device=dev)
-    search_space.check_supernet(net.config.unet.widths, net.config.unet)
+    prepared = prepare_search(search_space, str(ref), net=net)  # every refusal before the first stage line
+    out.mkdir(parents=True, exist_ok=True)
+    if not train:
+        click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
+    for line in prepared.warnings:
+        click.echo(line, err=True)
     data = load_digits(size=net.config.unet.image_size, channels=net.config.unet.in_channels)
 
     _stage(2, "cost table (MACs, latency per width)", art["cost"],
@@ -93,14 +100,11 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
            lambda: train_featurenet(data, seed=0, progress=progress).save(art["featurenet"]))
     fid = FID.for_data(data, featurenet=FeatureNet.load(art["featurenet"], data))
 
-    state = art["search"] / "state.json"
-    finished = state.exists() and int(load_state(state)["generation"]) + 1 >= search_space.generations
+    finished = generations_finished(art["search"]) >= search_space.generations
 
     def _search() -> None:
-        res = run_search(search_space, evaluator_factory=evaluator_factory(search_space, str(ref)),
-                         cost_per_width=cost_per_width(search_space, net), out_dir=art["search"], runner=runner,
-                         workers=workers, resume=(art["search"] / "search.json").exists(), progress=progress,
-                         supernet=net.fingerprint, device=str(dev))
+        res = prepared.run(art["search"], runner=runner, workers=workers,
+                           resume=(art["search"] / "search.json").exists(), progress=progress, device=str(dev))
         click.echo(f"front of {len(res.front)} schedules within {search_space.budget:.0%} of the full-width cost, "
                    f"{len(res.evaluations)} schedules evaluated")
 
@@ -122,13 +126,14 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
 
     def _fid() -> None:
         steps = search_space.sampler.steps
-        plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).widths
+        plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).plan()
                  for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
-        plans.update({f"uniform width {w:g}": (w,) * steps for w in search_space.widths})
+        plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths})
         ev = FIDEvaluator(net, search_space.sampler, fid, num=num, seed=0, progress=progress)
-        scores = ev.evaluate([list(p) for p in plans.values()])
-        full = table.full_width_cost(steps)
-        df = pd.DataFrame({"schedule": list(plans), "macs_share": [table.schedule_cost(p) / full for p in plans.values()],
+        scores = ev.evaluate(list(plans.values()))
+        # MACs whatever the search priced: its own cost model for a FLOP search, else the measured table's
+        macs = prepared.costs if search_space.objectives.cost == "flops" else table.cost_model("macs")
+        df = pd.DataFrame({"schedule": list(plans), "macs_share": [macs.share(p) for p in plans.values()],
                            "fid": scores["fid"]})
         df = pd.concat([pd.DataFrame([{"schedule": "real held-out digits", "macs_share": None,
                                        "fid": fid.fid(data.holdout[:num])}]), df], ignore_index=True)

@@ -15,11 +15,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ddsm.config import ModelConfig, _Frozen, validate
+from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
-from ddsm.samplers.progressive import StepPlan, check_resolutions
+from ddsm.plan import StepPlan
+from ddsm.samplers.progressive import check_resolutions
 
 SCHEDULE_VERSION = 1
 
@@ -44,9 +45,14 @@ class Schedule(_Frozen):
         return cls.for_model(model, sampler, [width] * sampler.steps, **kw)
 
     @classmethod
-    def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: list[float],
+    def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: "list[float] | StepPlan",
                   resolutions: list[int] | None = None, **kw: Any) -> "Schedule":
-        """A schedule for ``model`` with its visited timesteps filled in (``resolutions`` only if some step is smaller)."""
+        """A schedule for ``model`` with its visited timesteps filled in (``resolutions`` only if some step is smaller).
+
+        ``widths`` may be a :class:`~ddsm.plan.StepPlan`, which brings its own sides.
+        """
+        if isinstance(widths, StepPlan):
+            widths, resolutions = list(widths.widths), resolutions if resolutions is not None else widths.resolutions
         ts = spaced_timesteps(model.diffusion.num_timesteps, sampler.steps, sampler.timestep_spacing)
         if resolutions is not None and all(r == model.unet.image_size for r in resolutions):
             resolutions = None
@@ -55,16 +61,16 @@ class Schedule(_Frozen):
         s.check(model)
         return s
 
-    def plan(self) -> tuple[float, ...] | StepPlan:
-        """What samplers and evaluators take: the widths, or a StepPlan when some step runs smaller."""
-        return self.widths if self.resolutions is None else StepPlan(self.widths, self.resolutions)
+    def plan(self) -> StepPlan:
+        """The in-memory form samplers, evaluators and the diffusers bridge take: width and side per step."""
+        return StepPlan(self.widths, self.resolutions)
 
     def mismatches(self, model: ModelConfig) -> list[str]:
         """Every way this schedule does not fit ``model`` (empty when it fits)."""
         out = []
         if self.supernet != model.fingerprint():
             out.append(f"made for supernet {self.supernet}, not {model.fingerprint()}")
-        bad = sorted({w for w in self.widths if not any(abs(w - v) < 1e-9 for v in model.unet.widths)})
+        bad = sorted({w for w in self.widths if width_index(w, model.unet.widths) is None})
         if bad:
             out.append(f"widths {bad} are not served (valid: {list(model.unet.widths)})")
         if len(self.widths) != self.sampler.steps:

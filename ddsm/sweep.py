@@ -31,8 +31,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ddsm.errors import DDSMError
-from ddsm.io import read_json, write_atomic, write_json
-from ddsm.search.space import SearchSpace
+from ddsm.io import write_atomic, write_json
+from ddsm.runfolder import claim_folder
+from ddsm.search.folder import read_state
+from ddsm.search.config import SearchConfig, space_path
 
 SWEEP_VERSION = 1
 
@@ -51,17 +53,17 @@ class Trial:
         return f"{Path(self.space_file).stem}-b{self.budget:g}-s{self.seed}"
 
     @cached_property
-    def space(self) -> SearchSpace:
+    def space(self) -> SearchConfig:
         """The trial's validated search space (read once)."""
-        base = SearchSpace.load(self.space_file)
-        return SearchSpace.model_validate({**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed})
+        base = SearchConfig.load(self.space_file)
+        return SearchConfig.model_validate({**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed})
 
 
 def grid(space_files: Sequence[str], budgets: Sequence[float], seeds: Sequence[int]) -> list[Trial]:
     """Every (space, budget, seed) combination, validated before any trial starts."""
     if not space_files or not budgets or not seeds:
         raise DDSMError("a sweep needs at least one --space, one --budget and one --seed")
-    trials = [Trial(str(Path(f).resolve()), float(b), int(s)) for f in space_files for b in budgets for s in seeds]
+    trials = [Trial(str(space_path(f).resolve()), float(b), int(s)) for f in space_files for b in budgets for s in seeds]
     names = [t.name for t in trials]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -77,22 +79,10 @@ def _identity(trials: list[Trial], supernet: str) -> dict[str, Any]:
                        for t in trials]}
 
 
-def _check_folder(out: Path, identity: dict, resume: bool) -> None:
-    manifest = out / "sweep.json"
-    if not manifest.exists():
-        if resume:
-            raise DDSMError(f"cannot resume: {str(out)!r} holds no sweep (no sweep.json); start without --resume")
-        if out.exists() and any(out.iterdir()):
-            raise DDSMError(f"{str(out)!r} is not empty and holds no sweep; choose an empty or new folder")
-        return
-    if not resume:
-        raise DDSMError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another folder")
-    saved = read_json(manifest, "sweep manifest")
-    if not isinstance(saved, dict) or saved.get("kind") != "ddsm.sweep":
-        raise DDSMError(f"{str(manifest)!r} is not a ddsm sweep manifest")
-    if {k: saved.get(k) for k in identity} != identity:
-        raise DDSMError(f"cannot resume {str(out)!r}: it holds another sweep (other spaces, budgets, seeds or "
-                        f"supernet); start this one in a new folder")
+def _claim(out: Path, identity: dict, resume: bool) -> None:
+    claim_folder(out, manifest="sweep.json", kind="ddsm.sweep", what="sweep", identity=identity, resume=resume,
+                 require_empty=True, describe=lambda saved, diff: "it holds another sweep (other spaces, budgets, "
+                 "seeds or supernet); start this one in a new folder")
 
 
 def _run_trial(config: dict) -> None:
@@ -100,22 +90,17 @@ def _run_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from ddsm.checkpoint import load_supernet
-    from ddsm.search import run_search
     from ddsm.search.loop import saved_fractions
-    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions
+    from ddsm.search.setup import prepare_search
 
     # Tune gives each trial `cpus_per_trial` cores; more threads would fight the other trials for them.
     torch.set_num_threads(max(1, int(config["cpus"])))
     trial = Trial(config["space_file"], config["budget"], config["seed"])
     space = trial.space
     run = Path(config["runs"]) / trial.name
-    net = load_supernet(config["checkpoint"], device="cpu")
-    res = run_search(space, evaluator_factory=evaluator_factory(space, config["checkpoint"], config["featurenet"]),
-                     cost_per_width=cost_per_width(space, net, config["cost"]), out_dir=run, runner="serial",
-                     resume=(run / "search.json").exists(), progress=False, supernet=net.fingerprint,
-                     device=config["device"],
-                     transition_seeds=spectrum_transitions(space, config["checkpoint"], net))
+    prepared = prepare_search(space, config["checkpoint"], featurenet=config["featurenet"], cost_table=config["cost"])
+    res = prepared.run(run, runner="serial", resume=(run / "search.json").exists(), progress=False,
+                       device=config["device"])
     quality = space.objectives.quality
     tune.report({"generations": res.generations, "evaluations": len(res.evaluations), "computed": res.evaluated,
                  "front": len(res.front), "hypervolume": res.hypervolume,
@@ -138,21 +123,16 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
                                     for p in (checkpoint, featurenet, cost))
     trials = grid(space_files, budgets, seeds)
     net = load_supernet(checkpoint, device="cpu")
-    from ddsm.search.oracle import cost_per_width, evaluator_factory, untrained_message
-    from ddsm.search.problem import WidthProblem
+    from ddsm.search.setup import prepare_search
 
-    warned = set()
+    warned: list[str] = []
     for t in trials:  # everything a trial would refuse is refused here, before Tune starts
-        space = t.space
-        space.check_supernet(net.config.unet.widths, net.config.unet)
-        WidthProblem(space, cost_per_width(space, net, cost)).check_budget()
-        evaluator_factory(space, checkpoint, featurenet)
-        msg = untrained_message(space, net)
-        if msg and msg not in warned:
-            warned.add(msg)
-            print(msg, file=sys.stderr)
+        for msg in prepare_search(t.space, checkpoint, featurenet=featurenet, cost_table=cost, net=net).warnings:
+            if msg not in warned:
+                warned.append(msg)
+                print(msg, file=sys.stderr)
     identity = _identity(trials, net.fingerprint)
-    _check_folder(out, identity, resume)
+    _claim(out, identity, resume)
     if address is not None and address != "auto":
         from ddsm.search.ray_runner import check_address
 
@@ -208,9 +188,8 @@ def collect(out: Path, trials: list[Trial]) -> pd.DataFrame:
         run = out / "runs" / t.name
         row: dict[str, Any] = {"trial": t.name, "space": Path(t.space_file).name, "budget": t.budget, "seed": t.seed,
                                "run": str(run)}
-        state = run / "state.json"
-        if state.exists():
-            s = read_json(state, "search checkpoint")
+        s = read_state(run)
+        if s is not None:
             hist = s.get("history", [])
             last = hist[-1] if hist else {}
             row.update({"generations": int(s.get("generation", -1)) + 1, "front": last.get("front"),

@@ -50,14 +50,15 @@ from ddsm import load_data, load_supernet
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.resolution import alpha_bar_after_growth, downsample, grow, upsample
 from ddsm.io import write_atomic, write_json
-from ddsm.metrics.evaluator import FIDEvaluator, data_config_for
+from ddsm.checkpoint import data_config_for
+from ddsm.metrics.evaluator import FIDEvaluator
 from ddsm.metrics.fid import FID
 from ddsm.samplers.base import spaced_timesteps
-from ddsm.samplers.progressive import StepPlan
-from ddsm.search import SearchSpace, SerialRunner, run_search
+from ddsm.plan import StepPlan
+from ddsm.search import SearchConfig, SerialRunner
 from ddsm.search.front import hypervolume, pareto_front, reference_point
 from ddsm.search.log import parse_genome
-from ddsm.search.oracle import cost_per_width, evaluator_factory
+from ddsm.search.setup import prepare_search
 from ddsm.search.problem import WidthProblem
 from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
@@ -121,18 +122,16 @@ def residual_row(name: str, small: int, large: int, transform: str | None, B: in
 # ---------------------------------------------------------------------------- 3./4. searches and FID
 
 
-def search(space: SearchSpace, checkpoint: str, out: Path, transitions: list) -> dict:
-    net = load_supernet(checkpoint, device="cpu")
-    costs = cost_per_width(space, net)
-    runner = SerialRunner(evaluator_factory(space, checkpoint), decode=space.decode,
-                          quality=space.objectives.quality, device="cpu")
+def search(space: SearchConfig, checkpoint: str, out: Path, transitions: list) -> dict:
+    prepared = prepare_search(space, checkpoint)
+    runner = SerialRunner(prepared.factory, decode=space.decode, quality=space.objectives.quality, device="cpu")
     t0 = time.perf_counter()
-    res = run_search(space, cost_per_width=costs, out_dir=out, runner=runner, progress=True,
-                     supernet=net.fingerprint, resume=(out / "state.json").exists(), transition_seeds=transitions)
-    return {"result": res, "seconds": time.perf_counter() - t0, "problem": WidthProblem(space, costs)}
+    res = prepared.run(out, runner=runner, progress=True, resume=(out / "state.json").exists(),
+                       transition_seeds=transitions)
+    return {"result": res, "seconds": time.perf_counter() - t0, "problem": WidthProblem(space, prepared.costs)}
 
 
-def front_members(space: SearchSpace, run: dict) -> list[dict]:
+def front_members(space: SearchConfig, run: dict) -> list[dict]:
     rows = []
     for g, share in zip(run["result"].front["genome"], run["result"].front["share"]):
         genome = parse_genome(g)
@@ -143,7 +142,7 @@ def front_members(space: SearchSpace, run: dict) -> list[dict]:
 
 
 def plan_key(plan) -> tuple:
-    return plan.pairs() if isinstance(plan, StepPlan) else tuple((w, None) for w in plan)
+    return StepPlan.of(plan).pairs()
 
 
 def front_summary(rows: pd.DataFrame, ref: tuple[float, float], useful: tuple[float, float]) -> dict:
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(residual.to_string(index=False, float_format="{:.4g}".format))
     summary["residual"] = residual.to_dict(orient="records")
 
-    space_w, space_r = SearchSpace.load(args.width_space), SearchSpace.load(args.space)
+    space_w, space_r = SearchConfig.load(args.width_space), SearchConfig.load(args.space)
     shipped = load_supernet(args.checkpoint)
     unet = shipped.config.unet
     data = load_data(data_config_for(args.checkpoint), unet.image_size, unet.in_channels)
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in front_members(sp, r):
             rows.append({"set": f"{who}/{kind}", "supernet": who, **m})
     res_plans = {plan_key(m["plan"]): m for m in rows
-                 if isinstance(m["plan"], StepPlan) and min(m["plan"].resolutions) < unet.image_size}
+                 if m["plan"].resolutions is not None and min(m["plan"].resolutions) < unet.image_size}
     problem_r = runs[("trained", "width+resolution")]["problem"]
     for j, w in enumerate(space_r.widths):
         genome = (j,) * space_r.n_genes + tuple(rule_genes)
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["equal_cost"] = gap
 
     table["resolutions"] = [" ".join(map(str, s)) if s else "" for s in table["sides"]]
-    table["widths"] = [" ".join(f"{w:g}" for w in (p.widths if isinstance(p, StepPlan) else p)) for p in table["plan"]]
+    table["widths"] = [" ".join(f"{w:g}" for w in StepPlan.of(p).widths) for p in table["plan"]]
     table = table.drop(columns=["plan", "sides"])
     with pd.option_context("display.width", 160, "display.max_colwidth", 70, "display.float_format", "{:.4g}".format):
         print("\nfronts (FID, within budget)"); print(pd.DataFrame(summary["fronts"]).T.to_string())

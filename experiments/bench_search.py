@@ -41,25 +41,26 @@ import pandas as pd
 
 from ddsm import load_data, load_supernet
 from ddsm.io import write_atomic, write_json
-from ddsm.metrics.evaluator import FIDEvaluator, data_config_for
+from ddsm.checkpoint import data_config_for
+from ddsm.metrics.evaluator import FIDEvaluator
 from ddsm.metrics.featurenet import FeatureNet, train_featurenet
 from ddsm.metrics.fid import FID
-from ddsm.search import SearchSpace, SerialRunner, run_search
+from ddsm.search import SearchConfig, SerialRunner
 from ddsm.search.front import hypervolume, pareto_front, reference_point
 from ddsm.search.log import parse_genome
-from ddsm.search.oracle import cost_per_width, evaluator_factory
+from ddsm.search.setup import prepare_search
 from ddsm.search.problem import WidthProblem
 from ddsm.search.seeding import two_segment_seeds, uniform_seeds
 
 FRONT_COLUMNS = ["genome", "widths", "proxy", "cost", "share"]
 
 
-def serial_search(space: SearchSpace, checkpoint: str, costs: dict, out: Path, supernet: str) -> dict:
+def serial_search(space: SearchConfig, checkpoint: str, net, out: Path) -> dict:
     """One serial search; returns its result, wall time and the evaluator's sharing statistics."""
-    factory = evaluator_factory(space, checkpoint)
-    runner = SerialRunner(factory, decode=space.decode, quality=space.objectives.quality, device="cpu")
+    prepared = prepare_search(space, checkpoint, net=net)
+    runner = SerialRunner(prepared.factory, decode=space.decode, quality=space.objectives.quality, device="cpu")
     t0 = time.perf_counter()
-    res = run_search(space, cost_per_width=costs, out_dir=out, runner=runner, progress=True, supernet=supernet)
+    res = prepared.run(out, runner=runner, progress=True)
     seconds = time.perf_counter() - t0
     stats = runner.evaluator.stats
     return {"result": res, "seconds": seconds, "image_evals": stats.image_evals,
@@ -107,24 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     work = Path(args.work or tempfile.mkdtemp(prefix="ddsm-bench-search-"))
-    space = SearchSpace.load(args.space)
+    space = SearchConfig.load(args.space)
     net = load_supernet(args.checkpoint, device="cpu")
-    costs = cost_per_width(space, net)
-    problem = WidthProblem(space, costs)
+    prepared = prepare_search(space, args.checkpoint, net=net)
+    problem = WidthProblem(space, prepared.costs)
     runs: dict[str, dict] = {}
 
-    def variant(name: str, **changes) -> SearchSpace:
+    def variant(name: str, **changes) -> SearchConfig:
         data = space.model_dump(mode="json")
         for path, value in changes.items():
             section, key = path.split(".")
             data[section][key] = value
-        return SearchSpace.model_validate(data)
+        return SearchConfig.model_validate(data)
 
     plans = {"A": space, "B": variant("B", **{"evaluator.trajectory_cache_mb": 0.0}),
              "C": variant("C", **{"seeding.sensitivity": False})}
     for name, sp in plans.items():
         print(f"\n== search {name}")
-        runs[name] = serial_search(sp, args.checkpoint, costs, work / name, net.fingerprint)
+        runs[name] = serial_search(sp, args.checkpoint, net, work / name)
 
     A = runs["A"]
     front_a = A["result"].front[FRONT_COLUMNS].reset_index(drop=True)
@@ -159,15 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         from ddsm.search.ray_runner import RayRunner
 
         print("\n== search D (Ray)")
-        factory = evaluator_factory(space, args.checkpoint)
         t0 = time.perf_counter()
-        runner = RayRunner(factory, decode=space.decode, quality="proxy", workers=args.workers)
+        runner = RayRunner(prepared.factory, decode=space.decode, quality="proxy", workers=args.workers)
         try:
             info = runner.info()  # returns once every actor has built its evaluator
             startup = time.perf_counter() - t0
             t1 = time.perf_counter()
-            res = run_search(space, cost_per_width=costs, out_dir=work / "D", runner=runner, progress=True,
-                             supernet=net.fingerprint)
+            res = prepared.run(work / "D", runner=runner, progress=True)
             ray_seconds = time.perf_counter() - t1
         finally:
             runner.close()

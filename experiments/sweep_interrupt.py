@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default="experiments/results")
     args = ap.parse_args(argv)
-    from ddsm.search import SearchSpace
+    from ddsm.search import SearchConfig
 
-    generations = SearchSpace.load(args.space).generations
+    generations = SearchConfig.load(args.space).generations
     work = Path(args.work or tempfile.mkdtemp(prefix="ddsm-sweep-interrupt-"))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     straight, killed = work / "straight", work / "killed"

@@ -155,3 +155,16 @@ def test_missing_diffusers_gives_the_install_hint(net, monkeypatch):
         with pytest.raises(DDSMError, match="pip install diffusers") as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def test_a_step_plan_runs_in_diffusers_like_its_schedule_file(net):
+    from ddsm.integrations.diffusers import sample_with_diffusers
+    from ddsm.plan import StepPlan
+
+    cfg = SamplerConfig(kind="ddim", steps=4)
+    plan = StepPlan((0.25, 0.5, 1.0, 1.0))
+    sched = Schedule.for_model(net.config, cfg, plan)
+    a = sample_with_diffusers(net, plan, [0, 1], sampler=cfg)
+    assert torch.equal(a, sample_with_diffusers(net, sched, [0, 1]))
+    with pytest.raises(DDSMError, match="needs sampler="):
+        sample_with_diffusers(net, plan, [0])

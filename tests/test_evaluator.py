@@ -10,7 +10,8 @@ import torch
 
 from ddsm.checkpoint import Supernet
 from ddsm.errors import DDSMError
-from ddsm.metrics.evaluator import Evaluator, FIDEvaluator, ProxyEvaluator, SamplingEvaluator, data_config_for
+from ddsm.checkpoint import data_config_for
+from ddsm.metrics.evaluator import Evaluator, FIDEvaluator, ProxyEvaluator, SamplingEvaluator
 from ddsm.metrics.featurenet import train_featurenet
 from ddsm.metrics.fid import FID
 from ddsm.samplers import SamplerConfig, generate

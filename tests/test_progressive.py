@@ -14,7 +14,8 @@ from ddsm.errors import DDSMError
 from ddsm.metrics.evaluator import ProxyEvaluator
 from ddsm.samplers import SamplerConfig, generate, make_sampler
 from ddsm.samplers.batched import TrajectoryCache, generate_many
-from ddsm.samplers.progressive import ResolutionWarning, StepPlan, check_resolutions
+from ddsm.plan import StepPlan
+from ddsm.samplers.progressive import ResolutionWarning, check_resolutions
 from ddsm.schedule import Schedule
 
 STEPS = 6

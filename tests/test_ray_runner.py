@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from ddsm.errors import DDSMError
-from ddsm.search import SearchSpace, SyntheticEvaluatorFactory, make_runner, run_search
+from ddsm.search import SearchConfig, SyntheticEvaluatorFactory, make_runner, run_search
 
 ray = pytest.importorskip("ray")
 
 COSTS = {0.25: 1 / 16, 0.5: 1 / 4, 0.75: 9 / 16, 1.0: 1.0}
-SPACE = SearchSpace(sampler={"steps": 12}, segments=6, population=8, generations=4, budget=0.45, seed=5,
+SPACE = SearchConfig(sampler={"steps": 12}, segments=6, population=8, generations=4, budget=0.45, seed=5,
                     seeding={"n_random": 2, "knapsack_budgets": 3}, cache={"flush_seconds": 0})
 EXACT = ["generation", "genome", "widths", "proxy", "valid", "cost", "share", "constraint"]
 
@@ -36,7 +36,7 @@ def ray_runner():
 
 
 def search(out: Path, runner) -> Path:
-    run_search(SPACE, evaluator_factory=SyntheticEvaluatorFactory(), cost_per_width=COSTS, out_dir=out,
+    run_search(SPACE, evaluator_factory=SyntheticEvaluatorFactory(), costs=COSTS, out_dir=out,
                runner=runner, progress=False, device="cpu", chunk_size=2)
     return out
 

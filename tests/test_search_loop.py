@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ddsm.errors import DDSMError
-from ddsm.search import SearchSpace, SyntheticEvaluatorFactory, run_search
+from ddsm.search import SearchConfig, SyntheticEvaluatorFactory, run_search
 from ddsm.search.log import _EXACT_FLOATS
 from ddsm.search.synthetic import SyntheticEvaluator
 
@@ -23,16 +23,16 @@ COSTS = {0.25: 1 / 16, 0.5: 1 / 4, 0.75: 9 / 16, 1.0: 1.0}
 EXACT = ["generation", "genome", "widths", "proxy", "valid", "cost", "share", "constraint"]
 
 
-def tiny_space(**kw) -> SearchSpace:
+def tiny_space(**kw) -> SearchConfig:
     base = dict(sampler={"steps": 12}, segments=6, population=8, generations=5, budget=0.45, seed=3,
                 seeding={"n_random": 2, "knapsack_budgets": 3}, cache={"flush_seconds": 0})
     base.update(kw)
-    return SearchSpace(**base)
+    return SearchConfig(**base)
 
 
-def run(space: SearchSpace, out: Path, factory=SyntheticEvaluatorFactory(), **kw):
+def run(space: SearchConfig, out: Path, factory=SyntheticEvaluatorFactory(), **kw):
     kw.setdefault("supernet", "net-a")
-    return run_search(space, evaluator_factory=factory, cost_per_width=COSTS, out_dir=out, progress=False,
+    return run_search(space, evaluator_factory=factory, costs=COSTS, out_dir=out, progress=False,
                       device="cpu", chunk_size=2, **kw)
 
 
@@ -75,7 +75,7 @@ def test_serial_run_writes_a_front_within_budget(reference):
     out = reference("parquet")
     assert {"space.json", "search.json", "state.json", "front.csv", "front.json", "evaluations.parquet"} <= \
         {p.name for p in out.iterdir()}
-    space = SearchSpace.model_validate(json.loads((out / "space.json").read_text()))
+    space = SearchConfig.model_validate(json.loads((out / "space.json").read_text()))
     assert space == tiny_space(cache={"format": "parquet", "flush_seconds": 0})
     front = json.loads((out / "front.json").read_text())
     members = front["members"]
@@ -173,9 +173,9 @@ def test_more_generations_on_resume_equals_a_longer_run(tmp_path, reference):
 
 _CHILD = """
 import sys
-from ddsm.search import SearchSpace, SyntheticEvaluatorFactory, run_search
-space = SearchSpace.model_validate_json(sys.argv[1])
-run_search(space, evaluator_factory=SyntheticEvaluatorFactory(delay=0.15), cost_per_width={costs!r},
+from ddsm.search import SearchConfig, SyntheticEvaluatorFactory, run_search
+space = SearchConfig.model_validate_json(sys.argv[1])
+run_search(space, evaluator_factory=SyntheticEvaluatorFactory(delay=0.15), costs={costs!r},
            out_dir=sys.argv[2], progress=False, device="cpu", chunk_size=2, supernet="net-a")
 """
 
@@ -223,7 +223,7 @@ def test_resume_with_another_space_or_supernet_is_refused_untouched(reference, t
         run(tiny_space(cache={"format": "csv", "flush_seconds": 0}), out, resume=True, supernet="net-b")
     with pytest.raises(DDSMError, match="cost model"):
         run_search(tiny_space(), evaluator_factory=SyntheticEvaluatorFactory(), out_dir=out, resume=True,
-                   cost_per_width={**COSTS, 0.5: 0.3}, supernet="net-a", progress=False)
+                   costs={**COSTS, 0.5: 0.3}, supernet="net-a", progress=False)
     with pytest.raises(DDSMError, match="already holds a search; pass --resume"):
         run(tiny_space(), out)
     assert _snapshot(out) == before

@@ -10,14 +10,14 @@ from pymoo.operators.repair.rounding import RoundingRepair
 
 from ddsm.errors import DDSMError
 from ddsm.search.problem import INVALID_QUALITY, ResetMutation, WidthProblem, build_algorithm
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 
 COSTS = {0.25: 1 / 16, 0.5: 1 / 4, 0.75: 9 / 16, 1.0: 1.0}
 
 
 def make(**kw) -> WidthProblem:
     kw.setdefault("population", 8)
-    return WidthProblem(SearchSpace(**kw), COSTS)
+    return WidthProblem(SearchConfig(**kw), COSTS)
 
 
 def test_cost_share_and_constraint():
@@ -46,7 +46,7 @@ def test_budget_below_cheapest_schedule_is_refused():
 
 def test_missing_cost_is_named():
     with pytest.raises(DDSMError, match="no cost for width 0.75"):
-        WidthProblem(SearchSpace(population=4), {0.25: 1, 0.5: 2, 1.0: 4})
+        WidthProblem(SearchConfig(population=4), {0.25: 1, 0.5: 2, 1.0: 4})
 
 
 def _changed(mutation, n=800, n_var=120, seed=0):
@@ -91,7 +91,7 @@ def test_pm_mutation_rate_is_prob_var_times_chance_of_a_change(eta, rel):
 
 
 def test_nsga2_operators_are_integer_and_eliminate_duplicates():
-    space = SearchSpace(sampler={"steps": 6}, segments=3, population=12, mutation={"prob_var": 0.5})
+    space = SearchConfig(sampler={"steps": 6}, segments=3, population=12, mutation={"prob_var": 0.5})
     problem = WidthProblem(space, COSTS)
     algo = build_algorithm(space)
     from pymoo.core.termination import NoTermination
@@ -116,6 +116,6 @@ def test_nsga2_operators_are_integer_and_eliminate_duplicates():
 
 
 def test_mutation_settings_reach_the_operator():
-    space = SearchSpace(population=4, mutation={"operator": "pm", "prob": 0.7, "prob_var": 0.3, "eta": 5})
+    space = SearchConfig(population=4, mutation={"operator": "pm", "prob": 0.7, "prob_var": 0.3, "eta": 5})
     m = build_algorithm(space).mating.mutation
     assert isinstance(m, PM) and m.prob.value == 0.7 and m.prob_var.value == 0.3 and m.eta.value == 5

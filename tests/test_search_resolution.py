@@ -11,9 +11,9 @@ from ddsm.errors import DDSMError
 from ddsm.schedule import Schedule
 from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.search.seeding import initial_population
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 
-SPACE = SearchSpace(resolutions=(4, 8, 16), sampler={"kind": "ddim", "steps": 10}, segments=5, budget=0.6,
+SPACE = SearchConfig(resolutions=(4, 8, 16), sampler={"kind": "ddim", "steps": 10}, segments=5, budget=0.6,
                     population=8, seeding={"sensitivity": False, "n_random": 2})
 COSTS = {(w, r): w * w * r * r for w in SPACE.widths for r in SPACE.resolutions}
 
@@ -72,7 +72,7 @@ def test_seeding_tries_the_given_transitions_and_offspring_stay_canonical():
 ])
 def test_bad_resolution_spaces_are_refused(tmp_path, changes, needle):
     with pytest.raises(DDSMError, match=needle):
-        SearchSpace.load(write_space(tmp_path / "s.yaml", **changes))
+        SearchConfig.load(write_space(tmp_path / "s.yaml", **changes))
 
 
 def test_cli_search_export_and_sample_with_resolutions(tmp_path, trained_run):

@@ -1,4 +1,4 @@
-"""SearchSpace: YAML loading, one-line errors, gene layout, width checks, identity."""
+"""SearchConfig: YAML loading, one-line errors, gene layout, width checks, identity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ddsm.errors import DDSMError
-from ddsm.search.space import SearchSpace, check_widths
+from ddsm.search.config import SearchConfig, check_widths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def write(tmp_path: Path, data, name: str = "space.yaml") -> Path:
 
 @pytest.mark.parametrize("name", ["digits-smoke", "digits", "digits-progressive"])
 def test_shipped_spaces_load(name):
-    space = SearchSpace.load(ROOT / "search_spaces" / f"{name}.yaml")
+    space = SearchConfig.load(ROOT / "search_spaces" / f"{name}.yaml")
     assert space.sampler.kind == "ddim" and 20 <= space.sampler.steps <= 50
     assert sum(space.segment_lengths) == space.sampler.steps
     if name == "digits":
@@ -31,7 +31,7 @@ def test_shipped_spaces_load(name):
 def test_progressive_space_fits_the_shipped_resolution_aware_supernet():
     from ddsm.checkpoint import load_supernet
 
-    space = SearchSpace.load(ROOT / "search_spaces" / "digits-progressive.yaml")
+    space = SearchConfig.load(ROOT / "search_spaces" / "digits-progressive.yaml")
     net = load_supernet("digits-progressive")
     space.check_supernet(net.config.unet.widths, net.config.unet)
     assert set(space.resolutions) == set(net.trained_resolutions) == {8, 16}
@@ -39,7 +39,7 @@ def test_progressive_space_fits_the_shipped_resolution_aware_supernet():
 
 
 def test_smoke_space_is_tiny():
-    space = SearchSpace.load(ROOT / "search_spaces" / "digits-smoke.yaml")
+    space = SearchConfig.load(ROOT / "search_spaces" / "digits-smoke.yaml")
     assert space.sampler.steps == 20 and space.n_genes == 5 and space.population == 8 and space.generations == 3
 
 
@@ -60,18 +60,18 @@ def test_smoke_space_is_tiny():
 ])
 def test_bad_files_give_one_line_errors(tmp_path, data, needle):
     with pytest.raises(DDSMError) as e:
-        SearchSpace.load(write(tmp_path, data))
+        SearchConfig.load(write(tmp_path, data))
     msg = str(e.value)
     assert needle in msg and "\n" not in msg
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(DDSMError, match="cannot read"):
-        SearchSpace.load(tmp_path / "nope.yaml")
+        SearchConfig.load(tmp_path / "nope.yaml")
 
 
 def test_segments_are_contiguous_and_near_equal():
-    space = SearchSpace(sampler={"steps": 22}, segments=5, population=4)
+    space = SearchConfig(sampler={"steps": 22}, segments=5, population=4)
     assert space.segment_lengths == (5, 5, 4, 4, 4)
     widths = space.genes_to_widths((0, 1, 2, 3, 0))
     assert widths == [0.25] * 5 + [0.5] * 5 + [0.75] * 4 + [1.0] * 4 + [0.25] * 4
@@ -79,16 +79,16 @@ def test_segments_are_contiguous_and_near_equal():
 
 
 def test_one_gene_per_step_by_default():
-    space = SearchSpace(sampler={"steps": 6}, population=4)
+    space = SearchConfig(sampler={"steps": 6}, population=4)
     assert space.n_genes == 6 and space.genes_to_widths((3, 2, 1, 0, 0, 3)) == [1.0, 0.75, 0.5, 0.25, 0.25, 1.0]
 
 
 def test_widths_are_sorted_and_deduplicated():
-    assert SearchSpace(widths=[1.0, 0.5, 0.5, 0.25], population=4).widths == (0.25, 0.5, 1.0)
+    assert SearchConfig(widths=[1.0, 0.5, 0.5, 0.25], population=4).widths == (0.25, 0.5, 1.0)
 
 
 def test_bad_genomes_are_named():
-    space = SearchSpace(sampler={"steps": 4}, population=4)
+    space = SearchConfig(sampler={"steps": 4}, population=4)
     with pytest.raises(DDSMError, match=r"genome values \[4\] are not width indices; valid: 0..3"):
         space.genes_to_widths((0, 1, 2, 4))
     with pytest.raises(DDSMError, match="3 genes; this search space has 4"):
@@ -96,7 +96,7 @@ def test_bad_genomes_are_named():
 
 
 def test_width_check_against_supernet_names_the_unknown_width():
-    space = SearchSpace(widths=[0.3, 0.5, 1.0], population=4)
+    space = SearchConfig(widths=[0.3, 0.5, 1.0], population=4)
     with pytest.raises(DDSMError) as e:
         space.check_supernet((0.25, 0.5, 0.75, 1.0))
     assert "0.3" in str(e.value) and "[0.25, 0.5, 0.75, 1.0]" in str(e.value)
@@ -104,7 +104,7 @@ def test_width_check_against_supernet_names_the_unknown_width():
 
 
 def test_fingerprint_ignores_generations_and_cache_only():
-    base = SearchSpace(population=4)
-    assert base.fingerprint() == SearchSpace(population=4, generations=99, cache={"format": "csv"}).fingerprint()
-    assert base.fingerprint() != SearchSpace(population=4, budget=0.4).fingerprint()
-    assert base.fingerprint() != SearchSpace(population=4, evaluator={"num_samples": 64}).fingerprint()
+    base = SearchConfig(population=4)
+    assert base.fingerprint() == SearchConfig(population=4, generations=99, cache={"format": "csv"}).fingerprint()
+    assert base.fingerprint() != SearchConfig(population=4, budget=0.4).fingerprint()
+    assert base.fingerprint() != SearchConfig(population=4, evaluator={"num_samples": 64}).fingerprint()

@@ -12,7 +12,7 @@ from ddsm.search.seeding import (
     initial_population, integerise, knapsack_seeds, random_seed, sensitivity_probes, sensitivity_table,
     solve_mckp, two_segment_seeds, uniform_seeds,
 )
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 from ddsm.search.synthetic import SyntheticEvaluator
 
 COSTS = {0.25: 1 / 16, 0.5: 1 / 4, 0.75: 9 / 16, 1.0: 1.0}
@@ -52,7 +52,7 @@ def test_knapsack_infeasible_and_infinite_choices():
 
 
 def test_integerised_costs_never_exceed_the_real_budget():
-    p = WidthProblem(SearchSpace(sampler={"steps": 23}, segments=7, population=4), COSTS)
+    p = WidthProblem(SearchConfig(sampler={"steps": 23}, segments=7, population=4), COSTS)
     shares = p.gene_costs / p.full_cost
     for b in (0.1, 0.33, 0.5, 0.77):
         units, cap = integerise(shares, b)
@@ -64,7 +64,7 @@ def space(**kw):
     base = dict(sampler={"steps": 20}, segments=5, population=12, budget=0.5,
                 seeding={"n_random": 3, "knapsack_budgets": 4})
     base.update(kw)
-    return SearchSpace(**base)
+    return SearchConfig(**base)
 
 
 def scorer(sp):

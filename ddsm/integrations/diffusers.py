@@ -45,6 +45,7 @@ from ddsm.checkpoint import Supernet, load_supernet
 from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
+from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
@@ -160,6 +161,17 @@ def use_ddsm_alpha_bar(scheduler: Any, noise: NoiseSchedule) -> None:
 # -- the denoiser
 
 
+def as_schedule(net: Supernet, schedule: Schedule | StepPlan, sampler: SamplerConfig | None = None) -> Schedule:
+    """A Schedule as it is, or a StepPlan (or width list) made one for ``sampler`` on ``net``."""
+    if isinstance(schedule, Schedule):
+        if sampler is not None and sampler != schedule.sampler:
+            raise DDSMError("a schedule file fixes its sampler; drop sampler= or pass the plan instead")
+        return schedule
+    if sampler is None:
+        raise DDSMError("a StepPlan needs sampler=SamplerConfig(...) to say which sampler it is for")
+    return Schedule.for_model(net.config, sampler, StepPlan.of(schedule))
+
+
 class ScheduledDenoiser(torch.nn.Module):
     """A supernet that runs each sampling step at the width a schedule gives it.
 
@@ -169,10 +181,11 @@ class ScheduledDenoiser(torch.nn.Module):
     diffusers scheduler; only the width changes per step.
     """
 
-    def __init__(self, net: Supernet, schedule: Schedule) -> None:
+    def __init__(self, net: Supernet, schedule: Schedule | StepPlan, sampler: SamplerConfig | None = None) -> None:
         super().__init__()
         if not isinstance(net, Supernet):
             raise DDSMError(f"ScheduledDenoiser needs a ddsm Supernet (from load_supernet), got {type(net).__name__}")
+        schedule = as_schedule(net, schedule, sampler)
         # A schedule for another supernet (fingerprint, widths, step count or
         # timesteps) is one DDSMError naming every mismatch.
         schedule.check(net.config)
@@ -231,9 +244,10 @@ class ScheduledDenoiser(torch.nn.Module):
 @torch.no_grad()
 def sample_with_diffusers(
     net: Supernet,
-    schedule: Schedule,
+    schedule: Schedule | StepPlan,
     seeds: Sequence[int],
     *,
+    sampler: SamplerConfig | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
@@ -242,15 +256,16 @@ def sample_with_diffusers(
     Seeding is ddsm's: sample i draws its initial noise and then each step's
     noise from its own ``torch.Generator().manual_seed(seeds[i])`` on the CPU,
     so an image depends on its seed only (not on the batch or the device), and
-    equals ``ddsm.samplers.generate`` with the same schedule and seeds.
+    equals ``ddsm.samplers.generate`` with the same schedule and seeds. A
+    :class:`~ddsm.plan.StepPlan` runs with ``sampler`` (its settings).
     ``device`` defaults to the supernet's; the supernet is moved there for the
     call and back afterwards.
     """
     if batch_size <= 0:
         raise DDSMError(f"batch_size must be positive, got {batch_size}")
-    denoiser = ScheduledDenoiser(net, schedule)  # checks the schedule against the supernet
+    denoiser = ScheduledDenoiser(net, schedule, sampler)  # checks the schedule against the supernet
     scheduler = denoiser.make_scheduler()
-    cfg = schedule.sampler
+    cfg = denoiser.schedule.sampler
     home = next(net.model.parameters()).device
     device = torch.device(device) if device is not None else home
     c, s = net.config.unet.in_channels, net.config.unet.image_size

@@ -4,8 +4,8 @@ Contract of :class:`Evaluator` (implement it to plug in your own metric):
 
 - ``metrics``: the names of the metric columns; every metric is *lower is
   better*.
-- ``evaluate(schedules)`` takes ``Schedule`` objects or plain per-step width
-  lists and returns a ``pandas.DataFrame`` with one row per input schedule,
+- ``evaluate(schedules)`` takes :class:`~ddsm.plan.StepPlan`, ``Schedule``
+  objects or plain per-step width lists and returns a ``pandas.DataFrame`` with one row per input schedule,
   in input order, holding a float column per metric, a bool ``valid`` and a
   str ``error`` ('' when valid).
 - A candidate that cannot be scored (its samples contain NaN or inf, its
@@ -32,14 +32,12 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Sequence, Union
 
 import pandas as pd
 import torch
 
-from ddsm.checkpoint import Supernet, resolve_checkpoint
-from ddsm.config import DataConfig, RunConfig, load_yaml, validate
+from ddsm.checkpoint import Supernet
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.metrics.featurenet import FeatureNet
@@ -48,7 +46,8 @@ from ddsm.metrics.proxy import TeacherProxy
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.batched import SharingStats, TrajectoryCache, generate_many, step_plan
 from ddsm.samplers.loop import make_sampler
-from ddsm.samplers.progressive import StepPlan, warn_untrained
+from ddsm.plan import StepPlan
+from ddsm.samplers.progressive import warn_untrained
 from ddsm.schedule import Schedule
 
 Candidate = Union[Schedule, StepPlan, Sequence[float]]
@@ -86,8 +85,7 @@ class SamplingEvaluator(Evaluator):
         self.seeds = list(range(seed, seed + num))
         self.batch_size, self.max_call_images, self.progress = batch_size, max_call_images, progress
         # A fused call grows with the number of distinct states: the linear proxy's 61 probe states x 256 seeds
-        # made 15.6k-image calls that held ~7 GB. Capped at 2,048 images, its setup took 521 s instead of 643 s
-        # (experiments/results/oracle-uncapped-calls.json against oracle.json).
+        # made 15.6k-image calls that held ~7 GB; capped at 2,048 images they fit and ran faster (measured).
         self.fuse = fuse  # one denoiser call per width and step (False: per state, batch-invariant results)
         # States of earlier calls, so a candidate starts after the deepest prefix already computed.
         self.cache = TrajectoryCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
@@ -197,16 +195,3 @@ class ProxyEvaluator(SamplingEvaluator):
 
     def score(self, samples: torch.Tensor) -> dict[str, float]:
         return self.proxy.score(samples)
-
-
-# ---------------------------------------------------------------------------- data of a checkpoint
-
-
-def data_config_for(checkpoint: str | Path) -> DataConfig:
-    """The data a supernet was trained on: its run folder's config.json, else the default (digits)."""
-    path = resolve_checkpoint(checkpoint)
-    for folder in (path.parent, path.parent.parent):  # a run folder, or its snapshots/ subfolder
-        run_config = folder / "config.json"
-        if run_config.is_file():
-            return validate(RunConfig, load_yaml(run_config), source=str(run_config)).data
-    return DataConfig()

@@ -20,7 +20,7 @@ call at all:
 It is exact for a schedule that narrows one step, keeps the cross terms
 between steps (a vector sum, not a sum of scalar penalties), and drifts from
 the exact proxy as many steps are narrowed together and the perturbations
-stop adding linearly; ``experiments/bench_oracle.py`` measures its rank
+stop adding linearly; the ``bench_metrics`` experiment measures its rank
 agreement with the exact proxy and with FID. Use it as the search's fitness
 when evaluations dominate, and confirm the front with the exact proxy or FID.
 """

@@ -15,8 +15,8 @@ how much they alter what the image shows rather than by raw pixel energy.
 Because it compares paired samples rather than two distributions, its
 sampling noise is far smaller than FID's, so a few dozen samples may rank
 schedules that FID needs hundreds or thousands for ("relative FID" in
-Flexiffusion makes the same bet; experiments/bench_oracle.py measures how well
-the two agree). It is blind to failures the teacher shares, and it penalises
+Flexiffusion makes the same bet; how well the two agree is measured by the
+``bench_metrics`` experiment). It is blind to failures the teacher shares, and it penalises
 any departure from the teacher, even a better-looking one; FID confirms the front.
 
 The teacher is the widest net at every step. Its samples are computed once,
@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from ddsm.config import width_index
 from ddsm.errors import DDSMError
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.nn.unet import SlimUNet
@@ -85,7 +86,7 @@ class TeacherProxy:
     def is_teacher(self, widths: Sequence) -> bool:
         """Whether ``widths`` is the teacher's own schedule (a resolution plan, of (width, side) pairs, never is)."""
         return len(widths) == len(self.teacher_widths) and all(
-            not isinstance(a, tuple) and abs(a - b) < 1e-9 for a, b in zip(widths, self.teacher_widths))
+            not isinstance(a, tuple) and width_index(a, (b,)) is not None for a, b in zip(widths, self.teacher_widths))
 
     @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsm.config import UNetConfig
+from ddsm.config import UNetConfig, width_index
 from ddsm.errors import DDSMError
 from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
 
@@ -205,15 +205,15 @@ class SlimUNet(nn.Module):
 
     def check_width(self, width: float) -> float:
         """Return ``width`` as the supernet's own float, or raise naming the valid set."""
-        for w in self.config.widths:
-            if abs(float(width) - w) < 1e-9:
-                return w
+        i = width_index(width, self.config.widths)
+        if i is not None:
+            return self.config.widths[i]
         raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(self.config.widths)}")
 
     def set_active_width(self, width: float) -> "SlimUNet":
         """Run every layer at ``width`` (one of ``config.widths``) from now on."""
         if self.static_width is not None:
-            if abs(width - self.static_width) > 1e-9:
+            if width_index(width, (self.static_width,)) is None:
                 raise DDSMError(f"this is a fixed-width subnet at {self.static_width}; cannot run at width {width}")
             return self
         self._width = self.check_width(width)

@@ -19,7 +19,7 @@ than calling :func:`~ddsm.samplers.loop.generate` once per candidate:
   samples are then bit-identical whatever other candidates share the call,
   whatever the cache held, so a search gives the same numbers serial or on
   Ray, interrupted or not. On a CPU the two run at about the same speed
-  (``experiments/bench_oracle.py`` measures it); fusing pays on a GPU.
+  (the ``bench_metrics`` experiment measures it); fusing pays on a GPU.
 
 Stochastic samplers (DDPM, DDIM with eta > 0) draw each sample's step noise
 once per step from that sample's generator and give the same noise to every
@@ -43,7 +43,8 @@ from ddsm.errors import DDSMError
 from ddsm.nn.unet import SlimUNet
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps
-from ddsm.samplers.progressive import StepPlan, check_resolutions, enter_growth, family_transform, to_side
+from ddsm.plan import StepPlan
+from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 
 
 @dataclass
@@ -128,16 +129,9 @@ Step = tuple[float, int]  # (width, side) of one sampling step
 
 def step_plan(schedule, num_steps: int, model: SlimUNet) -> tuple[Step, ...]:
     """One (width, side) per step from a width list, a :class:`StepPlan` or a list of (width, side) pairs."""
-    if isinstance(schedule, StepPlan):
-        widths, sides = list(schedule.widths), list(schedule.resolutions)
-    else:
-        items = list(schedule)
-        if items and isinstance(items[0], (tuple, list)):
-            widths, sides = [float(p[0]) for p in items], [int(p[1]) for p in items]
-        else:
-            widths, sides = items, None
-    ws = per_step_widths(widths, num_steps, model)
-    return tuple(zip(ws, check_resolutions(sides, model.config, num_steps)))
+    plan = StepPlan.of(schedule)
+    ws = per_step_widths(list(plan.widths), num_steps, model)
+    return tuple(zip(ws, check_resolutions(plan.resolutions, model.config, num_steps)))
 
 
 @torch.no_grad()
@@ -158,7 +152,7 @@ def generate_many(
     """Sample every schedule on the same seeds; returns float32 CPU (K, N, C, H, W).
 
     ``schedules[k]`` is candidate k's per-step widths, or a
-    :class:`~ddsm.samplers.progressive.StepPlan` / list of (width, side)
+    :class:`~ddsm.plan.StepPlan` / list of (width, side)
     pairs for a resolution schedule. Seeds are processed ``batch_size`` at a
     time. ``fuse``: one denoiser call per step, width and side holding every
     distinct state that runs it (up to ``max_call_images`` images per call

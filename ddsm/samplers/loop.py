@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -11,10 +11,14 @@ from tqdm.auto import tqdm
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.nn.unet import SlimUNet
+from ddsm.plan import StepPlan
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ddsm.schedule import Schedule
 
 SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
 
@@ -82,11 +86,25 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 # -- the loop
 
 
+def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
+    # A Schedule fixes the sampler it was made for; a plan carries its sides.
+    if hasattr(widths, "sampler") and hasattr(widths, "plan"):
+        if widths.sampler != sampler.config:
+            raise DDSMError(f"schedule is for sampler {widths.sampler.model_dump()}, but this sampler is "
+                            f"{sampler.config.model_dump()}; build the sampler from the schedule's settings")
+        widths = widths.plan()
+    if isinstance(widths, StepPlan):
+        if resolutions is not None and widths.resolutions is not None and tuple(resolutions) != widths.resolutions:
+            raise DDSMError("give the sides once: in the StepPlan or as resolutions=, not both")
+        return list(widths.widths), widths.resolutions if resolutions is None else resolutions
+    return widths, resolutions
+
+
 @torch.no_grad()
 def generate(
     model: SlimUNet,
     sampler: Sampler,
-    widths: float | Sequence[float],
+    widths: "float | Sequence[float] | StepPlan | Schedule",
     seeds: Sequence[int],
     *,
     resolutions: Sequence[int] | None = None,
@@ -96,11 +114,15 @@ def generate(
 ) -> torch.Tensor:
     """Sample one image per seed; step i runs the supernet at ``widths[i]`` on a state of side ``resolutions[i]``.
 
-    ``resolutions`` (None: the image size throughout) never decreases and ends
-    at the image size; see :mod:`ddsm.samplers.progressive`. Returns a float32
-    CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
+    ``widths`` is one width for every step, a per-step list, a
+    :class:`~ddsm.plan.StepPlan` or a :class:`~ddsm.schedule.Schedule` (whose
+    sampler settings must be the sampler's); a plan or schedule brings its own
+    sides. ``resolutions`` (None: the image size throughout) never decreases
+    and ends at the image size; see :mod:`ddsm.samplers.progressive`. Returns
+    a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
     """
     steps = visited_timesteps(sampler)
+    widths, resolutions = _widths_and_sides(widths, resolutions, sampler)
     plan = per_step_widths(widths, len(steps), model)
     sides = check_resolutions(resolutions, model.config, len(steps))
     transform = family_transform(model.config, transform)

@@ -26,7 +26,6 @@ projections to any side nest and every plan sees the same low bands.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -41,18 +40,6 @@ from ddsm.samplers.base import Sampler
 
 class ResolutionWarning(UserWarning):
     """A resolution schedule runs a supernet at sides it was not trained at (training-free mode)."""
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """A candidate with a width and a resolution per sampling step (noisiest step first)."""
-
-    widths: tuple[float, ...]
-    resolutions: tuple[int, ...]
-
-    def pairs(self) -> tuple[tuple[float, int], ...]:
-        """(width, side) per step: the form the batched sampler keys its prefix tree on."""
-        return tuple(zip(self.widths, self.resolutions))
 
 
 def check_resolution_set(sides: Sequence[int], config: UNetConfig, *, where: str = "resolutions") -> tuple[int, ...]:

@@ -1,22 +1,28 @@
 """Search a network width for every sampling step: NSGA-II over a slimmable supernet, under a cost budget.
 
-``SearchSpace`` (YAML) says what is searched; ``run_search`` runs the
-cached, checkpointed ask/tell loop with a serial or Ray runner and writes the
-Pareto front. Ray is imported only when a Ray runner is built
-(``from ddsm.search.ray_runner import RayRunner``, or ``ddsm.search.RayRunner``).
+``SearchConfig`` (YAML) says what is searched and how; ``prepare_search``
+checks it against a supernet checkpoint and builds the costs and the
+evaluator factory; ``run_search`` runs the cached, resumable ask/tell loop
+with a serial or Ray runner and writes the search folder
+(:mod:`ddsm.search.folder`, read back with ``load_search``). Ray is imported
+only when a Ray runner is built (``from ddsm.search.ray_runner import
+RayRunner``, or ``ddsm.search.RayRunner``).
 """
 
+from ddsm.search.config import SearchConfig, check_widths, shipped_spaces
+from ddsm.search.folder import SearchRun, load_search
 from ddsm.search.loop import SearchResult, run_search
 from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.search.runners import Runner, SerialRunner, make_runner
 from ddsm.search.seeding import initial_population, solve_mckp
-from ddsm.search.space import SearchSpace, check_widths
+from ddsm.search.setup import PreparedSearch, prepare_search
 from ddsm.search.synthetic import SyntheticEvaluator, SyntheticEvaluatorFactory
 
 __all__ = [
-    "RayRunner", "Runner", "SearchResult", "SearchSpace", "SerialRunner", "SyntheticEvaluator",
-    "SyntheticEvaluatorFactory", "WidthProblem", "build_algorithm", "check_widths", "initial_population",
-    "make_runner", "run_search", "solve_mckp",
+    "PreparedSearch", "RayRunner", "Runner", "SearchConfig", "SearchResult", "SearchRun", "SerialRunner",
+    "SyntheticEvaluator", "SyntheticEvaluatorFactory", "WidthProblem", "build_algorithm", "check_widths",
+    "initial_population", "load_search", "make_runner", "prepare_search", "run_search", "shipped_spaces",
+    "solve_mckp",
 ]
 
 

@@ -16,16 +16,8 @@ its resume, comparable.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
-
-from ddsm.io import write_atomic, write_json
-from ddsm.search.log import parse_genome
-
-FRONT_VERSION = 1
 
 
 def pareto_front(rows: list[dict], *, quality: str) -> list[dict]:
@@ -59,25 +51,6 @@ def hypervolume(front: list[dict], *, quality: str, ref: tuple[float, float]) ->
 def front_frame(front: list[dict], *, quality: str) -> pd.DataFrame:
     """The front as a table: one member per row, cheapest first."""
     cols = ["genome", "widths", quality, "cost", "share", "generation"]
-    if any(_has_resolutions(r) for r in front):
+    if any(isinstance(r.get("resolutions"), str) and r["resolutions"] for r in front):
         cols.insert(2, "resolutions")
     return pd.DataFrame([{c: r[c] for c in cols} for r in front], columns=cols)
-
-
-def _has_resolutions(row: dict) -> bool:
-    v = row.get("resolutions")
-    return isinstance(v, str) and bool(v)
-
-
-def write_front(folder: str | Path, front: list[dict], *, quality: str, meta: dict[str, Any]) -> None:
-    """Write ``front.csv`` and ``front.json`` (widths per member, quality, cost, budget share) atomically."""
-    folder = Path(folder)
-    df = front_frame(front, quality=quality)
-    write_atomic(folder / "front.csv", lambda p: df.to_csv(p, index=False))
-    members = [{"genome": list(parse_genome(r["genome"])),
-                "widths": [float(w) for w in str(r["widths"]).split(",")],
-                **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
-                quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
-               for r in front]
-    write_json(folder / "front.json", {"kind": "ddsm.search_front", "schema_version": FRONT_VERSION, **meta,
-                                       "members": members})

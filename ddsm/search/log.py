@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from ddsm.cost.model import SHARE_TOL
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic
 
@@ -160,4 +161,4 @@ class EvaluationLog:
     def feasible(self, budget: float) -> list[dict]:
         """Rows that were scored and fit the budget."""
         return [r for r in self.rows if r["valid"] and math.isfinite(r[self.quality]) and r["constraint"] <= 0.0
-                and r["share"] <= budget + 1e-12]
+                and r["share"] <= budget + SHARE_TOL]

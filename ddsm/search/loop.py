@@ -1,22 +1,13 @@
-"""The search loop: NSGA-II ask/tell over width schedules, cached, checkpointed, resumable.
+"""The search loop: NSGA-II ask/tell over width schedules, cached, its state saved every generation, resumable.
 
 One generation: ``ask`` NSGA-II for genomes; answer those already in the
 evaluation log from it and send the rest to the runner (serial or Ray);
 append the new rows to the log; hand F and G to pymoo (``StaticProblem`` +
-``Evaluator``); ``tell``; then write the Pareto front and the checkpoint.
+``Evaluator``); ``tell``; then write the Pareto front and the search state.
 Generation 0 is the seeded first population; the seeding probes are logged
 as generation -1.
 
-The run folder (``out_dir``):
-
-- ``space.json``: the resolved search space, written before any work;
-- ``search.json``: what the folder belongs to: the search-space hash, the
-  supernet fingerprint and the cost-model hash (a resume with another one of
-  these is refused before anything in the folder changes);
-- ``evaluations.parquet`` (or ``.csv``): the evaluation log and cache;
-- ``state.json``: the NSGA-II checkpoint after the last finished generation,
-  with the hypervolume reference point and per-generation statistics;
-- ``front.csv`` / ``front.json``: the current Pareto front.
+The run folder (``out_dir``) and its files are :mod:`ddsm.search.folder`'s.
 
 Resume: restore ``state.json`` (algorithm re-bound to the problem, generator
 state restored) and continue; the generation that was cut short is asked
@@ -42,17 +33,18 @@ from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 from tqdm.auto import tqdm
 
+from ddsm.cost.model import CostModel
 from ddsm.errors import DDSMError
-from ddsm.io import write_json
-from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point, write_front
+from ddsm.plan import StepPlan
+from ddsm.search.folder import SearchFolder
+from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point
 from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, widths_text
-from ddsm.search.problem import WidthProblem, build_algorithm, cost_hash
+from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.search.runners import EvaluatorFactory, Runner, make_runner
 from ddsm.search.seeding import initial_population
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state, restore, save_state
 
-SEARCH_VERSION = 1
 SEED_GENERATION = -1  # generation recorded for the seeding probes
 
 
@@ -141,49 +133,16 @@ class _Evaluations:
         return row
 
 
-def _check_folder(out: Path, identity: dict[str, Any], resume: bool) -> None:
-    """Refuse a folder holding another search (or any search, without resume) before writing to it."""
-    manifest = out / "search.json"
-    if not manifest.exists():
-        if resume:
-            raise DDSMError(f"cannot resume: {str(out)!r} holds no search (no search.json); start without --resume")
-        return
-    if not resume:
-        raise DDSMError(f"{str(out)!r} already holds a search; pass --resume to continue it or choose another folder")
-    import json
-
-    try:
-        saved = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DDSMError(f"cannot read {str(manifest)!r}: {e}") from None
-    names = {"space": "search space", "supernet": "supernet", "costs": "cost model"}
-    diff = [f"{names[k]} {saved.get(k)!s} (folder) vs {identity[k]!s} (now)" for k in names
-            if saved.get(k) != identity[k]]
-    if diff:
-        raise DDSMError(f"cannot resume {str(out)!r}: it belongs to another search; differs in: {'; '.join(diff)}")
-
-
-def _plan(x) -> tuple:
-    return tuple(x) if not hasattr(x, "pairs") else x.pairs()
-
-
-def _cost_keys(space: SearchSpace, costs: Sequence[float]) -> dict[str, float]:
-    if space.resolutions is None:
-        return {repr(w): c for w, c in zip(space.widths, costs)}
-    keys = [(w, r) for w in space.widths for r in space.resolutions]
-    return {f"{w!r}@{r}": c for (w, r), c in zip(keys, costs)}
-
-
-def _resolution_column(space: SearchSpace, genome: Sequence[int]) -> dict:
+def _resolution_column(space: SearchConfig, genome: Sequence[int]) -> dict:
     sides = space.genes_to_resolutions(genome)
     return {} if sides is None else {"resolutions": " ".join(str(r) for r in sides)}
 
 
 def run_search(
-    space: SearchSpace,
+    space: SearchConfig,
     *,
     evaluator_factory: EvaluatorFactory | None = None,
-    cost_per_width: Mapping[float, float],
+    costs: CostModel | Mapping,
     out_dir: str | Path,
     runner: str | Runner = "serial",
     workers: int = 1,
@@ -199,21 +158,23 @@ def run_search(
     """Search a width per sampling step under ``space.budget``; see the module docstring.
 
     ``evaluator_factory(device=...)`` builds the evaluator (once per worker);
-    ``cost_per_width`` is the cost of one denoiser call at each width (from
-    the CostTable, in the unit of ``space.objectives.cost``); ``supernet`` is
+    ``costs`` prices one denoiser call at each width (and side): a
+    :class:`~ddsm.cost.CostModel` in the unit of ``space.objectives.cost``, or
+    a mapping ``{width: cost}`` / ``{(width, side): cost}``; ``supernet`` is
     the checkpoint's fingerprint, recorded so a resume with another supernet
     is refused. ``runner`` is ``'serial'``, ``'ray'`` (``workers`` actors,
     local Ray or ``address``; ``ray_options`` go to :class:`RayRunner`) or a
     ready :class:`Runner`, which is then not closed here. ``transition_seeds``
     (resolution spaces) are transition genes the first population tries, e.g.
-    the power-spectrum rule's (:func:`ddsm.spectrum.rule_transitions`).
+    the power-spectrum rule's (:func:`ddsm.search.setup.spectrum_transitions`).
     """
     out = Path(out_dir)
-    problem = WidthProblem(space, cost_per_width)
+    folder = SearchFolder(out)
+    problem = WidthProblem(space, costs)
     problem.check_budget()
     quality = space.objectives.quality
-    identity = {"space": space.fingerprint(), "supernet": supernet, "costs": cost_hash(problem.call_costs)}
-    _check_folder(out, identity, resume)
+    identity = folder.identity(space, supernet, problem.costs)
+    folder.claim(identity, resume=resume)
     if isinstance(runner, str) and runner not in ("serial", "ray"):
         raise DDSMError(f"runner {runner!r} is not one of serial, ray")
     if isinstance(runner, str) and evaluator_factory is None:
@@ -222,18 +183,12 @@ def run_search(
         # every width, if genes allow, and a growth at every transition gene's step
         probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes)) + tuple(
             range(1, space.n_resolution_genes + 1))
-        if runner.quality != quality or _plan(runner.decode(probe)) != _plan(space.decode(probe)):
+        if runner.quality != quality or StepPlan.of(runner.decode(probe)) != space.decode(probe):
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
                             f"this one (quality {quality!r}); build it with decode=space.decode")
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "space.json", space.model_dump(mode="json"))
-    write_json(out / "search.json", {"kind": "ddsm.search", "schema_version": SEARCH_VERSION, **identity,
-                                     "objectives": space.objectives.model_dump(), "budget": space.budget,
-                                     "cost_per_width": _cost_keys(space, problem.call_costs),
-                                     "full_cost": problem.full_cost})
-
-    log = EvaluationLog(out, quality=quality, format=space.cache.format, flush_seconds=space.cache.flush_seconds)
+    folder.start(space, identity, problem.costs)
+    log = folder.log(space)
     made: list[Runner] = []
 
     def sharing() -> dict | None:
@@ -250,7 +205,7 @@ def run_search(
         return made[0]
 
     evaluate = _Evaluations(problem, log, get_runner)
-    state_path = out / "state.json"
+    state_path = folder.state_path
     meta = {"space": identity["space"], "supernet": supernet, "objectives": space.objectives.model_dump(),
             "budget": space.budget, "full_cost": problem.full_cost}
     bar = None
@@ -306,7 +261,7 @@ def run_search(
                      "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0,
                      **saved_fractions(sharing())}
             history.append(stats)
-            write_front(out, front, quality=quality, meta={**meta, "generation": generation})
+            folder.write_front(front, quality=quality, meta={**meta, "generation": generation})
             save_state(state_path, algorithm, generation=generation,
                        extra={**{k: identity[k] for k in identity}, "hv_ref": list(hv_ref), "history": history})
             bar.update(1)

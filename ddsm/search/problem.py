@@ -4,8 +4,8 @@ Objectives (both minimised): ``F = [quality, cost share]``, where the cost
 share is the schedule's cost divided by the full-width schedule's cost (the
 sum over sampling steps of the cost of one denoiser call at that step's
 width). One inequality constraint carries the budget: ``G = share - budget
-<= 0`` — the brief's ``cost - budget * full <= 0`` divided by ``full``, so
-the constraint violation reads as a share of the full cost. A candidate the
+<= 0`` — ``cost - budget * full <= 0`` divided by ``full``, so the
+constraint violation reads as a share of the full cost. A candidate the
 evaluator could not score (``valid`` False) gets ``G += 1``: infeasible
 whatever its cost, so NSGA-II's constraint-first tournament discards it.
 
@@ -24,7 +24,6 @@ per gene, so about one gene in a million mutated. Two integer mutations:
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -37,40 +36,12 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
+from ddsm.cost.model import SHARE_TOL, CostModel
 from ddsm.errors import DDSMError
-from ddsm.io import stable_hash
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 
 #: quality given to candidates the evaluator could not score (finite, so crowding stays defined)
 INVALID_QUALITY = 1e30
-
-
-def check_costs(space: SearchSpace, cost_per_width: Mapping) -> tuple[float, ...]:
-    """Cost of one denoiser call per search width (in ``space.widths`` order), validated.
-
-    With ``space.resolutions`` the keys are (width, side) pairs and the result
-    is width-major: every side of the narrowest width first.
-    """
-    sides = space.resolutions or (None,)
-    known = {(float(k[0]), int(k[1])) if isinstance(k, tuple) else (float(k), None): float(v)
-             for k, v in cost_per_width.items()}
-    out = []
-    for w in space.widths:
-        for r in sides:
-            match = [v for (kw, kr), v in known.items() if abs(kw - w) < 1e-9 and kr == r]
-            what = f"width {w:g}" + ("" if r is None else f" at resolution {r}")
-            if not match:
-                raise DDSMError(f"cost_per_width has no cost for {what}; the search space needs widths "
-                                f"{list(space.widths)}" + ("" if r is None else f" at resolutions {list(sides)}"))
-            if not (math.isfinite(match[0]) and match[0] > 0):
-                raise DDSMError(f"cost of {what} is {match[0]!r}; costs must be positive and finite")
-            out.append(match[0])
-    return tuple(out)
-
-
-def cost_hash(costs: Sequence[float]) -> str:
-    """Identity of a cost model (floats as exact hex strings)."""
-    return stable_hash([float(c).hex() for c in costs])
 
 
 class WidthProblem(Problem):
@@ -81,18 +52,18 @@ class WidthProblem(Problem):
     callable (genomes -> values), the problem also works with ``pymoo.optimize.minimize``.
     """
 
-    def __init__(self, space: SearchSpace, cost_per_width: Mapping[float, float], *,
+    def __init__(self, space: SearchConfig, costs: CostModel | Mapping, *,
                  quality: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.space = space
-        self.call_costs = check_costs(space, cost_per_width)
+        #: one call per (width, side) of the space; a mapping is read as {width: c} or {(width, side): c}
+        self.costs = CostModel.coerce(costs, space.widths, space.resolutions)
+        self.call_costs = self.costs.flat
         self.quality = quality
         lengths = np.asarray(space.segment_lengths, dtype=np.float64)
-        #: cost of one call at width index j and side index r
-        self.step_costs = np.asarray(self.call_costs, dtype=np.float64).reshape(len(space.widths), -1)
-        costs = self.step_costs[:, -1]
+        at_size = np.asarray([row[-1] for row in self.costs.calls], dtype=np.float64)
         #: cost of gene g at width index j at the image size: steps in the segment times the cost of one call
-        self.gene_costs = lengths[:, None] * costs[None, :]
-        self.full_cost = float(space.sampler.steps * costs[-1])
+        self.gene_costs = lengths[:, None] * at_size[None, :]
+        self.full_cost = self.costs.full_cost(space.sampler.steps)
         super().__init__(n_var=space.n_vars, n_obj=2, n_ieq_constr=1, xl=0, xu=np.asarray(space.upper_bounds),
                          vtype=int)
 
@@ -102,12 +73,12 @@ class WidthProblem(Problem):
         """Absolute cost of each genome (rows of ``X``): the sum of its denoiser calls."""
         X = np.atleast_2d(np.asarray(X, dtype=np.int64))
         space = self.space
-        if space.resolutions is None:
-            return self.gene_costs[np.arange(self.n_var)[None, :], X].sum(axis=1)
         w = np.repeat(X[:, : space.n_genes], space.segment_lengths, axis=1)  # width index per step
+        if space.resolutions is None:
+            return self.costs.total(w)
         steps = np.arange(space.sampler.steps)
         r = (X[:, space.n_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
-        return self.step_costs[w, r].sum(axis=1)
+        return self.costs.total(w, r)
 
     def share(self, X: np.ndarray) -> np.ndarray:
         """Cost of each genome as a share of the full-width schedule's cost."""
@@ -126,7 +97,7 @@ class WidthProblem(Problem):
     def check_budget(self) -> None:
         """Refuse a budget below the cheapest schedule before anything is evaluated."""
         b, low = self.space.budget, self.cheapest_share
-        if b < low - 1e-12:
+        if b < low - SHARE_TOL:
             raise DDSMError(f"budget {b:g} is below the cheapest schedule (every step at width {self.space.widths[0]:g} "
                             f"costs {low:.4g} of the full-width schedule); use a budget in [{low:.4g}, 1]")
 
@@ -182,7 +153,7 @@ class ResetMutation(Mutation):
         return np.where(pick, moved, X)
 
 
-def make_mutation(space: SearchSpace) -> Mutation:
+def make_mutation(space: SearchConfig) -> Mutation:
     """The configured integer mutation, with ``prob`` per individual and ``prob_var`` per gene."""
     m = space.mutation
     if m.operator == "reset":
@@ -190,7 +161,7 @@ def make_mutation(space: SearchSpace) -> Mutation:
     return PM(prob=m.prob, prob_var=m.prob_var, eta=m.eta, vtype=float, repair=RoundingRepair())
 
 
-def build_algorithm(space: SearchSpace, *, sampling: np.ndarray | None = None) -> NSGA2:
+def build_algorithm(space: SearchConfig, *, sampling: np.ndarray | None = None) -> NSGA2:
     """NSGA-II over width indices: SBX + rounding, the configured mutation, duplicates eliminated.
 
     ``sampling`` is the first population (rows of width indices, e.g. from

@@ -35,6 +35,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from ddsm.errors import DDSMError
+from ddsm.plan import StepPlan
 from ddsm.search.runners import EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk, sharing_of
 
 
@@ -126,7 +127,7 @@ def remove_temp_dir(path: str) -> None:
 class RayRunner(Runner):
     """Maps the evaluator over genomes on a pool of ``workers`` Ray actors."""
 
-    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], list[float]], quality: str,
+    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], StepPlan], quality: str,
                  chunk_size: int = 4, workers: int = 2, address: str | None = None,
                  gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None, max_restarts: int = 3,

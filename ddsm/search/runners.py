@@ -13,8 +13,9 @@ same number whatever worker evaluates it (the evaluator contract; real
 evaluators keep it up to float rounding of batched convolutions).
 
 The evaluator factory is a picklable callable, ``factory(device=...)``,
-returning an object with ``evaluate(list of per-step width lists) ->
-pandas.DataFrame``. Each worker calls it once. The Ray runner is imported
+returning an object with ``evaluate(list of StepPlan) -> pandas.DataFrame``
+(a :class:`~ddsm.plan.StepPlan` iterates as its per-step widths, so an
+evaluator of plain width lists works unchanged). Each worker calls it once. The Ray runner is imported
 lazily: nothing in :mod:`ddsm.search` imports Ray at module level.
 """
 
@@ -29,6 +30,7 @@ from typing import Any, Callable, Protocol, Sequence
 import pandas as pd
 
 from ddsm.errors import DDSMError
+from ddsm.plan import StepPlan
 
 Genome = tuple[int, ...]
 #: called once per completed chunk with the index of its first genome and its rows
@@ -41,16 +43,16 @@ class EvaluatorFactory(Protocol):
     def __call__(self, *, device: str) -> Any: ...
 
 
-def evaluate_chunk(evaluator: Any, width_lists: list[list[float]], *, quality: str, worker: str) -> list[dict]:
+def evaluate_chunk(evaluator: Any, plans: list[StepPlan], *, quality: str, worker: str) -> list[dict]:
     """Call ``evaluator.evaluate`` on one chunk and check its DataFrame; one plain dict per candidate."""
     t0 = time.perf_counter()
-    df = evaluator.evaluate(width_lists)
+    df = evaluator.evaluate(plans)
     elapsed = time.perf_counter() - t0
     if not isinstance(df, pd.DataFrame):
         raise DDSMError(f"evaluator.evaluate returned {type(df).__name__}; it must return a pandas.DataFrame "
                         "with one row per schedule")
-    if len(df) != len(width_lists):
-        raise DDSMError(f"evaluator returned {len(df)} rows for {len(width_lists)} schedules; it must return one per schedule")
+    if len(df) != len(plans):
+        raise DDSMError(f"evaluator returned {len(df)} rows for {len(plans)} schedules; it must return one per schedule")
     if quality not in df.columns:
         raise DDSMError(f"evaluator returned columns {list(df.columns)} without {quality!r}, the quality objective "
                         "of this search space (objectives.quality)")
@@ -60,7 +62,7 @@ def evaluate_chunk(evaluator: Any, width_lists: list[list[float]], *, quality: s
         q = float(row[quality])
         row[quality] = q
         row["valid"] = bool(row.get("valid", math.isfinite(q)))
-        row.setdefault("seconds", elapsed / max(len(width_lists), 1))
+        row.setdefault("seconds", elapsed / max(len(plans), 1))
         row["worker"] = worker
         rows.append(row)
     return rows
@@ -84,12 +86,12 @@ class Runner(ABC):
     #: evaluations that can run at once
     workers: int = 1
 
-    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], list[float]],
+    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], StepPlan],
                  quality: str, chunk_size: int = 4) -> None:
         if chunk_size < 1:
             raise DDSMError(f"chunk_size {chunk_size} must be at least 1")
         self.evaluator_factory = evaluator_factory
-        self.decode = decode  # genome -> one width per sampling step
+        self.decode = decode  # genome -> its StepPlan (SearchConfig.decode)
         self.quality = quality  # name of the quality column
         self.chunk_size = chunk_size
 
@@ -119,7 +121,7 @@ class Runner(ABC):
 class SerialRunner(Runner):
     """Evaluates chunk after chunk in this process with one evaluator, built on first use."""
 
-    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], list[float]],
+    def __init__(self, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], StepPlan],
                  quality: str, chunk_size: int = 4, device: str = "auto") -> None:
         super().__init__(evaluator_factory, decode=decode, quality=quality, chunk_size=chunk_size)
         self.device = device
@@ -152,7 +154,7 @@ class SerialRunner(Runner):
         return out
 
 
-def make_runner(kind: str, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], list[float]],
+def make_runner(kind: str, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], StepPlan],
                 quality: str, chunk_size: int = 4, workers: int = 1, address: str | None = None,
                 device: str = "auto", **ray_options: Any) -> Runner:
     """A ``'serial'`` or ``'ray'`` runner (Ray imported only for the latter)."""

@@ -35,20 +35,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ddsm.cost.model import SHARE_TOL
 from ddsm.search.problem import WidthProblem
-from ddsm.search.space import SearchSpace
+from ddsm.search.config import SearchConfig
 
 Genome = tuple[int, ...]
 #: scores a batch of genomes with the quality proxy (lower is better)
 Scorer = Callable[[list[Genome]], list[float]]
 
 
-def uniform_seeds(space: SearchSpace) -> list[Genome]:
+def uniform_seeds(space: SearchConfig) -> list[Genome]:
     """One genome per width: every gene at that width."""
     return [(j,) * space.n_genes for j in range(len(space.widths))]
 
 
-def two_segment_seeds(space: SearchSpace) -> list[Genome]:
+def two_segment_seeds(space: SearchConfig) -> list[Genome]:
     """Narrow width for the first fraction of steps, full width after (each fraction x narrow width)."""
     out = []
     for f in space.seeding.two_segment:
@@ -70,7 +71,7 @@ def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
     t = np.sort(rng.integers(0, space.sampler.steps, size=space.n_resolution_genes))
     g = np.concatenate([g, t])
     target = rng.uniform(problem.cheapest_share, space.budget)
-    while problem.share(g)[0] > target + 1e-12:
+    while problem.share(g)[0] > target + SHARE_TOL:
         wide = np.flatnonzero(g[: space.n_genes] > 0)
         if not len(wide):
             break
@@ -78,7 +79,7 @@ def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
     return tuple(int(x) for x in g)
 
 
-def sensitivity_probes(space: SearchSpace) -> list[Genome]:
+def sensitivity_probes(space: SearchConfig) -> list[Genome]:
     """The full-width genome, then each gene alone at each narrower width (gene-major order)."""
     full = space.full_index
     probes = [(full,) * space.n_genes]
@@ -88,7 +89,7 @@ def sensitivity_probes(space: SearchSpace) -> list[Genome]:
     return probes
 
 
-def sensitivity_table(space: SearchSpace, scores: Sequence[float]) -> np.ndarray:
+def sensitivity_table(space: SearchConfig, scores: Sequence[float]) -> np.ndarray:
     """Degradation ``d[g, j] = q(gene g at width j, others full) - q(full)``; ``d[g, full] = 0``.
 
     ``scores`` are the qualities of :func:`sensitivity_probes`, in that order.
@@ -203,7 +204,7 @@ def initial_population(problem: WidthProblem, *, score: Scorer | None = None,
     for group in groups:
         fresh = []
         for g in group:
-            if g not in seen and problem.share(g)[0] <= space.budget + 1e-12:
+            if g not in seen and problem.share(g)[0] <= space.budget + SHARE_TOL:
                 seen.add(g)
                 fresh.append(g)
         room = space.population - len(chosen)

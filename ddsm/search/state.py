@@ -1,4 +1,4 @@
-"""The search checkpoint: NSGA-II's state after a generation, as JSON (no pickle).
+"""The search state: NSGA-II's state after a generation, as JSON (no pickle).
 
 pymoo users report resumed searches that differ from uninterrupted ones
 (pymoo issues #558, #574). What must travel for an exact resume, and does:
@@ -90,11 +90,11 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise DDSMError(f"cannot read search checkpoint {str(path)!r}: {e}") from None
+        raise DDSMError(f"cannot read search state {str(path)!r}: {e}") from None
     if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
-        raise DDSMError(f"{str(path)!r} is not a ddsm search checkpoint")
+        raise DDSMError(f"{str(path)!r} is not a ddsm search state file")
     if state.get("schema_version") != STATE_VERSION:
-        raise DDSMError(f"search checkpoint {str(path)!r} has schema_version {state.get('schema_version')!r}; "
+        raise DDSMError(f"search state {str(path)!r} has schema_version {state.get('schema_version')!r}; "
                         f"this ddsm reads {STATE_VERSION}")
     return state
 

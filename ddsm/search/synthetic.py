@@ -25,7 +25,7 @@ import pandas as pd
 
 
 class SyntheticEvaluator:
-    """Evaluator with the ``evaluate(list of width lists) -> DataFrame`` contract and a closed-form quality."""
+    """Evaluator with the ``evaluate(list of plans) -> DataFrame`` contract and a closed-form quality of the widths."""
 
     def __init__(self, *, metric: str = "proxy", coupling: float = 0.3, delay: float = 0.0,
                  invalid_below: float | None = None, device: str = "cpu") -> None:
@@ -44,7 +44,7 @@ class SyntheticEvaluator:
         gap = 1.0 - w
         return float((a * gap**2).sum() + self.coupling * (gap[:-1] * gap[1:]).sum())
 
-    def evaluate(self, schedules: Sequence[Sequence[float]]) -> pd.DataFrame:
+    def evaluate(self, schedules: Sequence[Sequence[float]]) -> pd.DataFrame:  # StepPlans iterate as widths
         """One row per schedule, in order: the metric, ``valid`` and ``error``."""
         batch = [tuple(float(x) for x in s) for s in schedules]
         self.calls.append(batch)

@@ -1,8 +1,4 @@
-"""The ``ddsm`` command.
-
-Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2;
-anything else is a bug and keeps its traceback.
-"""
+"""``ddsm train``, ``sample``, ``cost``, ``featurenet``, ``evaluate`` and ``spectrum``: a supernet and what its schedules cost."""
 
 from __future__ import annotations
 
@@ -12,33 +8,9 @@ from pathlib import Path
 
 import click
 
+from ddsm.cli import _device, main
 from ddsm.errors import DDSMError
-
-
-class _BadInput(click.ClickException):
-    exit_code = 2
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except DDSMError as e:
-            raise _BadInput(str(e)) from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="ddsm")
-def main() -> None:
-    """ddsm: denoising diffusion step-aware models.
-
-    Train one slimmable UNet supernet, then sample with a network width chosen
-    per denoising step.
-    """
-
-
-_device = click.option("--device", default="auto", show_default=True,
-                       help="Torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+from ddsm.metrics.registry import metric_names
 
 
 @main.command()
@@ -177,7 +149,8 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
 @main.command()
 @click.option("--checkpoint", required=True, help="Supernet whose training data is fitted (run folder, file or shipped name).")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
-              help="Search space with resolutions: print the rule's per-step sides and transition genes for it.")
+              help="Search space (YAML or shipped name) with resolutions: print the rule's per-step sides and "
+                   "transition genes for it.")
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="Grow once the first left-out band's signal-to-noise ratio reaches this.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the fit and rule as JSON.")
@@ -187,14 +160,14 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
     from ddsm.data import load_data
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.io import write_json
-    from ddsm.metrics.evaluator import data_config_for
+    from ddsm.checkpoint import data_config_for
     from ddsm.samplers.base import spaced_timesteps
-    from ddsm.search import SearchSpace
+    from ddsm.search import SearchConfig
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
     net = load_supernet(checkpoint)
     unet = net.config.unet
-    space = SearchSpace.load(space_file) if space_file else None
+    space = SearchConfig.load(space_file) if space_file else None
     if space is not None:
         if space.resolutions is None:
             raise DDSMError(f"search space {space_file!r} has no resolutions; add e.g. resolutions: [8, {unet.image_size}]")
@@ -221,31 +194,6 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
         click.echo(f"-> {out}")
 
 
-@main.command()
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for every artifact; rerun with the same folder to resume.")
-@click.option("--checkpoint", default="digits", show_default=True,
-              help="Supernet to start from: a run folder, a .safetensors file or a shipped name.")
-@click.option("--train", is_flag=True, help="Retrain the digits supernet from scratch first (about 80 minutes on 2 cores).")
-@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
-              help="Search-space YAML [default: search_spaces/digits.yaml].")
-@click.option("--runner", type=click.Choice(["serial", "ray"]), default="ray", show_default=True,
-              help="Evaluate search candidates in this process, or on a local Ray actor pool.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Ray actors for the search.")
-@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for the final FID check.")
-@_device
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-def quickstart(out, checkpoint, train, space_file, runner, workers, num, device, progress) -> None:
-    """Run the embedded default (digits) end to end: costs, feature net, search, export, plots, FID."""
-    from ddsm.quickstart import run_quickstart
-
-    if num < 2 or workers < 1:
-        raise DDSMError(f"--num must be at least 2 (got {num}) and --workers at least 1 (got {workers})")
-    t0 = time.perf_counter()
-    run_quickstart(out, checkpoint=checkpoint, train=train, device=device, space=space_file, runner=runner,
-                   workers=workers, num=num, progress=progress)
-    click.echo(f"quickstart finished in {time.perf_counter() - t0:.0f} s")
-
 
 @main.command()
 @click.option("--data", default=None, help="Images to learn features of: 'digits', a folder of PNG/JPEG images, or "
@@ -268,8 +216,7 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
 
     data_cfg = DataConfig()
     if checkpoint is not None:
-        from ddsm.checkpoint import load_supernet
-        from ddsm.metrics.evaluator import data_config_for
+        from ddsm.checkpoint import data_config_for, load_supernet
 
         unet = load_supernet(checkpoint).config.unet
         data_cfg = data_config_for(checkpoint)
@@ -294,9 +241,10 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
               help="Schedule file (JSON) to score; repeatable. Fixes sampler, steps, eta and spacing.")
 @click.option("--width", "widths", multiple=True, type=float,
               help="Also score the uniform schedule at this width; repeatable.")
-@click.option("--metric", type=click.Choice(["proxy", "proxy_linear", "fid"]), default="proxy", show_default=True,
-              help="proxy: mean squared distance to the full-width samples on the same seeds (cheap); "
-                   "fid: FID against the real training images in a feature net's space.")
+@click.option("--metric", type=click.Choice(metric_names()), default="proxy", show_default=True,
+              help="A registered metric. proxy: mean squared distance to the full-width samples on the same seeds "
+                   "(cheap); proxy_linear: its first-order prediction; fid: FID against the real training images "
+                   "in a feature net's space.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
               help="Feature net file for --metric fid (make one with `ddsm featurenet --checkpoint ...`).")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Sampler for --width [default: ddim].")
@@ -304,7 +252,7 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
 @click.option("--eta", type=float, default=None, help="DDIM noise scale for --width [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
               help="Timestep spacing for --width [default: leading].")
-@click.option("--num", type=int, default=None, help="Samples per schedule [default: 64 for proxy, 1000 for fid].")
+@click.option("--num", type=int, default=None, help="Samples per schedule [default: the metric's: 64, 1000 for fid].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED+i for every schedule.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Seeds denoised together.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
@@ -317,19 +265,19 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
 
     from ddsm.checkpoint import load_supernet
     from ddsm.config import validate
-    from ddsm.data import load_data
     from ddsm.device import resolve_device
     from ddsm.io import write_atomic
-    from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
-    from ddsm.metrics.linear_proxy import LinearProxyEvaluator
-    from ddsm.metrics.fid import FID
+    from ddsm.metrics.registry import get_metric
+    from ddsm.plan import StepPlan
     from ddsm.samplers import SamplerConfig
     from ddsm.schedule import Schedule
 
     if not schedule_files and not widths:
         raise DDSMError("give at least one --schedule FILE or --width W to evaluate")
-    if metric == "fid" and featurenet_file is None:
-        raise DDSMError("--metric fid needs --featurenet FILE; train one with `ddsm featurenet --checkpoint ... --out FILE`")
+    m = get_metric(metric)
+    if m.needs_featurenet and featurenet_file is None:
+        raise DDSMError(f"--metric {metric} needs --featurenet FILE; train one with "
+                        "`ddsm featurenet --checkpoint ... --out FILE`")
     net = load_supernet(checkpoint, device=resolve_device(device))
     scheds = [Schedule.load(f, net.config) for f in schedule_files]
     flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
@@ -343,17 +291,10 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
             raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
     else:
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
-    candidates = [*scheds, *([net.model.check_width(w)] * scfg.steps for w in widths)]
+    candidates = [*scheds, *(StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths)]
     names = [*schedule_files, *(f"width {w:g}" for w in widths)]
-    common = dict(num=num or (1000 if metric == "fid" else 64), seed=seed, batch_size=batch_size, progress=progress)
-    if metric == "proxy":
-        ev = ProxyEvaluator(net, scfg, **common)
-    elif metric == "proxy_linear":
-        ev = LinearProxyEvaluator(net, scfg, **common)
-    else:
-        unet = net.config.unet
-        data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
-        ev = FIDEvaluator(net, scfg, FID.for_data(data, featurenet=featurenet_file), **common)
+    common = dict(num=num or m.default_num, seed=seed, batch_size=batch_size, progress=progress)
+    ev = m.build(net, scfg, featurenet=featurenet_file, checkpoint=checkpoint, **common)
     t0 = time.perf_counter()
     df = ev.evaluate(candidates)
     df.insert(0, "schedule", names)
@@ -364,167 +305,3 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     if out is not None:
         write_atomic(out, lambda p: df.to_csv(p, index=False))
         click.echo(f"-> {out}")
-
-
-@main.command()
-@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
-              help="Search-space YAML (see search_spaces/). [default with --resume: the search folder's space.json]")
-@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Search folder: resolved space, evaluation log (the cache), checkpoint, front.csv and front.json.")
-@click.option("--resume", is_flag=True, help="Continue the search in --out after its last finished generation.")
-@click.option("--runner", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
-              help="Evaluate candidates in this process, or on a pool of Ray actors.")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="Ray actors; one GPU each when the cluster has GPUs, else the CPU cores split between them.")
-@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: start a private local Ray].")
-@click.option("--gpus-per-worker", type=float, default=None,
-              help="GPUs per Ray actor, e.g. 0.5 to put two actors on a GPU [default: 1 if the cluster has GPUs].")
-@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
-              help="Cost table from `ddsm cost` (needed when the space prices latency) [default: fvcore MACs].")
-@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
-              help="Feature net file, needed when the space's quality objective is fid.")
-@click.option("--chunk-size", type=int, default=4, show_default=True,
-              help="Candidates per evaluator call (a batched evaluator shares work inside a call).")
-@_device
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Per generation: best quality under budget, front size, hypervolume, evaluations/s, cache hits.")
-def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_per_worker, cost_file, featurenet_file,
-           chunk_size, device, progress):
-    """Search a network width per sampling step (NSGA-II) under the space's cost budget; writes the Pareto front."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.search import SearchSpace, run_search
-    from ddsm.search.loop import saved_fractions
-    from ddsm.search.oracle import cost_per_width, evaluator_factory, spectrum_transitions, untrained_message
-
-    if space_file is None:
-        if not (resume and (Path(out) / "space.json").is_file()):
-            raise DDSMError("give --space FILE (or --resume a search folder that holds space.json)")
-        space_file = str(Path(out) / "space.json")  # JSON is a subset of YAML
-    space = SearchSpace.load(space_file)
-    net = load_supernet(checkpoint, device="cpu")
-    space.check_supernet(net.config.unet.widths, net.config.unet)
-    if space.sampler.steps > net.config.diffusion.num_timesteps:
-        raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
-                        f"{net.config.diffusion.num_timesteps} training timesteps")
-    ray_options = {} if gpus_per_worker is None else {"gpus_per_worker": gpus_per_worker}
-    untrained = untrained_message(space, net)
-    if untrained:
-        click.echo(untrained, err=True)
-    try:
-        res = run_search(space, evaluator_factory=evaluator_factory(space, checkpoint, featurenet_file),
-                         cost_per_width=cost_per_width(space, net, cost_file), out_dir=out, runner=runner,
-                         workers=workers, address=address, resume=resume, progress=progress,
-                         supernet=net.fingerprint, device=device, chunk_size=chunk_size, ray_options=ray_options,
-                         transition_seeds=spectrum_transitions(space, checkpoint, net))
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; finished generations and every evaluation are saved. Continue with: "
-                   f"ddsm search --checkpoint {checkpoint} --out {out} --resume", err=True)
-        sys.exit(130)
-    click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
-               f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
-               f"hypervolume {res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
-    saved = saved_fractions(res.sharing)
-    if saved:
-        click.echo(f"denoiser evaluations saved by shared prefixes and the trajectory cache: {saved['denoiser_saved']:.1%}"
-                   + (f" (the cache alone: {saved['trajectory_cache_saved']:.1%})" if "trajectory_cache_saved" in saved else ""))
-
-
-
-@main.command()
-@click.argument("search_dir")
-@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
-              "or shipped name); checked against the search's fingerprint.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the schedule files, front.csv and front.parquet; must be new, empty or an earlier "
-                   "export of the same search.")
-@click.option("--budget", "budgets", type=float, multiple=True,
-              help="Also write best-under-B.json: the best-quality member with cost share <= B; repeatable. "
-                   "A budget no member meets is an error.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Timed sampling runs per schedule; the median is kept.")
-@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed rounds over every schedule first.")
-@click.option("--num", type=int, default=16, show_default=True, help="Images sampled (one batch) per timed run.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+NUM-1.")
-@_device
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while timing.")
-def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, device, progress) -> None:
-    """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.device import resolve_device
-    from ddsm.report import export_front, format_table, load_search
-
-    run = load_search(search_dir)
-    net = load_supernet(checkpoint, device=resolve_device(device))
-    res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
-                       progress=progress)
-    click.echo(format_table(res.table, quality=run.quality))
-    click.echo(f"full width: {res.full_seconds:.3f} s for {num} images (median of {repeats}, round-robin, "
-               f"{next(net.model.parameters()).device}); speed-up = full-width time / schedule time")
-    for b, rank in res.budgets.items():
-        click.echo(f"best under {b:g}: #{rank} -> {Path(out) / f'best-under-{b:g}.json'}")
-    click.echo(f"{len(res.table)} schedules -> {Path(out)} (front.csv, front.parquet, front-NN-shareS.json)")
-
-
-@main.command()
-@click.argument("search_dir")
-@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
-              "or shipped name); it samples the grids.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the figures (PNG and SVG); must be new, empty or holding reports of the same search.")
-@click.option("--num", type=int, default=16, show_default=True, help="Samples per grid in samples.png.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Grids sample seeds SEED..SEED+NUM-1.")
-@click.option("--evaluate-missing", is_flag=True,
-              help="Score the uniform-width and two-segment schedules the search never evaluated (usually those "
-                   "over budget) with the search's own evaluator, for the front plot; the search folder is not changed.")
-@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
-              help="Feature net file, needed by --evaluate-missing when the search's quality is fid.")
-@_device
-def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_file, device) -> None:
-    """Draw the front, the per-step widths, the sensitivity probes and sample grids of SEARCH_DIR."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.device import resolve_device
-    from ddsm.report import load_search, plot_search
-
-    run = load_search(search_dir)
-    net = load_supernet(checkpoint, device=resolve_device(device))
-    res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
-                      device=device)
-    if evaluate_missing:
-        click.echo(f"evaluated {res.evaluated} family schedules missing from the log (not added to it)")
-    for line in res.skipped:
-        click.echo(f"skipped {line}")
-    click.echo(f"{len(res.files)} files -> {res.out}: " + ", ".join(p.name for p in res.files))
-
-
-@main.command()
-@click.option("--space", "space_files", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Search-space YAML; repeat for several spaces.")
-@click.option("--budget", "budgets", multiple=True, type=float, required=True,
-              help="Cost budget (share of full width) replacing the space's; repeat for several.")
-@click.option("--seed", "seeds", multiple=True, type=int, default=(0,), show_default=True,
-              help="Search seed replacing the space's; repeat for several.")
-@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Sweep folder: sweep.json, runs/<trial>/ (one search folder each), tune/, results.csv/.parquet.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out (Tuner.restore; searches resume).")
-@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: a private local Ray].")
-@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs Ray Tune gives each search.")
-@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
-              help="Feature net file, needed when a space's quality objective is fid.")
-@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
-              help="Cost table from `ddsm cost` (needed when a space prices latency).")
-def sweep(space_files, budgets, seeds, checkpoint, out, resume, address, cpus_per_trial, featurenet_file, cost_file):
-    """Run searches for every space x budget x seed as Ray Tune trials; writes a combined results table."""
-    import pandas as pd
-
-    from ddsm.sweep import run_sweep
-
-    table = run_sweep(space_files, budgets=budgets, seeds=seeds, checkpoint=checkpoint, out_dir=out, resume=resume,
-                      address=address, cpus_per_trial=cpus_per_trial, featurenet=featurenet_file, cost=cost_file)
-    with pd.option_context("display.width", 140, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
-        click.echo(table.drop(columns=["run"]).to_string(index=False))
-    click.echo(f"-> {Path(out) / 'results.csv'} (one search folder per trial under {Path(out) / 'runs'})")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

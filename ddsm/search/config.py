@@ -1,7 +1,7 @@
 """The search space: which widths, which sampler, how steps group into genes, and the search recipe.
 
 A search space is a YAML file (see ``search_spaces/``) validated into one
-frozen :class:`SearchSpace`. It fixes everything that decides the result of a
+frozen :class:`SearchConfig`. It fixes everything that decides the result of a
 search: the allowed widths, the sampler setting the schedule is for, the gene
 layout, the FLOP (or latency) budget, the objectives, the NSGA-II recipe, how
 the first population is seeded and how many samples the evaluator draws.
@@ -30,26 +30,38 @@ from typing import Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ddsm.config import DEFAULT_WIDTHS, _Frozen, check_width_set, load_yaml, validate
+from ddsm.config import DEFAULT_WIDTHS, _Frozen, check_width_set, load_yaml, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
+from ddsm.metrics.registry import get_metric, metric_names
 from ddsm.samplers.base import SamplerConfig
-from ddsm.samplers.progressive import StepPlan, check_resolution_set
+from ddsm.plan import StepPlan
+from ddsm.samplers.progressive import check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
-_TOL = 1e-9
 
 
 class Objectives(_Frozen):
     """What the search minimises: a quality metric (lower is better) and a cost."""
 
-    quality: Literal["proxy", "proxy_linear", "fid"] = "proxy"  # evaluator column to minimise (see ddsm.metrics)
+    quality: str = "proxy"  # a registered metric (ddsm.metrics.registry): the evaluator column to minimise
     cost: Literal["flops", "latency"] = "flops"  # which CostTable column prices a denoiser call
+
+    @field_validator("quality")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from ddsm.metrics.registry import get_metric
+
+        try:
+            get_metric(v)
+        except DDSMError as e:
+            raise ValueError(str(e)) from None
+        return v
 
 
 class MutationConfig(_Frozen):
-    """Integer mutation; ``prob`` is per individual, ``prob_var`` per gene (not the DDSM authors' mix-up)."""
+    """Integer mutation; ``prob`` is the chance per offspring, ``prob_var`` the chance per gene of a mutated one."""
 
     operator: Literal["reset", "pm"] = "reset"  # reset: a mutated gene always takes another width; pm: polynomial + rounding
     prob: float = Field(1.0, ge=0.0, le=1.0)  # chance that an offspring is mutated at all
@@ -101,7 +113,7 @@ class CacheConfig(_Frozen):
     flush_seconds: float = Field(10.0, ge=0.0)  # within a generation, write the log at most this often (0: every chunk)
 
 
-class SearchSpace(_Frozen):
+class SearchConfig(_Frozen):
     """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
 
     widths: tuple[float, ...] = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net)
@@ -134,10 +146,11 @@ class SearchSpace(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _layout(self) -> "SearchSpace":
-        if self.resolutions is not None and self.objectives.quality == "proxy_linear":
-            raise ValueError("objectives.quality proxy_linear scores width schedules only; "
-                             "with resolutions use proxy or fid")
+    def _layout(self) -> "SearchConfig":
+        if self.resolutions is not None and not self.quality_metric.resolutions:
+            able = [n for n in metric_names() if get_metric(n).resolutions]
+            raise ValueError(f"objectives.quality {self.objectives.quality} scores width schedules only; "
+                             f"with resolutions use {' or '.join(able)}")
         for t in self.seeding.transitions:
             if len(t) != self.n_resolution_genes or any(not 0 <= x < self.sampler.steps for x in t):
                 raise ValueError(f"seeding.transitions entry {list(t)} must hold {self.n_resolution_genes} steps "
@@ -151,11 +164,17 @@ class SearchSpace(_Frozen):
                              f"{len(self.widths)} widths over {self.n_genes} genes; use a population <= {distinct}")
         return self
 
+    @property
+    def quality_metric(self):
+        """The registered :class:`~ddsm.metrics.registry.Metric` the search minimises."""
+        return get_metric(self.objectives.quality)
+
     # -- loading --------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path) -> "SearchSpace":
-        """Read and validate a search-space YAML file; one-line DDSMError on any problem."""
+    def load(cls, path: str | Path) -> "SearchConfig":
+        """Read and validate a search-space YAML file, or a shipped one by name; one-line DDSMError on any problem."""
+        path = space_path(path)
         return validate(cls, load_yaml(path), source=f"search space {path}")
 
     # -- identity -------------------------------------------------------------------
@@ -239,13 +258,10 @@ class SearchSpace(_Frozen):
         t = g[self.n_genes:]
         return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.steps)]
 
-    def decode(self, genome: Sequence[int]):
-        """What an evaluator takes: the per-step widths, or a StepPlan with the per-step sides."""
-        widths = self.genes_to_widths(genome)
+    def decode(self, genome: Sequence[int]) -> StepPlan:
+        """The schedule a genome stands for: width (and, with resolutions, side) per sampling step."""
         sides = self.genes_to_resolutions(genome)
-        if sides is None:
-            return widths
-        return StepPlan(tuple(widths), tuple(sides))
+        return StepPlan(tuple(self.genes_to_widths(genome)), None if sides is None else tuple(sides))
 
     def resolutions_to_genes(self, sides: Sequence[int]) -> tuple[int, ...]:
         """The transition genes of a per-step side list (non-decreasing, values in ``resolutions``)."""
@@ -289,16 +305,34 @@ class SearchSpace(_Frozen):
 
 
 def _index(w: float, valid: Sequence[float]) -> int:
-    for i, v in enumerate(valid):
-        if abs(float(w) - float(v)) < _TOL:
-            return i
-    raise DDSMError(f"width {w} is not one of {list(valid)}")
+    i = width_index(w, valid)
+    if i is None:
+        raise DDSMError(f"width {w} is not one of {list(valid)}")
+    return i
 
 
 def check_widths(widths: Sequence[float], valid: Sequence[float], *, where: str = "widths") -> list[float]:
     """Every width in ``valid`` (returned as its canonical value), or a DDSMError naming the unknown ones."""
-    bad = sorted({float(w) for w in widths if not any(abs(float(w) - float(v)) < _TOL for v in valid)})
+    bad = sorted({float(w) for w in widths if width_index(w, valid) is None})
     if bad:
         raise DDSMError(f"{where}: width{'s' if len(bad) > 1 else ''} {', '.join(f'{b:g}' for b in bad)} "
                         f"not served by the supernet; valid: {[float(v) for v in valid]}")
     return [float(valid[_index(w, valid)]) for w in widths]
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """The search configs that ship with ddsm (``search_spaces/`` of the source tree, package data of a wheel)."""
+    from importlib.resources import files
+
+    root = files("ddsm.search_spaces")
+    return {p.name[: -len(".yaml")]: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def space_path(spec: str | Path) -> Path:
+    """``spec`` as a file path, or the file of the shipped search config named ``spec`` (e.g. ``digits``)."""
+    path = Path(spec)
+    if path.exists() or path.suffix:
+        return path
+    return shipped_spaces().get(str(spec), path)
+

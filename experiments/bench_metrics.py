@@ -1,4 +1,4 @@
-"""How good is the quality oracle? FID floors, proxy-vs-FID agreement and cost, FID reproducibility.
+"""How good is each quality metric? FID floors, proxy-vs-FID agreement and cost, FID reproducibility.
 
 The search needs a cheap fitness that ranks width schedules the way FID does.
 This benchmark measures, on one supernet:
@@ -18,11 +18,11 @@ This benchmark measures, on one supernet:
 (c) FID reproducibility: the full-width FID computed twice from scratch with
     the same seed; the absolute difference.
 
-    python experiments/bench_oracle.py --checkpoint digits
-    python experiments/bench_oracle.py --checkpoint digits --num 360 --steps 20 --candidates 30
+    python experiments/bench_metrics.py --checkpoint digits
+    python experiments/bench_metrics.py --checkpoint digits --num 360 --steps 20 --candidates 30
 
-Prints tables and writes, atomically, ``<out>/oracle.json``,
-``<out>/oracle_fid_table.csv`` and ``<out>/oracle_candidates.csv``. The feature
+Prints tables and writes, atomically, ``<out>/metrics.json``,
+``<out>/metrics_fid_table.csv`` and ``<out>/metrics_candidates.csv``. The feature
 net is read from ``--featurenet`` or trained once and kept in ``<out>``.
 Budget on 2 CPU cores for the 1.1M-parameter digits supernet: roughly
 num x candidates x steps x 2 ms, minus what shared prefixes save.
@@ -40,7 +40,8 @@ import torch
 
 from ddsm import SamplerConfig, load_data, load_supernet
 from ddsm.io import write_atomic, write_json
-from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator, data_config_for
+from ddsm.checkpoint import data_config_for
+from ddsm.metrics.evaluator import FIDEvaluator, ProxyEvaluator
 from ddsm.metrics.featurenet import FeatureNet, featurenet_info, train_featurenet
 from ddsm.metrics.fid import FID
 from ddsm.metrics.linear_proxy import LinearProxyEvaluator
@@ -201,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "fid_table": table_a.to_dict(orient="records"), "proxy_vs_fid": summary_b, "fid_reproducibility": summary_c,
     }
-    write_json(out / "oracle.json", result)
-    write_atomic(out / "oracle_fid_table.csv", lambda p: table_a.to_csv(p, index=False))
-    write_atomic(out / "oracle_candidates.csv", lambda p: cand.to_csv(p, index=False))
-    print(f"\n-> {out / 'oracle.json'}, {out / 'oracle_fid_table.csv'}, {out / 'oracle_candidates.csv'}")
+    write_json(out / "metrics.json", result)
+    write_atomic(out / "metrics_fid_table.csv", lambda p: table_a.to_csv(p, index=False))
+    write_atomic(out / "metrics_candidates.csv", lambda p: cand.to_csv(p, index=False))
+    print(f"\n-> {out / 'metrics.json'}, {out / 'metrics_fid_table.csv'}, {out / 'metrics_candidates.csv'}")
     return 0
 
 

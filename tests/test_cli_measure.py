@@ -1,4 +1,4 @@
-"""The oracle commands of ``ddsm``: cost, featurenet, evaluate and quickstart.
+"""The measuring commands of ``ddsm``: cost, featurenet, evaluate and quickstart.
 
 Every test runs on the tiny trained run of conftest (8x8 grayscale, widths
 0.25/0.5/0.75/1.0, trained on random images but recorded as 'digits', so the
@@ -18,7 +18,7 @@ from ddsm.checkpoint import load_supernet
 from ddsm.cli import main
 from ddsm.cost import CostTable
 from ddsm.data import load_data, load_digits
-from ddsm.metrics.evaluator import data_config_for
+from ddsm.checkpoint import data_config_for
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.samplers import SamplerConfig
 from ddsm.schedule import Schedule

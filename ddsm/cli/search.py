@@ -1,0 +1,193 @@
+"""``ddsm search``, ``export``, ``plot``, ``sweep`` and ``quickstart``: searching schedules and reporting on them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ddsm.cli import _device, main
+from ddsm.errors import DDSMError
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for every artifact; rerun with the same folder to resume.")
+@click.option("--checkpoint", default="digits", show_default=True,
+              help="Supernet to start from: a run folder, a .safetensors file or a shipped name.")
+@click.option("--train", is_flag=True, help="Retrain the digits supernet from scratch first (about 80 minutes on 2 cores).")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search-space YAML, or a shipped name (digits, digits-smoke, digits-progressive) [default: digits].")
+@click.option("--runner", type=click.Choice(["serial", "ray"]), default="ray", show_default=True,
+              help="Evaluate search candidates in this process, or on a local Ray actor pool.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Ray actors for the search.")
+@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for the final FID check.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def quickstart(out, checkpoint, train, space_file, runner, workers, num, device, progress) -> None:
+    """Run the embedded default (digits) end to end: costs, feature net, search, export, plots, FID."""
+    from ddsm.quickstart import run_quickstart
+
+    if num < 2 or workers < 1:
+        raise DDSMError(f"--num must be at least 2 (got {num}) and --workers at least 1 (got {workers})")
+    t0 = time.perf_counter()
+    run_quickstart(out, checkpoint=checkpoint, train=train, device=device, space=space_file, runner=runner,
+                   workers=workers, num=num, progress=progress)
+    click.echo(f"quickstart finished in {time.perf_counter() - t0:.0f} s")
+
+
+
+@main.command()
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Search-space YAML, or a shipped name such as digits-smoke (see search_spaces/). "
+                   "[default with --resume: the search folder's space.json]")
+@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Search folder: resolved space, evaluation log (the cache), checkpoint, front.csv and front.json.")
+@click.option("--resume", is_flag=True, help="Continue the search in --out after its last finished generation.")
+@click.option("--runner", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="Evaluate candidates in this process, or on a pool of Ray actors.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Ray actors; one GPU each when the cluster has GPUs, else the CPU cores split between them.")
+@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: start a private local Ray].")
+@click.option("--gpus-per-worker", type=float, default=None,
+              help="GPUs per Ray actor, e.g. 0.5 to put two actors on a GPU [default: 1 if the cluster has GPUs].")
+@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
+              help="Cost table from `ddsm cost` (needed when the space prices latency) [default: fvcore MACs].")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed when the space's quality objective is fid.")
+@click.option("--chunk-size", type=int, default=4, show_default=True,
+              help="Candidates per evaluator call (a batched evaluator shares work inside a call).")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Per generation: best quality under budget, front size, hypervolume, evaluations/s, cache hits.")
+def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_per_worker, cost_file, featurenet_file,
+           chunk_size, device, progress):
+    """Search a network width per sampling step (NSGA-II) under the space's cost budget; writes the Pareto front."""
+    from ddsm.search import SearchConfig
+    from ddsm.search.loop import saved_fractions
+    from ddsm.search.setup import prepare_search
+
+    if space_file is None:
+        if not (resume and (Path(out) / "space.json").is_file()):
+            raise DDSMError("give --space FILE (or --resume a search folder that holds space.json)")
+        space_file = str(Path(out) / "space.json")  # JSON is a subset of YAML
+    space = SearchConfig.load(space_file)
+    prepared = prepare_search(space, checkpoint, featurenet=featurenet_file, cost_table=cost_file)
+    ray_options = {} if gpus_per_worker is None else {"gpus_per_worker": gpus_per_worker}
+    for line in prepared.warnings:
+        click.echo(line, err=True)
+    try:
+        res = prepared.run(out, runner=runner, workers=workers, address=address, resume=resume, progress=progress,
+                           device=device, chunk_size=chunk_size, ray_options=ray_options)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished generations and every evaluation are saved. Continue with: "
+                   f"ddsm search --checkpoint {checkpoint} --out {out} --resume", err=True)
+        sys.exit(130)
+    click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
+               f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
+               f"hypervolume {res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
+    saved = saved_fractions(res.sharing)
+    if saved:
+        click.echo(f"denoiser evaluations saved by shared prefixes and the trajectory cache: {saved['denoiser_saved']:.1%}"
+                   + (f" (the cache alone: {saved['trajectory_cache_saved']:.1%})" if "trajectory_cache_saved" in saved else ""))
+
+
+
+@main.command()
+@click.argument("search_dir")
+@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
+              "or shipped name); checked against the search's fingerprint.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the schedule files, front.csv and front.parquet; must be new, empty or an earlier "
+                   "export of the same search.")
+@click.option("--budget", "budgets", type=float, multiple=True,
+              help="Also write best-under-B.json: the best-quality member with cost share <= B; repeatable. "
+                   "A budget no member meets is an error.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed sampling runs per schedule; the median is kept.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed rounds over every schedule first.")
+@click.option("--num", type=int, default=16, show_default=True, help="Images sampled (one batch) per timed run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+NUM-1.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while timing.")
+def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, device, progress) -> None:
+    """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.report import export_front, format_table
+    from ddsm.search.folder import load_search
+
+    run = load_search(search_dir)
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
+                       progress=progress)
+    click.echo(format_table(res.table, quality=run.quality))
+    click.echo(f"full width: {res.full_seconds:.3f} s for {num} images (median of {repeats}, round-robin, "
+               f"{next(net.model.parameters()).device}); speed-up = full-width time / schedule time")
+    for b, rank in res.budgets.items():
+        click.echo(f"best under {b:g}: #{rank} -> {Path(out) / f'best-under-{b:g}.json'}")
+    click.echo(f"{len(res.table)} schedules -> {Path(out)} (front.csv, front.parquet, front-NN-shareS.json)")
+
+
+@main.command()
+@click.argument("search_dir")
+@click.option("--checkpoint", required=True, help="The supernet the search ran on (run folder, .safetensors file "
+              "or shipped name); it samples the grids.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the figures (PNG and SVG); must be new, empty or holding reports of the same search.")
+@click.option("--num", type=int, default=16, show_default=True, help="Samples per grid in samples.png.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Grids sample seeds SEED..SEED+NUM-1.")
+@click.option("--evaluate-missing", is_flag=True,
+              help="Score the uniform-width and two-segment schedules the search never evaluated (usually those "
+                   "over budget) with the search's own evaluator, for the front plot; the search folder is not changed.")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed by --evaluate-missing when the search's quality is fid.")
+@_device
+def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_file, device) -> None:
+    """Draw the front, the per-step widths, the sensitivity probes and sample grids of SEARCH_DIR."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.report import plot_search
+    from ddsm.search.folder import load_search
+
+    run = load_search(search_dir)
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
+                      device=device)
+    if evaluate_missing:
+        click.echo(f"evaluated {res.evaluated} family schedules missing from the log (not added to it)")
+    for line in res.skipped:
+        click.echo(f"skipped {line}")
+    click.echo(f"{len(res.files)} files -> {res.out}: " + ", ".join(p.name for p in res.files))
+
+
+@main.command()
+@click.option("--space", "space_files", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Search-space YAML or shipped name; repeat for several spaces.")
+@click.option("--budget", "budgets", multiple=True, type=float, required=True,
+              help="Cost budget (share of full width) replacing the space's; repeat for several.")
+@click.option("--seed", "seeds", multiple=True, type=int, default=(0,), show_default=True,
+              help="Search seed replacing the space's; repeat for several.")
+@click.option("--checkpoint", required=True, help="Supernet: run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Sweep folder: sweep.json, runs/<trial>/ (one search folder each), tune/, results.csv/.parquet.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out (Tuner.restore; searches resume).")
+@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: a private local Ray].")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs Ray Tune gives each search.")
+@click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
+              help="Feature net file, needed when a space's quality objective is fid.")
+@click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
+              help="Cost table from `ddsm cost` (needed when a space prices latency).")
+def sweep(space_files, budgets, seeds, checkpoint, out, resume, address, cpus_per_trial, featurenet_file, cost_file):
+    """Run searches for every space x budget x seed as Ray Tune trials; writes a combined results table."""
+    import pandas as pd
+
+    from ddsm.sweep import run_sweep
+
+    table = run_sweep(space_files, budgets=budgets, seeds=seeds, checkpoint=checkpoint, out_dir=out, resume=resume,
+                      address=address, cpus_per_trial=cpus_per_trial, featurenet=featurenet_file, cost=cost_file)
+    with pd.option_context("display.width", 140, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        click.echo(table.drop(columns=["run"]).to_string(index=False))
+    click.echo(f"-> {Path(out) / 'results.csv'} (one search folder per trial under {Path(out) / 'runs'})")

@@ -1,0 +1,190 @@
+"""The cost model: what one denoiser call costs at each (width, side), and the one way to sum a schedule.
+
+Search, export, plots and the quickstart price schedules with a
+:class:`CostModel` and nothing else. It holds one cost per (width, side) in
+one unit (``macs``: MACs per image; ``latency``: seconds per call), built
+from fvcore counts, from a measured :class:`~ddsm.cost.table.CostTable`, or
+from a plain mapping (``{width: cost}`` or ``{(width, side): cost}``). A
+width-only model has the single side ``None``, meaning the image size.
+
+A schedule's cost is the sum over its sampling steps of the cost of one call
+at that step's width and side (:meth:`CostModel.total` for many at once,
+:meth:`CostModel.plan_cost` for one :class:`~ddsm.plan.StepPlan`). Its JSON
+form (:meth:`CostModel.to_json`, stored in a search folder's ``search.json``)
+keys a width-only model by ``repr(width)`` and a resolution model by
+``"width@side"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from ddsm.config import width_index
+from ddsm.errors import DDSMError
+from ddsm.io import stable_hash
+from ddsm.plan import StepPlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ddsm.checkpoint import Supernet
+
+UNITS = ("macs", "latency")
+#: a cost share within this of a budget is within it (shares are sums of floats)
+SHARE_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Cost of one denoiser call per (width, side); sums schedules."""
+
+    widths: tuple[float, ...]  # ascending; the last is the full width
+    sides: tuple[int | None, ...]  # ascending sides, or (None,) for a width-only model (the image size)
+    calls: tuple[tuple[float, ...], ...]  # calls[i][j]: one call at widths[i] and sides[j]
+    unit: str = "macs"  # 'macs' (per image) or 'latency' (seconds per call)
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise DDSMError(f"unknown cost unit {self.unit!r}; valid: {', '.join(UNITS)}")
+
+    # -- building -----------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, costs: Mapping, widths: Sequence[float], sides: Sequence[int] | None = None, *,
+                     unit: str = "macs") -> "CostModel":
+        """The model of ``widths`` (x ``sides``) read from ``{width: c}`` or ``{(width, side): c}``; each must be there."""
+        known: dict[tuple[float, int | None], float] = {}
+        for k, v in costs.items():
+            w, r = (float(k[0]), int(k[1])) if isinstance(k, tuple) else (float(k), None)
+            known[w, r] = float(v)
+        keys = list(known)
+        sides_ = tuple(sides) if sides is not None else (None,)
+        rows = []
+        for w in widths:
+            row = []
+            for r in sides_:
+                hit = next((known[k] for k in keys if k[1] == r and width_index(k[0], (w,)) is not None), None)
+                what = f"width {w:g}" + ("" if r is None else f" at resolution {r}")
+                if hit is None:
+                    raise DDSMError(f"cost_per_width has no cost for {what}; the search space needs widths "
+                                    f"{list(widths)}" + ("" if r is None else f" at resolutions {list(sides_)}"))
+                if not (math.isfinite(hit) and hit > 0):
+                    raise DDSMError(f"cost of {what} is {hit!r}; costs must be positive and finite")
+                row.append(hit)
+            rows.append(tuple(row))
+        return cls(widths=tuple(float(w) for w in widths), sides=sides_, calls=tuple(rows), unit=unit)
+
+    @classmethod
+    def coerce(cls, costs: "CostModel | Mapping", widths: Sequence[float], sides: Sequence[int] | None = None
+               ) -> "CostModel":
+        """``costs`` restricted to ``widths`` x ``sides``: a CostModel as it is (checked), a mapping read."""
+        if isinstance(costs, CostModel):
+            flat = {(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))
+                    if costs.has(w, r)}
+            return cls.from_mapping({k if k[1] is not None else k[0]: v for k, v in flat.items()}, widths, sides,
+                                    unit=costs.unit)
+        return cls.from_mapping(costs, widths, sides)
+
+    @classmethod
+    def count(cls, net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None) -> "CostModel":
+        """fvcore MACs per image of one call at every width (and side) of ``net``."""
+        from ddsm.cost.macs import count_macs
+
+        return cls.from_mapping({(w if r is None else (w, r)): float(count_macs(net.model, w, r).total)
+                                 for w in widths for r in (sides or (None,))}, widths, sides)
+
+    @classmethod
+    def for_search(cls, net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None, *,
+                   unit: str = "macs", table: str | None = None) -> "CostModel":
+        """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency.
+
+        Latency needs a measured table (``ddsm cost``); a table for a
+        resolution space must hold every side (``ddsm cost --resolution``).
+        """
+        if table is not None:
+            from ddsm.cost.table import CostTable
+
+            return CostTable.load(table, net.config).cost_model("macs" if unit == "macs" else "latency",
+                                                                widths, sides)
+        if unit == "latency":
+            raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... "
+                            "--out FILE, then --cost FILE")
+        return cls.count(net, widths, sides)
+
+    # -- files and identity -------------------------------------------------------
+
+    def to_json(self) -> dict[str, float]:
+        """``{"0.25": c, ...}`` (width-only) or ``{"0.25@8": c, ...}``, width-major."""
+        if self.sides == (None,):
+            return {repr(w): row[0] for w, row in zip(self.widths, self.calls)}
+        return {f"{w!r}@{r}": c for w, row in zip(self.widths, self.calls) for r, c in zip(self.sides, row)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], *, unit: str = "macs") -> "CostModel":
+        """Inverse of :meth:`to_json`."""
+        costs: dict = {}
+        for k, v in doc.items():
+            w, _, r = str(k).partition("@")
+            costs[(float(w), int(r)) if r else float(w)] = float(v)
+        widths = sorted({k[0] if isinstance(k, tuple) else k for k in costs})
+        sides = sorted({k[1] for k in costs if isinstance(k, tuple)}) or None
+        return cls.from_mapping(costs, widths, sides, unit=unit)
+
+    @property
+    def flat(self) -> tuple[float, ...]:
+        """Every call cost, width-major (every side of the narrowest width first)."""
+        return tuple(c for row in self.calls for c in row)
+
+    def fingerprint(self) -> str:
+        """Identity of the costs (floats as exact hex strings), as a search folder records it."""
+        return stable_hash([float(c).hex() for c in self.flat])
+
+    # -- lookup and sums ----------------------------------------------------------
+
+    def has(self, width: float, side: int | None = None) -> bool:
+        """Whether one call at ``width`` and ``side`` has a cost."""
+        try:
+            self.index(width, side)
+        except DDSMError:
+            return False
+        return True
+
+    def index(self, width: float, side: int | None = None) -> tuple[int, int]:
+        """(width index, side index); side None is the image size (the largest side)."""
+        i = width_index(width, self.widths)
+        if i is None:
+            raise DDSMError(f"no cost for width {width:g} (known widths: {list(self.widths)})")
+        if side is None or self.sides == (None,):
+            # a width-only model prices every step at the image size, whatever side it names
+            return i, len(self.sides) - 1
+        if side not in self.sides:
+            raise DDSMError(f"no cost for width {width:g} at side {side} (known sides: {list(self.sides)})")
+        return i, self.sides.index(side)
+
+    def call(self, width: float, side: int | None = None) -> float:
+        """Cost of one denoiser call at ``width`` and ``side``."""
+        i, j = self.index(width, side)
+        return self.calls[i][j]
+
+    def total(self, W: np.ndarray, R: np.ndarray | None = None) -> np.ndarray:
+        """Cost of each row of per-step width indices ``W`` (and side indices ``R``; None: the image size)."""
+        W = np.atleast_2d(np.asarray(W, dtype=np.int64))
+        R = np.full_like(W, len(self.sides) - 1) if R is None else np.atleast_2d(np.asarray(R, dtype=np.int64))
+        return np.asarray(self.calls, dtype=np.float64)[W, R].sum(axis=1)
+
+    def plan_cost(self, plan: Any) -> float:
+        """Cost of one schedule (a StepPlan, a Schedule or a per-step width list)."""
+        plan = StepPlan.of(plan)
+        idx = [self.index(w, r) for w, r in plan.pairs()]
+        return float(self.total([i for i, _ in idx], [j for _, j in idx])[0])
+
+    def full_cost(self, steps: int) -> float:
+        """Cost of ``steps`` full-width calls at the image size: the baseline of every share."""
+        return float(steps * self.calls[-1][-1])
+
+    def share(self, plan: Any) -> float:
+        """Cost of ``plan`` as a share of the full-width schedule of the same length."""
+        plan = StepPlan.of(plan)
+        return self.plan_cost(plan) / self.full_cost(plan.steps)

@@ -1,0 +1,67 @@
+"""The in-memory schedule: a width and a state side for every visited sampling step.
+
+A :class:`StepPlan` is what a search genome decodes to, what a schedule file
+holds once loaded (:meth:`ddsm.schedule.Schedule.plan`), and what
+:func:`ddsm.samplers.generate`, the evaluators, export and the diffusers
+bridge take. Steps are in the order the sampler visits them (the noisiest
+first). ``resolutions`` None means every step runs at the image size.
+
+A plan iterates over its widths, so code written for plain per-step width
+lists (an evaluator of width schedules, say) keeps working; the sides are in
+``resolutions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class StepPlan(Sequence):
+    """Width (and optionally side) per sampling step, noisiest step first."""
+
+    widths: tuple[float, ...]  # supernet width at every step
+    resolutions: tuple[int, ...] | None = None  # side of the state at every step (None: the image size throughout)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
+        if self.resolutions is not None:
+            object.__setattr__(self, "resolutions", tuple(int(r) for r in self.resolutions))
+
+    @classmethod
+    def of(cls, obj: Any) -> "StepPlan":
+        """A plan from a StepPlan, a Schedule, a per-step width list or a list of (width, side) pairs."""
+        if isinstance(obj, StepPlan):
+            return obj
+        if hasattr(obj, "plan") and callable(obj.plan):  # a Schedule
+            return obj.plan()
+        items = list(obj)
+        if items and isinstance(items[0], (tuple, list)):
+            return cls(tuple(p[0] for p in items), tuple(p[1] for p in items))
+        return cls(tuple(items))
+
+    @property
+    def steps(self) -> int:
+        """Number of sampling steps."""
+        return len(self.widths)
+
+    def sides(self, image_size: int) -> tuple[int, ...]:
+        """The side of every step, the image size where ``resolutions`` is None."""
+        return self.resolutions if self.resolutions is not None else (int(image_size),) * len(self.widths)
+
+    def pairs(self, image_size: int | None = None) -> tuple[tuple[float, int | None], ...]:
+        """(width, side) per step; side None for a width-only plan unless ``image_size`` is given."""
+        if self.resolutions is None and image_size is None:
+            return tuple((w, None) for w in self.widths)
+        return tuple(zip(self.widths, self.sides(image_size)))
+
+    def __len__(self) -> int:
+        return len(self.widths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.widths[i]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.widths)

@@ -1,0 +1,203 @@
+"""Export a search's front: one schedule file per member, ranked cheapest first, with measured speed-ups.
+
+:func:`export_front` writes ``front-01-share0.23.json`` (the cheapest) and
+onwards, ``best-under-B.json`` for requested budgets, and ``front.csv`` /
+``front.parquet``: predicted cost (MACs, share, FLOP saving) beside the
+*measured* wall-clock time of sampling with each schedule against the
+full-width schedule on the same device and seeds. Everything is checked
+before the output folder is touched (:mod:`ddsm.report.outdir`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ddsm.cost.model import SHARE_TOL, CostModel
+from ddsm.errors import DDSMError
+from ddsm.io import write_atomic
+from ddsm.plan import StepPlan
+from ddsm.report.outdir import EXPORT_KIND, check_out_dir, finish_out_dir
+from ddsm.search.folder import SearchRun
+from ddsm.search.log import genome_key
+
+
+
+def macs_model(run: SearchRun, net) -> CostModel:
+    """MACs per image of one denoiser call per width (and side) of the search.
+
+    A FLOP search's cost model already is MACs per image (fvcore, or the MAC
+    column of a cost table); a latency search's is seconds, so MACs are
+    counted here with fvcore.
+    """
+    if run.space.objectives.cost == "flops":
+        return run.costs
+    return CostModel.count(net, run.space.widths, run.space.resolutions)
+
+
+def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
+    """The front, cheapest first: rank, schedule file, quality, MACs per image, shares, generation, genome, widths.
+
+    ``share`` is the search's own cost share (FLOPs, or latency for a latency
+    search); ``flop_saving`` is ``1 - MACs / full-width MACs``, equal to
+    ``1 - share`` for a FLOP search.
+    """
+    q = run.quality
+    steps = run.space.sampler.steps
+    full = macs.full_cost(steps)
+    n = len(run.front)
+    digits = max(2, len(str(n)))
+    rows = []
+    for i, m in enumerate(run.front.to_dict(orient="records"), start=1):
+        total = macs.plan_cost(StepPlan(m["widths"], m.get("resolutions") or None))
+        row = {"rank": i, "schedule": f"front-{i:0{digits}d}-share{m['share']:.2f}.json", q: m[q],
+               "macs_per_image": total, "share": m["share"], "flop_saving": 1.0 - total / full,
+               "generation": m["generation"], "genome": genome_key(m["genome"]),
+               "widths": ",".join(f"{w:g}" for w in m["widths"])}
+        if run.space.resolutions is not None:
+            row["resolutions"] = ",".join(str(r) for r in (m.get("resolutions") or [run.space.resolutions[-1]] * steps))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def time_schedules(model, sampler, plans: Sequence, seeds: Sequence[int], *, repeats: int = 5,
+                   warmup: int = 1, progress: bool = False) -> list[list[float]]:
+    """Wall-clock seconds of sampling ``seeds`` (one batch) with each plan (widths or StepPlan), ``repeats`` times each.
+
+    Round-robin: every round samples every plan once, so load that drifts
+    during the measurement (another job, throttling) hits all plans alike;
+    the order rotates each round so no plan always runs right after the same
+    one. ``warmup`` untimed rounds come first (allocator, kernel selection).
+    """
+    from tqdm.auto import tqdm
+
+    if repeats < 1 or warmup < 0:
+        raise DDSMError(f"--repeats ({repeats}) must be at least 1 and --warmup ({warmup}) at least 0")
+    k = len(plans)
+    times: list[list[float]] = [[] for _ in plans]
+    with tqdm(total=(warmup + repeats) * k, desc="timing", unit="run", disable=not progress) as bar:
+        for r in range(warmup + repeats):
+            for j in range(k):
+                i = (j + r) % k
+                t0 = time.perf_counter()
+                generate_plan(model, sampler, plans[i], seeds, batch_size=len(seeds))  # returns on the CPU: synced
+                if r >= warmup:
+                    times[i].append(time.perf_counter() - t0)
+                bar.update(1)
+    return times
+
+
+def generate_plan(model, sampler, plan, seeds, **kw):
+    """Samples of one plan (a StepPlan or a per-step width list) on ``seeds``: the sampling that gets timed."""
+    from ddsm.samplers import generate
+
+    return generate(model, sampler, StepPlan.of(plan), seeds, **kw)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_front` wrote."""
+
+    out: Path
+    table: pd.DataFrame  # the front table with measured times (also front.csv / front.parquet)
+    full_seconds: float  # median seconds of the full-width schedule, same seeds
+    files: list[str] = field(default_factory=list)  # names written in ``out``
+    budgets: dict[float, int] = field(default_factory=dict)  # requested budget -> rank of its best member
+
+
+def best_under(table: pd.DataFrame, budgets: Sequence[float], *, quality: str) -> dict[float, int]:
+    """Rank of the best-quality front member with ``share <= B`` for each budget; a DDSMError if one has none."""
+    out: dict[float, int] = {}
+    for b in dict.fromkeys(float(b) for b in budgets):
+        if not (math.isfinite(b) and b > 0):
+            raise DDSMError(f"--budget {b:g} must be a positive cost share (e.g. 0.3 for 30 % of full-width FLOPs)")
+        within = table[table["share"] <= b + SHARE_TOL]
+        if within.empty:
+            raise DDSMError(f"--budget {b:g}: no front member costs that little (the cheapest has share "
+                            f"{table['share'].min():.3f}); ask for a budget of at least that")
+        out[b] = int(within.sort_values([quality, "share"], kind="stable")["rank"].iloc[0])
+    return out
+
+
+def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[float] = (), repeats: int = 5,
+                 warmup: int = 1, num: int = 16, seed: int = 0, progress: bool = False) -> ExportResult:
+    """Write schedule files, ``best-under-B.json`` files and the measured front table into ``out``.
+
+    Everything is checked before ``out`` is created or touched (see the
+    module docstring). Times: sampling ``num`` images (seeds ``seed..seed+num-1``,
+    one batch) on ``net``'s device, ``warmup`` untimed rounds then the median
+    of ``repeats``, every schedule and the full-width one measured
+    round-robin in this process (:func:`time_schedules`).
+    """
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.samplers import make_sampler
+
+    out = Path(out)
+    run.check_supernet(net)
+    if num < 1:
+        raise DDSMError(f"--num must be at least 1, got {num}")
+    if repeats < 1 or warmup < 0:
+        raise DDSMError(f"--repeats ({repeats}) must be at least 1 and --warmup ({warmup}) at least 0")
+    q = run.quality
+    table = front_table(run, macs_model(run, net))
+    chosen = best_under(table, budgets, quality=q)
+    identity = run.identity()
+    previous = check_out_dir(out, kind=EXPORT_KIND, identity=identity)
+
+    scfg = run.space.sampler
+    # Building every schedule before timing: a schedule that does not fit the supernet fails before minutes of timing.
+    schedules = run.schedules(net.config, predicted=[
+        {"macs": float(r["macs_per_image"]), "flop_saving": float(r["flop_saving"])}
+        for r in table.to_dict(orient="records")])
+
+    sampler = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
+    plans = [s.plan() for s in schedules] + [StepPlan((1.0,) * scfg.steps)]
+    times = time_schedules(net.model, sampler, plans, list(range(seed, seed + num)), repeats=repeats, warmup=warmup,
+                           progress=progress)
+    medians = [statistics.median(t) for t in times]
+    full_s = medians[-1]
+    table["seconds"] = medians[:-1]
+    table["full_seconds"] = full_s
+    table["speedup"] = full_s / table["seconds"]
+    table["wallclock_saving"] = 1.0 - table["seconds"] / full_s
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    for s, name in zip(schedules, table["schedule"]):
+        s.save(out / name)
+        files.append(name)
+    for b, rank in chosen.items():
+        s = schedules[rank - 1]
+        name = f"best-under-{b:g}.json"
+        s.model_copy(update={"provenance": {**s.provenance, "budget": b}}).save(out / name)
+        files.append(name)
+    write_atomic(out / "front.csv", lambda p: table.to_csv(p, index=False))
+    write_atomic(out / "front.parquet", lambda p: table.to_parquet(p, index=False))
+    files += ["front.csv", "front.parquet"]
+    device = str(next(net.model.parameters()).device)
+    finish_out_dir(out, kind=EXPORT_KIND, identity=identity, files=files, previous=previous,
+                    extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
+                           "budgets": {repr(b): r for b, r in chosen.items()},
+                           "timing": {"device": device, "num": num, "seed": seed, "repeats": repeats,
+                                      "warmup": warmup, "full_seconds": full_s}})
+    return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen)
+
+
+def format_table(table: pd.DataFrame, *, quality: str) -> str:
+    """The export table as aligned text for a terminal."""
+    head = (f"{'rank':>4} {quality:>10} {'MMACs/img':>10} {'share':>6} {'FLOPs saved':>11} {'seconds':>8} "
+            f"{'speed-up':>8} {'time saved':>10}  schedule")
+    lines = [head]
+    for r in table.to_dict(orient="records"):
+        lines.append(f"{r['rank']:>4d} {r[quality]:>10.4g} {r['macs_per_image'] / 1e6:>10.2f} {r['share']:>6.1%} "
+                     f"{r['flop_saving']:>11.1%} {r['seconds']:>8.3f} {r['speedup']:>7.2f}x "
+                     f"{r['wallclock_saving']:>10.1%}  {r['schedule']}")
+    return "\n".join(lines)
+
+

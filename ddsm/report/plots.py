@@ -1,0 +1,288 @@
+"""Figures of a search folder: the front with its families, widths per step, sensitivity, sample grids.
+
+PNG + SVG through matplotlib's object API (no pyplot state, no GUI backend:
+files are rendered by Agg). :func:`plot_search` draws them all into a report
+folder after the same checks as export (:mod:`ddsm.report.outdir`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ddsm.errors import DDSMError
+from ddsm.io import write_atomic
+from ddsm.metrics.registry import metric_label
+from ddsm.plan import StepPlan
+from ddsm.report.analysis import TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows, sensitivity
+from ddsm.cost.model import SHARE_TOL
+from ddsm.report.export import generate_plan
+from ddsm.report.outdir import PLOTS_KIND, check_out_dir, finish_out_dir
+from ddsm.search.folder import SearchRun
+
+
+def _figure(width: float, height: float):
+    # The object API renders through Agg on savefig and never touches pyplot's global state or a GUI backend.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.svg`` atomically; the paths."""
+    paths = []
+    # bbox "tight" grows the canvas rather than clip a long legend or label
+    for fmt, kw in (("png", {"dpi": 150}), ("svg", {"metadata": {"Date": None}})):
+        path = out / f"{stem}.{fmt}"
+        write_atomic(path, lambda p, fmt=fmt, kw=kw: fig.savefig(p, format=fmt, bbox_inches="tight", **kw))
+        paths.append(path)
+    return paths
+
+
+def _metric_label(run: SearchRun) -> str:
+    return f"{metric_label(run.quality)} (lower is better)"
+
+
+def _cost_label(run: SearchRun) -> str:
+    return "FLOPs" if run.space.objectives.cost == "flops" else "latency"
+
+
+def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
+    """``front.png/svg``: quality vs cost share, with every scored point, the front, the families and full width."""
+    out = Path(out)
+    q = run.quality
+    fig = _figure(8.0, 7.2)
+    ax = fig.add_subplot()
+    scored = scored_rows(run)
+    feasible = scored[scored["share"] <= run.budget + SHARE_TOL]
+    over = scored[scored["share"] > run.budget + SHARE_TOL]
+    ax.scatter(feasible["share"] * 100, feasible[q], s=14, color="0.55", alpha=0.35, linewidths=0,
+               label=f"evaluated, within budget ({len(feasible)})", zorder=1)
+    if len(over):
+        ax.scatter(over["share"] * 100, over[q], s=16, marker="x", color="0.6", alpha=0.45, linewidths=0.8,
+                   label=f"evaluated, over budget ({len(over)})", zorder=1)
+    ax.axvline(run.budget * 100, color="tab:red", linestyle=":", linewidth=1.2, label=f"budget ({run.budget:.0%})")
+
+    fx, fy = run.front["share"].to_numpy() * 100, run.front[q].to_numpy()
+    # A step line: below the next member's cost, the best reachable quality is the cheaper member's.
+    ax.step(np.append(fx, run.budget * 100), np.append(fy, fy[-1]), where="post", color="tab:blue", linewidth=2,
+            zorder=3)
+    ax.plot(fx, fy, "o", color="tab:blue", markersize=6, zorder=4, label=f"Pareto front ({len(fx)} schedules)")
+    for i, (x, y) in enumerate(zip(fx, fy), start=1):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 5), fontsize=8, color="tab:blue")
+
+    styles = {"uniform width": ("s", "tab:green", "-"), TWO_SEGMENT: ("^", "tab:orange", "")}
+    for fam in families(run):
+        if not len(fam.genomes):
+            continue
+        marker, color, ls = styles[fam.name]
+        rows = fam.rows.assign(label=fam.labels).sort_values("share") if len(fam.rows) else fam.rows
+        label = f"{fam.name} ({len(rows)} of {len(fam.genomes)} evaluated" + \
+            (f"; {fam.evaluated_now} of them scored for this plot only)" if fam.evaluated_now else ")")
+        if len(rows):
+            ax.plot(rows["share"] * 100, rows[q], marker=marker, linestyle=ls or "none", color=color, markersize=6,
+                    linewidth=1, alpha=0.9, label=label, zorder=2)
+            for lab, x, y in zip(rows["label"], rows["share"] * 100, rows[q]):
+                ax.annotate(lab, (x, y), textcoords="offset points",
+                            xytext=(5, -10), fontsize=7, color=color)
+        else:
+            ax.plot([], [], marker=marker, linestyle="none", color=color, label=label)
+
+    fq, how = full_width_quality(run)
+    if fq is not None:
+        ax.plot([100], [fq], marker="*", markersize=14, color="black", linestyle="none", zorder=5,
+                label=f"full width ({q} {fq:.3g}, {how})")
+    else:
+        ax.axvline(100, color="black", linestyle="--", linewidth=1, label="full width (quality not evaluated)")
+    ax.set_xlabel(f"cost (% of full-width {_cost_label(run)})")
+    ax.set_ylabel(_metric_label(run))
+    ax.set_xlim(0, 105)
+    ax.grid(True, alpha=0.3)
+    s = run.space.sampler
+    note = "" if run.log is not None else " (no evaluation log: front only)"
+    ax.set_title(f"Search '{run.folder.name}': {q} vs cost, {s.kind.upper()} {s.steps} steps, "
+                 f"{run.generations_finished} generations{note}", fontsize=10)
+    # Below the axes, not on them: wherever it sat inside it would hide some evaluated points.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize=8, frameon=False)
+    return save_figure(fig, out, "front")
+
+
+def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
+    """``widths.png/svg``: width per sampling step (noisiest left) of each front member (cheapest on top)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    import matplotlib
+
+    out = Path(out)
+    q = run.quality
+    space = run.space
+    widths = list(space.widths)
+    M = np.array([list(w) for w in run.front["widths"]], dtype=float)
+    n, steps = M.shape
+    fig = _figure(max(7.0, 0.32 * steps + 3.5), max(3.2, 0.34 * n + 1.8))
+    ax = fig.add_subplot()
+    cmap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.1, 0.95, len(widths))))
+    # One colour per allowed width (a discrete scale: widths are categories, not a continuum).
+    if len(widths) > 1:
+        mids = [(a + b) / 2 for a, b in zip(widths, widths[1:])]
+        edges = [2 * widths[0] - mids[0], *mids, 2 * widths[-1] - mids[-1]]
+    else:
+        edges = [widths[0] - 0.5, widths[0] + 0.5]
+    norm = BoundaryNorm(edges, cmap.N)
+    im = ax.imshow(M, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest",
+                   extent=(0.5, steps + 0.5, n + 0.5, 0.5))
+    for b in np.cumsum(space.segment_lengths)[:-1]:  # gene boundaries: widths can only change here
+        ax.axvline(b + 0.5, color="white", linewidth=1.5)
+    sides = run.front["resolutions"] if "resolutions" in run.front else []
+    for row, member_sides in enumerate(sides, start=1):  # resolution spaces: the side of every reduced step
+        for step, side in enumerate(member_sides or (), start=1):
+            if side < space.resolutions[-1]:
+                ax.text(step, row, str(side), ha="center", va="center", fontsize=6, color="white")
+    ax.set_xticks(range(1, steps + 1) if steps <= 30 else np.linspace(1, steps, 11).round().astype(int))
+    ax.set_yticks(range(1, n + 1))
+    ax.set_yticklabels([f"#{i}  {r['share']:.0%}  {q} {r[q]:.3g}" for i, r in
+                        enumerate(run.front.to_dict(orient="records"), start=1)], fontsize=8)
+    ax.set_xlabel("sampling step (1 = noisiest; white lines: gene boundaries)")
+    ax.set_ylabel(f"front member (rank, % {_cost_label(run)}, quality)")
+    cb = fig.colorbar(im, ax=ax, ticks=widths, fraction=0.05, pad=0.02)
+    cb.set_label("width (fraction of channels)")
+    s = space.sampler
+    # suptitle spans the colour bar too, so a short figure cannot run the title into its label
+    what = "Width (and reduced side, in the cells)" if space.resolutions else "Width"
+    fig.suptitle(f"{what} per sampling step of the {n} front members, cheapest on top ({s.kind.upper()} {s.steps} steps)",
+                 fontsize=10)
+    return save_figure(fig, out, "widths")
+
+
+def plot_sensitivity(run: SearchRun, out: str | Path) -> list[Path] | None:
+    """``sensitivity.png/svg``: quality lost when one gene alone is narrowed; None if the log has no probes."""
+    sens = sensitivity(run)
+    if sens is None:
+        return None
+    out = Path(out)
+    q = run.quality
+    genes = sorted(sens["gene"].unique())
+    fig = _figure(max(6.5, 0.35 * len(genes) + 3.5), 4.5)
+    ax = fig.add_subplot()
+    import matplotlib
+
+    narrow = sorted(sens["width"].unique())
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.1, 0.8, len(narrow)))
+    for w, c in zip(narrow, colors):
+        d = sens[sens["width"] == w].sort_values("gene")
+        ax.plot(d["gene"], d["degradation"], marker="o", color=c, label=f"narrowed to width {w:g}")
+    first = sens.drop_duplicates("gene").set_index("gene")
+    ax.set_xticks(genes)
+    ax.set_xticklabels([f"{first.loc[g, 'first_step']}" if first.loc[g, "first_step"] == first.loc[g, "last_step"]
+                        else f"{first.loc[g, 'first_step']}–{first.loc[g, 'last_step']}" for g in genes],
+                       fontsize=8, rotation=0 if len(genes) <= 12 else 90)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("gene: sampling steps it covers (1 = noisiest)")
+    ax.set_ylabel(f"increase of {q} over full width\n(0 = nothing lost)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Sensitivity: {q} lost when one gene alone is narrowed (others at full width)", fontsize=10)
+    return save_figure(fig, out, "sensitivity")
+
+
+def sample_members(run: SearchRun) -> list[int]:
+    """0-based front positions shown in the samples figure: cheapest, middle, best quality (distinct)."""
+    n = len(run.front)
+    return sorted({0, (n - 1) // 2, n - 1})
+
+
+def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: int = 0) -> list[Path]:
+    """``samples.png/svg``: sample grids of the cheapest, middle and best front members beside full width.
+
+    Every grid uses seeds ``seed..seed+num-1`` and the search's sampler, so
+    differences between panels come from the widths alone.
+    """
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.images import grid
+    from ddsm.samplers import make_sampler
+
+    if num < 1:
+        raise DDSMError(f"--num must be at least 1, got {num}")
+    out = Path(out)
+    q = run.quality
+    scfg = run.space.sampler
+    sampler = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
+    seeds = list(range(seed, seed + num))
+    picks = sample_members(run)
+    names = {0: "cheapest", len(run.front) - 1: "best quality"}
+    panels = []
+    for i in picks:
+        r = run.front.iloc[i]
+        title = f"#{i + 1} {names.get(i, 'middle')}\n{r['share']:.0%} {_cost_label(run)}, {q} {r[q]:.3g}"
+        plan = StepPlan(r["widths"], r.get("resolutions") or None)
+        panels.append((title, plan))
+    fq, _ = full_width_quality(run)
+    panels.append(("full width\n100% " + _cost_label(run) + ("" if fq is None else f", {q} {fq:.3g}"),
+                   StepPlan((1.0,) * scfg.steps)))
+    fig = _figure(3.0 * len(panels), 3.6)
+    axes = fig.subplots(1, len(panels))
+    ncols = max(1, math.ceil(math.sqrt(num)))
+    for ax, (title, widths) in zip(np.atleast_1d(axes), panels):
+        img = grid(generate_plan(net.model, sampler, widths, seeds, batch_size=num), ncols)
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Samples on the same seeds {seeds[0]}–{seeds[-1]} ({scfg.kind.upper()} {scfg.steps} steps)",
+                 fontsize=10)
+    return save_figure(fig, out, "samples")
+
+
+def _plain_rows(rows: pd.DataFrame | None, quality: str) -> list[dict[str, Any]]:
+    # strict JSON: native types, and null for a quality the evaluator could not give
+    if rows is None:
+        return []
+    return [{"genome": str(r["genome"]), quality: float(r[quality]) if math.isfinite(r[quality]) else None,
+             "valid": bool(r["valid"]), "share": float(r["share"])} for r in rows.to_dict(orient="records")]
+
+
+@dataclass
+class PlotResult:
+    """What :func:`plot_search` wrote."""
+
+    out: Path
+    files: list[Path]
+    skipped: list[str]  # one line per figure not drawn, saying why
+    evaluated: int = 0  # family members scored for the plot (not in the search's log)
+
+
+def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: int = 0, evaluate: bool = False,
+                featurenet: str | None = None, device: str = "auto") -> PlotResult:
+    """Every figure into ``out`` after the same checks as :func:`export_front`; see the module docstring.
+
+    With ``evaluate``, the uniform-width and two-segment schedules the log
+    lacks are scored first (:func:`evaluate_missing`), on ``device``.
+    """
+    out = Path(out)
+    run.check_supernet(net)
+    if num < 1:
+        raise DDSMError(f"--num must be at least 1, got {num}")
+    identity = run.identity()
+    previous = check_out_dir(out, kind=PLOTS_KIND, identity=identity)
+    if evaluate:
+        run = evaluate_missing(run, net.source, featurenet=featurenet, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+    files = plot_front(run, out) + plot_widths(run, out)
+    skipped = []
+    sens = plot_sensitivity(run, out)
+    if sens is None:
+        skipped.append("sensitivity: the evaluation log has no sensitivity probes (generation -1; "
+                       "seeding.sensitivity was off), so sensitivity.png was not drawn")
+    else:
+        files += sens
+    files += plot_samples(run, net, out, num=num, seed=seed)
+    finish_out_dir(out, kind=PLOTS_KIND, identity=identity, files=[p.name for p in files], previous=previous,
+                    extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
+                           "samples": {"num": num, "seed": seed, "front_ranks": [i + 1 for i in sample_members(run)]},
+                           "evaluated_for_plot": _plain_rows(run.extra, run.quality)})
+    return PlotResult(out=out, files=files, skipped=skipped, evaluated=0 if run.extra is None else len(run.extra))

@@ -1,0 +1,252 @@
+"""The search run folder: the one module that writes it and reads it.
+
+Files (``schema_version`` 1 each):
+
+- ``space.json``: the resolved search config, written before any work;
+- ``search.json``: what the folder belongs to (the search config's hash, the
+  supernet fingerprint, the cost model's hash: a resume with another one of
+  these is refused before anything in the folder changes), the objectives,
+  the budget and the cost model (:meth:`ddsm.cost.CostModel.to_json`);
+- ``evaluations.parquet`` (or ``.csv``): the evaluation log and cache
+  (:mod:`ddsm.search.log`);
+- ``state.json``: NSGA-II's state after the last finished generation
+  (:mod:`ddsm.search.state`), with the hypervolume reference point and
+  per-generation statistics;
+- ``front.csv`` / ``front.json``: the current Pareto front, cheapest first.
+
+:class:`SearchFolder` writes them for the search loop; :func:`load_search`
+reads a folder back as a checked :class:`SearchRun` for export, plots,
+sweeps and the quickstart, whose front also comes back as
+:class:`~ddsm.schedule.Schedule` objects (:meth:`SearchRun.schedules`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ddsm.cost.model import CostModel
+from ddsm.errors import DDSMError
+from ddsm.io import read_json, write_atomic, write_json
+from ddsm.runfolder import claim_folder
+from ddsm.search.front import front_frame
+from ddsm.search.log import EvaluationLog, parse_genome
+from ddsm.search.config import SearchConfig
+from ddsm.search.state import load_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ddsm.config import ModelConfig
+    from ddsm.schedule import Schedule
+
+SEARCH_VERSION = 1
+FRONT_VERSION = 1
+SEARCH_KIND = "ddsm.search"
+FRONT_KIND = "ddsm.search_front"
+#: what each identity key is called in a refusal
+_IDENTITY_NAMES = {"space": "search space", "supernet": "supernet", "costs": "cost model"}
+
+
+# ---------------------------------------------------------------------------- writing (the search loop)
+
+
+class SearchFolder:
+    """A search run folder as the search loop writes it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def state_path(self) -> Path:
+        """``state.json``: NSGA-II's state after the last finished generation."""
+        return self.path / "state.json"
+
+    @staticmethod
+    def identity(space: SearchConfig, supernet: str | None, costs: CostModel) -> dict[str, Any]:
+        """What decides the result of a search run in this folder."""
+        return {"space": space.fingerprint(), "supernet": supernet, "costs": costs.fingerprint()}
+
+    def claim(self, identity: dict[str, Any], *, resume: bool) -> None:
+        """Refuse a folder holding another search (or any search, without ``resume``) before writing to it."""
+
+        def describe(saved: dict, diff: list[str]) -> str:
+            return "it belongs to another search; differs in: " + "; ".join(
+                f"{_IDENTITY_NAMES[k]} {saved.get(k)!s} (folder) vs {identity[k]!s} (now)" for k in diff)
+
+        claim_folder(self.path, manifest="search.json", kind=SEARCH_KIND, what="search", identity=identity,
+                     resume=resume, describe=describe)
+
+    def start(self, space: SearchConfig, identity: dict[str, Any], costs: CostModel) -> None:
+        """Write ``space.json`` and ``search.json`` (before any evaluation)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "space.json", space.model_dump(mode="json"))
+        write_json(self.path / "search.json", {
+            "kind": SEARCH_KIND, "schema_version": SEARCH_VERSION, **identity,
+            "objectives": space.objectives.model_dump(), "budget": space.budget,
+            "cost_per_width": costs.to_json(), "full_cost": costs.full_cost(space.sampler.steps)})
+
+    def log(self, space: SearchConfig) -> EvaluationLog:
+        """The evaluation log (and cache) of this folder, created on first flush."""
+        return EvaluationLog(self.path, quality=space.objectives.quality, format=space.cache.format,
+                             flush_seconds=space.cache.flush_seconds)
+
+    def write_front(self, front: list[dict], *, quality: str, meta: dict[str, Any]) -> None:
+        """Write ``front.csv`` and ``front.json`` (widths per member, quality, cost, budget share) atomically."""
+        df = front_frame(front, quality=quality)
+        write_atomic(self.path / "front.csv", lambda p: df.to_csv(p, index=False))
+        members = [{"genome": list(parse_genome(r["genome"])),
+                    "widths": [float(w) for w in str(r["widths"]).split(",")],
+                    **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
+                    quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
+                   for r in front]
+        write_json(self.path / "front.json", {"kind": FRONT_KIND, "schema_version": FRONT_VERSION, **meta,
+                                              "members": members})
+
+
+def _has_resolutions(row: dict) -> bool:
+    v = row.get("resolutions")
+    return isinstance(v, str) and bool(v)
+
+
+# ---------------------------------------------------------------------------- reading (reports, sweeps)
+
+
+@dataclass
+class SearchRun:
+    """A finished (or stopped after a generation) search folder, read and checked."""
+
+    folder: Path
+    space: SearchConfig
+    meta: dict[str, Any]  # search.json: identity, objectives, budget, cost_per_width, full_cost
+    state: dict[str, Any]  # state.json: NSGA-II's state after the last finished generation (generation, history)
+    front: pd.DataFrame  # front.json members, cheapest first: genome (tuple), widths (tuple), quality, cost, share, generation
+    log: pd.DataFrame | None  # the evaluation log, None if the folder has none
+    #: family members scored for a report by :func:`ddsm.report.analysis.evaluate_missing`; never logged
+    extra: pd.DataFrame | None = None
+
+    @property
+    def quality(self) -> str:
+        """Name of the quality column (lower is better)."""
+        return self.space.objectives.quality
+
+    @property
+    def budget(self) -> float:
+        """The search's cost budget, as a share of the full-width schedule."""
+        return float(self.meta["budget"])
+
+    @property
+    def generations_finished(self) -> int:
+        """Generations the front comes from (the last finished one is this minus one)."""
+        return int(self.state["generation"]) + 1
+
+    @property
+    def costs(self) -> CostModel:
+        """The search's cost model (one call per width, or per (width, side)), in its cost unit."""
+        unit = "macs" if self.space.objectives.cost == "flops" else "latency"
+        return CostModel.from_json(self.meta["cost_per_width"], unit=unit)
+
+    def identity(self) -> dict[str, Any]:
+        """What a report folder belongs to: this folder and the search that ran in it."""
+        return {"search": str(self.folder.resolve()), "space": self.meta.get("space"),
+                "supernet": self.meta.get("supernet"), "costs": self.meta.get("costs")}
+
+    def check_supernet(self, net) -> None:
+        """Refuse a supernet other than the one the search ran on (by architecture fingerprint)."""
+        if net.fingerprint != self.meta["supernet"]:
+            raise DDSMError(f"checkpoint {net.source!r} is supernet {net.fingerprint}, but the search in "
+                            f"{str(self.folder)!r} ran on supernet {self.meta['supernet']}; give the checkpoint it used")
+
+    def schedules(self, model: "ModelConfig", **fields: list[dict[str, Any]]) -> list["Schedule"]:
+        """The front as Schedule files would hold it, cheapest first; ``fields`` give per-member extras.
+
+        Each keyword (``predicted``, ``quality``, ``provenance``) is a list of
+        one dict per member, merged over what the search knows: the member's
+        quality and cost share, and where it came from.
+        """
+        from ddsm.schedule import Schedule
+
+        out = []
+        for i, m in enumerate(self.front.to_dict(orient="records")):
+            extra = {k: v[i] for k, v in fields.items()}
+            out.append(Schedule.for_model(
+                model, self.space.sampler, list(m["widths"]), resolutions=m.get("resolutions"),
+                predicted={"cost_share": float(m["share"]), **extra.get("predicted", {})},
+                quality={self.quality: float(m[self.quality]), **extra.get("quality", {})},
+                provenance={**self.provenance(m, i + 1), **extra.get("provenance", {})}))
+        return out
+
+    def provenance(self, member: dict, rank: int) -> dict[str, Any]:
+        """Where front member ``rank`` (1 = cheapest) came from: this search, its settings, its genome."""
+        from ddsm import __version__
+
+        ev = self.space.evaluator
+        return {"search": str(self.folder.resolve()), "space": self.meta["space"], "costs": self.meta.get("costs"),
+                "seed": self.space.seed, "generation": int(member["generation"]),
+                "generations_finished": self.generations_finished, "front_rank": rank,
+                "genome": list(member["genome"]), "objectives": dict(self.meta["objectives"]),
+                "search_budget": self.budget, "evaluator": {"num_samples": ev.num_samples, "seed": ev.seed},
+                "tool": f"ddsm {__version__}"}
+
+
+def read_state(folder: str | Path) -> dict[str, Any] | None:
+    """The folder's ``state.json`` (NSGA-II's state after its last finished generation), or None."""
+    path = Path(folder) / "state.json"
+    return load_state(path) if path.exists() else None
+
+
+def generations_finished(folder: str | Path) -> int:
+    """Generations the search in ``folder`` has finished (0 if none)."""
+    state = read_state(folder)
+    return 0 if state is None else int(state["generation"]) + 1
+
+
+def load_search(folder: str | Path) -> SearchRun:
+    """Read a search folder; a one-line DDSMError if it is missing, not a search, unfinished or has no front.
+
+    "Unfinished" means no generation has finished (no ``state.json``): the
+    front of a search stopped after some generation is that generation's
+    front and is accepted (``generations_finished`` tells which).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DDSMError(f"search folder {str(folder)!r} does not exist; give the --out folder of `ddsm search`")
+    if not (folder / "search.json").is_file():
+        raise DDSMError(f"{str(folder)!r} holds no search (no search.json); give the --out folder of `ddsm search`")
+    meta = read_json(folder / "search.json", "search manifest")
+    if not isinstance(meta, dict) or meta.get("kind") != SEARCH_KIND:
+        raise DDSMError(f"{str(folder / 'search.json')!r} is not a ddsm search manifest")
+    missing = [k for k in ("space", "supernet", "objectives", "budget", "cost_per_width", "full_cost") if k not in meta]
+    if missing:
+        raise DDSMError(f"search manifest {str(folder / 'search.json')!r} lacks {missing}; written by another ddsm version?")
+    if not (folder / "space.json").is_file():
+        raise DDSMError(f"search folder {str(folder)!r} lacks space.json")
+    space = SearchConfig.load(folder / "space.json")
+    if space.fingerprint() != meta["space"]:
+        raise DDSMError(f"space.json of {str(folder)!r} (hash {space.fingerprint()}) does not match its search.json "
+                        f"({meta['space']}); the folder was edited by hand")
+    if not (folder / "state.json").is_file() or not (folder / "front.json").is_file():
+        raise DDSMError(f"the search in {str(folder)!r} has not finished a generation (no state.json / front.json); "
+                        f"let it run or continue it with `ddsm search --out {folder} --resume`")
+    state = load_state(folder / "state.json")
+    front_doc = read_json(folder / "front.json", "search front")
+    if not isinstance(front_doc, dict) or front_doc.get("kind") != FRONT_KIND:
+        raise DDSMError(f"{str(folder / 'front.json')!r} is not a ddsm search front")
+    if front_doc.get("space") != meta["space"]:
+        raise DDSMError(f"front.json of {str(folder)!r} belongs to another search space than its search.json")
+    q = space.objectives.quality
+    members = front_doc.get("members") or []
+    if not members:
+        raise DDSMError(f"the search in {str(folder)!r} found no feasible schedule (valid and within budget "
+                        f"{float(meta['budget']):g}): nothing to report; raise the budget or check the evaluator")
+    front = pd.DataFrame([{"genome": tuple(int(g) for g in m["genome"]), "widths": tuple(float(w) for w in m["widths"]),
+                           "resolutions": tuple(int(r) for r in m["resolutions"]) if m.get("resolutions") else None,
+                           q: float(m[q]), "cost": float(m["cost"]), "share": float(m["share"]),
+                           "generation": int(m["generation"])} for m in members])
+    # front.json is written cheapest first; sorting again keeps the rank promise if a hand edit reordered it
+    front = front.sort_values(["share", q], kind="stable").reset_index(drop=True)
+    log = None
+    if (folder / "evaluations.parquet").exists() or (folder / "evaluations.csv").exists():
+        log = EvaluationLog(folder, quality=q).frame()  # reading never writes
+    return SearchRun(folder=folder, space=space, meta=meta, state=state, front=front, log=log)

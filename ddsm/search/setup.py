@@ -1,0 +1,143 @@
+"""One way to prepare a search from a supernet checkpoint: every check once, then the pieces the loop needs.
+
+:func:`prepare_search` is what the ``ddsm search`` command, sweeps, the
+quickstart and the experiment scripts call. It refuses, in one line each and
+before anything is written: a search config whose widths or sides the
+supernet does not serve, more sampling steps than training timesteps, a
+budget below the cheapest schedule, a metric that needs a feature net
+without one, and a latency objective without a measured cost table. It
+returns a :class:`PreparedSearch`: the supernet, the cost model, a picklable
+evaluator factory (Ray actors build their own evaluator from it), the
+power-spectrum rule's transition seeds for a resolution space, and the
+warnings to show once (sides the supernet was not trained at).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddsm.cost.model import CostModel
+from ddsm.errors import DDSMError
+from ddsm.metrics.registry import Metric
+from ddsm.samplers.base import SamplerConfig
+from ddsm.search.config import SearchConfig
+
+
+@dataclass(frozen=True)
+class SupernetEvaluatorFactory:
+    """Builds the evaluator of a search's quality metric on a supernet checkpoint, once per worker."""
+
+    checkpoint: str  # run folder, .safetensors file or shipped name
+    metric: Metric  # the registered metric (carried whole, so a worker needs no registration of its own)
+    sampler: SamplerConfig  # the search's sampler
+    num_samples: int  # samples per candidate (same seeds for all)
+    seed: int  # sample i uses seed seed+i
+    batch_size: int  # images denoised together
+    featurenet: str | None = None  # feature net file, for metrics that need one
+    fuse: bool = False  # fused denoiser calls (see ddsm.samplers.batched)
+    cache_mb: float = 0.0  # trajectory cache per worker (0: off)
+
+    @property
+    def quality(self) -> str:
+        """The metric's name: the evaluator column the search reads."""
+        return self.metric.name
+
+    def __call__(self, *, device: str = "auto"):
+        from ddsm.checkpoint import load_supernet
+        from ddsm.device import resolve_device
+
+        net = load_supernet(self.checkpoint, device=resolve_device(device))
+        # The search warns once about training-free resolutions (PreparedSearch.warnings), not every worker.
+        return self.metric.build(net, self.sampler, featurenet=self.featurenet, checkpoint=self.checkpoint,
+                                 num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse,
+                                 cache_mb=self.cache_mb, warn_resolutions=False)
+
+
+def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: str | Path | None = None
+                      ) -> SupernetEvaluatorFactory:
+    """The factory for ``space``'s quality metric; a metric that needs a feature net fails here without one."""
+    metric = space.quality_metric
+    if metric.needs_featurenet and featurenet is None:
+        raise DDSMError(f"objectives.quality {metric.name!r} needs a feature net file "
+                        "(ddsm featurenet --checkpoint ... --out FILE)")
+    ev = space.evaluator
+    return SupernetEvaluatorFactory(checkpoint=str(checkpoint), metric=metric, sampler=space.sampler,
+                                    num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size,
+                                    fuse=ev.fuse, cache_mb=ev.trajectory_cache_mb,
+                                    featurenet=None if featurenet is None else str(featurenet))
+
+
+def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None) -> CostModel:
+    """What ``space`` prices a denoiser call with on ``net``: fvcore MACs, or a cost table's MACs or latency."""
+    unit = "macs" if space.objectives.cost == "flops" else "latency"
+    return CostModel.for_search(net, space.widths, space.resolutions, unit=unit,
+                                table=None if cost_table is None else str(cost_table))
+
+
+def untrained_message(space: SearchConfig, net) -> str | None:
+    """One line when the space's sides include some the supernet was not trained at (training-free), else None."""
+    from ddsm.samplers import progressive
+
+    msg = progressive.untrained_message(space.resolutions or (), net.trained_resolutions)
+    return None if msg is None else f"warning: the {msg}"
+
+
+def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> list[tuple[int, ...]]:
+    """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
+    if space.resolutions is None or not space.seeding.spectrum_rule:
+        return []
+    from ddsm.checkpoint import data_config_for
+    from ddsm.data import load_data
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.samplers.base import spaced_timesteps
+    from ddsm.spectrum import fit_power_spectrum, rule_resolutions
+
+    unet = net.config.unet
+    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    fit = fit_power_spectrum(data.train)
+    noise = NoiseSchedule(net.config.diffusion)
+    ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
+    sides = rule_resolutions(fit, space.resolutions, ts, noise)
+    return [space.resolutions_to_genes(sides)]
+
+
+@dataclass
+class PreparedSearch:
+    """Everything a search run needs, checked; :meth:`run` starts (or resumes) it."""
+
+    space: SearchConfig
+    checkpoint: str  # as given: workers load the supernet from it
+    net: Any  # the Supernet, loaded once here (on the CPU unless a loaded one was passed)
+    costs: CostModel
+    factory: SupernetEvaluatorFactory
+    transition_seeds: list[tuple[int, ...]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # lines to show the user once
+
+    def run(self, out_dir: str | Path, **options: Any):
+        """:func:`ddsm.search.run_search` with this preparation; ``options`` are its runner/resume settings."""
+        from ddsm.search.loop import run_search
+
+        options = {"evaluator_factory": self.factory, "transition_seeds": self.transition_seeds, **options}
+        return run_search(self.space, costs=self.costs, out_dir=out_dir, supernet=self.net.fingerprint, **options)
+
+
+def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: str | Path | None = None,
+                   cost_table: str | Path | None = None, net=None) -> PreparedSearch:
+    """Check ``space`` against the checkpoint and build costs, evaluator factory and seeds (see the module docstring)."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.search.problem import WidthProblem
+
+    net = net if net is not None else load_supernet(checkpoint, device="cpu")
+    space.check_supernet(net.config.unet.widths, net.config.unet)
+    if space.sampler.steps > net.config.diffusion.num_timesteps:
+        raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
+                        f"{net.config.diffusion.num_timesteps} training timesteps")
+    costs = search_costs(space, net, cost_table)
+    WidthProblem(space, costs).check_budget()
+    factory = evaluator_factory(space, checkpoint, featurenet)
+    warning = untrained_message(space, net)
+    return PreparedSearch(space=space, checkpoint=str(checkpoint), net=net, costs=costs, factory=factory,
+                          transition_seeds=spectrum_transitions(space, checkpoint, net),
+                          warnings=[warning] if warning else [])
