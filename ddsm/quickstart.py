@@ -1,4 +1,4 @@
-"""The embedded default end to end: supernet -> cost table -> feature net -> search -> export -> plots -> FID.
+"""The embedded default end to end: supernet -> cost table -> feature net -> search -> export -> plots -> verdict.
 
 Each stage writes its artifacts into the output folder and is skipped when
 they are complete, so an interrupted quickstart picks up where it stopped
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import click
-import pandas as pd
 
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic
@@ -47,9 +46,9 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     from ddsm.cost import CostTable
     from ddsm.data import load_digits
     from ddsm.device import resolve_device
-    from ddsm.metrics.evaluator import FIDEvaluator
     from ddsm.metrics.featurenet import FeatureNet, train_featurenet
-    from ddsm.metrics.fid import FID
+    from ddsm.metrics.fid import reference_images
+    from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict
     from ddsm.plan import StepPlan
     from ddsm.report import export_front, format_table, plot_search
     from ddsm.schedule import Schedule
@@ -67,7 +66,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     dev = resolve_device(device)
     art = {"supernet": out / "supernet" / "supernet.safetensors", "cost": out / "cost.json",
            "featurenet": out / "featurenet.safetensors", "search": out / "search", "export": out / "export",
-           "plots": out / "plots", "fid": out / "fid.csv"}
+           "plots": out / "plots", "verdict": out / "verdict.csv"}
 
     if train:
         # The shipped supernet carries its own recipe, so retraining needs no file from the repository.
@@ -96,9 +95,14 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
                                      progress=progress).save(art["cost"]))
     table = CostTable.load(art["cost"], net.config, dev)
 
-    _stage(3, "feature net for FID", art["featurenet"],
-           lambda: train_featurenet(data, seed=0, progress=progress).save(art["featurenet"]))
-    fid = FID.for_data(data, featurenet=FeatureNet.load(art["featurenet"], data))
+    try:  # the shipped digits feature net, when it was trained on exactly this data
+        features = FeatureNet.load("digits", data)
+        click.echo(f"[3/{STAGES}] feature net: the shipped digits net (held-out accuracy "
+                   f"{features.holdout_accuracy:.3f}) -> {features.path}")
+    except DDSMError:
+        _stage(3, "feature net for the verdict (this data has no shipped one)", art["featurenet"],
+               lambda: train_featurenet(data, seed=0, progress=progress).save(art["featurenet"]))
+        features = FeatureNet.load(art["featurenet"], data)
 
     finished = generations_finished(art["search"]) >= search_space.generations
 
@@ -124,23 +128,32 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     _stage(6, "plots (front, widths per step, sensitivity, samples)", art["plots"],
            lambda: plot_search(run, net, art["plots"]), done=(art["plots"] / "plots.json").exists())
 
-    def _fid() -> None:
+    ev = search_space.evaluator
+    settings = VerdictSettings(num=num, teacher_num=2 * num)  # seeds from 10,000 on: never the search's
+
+    def _verdict() -> None:
         steps = search_space.sampler.steps
         plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).plan()
                  for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
-        plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths})
-        ev = FIDEvaluator(net, search_space.sampler, fid, num=num, seed=0, progress=progress)
-        scores = ev.evaluate(list(plans.values()))
+        plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths[:-1]})
         # MACs whatever the search priced: its own cost model for a FLOP search, else the measured table's
         macs = prepared.costs if search_space.objectives.cost == "flops" else table.cost_model("macs")
-        df = pd.DataFrame({"schedule": list(plans), "macs_share": [macs.share(p) for p in plans.values()],
-                           "fid": scores["fid"]})
-        df = pd.concat([pd.DataFrame([{"schedule": "real held-out digits", "macs_share": None,
-                                       "fid": fid.fid(data.holdout[:num])}]), df], ignore_index=True)
-        click.echo(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        write_atomic(art["fid"], lambda p: df.to_csv(p, index=False))
+        share = {k: macs.share(p) for k, p in plans.items()}
+        uniform = sorted((share[k], k) for k in plans if k.startswith("uniform"))
+        # each schedule against the cheapest uniform width that costs at least as much (full width if none)
+        against = {k: next((u for s, u in uniform if s >= share[k] - 1e-12 and u != k), FULL) for k in plans}
+        judge = Verdict(net, search_space.sampler, features, reference_images(data, "all"), settings,
+                        search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+        result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in share.items()}})
+        table_ = result.table(against={k: v for k, v in against.items() if v != FULL})
+        click.echo(format_verdict(table_))
+        click.echo(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
+                   f"{ev.seed}..{ev.seed + ev.num_samples - 1}); {settings.level:.0%} basic bootstrap intervals, "
+                   f"differences paired on the same seeds; teacher_fid against {settings.teacher_num} full-width "
+                   f"samples from seed {settings.teacher_seed}")
+        write_atomic(art["verdict"], lambda p: table_.to_csv(p, index=False))
 
-    _stage(7, f"confirm with FID ({num} samples per schedule)", art["fid"], _fid)
+    _stage(7, f"verdict on held-out seeds ({num} samples per schedule)", art["verdict"], _verdict)
     click.echo("artifacts:")
     for name, path in art.items():
         if path.exists():

@@ -53,6 +53,7 @@ from ddsm.io import write_atomic, write_json
 from ddsm.checkpoint import data_config_for
 from ddsm.metrics.evaluator import FIDEvaluator
 from ddsm.metrics.fid import FID
+from ddsm.metrics.verdict import VerdictSettings, check_disjoint
 from ddsm.samplers.base import spaced_timesteps
 from ddsm.plan import StepPlan
 from ddsm.search import SearchConfig, SerialRunner
@@ -255,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in table.loc[sel, "plan"]:
             plans.setdefault(plan_key(p), p)
         print(f"\n== FID on {who}: {len(plans)} schedules x {args.fid_num} samples")
-        ev = FIDEvaluator(net, space_w.sampler, fid, num=args.fid_num, seed=0, fuse=False, cache_mb=512, progress=True)
+        # held-out seeds: never the ones the search selected its schedules on
+        verdict = VerdictSettings(num=max(args.fid_num, 50))
+        check_disjoint(verdict.seeds, range(space_w.evaluator.seed, space_w.evaluator.seed + space_w.evaluator.num_samples))
+        ev = FIDEvaluator(net, space_w.sampler, fid, num=args.fid_num, seed=verdict.seed, fuse=False, cache_mb=512, progress=True)
         scores = dict(zip(plans, ev.evaluate(list(plans.values()))["fid"].to_numpy()))
         table.loc[sel, "fid"] = [scores[plan_key(p)] for p in table.loc[sel, "plan"]]
     summary["fid_seconds"] = time.perf_counter() - t0

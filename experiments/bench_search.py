@@ -45,6 +45,7 @@ from ddsm.checkpoint import data_config_for
 from ddsm.metrics.evaluator import FIDEvaluator
 from ddsm.metrics.featurenet import FeatureNet, train_featurenet
 from ddsm.metrics.fid import FID
+from ddsm.metrics.verdict import VerdictSettings, check_disjoint
 from ddsm.search import SearchConfig, SerialRunner
 from ddsm.search.front import hypervolume, pareto_front, reference_point
 from ddsm.search.log import parse_genome
@@ -199,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                  "widths": space.genes_to_widths(full)})
     table = pd.DataFrame(rows)
     print(f"\n== FID of {len(table)} schedules ({args.fid_num} samples each)")
-    ev = FIDEvaluator(net, space.sampler, fid, num=args.fid_num, seed=0, fuse=False, cache_mb=512, progress=True)
+    # held-out seeds: never the ones the search selected its schedules on
+    verdict = VerdictSettings(num=max(args.fid_num, 50))
+    check_disjoint(verdict.seeds, range(space.evaluator.seed, space.evaluator.seed + space.evaluator.num_samples))
+    ev = FIDEvaluator(net, space.sampler, fid, num=args.fid_num, seed=verdict.seed, fuse=False, cache_mb=512, progress=True)
     t0 = time.perf_counter()
     table["fid"] = ev.evaluate(list(table["widths"]))["fid"].to_numpy()
     fid_seconds = time.perf_counter() - t0

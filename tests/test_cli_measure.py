@@ -257,7 +257,7 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
     space = write_space(tmp_path / "space.yaml", seeding={**TINY_SEARCH_SPACE["seeding"], "sensitivity": True,
                                                           "knapsack_budgets": 2})
     args = ["quickstart", "--checkpoint", trained_run, "--out", out, "--space", space, "--runner", "serial",
-            "--num", "4", "--no-progress"]
+            "--num", "50", "--no-progress"]
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     assert "already done" not in r.output and "quickstart finished" in r.output
@@ -272,13 +272,18 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
     assert best.sampler.steps == 4 and all(w in WIDTHS for w in best.widths)
     for fig in ("front", "widths", "sensitivity", "samples"):
         assert (out / "plots" / f"{fig}.png").stat().st_size > 0, fig
-    df = pd.read_csv(out / "fid.csv")
-    assert list(df["schedule"])[0] == "real held-out digits"
-    assert [s for s in df["schedule"] if s.startswith("uniform")] == [f"uniform width {w:g}" for w in WIDTHS]
-    assert df["fid"].map(math.isfinite).all() and (df["fid"] >= 0).all(), df
-    share = dict(zip(df["schedule"], df["macs_share"]))
-    assert share["uniform width 1"] == pytest.approx(1.0)
+    df = pd.read_csv(out / "verdict.csv", keep_default_na=False)
+    names = list(dict.fromkeys(df["schedule"]))
+    assert names[0] == "full width" and [s for s in names if s.startswith("uniform")] == \
+        [f"uniform width {w:g}" for w in WIDTHS[:-1]]
+    assert set(df["metric"]) == {"fid", "teacher_fid", "kid", "precision", "recall", "confidence", "proxy"}
+    assert (df["n"] == 50).all() and (df["low"] <= df["high"]).all()
+    full = df[df["schedule"] == "full width"]
+    assert (full["vs_full"] == 0).all() and not full["differs_from_full"].astype(str).eq("True").any()
+    share = dict(zip(df["schedule"], df["share"]))
+    assert share["full width"] == pytest.approx(1.0)
     assert 0 < share["uniform width 0.25"] < share["uniform width 0.5"] < share["uniform width 0.75"] < 1
+    assert "no significant difference from full width" in r.output or "than full width in" in r.output
 
     # a second run finds every stage done and leaves every file as it was
     before = snapshot(out)
@@ -291,13 +296,13 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
 
 
 @pytest.mark.parametrize("extra, needles", [
-    (["--num", "1"], ["--num must be at least 2 (got 1)"]),
+    (["--num", "1"], ["--num must be at least 50 (got 1)"]),
     (["--workers", "0"], ["--workers at least 1 (got 0)"]),
     (["--space", "missing.yaml"], ["missing.yaml"]),
 ], ids=["one-sample", "zero-workers", "missing-space"])
 def test_bad_quickstart_input_is_one_line_and_writes_nothing(trained_run, tmp_path, extra, needles):
     out = tmp_path / "qs"
-    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "4", "--no-progress", *extra)
+    r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "50", "--no-progress", *extra)
     assert_bad_input(r, *needles)
     assert not out.exists()
 

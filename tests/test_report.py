@@ -135,3 +135,36 @@ def test_bad_input_exits_2_and_writes_nothing(search, trained_run, tmp_path):
     assert_bad_input(_export(search, trained_run, out), "another search")
     assert_bad_input(invoke("plot", search, "--checkpoint", trained_run, "--out", out), "another search")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_export_with_a_verdict_then_plot_its_intervals(search, trained_run, tmp_path):
+    from ddsm.metrics.featurenet import train_featurenet
+    from ddsm.data import load_digits
+
+    fnet = tmp_path / "features.safetensors"
+    train_featurenet(load_digits(size=8), seed=0, epochs=1, progress=False).save(fnet)
+    out = tmp_path / "export"
+    r = _export(search, trained_run, out, "--verdict", "50", "--featurenet", fnet)
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out / "front.csv")
+    for m in ("fid", "kid", "precision", "recall", "confidence", "proxy"):
+        assert {f"verdict_{m}", f"verdict_{m}_low", f"verdict_{m}_vs_full", f"verdict_{m}_differs_from_full"} <= \
+            set(table.columns)
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["verdict"]["verdict_seeds"] == "10000..10049" and meta["verdict"]["search_seeds"] == "0..1"
+    s = Schedule.load(out / table["schedule"][0], load_supernet(trained_run).config)
+    assert s.quality["verdict_precision"] == table["verdict_precision"][0] and "verdict" in s.provenance
+    plots = tmp_path / "plots"
+    r = invoke("plot", search, "--checkpoint", trained_run, "--out", plots, "--num", "2", "--export", out)
+    assert r.exit_code == 0, r.output
+    assert (plots / "front-verdict.png").stat().st_size > 1000
+    # an export without a verdict cannot be drawn with intervals: one line, nothing written
+    plain = tmp_path / "plain"
+    assert _export(search, trained_run, plain).exit_code == 0
+    assert_bad_input(invoke("plot", search, "--checkpoint", trained_run, "--out", tmp_path / "p2", "--export", plain),
+                     "has no verdict")
+    assert not (tmp_path / "p2").exists()
+    # verdict seeds that overlap the search's are refused before anything is written
+    assert_bad_input(_export(search, trained_run, tmp_path / "e2", "--verdict", "50", "--verdict-seed", "0",
+                             "--featurenet", fnet), "overlap the search's seeds")
+    assert not (tmp_path / "e2").exists()

@@ -10,7 +10,7 @@ import click
 
 from ddsm.cli import _device, main
 from ddsm.errors import DDSMError
-from ddsm.metrics.registry import metric_names
+from ddsm.metrics.registry import objective_names
 
 
 @main.command()
@@ -241,7 +241,7 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
               help="Schedule file (JSON) to score; repeatable. Fixes sampler, steps, eta and spacing.")
 @click.option("--width", "widths", multiple=True, type=float,
               help="Also score the uniform schedule at this width; repeatable.")
-@click.option("--metric", type=click.Choice(metric_names()), default="proxy", show_default=True,
+@click.option("--metric", type=click.Choice(objective_names()), default="proxy", show_default=True,
               help="A registered metric. proxy: mean squared distance to the full-width samples on the same seeds "
                    "(cheap); proxy_linear: its first-order prediction; fid: FID against the real training images "
                    "in a feature net's space.")
@@ -264,13 +264,9 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     import pandas as pd
 
     from ddsm.checkpoint import load_supernet
-    from ddsm.config import validate
     from ddsm.device import resolve_device
     from ddsm.io import write_atomic
     from ddsm.metrics.registry import get_metric
-    from ddsm.plan import StepPlan
-    from ddsm.samplers import SamplerConfig
-    from ddsm.schedule import Schedule
 
     if not schedule_files and not widths:
         raise DDSMError("give at least one --schedule FILE or --width W to evaluate")
@@ -279,20 +275,9 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
         raise DDSMError(f"--metric {metric} needs --featurenet FILE; train one with "
                         "`ddsm featurenet --checkpoint ... --out FILE`")
     net = load_supernet(checkpoint, device=resolve_device(device))
-    scheds = [Schedule.load(f, net.config) for f in schedule_files]
-    flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
-    configs = {s.sampler for s in scheds}
-    if len(configs) > 1:
-        raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
-    if configs:
-        scfg = configs.pop()
-        clash = [f"{k}={v!r}" for k, v in flags.items() if v is not None and v != getattr(scfg, k)]
-        if clash:
-            raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
-    else:
-        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
-    candidates = [*scheds, *(StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths)]
-    names = [*schedule_files, *(f"width {w:g}" for w in widths)]
+    scfg, named, _ = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
+                                                               "timestep_spacing": spacing})
+    candidates, names = list(named.values()), list(named)
     common = dict(num=num or m.default_num, seed=seed, batch_size=batch_size, progress=progress)
     ev = m.build(net, scfg, featurenet=featurenet_file, checkpoint=checkpoint, **common)
     t0 = time.perf_counter()
@@ -304,4 +289,107 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
                f"shared sampling saved {ev.stats.saved_fraction:.0%} of denoiser evaluations")
     if out is not None:
         write_atomic(out, lambda p: df.to_csv(p, index=False))
+        click.echo(f"-> {out}")
+
+
+def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
+    """(sampler config, {name: Schedule or StepPlan}, the schedule files' search seeds) from files and uniform widths.
+
+    Files must share one sampler setting, which sampler flags may not contradict.
+    """
+    from ddsm.config import validate
+    from ddsm.plan import StepPlan
+    from ddsm.samplers import SamplerConfig
+    from ddsm.schedule import Schedule
+
+    scheds = [Schedule.load(f, net.config) for f in schedule_files]
+    configs = {s.sampler for s in scheds}
+    if len(configs) > 1:
+        raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
+    if configs:
+        scfg = configs.pop()
+        clash = [f"{k}={v!r}" for k, v in flags.items() if v is not None and v != getattr(scfg, k)]
+        if clash:
+            raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
+    else:
+        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
+    named = {**dict(zip(schedule_files, scheds)),
+             **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
+    # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them
+    used = [s.provenance.get("evaluator") for s in scheds if isinstance(s.provenance.get("evaluator"), dict)]
+    seeds = [range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])) for e in used]
+    return scfg, named, seeds
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
+@click.option("--schedule", "schedule_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Schedule file (JSON) to judge; repeatable. Its search's seeds (provenance) are kept out.")
+@click.option("--width", "widths", multiple=True, type=float, help="Also judge the uniform schedule at this width.")
+@click.option("--featurenet", "featurenet_file", default="digits", show_default=True,
+              help="Feature net file for the data, or a shipped name ('digits').")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
+@click.option("--num", type=int, default=1000, show_default=True, help="Samples per schedule (verdict seeds).")
+@click.option("--seed", type=int, default=10_000, show_default=True,
+              help="First verdict seed; must not overlap any search's seeds.")
+@click.option("--teacher-num", type=int, default=2000, show_default=True,
+              help="Full-width samples of the teacher-relative FID's reference.")
+@click.option("--teacher-seed", type=int, default=1_000_000, show_default=True, help="Their first seed.")
+@click.option("--search-seeds", default=None, help="START:STOP seeds a search used, to keep out (e.g. 0:64) "
+              "[default: read from the schedule files].")
+@click.option("--draws", type=int, default=200, show_default=True, help="Bootstrap resamples.")
+@click.option("--metric", "metrics", multiple=True, help="Report only these verdict metrics; repeatable "
+              "[default: all of fid, teacher_fid, kid, precision, recall, confidence, proxy].")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the long table as CSV.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, num, seed, teacher_num, teacher_seed,
+            search_seeds, draws, metrics, out, device, progress) -> None:
+    """Judge schedules against full width on held-out seeds: every metric with its paired 95 % interval."""
+    from ddsm.checkpoint import data_config_for, load_supernet
+    from ddsm.data import load_data
+    from ddsm.device import resolve_device
+    from ddsm.io import write_atomic
+    from ddsm.metrics.featurenet import FeatureNet
+    from ddsm.metrics.fid import reference_images
+    from ddsm.metrics.verdict import METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict
+
+    if not schedule_files and not widths:
+        raise DDSMError("give at least one --schedule FILE or --width W to judge")
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise DDSMError(f"--metric {bad[0]!r} is not a verdict metric; valid: {', '.join(METRICS)}")
+    settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
+    net = load_supernet(checkpoint, device=resolve_device(device))
+    scfg, named, used = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps})
+    if search_seeds is not None:
+        try:
+            a, b = (int(x) for x in search_seeds.split(":"))
+        except ValueError:
+            raise DDSMError(f"--search-seeds {search_seeds!r} must be START:STOP, e.g. 0:64") from None
+        used.append(range(a, b))
+    check_disjoint(settings.seeds, used)  # before any data or feature net is read
+    check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
+    unet = net.config.unet
+    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    fn = FeatureNet.load(featurenet_file, data)
+    judge = Verdict(net, scfg, fn, reference_images(data, "all"), settings, search_seeds=used, progress=progress)
+    t0 = time.perf_counter()
+    from ddsm.cost import CostModel
+    from ddsm.plan import StepPlan
+
+    sides = sorted({r for p in named.values() for r in (StepPlan.of(p).resolutions or ())} | {unet.image_size})
+    macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None)
+    result = judge.score(named, extra={"full width": {"share": 1.0},
+                                       **{k: {"share": macs.share(p)} for k, p in named.items()}})
+    table = result.table()
+    if metrics:
+        table = table[table["metric"].isin(metrics)]
+    click.echo(format_verdict(table))
+    click.echo(f"{len(named)} schedules and full width x {num} samples (seeds {seed}..{seed + num - 1}) in "
+               f"{time.perf_counter() - t0:.0f} s; intervals: {settings.level:.0%} basic bootstrap over seeds, "
+               f"{draws} draws, paired against full width")
+    if out is not None:
+        write_atomic(out, lambda p: table.to_csv(p, index=False))
         click.echo(f"-> {out}")

@@ -23,15 +23,18 @@ from ddsm.errors import DDSMError
 @click.option("--runner", type=click.Choice(["serial", "ray"]), default="ray", show_default=True,
               help="Evaluate search candidates in this process, or on a local Ray actor pool.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Ray actors for the search.")
-@click.option("--num", type=int, default=256, show_default=True, help="Samples per schedule for the final FID check.")
+@click.option("--num", type=int, default=500, show_default=True,
+              help="Samples per schedule for the verdict (held-out seeds; at least 50).")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def quickstart(out, checkpoint, train, space_file, runner, workers, num, device, progress) -> None:
-    """Run the embedded default (digits) end to end: costs, feature net, search, export, plots, FID."""
+    """Run the embedded default (digits) end to end: costs, feature net, search, export, plots, verdict."""
     from ddsm.quickstart import run_quickstart
 
-    if num < 2 or workers < 1:
-        raise DDSMError(f"--num must be at least 2 (got {num}) and --workers at least 1 (got {workers})")
+    from ddsm.metrics.verdict import MIN_SAMPLES
+
+    if num < MIN_SAMPLES or workers < 1:
+        raise DDSMError(f"--num must be at least {MIN_SAMPLES} (got {num}) and --workers at least 1 (got {workers})")
     t0 = time.perf_counter()
     run_quickstart(out, checkpoint=checkpoint, train=train, device=device, space=space_file, runner=runner,
                    workers=workers, num=num, progress=progress)
@@ -110,20 +113,41 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed rounds over every schedule first.")
 @click.option("--num", type=int, default=16, show_default=True, help="Images sampled (one batch) per timed run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+NUM-1.")
+@click.option("--verdict", "verdict_num", type=int, default=0, show_default=True,
+              help="Also judge every member against full width on this many held-out seeds (0: off; at least 50).")
+@click.option("--verdict-seed", type=int, default=10_000, show_default=True,
+              help="First verdict seed; must not overlap the search's seeds.")
+@click.option("--featurenet", "featurenet_file", default="digits", show_default=True,
+              help="Feature net of the verdict: a file or a shipped name.")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while timing.")
-def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, device, progress) -> None:
+def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, verdict_num, verdict_seed,
+           featurenet_file, device, progress) -> None:
     """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
     from ddsm.report import export_front, format_table
     from ddsm.search.folder import load_search
 
+    from ddsm.metrics.verdict import VerdictSettings
+
+    settings = None if verdict_num == 0 else VerdictSettings(num=verdict_num, seed=verdict_seed,
+                                                             teacher_num=max(2 * verdict_num, 1000))
     run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
     res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
-                       progress=progress)
+                       progress=progress, verdict=settings, featurenet=featurenet_file)
     click.echo(format_table(res.table, quality=run.quality))
+    if settings is not None:
+        flagged = [c[len("verdict_"):-len("_differs_from_full")] for c in res.table.columns
+                   if c.endswith("_differs_from_full")]
+        for r in res.table.to_dict(orient="records"):
+            differs = [m for m in flagged if r[f"verdict_{m}_differs_from_full"]]
+            click.echo(f"#{r['rank']}: " + (f"differs from full width in {', '.join(differs)}" if differs else
+                                            "no significant difference from full width in any metric"))
+        click.echo(f"verdict on seeds {settings.seed}..{settings.seed + verdict_num - 1} (search seeds "
+                   f"{run.space.evaluator.seed}..{run.space.evaluator.seed + run.space.evaluator.num_samples - 1}); "
+                   "columns verdict_* in front.csv")
     click.echo(f"full width: {res.full_seconds:.3f} s for {num} images (median of {repeats}, round-robin, "
                f"{next(net.model.parameters()).device}); speed-up = full-width time / schedule time")
     for b, rank in res.budgets.items():
@@ -144,8 +168,11 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, dev
                    "over budget) with the search's own evaluator, for the front plot; the search folder is not changed.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
               help="Feature net file, needed by --evaluate-missing when the search's quality is fid.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="An export of this search made with --verdict N: also draw front-verdict.png, every member's "
+                   "difference from full width with its interval.")
 @_device
-def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_file, device) -> None:
+def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_file, export_dir, device) -> None:
     """Draw the front, the per-step widths, the sensitivity probes and sample grids of SEARCH_DIR."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
@@ -155,7 +182,7 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
     run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
     res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
-                      device=device)
+                      device=device, export=export_dir)
     if evaluate_missing:
         click.echo(f"evaluated {res.evaluated} family schedules missing from the log (not added to it)")
     for line in res.skipped:

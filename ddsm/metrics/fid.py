@@ -42,7 +42,7 @@ from torch import nn
 from ddsm.checkpoint import read_tensors, save_tensors
 from ddsm.data import ImageData
 from ddsm.errors import DDSMError
-from ddsm.metrics.featurenet import FeatureNet
+from ddsm.metrics.featurenet import FeatureNet, is_shipped
 
 Split = Literal["train", "holdout", "all"]
 SPLITS = ("train", "holdout", "all")
@@ -257,7 +257,8 @@ class FID:
             else:
                 featurenet.check_data(data)
             extractor, fp, dtype = featurenet, featurenet.fingerprint(), torch.float64
-            home = featurenet.path.parent if featurenet.path is not None else None
+            # a shipped net lives in the installed package: its reference statistics stay in memory
+            home = featurenet.path.parent if featurenet.path is not None and not is_shipped(featurenet.path) else None
             featurenet.check_images(reference, "reference images")
         key = f"{data.fingerprint()}-{fp}-{split}"
         folder = Path(cache_dir) if cache_dir is not None else (home / CACHE_FOLDER if home is not None else None)

@@ -44,6 +44,7 @@ class Metric:
     needs_featurenet: bool = False  # evaluating it needs a feature net file (FID)
     resolutions: bool = True  # it can score resolution schedules
     default_num: int = 64  # samples per schedule when the user names none
+    objective: bool = True  # a search can minimise it (False: higher is better, a verdict metric only)
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -52,7 +53,8 @@ _plugins_loaded = False
 
 def register_metric(name: str, evaluator: type | None = None, *, label: str | None = None,
                     build: Builder | None = None, teacher_relative: bool = False, needs_featurenet: bool = False,
-                    resolutions: bool = True, default_num: int = 64, replace: bool = False) -> Metric:
+                    resolutions: bool = True, default_num: int = 64, objective: bool = True,
+                    replace: bool = False) -> Metric:
     """Register metric ``name``: an evaluator class taking ``(net, sampler, **options)``, or a ``build`` function.
 
     The evaluator must return a column called ``name``. Registering a taken
@@ -67,7 +69,8 @@ def register_metric(name: str, evaluator: type | None = None, *, label: str | No
     if build is None:
         build = _ClassBuilder(evaluator)
     metric = Metric(name=name, build=build, label=label or name, teacher_relative=teacher_relative,
-                    needs_featurenet=needs_featurenet, resolutions=resolutions, default_num=default_num)
+                    needs_featurenet=needs_featurenet, resolutions=resolutions, default_num=default_num,
+                    objective=objective)
     _REGISTRY[name] = metric
     return metric
 
@@ -108,6 +111,11 @@ def get_metric(name: str) -> Metric:
                         "(add one with ddsm.metrics.register_metric)") from None
 
 
+def objective_names() -> tuple[str, ...]:
+    """The registered metrics a search can minimise."""
+    return tuple(n for n in metric_names() if _REGISTRY[n].objective)
+
+
 def metric_label(name: str) -> str:
     """A metric's label, or its name if it is not registered here (a folder written elsewhere)."""
     return _REGISTRY[name].label if name in _REGISTRY else name
@@ -128,18 +136,49 @@ def _proxy_linear(net, sampler, *, featurenet=None, checkpoint=None, **options):
     return LinearProxyEvaluator(net, sampler, **options)
 
 
-def _fid(net, sampler, *, featurenet=None, checkpoint=None, **options):
+def _data_of(net, checkpoint, featurenet, name: str):
     from ddsm.checkpoint import data_config_for
     from ddsm.data import load_data
+
+    if featurenet is None:
+        raise DDSMError(f"metric {name!r} needs a feature net file (ddsm featurenet --checkpoint ... --out FILE, "
+                        "or the shipped 'digits')")
+    unet = net.config.unet
+    return load_data(data_config_for(checkpoint if checkpoint is not None else net.source), unet.image_size,
+                     unet.in_channels)
+
+
+def _fid(net, sampler, *, featurenet=None, checkpoint=None, **options):
     from ddsm.metrics.evaluator import FIDEvaluator
     from ddsm.metrics.fid import FID
 
-    if featurenet is None:
-        raise DDSMError("metric 'fid' needs a feature net file (ddsm featurenet --checkpoint ... --out FILE)")
-    unet = net.config.unet
-    data = load_data(data_config_for(checkpoint if checkpoint is not None else net.source), unet.image_size,
-                     unet.in_channels)
+    data = _data_of(net, checkpoint, featurenet, "fid")
     return FIDEvaluator(net, sampler, FID.for_data(data, featurenet=featurenet), **options)
+
+
+def _kid(net, sampler, *, featurenet=None, checkpoint=None, **options):
+    from ddsm.metrics.feature_evaluators import KIDEvaluator
+    from ddsm.metrics.featurenet import FeatureNet
+    from ddsm.metrics.fid import reference_images
+
+    data = _data_of(net, checkpoint, featurenet, "kid")
+    return KIDEvaluator(net, sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"), **options)
+
+
+def _teacher_fid(net, sampler, *, featurenet=None, checkpoint=None, **options):
+    from ddsm.metrics.feature_evaluators import TeacherFIDEvaluator
+    from ddsm.metrics.featurenet import FeatureNet
+
+    data = _data_of(net, checkpoint, featurenet, "teacher_fid")
+    return TeacherFIDEvaluator(net, sampler, FeatureNet.load(featurenet, data), **options)
+
+
+def _verdict_only(name: str) -> Builder:
+    def build(*args, **kwargs):
+        raise DDSMError(f"metric {name!r} is higher-is-better and reported by verdicts only (ddsm verdict); "
+                        f"a search or ddsm evaluate minimises one of: {', '.join(objective_names())}")
+
+    return build
 
 
 register_metric("proxy", build=_proxy, label="proxy: mean squared distance to full-width samples",
@@ -147,3 +186,11 @@ register_metric("proxy", build=_proxy, label="proxy: mean squared distance to fu
 register_metric("proxy_linear", build=_proxy_linear, resolutions=False, teacher_relative=True,
                 label="linear proxy: predicted mean squared distance to full-width samples")
 register_metric("fid", build=_fid, label="FID", needs_featurenet=True, default_num=1000)
+register_metric("kid", build=_kid, label="KID (unbiased, against the real data)", needs_featurenet=True,
+                default_num=256)
+register_metric("teacher_fid", build=_teacher_fid, label="FID against full-width samples on other seeds",
+                needs_featurenet=True, default_num=256)
+for _name, _label in (("precision", "precision (share of samples on the real manifold)"),
+                      ("recall", "recall (share of real images on the samples' manifold)"),
+                      ("confidence", "classifier confidence (mean top-class probability)")):
+    register_metric(_name, build=_verdict_only(_name), label=_label, needs_featurenet=True, objective=False)

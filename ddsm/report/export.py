@@ -126,8 +126,16 @@ def best_under(table: pd.DataFrame, budgets: Sequence[float], *, quality: str) -
 
 
 def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[float] = (), repeats: int = 5,
-                 warmup: int = 1, num: int = 16, seed: int = 0, progress: bool = False) -> ExportResult:
+                 warmup: int = 1, num: int = 16, seed: int = 0, progress: bool = False, verdict=None,
+                 featurenet: str = "digits") -> ExportResult:
     """Write schedule files, ``best-under-B.json`` files and the measured front table into ``out``.
+
+    With ``verdict`` (a :class:`~ddsm.metrics.verdict.VerdictSettings`), every
+    member is also judged against full width on held-out seeds in the space
+    of ``featurenet``: its metrics, intervals and paired differences join the
+    table (columns ``verdict_<metric>`` with ``_low``, ``_high``, ``_vs_full``,
+    ``_vs_full_low``, ``_vs_full_high`` and ``_differs_from_full``) and each
+    schedule file's ``quality``.
 
     Everything is checked before ``out`` is created or touched (see the
     module docstring). Times: sampling ``num`` images (seeds ``seed..seed+num-1``,
@@ -155,6 +163,10 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     schedules = run.schedules(net.config, predicted=[
         {"macs": float(r["macs_per_image"]), "flop_saving": float(r["flop_saving"])}
         for r in table.to_dict(orient="records")])
+
+    judged = _judge(run, net, schedules, table, verdict, featurenet, progress) if verdict is not None else None
+    if judged is not None:
+        schedules = judged
 
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     plans = [s.plan() for s in schedules] + [StepPlan((1.0,) * scfg.steps)]
@@ -185,8 +197,42 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
                     extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
                            "budgets": {repr(b): r for b, r in chosen.items()},
                            "timing": {"device": device, "num": num, "seed": seed, "repeats": repeats,
-                                      "warmup": warmup, "full_seconds": full_s}})
+                                      "warmup": warmup, "full_seconds": full_s},
+                           **({"verdict": schedules[0].provenance["verdict"]} if judged is not None else {})})
     return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen)
+
+
+def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
+    """Judge every member on held-out seeds; fills ``table``'s verdict columns, returns the schedules with them."""
+    from ddsm.checkpoint import data_config_for
+    from ddsm.data import load_data
+    from ddsm.metrics.featurenet import FeatureNet
+    from ddsm.metrics.fid import reference_images
+    from ddsm.metrics.verdict import Verdict
+
+    ev = run.space.evaluator
+    unet = net.config.unet
+    data = load_data(data_config_for(net.source), unet.image_size, unet.in_channels)
+    judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),
+                    settings, search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+    names = list(table["schedule"])
+    result = judge.score(dict(zip(names, (s.plan() for s in schedules))))
+    out, columns = [], {}
+    for name, s in zip(names, schedules):
+        q = {}
+        for m in result.metrics:
+            iv, d = result.interval(name, m), result.compare(name, "full width", m)
+            one = {m: iv.value, f"{m}_low": iv.low, f"{m}_high": iv.high, f"{m}_vs_full": d.value,
+                   f"{m}_vs_full_low": d.low, f"{m}_vs_full_high": d.high}
+            q.update(one)
+            for k, v in {**one, f"{m}_differs_from_full": d.excludes(0.0)}.items():
+                columns.setdefault(k, []).append(v)
+        # the search's own quality keeps its name; the verdict's are prefixed
+        out.append(s.model_copy(update={"quality": {**s.quality, **{f"verdict_{k}": v for k, v in q.items()}},
+                                        "provenance": {**s.provenance, "verdict": result.provenance}}))
+    for k, v in columns.items():
+        table[f"verdict_{k}"] = v
+    return out
 
 
 def format_table(table: pd.DataFrame, *, quality: str) -> str:

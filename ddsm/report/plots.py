@@ -238,6 +238,70 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     return save_figure(fig, out, "samples")
 
 
+def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
+    """The front table of an export of ``run`` that carries a verdict, or a one-line DDSMError."""
+    from ddsm.io import read_json
+    from ddsm.report.outdir import MANIFESTS, EXPORT_KIND
+
+    export = Path(export)
+    manifest = export / MANIFESTS[EXPORT_KIND]
+    if not manifest.is_file():
+        raise DDSMError(f"--export {str(export)!r} holds no export (no {manifest.name}); give the --out of ddsm export")
+    meta = read_json(manifest, "export manifest")
+    if meta.get("search") != str(run.folder.resolve()):
+        raise DDSMError(f"--export {str(export)!r} exports another search ({meta.get('search')}), not {run.folder}")
+    if "verdict" not in meta:
+        raise DDSMError(f"--export {str(export)!r} has no verdict; export with --verdict N first")
+    table = pd.read_csv(export / "front.csv")
+    table.attrs["verdict_seeds"] = f"seeds {meta['verdict'].get('verdict_seeds')}"
+    return table
+
+
+def verdict_columns(table: pd.DataFrame) -> list[str]:
+    """The verdict metrics an export table carries (``ddsm export --verdict N``), in table order."""
+    return [c[len("verdict_"):-len("_differs_from_full")] for c in table.columns
+            if c.startswith("verdict_") and c.endswith("_differs_from_full")]
+
+
+def plot_verdict(run: SearchRun, table: pd.DataFrame, out: str | Path) -> list[Path]:
+    """``front-verdict.png/svg``: every front member's difference from full width per verdict metric, with intervals.
+
+    One panel per metric: x is the member's cost share, y its paired
+    difference from full width on the held-out verdict seeds, the bar its
+    interval; 0 (the dashed line) is full width. A bar that misses 0 is a
+    significant difference (filled marker).
+    """
+    from ddsm.metrics.verdict import METRICS
+
+    out = Path(out)
+    metrics = verdict_columns(table)
+    cols = 3
+    rows_ = math.ceil(len(metrics) / cols)
+    fig = _figure(4.2 * cols, 3.2 * rows_ + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows_, cols)).ravel()
+    x = table["share"].to_numpy() * 100
+    for ax, m in zip(axes, metrics):
+        lo, hi = table[f"verdict_{m}_vs_full_low"].to_numpy(), table[f"verdict_{m}_vs_full_high"].to_numpy()
+        mid = table[f"verdict_{m}_vs_full"].to_numpy()
+        sig = table[f"verdict_{m}_differs_from_full"].astype(bool).to_numpy()
+        ax.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="none", ecolor="tab:blue", elinewidth=1, capsize=2)
+        ax.plot(x[sig], mid[sig], "o", color="tab:blue", markersize=4, label="differs from full width")
+        ax.plot(x[~sig], mid[~sig], "o", mfc="white", color="tab:blue", markersize=4, label="no significant difference")
+        ax.axhline(0, color="black", linestyle="--", linewidth=1)
+        better = "higher" if METRICS.get(m, ("", False))[1] else "lower"
+        ax.set_title(f"{m} ({better} is better)", fontsize=9)
+        ax.set_xlabel(f"cost (% of full-width {_cost_label(run)})", fontsize=8)
+        ax.set_ylabel("member - full width", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    prov = table.attrs.get("verdict_seeds", "held-out seeds")
+    fig.suptitle(f"Front of '{run.folder.name}' against full width on {prov}: paired differences with intervals "
+                 "(filled: interval excludes 0)", fontsize=10)
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, out, "front-verdict")
+
+
 def _plain_rows(rows: pd.DataFrame | None, quality: str) -> list[dict[str, Any]]:
     # strict JSON: native types, and null for a quality the evaluator could not give
     if rows is None:
@@ -257,16 +321,19 @@ class PlotResult:
 
 
 def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: int = 0, evaluate: bool = False,
-                featurenet: str | None = None, device: str = "auto") -> PlotResult:
+                featurenet: str | None = None, device: str = "auto", export: str | Path | None = None) -> PlotResult:
     """Every figure into ``out`` after the same checks as :func:`export_front`; see the module docstring.
 
     With ``evaluate``, the uniform-width and two-segment schedules the log
-    lacks are scored first (:func:`evaluate_missing`), on ``device``.
+    lacks are scored first (:func:`evaluate_missing`), on ``device``. With
+    ``export``, an export of this search made with a verdict, the members'
+    intervals are drawn too (:func:`plot_verdict`).
     """
     out = Path(out)
     run.check_supernet(net)
     if num < 1:
         raise DDSMError(f"--num must be at least 1, got {num}")
+    verdict_table = _verdict_table(run, export) if export is not None else None
     identity = run.identity()
     previous = check_out_dir(out, kind=PLOTS_KIND, identity=identity)
     if evaluate:
@@ -281,6 +348,8 @@ def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: in
     else:
         files += sens
     files += plot_samples(run, net, out, num=num, seed=seed)
+    if verdict_table is not None:
+        files += plot_verdict(run, verdict_table, out)
     finish_out_dir(out, kind=PLOTS_KIND, identity=identity, files=[p.name for p in files], previous=previous,
                     extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
                            "samples": {"num": num, "seed": seed, "front_ranks": [i + 1 for i in sample_members(run)]},

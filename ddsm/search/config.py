@@ -54,9 +54,14 @@ class Objectives(_Frozen):
         from ddsm.metrics.registry import get_metric
 
         try:
-            get_metric(v)
+            metric = get_metric(v)
         except DDSMError as e:
             raise ValueError(str(e)) from None
+        if not metric.objective:
+            from ddsm.metrics.registry import objective_names
+
+            raise ValueError(f"metric {v!r} is higher-is-better, a verdict metric; a search minimises one of: "
+                             f"{', '.join(objective_names())}")
         return v
 
 

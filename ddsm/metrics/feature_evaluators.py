@@ -1,0 +1,70 @@
+"""Search objectives in the feature net's space beyond FID: KID against the data, FID against the teacher.
+
+Both are :class:`~ddsm.metrics.evaluator.SamplingEvaluator` subclasses, so
+a search can minimise them like any registered metric; the verdict
+(:mod:`ddsm.metrics.verdict`) reports the same statistics with intervals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ddsm.metrics.distribution import Candidate, Reference
+from ddsm.metrics.evaluator import SamplingEvaluator
+from ddsm.metrics.featurenet import FeatureNet
+from ddsm.plan import StepPlan
+
+#: the teacher-relative FID's reference: full-width samples on these seeds (far from any search's)
+TEACHER_SEED, TEACHER_NUM = 1_000_000, 2000
+
+
+class _FeatureEvaluator(SamplingEvaluator):
+    def __init__(self, net, sampler, featurenet: FeatureNet, **kw) -> None:
+        super().__init__(net, sampler, **kw)
+        self.featurenet = featurenet.double().eval()
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        x = x.clamp(-1, 1).double()
+        return torch.cat([self.featurenet(x[a : a + 512]) for a in range(0, len(x), 512)]).numpy()
+
+
+class KIDEvaluator(_FeatureEvaluator):
+    """Unbiased KID of each candidate's samples against the real images (``real``: N, C, H, W)."""
+
+    metrics = ("kid",)
+
+    def __init__(self, net, sampler, featurenet: FeatureNet, real: torch.Tensor, **kw) -> None:
+        super().__init__(net, sampler, featurenet, **kw)
+        self.reference = Reference(self.features(real), name="real data")
+
+    def score(self, samples: torch.Tensor) -> dict[str, float]:
+        c = Candidate(self.features(samples), self.reference)
+        return {"kid": c.kid()(np.ones(len(samples)))}
+
+
+class TeacherFIDEvaluator(_FeatureEvaluator):
+    """FID of each candidate's samples against full-width samples on ``TEACHER_NUM`` other seeds."""
+
+    metrics = ("teacher_fid",)
+
+    def __init__(self, net, sampler, featurenet: FeatureNet, **kw) -> None:
+        super().__init__(net, sampler, featurenet, **kw)
+        self._reference: Reference | None = None
+
+    @property
+    def reference(self) -> Reference:
+        """The teacher's samples on the teacher seeds, embedded (sampled on first use)."""
+        if self._reference is None:
+            from ddsm.samplers.batched import generate_many
+
+            full = StepPlan((max(self.net.config.unet.widths),) * self.sampler_config.steps)
+            x = generate_many(self.net.model, self.sampler, [full], list(range(TEACHER_SEED, TEACHER_SEED + TEACHER_NUM)),
+                              batch_size=self.batch_size, fuse=False)[0]
+            self._reference = Reference(self.features(x), name="teacher reference")
+        return self._reference
+
+    def score(self, samples: torch.Tensor) -> dict[str, float]:
+        c = Candidate(self.features(samples), self.reference)
+        return {"teacher_fid": c.fid()(np.ones(len(samples)))}

@@ -1,0 +1,252 @@
+"""The verdict: how each schedule compares with full width, with intervals, on seeds the search never saw.
+
+A :class:`Verdict` samples every schedule, and the full-width schedule, on
+the same *verdict seeds* (disjoint from the search's: :func:`check_disjoint`),
+embeds the samples with the feature net, and reports every metric of
+:data:`METRICS` with its percentile bootstrap interval and, for every
+schedule, the paired interval of its difference from full width (the same
+resampled seeds for both, :mod:`ddsm.metrics.intervals`). A difference
+whose interval excludes 0 is significant at the interval's level.
+
+References: the real images (all of the dataset) for FID, KID, precision
+and recall; full-width samples on separate *teacher seeds* for the
+teacher-relative FID (as many as asked, not capped by the dataset); the
+full-width sample on the same verdict seed for the proxy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.metrics.distribution import NEAREST_K, Candidate, Reference, mean_of
+from ddsm.metrics.featurenet import FeatureNet
+from ddsm.metrics.intervals import Draws, Interval, bootstrap_counts
+from ddsm.plan import StepPlan
+from ddsm.samplers.base import SamplerConfig
+from ddsm.samplers.batched import generate_many
+from ddsm.samplers.loop import make_sampler
+
+#: verdict metrics: name -> (label, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "fid": ("FID against the real data", False),
+    "teacher_fid": ("FID against full-width samples on other seeds", False),
+    "kid": ("KID against the real data (unbiased)", False),
+    "precision": ("precision (share of samples on the real manifold)", True),
+    "recall": ("recall (share of real images on the samples' manifold)", True),
+    "confidence": ("classifier confidence (mean top-class probability)", True),
+    "proxy": ("proxy: mean squared distance to the full-width sample, same seed", False),
+}
+#: metrics that cannot be negative: their intervals stop at 0
+NONNEGATIVE = {"fid", "teacher_fid", "proxy"}
+#: fewer samples than this make FID, KID and the k-NN manifolds meaningless
+MIN_SAMPLES = 50
+FULL = "full width"
+
+
+def check_disjoint(verdict: range, search: "range | Sequence[range] | None", *, what: str = "verdict seeds") -> None:
+    """Refuse verdict seeds that overlap the seeds a search scored candidates on (selection bias)."""
+    for search in [] if search is None else [search] if isinstance(search, range) else search:
+        lo, hi = max(verdict.start, search.start), min(verdict.stop, search.stop)
+        if lo >= hi:
+            continue
+        raise DDSMError(f"{what} {verdict.start}..{verdict.stop - 1} overlap the search's seeds "
+                        f"{search.start}..{search.stop - 1} (at {lo}..{hi - 1}); a schedule would be judged on the "
+                        f"samples it was selected on; choose seeds from {search.stop} on")
+
+
+@dataclass(frozen=True)
+class VerdictSettings:
+    """How many samples and resamples a verdict uses, and on which seeds."""
+
+    num: int = 1000  # samples per schedule, seeds seed..seed+num-1
+    seed: int = 10_000  # first verdict seed (the search's default seeds are 0..num_samples-1)
+    teacher_num: int = 2000  # full-width samples of the teacher-relative FID's reference
+    teacher_seed: int = 1_000_000  # first seed of that reference
+    draws: int = 200  # bootstrap resamples
+    level: float = 0.95  # interval coverage
+    k: int = NEAREST_K  # nearest neighbours of the precision/recall manifolds
+    bootstrap_seed: int = 0  # seeds the resampling
+
+    def __post_init__(self) -> None:
+        if self.num < MIN_SAMPLES or self.teacher_num < MIN_SAMPLES:
+            raise DDSMError(f"a verdict needs at least {MIN_SAMPLES} samples per schedule and in the teacher "
+                            f"reference, got num={self.num}, teacher_num={self.teacher_num}")
+        if self.seed < 0 or self.teacher_seed < 0 or self.draws < 10 or not 0 < self.level < 1:
+            raise DDSMError(f"verdict seeds must be >= 0, draws >= 10 and level in (0, 1); got seed={self.seed}, "
+                            f"teacher_seed={self.teacher_seed}, draws={self.draws}, level={self.level}")
+        check_disjoint(self.seeds, self.teacher_seeds, what="verdict seeds")
+
+    @property
+    def seeds(self) -> range:
+        """The verdict seeds."""
+        return range(self.seed, self.seed + self.num)
+
+    @property
+    def teacher_seeds(self) -> range:
+        """The seeds of the teacher-relative FID's reference."""
+        return range(self.teacher_seed, self.teacher_seed + self.teacher_num)
+
+
+@dataclass
+class VerdictResult:
+    """Every schedule's metrics with intervals, and the resample draws for further paired comparisons."""
+
+    settings: VerdictSettings
+    draws: dict[str, dict[str, Draws]]  # schedule -> metric -> draws (full width included)
+    metrics: tuple[str, ...]
+    extra: dict[str, dict] = field(default_factory=dict)  # schedule -> extra columns (cost share, ...)
+    search_seeds: tuple[range, ...] = ()  # the seeds the schedules were selected on (never the verdict's)
+
+    @property
+    def provenance(self) -> dict:
+        """Which seeds the verdict used and which it kept clear of, as a file records it."""
+        s = self.settings
+        return {"verdict_seeds": f"{s.seed}..{s.seed + s.num - 1}",
+                "teacher_seeds": f"{s.teacher_seed}..{s.teacher_seed + s.teacher_num - 1}",
+                "search_seeds": "; ".join(f"{r.start}..{r.stop - 1}" for r in self.search_seeds) or "not given",
+                "interval": f"{s.level:.0%} basic bootstrap over seeds, {s.draws} draws, paired"}
+
+    def interval(self, schedule: str, metric: str) -> Interval:
+        """The metric of one schedule with its interval."""
+        iv = self.draws[schedule][metric].interval(self.settings.level)
+        if metric in NONNEGATIVE and iv.low < 0:
+            iv = Interval(value=iv.value, low=0.0, high=max(iv.high, 0.0), n=iv.n, level=iv.level)
+        return iv
+
+    def compare(self, a: str, b: str, metric: str) -> Interval:
+        """The paired interval of ``metric(a) - metric(b)`` (same seeds, same resamples)."""
+        return self.draws[a][metric].minus(self.draws[b][metric], self.settings.level)
+
+    def table(self, against: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """One row per (schedule, metric): value, interval, and the paired difference from full width.
+
+        ``against`` maps a schedule to a second one to compare it with (e.g.
+        the cheapest uniform width costing at least as much); those columns
+        are empty where it names none.
+        """
+        rows = []
+        for name in self.draws:
+            for m in self.metrics:
+                iv = self.interval(name, m)
+                d = self.compare(name, FULL, m)
+                other = (against or {}).get(name)
+                o = self.compare(name, other, m) if other else None
+                rows.append({"schedule": name, **self.extra.get(name, {}), "metric": m, "value": iv.value,
+                             "low": iv.low, "high": iv.high, "n": iv.n, "vs_full": d.value, "vs_full_low": d.low,
+                             "vs_full_high": d.high, "differs_from_full": d.excludes(0.0) if name != FULL else False,
+                             "other": other or "", "vs_other": o.value if o else math.nan,
+                             "vs_other_low": o.low if o else math.nan, "vs_other_high": o.high if o else math.nan,
+                             "differs_from_other": o.excludes(0.0) if o else False, **self.provenance})
+        return pd.DataFrame(rows)
+
+
+class Verdict:
+    """Scores schedules on held-out seeds with every verdict metric; see the module docstring."""
+
+    def __init__(self, net, sampler: SamplerConfig, featurenet: FeatureNet, real: torch.Tensor,
+                 settings: VerdictSettings = VerdictSettings(), *,
+                 search_seeds: range | Sequence[range] | None = None,
+                 batch_size: int = 256, progress: bool = False) -> None:
+        check_disjoint(settings.seeds, search_seeds)
+        check_disjoint(settings.teacher_seeds, search_seeds, what="teacher seeds")
+        self.search_seeds = () if search_seeds is None else \
+            (search_seeds,) if isinstance(search_seeds, range) else tuple(search_seeds)
+        self.net, self.sampler_config, self.settings = net, sampler, settings
+        self.featurenet = copy.deepcopy(featurenet).double().eval()  # float64 features, the caller's net untouched
+        self.sampler = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
+        self.batch_size, self.progress = batch_size, progress
+        self.full = StepPlan((max(net.config.unet.widths),) * sampler.steps)
+        self.labels = featurenet.config.task == "labels"
+        self.metrics = tuple(m for m in METRICS if self.labels or m != "confidence")
+        self.real = Reference(self._features(real)[0], k=settings.k, name="real data")
+        self._teacher: Reference | None = None
+
+    @torch.no_grad()
+    def _features(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        x = x.clamp(-1, 1)
+        f, p = [], []
+        for a in range(0, len(x), 512):
+            batch = x[a : a + 512].to(torch.float64)
+            f.append(self.featurenet(batch))
+            p.append(torch.softmax(self.featurenet.logits(batch), dim=1).amax(1))
+        return torch.cat(f).numpy(), torch.cat(p).numpy()
+
+    def _sample(self, plans: Sequence[StepPlan], seeds: range) -> torch.Tensor:
+        return generate_many(self.net.model, self.sampler, [StepPlan.of(p) for p in plans], list(seeds),
+                             batch_size=self.batch_size, fuse=False, progress=self.progress)
+
+    @property
+    def teacher(self) -> Reference:
+        """Full-width samples on the teacher seeds, embedded (sampled once)."""
+        if self._teacher is None:
+            x = self._sample([self.full], self.settings.teacher_seeds)[0]
+            self._teacher = Reference(self._features(x)[0], k=self.settings.k, name="teacher reference")
+        return self._teacher
+
+    def score(self, plans: Mapping[str, StepPlan], extra: Mapping[str, dict] | None = None) -> VerdictResult:
+        """Every metric of every plan and of full width (``FULL``), on the verdict seeds."""
+        if FULL in plans:
+            raise DDSMError(f"{FULL!r} is the verdict's own reference; give the schedules other names")
+        names = [FULL, *plans]
+        samples = self._sample([self.full, *plans.values()], self.settings.seeds)
+        bad = [n for n, x in zip(names, samples) if not torch.isfinite(x).all()]
+        if bad:
+            raise DDSMError(f"schedules {bad} give NaN/inf samples; they cannot be judged")
+        s = self.settings
+        counts = bootstrap_counts(s.num, s.draws, s.bootstrap_seed)
+        teacher_x = samples[0].double()
+        out: dict[str, dict[str, Draws]] = {}
+        for name, x in zip(names, samples):
+            feats, conf = self._features(x)
+            real, teach = Candidate(feats, self.real), Candidate(feats, self.teacher)
+            stats = {"fid": real.fid(), "teacher_fid": teach.fid(), "kid": real.kid(),
+                     "precision": real.precision(), "recall": real.recall(), "confidence": mean_of(conf),
+                     "proxy": mean_of((x.double() - teacher_x).pow(2).flatten(1).mean(1).numpy())}
+            out[name] = {m: Draws.of(stats[m], s.num, counts) for m in self.metrics}
+        return VerdictResult(settings=s, draws=out, metrics=self.metrics, extra=dict(extra or {}),
+                             search_seeds=self.search_seeds)
+
+
+def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
+    """One plain sentence: in which metrics a schedule is significantly better or worse than ``against``."""
+    better, worse = [], []
+    for r in rows.to_dict(orient="records"):
+        if not r[f"differs_from_{prefix}"]:
+            continue
+        d = r[f"vs_{prefix}"]
+        good = d > 0 if METRICS[r["metric"]][1] else d < 0
+        (better if good else worse).append(f"{r['metric']} {d:+.3g} [{r[f'vs_{prefix}_low']:+.3g}, "
+                                           f"{r[f'vs_{prefix}_high']:+.3g}]")
+    if not better and not worse:
+        return f"no significant difference from {against} in any metric"
+    parts = ([f"worse than {against} in " + ", ".join(worse)] if worse else []) + \
+        ([f"better than {against} in " + ", ".join(better)] if better else [])
+    return "; ".join(parts)
+
+
+def format_verdict(table: pd.DataFrame) -> str:
+    """The verdict table as text: one line of values per schedule, then one plain line per comparison."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    lines = [f"{'schedule':<34} {'share':>6}  " + "  ".join(f"{m:>24}" for m in metrics)]
+    for name, rows in table.groupby("schedule", sort=False):
+        rows = rows.set_index("metric").loc[metrics].reset_index()
+        share = rows["share"].iloc[0] if "share" in rows else math.nan
+        share_text = f"{share:>6.1%}" if math.isfinite(share) else f"{'-':>6}"
+        cells = [f"{r['value']:.4g} [{r['low']:.3g}, {r['high']:.3g}]" for r in rows.to_dict(orient="records")]
+        lines.append(f"{str(name)[:34]:<34} {share_text}  " + "  ".join(f"{c:>24}" for c in cells))
+        if name == FULL:
+            continue
+        lines.append(f"    {_judgement(rows, 'full width', 'full')}")
+        other = rows["other"].iloc[0]
+        if other:
+            lines.append(f"    {_judgement(rows, other, 'other')}")
+    return "\n".join(lines)

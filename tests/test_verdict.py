@@ -1,0 +1,73 @@
+"""The verdict: held-out seeds (never the search's), exact self-comparisons, and bad input in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddsm.checkpoint import load_supernet
+from ddsm.data import load_digits
+from ddsm.errors import DDSMError
+from ddsm.metrics.featurenet import train_featurenet
+from ddsm.metrics.fid import reference_images
+from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict
+from ddsm.plan import StepPlan
+from ddsm.samplers import SamplerConfig
+from ddsm.search import SearchConfig, shipped_spaces
+
+from cli_helpers import assert_bad_input, invoke
+
+
+def test_verdict_seeds_never_overlap_search_seeds():
+    with pytest.raises(DDSMError, match=r"overlap the search's seeds 0..63 \(at 10..63\)"):
+        check_disjoint(range(10, 20_000), range(0, 64))
+    check_disjoint(range(64, 100), range(0, 64))  # adjacent is fine
+    with pytest.raises(DDSMError, match="overlap"):
+        check_disjoint(range(0, 10), [range(100, 200), range(5, 6)])
+    with pytest.raises(DDSMError, match="overlap"):
+        VerdictSettings(seed=0, teacher_seed=500, num=600)  # the teacher reference may not reuse verdict seeds
+    s = VerdictSettings()
+    for name in shipped_spaces():  # the defaults keep clear of every shipped search's seeds
+        ev = SearchConfig.load(name).evaluator
+        check_disjoint(s.seeds, range(ev.seed, ev.seed + ev.num_samples))
+        check_disjoint(s.teacher_seeds, range(ev.seed, ev.seed + ev.num_samples))
+
+
+@pytest.fixture(scope="module")
+def judged(trained_run):
+    net = load_supernet(trained_run)
+    data = load_digits(size=8)
+    fn = train_featurenet(data, seed=0, epochs=1, progress=False)
+    settings = VerdictSettings(num=60, teacher_num=60, draws=20)
+    v = Verdict(net, SamplerConfig(kind="ddim", steps=3), fn, reference_images(data, "all"), settings,
+                search_seeds=range(0, 64))
+    full = StepPlan((1.0,) * 3)
+    return v.score({"narrow": StepPlan((0.25,) * 3), "full again": full})
+
+
+def test_a_schedule_against_itself_differs_by_exactly_zero(judged):
+    for m in judged.metrics:
+        d = judged.compare("full again", FULL, m)
+        assert (d.value, d.low, d.high) == (0.0, 0.0, 0.0), m
+        assert not judged.compare("narrow", "narrow", m).excludes(0.0)
+        iv = judged.interval("narrow", m)
+        assert iv.low <= iv.high and iv.n == 60
+    assert set(judged.metrics) == set(METRICS)  # digits have labels: confidence is reported
+
+
+def test_the_table_and_its_plain_lines(judged):
+    table = judged.table(against={"narrow": "full again"})
+    assert set(table["schedule"]) == {FULL, "narrow", "full again"} and len(table) == 3 * len(METRICS)
+    text = format_verdict(table)
+    assert "narrow" in text and "full width" in text
+    assert "no significant difference from full width in any metric" in text  # "full again" is full width
+
+
+def test_bad_verdict_input_is_one_line_and_writes_nothing(trained_run, tmp_path):
+    out = tmp_path / "v.csv"
+    base = ["verdict", "--checkpoint", trained_run, "--width", "0.25", "--steps", "3", "--no-progress", "--out", out]
+    assert_bad_input(invoke(*base, "--num", "10"), "at least 50 samples", "num=10")
+    assert_bad_input(invoke(*base, "--metric", "fidd"), "'fidd' is not a verdict metric", "teacher_fid")
+    assert_bad_input(invoke(*base, "--seed", "0", "--search-seeds", "0:64"), "overlap the search's seeds 0..63")
+    assert_bad_input(invoke(*base, "--featurenet", "digits"), "feature net", "digits")  # made for 16x16 digits
+    assert_bad_input(invoke(*base, "--search-seeds", "x"), "START:STOP")
+    assert not out.exists()
