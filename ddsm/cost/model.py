@@ -57,7 +57,7 @@ class CostModel:
         """The model of ``widths`` (x ``sides``) read from ``{width: c}`` or ``{(width, side): c}``; each must be there."""
         known: dict[tuple[float, int | None], float] = {}
         for k, v in costs.items():
-            w, r = (float(k[0]), int(k[1])) if isinstance(k, tuple) else (float(k), None)
+            w, r = (float(k[0]), None if k[1] is None else int(k[1])) if isinstance(k, tuple) else (float(k), None)
             known[w, r] = float(v)
         keys = list(known)
         sides_ = tuple(sides) if sides is not None else (None,)
@@ -81,10 +81,8 @@ class CostModel:
                ) -> "CostModel":
         """``costs`` restricted to ``widths`` x ``sides``: a CostModel as it is (checked), a mapping read."""
         if isinstance(costs, CostModel):
-            flat = {(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))
-                    if costs.has(w, r)}
-            return cls.from_mapping({k if k[1] is not None else k[0]: v for k, v in flat.items()}, widths, sides,
-                                    unit=costs.unit)
+            return cls.from_mapping({(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))},
+                                    widths, sides, unit=costs.unit)
         return cls.from_mapping(costs, widths, sides)
 
     @classmethod
@@ -142,14 +140,6 @@ class CostModel:
         return stable_hash([float(c).hex() for c in self.flat])
 
     # -- lookup and sums ----------------------------------------------------------
-
-    def has(self, width: float, side: int | None = None) -> bool:
-        """Whether one call at ``width`` and ``side`` has a cost."""
-        try:
-            self.index(width, side)
-        except DDSMError:
-            return False
-        return True
 
     def index(self, width: float, side: int | None = None) -> tuple[int, int]:
         """(width index, side index); side None is the image size (the largest side)."""
