@@ -251,7 +251,7 @@ class Trainer:
         self._truncate_log(log_path)
         bar = tqdm(total=cfg.iters, initial=self.step, desc="train", unit="it", disable=not self.progress)
         try:
-            with log_path.open("a") as log:
+            with log_path.open("a") as log, _interrupt_between_steps() as interrupted:
                 while self.step < cfg.iters:
                     t0 = time.perf_counter()
                     losses = self.train_step()
@@ -267,6 +267,8 @@ class Trainer:
                         self.export(self.out / "snapshots" / f"ema-{self.step:06d}.safetensors")
                     if self.step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save_checkpoint()
             bar.close()
@@ -282,3 +284,28 @@ class Trainer:
             return
         keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
         write_atomic(log_path, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
+
+
+@contextlib.contextmanager
+def _interrupt_between_steps():
+    """Ctrl-C (SIGINT) sets a flag that the loop reads after each step, so no step is ever half done.
+
+    A SIGINT that raised inside a step would leave a checkpoint whose random
+    stream had already drawn the next batch (or whose optimizer had stepped
+    without its EMA update): resuming from it would not match an uninterrupted
+    run. Off the main thread, where signal handlers cannot be set, Ctrl-C
+    behaves as usual.
+    """
+    import signal
+    import threading
+
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
