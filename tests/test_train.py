@@ -294,12 +294,13 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_bitwise_exactly(tiny_run_config,
         return real_ema(self)
 
     monkeypatch.setattr(Trainer, "_ema_update", interrupted_ema)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         b.run()
     monkeypatch.undo()
     _, header = read_tensors(tmp_path / "b" / "checkpoint.safetensors")
     assert header["step"] == 3  # the step the signal arrived in was finished, then the run stopped
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler was put back
 
     b2 = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
     b2.run(resume=True)
