@@ -175,3 +175,13 @@ def data_config_for(checkpoint: str | Path) -> DataConfig:
         if run_config.is_file():
             return validate(RunConfig, load_yaml(run_config), source=str(run_config)).data
     return DataConfig()
+
+
+def training_data(checkpoint: str | Path, unet=None):
+    """The images a supernet was trained on (:func:`data_config_for`), at its ``unet``'s size and channels."""
+    from ddsm.data import load_data
+
+    if unet is None:
+        unet = load_supernet(checkpoint).config.unet
+    return load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+

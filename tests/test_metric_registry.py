@@ -68,3 +68,23 @@ def test_the_cli_refuses_an_unregistered_metric_in_one_line(trained_run, tmp_pat
     r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "s", "--no-progress")
     assert_bad_input(r, "'nope' is not registered", "proxy, proxy_linear, fid")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("name", ["kid", "teacher_fid"])
+def test_feature_metrics_build_and_score_through_the_registry(trained_run, tmp_path, name):
+    import math
+
+    from ddsm.checkpoint import load_supernet
+    from ddsm.data import load_digits
+    from ddsm.metrics.featurenet import train_featurenet
+    from ddsm.plan import StepPlan
+    from ddsm.samplers import SamplerConfig
+
+    fnet = tmp_path / "features.safetensors"
+    train_featurenet(load_digits(size=8), seed=0, epochs=1, progress=False).save(fnet)
+    ev = get_metric(name).build(load_supernet(trained_run), SamplerConfig(kind="ddim", steps=3), featurenet=str(fnet),
+                                checkpoint=trained_run, num=8, seed=0, batch_size=8)
+    df = ev.evaluate([StepPlan((0.25,) * 3), StepPlan((1.0,) * 3)])
+    assert list(df.columns[:1]) == [name] and df["valid"].all() and df[name].map(math.isfinite).all()
+    with pytest.raises(DDSMError, match="needs a feature net"):
+        get_metric(name).build(load_supernet(trained_run), SamplerConfig(kind="ddim", steps=3), featurenet=None)

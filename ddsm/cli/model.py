@@ -157,10 +157,9 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
 def spectrum(checkpoint, space_file, threshold, out) -> None:
     """Fit the training data's radial power spectrum P(w) = A w^-beta; predict when the state should grow."""
     from ddsm.checkpoint import load_supernet
-    from ddsm.data import load_data
+    from ddsm.checkpoint import training_data
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.io import write_json
-    from ddsm.checkpoint import data_config_for
     from ddsm.samplers.base import spaced_timesteps
     from ddsm.search import SearchConfig
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
@@ -172,7 +171,7 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
         if space.resolutions is None:
             raise DDSMError(f"search space {space_file!r} has no resolutions; add e.g. resolutions: [8, {unet.image_size}]")
         space.check_supernet(unet.widths, unet)
-    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    data = training_data(checkpoint, unet)
     fit = fit_power_spectrum(data.train)
     click.echo(f"P(w) = {fit.A:.4g} * w^-{fit.beta:.3f}  (R^2 {fit.r2:.3f}; {len(data.train)} training images, "
                f"side {unet.image_size}, [-1, 1] units, w in cycles per image)")
@@ -347,8 +346,7 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
 def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, num, seed, teacher_num, teacher_seed,
             search_seeds, draws, metrics, out, device, progress) -> None:
     """Judge schedules against full width on held-out seeds: every metric with its paired 95 % interval."""
-    from ddsm.checkpoint import data_config_for, load_supernet
-    from ddsm.data import load_data
+    from ddsm.checkpoint import load_supernet, training_data
     from ddsm.device import resolve_device
     from ddsm.io import write_atomic
     from ddsm.metrics.featurenet import FeatureNet
@@ -372,7 +370,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_disjoint(settings.seeds, used)  # before any data or feature net is read
     check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
     unet = net.config.unet
-    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    data = training_data(checkpoint, unet)
     fn = FeatureNet.load(featurenet_file, data)
     judge = Verdict(net, scfg, fn, reference_images(data, "all"), settings, search_seeds=used, progress=progress)
     t0 = time.perf_counter()

@@ -35,6 +35,7 @@ import contextlib
 import io
 
 import numpy as np
+import torch
 
 from ddsm.errors import DDSMError
 from ddsm.metrics.intervals import Statistic, weighted_mean
@@ -151,6 +152,21 @@ class Candidate:
             return float((self._d_rf[:, u] < radii[None, :]).any(axis=1).mean())
 
         return stat
+
+
+def embed(featurenet, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, d) and top-class probabilities (N,) of images ``x`` clamped to [-1, 1], in float64 batches.
+
+    ``featurenet`` must already be in float64 (the features of the same images then agree to far below 1e-9).
+    """
+    x = x.clamp(-1, 1)
+    f, p = [], []
+    with torch.no_grad():
+        for a in range(0, len(x), 512):
+            batch = x[a : a + 512].to(torch.float64)
+            f.append(featurenet(batch))
+            p.append(torch.softmax(featurenet.logits(batch), dim=1).amax(1))
+    return torch.cat(f).numpy(), torch.cat(p).numpy()
 
 
 def mean_of(values: np.ndarray) -> Statistic:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddsm.metrics.distribution import Candidate, Reference
+from ddsm.metrics.distribution import Candidate, Reference, embed
 from ddsm.metrics.evaluator import SamplingEvaluator
 from ddsm.metrics.featurenet import FeatureNet
+from ddsm.metrics.verdict import TEACHER_NUM, TEACHER_SEED
 from ddsm.plan import StepPlan
-
-#: the teacher-relative FID's reference: full-width samples on these seeds (far from any search's)
-TEACHER_SEED, TEACHER_NUM = 1_000_000, 2000
 
 
 class _FeatureEvaluator(SamplingEvaluator):
@@ -24,10 +22,8 @@ class _FeatureEvaluator(SamplingEvaluator):
         super().__init__(net, sampler, **kw)
         self.featurenet = featurenet.double().eval()
 
-    @torch.no_grad()
     def features(self, x: torch.Tensor) -> np.ndarray:
-        x = x.clamp(-1, 1).double()
-        return torch.cat([self.featurenet(x[a : a + 512]) for a in range(0, len(x), 512)]).numpy()
+        return embed(self.featurenet, x)[0]
 
 
 class KIDEvaluator(_FeatureEvaluator):

@@ -137,15 +137,12 @@ def _proxy_linear(net, sampler, *, featurenet=None, checkpoint=None, **options):
 
 
 def _data_of(net, checkpoint, featurenet, name: str):
-    from ddsm.checkpoint import data_config_for
-    from ddsm.data import load_data
+    from ddsm.checkpoint import training_data
 
     if featurenet is None:
         raise DDSMError(f"metric {name!r} needs a feature net file (ddsm featurenet --checkpoint ... --out FILE, "
                         "or the shipped 'digits')")
-    unet = net.config.unet
-    return load_data(data_config_for(checkpoint if checkpoint is not None else net.source), unet.image_size,
-                     unet.in_channels)
+    return training_data(checkpoint if checkpoint is not None else net.source, net.config.unet)
 
 
 def _fid(net, sampler, *, featurenet=None, checkpoint=None, **options):

@@ -27,7 +27,7 @@ import torch
 
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
-from ddsm.metrics.distribution import NEAREST_K, Candidate, Reference, mean_of
+from ddsm.metrics.distribution import NEAREST_K, Candidate, Reference, embed, mean_of
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.intervals import Draws, Interval, bootstrap_counts
 from ddsm.plan import StepPlan
@@ -45,6 +45,8 @@ METRICS: dict[str, tuple[str, bool]] = {
     "confidence": ("classifier confidence (mean top-class probability)", True),
     "proxy": ("proxy: mean squared distance to the full-width sample, same seed", False),
 }
+#: the teacher-relative FID's reference by default: full-width samples on these seeds, far from any search's
+TEACHER_SEED, TEACHER_NUM = 1_000_000, 2000
 #: metrics that cannot be negative: their intervals stop at 0
 NONNEGATIVE = {"fid", "teacher_fid", "proxy"}
 #: fewer samples than this make FID, KID and the k-NN manifolds meaningless
@@ -69,8 +71,8 @@ class VerdictSettings:
 
     num: int = 1000  # samples per schedule, seeds seed..seed+num-1
     seed: int = 10_000  # first verdict seed (the search's default seeds are 0..num_samples-1)
-    teacher_num: int = 2000  # full-width samples of the teacher-relative FID's reference
-    teacher_seed: int = 1_000_000  # first seed of that reference
+    teacher_num: int = TEACHER_NUM  # full-width samples of the teacher-relative FID's reference
+    teacher_seed: int = TEACHER_SEED  # first seed of that reference
     draws: int = 200  # bootstrap resamples
     level: float = 0.95  # interval coverage
     k: int = NEAREST_K  # nearest neighbours of the precision/recall manifolds
@@ -170,15 +172,8 @@ class Verdict:
         self.real = Reference(self._features(real)[0], k=settings.k, name="real data")
         self._teacher: Reference | None = None
 
-    @torch.no_grad()
     def _features(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = x.clamp(-1, 1)
-        f, p = [], []
-        for a in range(0, len(x), 512):
-            batch = x[a : a + 512].to(torch.float64)
-            f.append(self.featurenet(batch))
-            p.append(torch.softmax(self.featurenet.logits(batch), dim=1).amax(1))
-        return torch.cat(f).numpy(), torch.cat(p).numpy()
+        return embed(self.featurenet, x)
 
     def _sample(self, plans: Sequence[StepPlan], seeds: range) -> torch.Tensor:
         return generate_many(self.net.model, self.sampler, [StepPlan.of(p) for p in plans], list(seeds),

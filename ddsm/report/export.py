@@ -204,15 +204,13 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
 
 def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
     """Judge every member on held-out seeds; fills ``table``'s verdict columns, returns the schedules with them."""
-    from ddsm.checkpoint import data_config_for
-    from ddsm.data import load_data
+    from ddsm.checkpoint import training_data
     from ddsm.metrics.featurenet import FeatureNet
     from ddsm.metrics.fid import reference_images
     from ddsm.metrics.verdict import Verdict
 
     ev = run.space.evaluator
-    unet = net.config.unet
-    data = load_data(data_config_for(net.source), unet.image_size, unet.in_channels)
+    data = training_data(net.source, net.config.unet)
     judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),
                     settings, search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
     names = list(table["schedule"])

@@ -88,15 +88,12 @@ def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> li
     """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
     if space.resolutions is None or not space.seeding.spectrum_rule:
         return []
-    from ddsm.checkpoint import data_config_for
-    from ddsm.data import load_data
+    from ddsm.checkpoint import training_data
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.samplers.base import spaced_timesteps
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
-    unet = net.config.unet
-    data = load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
-    fit = fit_power_spectrum(data.train)
+    fit = fit_power_spectrum(training_data(checkpoint, net.config.unet).train)
     noise = NoiseSchedule(net.config.diffusion)
     ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
     sides = rule_resolutions(fit, space.resolutions, ts, noise)
