@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -83,11 +84,25 @@ class Reference:
         self.mu = f.mean(0)
         self.sigma = np.cov(f, rowvar=False)
         self.scale = f.std(0) + 1e-12
-        self.radii = kth_radii(pairwise(f), k)  # the reference manifold
-        z = self.standardise(f)
-        kxx = _kernel(z, z)
-        m = len(f)
-        self.kernel_within = float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)))
+
+    # The manifold and kernel terms are built on first use: a reference used for FID alone never needs them.
+
+    @cached_property
+    def radii(self) -> np.ndarray:
+        """Each reference point's k-NN radius: the reference manifold."""
+        return kth_radii(pairwise(self.features), self.k)
+
+    @cached_property
+    def standardised(self) -> np.ndarray:
+        """The reference features in their own standardised units."""
+        return self.standardise(self.features)
+
+    @cached_property
+    def kernel_within(self) -> float:
+        """Mean kernel value over distinct pairs of reference points."""
+        kxx = _kernel(self.standardised, self.standardised)
+        m = len(kxx)
+        return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)))
 
     def standardise(self, f: np.ndarray) -> np.ndarray:
         """Features in the reference's units (zero mean, unit spread per feature): what KID's kernel sees."""
@@ -103,13 +118,31 @@ class Candidate:
             raise DDSMError(f"candidate features of shape {tuple(f.shape)} do not match the {reference.name}'s "
                             f"{reference.features.shape[1]} features (at least 2 rows)")
         self.features, self.ref = f, reference
-        z = reference.standardise(f)
-        self._kff = _kernel(z, z)
-        self._kxf = _kernel(reference.standardise(reference.features), z).sum(0)  # per sample: kernel sum over the reference
-        self._d_rf = pairwise(reference.features, f)  # (reference, samples)
-        self._d_ff = pairwise(f)
-        # a sample is inside the reference manifold if it lies in some reference point's k-NN ball
-        self.inside_reference = (self._d_rf < reference.radii[:, None]).any(axis=0).astype(np.float64)
+
+    # Kernel and distance matrices are built on first use, each once, by the metrics that need them.
+
+    @cached_property
+    def _kff(self) -> np.ndarray:
+        z = self.ref.standardise(self.features)
+        return _kernel(z, z)
+
+    @cached_property
+    def _kxf(self) -> np.ndarray:
+        # per sample: its kernel sum over the reference
+        return _kernel(self.ref.standardised, self.ref.standardise(self.features)).sum(0)
+
+    @cached_property
+    def _d_rf(self) -> np.ndarray:
+        return pairwise(self.ref.features, self.features)  # (reference, samples)
+
+    @cached_property
+    def _d_ff(self) -> np.ndarray:
+        return pairwise(self.features)
+
+    @cached_property
+    def inside_reference(self) -> np.ndarray:
+        """1 for each sample inside the reference manifold (in some reference point's k-NN ball), else 0."""
+        return (self._d_rf < self.ref.radii[:, None]).any(axis=0).astype(np.float64)
 
     def fid(self) -> Statistic:
         """Fréchet distance to the reference."""
