@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
+from ddsm.limits import clip, short
 from ddsm.errors import DDSMError
 from ddsm.io import atomic_path
 from ddsm.nn.unet import SlimUNet
@@ -52,11 +53,15 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             meta = f.metadata() or {}
         tensors = load_file(str(path))
         header = json.loads(meta["ddsm"])
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        raise DDSMError(f"checkpoint {str(path)!r} is corrupt or not a ddsm checkpoint ({type(e).__name__}: {e})") from None
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as e:
+        raise DDSMError(clip(f"checkpoint {str(path)!r} is corrupt or not a ddsm checkpoint ({type(e).__name__}: "
+                             f"{clip(str(e), 120)})")) from None
+    if not isinstance(header, dict):
+        raise DDSMError(f"checkpoint {str(path)!r} is not a ddsm checkpoint: its header is a {type(header).__name__}")
     if header.get("schema_version") != SCHEMA_VERSION:
         raise DDSMError(
-            f"checkpoint {str(path)!r} has schema_version {header.get('schema_version')!r}; this ddsm reads {SCHEMA_VERSION}"
+            f"checkpoint {str(path)!r} has schema_version {short(header.get('schema_version'))}; this ddsm reads "
+            f"{SCHEMA_VERSION}"
         )
     return tensors, header
 
@@ -141,7 +146,7 @@ def load_supernet(ref: str | Path, *, device: str | torch.device = "cpu", expect
     tensors, header = read_tensors(path)
     kind = header.get("kind")
     if kind not in (TRAIN_STATE, SUPERNET):
-        raise DDSMError(f"checkpoint {str(path)!r} is of kind {kind!r}; expected {TRAIN_STATE} or {SUPERNET}")
+        raise DDSMError(f"checkpoint {str(path)!r} is of kind {short(kind)}; expected {TRAIN_STATE} or {SUPERNET}")
     config = validate(ModelConfig, header.get("model"), source=f"checkpoint {path}")
     if header.get("fingerprint") != config.fingerprint():
         raise DDSMError(f"checkpoint {str(path)!r} is corrupt: stored fingerprint does not match its own config")

@@ -7,18 +7,28 @@ a typo in a YAML file never silently falls back to a default.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, field_validator, model_validator
 
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
+from ddsm.limits import (MAX_CONFIG_BYTES, MAX_IMAGE_SIDE, MAX_MESSAGE_CHARS, MAX_SEED, MAX_YAML_ALIASES,
+                         MAX_YAML_NODES, clip, short)
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 #: two widths closer than this are the same width (YAML, JSON and user floats need not be bit-exact)
 WIDTH_TOL = 1e-9
+#: largest number of training timesteps T (the noise schedule and per-step tables have T entries)
+MAX_TIMESTEPS = 100_000
+#: largest supernet, in parameters at width 1 (1e9: 4 GB of float32 weights, about 16 GB to train with AdamW)
+MAX_PARAMETERS = 10**9
+
+#: width multipliers: numbers (an int such as 1 is fine), never strings or booleans
+Widths = tuple[StrictFloat, ...]
 
 
 def width_index(width: float, valid) -> int | None:
@@ -30,15 +40,19 @@ def width_index(width: float, valid) -> int | None:
 
 
 def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
-    """Sorted, de-duplicated width multipliers in (0, 1] that include the full width 1.0."""
+    """Sorted width multipliers in (0, 1] that include the full width 1.0; a width given twice is an error."""
     if not v:
         raise ValueError("at least one width is required")
     bad = [w for w in v if not 0.0 < w <= 1.0]
     if bad:
-        raise ValueError(f"widths must lie in (0, 1], got {bad}")
+        raise ValueError(f"widths must lie in (0, 1], got {short(bad)}")
+    dup = sorted({float(w) for i, w in enumerate(v) if width_index(w, v[:i]) is not None})
+    if dup:
+        raise ValueError(f"width{'s' if len(dup) > 1 else ''} {', '.join(f'{w:g}' for w in dup)} given twice; "
+                         "list every width once")
     if width_index(1.0, v) is None:
-        raise ValueError(f"widths must include 1.0 (the full-width net), got {list(v)}")
-    return tuple(sorted(set(float(w) for w in v)))
+        raise ValueError(f"widths must include 1.0 (the full-width net), got {short(list(v))}")
+    return tuple(sorted(float(w) for w in v))
 
 
 class _Frozen(BaseModel):
@@ -48,14 +62,14 @@ class _Frozen(BaseModel):
 class UNetConfig(_Frozen):
     """Architecture of the slimmable UNet supernet (DDPM-style)."""
 
-    image_size: int = Field(16, gt=0)  # side of the square input, in pixels
+    image_size: int = Field(16, gt=0, le=MAX_IMAGE_SIDE)  # side of the square input, in pixels
     in_channels: int = Field(1, gt=0)  # 1 for grayscale, 3 for RGB
     base_channels: int = Field(32, gt=0)  # channels of the first level at width 1
     channel_mults: tuple[int, ...] = (1, 2, 2)  # per-level channel multiplier
     num_res_blocks: int = Field(1, gt=0)  # residual blocks per level (down path)
     attn_resolutions: tuple[int, ...] = (8,)  # feature-map sides that get self-attention
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout inside residual blocks
-    widths: tuple[float, ...] = DEFAULT_WIDTHS  # width multipliers the supernet serves
+    widths: Widths = DEFAULT_WIDTHS  # width multipliers the supernet serves
     group_channels: int = Field(4, gt=0)  # GroupNorm channels per group, fixed at every width
     down_block: str = "conv"  # name in ddsm.nn.unet.DOWN_BLOCKS
     up_block: str = "nearest_conv"  # name in ddsm.nn.unet.UP_BLOCKS
@@ -69,7 +83,7 @@ class UNetConfig(_Frozen):
     @classmethod
     def _mults(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not v or any(m <= 0 for m in v):
-            raise ValueError(f"channel_mults must be positive integers, got {list(v)}")
+            raise ValueError(f"channel_mults must be positive integers, got {short(list(v))}")
         return v
 
     @model_validator(mode="after")
@@ -94,7 +108,18 @@ class UNetConfig(_Frozen):
                         f"{self.group_channels} channels per group cannot normalise; every width times "
                         f"{self.base_channels}*mult must be a multiple of {self.group_channels}"
                     )
+        n = self.parameter_count()
+        if n > MAX_PARAMETERS:
+            raise ValueError(
+                f"this supernet would have about {n:.3g} parameters (base_channels {self.base_channels}, "
+                f"channel_mults {short(list(self.channel_mults), 40)}, num_res_blocks {self.num_res_blocks}); "
+                f"the limit is {MAX_PARAMETERS:.0e}: lower base_channels, channel_mults or num_res_blocks"
+            )
         return self
+
+    def parameter_count(self) -> int:
+        """Weights of the supernet at width 1: the real model built on torch's meta device (no memory, no init)."""
+        return _parameter_count(self)
 
     def valid_resolutions(self) -> list[int]:
         """Sides a state can have: divisors of ``image_size`` the UNet can downsample."""
@@ -106,10 +131,20 @@ class UNetConfig(_Frozen):
         return int(round(width * self.base_channels * self.channel_mults[level]))
 
 
+@functools.lru_cache(maxsize=64)  # configs are frozen: equal ones (every checkpoint load) are counted once
+def _parameter_count(unet: UNetConfig) -> int:
+    import torch
+
+    from ddsm.nn.unet import SlimUNet  # here: ddsm.nn.unet imports this module
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in SlimUNet(unet).parameters())
+
+
 class DiffusionConfig(_Frozen):
     """Variance-preserving forward process."""
 
-    num_timesteps: int = Field(1000, gt=1)  # T, the number of training timesteps
+    num_timesteps: int = Field(1000, gt=1, le=MAX_TIMESTEPS)  # T, the number of training timesteps
     beta_schedule: Literal["linear", "cosine"] = "cosine"  # how beta_t grows with t
     beta_start: float = Field(1e-4, gt=0.0, lt=1.0)  # linear schedule only
     beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # linear schedule only
@@ -131,7 +166,7 @@ class DataConfig(_Frozen):
 
     source: str = "digits"  # 'digits', a folder of images, or 'torchvision:NAME:ROOT'
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # share kept out of training
-    split_seed: int = 0  # seed of the train/held-out split
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/held-out split
 
 
 class TrainConfig(_Frozen):
@@ -150,7 +185,7 @@ class TrainConfig(_Frozen):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA decay after warm-up
     ema_warmup: bool = True  # decay = min(ema_decay, (1+n)/(10+n))
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, off on CPU
-    seed: int = 0  # every random draw of training comes from this
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # every random draw of training comes from this
     checkpoint_every: int = Field(250, gt=0)  # steps between resumable checkpoints
     snapshot_every: int = Field(0, ge=0)  # steps between kept EMA snapshots (0: none)
     threads: int = Field(0, ge=0)  # torch CPU threads (0: torch's default)
@@ -181,36 +216,104 @@ C = TypeVar("C", bound=BaseModel)
 
 
 def validate(cls: type[C], data: Any, source: str = "config") -> C:
-    """Validate ``data`` into ``cls``; raise a one-line DDSMError naming the first bad field."""
+    """Validate ``data`` into ``cls``; raise a one-line DDSMError naming the first bad field.
+
+    Quoted inputs and the whole message are cut to a sane length (:mod:`ddsm.limits`).
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
+        loc = clip(".".join(str(x) for x in err["loc"]) or "(root)", 80)
+        msg = clip(str(err["msg"]).removeprefix("Value error, "), 200)
         got = err.get("input")
-        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or got is None else f" (got {short(got)})"
         extra = f"; {e.error_count() - 1} more error(s)" if e.error_count() > 1 else ""
-        raise DDSMError(f"{source}: {loc}: {msg}{shown}{extra}") from None
+        raise DDSMError(clip(f"{source}: {loc}: {msg}{shown}{extra}", MAX_MESSAGE_CHARS)) from None
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader counting aliases as they are composed (refused past :data:`MAX_YAML_ALIASES`)."""
+
+    def __init__(self, stream, where: str) -> None:
+        super().__init__(stream)
+        self.where = where
+        self.n_aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.n_aliases += 1
+            if self.n_aliases > MAX_YAML_ALIASES:
+                raise DDSMError(f"config file {self.where} uses more than {MAX_YAML_ALIASES} YAML aliases (*name); "
+                                "write the values out instead")
+        return super().compose_node(parent, index)
+
+
+def _expanded_size(root: yaml.Node, where: str) -> int:
+    """Values of the document with every alias expanded; a DDSMError past :data:`MAX_YAML_NODES` or on a cycle."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise DDSMError(f"config file {where} holds a recursive YAML alias (a value that contains itself)")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        if n > MAX_YAML_NODES:
+            raise DDSMError(f"config file {where} expands to more than {MAX_YAML_NODES} values (YAML aliases "
+                            "included); a config is far smaller")
+        sizes[key] = n
+        return n
+
+    return size(root)
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Safe-load a YAML mapping, with a one-line error for unreadable or malformed files."""
+    """Safe-load a YAML mapping: the one reader of config files (YAML, or JSON as a subset of it).
+
+    One-line DDSMError for an unreadable, oversized (> :data:`~ddsm.limits.MAX_CONFIG_BYTES`),
+    non-UTF-8, malformed, alias-bombed, empty or non-mapping file.
+    """
     path = Path(path)
+    where = short(str(path), 120)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise DDSMError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+        raise DDSMError(f"cannot read config file {where}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise DDSMError(f"config file {where} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; "
+                        "config files are limited to that size")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DDSMError(f"config file {where} is not UTF-8 text (byte {e.start}); give a YAML file") from None
+    loader = _LimitedLoader(text, where)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, where)
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DDSMError(f"malformed YAML in {str(path)!r}{where}: {getattr(e, 'problem', e)}") from None
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DDSMError(clip(f"malformed YAML in {where}{at}: {getattr(e, 'problem', None) or e}")) from None
+    except RecursionError:
+        raise DDSMError(f"config file {where} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
+        raise DDSMError(f"config file {where} is empty; give a YAML mapping of settings")
     if not isinstance(data, dict):
-        raise DDSMError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
     return data
 
 

@@ -15,7 +15,8 @@ from typing import Callable
 import click
 
 from ddsm.errors import DDSMError
-from ddsm.io import write_atomic
+from ddsm.io import write_atomic, write_json
+from ddsm.runfolder import check_run_folder, hold_folder
 
 STAGES = 7
 
@@ -51,6 +52,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict
     from ddsm.plan import StepPlan
     from ddsm.report import export_front, format_table, plot_search
+    from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
     from ddsm.schedule import Schedule
     from ddsm.search import SearchConfig
     from ddsm.search.config import space_path
@@ -58,7 +60,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     from ddsm.search.setup import prepare_search
     from ddsm.train import Trainer
 
-    out = Path(out)
+    out = check_run_folder(out, kind="quickstart")
     space_file = space_path(space) if space is not None else default_space()
     if not space_file.is_file():
         raise DDSMError(f"search space {str(space_file)!r} does not exist; pass --space FILE (see search_spaces/)")
@@ -68,94 +70,101 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
            "featurenet": out / "featurenet.safetensors", "search": out / "search", "export": out / "export",
            "plots": out / "plots", "verdict": out / "verdict.csv"}
 
-    if train:
-        # The shipped supernet carries its own recipe, so retraining needs no file from the repository.
-        cfg = validate(RunConfig, load_supernet("digits").header["run"], source="shipped digits recipe")
+    def mark() -> None:  # the folder's marker: a rerun after a kill finds a quickstart here and continues it
+        if not (out / "quickstart.json").is_file():
+            write_json(out / "quickstart.json", {"kind": "ddsm.quickstart", "checkpoint": str(checkpoint),
+                                                 "train": train, "space": str(space_file), "num": num})
 
-        def _train() -> None:
-            resume = (out / "supernet" / "checkpoint.safetensors").exists()
-            Trainer(cfg, out / "supernet", device=str(dev), progress=progress).run(resume=resume)
+    with hold_folder(out, what="quickstart"):
+        if train:
+            # The shipped supernet carries its own recipe, so retraining needs no file from the repository.
+            cfg = validate(RunConfig, load_supernet("digits").header["run"], source="shipped digits recipe")
 
-        click.echo(f"training the supernet from scratch ({cfg.train.iters} steps; about 80 minutes on 2 CPU cores)")
-        _stage(1, "train supernet", art["supernet"], _train)
-        ref: str | Path = out / "supernet"
-    else:
-        ref = checkpoint
-    net = load_supernet(ref, device=dev)
-    prepared = prepare_search(search_space, str(ref), net=net)  # every refusal before the first stage line
-    out.mkdir(parents=True, exist_ok=True)
-    if not train:
-        click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
-    for line in prepared.warnings:
-        click.echo(line, err=True)
-    data = load_digits(size=net.config.unet.image_size, channels=net.config.unet.in_channels)
+            def _train() -> None:
+                resume = (out / "supernet" / "checkpoint.safetensors").exists()
+                Trainer(cfg, out / "supernet", device=str(dev), progress=progress).run(resume=resume)
 
-    _stage(2, "cost table (MACs, latency per width)", art["cost"],
-           lambda: CostTable.measure(net.model, net.config, dev, batch_size=64, repeats=10, warmup=2,
-                                     progress=progress).save(art["cost"]))
-    table = CostTable.load(art["cost"], net.config, dev)
+            mark()
+            click.echo(f"training the supernet from scratch ({cfg.train.iters} steps; about 80 minutes on 2 CPU cores)")
+            _stage(1, "train supernet", art["supernet"], _train)
+            ref: str | Path = out / "supernet"
+        else:
+            ref = checkpoint
+        net = load_supernet(ref, device=dev)
+        prepared = prepare_search(search_space, str(ref), net=net)  # every refusal before the first stage line
+        mark()
+        if not train:
+            click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
+        for line in prepared.warnings:
+            click.echo(line, err=True)
+        data = load_digits(size=net.config.unet.image_size, channels=net.config.unet.in_channels)
 
-    try:  # the shipped digits feature net, when it was trained on exactly this data
-        features = FeatureNet.load("digits", data)
-        click.echo(f"[3/{STAGES}] feature net: the shipped digits net (held-out accuracy "
-                   f"{features.holdout_accuracy:.3f}) -> {features.path}")
-    except DDSMError:
-        _stage(3, "feature net for the verdict (this data has no shipped one)", art["featurenet"],
-               lambda: train_featurenet(data, seed=0, progress=progress).save(art["featurenet"]))
-        features = FeatureNet.load(art["featurenet"], data)
+        _stage(2, "cost table (MACs, latency per width)", art["cost"],
+               lambda: CostTable.measure(net.model, net.config, dev, batch_size=64, repeats=10, warmup=2,
+                                         progress=progress).save(art["cost"]))
+        table = CostTable.load(art["cost"], net.config, dev)
 
-    finished = generations_finished(art["search"]) >= search_space.generations
+        try:  # the shipped digits feature net, when it was trained on exactly this data
+            features = FeatureNet.load("digits", data)
+            click.echo(f"[3/{STAGES}] feature net: the shipped digits net (held-out accuracy "
+                       f"{features.holdout_accuracy:.3f}) -> {features.path}")
+        except DDSMError:
+            _stage(3, "feature net for the verdict (this data has no shipped one)", art["featurenet"],
+                   lambda: train_featurenet(data, seed=0, progress=progress).save(art["featurenet"]))
+            features = FeatureNet.load(art["featurenet"], data)
 
-    def _search() -> None:
-        res = prepared.run(art["search"], runner=runner, workers=workers,
-                           resume=(art["search"] / "search.json").exists(), progress=progress, device=str(dev))
-        click.echo(f"front of {len(res.front)} schedules within {search_space.budget:.0%} of the full-width cost, "
-                   f"{len(res.evaluations)} schedules evaluated")
+        finished = generations_finished(art["search"]) >= search_space.generations
 
-    _stage(4, f"search ({search_space.generations} generations of {search_space.population}, {runner} runner)",
-           art["search"], _search, done=finished)
-    run = load_search(art["search"])
-    shares = sorted(float(s) for s in run.front["share"])
-    # The budgets worth a file: the search's own, and half the full cost when the front reaches below it.
-    budgets = sorted({run.budget, *([0.5] if shares and shares[0] <= 0.5 < run.budget else [])})
+        def _search() -> None:
+            res = prepared.run(art["search"], runner=runner, workers=workers,
+                               resume=(art["search"] / "search.json").exists(), progress=progress, device=str(dev))
+            click.echo(f"front of {len(res.front)} schedules within {search_space.budget:.0%} of the full-width cost, "
+                       f"{len(res.evaluations)} schedules evaluated")
 
-    def _export() -> None:
-        res = export_front(run, net, art["export"], budgets=budgets, progress=progress)
-        click.echo(format_table(res.table, quality=run.quality))
+        _stage(4, f"search ({search_space.generations} generations of {search_space.population}, {runner} runner)",
+               art["search"], _search, done=finished)
+        run = load_search(art["search"])
+        shares = sorted(float(s) for s in run.front["share"])
+        # The budgets worth a file: the search's own, and half the full cost when the front reaches below it.
+        budgets = sorted({run.budget, *([0.5] if shares and shares[0] <= 0.5 < run.budget else [])})
 
-    _stage(5, "export the front (schedule files, measured speed-ups)", art["export"], _export,
-           done=(art["export"] / "export.json").exists())
-    _stage(6, "plots (front, widths per step, sensitivity, samples)", art["plots"],
-           lambda: plot_search(run, net, art["plots"]), done=(art["plots"] / "plots.json").exists())
+        def _export() -> None:
+            res = export_front(run, net, art["export"], budgets=budgets, progress=progress)
+            click.echo(format_table(res.table, quality=run.quality))
 
-    ev = search_space.evaluator
-    settings = VerdictSettings(num=num, teacher_num=2 * num)  # seeds from 10,000 on: never the search's
+        _stage(5, "export the front (schedule files, measured speed-ups)", art["export"], _export,
+               done=report_done(art["export"], EXPORT_KIND))
+        _stage(6, "plots (front, widths per step, sensitivity, samples)", art["plots"],
+               lambda: plot_search(run, net, art["plots"]), done=report_done(art["plots"], PLOTS_KIND))
 
-    def _verdict() -> None:
-        steps = search_space.sampler.steps
-        plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).plan()
-                 for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
-        plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths[:-1]})
-        # MACs whatever the search priced: its own cost model for a FLOP search, else the measured table's
-        macs = prepared.costs if search_space.objectives.cost == "flops" else table.cost_model("macs")
-        share = {k: macs.share(p) for k, p in plans.items()}
-        uniform = sorted((share[k], k) for k in plans if k.startswith("uniform"))
-        # each schedule against the cheapest uniform width that costs at least as much (full width if none)
-        against = {k: next((u for s, u in uniform if s >= share[k] - 1e-12 and u != k), FULL) for k in plans}
-        judge = Verdict(net, search_space.sampler, features, reference_images(data, "all"), settings,
-                        search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
-        result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in share.items()}})
-        table_ = result.table(against={k: v for k, v in against.items() if v != FULL})
-        click.echo(format_verdict(table_))
-        click.echo(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
-                   f"{ev.seed}..{ev.seed + ev.num_samples - 1}); {settings.level:.0%} basic bootstrap intervals, "
-                   f"differences paired on the same seeds; teacher_fid against {settings.teacher_num} full-width "
-                   f"samples from seed {settings.teacher_seed}")
-        write_atomic(art["verdict"], lambda p: table_.to_csv(p, index=False))
+        ev = search_space.evaluator
+        settings = VerdictSettings(num=num, teacher_num=2 * num)  # seeds from 10,000 on: never the search's
 
-    _stage(7, f"verdict on held-out seeds ({num} samples per schedule)", art["verdict"], _verdict)
-    click.echo("artifacts:")
-    for name, path in art.items():
-        if path.exists():
-            click.echo(f"  {name:<10} {path}")
-    return art
+        def _verdict() -> None:
+            steps = search_space.sampler.steps
+            plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).plan()
+                     for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
+            plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths[:-1]})
+            # MACs whatever the search priced: its own cost model for a FLOP search, else the measured table's
+            macs = prepared.costs if search_space.objectives.cost == "flops" else table.cost_model("macs")
+            share = {k: macs.share(p) for k, p in plans.items()}
+            uniform = sorted((share[k], k) for k in plans if k.startswith("uniform"))
+            # each schedule against the cheapest uniform width that costs at least as much (full width if none)
+            against = {k: next((u for s, u in uniform if s >= share[k] - 1e-12 and u != k), FULL) for k in plans}
+            judge = Verdict(net, search_space.sampler, features, reference_images(data, "all"), settings,
+                            search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+            result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in share.items()}})
+            table_ = result.table(against={k: v for k, v in against.items() if v != FULL})
+            click.echo(format_verdict(table_))
+            click.echo(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
+                       f"{ev.seed}..{ev.seed + ev.num_samples - 1}); {settings.level:.0%} basic bootstrap intervals, "
+                       f"differences paired on the same seeds; teacher_fid against {settings.teacher_num} full-width "
+                       f"samples from seed {settings.teacher_seed}")
+            write_atomic(art["verdict"], lambda p: table_.to_csv(p, index=False))
+
+        _stage(7, f"verdict on held-out seeds ({num} samples per schedule)", art["verdict"], _verdict)
+        click.echo("artifacts:")
+        for name, path in art.items():
+            if path.exists():
+                click.echo(f"  {name:<10} {path}")
+        return art

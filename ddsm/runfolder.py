@@ -1,4 +1,16 @@
-"""Which run a folder belongs to: the one identity check that every resumable folder uses.
+"""Run folders: what kind of run a folder holds, which run it belongs to, and who is writing it.
+
+Every command that writes a folder (train, sample, search, sweep, export,
+plot, quickstart) goes through this module:
+
+- :func:`check_run_folder` (before any work): the folder can be written and
+  is new, empty, or holds a run of this same kind (never a training run
+  overwritten by samples, nor a folder of the user's own files);
+- :func:`hold_folder` (around the writing): one lock per folder, so a second
+  process on it is refused with one line naming the holder; stale temporary
+  files of a killed run are removed under the lock; a folder this command
+  created is removed again if it fails before writing anything;
+- :func:`claim_folder` (resumable runs): the identity check below.
 
 A resumable run (a search, a sweep) writes a manifest naming what it is
 (``kind``) and what decides its result (its *identity*: hashes of its
@@ -11,11 +23,138 @@ identities with :func:`identity_diff`.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import socket
+import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ddsm.errors import DDSMError
-from ddsm.io import read_json
+from ddsm.io import read_json, write_json
+from ddsm.outputs import artifact_kind, check_writable
+
+#: the files that mark each kind of run folder (any one present, holding that artifact kind)
+MARKERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "training run": (("checkpoint.safetensors", "ddsm.train_state"), ("config.json", "run config")),
+    "search": (("search.json", "ddsm.search"),),
+    "sweep": (("sweep.json", "ddsm.sweep"),),
+    "samples": (("sample.json", "ddsm.samples"),),
+    "report": (("export.json", "ddsm.export"), ("plots.json", "ddsm.plots")),
+    "quickstart": (("quickstart.json", "ddsm.quickstart"), ("cost.json", "ddsm.cost_table")),
+}
+LOCK_NAME = ".ddsm.lock"
+HOLDER_NAME = ".ddsm.lock.json"  # pid, host, command and start of the process holding the lock
+# what ddsm.io.atomic_path and ddsm.outputs.check_writable leave behind when killed mid-write
+_STALE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$|^\.ddsm-probe-[a-z0-9_]{8}$")
+_HELD: dict[str, int] = {}  # folders this process holds, with their nesting depth
+
+
+def is_own_file(name: str) -> bool:
+    """Whether ``name`` is a lock file or a killed write's leftover, which no emptiness check counts."""
+    return name in (LOCK_NAME, HOLDER_NAME) or bool(_STALE.match(name))
+
+
+def _holds(path: Path, kind: str) -> bool:
+    if kind == "run config":  # a training run's config.json carries no kind: its sections say what it is
+        try:
+            data = read_json(path, "run config")
+        except DDSMError:
+            return False
+        return isinstance(data, dict) and {"model", "train"} <= set(data)
+    return artifact_kind(path) == kind
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """The kind of run ``path`` holds (a key of :data:`MARKERS`), or None; a marker's name alone is not enough."""
+    p = Path(path)
+    for kind, markers in MARKERS.items():
+        if any((p / name).is_file() and _holds(p / name, artifact) for name, artifact in markers):
+            return kind
+    return None
+
+
+def check_run_folder(out: str | Path, *, kind: str, flag: str = "--out") -> Path:
+    """Refuse, before any work, a folder that cannot be written or holds anything but a ``kind`` run.
+
+    A new or empty folder is fine (lock files and a killed run's temporary
+    files do not count); a folder holding a run of ``kind`` is left to the
+    command's own rules (resume, or replace its own files).
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise DDSMError(f"{flag} {str(out)!r} is a file; give a folder")
+    check_writable(p, flag=flag)
+    if not p.is_dir():
+        return p
+    found = folder_kind(p)
+    if found is None and any(not is_own_file(c.name) for c in p.iterdir()):
+        raise DDSMError(f"{flag} {str(out)!r} is not empty and holds no ddsm {kind}; choose a new or empty folder "
+                        "(nothing there was touched)")
+    if found is not None and found != kind:
+        raise DDSMError(f"{flag} {str(out)!r} holds a ddsm {found}, not a {kind}; choose another folder "
+                        "(nothing there was touched)")
+    return p
+
+
+def _holder(out: Path) -> str:
+    try:
+        h = read_json(out / HOLDER_NAME, "lock holder")
+        return (f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')}, since {h.get('started')})"
+                if isinstance(h, dict) else "another process")
+    except DDSMError:
+        return "another process"
+
+
+@contextlib.contextmanager
+def hold_folder(out: str | Path, *, what: str) -> Iterator[Path]:
+    """Create ``out`` if needed and hold its lock for the block; a second process is refused naming the holder.
+
+    Re-entrant within one process (the quickstart holds its folder while the
+    search it runs holds the search folder inside it). Under the lock, stale
+    temporary files a killed run left are removed. If the block raises and
+    this call created the folder, the folder is removed again when it holds
+    nothing but the lock files, so a refused command leaves nothing behind.
+    """
+    from filelock import FileLock, Timeout
+
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield out
+        finally:
+            _HELD[key] -= 1
+        return
+    lock = FileLock(str(out / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DDSMError(f"{str(out)!r} is in use by {_holder(out)}: one process per {what} folder; wait for it to "
+                        "finish or stop it") from None
+    _HELD[key] = 1
+    try:
+        write_json(out / HOLDER_NAME, {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "command": " ".join(["ddsm", *sys.argv[1:]])[:200],
+                                       "started": datetime.datetime.now().isoformat(timespec="seconds")})
+        for c in out.iterdir():
+            if _STALE.match(c.name):
+                c.unlink(missing_ok=True)
+        yield out
+    except BaseException:
+        if created and all(is_own_file(c.name) for c in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        del _HELD[key]
+        (out / HOLDER_NAME).unlink(missing_ok=True)
+        lock.release()
 
 
 def identity_diff(saved: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
@@ -45,7 +184,7 @@ def claim_folder(out: str | Path, *, manifest: str, kind: str, what: str, identi
     if not path.exists():
         if resume:
             raise DDSMError(f"cannot resume: {str(out)!r} holds no {what} (no {manifest}); start without --resume")
-        if require_empty and out.exists() and any(out.iterdir()):
+        if require_empty and out.exists() and any(not is_own_file(c.name) for c in out.iterdir()):
             raise DDSMError(f"{str(out)!r} is not empty and holds no {what}; choose an empty or new folder")
         return
     if not resume:

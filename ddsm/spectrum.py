@@ -17,6 +17,7 @@ images in the model's own units ([-1, 1] pixels, frequencies in cycles per image
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -96,8 +97,8 @@ def rule_resolutions(fit: SpectrumFit, sides: Sequence[int], timesteps: Sequence
                      *, threshold: float = 1.0) -> list[int]:
     """The side of every sampling step the rule predicts (non-decreasing; the last step at the largest side)."""
     sides = sorted(int(s) for s in sides)
-    if threshold <= 0:
-        raise DDSMError(f"threshold {threshold} must be positive (1: grow once signal reaches the noise)")
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise DDSMError(f"threshold {threshold} must be positive and finite (1: grow once signal reaches the noise)")
     out = []
     for t in timesteps:
         ab = float(noise.alpha_bar_at(float(t)))

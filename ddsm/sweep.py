@@ -32,7 +32,7 @@ import pandas as pd
 
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
-from ddsm.runfolder import claim_folder
+from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
 from ddsm.search.folder import read_state
 from ddsm.search.config import SearchConfig, space_path
 
@@ -55,14 +55,20 @@ class Trial:
     @cached_property
     def space(self) -> SearchConfig:
         """The trial's validated search space (read once)."""
+        from ddsm.config import validate
+
         base = SearchConfig.load(self.space_file)
-        return SearchConfig.model_validate({**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed})
+        return validate(SearchConfig, {**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed},
+                        source=f"--seed {self.seed} / --budget {self.budget:g} with {Path(self.space_file).name}")
 
 
 def grid(space_files: Sequence[str], budgets: Sequence[float], seeds: Sequence[int]) -> list[Trial]:
     """Every (space, budget, seed) combination, validated before any trial starts."""
     if not space_files or not budgets or not seeds:
         raise DDSMError("a sweep needs at least one --space, one --budget and one --seed")
+    for b in budgets:
+        if not 0 < float(b) <= 1:  # nan too
+            raise DDSMError(f"--budget {b:g} is outside (0, 1]: a budget is a share of the full-width cost, e.g. 0.5")
     trials = [Trial(str(space_path(f).resolve()), float(b), int(s)) for f in space_files for b in budgets for s in seeds]
     names = [t.name for t in trials]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -112,12 +118,22 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
               out_dir: str | Path, resume: bool = False, address: str | None = None, cpus_per_trial: float = 1.0,
               featurenet: str | None = None, cost: str | None = None, device: str = "cpu",
               verbose: int = 1) -> pd.DataFrame:
-    """Run (or resume) a sweep; returns the combined results table (also written to ``out_dir``)."""
+    """Run (or resume) a sweep; returns the combined results table (also written to ``out_dir``).
+
+    Without ``address`` a private local Ray is started (loopback only, token auth on, a 0700 folder: see
+    :func:`ddsm.search.ray_runner.start_local_ray`). With ``address='HOST:PORT'`` the sweep joins that
+    cluster and changes nothing about it: its owner must secure it (token authentication, a firewall).
+    ``budgets`` outside (0, 1] and ``cpus_per_trial`` <= 0 or above the cluster's CPUs are refused in one line.
+    """
     from ddsm.checkpoint import load_supernet
 
-    if cpus_per_trial <= 0:
-        raise DDSMError(f"cpus_per_trial {cpus_per_trial} must be positive")
-    out = Path(out_dir).resolve()
+    cores = os.cpu_count() or 1  # what a local Ray declares (passed to it below)
+    if not cpus_per_trial > 0:  # nan too
+        raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} must be positive (this machine has {cores} cores)")
+    if address is None and cpus_per_trial > cores:
+        raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} is more than the {cores} cores of the local Ray: no "
+                        f"trial could ever start; use at most {cores}")
+    out = check_run_folder(out_dir, kind="sweep").resolve()
     # Tune runs trials in their own working folders: every path a trial reads must be absolute.
     checkpoint, featurenet, cost = (str(Path(p).resolve()) if p is not None and Path(p).exists() else p
                                     for p in (checkpoint, featurenet, cost))
@@ -137,47 +153,51 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
         from ddsm.search.ray_runner import check_address
 
         check_address(address, timeout=3.0)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sweep.json", {"kind": "ddsm.sweep", "schema_version": SWEEP_VERSION, **identity,
-                                    "checkpoint": str(checkpoint), "cpus_per_trial": cpus_per_trial})
+    with hold_folder(out, what="sweep"):
+        _claim(out, identity, resume)  # again under the lock: another process may have started this sweep meanwhile
+        write_json(out / "sweep.json", {"kind": "ddsm.sweep", "schema_version": SWEEP_VERSION, **identity,
+                                        "checkpoint": str(checkpoint), "cpus_per_trial": cpus_per_trial})
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray import tune
+        import ray
+        from ray import tune
 
-    from ddsm.search.ray_runner import remove_temp_dir, start_local_ray
+        from ddsm.search.ray_runner import start_local_ray, stop_local_ray
 
-    owns = not ray.is_initialized()
-    temp = None
-    if owns:
-        if address is None:
-            temp = start_local_ray(ray)
-        else:
-            ray.init(address=address, logging_level="warning")
-    try:
-        trainable = tune.with_resources(_run_trial, {"cpu": cpus_per_trial})
-        tune_dir = out / "tune"
-        if resume and tune.Tuner.can_restore(str(tune_dir)):
-            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            # The grid's product is exactly the trials above (checked distinct by grid()).
-            space = {"space_file": tune.grid_search(sorted({t.space_file for t in trials})),
-                     "budget": tune.grid_search(sorted({t.budget for t in trials})),
-                     "seed": tune.grid_search(sorted({t.seed for t in trials})),
-                     "runs": str(out / "runs"), "checkpoint": str(checkpoint), "featurenet": featurenet, "cost": cost,
-                     "device": device, "cpus": cpus_per_trial}
-            tuner = tune.Tuner(trainable, param_space=space,
-                               run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=verbose))
-        tuner.fit()
-    finally:
+        owns = not ray.is_initialized()
+        temp = None
         if owns:
-            ray.shutdown()
-        if temp is not None:
-            remove_temp_dir(temp)
-    table = collect(out, trials)
-    write_atomic(out / "results.csv", lambda p: table.to_csv(p, index=False))
-    write_atomic(out / "results.parquet", lambda p: table.to_parquet(p, index=False))
+            if address is None:  # loopback only, token auth on, a private folder (see start_local_ray)
+                temp = start_local_ray(ray, num_cpus=cores)
+            else:  # the user's cluster, as it is: securing it is theirs to do
+                ray.init(address=address, logging_level="warning")
+        try:
+            total = float(ray.cluster_resources().get("CPU", 0))
+            if cpus_per_trial > total + 1e-9:
+                raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} is more than the {total:g} CPUs of the Ray "
+                                f"cluster: no trial could ever start; use at most {total:g}")
+            trainable = tune.with_resources(_run_trial, {"cpu": cpus_per_trial})
+            tune_dir = out / "tune"
+            if resume and tune.Tuner.can_restore(str(tune_dir)):
+                tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+                                           resume_errored=True)
+            else:
+                # The grid's product is exactly the trials above (checked distinct by grid()).
+                space = {"space_file": tune.grid_search(sorted({t.space_file for t in trials})),
+                         "budget": tune.grid_search(sorted({t.budget for t in trials})),
+                         "seed": tune.grid_search(sorted({t.seed for t in trials})),
+                         "runs": str(out / "runs"), "checkpoint": str(checkpoint), "featurenet": featurenet, "cost": cost,
+                         "device": device, "cpus": cpus_per_trial}
+                tuner = tune.Tuner(trainable, param_space=space,
+                                   run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=verbose))
+            tuner.fit()
+        finally:
+            if temp is not None:
+                stop_local_ray(ray, temp)
+            elif owns:
+                ray.shutdown()
+        table = collect(out, trials)
+        write_atomic(out / "results.csv", lambda p: table.to_csv(p, index=False))
+        write_atomic(out / "results.parquet", lambda p: table.to_parquet(p, index=False))
     return table
 
 

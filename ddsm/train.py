@@ -37,6 +37,7 @@ from ddsm.diffusion.resolution import analysis, downsample
 from ddsm.samplers.progressive import family_transform
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
+from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.nn.unet import SlimUNet
 
 # Settings that may change between a run and its resume (iters only stays exact with constant decay).
@@ -68,7 +69,7 @@ class Trainer:
     def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
                  data: ImageData | None = None, progress: bool = True) -> None:
         self.config = config
-        self.out = Path(out_dir)
+        self.out = check_run_folder(out_dir, kind="training run")  # before the data is loaded
         self.device = resolve_device(device)
         self.progress = progress
         cfg = config.train
@@ -238,14 +239,22 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
+        self._check_start(resume)  # a refusal touches nothing, not even the lock file
+        with hold_folder(self.out, what="training run"):
+            self._check_start(resume)  # again under the lock: another process may have started meanwhile
+            return self._run(resume)
+
+    def _check_start(self, resume: bool) -> None:
+        if resume and not self.checkpoint_path.is_file():
+            raise DDSMError(f"cannot resume: {str(self.checkpoint_path)!r} does not exist (start without --resume)")
+        if not resume and self.checkpoint_path.exists():
+            raise DDSMError(f"{str(self.out)!r} already holds a training run; pass --resume to continue it or "
+                            "choose another --out")
+
+    def _run(self, resume: bool) -> Path:
         cfg = self.config.train
-        self.out.mkdir(parents=True, exist_ok=True)
         if resume:
-            if not self.checkpoint_path.is_file():
-                raise DDSMError(f"cannot resume: {str(self.checkpoint_path)!r} does not exist (start without --resume)")
             self.load_checkpoint()
-        elif self.checkpoint_path.exists():
-            raise DDSMError(f"{str(self.out)!r} already holds a training run; pass --resume to continue it or choose another --out")
         write_json(self.out / "config.json", self.config.model_dump(mode="json"))
         log_path = self.out / "metrics.jsonl"
         self._truncate_log(log_path)

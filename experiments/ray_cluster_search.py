@@ -7,7 +7,10 @@ Starts a Ray cluster of two nodes on this machine, each declaring 1 CPU and
         --node-ip-address 127.0.0.1 --temp-dir T1 --block
     ray start --address 127.0.0.1:P --num-cpus 1 --num-gpus 1 --node-ip-address 127.0.0.1 --temp-dir T2 --block
 
-then runs ``ddsm search ... --runner ray --workers 2 --address 127.0.0.1:P``
+with token authentication on (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN_PATH``
+naming a new random token in ``<work>/auth_token``, mode 0600, for every
+process: the nodes, this script and ddsm), then runs
+``ddsm search ... --runner ray --workers 2 --address 127.0.0.1:P``
 and checks that: both nodes joined; the evaluation log's ``worker`` column
 names 2 distinct actors, with the GPU id each got; every actor warned (on
 stderr) that it got a GPU id but CUDA is absent and fell back to CPU. Each
@@ -16,7 +19,7 @@ logs, named by its pid, on the node that runs it). The cluster is stopped,
 the same search runs serially, and ``front.csv`` is compared byte for byte
 (and the logs on every column but seconds and worker, exactly).
 
-    RAY_AUTH_MODE=disabled python experiments/ray_cluster_search.py
+    python experiments/ray_cluster_search.py
     python experiments/ray_cluster_search.py --port 6391 --work /tmp/ray-cluster
 
 Stopping: the nodes run under ``ray start --block`` in sessions of their own
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -168,9 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     port = args.port or free_port()
     address = f"127.0.0.1:{port}"
-    # Read by Ray when it starts, in every process: no token file, no usage reporting.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")})
+    # Read by Ray when it starts, in every process: token authentication on, with a token only this user can
+    # read (0600, in the work folder; ~/.ray/auth_token is left alone), no usage reporting.
+    token = work / "auth_token"
+    if not token.exists():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED")})
     ray, ddsm = tool("ray"), tool("ddsm")
     # Short paths under /tmp: Ray puts Unix sockets in them, whose paths are limited to ~107 bytes.
     temps = {name: Path(tempfile.mkdtemp(prefix=f"ddsm-ray{name[0]}-")) for name in ("head", "worker")}

@@ -9,6 +9,7 @@ on a CPU one.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,3 +92,68 @@ def test_an_address_where_no_cluster_answers_is_one_line(address, needle):
         make_runner("ray", SyntheticEvaluatorFactory(), decode=SPACE.genes_to_widths, quality="proxy",
                     workers=2, address=address)
     assert needle in str(e.value) and "\n" not in str(e.value) and time.monotonic() - t0 < 10
+
+
+def _ray_processes() -> list:
+    """This process and every process below it (the local Ray's GCS, raylet, agents and workers)."""
+    import psutil  # Ray ships it (ray/thirdparty_files), on the path once ray is imported
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def test_the_local_ray_listens_on_loopback_only_with_token_auth(ray_runner):
+    import ipaddress
+    import stat
+
+    import psutil
+
+    procs = {p.pid: p for p in _ray_processes()}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in procs]
+    assert len({c.pid for c in listening}) >= 3  # the driver, the GCS, the raylet, the workers...
+
+    def loopback(ip: str) -> bool:
+        a = ipaddress.ip_address(ip.split("%")[0])
+        return (getattr(a, "ipv4_mapped", None) or a).is_loopback  # ::ffff:127.0.0.1 is loopback too
+
+    exposed = [(procs[c.pid].name(), c.laddr.ip, c.laddr.port) for c in listening if not loopback(c.laddr.ip)]
+    assert exposed == []
+    # Token authentication on, with this session's own token file readable by the user only.
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text()) == 64
+    # The session folder sits in a per-user folder nobody else can enter (Ray makes its own folders 0777).
+    temp = Path(ray_runner._temp_dir)
+    assert token.parent == temp and stat.S_IMODE(temp.parent.stat().st_mode) == 0o700
+    assert temp.parent.stat().st_uid == os.getuid() and temp.name.startswith(f"{os.getpid()}-")
+
+
+def test_stale_session_folders_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from ddsm.search.ray_runner import remove_stale_sessions
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # exited: its pid names no process (unless reused at once, which the test tolerates)
+    stale, mine, alive, other = (tmp_path / f"{pid}-abcd", tmp_path / f"{os.getpid()}-efgh", tmp_path / "1-ijkl",
+                                 tmp_path / "notes")
+    for d in (stale, mine, alive, other):
+        (d / "session_x").mkdir(parents=True)
+    removed = remove_stale_sessions(tmp_path)
+    assert removed in ([str(stale)], [])
+    assert mine.exists() and alive.exists() and other.exists()  # ours, pid 1's and a folder not named by a pid
+
+
+def test_when_every_actor_is_dead_the_call_is_one_line(ray_runner):
+    # Runs last in this module: it kills the shared pool for good.
+    genomes = [(j,) * 6 for j in range(4)]
+    ray.kill(ray_runner.actors[0], no_restart=True)
+    rows = ray_runner(genomes)  # the survivor takes the dead actor's chunks
+    assert len(rows) == 4 and len(ray_runner.actors) == 1
+    ray.kill(ray_runner.actors[0], no_restart=True)
+    with pytest.raises(DDSMError) as e:
+        ray_runner(genomes)
+    msg = str(e.value)
+    assert msg.startswith("every Ray worker died (last error: ") and msg.endswith("); resume with --resume")
+    assert "\n" not in msg and len(msg) < 300 and ray_runner.actors == []

@@ -9,7 +9,7 @@ import pytest
 from ddsm.errors import DDSMError
 from ddsm.report.analysis import families, full_width_quality, sensitivity
 from ddsm.report.export import best_under, format_table, front_table
-from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, check_out_dir, finish_out_dir
+from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, check_out_dir, report_done, writing_report
 from ddsm.report.plots import plot_front, plot_sensitivity, plot_widths
 from ddsm.search import SearchConfig, SyntheticEvaluatorFactory, load_search, run_search
 
@@ -64,17 +64,47 @@ def test_out_dir_refuses_foreign_folders_and_drops_stale_files(run, tmp_path):
     with pytest.raises(DDSMError, match="not empty and holds no ddsm report"):
         check_out_dir(foreign, kind=EXPORT_KIND, identity=identity)
     out = tmp_path / "report"
-    out.mkdir()
-    (out / "old.json").write_text("{}")
-    (out / "keep.json").write_text("{}")
-    finish_out_dir(out, kind=EXPORT_KIND, identity=identity, files=["old.json", "keep.json"], previous=[], extra={})
+
+    def write(names):
+        with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
+            for n in names:
+                (out / n).write_text("{}")
+            report.files += names
+
+    write(["old.json", "keep.json"])
+    assert report_done(out, EXPORT_KIND) and not report_done(out, PLOTS_KIND)
     assert check_out_dir(out, kind=EXPORT_KIND, identity=identity) == ["old.json", "keep.json"]
     assert check_out_dir(out, kind=PLOTS_KIND, identity=identity) == []
-    finish_out_dir(out, kind=EXPORT_KIND, identity=identity, files=["keep.json"], previous=["old.json", "keep.json"],
-                   extra={})
+    write(["keep.json"])
     assert not (out / "old.json").exists() and (out / "keep.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".ddsm.lock", "export.json", "keep.json"]
     with pytest.raises(DDSMError, match="report of another search"):
         check_out_dir(out, kind=EXPORT_KIND, identity={**identity, "search": "/elsewhere"})
+
+
+def test_a_killed_report_is_recognised_and_replaced(run, tmp_path):
+    """A report killed mid-write leaves a manifest saying complete: false and temp files; its rerun replaces it."""
+    identity = run.identity()
+    out = tmp_path / "report"
+    with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
+        (out / "a.json").write_text("{}")
+        report.files.append("a.json")
+    with pytest.raises(KeyboardInterrupt):
+        with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
+            (out / "b.json").write_text("{}")
+            (out / ".front.csv.abcd1234.tmp").write_text("")  # what a kill inside atomic_path leaves
+            raise KeyboardInterrupt
+    assert not report_done(out, EXPORT_KIND)
+    assert check_out_dir(out, kind=EXPORT_KIND, identity=identity) == ["a.json"]  # the old files stay removable
+    with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
+        (out / "b.json").write_text("{}")
+        report.files.append("b.json")
+    assert report_done(out, EXPORT_KIND)
+    assert sorted(p.name for p in out.iterdir()) == [".ddsm.lock", "b.json", "export.json"]
+    only_tmp = tmp_path / "only-tmp"  # killed before its first manifest: nothing but a 0-byte temp file
+    only_tmp.mkdir()
+    (only_tmp / ".export.json.zz9_0000.tmp").write_text("")
+    assert check_out_dir(only_tmp, kind=EXPORT_KIND, identity=identity) == []
 
 
 def test_figures_are_written_as_png_and_svg(run, tmp_path):

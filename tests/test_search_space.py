@@ -83,8 +83,10 @@ def test_one_gene_per_step_by_default():
     assert space.n_genes == 6 and space.genes_to_widths((3, 2, 1, 0, 0, 3)) == [1.0, 0.75, 0.5, 0.25, 0.25, 1.0]
 
 
-def test_widths_are_sorted_and_deduplicated():
-    assert SearchConfig(widths=[1.0, 0.5, 0.5, 0.25], population=4).widths == (0.25, 0.5, 1.0)
+def test_widths_are_sorted_and_a_repeated_width_is_refused():
+    assert SearchConfig(widths=[1.0, 0.5, 0.25], population=4).widths == (0.25, 0.5, 1.0)
+    with pytest.raises(Exception, match="width 0.5 given twice"):
+        SearchConfig(widths=[1.0, 0.5, 0.5, 0.25], population=4)
 
 
 def test_bad_genomes_are_named():

@@ -78,9 +78,11 @@ def test_bad_width_sets_are_refused(widths, needle):
     assert needle in str(info.value)
 
 
-def test_widths_are_sorted_and_deduplicated():
-    cfg = validate(UNetConfig, {**TINY_UNET, "widths": (1.0, 0.5, 0.25, 0.5)})
+def test_widths_are_sorted_and_a_repeated_width_is_refused():
+    cfg = validate(UNetConfig, {**TINY_UNET, "widths": (1.0, 0.5, 0.25)})
     assert cfg.widths == (0.25, 0.5, 1.0)
+    with pytest.raises(DDSMError, match="width 0.5 given twice"):
+        validate(UNetConfig, {**TINY_UNET, "widths": (1.0, 0.5, 0.25, 0.5)})
 
 
 # ---------------------------------------------------------------------------- conv and linear

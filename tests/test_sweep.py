@@ -17,8 +17,7 @@ def _sweep(space, trained_run, out, *extra):
                   "--checkpoint", trained_run, "--out", out, *extra)
 
 
-def test_a_sweep_runs_every_trial_and_a_resume_recomputes_nothing(trained_run, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_a_sweep_runs_every_trial_and_a_resume_recomputes_nothing(trained_run, tmp_path):
     space = write_space(tmp_path / "tiny.yaml")
     out = tmp_path / "sweep"
     r = _sweep(space, trained_run, out)
@@ -53,4 +52,24 @@ def test_bad_sweep_input_is_one_line_and_changes_nothing(trained_run, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
     r = invoke("sweep", "--space", space, "--budget", "0.001", "--checkpoint", trained_run, "--out", tmp_path / "x")
     assert_bad_input(r)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("budget, shown", [("0", "0"), ("1.5", "1.5"), ("-0.2", "-0.2"), ("nan", "nan")])
+def test_a_budget_outside_zero_one_is_one_line(trained_run, tmp_path, budget, shown):
+    space = write_space(tmp_path / "tiny.yaml")
+    r = invoke("sweep", "--space", space, "--budget", "0.5", "--budget", budget, "--checkpoint", trained_run,
+               "--out", tmp_path / "x")
+    assert_bad_input(r, f"--budget {shown} is outside (0, 1]")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("cpus", ["0", "-1", "1e6"])
+def test_cpus_per_trial_no_trial_could_get_is_one_line(trained_run, tmp_path, cpus):
+    import os
+
+    space = write_space(tmp_path / "tiny.yaml")
+    r = _sweep(space, trained_run, tmp_path / "x", "--cpus-per-trial", cpus)
+    line = assert_bad_input(r, f"--cpus-per-trial {float(cpus):g}")
+    assert f"{os.cpu_count()} cores" in line
     assert not (tmp_path / "x").exists()

@@ -1,8 +1,11 @@
 """The ``ddsm`` command: the group here, the commands in :mod:`.model` (a supernet and its costs) and
 :mod:`.search` (searches, sweeps, reports, the quickstart).
 
-Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2;
-anything else is a bug and keeps its traceback.
+Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2.
+So does a file-system error on a named path (a disk that fills, a folder removed
+mid-run): the outputs were checked before the work began (:mod:`ddsm.outputs`),
+so such an error is the machine's, not a bug. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -16,12 +19,32 @@ class _BadInput(click.ClickException):
     exit_code = 2
 
 
+def _usage_line(e: click.UsageError) -> str:
+    """Click's usage error as one line that says where the help is (click itself prints three)."""
+    where = e.ctx.command_path if e.ctx is not None else "ddsm"
+    return f"{e.format_message()} (see: {where} --help)"
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # ``ddsm`` alone shows the help
+        except click.UsageError as e:
+            raise _BadInput(_usage_line(e)) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _BadInput(_usage_line(e)) from None
         except DDSMError as e:
             raise _BadInput(str(e)) from None
+        except OSError as e:
+            if e.filename is None:
+                raise
+            raise _BadInput(f"{e.strerror or e}: {str(e.filename)!r}") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

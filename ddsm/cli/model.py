@@ -10,6 +10,9 @@ import click
 
 from ddsm.cli import _device, main
 from ddsm.errors import DDSMError
+from ddsm.limits import MAX_IMAGE_SIDE, check_count, check_finite_positive, check_sample_memory, check_seed
+from ddsm.outputs import COST_TABLE, EVALUATION_CSV, SPECTRUM, VERDICT_CSV, check_out_file
+from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.metrics.registry import objective_names
 
 
@@ -76,10 +79,13 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
 
     if (width is None) == (schedule_file is None):
         raise DDSMError("give exactly one of --width W or --schedule FILE")
+    outdir = check_run_folder(out, kind="samples")
     if num <= 0 or batch_size <= 0:
         raise DDSMError(f"--num ({num}) and --batch-size ({batch_size}) must be positive")
+    check_seed(seed, num)
     dev = resolve_device(device)
     net = load_supernet(checkpoint, device=dev)
+    check_sample_memory(num, net.config.unet)
     flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
     if schedule_file is not None:
         sched = Schedule.load(schedule_file, net.config)
@@ -96,13 +102,14 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
 
     untrained = untrained_message(sides or (), net.trained_resolutions, steps="the schedule's steps")
     if untrained:
-        click.echo(f"warning: this {untrained}", err=True)
+        from ddsm.samplers.progressive import warning_line
+
+        click.echo(warning_line(f"this {untrained}"), err=True)
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
     t0 = time.perf_counter()
     x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress)
     elapsed = time.perf_counter() - t0
-    outdir = Path(out)
     from ddsm.checkpoint import save_tensors
 
     info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
@@ -110,9 +117,10 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
             **({"resolutions": list(sides)} if sides else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3)}
-    write_json(outdir / "sample.json", info)
-    save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
-    save_grid(outdir / "grid.png", x)
+    with hold_folder(outdir, what="samples"):
+        write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
+        save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
+        save_grid(outdir / "grid.png", x)
     click.echo(f"{num} samples in {elapsed:.1f} s -> {outdir / 'grid.png'}, {outdir / 'samples.safetensors'}")
 
 
@@ -133,6 +141,7 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
     from ddsm.cost import CostTable
     from ddsm.device import resolve_device
 
+    check_out_file(out, kind=COST_TABLE)
     dev = resolve_device(device)
     net = load_supernet(checkpoint, device=dev)
     table = CostTable.measure(net.model, net.config, dev, resolutions=list(resolutions) or None,
@@ -164,6 +173,9 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
     from ddsm.search import SearchConfig
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
+    if out:
+        check_out_file(out, kind=SPECTRUM)
+    check_finite_positive(threshold, flag="--threshold")
     net = load_supernet(checkpoint)
     unet = net.config.unet
     space = SearchConfig.load(space_file) if space_file else None
@@ -178,7 +190,7 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
     click.echo(f"{'w':>4} {'measured':>10} {'fitted':>10}")
     for w, p in zip(fit.freqs, fit.power):
         click.echo(f"{w:>4g} {p:>10.4g} {float(fit.power_at(w)):>10.4g}")
-    doc = {"kind": "ddsm.spectrum", "checkpoint": net.source, "threshold": threshold, "fit": fit.to_dict()}
+    doc = {"kind": SPECTRUM, "checkpoint": net.source, "threshold": threshold, "fit": fit.to_dict()}
     if space is not None:
         noise = NoiseSchedule(net.config.diffusion)
         ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
@@ -211,8 +223,8 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
     """Train the small CNN whose features FID uses (the data's classes if it has labels, else rotation prediction)."""
     from ddsm.config import DataConfig
     from ddsm.data import load_data
-    from ddsm.metrics.featurenet import train_featurenet
-
+    from ddsm.metrics.featurenet import FEATURENET, train_featurenet
+    check_out_file(out, kind=FEATURENET)
     data_cfg = DataConfig()
     if checkpoint is not None:
         from ddsm.checkpoint import data_config_for, load_supernet
@@ -225,6 +237,11 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
         data_cfg = data_cfg.model_copy(update={"source": data})
     if (size is not None and size <= 0) or (channels is not None and channels <= 0):
         raise DDSMError(f"--size ({size}) and --channels ({channels}) must be positive")
+    if channels is not None and channels not in (1, 3):
+        raise DDSMError(f"--channels {channels} is not an image channel count; valid: 1 (grayscale) or 3 (RGB)")
+    check_seed(seed)
+    if size is not None and size > MAX_IMAGE_SIDE:
+        raise DDSMError(f"--size {size} is larger than the largest image side, {MAX_IMAGE_SIDE}; use 1..{MAX_IMAGE_SIDE}")
     images = load_data(data_cfg, size or 16, channels or 1)
     t0 = time.perf_counter()
     net = train_featurenet(images, seed=seed, epochs=epochs, num_features=features, progress=progress)
@@ -269,18 +286,27 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
 
     if not schedule_files and not widths:
         raise DDSMError("give at least one --schedule FILE or --width W to evaluate")
+    if num is not None:
+        check_count(num)
+    if out is not None:
+        check_out_file(out, kind=EVALUATION_CSV)
     m = get_metric(metric)
     if m.needs_featurenet and featurenet_file is None:
         raise DDSMError(f"--metric {metric} needs --featurenet FILE; train one with "
                         "`ddsm featurenet --checkpoint ... --out FILE`")
+    check_seed(seed, num or m.default_num)
     net = load_supernet(checkpoint, device=resolve_device(device))
+    check_sample_memory(num or m.default_num, net.config.unet)
     scfg, named, _ = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
                                                                "timestep_spacing": spacing})
     candidates, names = list(named.values()), list(named)
-    common = dict(num=num or m.default_num, seed=seed, batch_size=batch_size, progress=progress)
+    common = dict(num=num if num is not None else m.default_num, seed=seed, batch_size=batch_size, progress=progress)
     ev = m.build(net, scfg, featurenet=featurenet_file, checkpoint=checkpoint, **common)
     t0 = time.perf_counter()
-    df = ev.evaluate(candidates)
+    from ddsm.samplers.progressive import one_line_warnings
+
+    with one_line_warnings(lambda line: click.echo(line, err=True)):
+        df = ev.evaluate(candidates)
     df.insert(0, "schedule", names)
     with pd.option_context("display.width", 120, "display.float_format", "{:.5g}".format):
         click.echo(df.to_string(index=False))
@@ -355,17 +381,25 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
 
     if not schedule_files and not widths:
         raise DDSMError("give at least one --schedule FILE or --width W to judge")
+    if out is not None:
+        check_out_file(out, kind=VERDICT_CSV)
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise DDSMError(f"--metric {bad[0]!r} is not a verdict metric; valid: {', '.join(METRICS)}")
-    settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
+    check_seed(seed, num)
+    check_seed(teacher_seed, teacher_num, flag="--teacher-seed")
     net = load_supernet(checkpoint, device=resolve_device(device))
+    check_sample_memory(num, net.config.unet)
+    check_sample_memory(teacher_num, net.config.unet, flag="--teacher-num")
+    settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
     scfg, named, used = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps})
     if search_seeds is not None:
         try:
             a, b = (int(x) for x in search_seeds.split(":"))
         except ValueError:
             raise DDSMError(f"--search-seeds {search_seeds!r} must be START:STOP, e.g. 0:64") from None
+        if not 0 <= a < b:
+            raise DDSMError(f"--search-seeds {search_seeds!r} must be START:STOP with 0 <= START < STOP, e.g. 0:64")
         used.append(range(a, b))
     check_disjoint(settings.seeds, used)  # before any data or feature net is read
     check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
@@ -379,8 +413,11 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
 
     sides = sorted({r for p in named.values() for r in (StepPlan.of(p).resolutions or ())} | {unet.image_size})
     macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None)
-    result = judge.score(named, extra={"full width": {"share": 1.0},
-                                       **{k: {"share": macs.share(p)} for k, p in named.items()}})
+    from ddsm.samplers.progressive import one_line_warnings
+
+    with one_line_warnings(lambda line: click.echo(line, err=True)):
+        result = judge.score(named, extra={"full width": {"share": 1.0},
+                                           **{k: {"share": macs.share(p)} for k, p in named.items()}})
     table = result.table()
     if metrics:
         table = table[table["metric"].isin(metrics)]

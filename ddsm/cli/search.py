@@ -10,6 +10,7 @@ import click
 
 from ddsm.cli import _device, main
 from ddsm.errors import DDSMError
+from ddsm.limits import check_budgets, check_count, check_grid_num, check_sample_memory, check_seed
 
 
 @main.command()
@@ -54,7 +55,10 @@ def quickstart(out, checkpoint, train, space_file, runner, workers, num, device,
               help="Evaluate candidates in this process, or on a pool of Ray actors.")
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Ray actors; one GPU each when the cluster has GPUs, else the CPU cores split between them.")
-@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: start a private local Ray].")
+@click.option("--address", default=None,
+              help="Join the Ray cluster at HOST:PORT (Ray runner only), left as it is: secure it yourself (token "
+                   "auth: RAY_AUTH_MODE=token with its token in RAY_AUTH_TOKEN_PATH; a firewall on its ports) "
+                   "[default: a private local Ray on 127.0.0.1 with token auth].")
 @click.option("--gpus-per-worker", type=float, default=None,
               help="GPUs per Ray actor, e.g. 0.5 to put two actors on a GPU [default: 1 if the cluster has GPUs].")
 @click.option("--cost", "cost_file", type=click.Path(dir_okay=False), default=None,
@@ -131,10 +135,18 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
 
     from ddsm.metrics.verdict import VerdictSettings
 
+    check_budgets(budgets)
+    check_count(num, what="images per timed run")
+    check_seed(seed, num)
+    if verdict_num:
+        check_seed(verdict_seed, verdict_num, flag="--verdict-seed")
     settings = None if verdict_num == 0 else VerdictSettings(num=verdict_num, seed=verdict_seed,
                                                              teacher_num=max(2 * verdict_num, 1000))
     run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
+    for n, flag in ((num, "--num"), (verdict_num, "--verdict")):
+        if n:
+            check_sample_memory(n, net.config.unet, flag=flag)
     res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
                        progress=progress, verdict=settings, featurenet=featurenet_file)
     click.echo(format_table(res.table, quality=run.quality))
@@ -179,8 +191,15 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
     from ddsm.report import plot_search
     from ddsm.search.folder import load_search
 
+    check_grid_num(num)
+    check_seed(seed, num)
+    if featurenet_file is not None:  # checked even when --evaluate-missing does not need it
+        from ddsm.metrics.featurenet import FeatureNet
+
+        FeatureNet.load(featurenet_file)
     run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
+    check_sample_memory(num, net.config.unet)
     res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
                       device=device, export=export_dir)
     if evaluate_missing:
@@ -201,7 +220,10 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Sweep folder: sweep.json, runs/<trial>/ (one search folder each), tune/, results.csv/.parquet.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out (Tuner.restore; searches resume).")
-@click.option("--address", default=None, help="Join the Ray cluster at HOST:PORT [default: a private local Ray].")
+@click.option("--address", default=None,
+              help="Join the Ray cluster at HOST:PORT, left as it is: secure it yourself (token auth: "
+                   "RAY_AUTH_MODE=token with its token in RAY_AUTH_TOKEN_PATH; a firewall on its ports) "
+                   "[default: a private local Ray on 127.0.0.1 with token auth].")
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, help="CPUs Ray Tune gives each search.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
               help="Feature net file, needed when a space's quality objective is fid.")

@@ -128,6 +128,39 @@ def check_resolution(config: UNetConfig, resolution: int | None) -> int:
     return int(resolution)
 
 
+def forward_bytes(config: UNetConfig, resolution: int, batch_size: int = 1) -> int:
+    """Estimated peak bytes of one float32 forward pass at width 1 on ``batch_size`` images of side ``resolution``.
+
+    The skips kept for the up path plus two working maps per level, and the
+    largest single-head attention score matrix (``(side**2)**2`` per image, as
+    the math kernel the MAC count pins SDPA to materialises it). An estimate:
+    it is what bounds ``ddsm cost --resolution`` and ``--batch-size``.
+    """
+    n_levels = len(config.channel_mults)
+    sides = [resolution * (config.image_size // 2**i) // config.image_size for i in range(n_levels)]
+    sides = [max(s, 1) for s in sides]
+    maps = sum(config.channels(i) * s * s * (config.num_res_blocks + 3) for i, s in enumerate(sides))
+    attn_sides = [s for i, s in enumerate(sides) if config.image_size // 2**i in config.attn_resolutions] + [sides[-1]]
+    scores = max((s * s) ** 2 for s in attn_sides)
+    return 4 * max(batch_size, 1) * (maps + scores)
+
+
+def check_forward_memory(config: UNetConfig, resolution: int, batch_size: int = 1) -> int:
+    """``resolution`` if a forward pass at it fits :func:`ddsm.limits.memory_budget`, else a one-line DDSMError."""
+    from ddsm.limits import MEMORY_SHARE, memory_budget
+
+    budget = memory_budget()
+    need = forward_bytes(config, resolution, batch_size)
+    if budget is not None and need > budget:
+        fit = [r for r in config.valid_resolutions() + [config.image_size * 2**k for k in range(1, 4)]
+               if forward_bytes(config, r, batch_size) <= budget]
+        hint = f"largest side that fits: {max(fit)}" if fit else "lower --batch-size"
+        raise DDSMError(f"resolution {resolution} at batch size {batch_size} needs about {need / 2**30:.3g} GiB of "
+                        f"activations per forward pass, more than {MEMORY_SHARE:.0%} of the available memory "
+                        f"({budget / MEMORY_SHARE / 2**30:.3g} GiB); {hint} (training size: {config.image_size})")
+    return resolution
+
+
 @dataclass(frozen=True)
 class MacCount:
     """fvcore's count for one image at one width and resolution, in MACs."""

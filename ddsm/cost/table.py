@@ -15,15 +15,35 @@ from ddsm.checkpoint import config_diff
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.cost.latency import _check_timing, _device_name, device_key, measure_latencies
 from ddsm.cost.model import CostModel
-from ddsm.cost.macs import UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_resolution
+from ddsm.cost.macs import UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution
 from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
+from ddsm.limits import MAX_CONFIG_BYTES, short
 from ddsm.nn.unet import SlimUNet
 from ddsm.plan import StepPlan
 
 COST_TABLE_VERSION = 1
 METRICS = ("macs", "latency")
+
+
+def _read_table_json(path: Path):
+    """The parsed JSON of a cost table file: a one-line DDSMError for a big, binary, malformed or too-nested file."""
+    where = short(str(path), 120)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_json says why it cannot be read
+    if size > MAX_CONFIG_BYTES:
+        raise DDSMError(f"cost table {where} is {size} bytes, larger than a cost table can be "
+                        f"({MAX_CONFIG_BYTES // 2**20} MiB); give the JSON file `ddsm cost` wrote")
+    try:
+        return read_json(path, "cost table")
+    except UnicodeDecodeError as e:
+        raise DDSMError(f"cost table {where} is not valid JSON: not UTF-8 text (byte {e.start}); "
+                        "give the JSON file `ddsm cost` wrote") from None
+    except RecursionError:
+        raise DDSMError(f"cost table {where} is not valid JSON: nested too deeply") from None
 
 
 class CostEntry(_Frozen):
@@ -96,6 +116,8 @@ class CostTable(_Frozen):
         dev = resolve_device(device)
         widths = sorted({model.check_width(w) for w in (widths if widths is not None else config.unet.widths)})
         resolutions = sorted({check_resolution(config.unet, r) for r in (resolutions or [config.unet.image_size])})
+        for r in resolutions:  # before any counting or timing: a huge side would exhaust memory
+            check_forward_memory(config.unet, r, batch_size)
         if not widths:
             raise DDSMError(f"no widths to measure; valid widths: {list(config.unet.widths)}")
         # Time a copy when the model lives elsewhere, so the caller's model stays where it is.
@@ -136,13 +158,13 @@ class CostTable(_Frozen):
              device: str | torch.device | None = None) -> "CostTable":
         """Read a cost table; with ``model_config`` / ``device``, refuse one made for another supernet or device."""
         path = Path(path)
-        data = read_json(path, "cost table")
+        data = _read_table_json(path)
         if not isinstance(data, dict):
             raise DDSMError(f"cost table {str(path)!r} must hold a JSON object, got {type(data).__name__}")
         if data.get("kind") != "ddsm.cost_table":
-            raise DDSMError(f"{str(path)!r} is of kind {data.get('kind')!r}, not a ddsm.cost_table")
+            raise DDSMError(f"{short(str(path), 120)} is of kind {short(data.get('kind'))}, not a ddsm.cost_table")
         if data.get("schema_version") != COST_TABLE_VERSION:
-            raise DDSMError(f"cost table {str(path)!r} has schema_version {data.get('schema_version')!r}; "
+            raise DDSMError(f"cost table {short(str(path), 120)} has schema_version {short(data.get('schema_version'))}; "
                             f"this ddsm reads {COST_TABLE_VERSION}")
         table = validate(cls, data, source=f"cost table {path}")
         want_fp = model_config.fingerprint() if model_config is not None else table.supernet

@@ -23,7 +23,7 @@ from ddsm.cost.model import SHARE_TOL, CostModel
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic
 from ddsm.plan import StepPlan
-from ddsm.report.outdir import EXPORT_KIND, check_out_dir, finish_out_dir
+from ddsm.report.outdir import EXPORT_KIND, check_out_dir, writing_report
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key
 
@@ -156,7 +156,7 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     table = front_table(run, macs_model(run, net))
     chosen = best_under(table, budgets, quality=q)
     identity = run.identity()
-    previous = check_out_dir(out, kind=EXPORT_KIND, identity=identity)
+    check_out_dir(out, kind=EXPORT_KIND, identity=identity)
 
     scfg = run.space.sampler
     # Building every schedule before timing: a schedule that does not fit the supernet fails before minutes of timing.
@@ -179,26 +179,25 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     table["speedup"] = full_s / table["seconds"]
     table["wallclock_saving"] = 1.0 - table["seconds"] / full_s
 
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[str] = []
-    for s, name in zip(schedules, table["schedule"]):
-        s.save(out / name)
-        files.append(name)
-    for b, rank in chosen.items():
-        s = schedules[rank - 1]
-        name = f"best-under-{b:g}.json"
-        s.model_copy(update={"provenance": {**s.provenance, "budget": b}}).save(out / name)
-        files.append(name)
-    write_atomic(out / "front.csv", lambda p: table.to_csv(p, index=False))
-    write_atomic(out / "front.parquet", lambda p: table.to_parquet(p, index=False))
-    files += ["front.csv", "front.parquet"]
-    device = str(next(net.model.parameters()).device)
-    finish_out_dir(out, kind=EXPORT_KIND, identity=identity, files=files, previous=previous,
-                    extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
-                           "budgets": {repr(b): r for b, r in chosen.items()},
-                           "timing": {"device": device, "num": num, "seed": seed, "repeats": repeats,
-                                      "warmup": warmup, "full_seconds": full_s},
-                           **({"verdict": schedules[0].provenance["verdict"]} if judged is not None else {})})
+    with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
+        files = report.files
+        for s, name in zip(schedules, table["schedule"]):
+            s.save(out / name)
+            files.append(name)
+        for b, rank in chosen.items():
+            s = schedules[rank - 1]
+            name = f"best-under-{b:g}.json"
+            s.model_copy(update={"provenance": {**s.provenance, "budget": b}}).save(out / name)
+            files.append(name)
+        write_atomic(out / "front.csv", lambda p: table.to_csv(p, index=False))
+        write_atomic(out / "front.parquet", lambda p: table.to_parquet(p, index=False))
+        files += ["front.csv", "front.parquet"]
+        device = str(next(net.model.parameters()).device)
+        report.extra.update({"checkpoint": net.source, "generations_finished": run.generations_finished,
+                             "budgets": {repr(b): r for b, r in chosen.items()},
+                             "timing": {"device": device, "num": num, "seed": seed, "repeats": repeats,
+                                        "warmup": warmup, "full_seconds": full_s},
+                             **({"verdict": schedules[0].provenance["verdict"]} if judged is not None else {})})
     return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen)
 
 

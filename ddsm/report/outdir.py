@@ -3,20 +3,26 @@
 A report folder carries a manifest (``export.json`` / ``plots.json``) naming
 the search it reports on (:meth:`~ddsm.search.folder.SearchRun.identity`) and
 the files it wrote. :func:`check_out_dir` refuses, before anything is
-written, a folder that is not empty and holds no report, or that holds a
-report of another search; :func:`finish_out_dir` writes the manifest last and
-removes the files an earlier report of the same kind wrote and this one no
-longer does, and nothing else.
+written, a folder that cannot be written, that is not empty and holds no
+report, or that holds a report of another search. :func:`writing_report`
+holds the folder's lock while a report is written and writes the manifest
+twice: first with ``complete: false`` (before any file, so a killed report
+leaves a folder its rerun recognises and replaces), last with the files it
+wrote, after which it removes the files an earlier report of the same kind
+wrote and this one no longer does, and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
-from ddsm.runfolder import identity_diff
+from ddsm.outputs import check_writable
+from ddsm.runfolder import hold_folder, identity_diff, is_own_file
 
 EXPORT_KIND = "ddsm.export"
 PLOTS_KIND = "ddsm.plots"
@@ -36,7 +42,8 @@ def check_out_dir(out: str | Path, *, kind: str, identity: dict[str, Any]) -> li
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DDSMError(f"--out {str(out)!r} is a file; give a folder")
-    if not out.exists() or not any(out.iterdir()):
+    check_writable(out)
+    if not out.exists() or all(is_own_file(c.name) for c in out.iterdir()):
         return []
     found = {k: out / name for k, name in MANIFESTS.items() if (out / name).is_file()}
     if not found:
@@ -62,11 +69,36 @@ def check_out_dir(out: str | Path, *, kind: str, identity: dict[str, Any]) -> li
     return previous
 
 
-def finish_out_dir(out: Path, *, kind: str, identity: dict[str, Any], files: list[str], previous: list[str],
-                    extra: dict[str, Any]) -> None:
-    """Write the manifest last (a crash before it leaves an earlier manifest or none), then drop stale files."""
-    write_json(out / MANIFESTS[kind], {"kind": kind, "schema_version": REPORT_VERSION, **identity, **extra,
-                                       "files": files})
-    for name in set(previous) - set(files) - set(MANIFESTS.values()):
-        (out / name).unlink(missing_ok=True)
+def report_done(out: str | Path, kind: str) -> bool:
+    """Whether ``out`` holds a finished report of ``kind`` (a killed one's manifest says ``complete: false``)."""
+    path = Path(out) / MANIFESTS[kind]
+    try:
+        data = read_json(path, "report manifest")
+    except DDSMError:
+        return False
+    return isinstance(data, dict) and data.get("kind") == kind and data.get("complete", True) is not False
 
+
+@dataclass
+class ReportWrite:
+    """What a report block wrote (``files``, names inside the folder) and what its manifest adds (``extra``)."""
+
+    files: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def writing_report(out: str | Path, *, kind: str, identity: dict[str, Any]) -> Iterator[ReportWrite]:
+    """Hold ``out`` while a report of ``kind`` is written into it; the block records what it wrote."""
+    out = Path(out)
+    with hold_folder(out, what="report"):
+        previous = check_out_dir(out, kind=kind, identity=identity)  # again under the lock
+        # a killed report must still be recognised, and what it replaces still removable: list the old files
+        write_json(out / MANIFESTS[kind], {"kind": kind, "schema_version": REPORT_VERSION, **identity,
+                                           "complete": False, "files": previous})
+        report = ReportWrite()
+        yield report
+        write_json(out / MANIFESTS[kind], {"kind": kind, "schema_version": REPORT_VERSION, **identity,
+                                           **report.extra, "complete": True, "files": report.files})
+        for name in set(previous) - set(report.files) - set(MANIFESTS.values()):
+            (out / name).unlink(missing_ok=True)

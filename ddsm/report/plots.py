@@ -22,7 +22,7 @@ from ddsm.plan import StepPlan
 from ddsm.report.analysis import TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows, sensitivity
 from ddsm.cost.model import SHARE_TOL
 from ddsm.report.export import generate_plan
-from ddsm.report.outdir import PLOTS_KIND, check_out_dir, finish_out_dir
+from ddsm.report.outdir import PLOTS_KIND, check_out_dir, writing_report
 from ddsm.search.folder import SearchRun
 
 
@@ -335,23 +335,23 @@ def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: in
         raise DDSMError(f"--num must be at least 1, got {num}")
     verdict_table = _verdict_table(run, export) if export is not None else None
     identity = run.identity()
-    previous = check_out_dir(out, kind=PLOTS_KIND, identity=identity)
+    check_out_dir(out, kind=PLOTS_KIND, identity=identity)
     if evaluate:
         run = evaluate_missing(run, net.source, featurenet=featurenet, device=device)
-    out.mkdir(parents=True, exist_ok=True)
-    files = plot_front(run, out) + plot_widths(run, out)
-    skipped = []
-    sens = plot_sensitivity(run, out)
-    if sens is None:
-        skipped.append("sensitivity: the evaluation log has no sensitivity probes (generation -1; "
-                       "seeding.sensitivity was off), so sensitivity.png was not drawn")
-    else:
-        files += sens
-    files += plot_samples(run, net, out, num=num, seed=seed)
-    if verdict_table is not None:
-        files += plot_verdict(run, verdict_table, out)
-    finish_out_dir(out, kind=PLOTS_KIND, identity=identity, files=[p.name for p in files], previous=previous,
-                    extra={"checkpoint": net.source, "generations_finished": run.generations_finished,
-                           "samples": {"num": num, "seed": seed, "front_ranks": [i + 1 for i in sample_members(run)]},
-                           "evaluated_for_plot": _plain_rows(run.extra, run.quality)})
+    with writing_report(out, kind=PLOTS_KIND, identity=identity) as report:
+        files = plot_front(run, out) + plot_widths(run, out)
+        skipped = []
+        sens = plot_sensitivity(run, out)
+        if sens is None:
+            skipped.append("sensitivity: the evaluation log has no sensitivity probes (generation -1; "
+                           "seeding.sensitivity was off), so sensitivity.png was not drawn")
+        else:
+            files += sens
+        files += plot_samples(run, net, out, num=num, seed=seed)
+        if verdict_table is not None:
+            files += plot_verdict(run, verdict_table, out)
+        report.files += [p.name for p in files]
+        report.extra.update({"checkpoint": net.source, "generations_finished": run.generations_finished,
+                             "samples": {"num": num, "seed": seed, "front_ranks": [i + 1 for i in sample_members(run)]},
+                             "evaluated_for_plot": _plain_rows(run.extra, run.quality)})
     return PlotResult(out=out, files=files, skipped=skipped, evaluated=0 if run.extra is None else len(run.extra))

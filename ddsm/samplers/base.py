@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ddsm.config import _Frozen
+from ddsm.config import MAX_TIMESTEPS, _Frozen
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 
@@ -25,8 +25,10 @@ class SamplerConfig(_Frozen):
     """Which sampler, and how it walks the timesteps."""
 
     kind: Literal["ddpm", "ddim"] = "ddim"  # ancestral DDPM or DDIM
-    steps: int = Field(50, gt=0)  # number of denoiser calls
-    eta: float = Field(0.0, ge=0.0)  # DDIM stochasticity (0: deterministic); ignored by DDPM
+    steps: int = Field(50, gt=0, le=MAX_TIMESTEPS)  # number of denoiser calls (at most the training timesteps)
+    # DDIM stochasticity in [0, 1]: 0 is deterministic, 1 gives DDPM's posterior variance; larger values would
+    # add more noise than the step removes (the direction term clamps to 0), so they are refused. Ignored by DDPM.
+    eta: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     timestep_spacing: Spacing = "leading"  # how visited timesteps are spread, as in diffusers
     clip_sample: bool = True  # clip the predicted x0 to [-1, 1]
 

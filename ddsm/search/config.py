@@ -30,9 +30,10 @@ from typing import Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ddsm.config import DEFAULT_WIDTHS, _Frozen, check_width_set, load_yaml, validate, width_index
+from ddsm.config import DEFAULT_WIDTHS, Widths, _Frozen, check_width_set, load_yaml, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
+from ddsm.limits import MAX_SEED, clip
 from ddsm.metrics.registry import get_metric, metric_names
 from ddsm.samplers.base import SamplerConfig
 from ddsm.plan import StepPlan
@@ -40,6 +41,11 @@ from ddsm.samplers.progressive import check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
+#: samples per candidate: every candidate is sampled this many times (100 000 is hours per candidate on a CPU)
+MAX_SEARCH_SAMPLES = 100_000
+#: NSGA-II population and generations: far beyond any search that finishes
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 100_000
 
 
 class Objectives(_Frozen):
@@ -104,8 +110,8 @@ class SeedingConfig(_Frozen):
 class EvaluatorSettings(_Frozen):
     """What the evaluator is asked to do for every candidate (common random numbers: same seeds for all)."""
 
-    num_samples: int = Field(256, ge=2)  # samples drawn per candidate
-    seed: int = Field(0, ge=0)  # sample i uses seed seed+i for every candidate
+    num_samples: int = Field(256, ge=2, le=MAX_SEARCH_SAMPLES)  # samples drawn per candidate
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # sample i uses seed seed+i for every candidate
     batch_size: int = Field(256, gt=0)  # images denoised together (speed only)
     fuse: bool = False  # one denoiser call per width and step (GPU speed) vs per state (bit-identical on any worker)
     trajectory_cache_mb: float = Field(256.0, ge=0.0)  # per worker: states of computed prefixes, reused (0: off)
@@ -121,15 +127,15 @@ class CacheConfig(_Frozen):
 class SearchConfig(_Frozen):
     """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
 
-    widths: tuple[float, ...] = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net)
+    widths: Widths = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net), each once
     resolutions: tuple[int, ...] | None = None  # sides a step may run at, ascending, last = image size (None: width only)
     sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
     segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
     budget: float = Field(0.5, gt=0.0, le=1.0)  # cost <= budget * cost of the full-width schedule
     objectives: Objectives = Objectives()
-    population: int = Field(24, ge=2)  # NSGA-II population (and offspring per generation)
-    generations: int = Field(10, ge=1)  # generation 0 is the first population; runs 0..generations-1
-    seed: int = 0  # seeds NSGA-II's generator and the seeding draws
+    population: int = Field(24, ge=2, le=MAX_POPULATION)  # NSGA-II population (and offspring per generation)
+    generations: int = Field(10, ge=1, le=MAX_GENERATIONS)  # generation 0 is the first population; runs 0..generations-1
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds NSGA-II's generator and the seeding draws
     mutation: MutationConfig = MutationConfig()
     crossover: CrossoverConfig = CrossoverConfig()
     seeding: SeedingConfig = SeedingConfig()
@@ -163,6 +169,10 @@ class SearchConfig(_Frozen):
         if self.segments is not None and self.segments > self.sampler.steps:
             raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
                              f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
+        last = self.evaluator.seed + self.evaluator.num_samples - 1
+        if last > MAX_SEED:
+            raise ValueError(f"evaluator seeds {self.evaluator.seed}..{last} pass the largest seed 2**63-1; "
+                             f"use evaluator.seed <= {MAX_SEED - self.evaluator.num_samples + 1}")
         distinct = len(self.widths) ** self.n_genes
         if distinct < self.population:
             raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "
@@ -180,7 +190,7 @@ class SearchConfig(_Frozen):
     def load(cls, path: str | Path) -> "SearchConfig":
         """Read and validate a search-space YAML file, or a shipped one by name; one-line DDSMError on any problem."""
         path = space_path(path)
-        return validate(cls, load_yaml(path), source=f"search space {path}")
+        return validate(cls, load_yaml(path), source=f"search space {clip(str(path), 120)}")
 
     # -- identity -------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ from ddsm.search.folder import SearchFolder
 from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point
 from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, widths_text
 from ddsm.search.problem import WidthProblem, build_algorithm
-from ddsm.search.runners import EvaluatorFactory, Runner, make_runner
+from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.search.runners import EvaluatorFactory, Runner, check_runner_options, make_runner
 from ddsm.search.seeding import initial_population
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state, restore, save_state
@@ -168,15 +169,16 @@ def run_search(
     (resolution spaces) are transition genes the first population tries, e.g.
     the power-spectrum rule's (:func:`ddsm.search.setup.spectrum_transitions`).
     """
-    out = Path(out_dir)
+    out = check_run_folder(out_dir, kind="search")
     folder = SearchFolder(out)
     problem = WidthProblem(space, costs)
     problem.check_budget()
     quality = space.objectives.quality
     identity = folder.identity(space, supernet, problem.costs)
     folder.claim(identity, resume=resume)
-    if isinstance(runner, str) and runner not in ("serial", "ray"):
-        raise DDSMError(f"runner {runner!r} is not one of serial, ray")
+    if isinstance(runner, str):  # every runner option is checked before the folder is written
+        check_runner_options(runner, workers=workers, chunk_size=chunk_size, address=address, device=device,
+                             gpus_per_worker=(ray_options or {}).get("gpus_per_worker"))
     if isinstance(runner, str) and evaluator_factory is None:
         raise DDSMError("run_search needs an evaluator_factory (or a ready Runner)")
     if not isinstance(runner, str):
@@ -187,103 +189,105 @@ def run_search(
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
                             f"this one (quality {quality!r}); build it with decode=space.decode")
 
-    folder.start(space, identity, problem.costs)
-    log = folder.log(space)
-    made: list[Runner] = []
+    with hold_folder(out, what="search"):
+        folder.claim(identity, resume=resume)  # again under the lock: another process may have started meanwhile
+        folder.start(space, identity, problem.costs)
+        log = folder.log(space)
+        made: list[Runner] = []
 
-    def sharing() -> dict | None:
-        active = made[0] if made else (None if isinstance(runner, str) else runner)
-        return active.sharing() if active is not None else None
+        def sharing() -> dict | None:
+            active = made[0] if made else (None if isinstance(runner, str) else runner)
+            return active.sharing() if active is not None else None
 
-    def get_runner() -> Runner:
-        if not isinstance(runner, str):
-            return runner
-        if not made:
-            made.append(make_runner(runner, evaluator_factory, decode=space.decode, quality=quality,
-                                    chunk_size=chunk_size, workers=workers, address=address, device=device,
-                                    **dict(ray_options or {})))
-        return made[0]
+        def get_runner() -> Runner:
+            if not isinstance(runner, str):
+                return runner
+            if not made:
+                made.append(make_runner(runner, evaluator_factory, decode=space.decode, quality=quality,
+                                        chunk_size=chunk_size, workers=workers, address=address, device=device,
+                                        **dict(ray_options or {})))
+            return made[0]
 
-    evaluate = _Evaluations(problem, log, get_runner)
-    state_path = folder.state_path
-    meta = {"space": identity["space"], "supernet": supernet, "objectives": space.objectives.model_dump(),
-            "budget": space.budget, "full_cost": problem.full_cost}
-    bar = None
-    try:
-        algorithm = None
-        history: list[dict] = []
-        hv_ref: tuple[float, float] | None = None
-        generation = 0
-        if resume and state_path.exists():
-            state = load_state(state_path)
-            algorithm = build_algorithm(space)
-            algorithm.setup(problem, seed=space.seed, termination=NoTermination())
-            restore(algorithm, problem, state)
-            generation = int(state["generation"]) + 1
-            history = list(state.get("history", []))
-            hv_ref = tuple(state["hv_ref"]) if state.get("hv_ref") else None
-        else:
-            def score(genomes: list[tuple[int, ...]]) -> list[float]:
-                rows = evaluate(genomes, generation=SEED_GENERATION)
-                return [r[quality] if r["valid"] else math.inf for r in rows]
-
-            if progress and space.seeding.sensitivity:
-                tqdm.write(f"seeding: {1 + space.n_genes * space.full_index} sensitivity probes")
-            X0 = initial_population(problem, score=score, transitions=transition_seeds)
-            algorithm = build_algorithm(space, sampling=X0)
-            algorithm.setup(problem, seed=space.seed, termination=NoTermination())
-
-        bar = tqdm(total=space.generations, initial=min(generation, space.generations), desc="search", unit="gen",
-                   disable=not progress)
-        while generation < space.generations:
-            pop = algorithm.ask()
-            if pop is None or len(pop) == 0:
-                if progress:
-                    tqdm.write(f"generation {generation}: NSGA-II cannot make new distinct offspring; stopping early")
-                break
-            requested, hits, t0 = evaluate.requested, evaluate.hits, time.perf_counter()
-            computed0, secs0 = evaluate.computed, evaluate.seconds
-            X = np.asarray(pop.get("X"), dtype=np.int64)
-            rows = evaluate(X, generation=generation)
-            F, G = problem.objectives(X, [r[quality] for r in rows], [r["valid"] for r in rows])
-            Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
-            algorithm.tell(infills=pop)
-
-            if hv_ref is None:
-                hv_ref = reference_point([r[quality] for r in log.rows if r["generation"] <= 0 and r["valid"]])
-            feasible = log.feasible(space.budget)
-            front = pareto_front(feasible, quality=quality)
-            hv = hypervolume(front, quality=quality, ref=hv_ref)
-            new, secs = evaluate.computed - computed0, evaluate.seconds - secs0
-            stats = {"generation": generation, "best": min((r[quality] for r in feasible), default=None),
-                     "front": len(front), "hypervolume": hv, "evaluated": new,
-                     "cached": (evaluate.hits - hits), "asked": evaluate.requested - requested,
-                     "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0,
-                     **saved_fractions(sharing())}
-            history.append(stats)
-            folder.write_front(front, quality=quality, meta={**meta, "generation": generation})
-            save_state(state_path, algorithm, generation=generation,
-                       extra={**{k: identity[k] for k in identity}, "hv_ref": list(hv_ref), "history": history})
-            bar.update(1)
-            bar.set_postfix_str(_postfix(stats))
-            generation += 1
-    finally:
-        if bar is not None:
-            bar.close()
-        log.flush()
+        evaluate = _Evaluations(problem, log, get_runner)
+        state_path = folder.state_path
+        meta = {"space": identity["space"], "supernet": supernet, "objectives": space.objectives.model_dump(),
+                "budget": space.budget, "full_cost": problem.full_cost}
+        bar = None
         try:
-            final_sharing = sharing()
-        except Exception:  # statistics are a report: a runner that cannot give them must not hide the real error
-            final_sharing = None
-        for r in made:
-            r.close()
+            algorithm = None
+            history: list[dict] = []
+            hv_ref: tuple[float, float] | None = None
+            generation = 0
+            if resume and state_path.exists():
+                state = load_state(state_path)
+                algorithm = build_algorithm(space)
+                algorithm.setup(problem, seed=space.seed, termination=NoTermination())
+                restore(algorithm, problem, state)
+                generation = int(state["generation"]) + 1
+                history = list(state.get("history", []))
+                hv_ref = tuple(state["hv_ref"]) if state.get("hv_ref") else None
+            else:
+                def score(genomes: list[tuple[int, ...]]) -> list[float]:
+                    rows = evaluate(genomes, generation=SEED_GENERATION)
+                    return [r[quality] if r["valid"] else math.inf for r in rows]
 
-    feasible = log.feasible(space.budget)
-    front = pareto_front(feasible, quality=quality)
-    return SearchResult(sharing=final_sharing,
-        out_dir=out, front=front_frame(front, quality=quality), evaluations=log.frame(), generations=generation,
-        hypervolume=hypervolume(front, quality=quality, ref=hv_ref) if hv_ref else 0.0, history=history,
-        evaluated=evaluate.computed, cached=evaluate.hits)
+                if progress and space.seeding.sensitivity:
+                    tqdm.write(f"seeding: {1 + space.n_genes * space.full_index} sensitivity probes")
+                X0 = initial_population(problem, score=score, transitions=transition_seeds)
+                algorithm = build_algorithm(space, sampling=X0)
+                algorithm.setup(problem, seed=space.seed, termination=NoTermination())
+
+            bar = tqdm(total=space.generations, initial=min(generation, space.generations), desc="search", unit="gen",
+                       disable=not progress)
+            while generation < space.generations:
+                pop = algorithm.ask()
+                if pop is None or len(pop) == 0:
+                    if progress:
+                        tqdm.write(f"generation {generation}: NSGA-II cannot make new distinct offspring; stopping early")
+                    break
+                requested, hits, t0 = evaluate.requested, evaluate.hits, time.perf_counter()
+                computed0, secs0 = evaluate.computed, evaluate.seconds
+                X = np.asarray(pop.get("X"), dtype=np.int64)
+                rows = evaluate(X, generation=generation)
+                F, G = problem.objectives(X, [r[quality] for r in rows], [r["valid"] for r in rows])
+                Evaluator().eval(StaticProblem(problem, F=F, G=G), pop)
+                algorithm.tell(infills=pop)
+
+                if hv_ref is None:
+                    hv_ref = reference_point([r[quality] for r in log.rows if r["generation"] <= 0 and r["valid"]])
+                feasible = log.feasible(space.budget)
+                front = pareto_front(feasible, quality=quality)
+                hv = hypervolume(front, quality=quality, ref=hv_ref)
+                new, secs = evaluate.computed - computed0, evaluate.seconds - secs0
+                stats = {"generation": generation, "best": min((r[quality] for r in feasible), default=None),
+                         "front": len(front), "hypervolume": hv, "evaluated": new,
+                         "cached": (evaluate.hits - hits), "asked": evaluate.requested - requested,
+                         "evals_per_s": new / secs if secs > 0 else 0.0, "seconds": time.perf_counter() - t0,
+                         **saved_fractions(sharing())}
+                history.append(stats)
+                folder.write_front(front, quality=quality, meta={**meta, "generation": generation})
+                save_state(state_path, algorithm, generation=generation,
+                           extra={**{k: identity[k] for k in identity}, "hv_ref": list(hv_ref), "history": history})
+                bar.update(1)
+                bar.set_postfix_str(_postfix(stats))
+                generation += 1
+        finally:
+            if bar is not None:
+                bar.close()
+            log.flush()
+            try:
+                final_sharing = sharing()
+            except Exception:  # statistics are a report: a runner that cannot give them must not hide the real error
+                final_sharing = None
+            for r in made:
+                r.close()
+
+        feasible = log.feasible(space.budget)
+        front = pareto_front(feasible, quality=quality)
+        return SearchResult(sharing=final_sharing,
+            out_dir=out, front=front_frame(front, quality=quality), evaluations=log.frame(), generations=generation,
+            hypervolume=hypervolume(front, quality=quality, ref=hv_ref) if hv_ref else 0.0, history=history,
+            evaluated=evaluate.computed, cached=evaluate.hits)
 
 
 def _postfix(s: dict) -> str:

@@ -8,18 +8,24 @@ each actor asks for ``cores // workers`` CPUs and sets
 cores. An actor given GPU ids while ``torch.cuda`` is unavailable (a cluster
 that declares GPUs it does not have) warns once and uses the CPU.
 
-Cluster. By default a private local Ray is started: ``num_cpus`` = the cores
-this process may use, no dashboard, a temporary directory this runner owns
-and removes, ``RAY_AUTH_MODE=disabled``, and the node bound to 127.0.0.1
-(Ray still registers its services under the machine's own address, by
-design; its traffic stays on this machine). ``address='HOST:PORT'`` joins an
-existing cluster instead; an address where nothing answers within
+Cluster. By default a private local Ray is started (:func:`start_local_ray`,
+shared with ``ddsm sweep``): ``num_cpus`` = the cores this process may use,
+no dashboard, every service listening on 127.0.0.1 only, Ray's token
+authentication on with a per-session token file (0600), and a folder of its
+own inside a per-user 0700 folder, removed afterwards (and, if ddsm was
+killed, at the next start). ``address='HOST:PORT'`` joins an existing
+cluster instead and changes nothing about it: securing it is its owner's
+job (token authentication, ``RAY_AUTH_MODE=token`` with the cluster's token
+in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``, and a firewall keeping its
+ports from untrusted networks). An address where nothing answers within
 ``connect_timeout`` seconds is a one-line DDSMError. A Ray session that is
 already initialised in this process is reused and left running.
 
 Faults. Actors restart (``max_restarts``) and their tasks are retried
 (``max_task_retries``); a restarted actor builds its evaluator again from the
-picklable factory. Results are returned in input order and do not depend on
+picklable factory. An actor dead for good (out of restarts) leaves the pool
+and its chunk goes to another; when every actor is dead the call raises one
+DDSMError line (the search keeps its finished generations: resume it). Results are returned in input order and do not depend on
 which actor ran a chunk. Ray is imported here lazily, inside functions.
 """
 
@@ -27,16 +33,20 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
-from ddsm.search.runners import EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk, sharing_of
+from ddsm.search.runners import (EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk, parse_address,
+                                 sharing_of)
 
 
 class EvaluatorActor:
@@ -92,26 +102,165 @@ def _cores() -> int:
 
 def check_address(address: str, *, timeout: float) -> None:
     """Raise a one-line DDSMError unless something accepts TCP connections at ``HOST:PORT``."""
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise DDSMError(f"Ray address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379) or 'auto'")
+    host, port = parse_address(address)
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
         raise DDSMError(f"no Ray cluster answers at {address!r} ({e.strerror or type(e).__name__} within {timeout:g} s); "
                         f"start one with 'ray start --head --port {port}' or leave the address out for a local Ray") from None
 
 
+#: Ray puts Unix sockets under the session folder (``<temp>/session_<date>_<pid>/sockets/plasma_store``) and
+#: a socket path may hold at most ~107 bytes: the private base folder must stay short.
+_MAX_BASE = 40
+
+
+def private_ray_base() -> Path:
+    """This user's folder for ddsm's local Ray sessions (``<system temp>/ddsm-ray-<uid>``, mode 0700).
+
+    Created if missing; refused (one line) if it is a link, someone else's, or not a folder. Ray makes its
+    own temp folder world-writable (0777); inside this 0700 folder nobody else can reach it.
+    """
+    name = f"ddsm-ray-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    root = tempfile.gettempdir()
+    base = Path(root if len(os.path.join(root, name)) <= _MAX_BASE or not os.path.isdir("/tmp") else "/tmp") / name
+    try:
+        base.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        raise DDSMError(f"{base} is not a folder of this user's (a link, a file or another user's): ddsm keeps its "
+                        "private Ray sessions there; remove it or set TMPDIR to another folder")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(base, 0o700)
+    return base
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone's process: alive
+        return True
+    return True
+
+
+def _used_by_a_process(folder: Path) -> bool:
+    """Whether a live process names ``folder`` on its command line (a Ray process outliving its driver)."""
+    needle = str(folder)
+    proc = Path("/proc")
+    if not proc.is_dir():  # pragma: no cover - not Linux: assume it may be in use
+        return True
+    for d in proc.iterdir():
+        if d.name.isdigit():
+            try:
+                if needle.encode() in (d / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def remove_stale_sessions(base: Path) -> list[str]:
+    """Remove folders in ``base`` left by ddsm processes that are gone (killed before they could clean up).
+
+    Conservative: only folders named ``<pid>-*`` (what :func:`start_local_ray` makes) in this user's private
+    ``base``, whose pid is not a live process and that no live process names on its command line.
+    Returns the removed folders.
+    """
+    removed = []
+    for d in sorted(base.iterdir()):
+        pid = d.name.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or d.is_symlink() or not d.is_dir():
+            continue
+        if _pid_alive(int(pid)) or _used_by_a_process(d):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
+
+
+def _write_token(path: Path) -> None:
+    """A new random token in a file only this user can read (0600), created, never overwritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+
+
+#: what start_local_ray changes in this process's environment (restored by stop_local_ray)
+_RAY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+_saved_env: dict[str, dict[str, str | None]] = {}
+
+
+def _refresh_ray_auth() -> None:
+    # Ray caches its config and the token it read; both must see the environment set above.
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # pragma: no cover - another Ray: it reads the environment itself
+        pass
+
+
 def start_local_ray(ray, *, num_cpus: int | None = None, num_gpus: int | None = None) -> str:
-    """Start a private local Ray (no dashboard, bound to 127.0.0.1) in a new temporary folder; returns the folder."""
-    temp = tempfile.mkdtemp(prefix="ddsm-ray-")
+    """Start ddsm's private local Ray; returns its folder (give it to :func:`stop_local_ray`).
+
+    The search runner and ``ddsm sweep`` both start their local Ray here:
+
+    * loopback only: the node's IP is 127.0.0.1, so the GCS, raylet, object manager, runtime-env agent,
+      workers and driver listen on 127.0.0.1 alone (``_node_ip_address='127.0.0.1'`` by itself is not
+      enough: Ray replaces a loopback address by the machine's); no dashboard;
+    * token authentication on (``RAY_AUTH_MODE=token``, whatever the environment says), with a new
+      random token for this session in ``<folder>/auth_token``, mode 0600 (``RAY_AUTH_TOKEN_PATH``);
+      ``~/.ray/auth_token`` is neither read nor written;
+    * a folder of its own, ``<system temp>/ddsm-ray-<uid>/<pid>-XXXXXXXX``, inside a 0700 folder only this
+      user can enter; folders left by killed ddsm processes are removed first;
+    * never joins another cluster, whatever ``RAY_ADDRESS`` says.
+    """
+    base = private_ray_base()
+    remove_stale_sessions(base)
+    temp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base)
     # Ray's helper processes can write into it for a moment after shutdown: remove it at exit too.
     atexit.register(shutil.rmtree, temp, True)
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=temp,
-             _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=True)
+    token = Path(temp) / "auth_token"
+    _write_token(token)
+    _saved_env[temp] = {k: os.environ.get(k) for k in _RAY_ENV}
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                       # Read by Ray's services.get_node_ip_address: keep 127.0.0.1 as the node's address.
+                       "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    _refresh_ray_auth()
+    from ray._private import ray_constants
+
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # the constant was read when Ray was imported
+    try:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=temp,
+                 _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=True)
+    except BaseException:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+        stop_local_ray(ray, temp)
+        raise
+    ray_constants.ENABLE_RAY_CLUSTER = cluster
     return temp
+
+
+def stop_local_ray(ray, temp: str) -> None:
+    """Shut down the local Ray of :func:`start_local_ray`, restore the environment, remove its folder."""
+    if ray.is_initialized():
+        ray.shutdown()
+    for k, v in _saved_env.pop(temp, {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _refresh_ray_auth()
+    remove_temp_dir(temp)
 
 
 def remove_temp_dir(path: str) -> None:
@@ -140,11 +289,10 @@ class RayRunner(Runner):
             raise DDSMError(f"gpus_per_worker {g} must be 0 (CPU only), a fraction in (0, 1] or a whole number")
         if address is not None and address != "auto":
             check_address(address, timeout=connect_timeout)
-        # Read when Ray starts: no token file, no warning about one.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         import ray
 
         self.workers = workers
+        self._last_death = "none"
         self._owns_session = False
         self._temp_dir: str | None = None
         if ray.is_initialized():
@@ -225,11 +373,20 @@ class RayRunner(Runner):
                 while todo and idle:
                     start, chunk = todo.pop()
                     actor = idle.pop(0)
-                    pending[actor.evaluate.remote(start, [self.decode(g) for g in chunk])] = actor
+                    pending[actor.evaluate.remote(start, [self.decode(g) for g in chunk])] = (actor, start, chunk)
+                if not pending:  # chunks left, no actor alive to take them
+                    raise DDSMError(f"every Ray worker died (last error: {self._last_death}); resume with --resume")
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    idle.append(pending.pop(ref))
-                    start, rows = _get(ray, ref)
+                    actor, start, chunk = pending.pop(ref)
+                    try:
+                        start, rows = _get(ray, ref)
+                    except ray.exceptions.ActorDiedError as e:  # out of restarts: drop it, its chunk goes to another
+                        self._last_death = _first_line(e)
+                        self.actors = [a for a in self.actors if a is not actor]
+                        todo.append((start, chunk))
+                        continue
+                    idle.append(actor)
                     done[start] = rows
                     if on_result is not None:
                         on_result(start, rows)
@@ -251,12 +408,18 @@ class RayRunner(Runner):
             except Exception:  # an actor already gone is fine
                 pass
         self.actors = []
-        if self._owns_session:
+        if self._temp_dir is not None:  # our local Ray: shut down, environment restored, folder removed
+            stop_local_ray(ray, self._temp_dir)
+            self._temp_dir = None
+        elif self._owns_session:
             ray.shutdown()
         self._owns_session = False
-        if self._temp_dir is not None:
-            remove_temp_dir(self._temp_dir)
-            self._temp_dir = None
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a (many-line) Ray error: its first non-empty line, shortened."""
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _get(ray, ref) -> Any:

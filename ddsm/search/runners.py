@@ -154,6 +154,64 @@ class SerialRunner(Runner):
         return out
 
 
+RUNNERS = ("serial", "ray")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``(host, port)`` of a Ray address ``HOST:PORT`` (optionally ``ray://HOST:PORT``); one-line DDSMError if not."""
+    hostport = str(address).split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in hostport):
+        raise DDSMError(f"Ray address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379) or 'auto'")
+    return host, int(port)
+
+
+def check_runner_options(kind: str, *, workers: int, chunk_size: int, address: str | None,
+                         gpus_per_worker: float | None, device: str | None) -> None:
+    """Refuse, in one line (DDSMError), runner options that cannot work; touches nothing, starts nothing.
+
+    Checked: the runner is ``serial`` or ``ray``; ``workers`` and ``chunk_size`` are at least 1;
+    ``gpus_per_worker`` (None: the Ray runner decides) is a finite number >= 0; ``address`` is ``HOST:PORT``
+    or ``'auto'`` and only given with the Ray runner; ``device`` can be used here (``--device cuda`` on a
+    machine without CUDA is refused). With ``address`` the evaluators run on the cluster's machines, so there
+    only the device's spelling is checked, not whether this machine has it.
+    """
+    if kind not in RUNNERS:
+        raise DDSMError(f"runner {kind!r} is not one of {', '.join(RUNNERS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DDSMError(f"workers {workers!r} must be a whole number of at least 1")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise DDSMError(f"chunk_size {chunk_size!r} must be a whole number of at least 1")
+    if gpus_per_worker is not None:
+        g = gpus_per_worker
+        if kind != "ray":
+            raise DDSMError(f"--gpus-per-worker {g!r} sets GPUs per Ray actor, but the runner is {kind!r}; "
+                            "use --runner ray or leave --gpus-per-worker out")
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+            raise DDSMError(f"gpus_per_worker {g!r} must be a number >= 0 (0: CPU only)")
+        if g > 1 and g != int(g):
+            raise DDSMError(f"gpus_per_worker {g!r} must be 0 (CPU only), a fraction in (0, 1] or a whole number")
+    if address is not None:
+        if kind != "ray":
+            raise DDSMError(f"--address {address!r} joins a Ray cluster, but the runner is {kind!r}; "
+                            "use --runner ray or leave --address out")
+        if address != "auto":
+            parse_address(address)
+    if device is not None and str(device) != "auto":
+        if address is not None:
+            import torch  # only the spelling: the cluster's machines, not this one, run the evaluators
+
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError):
+                raise DDSMError(f"device {device!r} is not a torch device; valid: auto, cpu, cuda, cuda:N") from None
+        else:
+            from ddsm.device import resolve_device  # imports torch: only when needed
+
+            resolve_device(device)
+
+
 def make_runner(kind: str, evaluator_factory: EvaluatorFactory, *, decode: Callable[[Genome], StepPlan],
                 quality: str, chunk_size: int = 4, workers: int = 1, address: str | None = None,
                 device: str = "auto", **ray_options: Any) -> Runner:

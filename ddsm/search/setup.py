@@ -134,6 +134,14 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
     costs = search_costs(space, net, cost_table)
     WidthProblem(space, costs).check_budget()
     factory = evaluator_factory(space, checkpoint, featurenet)
+    if featurenet is not None:
+        # read here, not first in a worker: a bad file must fail before the search folder is written (and a file
+        # given but not needed is still checked, so a wrong path is never silently ignored)
+        from ddsm.checkpoint import training_data
+        from ddsm.metrics.featurenet import FeatureNet
+
+        needed = space.quality_metric.needs_featurenet
+        FeatureNet.load(featurenet, training_data(checkpoint, net.config.unet) if needed else None)
     warning = untrained_message(space, net)
     return PreparedSearch(space=space, checkpoint=str(checkpoint), net=net, costs=costs, factory=factory,
                           transition_seeds=spectrum_transitions(space, checkpoint, net),

@@ -1,0 +1,105 @@
+"""The bad-input fuzz table of experiments/fuzz_cli.py: every case must be refused with one ``Error:`` line.
+
+The whole table runs in-process (ddsm.cli imported once, CliRunner in a forked
+child per case, two at a time): about 90 s on 2 cores, so it is in the default
+suite. The classifier tests check that the table cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_fuzz():
+    spec = importlib.util.spec_from_file_location("fuzz_cli", ROOT / "experiments" / "fuzz_cli.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_cli"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fuzz = _load_fuzz()
+
+
+# ------------------------------------------------------------------------- the classifier itself (fast)
+
+
+def _result(**kw):
+    base = {"exit_code": 2, "stdout": "", "stderr": "Error: --num (0) must be positive\n", "killed": None,
+            "written": {"added": [], "removed": [], "changed": [], "cwd_added": []}}
+    return {**base, **kw}
+
+
+def test_classifier_accepts_a_clean_refusal():
+    assert fuzz.classify(_result()) == ("ok", [])
+
+
+def test_classifier_flags_a_traceback():
+    tb = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+          "RuntimeError: Overflow when unpacking long\n")
+    outcome, problems = fuzz.classify(_result(exit_code=1, stderr=tb))
+    assert outcome == "traceback"
+    assert {"traceback", "wrong-exit", "multi-line"} <= set(problems)
+    assert fuzz.first_line(tb) == "RuntimeError: Overflow when unpacking long"
+
+
+def test_classifier_flags_every_other_defect():
+    assert fuzz.classify(_result(exit_code=0, stderr=""))[0] == "wrong-exit"
+    assert fuzz.classify(_result(stderr="Usage: ddsm x\n\nError: bad\n"))[0] == "multi-line"
+    assert fuzz.classify(_result(stderr="warning: hmm\nError: bad\n"))[0] == "multi-line"
+    assert fuzz.classify(_result(written={"added": ["out/grid.png"]}))[0] == "wrote"
+    assert fuzz.classify(_result(written={"changed": ["precious.txt"]}))[0] == "wrote"
+    assert fuzz.classify(_result(written={"cwd_added": ["runs"]}))[0] == "wrote"
+    assert fuzz.classify(_result(killed="timeout after 60 s", exit_code=-9, stderr=""))[0] == "hang"
+
+
+def test_snapshot_diff_sees_new_changed_and_removed_files(tmp_path):
+    (tmp_path / "keep.txt").write_text("a")
+    (tmp_path / "gone.txt").write_text("b")
+    before = fuzz.snapshot(tmp_path)
+    (tmp_path / "keep.txt").write_text("A")
+    (tmp_path / "gone.txt").unlink()
+    (tmp_path / "new").mkdir()
+    d = fuzz.diff_snapshots(before, fuzz.snapshot(tmp_path))
+    assert d == {"added": ["new"], "removed": ["gone.txt"], "changed": ["keep.txt"]}
+
+
+def test_table_is_large_and_ids_are_unique():
+    ids = [c.id for c in fuzz.CASES]
+    assert len(ids) >= 120 and len(set(ids)) == len(ids)
+    assert {c.command for c in fuzz.CASES} >= {"train", "sample", "cost", "featurenet", "evaluate", "spectrum",
+                                               "verdict", "search", "export", "plot", "sweep", "quickstart"}
+
+
+# ------------------------------------------------------------------------- the whole table
+
+
+@pytest.fixture(scope="module")
+def fuzz_fixtures(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("fuzz-fixtures")
+    errors = fuzz.build_fixtures(dest)
+    return dest, errors
+
+
+@pytest.fixture(scope="module")
+def table_results(fuzz_fixtures):
+    dest, _ = fuzz_fixtures
+    results = fuzz.run_cases(fuzz.CASES, fixture_dir=dest, in_process=True, timeout=60, jobs=2, verbose=False)
+    return {r["id"]: r for r in results}
+
+
+@pytest.mark.timeout(1200)  # the first case runs the whole table (module fixture)
+@pytest.mark.parametrize("case_id", [c.id for c in fuzz.CASES])
+def test_bad_input_is_refused_cleanly(case_id, table_results, fuzz_fixtures):
+    r = table_results[case_id]
+    if r["outcome"] == "skip":
+        pytest.skip(r["skipped"])
+    w = {k: v for k, v in (r.get("written") or {}).items() if v}
+    assert r["outcome"] == "ok", (f"ddsm {' '.join(r['argv'])}: {r['outcome']} (exit {r['exit_code']}); "
+                                  f"{r['first_line']!r}; written {w}")
