@@ -156,3 +156,36 @@ def test_freeze_width_leaves_no_slim_module():
     frozen = freeze_width(seq, 0.5)
     assert not any(isinstance(m, SlimModule) for m in frozen.modules())
     torch.testing.assert_close(frozen(x), want)
+
+
+def test_sliced_weight_cache_is_exact_and_follows_every_weight_change(random_supernet):
+    """Without gradients a layer reuses contiguous per-width weights; the outputs never change, and an in-place
+    update (optimizer step, load_state_dict) or a move invalidates the copy; with gradients nothing is kept."""
+    from ddsm.nn.slimmable import weight_cache
+
+    conv = SlimConv2d(8, 8, 3, padding=1, in_splits=(4, 4))
+    x = torch.randn(2, 4, 5, 5)
+    set_active_width(conv, 0.5)
+    with torch.no_grad():
+        with weight_cache(False):
+            ref = conv(x)
+        assert torch.equal(conv(x), ref) and len(conv._slices) == 1
+        assert torch.equal(conv(x), ref) and len(conv._slices) == 1  # a hit
+        conv.weight.add_(1.0)  # what an optimizer step does
+        with weight_cache(False):
+            ref2 = conv(x)
+        assert not torch.equal(ref2, ref) and torch.equal(conv(x), ref2) and len(conv._slices) == 1
+        conv.load_state_dict({"weight": torch.zeros(8, 8, 3, 3), "bias": torch.zeros(8)})
+        assert torch.equal(conv(x), torch.zeros(2, 4, 5, 5))
+    conv2 = SlimConv2d(8, 8, 3, padding=1)
+    set_active_width(conv2, 0.5)
+    conv2(torch.randn(1, 4, 5, 5)).sum().backward()  # training: the graph must reach the full parameter
+    assert "_slices" not in conv2.__dict__ and conv2.weight.grad[4:].abs().sum() == 0
+    net = random_supernet()
+    xs, t = torch.randn(3, 1, 8, 8), torch.tensor([3, 20, 40])
+    for w in (0.25, 0.75, 1.0):
+        set_active_width(net, w)
+        with torch.no_grad():
+            with weight_cache(False):
+                a = net(xs, t)
+            assert torch.equal(net(xs, t), a) and torch.equal(net(xs, t), a)
