@@ -51,8 +51,21 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     """Parse a JSON file; a one-line DDSMError naming ``what`` and the path if it is unreadable or malformed."""
     from ddsm.errors import DDSMError
 
+    from ddsm.limits import MAX_JSON_BYTES
+
     try:
-        return json.loads(Path(path).read_text())
+        p = Path(path)
+        if p.exists() and not p.is_file():
+            raise DDSMError(f"{what} {str(path)!r} is not a regular file")
+        with p.open("rb") as fh:
+            blob = fh.read(MAX_JSON_BYTES + 1)
+        if len(blob) > MAX_JSON_BYTES:
+            raise DDSMError(f"{what} {str(path)!r} is larger than {MAX_JSON_BYTES >> 20} MiB; not a file ddsm wrote")
+        return json.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DDSMError(f"{what} {str(path)!r} is not UTF-8 text (a binary file?)") from None
+    except RecursionError:
+        raise DDSMError(f"{what} {str(path)!r} is nested too deeply") from None
     except OSError as e:
         raise DDSMError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:

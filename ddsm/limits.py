@@ -38,6 +38,8 @@ MAX_GRID_SAMPLES = 1024
 MAX_IMAGE_SIDE = 1024
 #: largest config file (YAML or JSON) read
 MAX_CONFIG_BYTES = 1 << 20
+#: largest JSON file read (schedules, manifests, search states, cost tables)
+MAX_JSON_BYTES = 256 << 20
 #: YAML aliases (``*name``) allowed in one config file
 MAX_YAML_ALIASES = 100
 #: values (scalars, lists, mappings) of one config file with every alias expanded

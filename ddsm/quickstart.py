@@ -75,7 +75,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
             write_json(out / "quickstart.json", {"kind": "ddsm.quickstart", "checkpoint": str(checkpoint),
                                                  "train": train, "space": str(space_file), "num": num})
 
-    with hold_folder(out, what="quickstart"):
+    with hold_folder(out, what="quickstart", kind="quickstart"):
         if train:
             # The shipped supernet carries its own recipe, so retraining needs no file from the repository.
             cfg = validate(RunConfig, load_supernet("digits").header["run"], source="shipped digits recipe")

@@ -27,7 +27,6 @@ import contextlib
 import datetime
 import os
 import re
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -44,13 +43,12 @@ MARKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "sweep": (("sweep.json", "ddsm.sweep"),),
     "samples": (("sample.json", "ddsm.samples"),),
     "report": (("export.json", "ddsm.export"), ("plots.json", "ddsm.plots")),
-    "quickstart": (("quickstart.json", "ddsm.quickstart"), ("cost.json", "ddsm.cost_table")),
+    "quickstart": (("quickstart.json", "ddsm.quickstart"), ("cost.json", "old quickstart")),
 }
 LOCK_NAME = ".ddsm.lock"
 HOLDER_NAME = ".ddsm.lock.json"  # pid, host, command and start of the process holding the lock
 # what ddsm.io.atomic_path and ddsm.outputs.check_writable leave behind when killed mid-write
 _STALE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$|^\.ddsm-probe-[a-z0-9_]{8}$")
-_HELD: dict[str, int] = {}  # folders this process holds, with their nesting depth
 
 
 def is_own_file(name: str) -> bool:
@@ -65,6 +63,8 @@ def _holds(path: Path, kind: str) -> bool:
         except DDSMError:
             return False
         return isinstance(data, dict) and {"model", "train"} <= set(data)
+    if kind == "old quickstart":  # written before quickstart.json existed: a cost table beside a search folder
+        return artifact_kind(path) == "ddsm.cost_table" and (path.parent / "search" / "search.json").is_file()
     return artifact_kind(path) == kind
 
 
@@ -90,13 +90,9 @@ def check_run_folder(out: str | Path, *, kind: str, flag: str = "--out") -> Path
     check_writable(p, flag=flag)
     if not p.is_dir():
         return p
-    found = folder_kind(p)
-    if found is None and any(not is_own_file(c.name) for c in p.iterdir()):
-        raise DDSMError(f"{flag} {str(out)!r} is not empty and holds no ddsm {kind}; choose a new or empty folder "
-                        "(nothing there was touched)")
-    if found is not None and found != kind:
-        raise DDSMError(f"{flag} {str(out)!r} holds a ddsm {found}, not a {kind}; choose another folder "
-                        "(nothing there was touched)")
+    clash = _kind_clash(p, kind, flag)
+    if clash:
+        raise DDSMError(clash)
     return p
 
 
@@ -109,50 +105,64 @@ def _holder(out: Path) -> str:
         return "another process"
 
 
+def _kind_clash(out: Path, kind: str, flag: str) -> str | None:
+    """Why ``out`` cannot take a ``kind`` run (it holds another kind, or files of the user's), or None."""
+    found = folder_kind(out)
+    if found is None and any(not is_own_file(c.name) for c in out.iterdir()):
+        return f"{flag} {str(out)!r} is not empty and holds no ddsm {kind}; choose a new or empty folder " \
+               "(nothing there was touched)"
+    if found is not None and found != kind:
+        return f"{flag} {str(out)!r} holds a ddsm {found}, not a {kind}; choose another folder (nothing there was touched)"
+    return None
+
+
 @contextlib.contextmanager
-def hold_folder(out: str | Path, *, what: str) -> Iterator[Path]:
+def hold_folder(out: str | Path, *, what: str, kind: str | None = None) -> Iterator[Path]:
     """Create ``out`` if needed and hold its lock for the block; a second process is refused naming the holder.
 
-    Re-entrant within one process (the quickstart holds its folder while the
-    search it runs holds the search folder inside it). Under the lock, stale
-    temporary files a killed run left are removed. If the block raises and
-    this call created the folder, the folder is removed again when it holds
-    nothing but the lock files, so a refused command leaves nothing behind.
+    Not re-entrant: a second hold of the same folder, in this process or
+    another, is refused. Under the lock the folder's kind is checked again
+    (with ``kind``: another process may have written a run of another kind
+    since :func:`check_run_folder`), and stale temporary files a killed run
+    left are removed. If the block raises, the folders this call created are
+    removed again while they hold nothing but the lock files, so a refused
+    command leaves nothing behind.
     """
     from filelock import FileLock, Timeout
 
     out = Path(out)
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    key = str(out.resolve())
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield out
-        finally:
-            _HELD[key] -= 1
-        return
     lock = FileLock(str(out / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise DDSMError(f"{str(out)!r} is in use by {_holder(out)}: one process per {what} folder; wait for it to "
                         "finish or stop it") from None
-    _HELD[key] = 1
     try:
+        clash = _kind_clash(out, kind, "--out") if kind is not None else None
+        if clash:
+            raise DDSMError(clash)
         write_json(out / HOLDER_NAME, {"pid": os.getpid(), "host": socket.gethostname(),
-                                       "command": " ".join(["ddsm", *sys.argv[1:]])[:200],
+                                       "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
                                        "started": datetime.datetime.now().isoformat(timespec="seconds")})
         for c in out.iterdir():
             if _STALE.match(c.name):
                 c.unlink(missing_ok=True)
         yield out
     except BaseException:
-        if created and all(is_own_file(c.name) for c in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
+        if created:
+            # only our own files, one by one: rmdir then fails safely if anything else appeared meanwhile
+            for c in out.iterdir():
+                if is_own_file(c.name) and c.is_file():
+                    c.unlink(missing_ok=True)
+            for p in created:
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
         raise
     finally:
-        del _HELD[key]
         (out / HOLDER_NAME).unlink(missing_ok=True)
         lock.release()
 

@@ -127,7 +127,9 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     """
     from ddsm.checkpoint import load_supernet
 
-    cores = os.cpu_count() or 1  # what a local Ray declares (passed to it below)
+    from ddsm.search.ray_runner import _cores
+
+    cores = _cores()  # what a local Ray declares (passed to it below), affinity respected
     if not cpus_per_trial > 0:  # nan too
         raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} must be positive (this machine has {cores} cores)")
     if address is None and cpus_per_trial > cores:
@@ -153,11 +155,8 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
         from ddsm.search.ray_runner import check_address
 
         check_address(address, timeout=3.0)
-    with hold_folder(out, what="sweep"):
+    with hold_folder(out, what="sweep", kind="sweep"):
         _claim(out, identity, resume)  # again under the lock: another process may have started this sweep meanwhile
-        write_json(out / "sweep.json", {"kind": "ddsm.sweep", "schema_version": SWEEP_VERSION, **identity,
-                                        "checkpoint": str(checkpoint), "cpus_per_trial": cpus_per_trial})
-
         import ray
         from ray import tune
 
@@ -169,12 +168,19 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
             if address is None:  # loopback only, token auth on, a private folder (see start_local_ray)
                 temp = start_local_ray(ray, num_cpus=cores)
             else:  # the user's cluster, as it is: securing it is theirs to do
-                ray.init(address=address, logging_level="warning")
+                try:
+                    ray.init(address=address, logging_level="warning")
+                except (ConnectionError, RuntimeError, TimeoutError) as e:
+                    raise DDSMError(f"cannot join the Ray cluster at {address!r}: "
+                                    f"{str(e).splitlines()[0] if str(e) else e}") from None
         try:
             total = float(ray.cluster_resources().get("CPU", 0))
             if cpus_per_trial > total + 1e-9:
                 raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} is more than the {total:g} CPUs of the Ray "
                                 f"cluster: no trial could ever start; use at most {total:g}")
+            # written once Ray runs and every check passed: a refused sweep leaves no sweep.json behind
+            write_json(out / "sweep.json", {"kind": "ddsm.sweep", "schema_version": SWEEP_VERSION, **identity,
+                                            "checkpoint": str(checkpoint), "cpus_per_trial": cpus_per_trial})
             trainable = tune.with_resources(_run_trial, {"cpu": cpus_per_trial})
             tune_dir = out / "tune"
             if resume and tune.Tuner.can_restore(str(tune_dir)):

@@ -240,7 +240,7 @@ class Trainer:
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
         self._check_start(resume)  # a refusal touches nothing, not even the lock file
-        with hold_folder(self.out, what="training run"):
+        with hold_folder(self.out, what="training run", kind="training run"):
             self._check_start(resume)  # again under the lock: another process may have started meanwhile
             return self._run(resume)
 

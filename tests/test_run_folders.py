@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ddsm.errors import DDSMError
 from ddsm.runfolder import check_run_folder, folder_kind, hold_folder
 
 from cli_helpers import assert_bad_input, invoke, write_space
@@ -152,20 +153,28 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_holder(trained_r
     assert invoke("train", "--resume", "--out", folders["train"], "--no-progress").exit_code == 0
 
 
-def test_hold_folder_removes_a_killed_runs_temp_files_and_a_folder_it_created_on_failure(tmp_path):
+def test_hold_folder_removes_temp_files_and_folders_it_created_and_rechecks_the_kind(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / ".front.csv.a1b2c3d4.tmp").write_text("")
     (out / ".notes.txt").write_text("a hidden file of the user's")
     with hold_folder(out, what="test"):
-        with hold_folder(out, what="test"):  # re-entrant in one process
-            pass
+        with pytest.raises(DDSMError, match="in use by pid"):  # not re-entrant: one holder, even in one process
+            with hold_folder(out, what="test"):
+                pass
     assert sorted(p.name for p in out.iterdir()) == [".ddsm.lock", ".notes.txt"]
-    new = tmp_path / "new"
+    new = tmp_path / "new" / "deeper"
     with pytest.raises(RuntimeError):
         with hold_folder(new, what="test"):
             raise RuntimeError("refused")
-    assert not new.exists()
+    assert not (tmp_path / "new").exists()  # every folder it created is gone
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(DDSMError, match="holds no ddsm samples"):  # the kind is checked again under the lock
+        with hold_folder(mine, what="samples", kind="samples"):
+            pass
+    assert sorted(p.name for p in mine.iterdir()) == [".ddsm.lock", "notes.txt"]
     check_run_folder(tmp_path / "fresh", kind="samples")
     assert not (tmp_path / "fresh").exists()
 
@@ -181,3 +190,15 @@ def test_a_read_only_folder_is_refused(trained_run, tmp_path):
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_a_cost_table_alone_does_not_make_a_folder_a_quickstart(trained_run, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    assert invoke("cost", "--checkpoint", trained_run, "--repeats", "1", "--warmup", "0", "--out", folder / "cost.json",
+                  "--no-progress").exit_code == 0
+    assert folder_kind(folder) is None
+    (folder / "search").mkdir()
+    (folder / "search" / "search.json").write_text('{"kind": "ddsm.search"}')
+    assert folder_kind(folder) == "quickstart"  # a quickstart folder written before quickstart.json existed

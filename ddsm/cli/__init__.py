@@ -10,9 +10,14 @@ its traceback.
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from ddsm.errors import DDSMError
+
+
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 class _BadInput(click.ClickException):
@@ -42,9 +47,12 @@ class _Group(click.Group):
         except DDSMError as e:
             raise _BadInput(str(e)) from None
         except OSError as e:
-            if e.filename is None:
-                raise
-            raise _BadInput(f"{e.strerror or e}: {str(e.filename)!r}") from None
+            if e.filename is not None:
+                raise _BadInput(f"{e.strerror or e}: {str(e.filename)!r}") from None
+            if e.errno in _MACHINE_ERRNOS:  # a full disk or quota, a file system gone read-only or failing
+                raise _BadInput(f"{e.strerror or e} while writing; free space or fix the disk, then rerun "
+                                "(resumable runs continue from their last checkpoint)") from None
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

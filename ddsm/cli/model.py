@@ -117,7 +117,7 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
             **({"resolutions": list(sides)} if sides else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3)}
-    with hold_folder(outdir, what="samples"):
+    with hold_folder(outdir, what="samples", kind="samples"):
         write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
         save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
         save_grid(outdir / "grid.png", x)

@@ -41,6 +41,8 @@ from ddsm.samplers.progressive import check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
+#: seeding settings added after searches were run: left out of the fingerprint at these values (the old behaviour)
+ADDED_DEFAULTS = {"knapsack": "budgets"}
 #: samples per candidate: every candidate is sampled this many times (100 000 is hours per candidate on a CPU)
 MAX_SEARCH_SAMPLES = 100_000
 #: NSGA-II population and generations: far beyond any search that finishes
@@ -97,6 +99,9 @@ class SeedingConfig(_Frozen):
     spectrum_rule: bool = True  # with resolutions: seed transitions predicted by the data's power spectrum
     transitions: tuple[tuple[int, ...], ...] = ()  # with resolutions: more transition-gene seeds, one tuple each
     knapsack_budgets: int = Field(4, ge=1)  # budgets swept between the cheapest schedule and the budget
+    # budgets: knapsack optima at knapsack_budgets budgets; front: members spread along the additive model's
+    # whole Pareto front within budget, as many as the population has room for (and the front operators)
+    knapsack: Literal["budgets", "front"] = "budgets"
 
     @field_validator("two_segment")
     @classmethod
@@ -203,6 +208,9 @@ class SearchConfig(_Frozen):
         data = self.model_dump(mode="json")
         for k in RESUMABLE_CHANGES:
             data.pop(k)
+        for k, v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
+            if data["seeding"].get(k) == v:
+                data["seeding"].pop(k)
         return stable_hash(data)
 
     # -- gene layout ----------------------------------------------------------------

@@ -81,11 +81,12 @@ class SearchFolder:
     def start(self, space: SearchConfig, identity: dict[str, Any], costs: CostModel) -> None:
         """Write ``space.json`` and ``search.json`` (before any evaluation)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / "space.json", space.model_dump(mode="json"))
+        # search.json first: it marks the folder, so a kill between the two leaves a search that resumes
         write_json(self.path / "search.json", {
             "kind": SEARCH_KIND, "schema_version": SEARCH_VERSION, **identity,
             "objectives": space.objectives.model_dump(), "budget": space.budget,
             "cost_per_width": costs.to_json(), "full_cost": costs.full_cost(space.sampler.steps)})
+        write_json(self.path / "space.json", space.model_dump(mode="json"))
 
     def log(self, space: SearchConfig) -> EvaluationLog:
         """The evaluation log (and cache) of this folder, created on first flush."""

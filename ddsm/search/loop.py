@@ -189,10 +189,8 @@ def run_search(
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
                             f"this one (quality {quality!r}); build it with decode=space.decode")
 
-    with hold_folder(out, what="search"):
+    with hold_folder(out, what="search", kind="search"):
         folder.claim(identity, resume=resume)  # again under the lock: another process may have started meanwhile
-        folder.start(space, identity, problem.costs)
-        log = folder.log(space)
         made: list[Runner] = []
 
         def sharing() -> dict | None:
@@ -208,6 +206,14 @@ def run_search(
                                         **dict(ray_options or {})))
             return made[0]
 
+        try:
+            get_runner()  # a runner that cannot start (no cluster, too few GPUs) refuses before the folder is written
+            folder.start(space, identity, problem.costs)
+        except BaseException:
+            for r in made:
+                r.close()
+            raise
+        log = folder.log(space)
         evaluate = _Evaluations(problem, log, get_runner)
         state_path = folder.state_path
         meta = {"space": identity["space"], "supernet": supernet, "objectives": space.objectives.model_dump(),

@@ -28,13 +28,18 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga2 import binary_tournament
+from pymoo.core.duplicate import DefaultDuplicateElimination
+from pymoo.core.mating import Mating
 from pymoo.core.mutation import Mutation
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.operators.selection.tournament import TournamentSelection
 
 from ddsm.cost.model import SHARE_TOL, CostModel
 from ddsm.errors import DDSMError
@@ -42,6 +47,8 @@ from ddsm.search.config import SearchConfig
 
 #: quality given to candidates the evaluator could not score (finite, so crowding stays defined)
 INVALID_QUALITY = 1e30
+#: share of offspring FrontMating makes from the front (seeding.knapsack: front)
+FRONT_LOCAL = 0.75
 
 
 class WidthProblem(Problem):
@@ -161,12 +168,81 @@ def make_mutation(space: SearchConfig) -> Mutation:
     return PM(prob=m.prob, prob_var=m.prob_var, eta=m.eta, vtype=float, repair=RoundingRepair())
 
 
+class FrontMating(Mating):
+    """NSGA-II's mating, with a share ``local`` of the offspring made from the current front instead.
+
+    A local offspring comes from the feasible rank-0 members sorted by cost,
+    one of two moves with equal chance:
+
+    - *between*: two cost-neighbours on the front, each gene where they differ
+      taken from either at random (at least one from each), so the child's
+      cost falls in the gap between them, where the front has no member yet;
+    - *step*: one member with one width gene moved one width up or down (a
+      single-gene move, the neighbourhood of a local improvement).
+
+    Everything is drawn from pymoo's ``random_state`` and reads only the
+    population, so a resumed search (population and generator restored) makes
+    the same offspring. Without a feasible rank-0 member it is plain mating.
+    """
+
+    def __init__(self, selection, crossover, mutation, *, local: float = 0.5, **kwargs) -> None:
+        super().__init__(selection, crossover, mutation, **kwargs)
+        self.local = local
+
+    def _do(self, problem, pop, n_offsprings, parents=None, random_state=None, **kwargs):
+        rank = np.asarray([-1 if r is None else r for r in pop.get("rank")], dtype=np.int64)
+        front = np.flatnonzero((rank == 0) & (np.asarray(pop.get("CV"), dtype=np.float64).reshape(-1) <= 0.0))
+        n_local = int(round(self.local * n_offsprings)) if len(front) else 0
+        off = []
+        if n_local < n_offsprings:
+            off.append(super()._do(problem, pop, n_offsprings - n_local, parents=parents,
+                                   random_state=random_state, **kwargs))
+        if n_local:
+            F = np.asarray(pop.get("F"), dtype=np.float64)
+            order = front[np.lexsort((F[front, 0], F[front, 1]))]
+            X = np.asarray(pop.get("X"), dtype=np.int64)[order]
+            off.append(Population.new(X=self._local(problem, X, n_local, random_state)))
+        return Population.merge(*off) if len(off) > 1 else off[0]
+
+    @staticmethod
+    def _local(problem, X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        n_genes = problem.space.n_genes
+        top = problem.space.full_index
+        out = np.empty((n, X.shape[1]), dtype=np.int64)
+        for k in range(n):
+            if len(X) > 1 and rng.random() < 0.5:
+                i = int(rng.integers(len(X) - 1))
+                a, b = X[i], X[i + 1]
+                diff = np.flatnonzero(a != b)
+                pick = rng.random(len(diff)) < 0.5
+                if len(diff) > 1 and (pick.all() or not pick.any()):
+                    pick[int(rng.integers(len(diff)))] ^= True
+                child = a.copy()
+                child[diff[pick]] = b[diff[pick]]
+            else:
+                child = X[int(rng.integers(len(X)))].copy()
+                g = int(rng.integers(n_genes))
+                up = rng.random() < 0.5
+                child[g] = child[g] + 1 if (up and child[g] < top) or child[g] == 0 else child[g] - 1
+            out[k] = child
+        return out
+
+
 def build_algorithm(space: SearchConfig, *, sampling: np.ndarray | None = None) -> NSGA2:
     """NSGA-II over width indices: SBX + rounding, the configured mutation, duplicates eliminated.
 
     ``sampling`` is the first population (rows of width indices, e.g. from
     :func:`ddsm.search.seeding.initial_population`); None draws it at random.
+    With ``seeding.knapsack: front``, three quarters of the offspring come from the front
+    (:class:`FrontMating`).
     """
+    kwargs = {}
+    if space.seeding.knapsack == "front":
+        kwargs["mating"] = FrontMating(
+            TournamentSelection(func_comp=binary_tournament),
+            SBX(prob=space.crossover.prob, eta=space.crossover.eta, vtype=float, repair=RoundingRepair()),
+            make_mutation(space), local=FRONT_LOCAL, repair=CanonicalRepair(),
+            eliminate_duplicates=DefaultDuplicateElimination(), n_max_iterations=100)
     return NSGA2(
         pop_size=space.population,
         sampling=IntegerRandomSampling() if sampling is None else np.asarray(sampling, dtype=np.int64),
@@ -175,4 +251,5 @@ def build_algorithm(space: SearchConfig, *, sampling: np.ndarray | None = None) 
         # Rounding again after mating keeps every genome an integer array whatever the operators did.
         repair=CanonicalRepair(),
         eliminate_duplicates=True,
+        **kwargs,
     )

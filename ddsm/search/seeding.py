@@ -7,7 +7,10 @@ Groups, in order of priority:
    narrowed to each width (all other genes at full width), fit the additive
    model ``q(genome) ~ q(full) + sum_g d[g, genome[g]]``, and solve the
    budgeted multiple-choice knapsack *exactly* (:func:`solve_mckp`) for a sweep
-   of budgets between the cheapest schedule and the search budget;
+   of budgets between the cheapest schedule and the search budget; or, with
+   ``seeding.knapsack: front``, compute the model's whole Pareto front within
+   budget (:func:`additive_front`) and take as many members as the population
+   has room for, spread evenly along it (:func:`spread_along`);
 3. **two-segment** (T-Stitch): a narrow width for the first (noisiest)
    fraction of steps, the full width after;
 4. **random**: a random genome narrowed, one random gene at a time, until it
@@ -166,6 +169,106 @@ def knapsack_seeds(problem: WidthProblem, degradation: np.ndarray, *, resolution
     return out
 
 
+#: most points an additive front keeps per gene prefix before it is thinned to cost buckets (see additive_front)
+FRONT_POINTS = 4096
+
+
+def additive_front(values: np.ndarray, costs: np.ndarray, *, budget: float = math.inf,
+                   max_points: int | None = FRONT_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Pareto front of an additive model: every ``(sum_g costs[g, x_g], sum_g values[g, x_g])`` not dominated.
+
+    Dynamic programming over genes on exact (float) costs: the front of the
+    first g+1 genes is built from the front of the first g, each point
+    extended by every choice of gene g, and pruned to its non-dominated points
+    (sorted by cost, a point survives if its value is strictly below every
+    cheaper-or-equal one; exact ties keep the first: lower parent, then lower
+    choice). A partial solution that cannot end within ``budget`` even with
+    the cheapest remaining choices is dropped. Non-finite values are unusable
+    choices. The result is exact whenever no prefix front holds more than
+    ``max_points`` points (None: never thin). Past that, a prefix front is
+    thinned to ``max_points`` equal cost buckets over its cost range, keeping
+    the best (last) point of each, so the front stays within one bucket width
+    of exact in cost; memory is ``genes x max_points`` back-pointers (1,000 genes:
+    about 20 MB at the default 4,096).
+
+    Returns ``(genomes (k, genes), costs (k,), values (k,))``, cheapest first,
+    values strictly decreasing; empty arrays if nothing fits.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    n, m = values.shape
+    usable = np.isfinite(values)
+    cheapest = np.where(usable, costs, np.inf).min(axis=1)
+    rest = np.concatenate([np.cumsum(cheapest[::-1])[::-1], [0.0]])  # cheapest cost of genes g.. onwards
+    tol = SHARE_TOL * max(1.0, abs(budget) if math.isfinite(budget) else 1.0)
+    cur_c, cur_v = np.zeros(1), np.zeros(1)
+    parents: list[np.ndarray] = []
+    choices: list[np.ndarray] = []
+    for g in range(n):
+        c = (cur_c[:, None] + costs[g][None, :]).ravel()
+        v = (cur_v[:, None] + values[g][None, :]).ravel()
+        ok = np.tile(usable[g], len(cur_c)) & (c + rest[g + 1] <= budget + tol)
+        idx = np.flatnonzero(ok)
+        c, v = c[idx], v[idx]
+        order = np.lexsort((idx, v, c))  # by cost, then value, then (parent, choice)
+        c, v, idx = c[order], v[order], idx[order]
+        keep = np.ones(len(v), dtype=bool)
+        if len(v) > 1:
+            keep[1:] = v[1:] < np.minimum.accumulate(v)[:-1]
+        c, v, idx = c[keep], v[keep], idx[keep]
+        if max_points is not None and len(c) > max_points:
+            span = c[-1] - c[0]
+            bucket = np.minimum(((c - c[0]) / span * max_points).astype(np.int64), max_points - 1)
+            last = np.ones(len(c), dtype=bool)
+            last[:-1] = bucket[1:] != bucket[:-1]  # best (last) point of each bucket ...
+            last[0] = True  # ... and the cheapest point
+            c, v, idx = c[last], v[last], idx[last]
+        parents.append((idx // m).astype(np.int32))
+        choices.append((idx % m).astype(np.int8 if m < 128 else np.int32))
+        cur_c, cur_v = c, v
+        if not len(c):
+            return np.zeros((0, n), dtype=np.int64), np.zeros(0), np.zeros(0)
+    genomes = np.zeros((len(cur_c), n), dtype=np.int64)
+    at = np.arange(len(cur_c))
+    for g in range(n - 1, -1, -1):
+        genomes[:, g] = choices[g][at]
+        at = parents[g][at]
+    return genomes, cur_c, cur_v
+
+
+def spread_along(costs: np.ndarray, values: np.ndarray, k: int) -> list[int]:
+    """Indices of ``k`` front points spread evenly along it: both ends, then farthest-point in normalised (cost, value).
+
+    Deterministic (ties go to the cheaper point). Each objective is scaled by
+    the front's range, so the steep cheap end, where a small cost buys a large
+    quality gain, gets its share of points rather than a few spread by cost alone.
+    """
+    n = len(costs)
+    if k >= n:
+        return list(range(n))
+    if k <= 0:
+        return []
+    def scaled(x):
+        x = np.asarray(x, dtype=np.float64)
+        span = x.max() - x.min()
+        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    P = np.column_stack([scaled(costs), scaled(values)])
+    chosen = [0] + ([n - 1] if k > 1 else [])
+    dist = np.min(np.linalg.norm(P[:, None, :] - P[None, chosen, :], axis=2), axis=1)
+    while len(chosen) < k:
+        i = int(np.argmax(dist))
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(P - P[i], axis=1))
+    return sorted(chosen)
+
+
+def front_seeds(problem: WidthProblem, degradation: np.ndarray, k: int) -> list[Genome]:
+    """``k`` schedules spread along the additive model's whole front within budget (cheapest first)."""
+    shares = problem.gene_costs / problem.full_cost
+    genomes, c, v = additive_front(degradation, shares, budget=problem.space.budget)
+    return [tuple(int(x) for x in genomes[i]) for i in spread_along(c, v, k)]
+
+
 def _subset(items: list[Genome], k: int, rng: np.random.Generator) -> list[Genome]:
     if k >= len(items):
         return items
@@ -189,19 +292,34 @@ def initial_population(problem: WidthProblem, *, score: Scorer | None = None,
     full_res = (0,) * space.n_resolution_genes
     blocks = [full_res] + [tuple(sorted(int(x) for x in t)) for t in (*transitions, *cfg.transitions)]
     blocks = list(dict.fromkeys(blocks)) if space.n_resolution_genes else [()]
-    groups: list[list[Genome]] = []
+    groups: list[list[Genome] | Callable[[int], list[Genome]]] = []
     if cfg.uniform:
         groups.append([g + b for g in uniform_seeds(space) for b in blocks])
     if cfg.sensitivity and score is not None:
         probes = sensitivity_probes(space)
         table = sensitivity_table(space, score([p + full_res for p in probes]))
-        groups.append([g + b for g in knapsack_seeds(problem, table) for b in blocks])
+        if cfg.knapsack == "front":
+            # As many members of the model's front as there is room for, spread along it; every
+            # transition block shares the room (the width front is spread once per block).
+            def front_group(room: int, table=table) -> list[Genome]:
+                k = max(1, -(-room // len(blocks)))
+                return [g + b for g in front_seeds(problem, table, k) for b in blocks]
+
+            groups.append(front_group)
+        else:
+            groups.append([g + b for g in knapsack_seeds(problem, table) for b in blocks])
     groups.append([g + full_res for g in two_segment_seeds(space)])
     groups.append([random_seed(problem, rng) for _ in range(cfg.n_random)])
 
     chosen: list[Genome] = []
     seen: set[Genome] = set()
     for group in groups:
+        if callable(group):
+            make, room = group, space.population - len(chosen)
+            group = make(room) if room > 0 else []
+            extra = sum(1 for g in group if g in seen)  # the front holds the cheapest uniform schedule, say
+            if extra:
+                group = make(room + extra)
         fresh = []
         for g in group:
             if g not in seen and problem.share(g)[0] <= space.budget + SHARE_TOL:
