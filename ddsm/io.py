@@ -63,7 +63,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
             raise DDSMError(f"{what} {str(path)!r} is larger than {MAX_JSON_BYTES >> 20} MiB; not a file ddsm wrote")
         return json.loads(blob.decode("utf-8"))
     except UnicodeDecodeError:
-        raise DDSMError(f"{what} {str(path)!r} is not UTF-8 text (a binary file?)") from None
+        raise DDSMError(f"{what} {str(path)!r} is not valid JSON: not UTF-8 text (a binary file?)") from None
     except RecursionError:
         raise DDSMError(f"{what} {str(path)!r} is nested too deeply") from None
     except OSError as e:
