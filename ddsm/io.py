@@ -65,7 +65,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     except UnicodeDecodeError:
         raise DDSMError(f"{what} {str(path)!r} is not valid JSON: not UTF-8 text (a binary file?)") from None
     except RecursionError:
-        raise DDSMError(f"{what} {str(path)!r} is nested too deeply") from None
+        raise DDSMError(f"{what} {str(path)!r} is not valid JSON: nested too deeply") from None
     except OSError as e:
         raise DDSMError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
