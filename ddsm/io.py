@@ -47,20 +47,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, lambda p: p.write_text(text))
 
 
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a JSON file; a one-line DDSMError naming ``what`` and the path if it is unreadable or malformed."""
+def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; a one-line DDSMError naming ``what`` and the path if it is unreadable, malformed,
+    not a regular file or larger than ``max_bytes`` (default :data:`ddsm.limits.MAX_JSON_BYTES`)."""
     from ddsm.errors import DDSMError
-
     from ddsm.limits import MAX_JSON_BYTES
 
+    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
     try:
         p = Path(path)
         if p.exists() and not p.is_file():
             raise DDSMError(f"{what} {str(path)!r} is not a regular file")
         with p.open("rb") as fh:
-            blob = fh.read(MAX_JSON_BYTES + 1)
-        if len(blob) > MAX_JSON_BYTES:
-            raise DDSMError(f"{what} {str(path)!r} is larger than {MAX_JSON_BYTES >> 20} MiB; not a file ddsm wrote")
+            blob = fh.read(limit + 1)
+        if len(blob) > limit:
+            raise DDSMError(f"{what} {str(path)!r} is larger than {limit >> 20} MiB; not a file ddsm wrote")
         return json.loads(blob.decode("utf-8"))
     except UnicodeDecodeError:
         raise DDSMError(f"{what} {str(path)!r} is not valid JSON: not UTF-8 text (a binary file?)") from None

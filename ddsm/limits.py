@@ -23,7 +23,6 @@ an OOM kill or a traceback. The limits:
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
 from ddsm.errors import DDSMError
@@ -66,31 +65,16 @@ def clip(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations now (psutil, else /proc/meminfo, else sysconf; None: unknown)."""
-    try:
-        import psutil
+def available_memory() -> int:
+    """Bytes of memory available to new allocations now."""
+    import psutil
 
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - psutil is optional
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
+    return int(psutil.virtual_memory().available)
 
 
-def memory_budget() -> int | None:
+def memory_budget() -> int:
     """Bytes one command's samples or activations may take: :data:`MEMORY_SHARE` of :func:`available_memory`."""
-    avail = available_memory()
-    return None if avail is None else int(avail * MEMORY_SHARE)
+    return int(available_memory() * MEMORY_SHARE)
 
 
 def _gib(n: float) -> str:
@@ -124,8 +108,6 @@ def check_sample_memory(num: int, unet, *, flag: str = "--num", copies: int = 1)
     shape = (unet.in_channels, unet.image_size, unet.image_size)
     per = 4 * math.prod(int(s) for s in shape) * max(copies, 1)
     budget = memory_budget()
-    if budget is None:
-        return num
     fit = budget // per
     if num > fit:
         dims = "x".join(str(int(s)) for s in shape)

@@ -41,6 +41,8 @@ from typing import Any, Callable
 
 import torch
 
+from ddsm.device import tf32
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_ray_overhead, run from anywhere
 
 from ddsm.io import write_json  # noqa: E402
@@ -57,16 +59,6 @@ CPU_DEFAULTS = dict(batches=[8, 16], steps=20, repeats=2, train_steps=2, warmup=
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-@contextlib.contextmanager
-def tf32(enabled: bool):
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def ddim(net, steps: int):

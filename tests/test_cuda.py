@@ -28,13 +28,14 @@ CUDA; the remaining differences are float rounding of the kernels.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+
+from ddsm.device import tf32
 
 pytestmark = [
     pytest.mark.cuda,
@@ -50,15 +51,9 @@ STEPS = 20
 SEEDS = list(range(16))
 
 
-@contextlib.contextmanager
 def strict_fp32():
     """TF32 off for cuDNN convolutions and matmuls inside the block; the previous settings restored after."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    return tf32(False)
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,7 @@ def check_forward_memory(config: UNetConfig, resolution: int, batch_size: int = 
 
     budget = memory_budget()
     need = forward_bytes(config, resolution, batch_size)
-    if budget is not None and need > budget:
+    if need > budget:
         fit = [r for r in config.valid_resolutions() + [config.image_size * 2**k for k in range(1, 4)]
                if forward_bytes(config, r, batch_size) <= budget]
         hint = f"largest side that fits: {max(fit)}" if fit else "lower --batch-size"

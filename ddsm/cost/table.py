@@ -27,25 +27,6 @@ COST_TABLE_VERSION = 1
 METRICS = ("macs", "latency")
 
 
-def _read_table_json(path: Path):
-    """The parsed JSON of a cost table file: a one-line DDSMError for a big, binary, malformed or too-nested file."""
-    where = short(str(path), 120)
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0  # read_json says why it cannot be read
-    if size > MAX_CONFIG_BYTES:
-        raise DDSMError(f"cost table {where} is {size} bytes, larger than a cost table can be "
-                        f"({MAX_CONFIG_BYTES // 2**20} MiB); give the JSON file `ddsm cost` wrote")
-    try:
-        return read_json(path, "cost table")
-    except UnicodeDecodeError as e:
-        raise DDSMError(f"cost table {where} is not valid JSON: not UTF-8 text (byte {e.start}); "
-                        "give the JSON file `ddsm cost` wrote") from None
-    except RecursionError:
-        raise DDSMError(f"cost table {where} is not valid JSON: nested too deeply") from None
-
-
 class CostEntry(_Frozen):
     """The cost of one denoiser call at one (width, resolution)."""
 
@@ -158,7 +139,7 @@ class CostTable(_Frozen):
              device: str | torch.device | None = None) -> "CostTable":
         """Read a cost table; with ``model_config`` / ``device``, refuse one made for another supernet or device."""
         path = Path(path)
-        data = _read_table_json(path)
+        data = read_json(path, "cost table", max_bytes=MAX_CONFIG_BYTES)
         if not isinstance(data, dict):
             raise DDSMError(f"cost table {str(path)!r} must hold a JSON object, got {type(data).__name__}")
         if data.get("kind") != "ddsm.cost_table":

@@ -21,8 +21,7 @@ from typing import Any, Iterator
 
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
-from ddsm.outputs import check_writable
-from ddsm.runfolder import hold_folder, identity_diff, is_own_file
+from ddsm.runfolder import check_run_folder, hold_folder, identity_diff
 
 EXPORT_KIND = "ddsm.export"
 PLOTS_KIND = "ddsm.plots"
@@ -39,16 +38,8 @@ def check_out_dir(out: str | Path, *, kind: str, identity: dict[str, Any]) -> li
     name the same search; then the files the previous report of ``kind``
     wrote are returned, so the caller can drop those it no longer writes.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DDSMError(f"--out {str(out)!r} is a file; give a folder")
-    check_writable(out)
-    if not out.exists() or all(is_own_file(c.name) for c in out.iterdir()):
-        return []
+    out = check_run_folder(out, kind="report")  # a file, unwritable, foreign or of another kind: refused here
     found = {k: out / name for k, name in MANIFESTS.items() if (out / name).is_file()}
-    if not found:
-        raise DDSMError(f"--out {str(out)!r} is not empty and holds no ddsm report; choose a new or empty folder "
-                        "(nothing there was touched)")
     previous: list[str] = []
     for k, path in found.items():
         try:
