@@ -38,6 +38,7 @@ class Schedule(_Frozen):
     predicted: dict[str, float] = Field(default_factory=dict)  # e.g. flops, latency_s
     quality: dict[str, float] = Field(default_factory=dict)  # measured metrics, e.g. fid
     provenance: dict[str, Any] = Field(default_factory=dict)  # search run, seed, tool version
+    measured: dict[str, Any] = Field(default_factory=dict)  # export's timing: batch_size, device, seconds, speedup
 
     @classmethod
     def uniform(cls, model: ModelConfig, sampler: SamplerConfig, width: float, **kw: Any) -> "Schedule":

@@ -50,3 +50,51 @@ def test_the_trajectory_cache_changes_speed_not_results(trained_run, tmp_path):
     cols = ["generation", "genome", "widths", "proxy", "valid", "cost", "share", "constraint"]
     pd.testing.assert_frame_equal(logs[0][cols], logs[1][cols], check_exact=True)
     assert "the cache alone" in r.output
+
+
+def test_a_latency_search_prices_the_batch_it_names_and_export_times_at_it(trained_run, tmp_path):
+    """Latency per (width, batch): the search's front is in seconds at its batch; export times at that batch."""
+    import json
+
+    from ddsm.cost import CostTable
+    from ddsm.schedule import Schedule
+
+    cost = tmp_path / "cost.json"
+    r = invoke("cost", "--checkpoint", trained_run, "--out", cost, "--batch-size", 4, "--batch-size", 1,
+               "--repeats", 2, "--warmup", 0, "--no-progress")
+    assert r.exit_code == 0, r.output
+    table = CostTable.load(cost)
+    assert table.batch_sizes == (1, 4) and "time/MAC share" in r.output
+    # a tiny net's narrow widths can time slower than full width at batch 1 (per-call overhead): set known seconds
+    table = table.model_copy(update={"entries": tuple(
+        e.model_copy(update={"latency_s": (0.1 + e.width) * e.batch_size ** 0.5 * 1e-3}) for e in table.entries)})
+    table.save(cost)
+    space = write_space(tmp_path / "lat.yaml", objectives={"quality": "proxy", "cost": "latency", "batch": 1})
+    out = tmp_path / "search"
+    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--cost", cost, "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "search.json").read_text())
+    assert meta["latency_batch"] == 1
+    assert meta["full_cost"] == TINY_SEARCH_SPACE["sampler"]["steps"] * table.latency(1.0, batch=1)
+
+    exp = tmp_path / "export"
+    r = invoke("export", out, "--checkpoint", trained_run, "--out", exp, "--repeats", 1, "--warmup", 0,
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    front = pd.read_csv(exp / "front.csv")
+    members = json.loads((out / "front.json").read_text())["members"]
+    assert list(front["predicted_seconds"]) == [m["cost"] for m in members]  # the front in seconds
+    s = Schedule.load(exp / front["schedule"][0])
+    assert s.measured["batch_size"] == 1  # the batch the search priced, recorded in the file
+    r = invoke("plot", out, "--checkpoint", trained_run, "--out", tmp_path / "plots", "--num", 2)
+    assert r.exit_code == 0, r.output
+    assert "predicted seconds per sampling run (batch 1)" in (tmp_path / "plots" / "front.svg").read_text()
+
+    # a batch the table does not hold, and a batch for a FLOP objective: one line each, nothing written
+    bad = write_space(tmp_path / "b16.yaml", objectives={"quality": "proxy", "cost": "latency", "batch": 16})
+    assert_bad_input(invoke("search", "--space", bad, "--checkpoint", trained_run, "--cost", cost,
+                            "--out", tmp_path / "s16", "--no-progress"), "batch 16", "valid batches: [1, 4]")
+    assert not (tmp_path / "s16").exists()
+    flops = write_space(tmp_path / "bf.yaml", objectives={"quality": "proxy", "cost": "flops", "batch": 4})
+    assert_bad_input(invoke("search", "--space", flops, "--checkpoint", trained_run, "--out", tmp_path / "sf",
+                            "--no-progress"), "objectives.batch 4", "latency")

@@ -144,7 +144,7 @@ def test_round_trip_and_no_temp_file(table, tmp_path):
     table.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["cost.json"]
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1 and data["kind"] == "ddsm.cost_table"
+    assert data["schema_version"] == 2 and data["kind"] == "ddsm.cost_table"
     assert CostTable.load(path, TINY_MODEL, "cpu") == table
     assert CostTable.load(path) == table
 
@@ -161,7 +161,7 @@ def test_load_errors(table, tmp_path):
     bad.write_text("{not json")
     one_line_error(lambda: CostTable.load(bad), "not valid JSON")
     data = json.loads(path.read_text())
-    for change, needle in [({"schema_version": 2}, "schema_version 2"), ({"kind": "ddsm.schedule"}, "kind"),
+    for change, needle in [({"schema_version": 3}, "schema_version 3"), ({"kind": "ddsm.schedule"}, "kind"),
                            ({"batch_size": 0}, "batch_size"), ({"entries": []}, "at least one entry"),
                            ({"entries": data["entries"][:1] * 2}, "duplicate")]:
         bad.write_text(json.dumps({**data, **change}))
@@ -195,3 +195,33 @@ def test_measure_refuses_mismatched_config(model):
     other = ModelConfig(unet=UNetConfig(**{**TINY.model_dump(), "base_channels": 16}))
     one_line_error(lambda: CostTable.measure(model, other, "cpu"), "does not match")
     one_line_error(lambda: CostTable.measure(model, TINY_MODEL, "cpu", repeats=0), "repeats (0)")
+
+
+def test_several_batches_one_table(tmp_path):
+    """A table timed at several batches: each lookup reads its batch, MACs per image are the same at all of them."""
+    model = SlimUNet(TINY).eval()
+    t = CostTable.measure(model, TINY_MODEL, "cpu", batch_size=[4, 1], repeats=2, warmup=0)
+    assert t.batch_size == 4 and t.batch_sizes == (1, 4) and len(t.entries) == 2 * len(TINY.widths)
+    for w in t.widths:
+        assert t.entry(w, batch=1).macs == t.entry(w, batch=4).macs
+        assert t.latency(w, batch=1) == t.entry(w, None, 1).latency_s
+        assert t.latency(w) == t.latency(w, batch=4)
+    m1, m4 = t.cost_model("latency", batch=1), t.cost_model("latency")
+    assert (m1.batch, m4.batch, t.cost_model("macs").batch) == (1, 4, None)
+    assert m1.call(1.0) == t.latency(1.0, batch=1)
+    one_line_error(lambda: t.latency(1.0, batch=16), "batch 16", "valid batches: [1, 4]")
+    path = tmp_path / "cost.json"
+    t.save(path)
+    assert CostTable.load(path) == t
+
+
+def test_version_1_table_still_loads(table, tmp_path):
+    """A file written before tables held several batches: every entry was timed at the table's one batch."""
+    data = table.model_dump(mode="json")
+    data["schema_version"] = 1
+    for e in data["entries"]:
+        del e["batch_size"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = CostTable.load(path)
+    assert old == table and {e.batch_size for e in old.entries} == {table.batch_size}

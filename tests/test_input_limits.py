@@ -192,7 +192,8 @@ def test_export_checks_budgets_num_and_seed_first(tmp_path, trained_run):
     base = ["export", d, "--checkpoint", trained_run, "--out", tmp_path / "export", "--no-progress"]
     refused(tmp_path, *base, "--budget", "2", needles=["--budget 2.0", "(0, 1]"])
     refused(tmp_path, *base, "--budget", "nan", needles=["--budget nan", "(0, 1]"])
-    refused(tmp_path, *base, "--num", "0", needles=["--num 0", "positive"])
+    refused(tmp_path, *base, "--num", "0", needles=["--batch-size 0", "positive"])
+    refused(tmp_path, *base, "--batch-size", "-3", needles=["--batch-size -3", "positive"])
     refused(tmp_path, *base, "--seed", 2**64, needles=[f"--seed {2**64}", "2**63-1"])
     refused(tmp_path, *base, "--verdict", 50, "--verdict-seed", -4, needles=["--verdict-seed -4", "2**63-1"])
 

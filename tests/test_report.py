@@ -15,8 +15,9 @@ from ddsm.schedule import Schedule
 from cli_helpers import TINY_SEARCH_SPACE, assert_bad_input, invoke, write_space
 
 SPACE = {**TINY_SEARCH_SPACE, "seeding": {**TINY_SEARCH_SPACE["seeding"], "sensitivity": True, "knapsack_budgets": 2}}
-TABLE_COLUMNS = ["rank", "schedule", "proxy", "macs_per_image", "share", "flop_saving", "generation", "genome",
-                 "widths", "seconds", "full_seconds", "speedup", "wallclock_saving"]
+TABLE_COLUMNS = ["rank", "schedule", "proxy", "macs_per_image", "share", "flop_saving", "predicted_speedup",
+                 "generation", "genome", "widths", "seconds", "full_seconds", "speedup", "wallclock_saving",
+                 "speedup_vs_predicted"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,11 @@ def test_export_writes_ranked_schedules_budgets_and_a_measured_table(search, tra
         assert s.quality == {"proxy": member["proxy"]} and s.predicted["cost_share"] == member["share"]
         assert s.predicted["macs"] == row["macs_per_image"]
         assert s.provenance["generation"] == member["generation"] and s.provenance["search"] == str(search.resolve())
+        # the measured speed-up travels with the file, with the batch it was timed at and what was predicted
+        assert s.measured["batch_size"] == 2 and s.measured["device"] == "cpu"
+        assert s.measured["speedup"] == pytest.approx(row["speedup"])
+        assert s.measured["predicted_speedup"] == pytest.approx(1 / member["share"])
+        assert row["speedup_vs_predicted"] == pytest.approx(row["speedup"] / row["predicted_speedup"])
     best = Schedule.load(out / "best-under-0.6.json", net.config)
     assert list(best.widths) == front[-1]["widths"]  # the best member within the search budget is the last one
     under = [m for m in front if m["share"] <= 0.45]

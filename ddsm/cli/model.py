@@ -128,14 +128,16 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
 @click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Cost table JSON to write.")
 @_device
-@click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Images per timed forward pass; use the batch size you sample with.")
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+              help="Images per timed forward pass; use the batch size you sample with. Repeat for several "
+                   "(the first is the table's default; a latency search picks one with objectives.batch) "
+                   "[default: 64].")
 @click.option("--repeats", type=int, default=20, show_default=True, help="Timed passes per width; the median is kept.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed passes before timing each width.")
 @click.option("--resolution", "resolutions", type=int, multiple=True,
               help="Square input side to cost; repeat for several [default: the training size].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, progress) -> None:
+def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, progress) -> None:
     """Count MACs and time every width of a supernet into a cost table (JSON) for schedule search."""
     from ddsm.checkpoint import load_supernet
     from ddsm.cost import CostTable
@@ -145,14 +147,20 @@ def cost(checkpoint, out, device, batch_size, repeats, warmup, resolutions, prog
     dev = resolve_device(device)
     net = load_supernet(checkpoint, device=dev)
     table = CostTable.measure(net.model, net.config, dev, resolutions=list(resolutions) or None,
-                              batch_size=batch_size, repeats=repeats, warmup=warmup, progress=progress)
+                              batch_size=list(batch_sizes) or [64], repeats=repeats, warmup=warmup,
+                              progress=progress)
     table.save(out)
-    click.echo(f"{'width':>6} {'side':>5} {'MMACs/image':>12} {'ms/call':>9} {'IQR ms':>7}")
+    full = {(e.resolution, e.batch_size): e for e in table.entries if e.width == 1.0}
+    click.echo(f"{'width':>6} {'side':>5} {'batch':>5} {'MMACs/image':>12} {'ms/call':>9} {'IQR ms':>7} "
+               f"{'time/MAC share':>14}")
     for e in table.entries:
-        click.echo(f"{e.width:>6g} {e.resolution:>5d} {e.macs / 1e6:>12.2f} {e.latency_s * 1e3:>9.2f} "
-                   f"{e.latency_iqr_s * 1e3:>7.2f}")
-    click.echo(f"{table.device} ({table.device_name}), {table.threads} threads, batch {table.batch_size}, "
-               f"median of {table.repeats} -> {out}")
+        f = full.get((e.resolution, e.batch_size))
+        ratio = f"{(e.latency_s / f.latency_s) / (e.macs / f.macs):>14.2f}" if f else f"{'':>14}"
+        click.echo(f"{e.width:>6g} {e.resolution:>5d} {e.batch_size:>5d} {e.macs / 1e6:>12.2f} "
+                   f"{e.latency_s * 1e3:>9.2f} {e.latency_iqr_s * 1e3:>7.2f} {ratio}")
+    click.echo(f"{table.device} ({table.device_name}), {table.threads} threads, batches "
+               f"{', '.join(map(str, table.batch_sizes))} (default {table.batch_size}), median of {table.repeats} "
+               f"-> {out}")
 
 
 @main.command()

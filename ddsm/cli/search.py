@@ -115,8 +115,10 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
                    "A budget no member meets is an error.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed sampling runs per schedule; the median is kept.")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed rounds over every schedule first.")
-@click.option("--num", type=int, default=16, show_default=True, help="Images sampled (one batch) per timed run.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+NUM-1.")
+@click.option("--batch-size", "--num", "num", type=int, default=None,
+              help="Images sampled (one batch) per timed run: the batch you will sample with, recorded in every "
+                   "file [default: a latency search's batch, else 64 as `ddsm sample`].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Timed runs sample seeds SEED..SEED+BATCH-1.")
 @click.option("--verdict", "verdict_num", type=int, default=0, show_default=True,
               help="Also judge every member against full width on this many held-out seeds (0: off; at least 50).")
 @click.option("--verdict-seed", type=int, default=10_000, show_default=True,
@@ -130,21 +132,24 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
     """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
+    from ddsm.metrics.verdict import VerdictSettings
     from ddsm.report import export_front, format_table
+    from ddsm.report.export import timing_batch
     from ddsm.search.folder import load_search
 
-    from ddsm.metrics.verdict import VerdictSettings
-
     check_budgets(budgets)
-    check_count(num, what="images per timed run")
-    check_seed(seed, num)
+    if num is not None:
+        check_count(num, flag="--batch-size", what="images per timed run")
+    check_seed(seed, num or 1)
     if verdict_num:
         check_seed(verdict_seed, verdict_num, flag="--verdict-seed")
+    run = load_search(search_dir)
+    num = timing_batch(run, num)
+    check_seed(seed, num)
     settings = None if verdict_num == 0 else VerdictSettings(num=verdict_num, seed=verdict_seed,
                                                              teacher_num=max(2 * verdict_num, 1000))
-    run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
-    for n, flag in ((num, "--num"), (verdict_num, "--verdict")):
+    for n, flag in ((num, "--batch-size"), (verdict_num, "--verdict")):
         if n:
             check_sample_memory(n, net.config.unet, flag=flag)
     res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,

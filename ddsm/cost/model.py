@@ -44,6 +44,7 @@ class CostModel:
     sides: tuple[int | None, ...]  # ascending sides, or (None,) for a width-only model (the image size)
     calls: tuple[tuple[float, ...], ...]  # calls[i][j]: one call at widths[i] and sides[j]
     unit: str = "macs"  # 'macs' (per image) or 'latency' (seconds per call)
+    batch: int | None = None  # latency only: the images per call its seconds were timed on (not in the fingerprint)
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -53,7 +54,7 @@ class CostModel:
 
     @classmethod
     def from_mapping(cls, costs: Mapping, widths: Sequence[float], sides: Sequence[int] | None = None, *,
-                     unit: str = "macs") -> "CostModel":
+                     unit: str = "macs", batch: int | None = None) -> "CostModel":
         """The model of ``widths`` (x ``sides``) read from ``{width: c}`` or ``{(width, side): c}``; each must be there."""
         known: dict[tuple[float, int | None], float] = {}
         for k, v in costs.items():
@@ -74,7 +75,7 @@ class CostModel:
                     raise DDSMError(f"cost of {what} is {hit!r}; costs must be positive and finite")
                 row.append(hit)
             rows.append(tuple(row))
-        return cls(widths=tuple(float(w) for w in widths), sides=sides_, calls=tuple(rows), unit=unit)
+        return cls(widths=tuple(float(w) for w in widths), sides=sides_, calls=tuple(rows), unit=unit, batch=batch)
 
     @classmethod
     def coerce(cls, costs: "CostModel | Mapping", widths: Sequence[float], sides: Sequence[int] | None = None
@@ -82,7 +83,7 @@ class CostModel:
         """``costs`` restricted to ``widths`` x ``sides``: a CostModel as it is (checked), a mapping read."""
         if isinstance(costs, CostModel):
             return cls.from_mapping({(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))},
-                                    widths, sides, unit=costs.unit)
+                                    widths, sides, unit=costs.unit, batch=costs.batch)
         return cls.from_mapping(costs, widths, sides)
 
     @classmethod
@@ -95,17 +96,18 @@ class CostModel:
 
     @classmethod
     def for_search(cls, net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None, *,
-                   unit: str = "macs", table: str | None = None) -> "CostModel":
-        """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency.
+                   unit: str = "macs", table: str | None = None, batch: int | None = None) -> "CostModel":
+        """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency (at ``batch``).
 
-        Latency needs a measured table (``ddsm cost``); a table for a
-        resolution space must hold every side (``ddsm cost --resolution``).
+        Latency needs a measured table (``ddsm cost``) holding ``batch``
+        (default: the table's own); a table for a resolution space must hold
+        every side (``ddsm cost --resolution``).
         """
         if table is not None:
             from ddsm.cost.table import CostTable
 
             return CostTable.load(table, net.config).cost_model("macs" if unit == "macs" else "latency",
-                                                                widths, sides)
+                                                                widths, sides, batch if unit == "latency" else None)
         if unit == "latency":
             raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... "
                             "--out FILE, then --cost FILE")
@@ -120,7 +122,7 @@ class CostModel:
         return {f"{w!r}@{r}": c for w, row in zip(self.widths, self.calls) for r, c in zip(self.sides, row)}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any], *, unit: str = "macs") -> "CostModel":
+    def from_json(cls, doc: Mapping[str, Any], *, unit: str = "macs", batch: int | None = None) -> "CostModel":
         """Inverse of :meth:`to_json`."""
         costs: dict = {}
         for k, v in doc.items():
@@ -128,7 +130,7 @@ class CostModel:
             costs[(float(w), int(r)) if r else float(w)] = float(v)
         widths = sorted({k[0] if isinstance(k, tuple) else k for k in costs})
         sides = sorted({k[1] for k in costs if isinstance(k, tuple)}) or None
-        return cls.from_mapping(costs, widths, sides, unit=unit)
+        return cls.from_mapping(costs, widths, sides, unit=unit, batch=batch)
 
     @property
     def flat(self) -> tuple[float, ...]:

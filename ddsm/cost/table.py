@@ -1,4 +1,10 @@
-"""The cost table: MACs and latency per (width, resolution) of one supernet on one device, as a versioned file."""
+"""The cost table: MACs and latency per (width, resolution, batch) of one supernet on one device, as a versioned file.
+
+Latency depends on the batch far more than MACs suggest (a narrow width at
+batch 1 is mostly per-call overhead), so a table may hold several batches
+and a latency search names the one it prices (``objectives.batch``).
+Version 1 files (one batch for the whole table) still load.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +29,13 @@ from ddsm.limits import MAX_CONFIG_BYTES, short
 from ddsm.nn.unet import SlimUNet
 from ddsm.plan import StepPlan
 
-COST_TABLE_VERSION = 1
+COST_TABLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METRICS = ("macs", "latency")
 
 
 class CostEntry(_Frozen):
-    """The cost of one denoiser call at one (width, resolution)."""
+    """The cost of one denoiser call at one (width, resolution, batch)."""
 
     width: float = Field(gt=0.0, le=1.0)  # supernet width multiplier
     resolution: int = Field(gt=0)  # side of the square input, in pixels
@@ -36,21 +43,22 @@ class CostEntry(_Frozen):
     dense_macs: int = Field(ge=0)  # MACs per image of convs, linears and attention matmuls
     attention_macs: int = Field(ge=0)  # MACs per image of the attention matmuls
     torch_flops: int = Field(ge=0)  # FLOPs per image by torch.utils.flop_counter (2 x dense_macs)
+    batch_size: int = Field(gt=0)  # images per timed forward pass
     latency_s: float = Field(gt=0.0)  # median seconds per forward pass of batch_size images
     latency_iqr_s: float = Field(ge=0.0)  # interquartile range of those seconds
 
 
 class CostTable(_Frozen):
-    """Per-(width, resolution) cost of one supernet on one device; what schedule search prices steps with."""
+    """Per-(width, resolution, batch) cost of one supernet on one device; what schedule search prices steps with."""
 
-    schema_version: Literal[1] = COST_TABLE_VERSION
+    schema_version: Literal[2] = COST_TABLE_VERSION
     kind: Literal["ddsm.cost_table"] = "ddsm.cost_table"
     supernet: str  # ModelConfig.fingerprint() of the measured supernet
     image_size: int = Field(gt=0)  # the training resolution, used when no resolution is given
     device: str  # canonical device of the latency figures: cpu or cuda:N
     device_name: str = ""  # GPU or CPU model, for the record
     unit: Literal["MACs per image (1 MAC = 2 FLOPs)"] = UNIT  # unit of macs, dense_macs, attention_macs
-    batch_size: int = Field(gt=0)  # images per timed forward pass
+    batch_size: int = Field(gt=0)  # the default batch: what a lookup without a batch reads
     repeats: int = Field(gt=0)  # timed passes per entry
     warmup: int = Field(ge=0)  # untimed passes before them
     threads: int = Field(gt=0)  # torch CPU threads during the measurement
@@ -61,10 +69,12 @@ class CostTable(_Frozen):
     def _unique(self) -> "CostTable":
         if not self.entries:
             raise ValueError("a cost table needs at least one entry")
-        keys = [(round(e.width, 9), e.resolution) for e in self.entries]
+        keys = [(round(e.width, 9), e.resolution, e.batch_size) for e in self.entries]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
-            raise ValueError(f"duplicate (width, resolution) entries: {dup}")
+            raise ValueError(f"duplicate (width, resolution, batch) entries: {dup}")
+        if self.batch_size not in {e.batch_size for e in self.entries}:
+            raise ValueError(f"default batch_size {self.batch_size} has no entries")
         return self
 
     # -- building ------------------------------------------------------------
@@ -78,14 +88,15 @@ class CostTable(_Frozen):
         *,
         widths: Sequence[float] | None = None,
         resolutions: Sequence[int] | None = None,
-        batch_size: int = 64,
+        batch_size: int | Sequence[int] = 64,
         repeats: int = 20,
         warmup: int = 3,
         progress: bool = False,
     ) -> "CostTable":
         """Count MACs and time every (width, resolution) of ``model`` on ``device`` (default: auto).
 
-        ``widths`` default to all the supernet serves, ``resolutions`` to the training size.
+        ``widths`` default to all the supernet serves, ``resolutions`` to the training size;
+        ``batch_size`` may list several batches (the first is the table's default).
         MACs are counted on CPU copies; latency is timed on ``device``, widths round-robin
         (:func:`measure_latencies`). The caller's model keeps its device, width and train/eval mode.
         """
@@ -93,39 +104,46 @@ class CostTable(_Frozen):
             diff = config_diff(model.config.model_dump(mode="json"), config.unet.model_dump(mode="json"))
             raise DDSMError(f"model does not match config {config.fingerprint()}; differs in: {'; '.join(diff)} "
                             "(model vs config)")
-        _check_timing(batch_size, repeats, warmup)
+        batches = list(dict.fromkeys([batch_size] if isinstance(batch_size, (int, np.integer)) else batch_size))
+        if not batches:
+            raise DDSMError("no batch sizes to measure; give at least one positive batch size")
+        for b in batches:
+            _check_timing(b, repeats, warmup)
         dev = resolve_device(device)
         widths = sorted({model.check_width(w) for w in (widths if widths is not None else config.unet.widths)})
         resolutions = sorted({check_resolution(config.unet, r) for r in (resolutions or [config.unet.image_size])})
         for r in resolutions:  # before any counting or timing: a huge side would exhaust memory
-            check_forward_memory(config.unet, r, batch_size)
+            check_forward_memory(config.unet, r, max(batches))
         if not widths:
             raise DDSMError(f"no widths to measure; valid widths: {list(config.unet.widths)}")
         # Time a copy when the model lives elsewhere, so the caller's model stays where it is.
         same = device_key(next(model.parameters()).device) == device_key(dev)
         timed = model if same else copy.deepcopy(model).to(dev)
         counted = {}
-        with tqdm(total=2 * len(widths) * len(resolutions), desc="cost", unit="task", disable=not progress) as bar:
+        with tqdm(total=(1 + len(batches)) * len(widths) * len(resolutions), desc="cost", unit="task",
+                  disable=not progress) as bar:
             for w in widths:
                 sub = _cpu_subnet(model, w)
                 for r in resolutions:
                     counted[w, r] = (_count_subnet(sub, r), _torch_flops_subnet(sub, r))
                     bar.update(1)
             timed_stats = {}
-            for r in resolutions:
-                timed_stats.update({(w, r): st for w, st in measure_latencies(
-                    timed, widths, r, batch_size=batch_size, repeats=repeats, warmup=warmup).items()})
-                bar.update(len(widths))
+            for b in batches:
+                for r in resolutions:
+                    timed_stats.update({(w, r, b): st for w, st in measure_latencies(
+                        timed, widths, r, batch_size=b, repeats=repeats, warmup=warmup).items()})
+                    bar.update(len(widths))
         entries = []
-        for w in widths:
-            for r in resolutions:
-                (macs, flops), lat = counted[w, r], timed_stats[w, r]
-                entries.append(CostEntry(
-                    width=w, resolution=r, macs=macs.total, dense_macs=macs.dense, attention_macs=macs.attention,
-                    torch_flops=flops, latency_s=lat.median_s, latency_iqr_s=lat.iqr_s,
-                ))
+        for b in batches:
+            for w in widths:
+                for r in resolutions:
+                    (macs, flops), lat = counted[w, r], timed_stats[w, r, b]
+                    entries.append(CostEntry(
+                        width=w, resolution=r, macs=macs.total, dense_macs=macs.dense, attention_macs=macs.attention,
+                        torch_flops=flops, batch_size=b, latency_s=lat.median_s, latency_iqr_s=lat.iqr_s,
+                    ))
         return cls(supernet=config.fingerprint(), image_size=config.unet.image_size, device=device_key(dev),
-                   device_name=_device_name(dev), batch_size=batch_size, repeats=repeats, warmup=warmup,
+                   device_name=_device_name(dev), batch_size=batches[0], repeats=repeats, warmup=warmup,
                    threads=torch.get_num_threads(), torch_version=torch.__version__, entries=tuple(entries))
 
     # -- files ---------------------------------------------------------------
@@ -144,9 +162,14 @@ class CostTable(_Frozen):
             raise DDSMError(f"cost table {str(path)!r} must hold a JSON object, got {type(data).__name__}")
         if data.get("kind") != "ddsm.cost_table":
             raise DDSMError(f"{short(str(path), 120)} is of kind {short(data.get('kind'))}, not a ddsm.cost_table")
-        if data.get("schema_version") != COST_TABLE_VERSION:
+        if data.get("schema_version") not in READABLE_VERSIONS:
             raise DDSMError(f"cost table {short(str(path), 120)} has schema_version {short(data.get('schema_version'))}; "
-                            f"this ddsm reads {COST_TABLE_VERSION}")
+                            f"this ddsm reads {', '.join(map(str, READABLE_VERSIONS))}")
+        if data["schema_version"] == 1:  # one batch for the whole table: every entry was timed at it
+            entries = data.get("entries")
+            if isinstance(entries, list):
+                data = {**data, "schema_version": COST_TABLE_VERSION, "entries": [
+                    {"batch_size": data.get("batch_size"), **e} if isinstance(e, dict) else e for e in entries]}
         table = validate(cls, data, source=f"cost table {path}")
         want_fp = model_config.fingerprint() if model_config is not None else table.supernet
         want_dev = device_key(device) if device is not None else table.device
@@ -167,10 +190,25 @@ class CostTable(_Frozen):
         """Resolutions with at least one entry, ascending."""
         return tuple(sorted({e.resolution for e in self.entries}))
 
-    def entry(self, width: float, resolution: int | None = None) -> CostEntry:
-        """The entry at ``width`` and ``resolution`` (default: the training size), or a DDSMError naming valid ones."""
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Batches with at least one entry, ascending."""
+        return tuple(sorted({e.batch_size for e in self.entries}))
+
+    def check_batch(self, batch: int | None) -> int:
+        """``batch`` (default: the table's default batch) if the table holds it, else a DDSMError naming valid ones."""
+        b = self.batch_size if batch is None else batch
+        if b not in self.batch_sizes:
+            raise DDSMError(f"batch {b!r} is not in this cost table; valid batches: {list(self.batch_sizes)} "
+                            "(measure more with ddsm cost --batch-size N, repeatable)")
+        return b
+
+    def entry(self, width: float, resolution: int | None = None, batch: int | None = None) -> CostEntry:
+        """The entry at ``width``, ``resolution`` (default: the training size) and ``batch`` (default: the table's),
+        or a DDSMError naming valid ones."""
         res = self.image_size if resolution is None else resolution
-        at_res = [e for e in self.entries if e.resolution == res]
+        b = self.check_batch(batch)
+        at_res = [e for e in self.entries if e.resolution == res and e.batch_size == b]
         if not at_res:
             raise DDSMError(f"resolution {res!r} is not in this cost table; "
                             f"valid resolutions: {list(self.resolutions)}")
@@ -184,33 +222,35 @@ class CostTable(_Frozen):
         """MACs per image of one denoiser call."""
         return self.entry(width, resolution).macs
 
-    def latency(self, width: float, resolution: int | None = None) -> float:
-        """Median seconds of one denoiser call on ``batch_size`` images."""
-        return self.entry(width, resolution).latency_s
+    def latency(self, width: float, resolution: int | None = None, batch: int | None = None) -> float:
+        """Median seconds of one denoiser call on ``batch`` images (default: the table's batch)."""
+        return self.entry(width, resolution, batch).latency_s
 
-    def cost(self, width: float, resolution: int | None = None, metric: str = "macs") -> float:
-        """One step's cost in ``metric``: 'macs' (per image) or 'latency' (seconds per batch)."""
+    def cost(self, width: float, resolution: int | None = None, metric: str = "macs", batch: int | None = None
+             ) -> float:
+        """One step's cost in ``metric``: 'macs' (per image) or 'latency' (seconds per call on ``batch`` images)."""
         if metric not in METRICS:
             raise DDSMError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
-        e = self.entry(width, resolution)
+        e = self.entry(width, resolution, batch)
         return float(e.macs if metric == "macs" else e.latency_s)
 
     def cost_model(self, metric: str = "macs", widths: Sequence[float] | None = None,
-                   sides: Sequence[int] | None = None) -> CostModel:
-        """The :class:`~ddsm.cost.model.CostModel` of ``metric`` over ``widths`` x ``sides``.
+                   sides: Sequence[int] | None = None, batch: int | None = None) -> CostModel:
+        """The :class:`~ddsm.cost.model.CostModel` of ``metric`` over ``widths`` x ``sides`` at ``batch``.
 
         Defaults: every width of the table; without ``sides``, a width-only
-        model at the training size.
+        model at the training size; the table's default batch.
         """
         if metric not in METRICS:
             raise DDSMError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
         widths = self.widths if widths is None else widths
         keys = [(w, r) for w in widths for r in (sides or (None,))]
-        return CostModel.from_mapping({(w if r is None else (w, r)): self.cost(w, r, metric) for w, r in keys},
-                                      widths, sides, unit=metric)
+        return CostModel.from_mapping({(w if r is None else (w, r)): self.cost(w, r, metric, batch) for w, r in keys},
+                                      widths, sides, unit=metric,
+                                      batch=self.check_batch(batch) if metric == "latency" else None)
 
     def schedule_cost(self, widths: Sequence[float], metric: str = "macs",
-                      resolutions: int | Sequence[int] | None = None) -> float:
+                      resolutions: int | Sequence[int] | None = None, batch: int | None = None) -> float:
         """Total cost of a schedule (one width per sampling step), optionally with one resolution per step."""
         widths = list(widths)
         if metric not in METRICS:
@@ -221,11 +261,13 @@ class CostTable(_Frozen):
         if len(resolutions) != len(widths):
             raise DDSMError(f"{len(resolutions)} resolutions for a schedule of {len(widths)} widths")
         sides = sorted({self.image_size if r is None else int(r) for r in resolutions})
-        model = self.cost_model(metric, sorted({self.entry(w, r).width for w, r in zip(widths, resolutions)}), sides)
+        model = self.cost_model(metric, sorted({self.entry(w, r, batch).width for w, r in zip(widths, resolutions)}),
+                                sides, batch)
         return model.plan_cost(StepPlan(tuple(widths), tuple(self.image_size if r is None else r for r in resolutions)))
 
-    def full_width_cost(self, steps: int, metric: str = "macs", *, resolution: int | None = None) -> float:
+    def full_width_cost(self, steps: int, metric: str = "macs", *, resolution: int | None = None,
+                        batch: int | None = None) -> float:
         """Cost of ``steps`` sampling steps all at width 1, the baseline a schedule is compared with."""
         if steps < 1:
             raise DDSMError(f"steps must be positive, got {steps}")
-        return steps * self.cost(1.0, resolution, metric)
+        return steps * self.cost(1.0, resolution, metric, batch)

@@ -4,8 +4,12 @@
 onwards, ``best-under-B.json`` for requested budgets, and ``front.csv`` /
 ``front.parquet``: predicted cost (MACs, share, FLOP saving) beside the
 *measured* wall-clock time of sampling with each schedule against the
-full-width schedule on the same device and seeds. Everything is checked
-before the output folder is touched (:mod:`ddsm.report.outdir`).
+full-width schedule on the same device and seeds, at the batch the user
+names (default: the batch the user samples with, see :func:`timing_batch`),
+beside the speed-up the search's cost predicted. Each schedule file records
+that measurement (``measured``), so a speed-up is never quoted without its
+batch and device. Everything is checked before the output folder is touched
+(:mod:`ddsm.report.outdir`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 
 from ddsm.cost.model import SHARE_TOL, CostModel
 from ddsm.errors import DDSMError
@@ -27,6 +32,18 @@ from ddsm.report.outdir import EXPORT_KIND, check_out_dir, writing_report
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key
 
+#: images per timed batch when neither the user nor a latency search names one: ``ddsm sample``'s default
+#: (64 samples in one batch of at most 256), the batch a user sampling with the exported files gets
+DEFAULT_TIMING_BATCH = 64
+
+
+def timing_batch(run: SearchRun, batch: int | None = None) -> int:
+    """The batch export times at: ``batch`` if given, else the batch a latency search priced, else ``ddsm sample``'s."""
+    if batch is not None:
+        return int(batch)
+    if run.space.objectives.cost == "latency" and run.meta.get("latency_batch"):
+        return int(run.meta["latency_batch"])
+    return DEFAULT_TIMING_BATCH
 
 
 def macs_model(run: SearchRun, net) -> CostModel:
@@ -46,7 +63,10 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
 
     ``share`` is the search's own cost share (FLOPs, or latency for a latency
     search); ``flop_saving`` is ``1 - MACs / full-width MACs``, equal to
-    ``1 - share`` for a FLOP search.
+    ``1 - share`` for a FLOP search. ``predicted_speedup`` is ``1 / share``:
+    what the search's cost promises. A latency search's front is in seconds
+    too: ``predicted_seconds`` is the sum of its steps' measured latencies
+    (one batch of the cost table's size).
     """
     q = run.quality
     steps = run.space.sampler.steps
@@ -58,6 +78,8 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
         total = macs.plan_cost(StepPlan(m["widths"], m.get("resolutions") or None))
         row = {"rank": i, "schedule": f"front-{i:0{digits}d}-share{m['share']:.2f}.json", q: m[q],
                "macs_per_image": total, "share": m["share"], "flop_saving": 1.0 - total / full,
+               "predicted_speedup": 1.0 / m["share"],
+               **({"predicted_seconds": m["cost"]} if run.space.objectives.cost == "latency" else {}),
                "generation": m["generation"], "genome": genome_key(m["genome"]),
                "widths": ",".join(f"{w:g}" for w in m["widths"])}
         if run.space.resolutions is not None:
@@ -109,6 +131,7 @@ class ExportResult:
     full_seconds: float  # median seconds of the full-width schedule, same seeds
     files: list[str] = field(default_factory=list)  # names written in ``out``
     budgets: dict[float, int] = field(default_factory=dict)  # requested budget -> rank of its best member
+    batch_size: int = DEFAULT_TIMING_BATCH  # images per timed run
 
 
 def best_under(table: pd.DataFrame, budgets: Sequence[float], *, quality: str) -> dict[float, int]:
@@ -126,7 +149,7 @@ def best_under(table: pd.DataFrame, budgets: Sequence[float], *, quality: str) -
 
 
 def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[float] = (), repeats: int = 5,
-                 warmup: int = 1, num: int = 16, seed: int = 0, progress: bool = False, verdict=None,
+                 warmup: int = 1, num: int | None = None, seed: int = 0, progress: bool = False, verdict=None,
                  featurenet: str = "digits") -> ExportResult:
     """Write schedule files, ``best-under-B.json`` files and the measured front table into ``out``.
 
@@ -139,15 +162,20 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
 
     Everything is checked before ``out`` is created or touched (see the
     module docstring). Times: sampling ``num`` images (seeds ``seed..seed+num-1``,
-    one batch) on ``net``'s device, ``warmup`` untimed rounds then the median
-    of ``repeats``, every schedule and the full-width one measured
-    round-robin in this process (:func:`time_schedules`).
+    one batch; default :func:`timing_batch`) on ``net``'s device, ``warmup``
+    untimed rounds then the median of ``repeats``, every schedule and the
+    full-width one measured round-robin in this process
+    (:func:`time_schedules`). Columns ``seconds``, ``speedup``,
+    ``wallclock_saving`` and ``speedup_vs_predicted`` (measured over
+    predicted speed-up) join the table; each file's ``measured`` holds the
+    same with the batch, device and threads.
     """
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.samplers import make_sampler
 
     out = Path(out)
     run.check_supernet(net)
+    num = timing_batch(run, num)
     if num < 1:
         raise DDSMError(f"--num must be at least 1, got {num}")
     if repeats < 1 or warmup < 0:
@@ -178,6 +206,14 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     table["full_seconds"] = full_s
     table["speedup"] = full_s / table["seconds"]
     table["wallclock_saving"] = 1.0 - table["seconds"] / full_s
+    table["speedup_vs_predicted"] = table["speedup"] / table["predicted_speedup"]
+    device = str(next(net.model.parameters()).device)
+    timing = {"device": device, "batch_size": num, "seed": seed, "repeats": repeats, "warmup": warmup,
+              "threads": torch.get_num_threads(), "full_seconds": full_s}
+    schedules = [s.model_copy(update={"measured": {**timing, "seconds": float(r["seconds"]),
+                                                   "speedup": float(r["speedup"]),
+                                                   "predicted_speedup": float(r["predicted_speedup"])}})
+                 for s, r in zip(schedules, table.to_dict(orient="records"))]
 
     with writing_report(out, kind=EXPORT_KIND, identity=identity) as report:
         files = report.files
@@ -192,13 +228,10 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
         write_atomic(out / "front.csv", lambda p: table.to_csv(p, index=False))
         write_atomic(out / "front.parquet", lambda p: table.to_parquet(p, index=False))
         files += ["front.csv", "front.parquet"]
-        device = str(next(net.model.parameters()).device)
         report.extra.update({"checkpoint": net.source, "generations_finished": run.generations_finished,
-                             "budgets": {repr(b): r for b, r in chosen.items()},
-                             "timing": {"device": device, "num": num, "seed": seed, "repeats": repeats,
-                                        "warmup": warmup, "full_seconds": full_s},
+                             "budgets": {repr(b): r for b, r in chosen.items()}, "timing": timing,
                              **({"verdict": schedules[0].provenance["verdict"]} if judged is not None else {})})
-    return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen)
+    return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen, batch_size=num)
 
 
 def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
@@ -235,11 +268,11 @@ def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, 
 def format_table(table: pd.DataFrame, *, quality: str) -> str:
     """The export table as aligned text for a terminal."""
     head = (f"{'rank':>4} {quality:>10} {'MMACs/img':>10} {'share':>6} {'FLOPs saved':>11} {'seconds':>8} "
-            f"{'speed-up':>8} {'time saved':>10}  schedule")
+            f"{'speed-up':>8} {'predicted':>9} {'time saved':>10}  schedule")
     lines = [head]
     for r in table.to_dict(orient="records"):
         lines.append(f"{r['rank']:>4d} {r[quality]:>10.4g} {r['macs_per_image'] / 1e6:>10.2f} {r['share']:>6.1%} "
-                     f"{r['flop_saving']:>11.1%} {r['seconds']:>8.3f} {r['speedup']:>7.2f}x "
+                     f"{r['flop_saving']:>11.1%} {r['seconds']:>8.3f} {r['speedup']:>7.2f}x {r['predicted_speedup']:>8.2f}x "
                      f"{r['wallclock_saving']:>10.1%}  {r['schedule']}")
     return "\n".join(lines)
 

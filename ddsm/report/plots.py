@@ -102,6 +102,11 @@ def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
     ax.set_xlabel(f"cost (% of full-width {_cost_label(run)})")
     ax.set_ylabel(_metric_label(run))
     ax.set_xlim(0, 105)
+    if run.space.objectives.cost == "latency":  # a latency front is in seconds too: the measured sum of its steps
+        full_s = float(run.meta["full_cost"])
+        top = ax.secondary_xaxis("top", functions=(lambda p: p / 100 * full_s, lambda t: t / full_s * 100))
+        batch = run.meta.get("latency_batch")
+        top.set_xlabel("predicted seconds per sampling run" + (f" (batch {batch})" if batch else ""))
     ax.grid(True, alpha=0.3)
     s = run.space.sampler
     note = "" if run.log is not None else " (no evaluation log: front only)"

@@ -41,8 +41,8 @@ from ddsm.samplers.progressive import check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
-#: seeding settings added after searches were run: left out of the fingerprint at these values (the old behaviour)
-ADDED_DEFAULTS = {"knapsack": "budgets"}
+#: settings added after searches were run: left out of the fingerprint at these values (the old behaviour)
+ADDED_DEFAULTS = {("seeding", "knapsack"): "budgets", ("objectives", "batch"): None}
 #: samples per candidate: every candidate is sampled this many times (100 000 is hours per candidate on a CPU)
 MAX_SEARCH_SAMPLES = 100_000
 #: NSGA-II population and generations: far beyond any search that finishes
@@ -55,6 +55,7 @@ class Objectives(_Frozen):
 
     quality: str = "proxy"  # a registered metric (ddsm.metrics.registry): the evaluator column to minimise
     cost: Literal["flops", "latency"] = "flops"  # which CostTable column prices a denoiser call
+    batch: int | None = Field(None, gt=0)  # latency only: images per call priced (a cost table batch; None: its default)
 
     @field_validator("quality")
     @classmethod
@@ -71,6 +72,13 @@ class Objectives(_Frozen):
             raise ValueError(f"metric {v!r} is higher-is-better, a verdict metric; a search minimises one of: "
                              f"{', '.join(objective_names())}")
         return v
+
+    @model_validator(mode="after")
+    def _batch_for_latency(self) -> "Objectives":
+        if self.batch is not None and self.cost != "latency":
+            raise ValueError(f"objectives.batch {self.batch} applies to cost 'latency' only; MACs per image do not "
+                             "depend on the batch (drop batch or set cost: latency)")
+        return self
 
 
 class MutationConfig(_Frozen):
@@ -208,9 +216,9 @@ class SearchConfig(_Frozen):
         data = self.model_dump(mode="json")
         for k in RESUMABLE_CHANGES:
             data.pop(k)
-        for k, v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
-            if data["seeding"].get(k) == v:
-                data["seeding"].pop(k)
+        for (part, k), v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
+            if data[part].get(k) == v:
+                data[part].pop(k)
         return stable_hash(data)
 
     # -- gene layout ----------------------------------------------------------------

@@ -85,7 +85,8 @@ class SearchFolder:
         write_json(self.path / "search.json", {
             "kind": SEARCH_KIND, "schema_version": SEARCH_VERSION, **identity,
             "objectives": space.objectives.model_dump(), "budget": space.budget,
-            "cost_per_width": costs.to_json(), "full_cost": costs.full_cost(space.sampler.steps)})
+            "cost_per_width": costs.to_json(), "full_cost": costs.full_cost(space.sampler.steps),
+            **({"latency_batch": costs.batch} if costs.batch is not None else {})})
         write_json(self.path / "space.json", space.model_dump(mode="json"))
 
     def log(self, space: SearchConfig) -> EvaluationLog:
@@ -146,7 +147,7 @@ class SearchRun:
     def costs(self) -> CostModel:
         """The search's cost model (one call per width, or per (width, side)), in its cost unit."""
         unit = "macs" if self.space.objectives.cost == "flops" else "latency"
-        return CostModel.from_json(self.meta["cost_per_width"], unit=unit)
+        return CostModel.from_json(self.meta["cost_per_width"], unit=unit, batch=self.meta.get("latency_batch"))
 
     def identity(self) -> dict[str, Any]:
         """What a report folder belongs to: this folder and the search that ran in it."""

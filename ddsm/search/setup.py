@@ -73,7 +73,7 @@ def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None)
     """What ``space`` prices a denoiser call with on ``net``: fvcore MACs, or a cost table's MACs or latency."""
     unit = "macs" if space.objectives.cost == "flops" else "latency"
     return CostModel.for_search(net, space.widths, space.resolutions, unit=unit,
-                                table=None if cost_table is None else str(cost_table))
+                                table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
 
 
 def untrained_message(space: SearchConfig, net) -> str | None:
