@@ -182,6 +182,11 @@ class TrainConfig(_Frozen):
     grad_clip: float = Field(1.0, gt=0.0)  # global gradient-norm clip
     n_random_widths: int = Field(1, ge=0)  # random widths besides widest and narrowest
     distill_weight: float = Field(0.5, ge=0.0, le=1.0)  # share of the narrow loss that regresses the widest net
+    # Spectrum-aware distillation (Spectral Diffusion); weight 0 leaves training exactly as without it.
+    spectral_weight: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # weight of the frequency term of narrow widths
+    spectral_floor: float = Field(0.01, gt=0.0, le=1.0)  # |DFT| floor as a share of its largest value (bounds 1/|DFT|)
+    spectral_gamma: float = Field(5.0, gt=0.0, allow_inf_nan=False)  # min-SNR clip of the clean-image term's time weight
+    spectral_schedule: Literal["constant", "late_high"] = "constant"  # late_high: weights ** (1 - t/T)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA decay after warm-up
     ema_warmup: bool = True  # decay = min(ema_decay, (1+n)/(10+n))
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, off on CPU

@@ -31,7 +31,9 @@ from ddsm.checkpoint import (
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData, load_data
 from ddsm.device import resolve_device
-from ddsm.diffusion.losses import distilled_eps_loss, eps_loss
+from ddsm.diffusion.losses import (
+    distilled_eps_loss, eps_loss, spectral_distill_loss, spectrum_weights, time_weighted_spectrum,
+)
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.resolution import analysis, downsample
 from ddsm.samplers.progressive import family_transform
@@ -82,6 +84,9 @@ class Trainer:
         self.x_train = self.data.train.to(self.device)
         self.schedule = NoiseSchedule(config.model.diffusion)
         self.transform = family_transform(unet)  # the sampler's own orthonormal family
+        self._spectrum: dict[int, torch.Tensor] = {}
+        if cfg.spectral_weight > 0:
+            self.spectrum_weights(unet.image_size)  # refuse data without a spectrum before anything is written
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
@@ -112,6 +117,13 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def spectrum_weights(self, side: int) -> torch.Tensor:
+        """The spectrum-aware distillation's per-frequency weights at ``side``, from the training images."""
+        if side not in self._spectrum:
+            x = self.x_train if side == self.x_train.shape[-1] else downsample(self.x_train, side, self.transform)
+            self._spectrum[side] = spectrum_weights(x, self.config.train.spectral_floor).to(self.device)
+        return self._spectrum[side]
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -209,6 +221,7 @@ class Trainer:
         losses: dict[str, float] = {}
         teacher = None
         for w in widths:
+            spectral = None
             self.model.set_active_width(w)
             with self._autocast():
                 pred = self.model(x_t, t)
@@ -217,8 +230,13 @@ class Trainer:
                 teacher = pred.detach()
             else:
                 loss = distilled_eps_loss(pred, eps, teacher, cfg.distill_weight)
+                if cfg.spectral_weight > 0:
+                    spectral = self._spectral_term(pred, teacher, t)
+                    loss = loss + cfg.spectral_weight * spectral
             self.scaler.scale(loss).backward()
             losses[f"loss@{w:g}"] = float(loss.detach())
+            if spectral is not None:
+                losses[f"spectral@{w:g}"] = float(spectral.detach())
         self.model.set_active_width(unet.widths[-1])
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -228,6 +246,13 @@ class Trainer:
         self._ema_update()
         losses["grad_norm"] = float(grad_norm)
         return losses
+
+    def _spectral_term(self, pred: torch.Tensor, teacher: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cfg = self.config.train
+        weights = self.spectrum_weights(pred.shape[-1])
+        if cfg.spectral_schedule == "late_high":
+            weights = time_weighted_spectrum(weights, t, self.schedule.num_timesteps)
+        return spectral_distill_loss(pred, teacher, weights, self.schedule.alpha_bar_at(t.cpu()), cfg.spectral_gamma)
 
     def _draw_side(self) -> int:
         cfg, full = self.config.train, self.config.model.unet.image_size

@@ -81,10 +81,11 @@ def test_samples_in_a_batch_are_independent(random_supernet):
 # ---------------------------------------------------------------------------- extract_subnet
 
 
-@pytest.mark.parametrize("down_block", ["conv", "avgpool"])
+@pytest.mark.parametrize("down_block,up_block", [("conv", "nearest_conv"), ("avgpool", "nearest_conv"),
+                                                  ("wavelet_gated", "wavelet_gated")])
 @pytest.mark.parametrize("width", WIDTHS)
-def test_extract_subnet_is_plain_torch_and_matches_supernet(random_supernet, width, down_block):
-    cfg = validate(UNetConfig, {**TINY_UNET, "down_block": down_block})
+def test_extract_subnet_is_plain_torch_and_matches_supernet(random_supernet, width, down_block, up_block):
+    cfg = validate(UNetConfig, {**TINY_UNET, "down_block": down_block, "up_block": up_block})
     model = random_supernet(seed=3, config=cfg)
     x, t = _inputs()
     with torch.no_grad():
@@ -195,5 +196,7 @@ def test_unknown_config_keys_are_errors():
 
 
 def test_unknown_block_names_are_refused():
-    with pytest.raises(DDSMError, match=r"unknown down_block 'wavelet'; valid: \['avgpool', 'conv'\]"):
+    with pytest.raises(DDSMError, match=r"unknown down_block 'wavelet'; valid: \['avgpool', 'conv', 'wavelet_gated'\]"):
         SlimUNet(validate(UNetConfig, {**TINY_UNET, "down_block": "wavelet"}))
+    with pytest.raises(DDSMError, match=r"unknown up_block 'haar'; valid: \['nearest_conv', 'wavelet_gated'\]"):
+        validate(UNetConfig, {**TINY_UNET, "up_block": "haar"})

@@ -96,6 +96,41 @@ def _route(small: int, large: int, transform: Transform, like: torch.Tensor) -> 
     return _low_band(small, large, like)
 
 
+@functools.lru_cache(maxsize=1)
+def _haar_filters_cpu() -> torch.Tensor:
+    # The four orthonormal 2x2 Haar patterns LL, LH, HL, HH as a (4, 1, 2, 2) kernel: each block
+    # [[a, b], [c, d]] maps to its average (a+b+c+d)/2, horizontal, vertical and diagonal detail.
+    k = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, -1.0], [1.0, -1.0]],
+                      [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
+    return (k / 2).unsqueeze(1)
+
+
+def _haar_filters(like: torch.Tensor) -> torch.Tensor:
+    return _haar_filters_cpu().to(device=like.device, dtype=like.dtype)
+
+
+def haar_dwt(x: torch.Tensor) -> torch.Tensor:
+    """One orthonormal Haar level of ``x`` (B, C, H, W): sub-bands (B, 4, C, H/2, W/2) in order LL, LH, HL, HH.
+
+    ``LL`` equals :func:`analysis` to half the side; :func:`haar_idwt` inverts it exactly
+    (the four filters are orthonormal). ``H`` and ``W`` must be even.
+    """
+    B, C, H, W = x.shape
+    if H % 2 or W % 2:
+        raise DDSMError(f"a Haar wavelet level needs even sides; got a {H}x{W} feature map")
+    bands = F.conv2d(x.reshape(B * C, 1, H, W), _haar_filters(x), stride=2)
+    return bands.reshape(B, C, 4, H // 2, W // 2).transpose(1, 2)
+
+
+def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`haar_dwt`: sub-bands (B, 4, C, h, w) to (B, C, 2h, 2w)."""
+    B, four, C, h, w = bands.shape
+    if four != 4:
+        raise DDSMError(f"Haar synthesis needs 4 sub-bands (LL, LH, HL, HH), got {four}")
+    x = F.conv_transpose2d(bands.transpose(1, 2).reshape(B * C, 4, h, w), _haar_filters(bands), stride=2)
+    return x.reshape(B, C, 2 * h, 2 * w)
+
+
 def analysis(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
     """``A x``: the orthonormal low band of ``x`` (..., L, L) on a ``side`` grid; white noise stays white."""
     large = x.shape[-1]

@@ -5,7 +5,9 @@ widest net and, at width ``w``, uses the first ``round(w * C)`` output channels
 (``W[:out, :in]``). The active width is set only through
 :func:`set_active_width`; input width is read from the incoming tensor, except
 for convolutions over a concatenation (UNet skips), whose input is several
-sliced segments side by side and must be sliced segment by segment.
+sliced segments side by side and must be sliced segment by segment (and
+convolutions whose output is several segments, such as the four wavelet
+sub-bands of a wavelet-gated block, slice each output segment alone).
 
 Every primitive can be frozen into the equivalent plain ``torch.nn`` layer
 with :meth:`to_static`, which is how fixed-width subnets are extracted.
@@ -84,28 +86,36 @@ class SlimConv2d(SlimModule):
         padding: int = 0,  # zero padding per side
         *,
         in_splits: Sequence[int] | None = None,  # widths-1 sizes of concatenated input segments
+        out_splits: Sequence[int] | None = None,  # widths-1 sizes of output segments, each sliced alone
         fixed_in: bool = False,  # input never slimmed (image channels)
         fixed_out: bool = False,  # output never slimmed (predicted noise)
     ) -> None:
         super().__init__()
         if in_splits is not None and sum(in_splits) != in_channels:
             raise ValueError(f"in_splits {list(in_splits)} do not sum to in_channels {in_channels}")
+        if out_splits is not None and sum(out_splits) != out_channels:
+            raise ValueError(f"out_splits {list(out_splits)} do not sum to out_channels {out_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.padding = stride, padding
         self.in_splits = tuple(in_splits) if in_splits is not None else None
+        self.out_splits = tuple(out_splits) if out_splits is not None else None
         self.fixed_in, self.fixed_out = fixed_in, fixed_out
         proto = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
         self.weight = nn.Parameter(proto.weight.detach().clone())
         self.bias = nn.Parameter(proto.bias.detach().clone())
 
+    def _segments(self, splits: Sequence[int]) -> torch.Tensor:
+        # The kept prefix of every segment, side by side.
+        idx, offset = [], 0
+        for seg in splits:
+            idx.append(torch.arange(offset, offset + active(seg, self.width)))
+            offset += seg
+        return torch.cat(idx)
+
     def _in_index(self, c_in: int) -> slice | torch.Tensor:
         if self.fixed_in or self.in_splits is None:
             return slice(0, c_in)
-        idx, offset = [], 0
-        for seg in self.in_splits:
-            idx.append(torch.arange(offset, offset + active(seg, self.width)))
-            offset += seg
-        index = torch.cat(idx)
+        index = self._segments(self.in_splits)
         if index.numel() != c_in:
             raise RuntimeError(
                 f"concatenated input has {c_in} channels but width {self.width} expects {index.numel()}"
@@ -113,6 +123,9 @@ class SlimConv2d(SlimModule):
         return index
 
     def _sliced(self, c_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.out_splits is not None and not self.fixed_out:
+            out = self._segments(self.out_splits)
+            return self.weight[out][:, self._in_index(c_in)], self.bias[out]
         c_out = self.out_channels if self.fixed_out else active(self.out_channels, self.width)
         return self.weight[:c_out][:, self._in_index(c_in)], self.bias[:c_out]
 

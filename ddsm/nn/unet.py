@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddsm.config import UNetConfig, width_index
+from ddsm.diffusion.resolution import haar_dwt, haar_idwt
 from ddsm.errors import DDSMError
 from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
 
@@ -124,11 +125,78 @@ class NearestConvUpsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+class SubbandGate(nn.Module):
+    """Gates in (0, 1) per Haar sub-band and channel, from the sub-bands' spatial means.
+
+    The wavelet gating of Yang et al., "Diffusion Probabilistic Model Made
+    Slim" (Spectral Diffusion, 2023): the features decide, at every step, how
+    much of each frequency band passes. Input and output are sliced band by
+    band with the width; the hidden layer keeps its width-1 size at every
+    width (it is tiny, and a sliced hidden layer could vanish at narrow widths).
+    """
+
+    def __init__(self, channels: int) -> None:  # channels per sub-band at width 1
+        super().__init__()
+        bands = (channels,) * 4
+        hidden = max(4, channels // 4)
+        self.fc1 = SlimConv2d(4 * channels, hidden, 1, in_splits=bands, fixed_out=True)
+        self.fc2 = SlimConv2d(hidden, 4 * channels, 1, out_splits=bands, fixed_in=True)
+        # Start every gate at sigmoid(0) = 1/2: all bands pass equally until training says otherwise.
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, bands: torch.Tensor) -> torch.Tensor:
+        """Gates (B, 4, C, 1, 1) for sub-bands (B, 4, C, h, w)."""
+        B, _, C = bands.shape[:3]
+        pooled = bands.mean(dim=(-2, -1)).reshape(B, 4 * C, 1, 1)
+        return torch.sigmoid(self.fc2(F.silu(self.fc1(pooled)))).reshape(B, 4, C, 1, 1)
+
+
+def _check_even(x: torch.Tensor, block: str) -> None:
+    if x.shape[-1] % 2 or x.shape[-2] % 2:
+        raise DDSMError(f"the {block} block needs a feature map with even sides, got {x.shape[-2]}x{x.shape[-1]}; "
+                        "use an image size divisible by 2 ** (len(channel_mults) - 1)")
+
+
+class WaveletGatedDownsample(nn.Module):
+    """Orthonormal Haar DWT into LL, LH, HL, HH, each gated per channel, merged by a 1x1 convolution."""
+
+    def __init__(self, channels: int) -> None:  # channels at width 1
+        super().__init__()
+        self.gate = SubbandGate(channels)
+        self.merge = SlimConv2d(4 * channels, channels, 1, in_splits=(channels,) * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_even(x, "wavelet_gated down")
+        bands = haar_dwt(x)
+        bands = bands * self.gate(bands)
+        B, _, C, h, w = bands.shape
+        return self.merge(bands.reshape(B, 4 * C, h, w))
+
+
+class WaveletGatedUpsample(nn.Module):
+    """The mirror: a 1x1 convolution into four sub-bands, each gated per channel, then the inverse Haar DWT."""
+
+    def __init__(self, channels: int) -> None:  # channels at width 1
+        super().__init__()
+        self.split = SlimConv2d(channels, 4 * channels, 1, out_splits=(channels,) * 4)
+        self.gate = SubbandGate(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, h, w = x.shape
+        bands = self.split(x).reshape(B, 4, C, h, w)
+        return haar_idwt(bands * self.gate(bands))
+
+
 # Down/up-sampling blocks are chosen by name so that other designs (e.g.
 # wavelet-gated blocks) plug in without touching the UNet: register a class
 # taking the width-1 channel count.
-DOWN_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"conv": ConvDownsample, "avgpool": AvgPoolDownsample}
-UP_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"nearest_conv": NearestConvUpsample}
+DOWN_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
+    "conv": ConvDownsample, "avgpool": AvgPoolDownsample, "wavelet_gated": WaveletGatedDownsample,
+}
+UP_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
+    "nearest_conv": NearestConvUpsample, "wavelet_gated": WaveletGatedUpsample,
+}
 
 
 # ---------------------------------------------------------------------------- model
