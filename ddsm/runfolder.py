@@ -44,6 +44,7 @@ MARKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "samples": (("sample.json", "ddsm.samples"),),
     "report": (("export.json", "ddsm.export"), ("plots.json", "ddsm.plots")),
     "quickstart": (("quickstart.json", "ddsm.quickstart"), ("cost.json", "old quickstart")),
+    "spectrum plots": (("spectrum.json", "ddsm.spectrum_plots"),),
 }
 LOCK_NAME = ".ddsm.lock"
 HOLDER_NAME = ".ddsm.lock.json"  # pid, host, command and start of the process holding the lock

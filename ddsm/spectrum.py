@@ -108,3 +108,69 @@ def rule_resolutions(fit: SpectrumFit, sides: Sequence[int], timesteps: Sequence
     for i in range(1, len(out)):  # SNR grows as t falls, so this only guards float ties
         out[i] = max(out[i], out[i - 1])
     return out
+
+
+# ---------------------------------------------------------------------------- samples against real data
+
+
+def radial_power_per_image(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's power ``|DFT_ortho|^2`` (mean over channels) per integer radial frequency 1..H/2: (freqs, (N, F))."""
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2] or len(x) == 0:
+        raise DDSMError(f"power spectrum needs a non-empty batch of square images (N, C, H, H), got {tuple(x.shape)}")
+    n = x.shape[-1]
+    p = torch.fft.fft2(x.double(), norm="ortho").abs().pow(2).mean(dim=1)  # (N, H, H)
+    k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
+    radius = torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2).round().long()
+    freqs = [w for w in range(1, n // 2 + 1) if bool((radius == w).any())]
+    power = torch.stack([p[:, radius == w].mean(dim=1) for w in freqs], dim=1)
+    return np.asarray(freqs, dtype=np.float64), power.numpy()
+
+
+def frequency_bands(side: int) -> dict[str, tuple[int, int]]:
+    """Radial bands (inclusive, cycles per image): low up to side/4, high above it up to side/2."""
+    q = max(1, side // 4)
+    return {"low": (1, q), "high": (q + 1, side // 2)}
+
+
+def band_errors(power: np.ndarray, real: np.ndarray, freqs: np.ndarray, side: int) -> dict[str, float]:
+    """Mean ``|log10 P_samples(w) - log10 P_real(w)|`` over each band's radial frequencies (0: the real spectrum).
+
+    ``power`` and ``real`` are mean spectra (F,) over images; a spectrum in
+    decibels would be 10x these numbers.
+    """
+    err = np.abs(np.log10(np.maximum(power, 1e-300)) - np.log10(np.maximum(real, 1e-300)))
+    out = {}
+    for name, (lo, hi) in frequency_bands(side).items():
+        sel = (freqs >= lo) & (freqs <= hi)
+        out[name] = float(err[sel].mean()) if sel.any() else float("nan")
+    return out
+
+
+@dataclass(frozen=True)
+class SpectrumComparison:
+    """Radially averaged power spectra of sample sets against real images, and their per-band errors."""
+
+    side: int  # image side
+    freqs: tuple[float, ...]  # radial frequencies, cycles per image
+    real: tuple[float, ...]  # mean power of the real images per frequency
+    power: dict[str, tuple[float, ...]]  # the same for each named sample set
+    errors: dict[str, dict[str, float]]  # per sample set: band -> mean |log10 ratio|
+    num_real: int  # real images
+    num_samples: dict[str, int]  # samples per set
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bands": frequency_bands(self.side)}
+
+
+def compare_spectra(real: torch.Tensor, samples: dict[str, torch.Tensor]) -> SpectrumComparison:
+    """Compare every named sample set's spectrum with the real images' (all of one side)."""
+    side = real.shape[-1]
+    freqs, pr = radial_power_per_image(real)
+    r = pr.mean(axis=0)
+    power, errors, counts = {}, {}, {}
+    for name, x in samples.items():
+        if x.shape[1:] != real.shape[1:]:
+            raise DDSMError(f"samples {name!r} have shape {tuple(x.shape[1:])}, the real images {tuple(real.shape[1:])}")
+        p = radial_power_per_image(x)[1].mean(axis=0)
+        power[name], errors[name], counts[name] = tuple(p.tolist()), band_errors(p, r, freqs, side), len(x)
+    return SpectrumComparison(side, tuple(freqs.tolist()), tuple(r.tolist()), power, errors, len(real), counts)

@@ -115,6 +115,19 @@ def space_with(**changes: str) -> str:
 PICKLE = pickle.dumps({"state_dict": {"w": [1.0, 2.0]}, "note": "not a safetensors file"})
 NOT_JSON = "this is { not json\n"
 
+
+def _grey_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 127).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+GREY_PNG = _grey_png()  # a constant image: no spectrum but DC
+
 # ----------------------------------------------------------------------------------------------- the table
 
 
@@ -213,6 +226,20 @@ def build_table() -> None:
          files={"bomb.yaml": yaml_bomb("model: {unet: {widths: *i}}\n")})
     case("train-config-widths-strings", "train", "--config", "w.yaml", "--out", "run",
          files={"w.yaml": 'model: {unet: {widths: ["0.5", "1.0"]}}\n'})
+    # Spectral Diffusion settings (issue 15)
+    for tag, text in [("down-block-unknown", "model: {unet: {down_block: haar}}\n"),
+                      ("up-block-unknown", "model: {unet: {up_block: wavelet}}\n"),
+                      ("spectral-weight-neg", "train: {spectral_weight: -0.5}\n"),
+                      ("spectral-weight-nan", "train: {spectral_weight: .nan}\n"),
+                      ("spectral-weight-inf", "train: {spectral_weight: .inf}\n"),
+                      ("spectral-floor-0", "train: {spectral_floor: 0}\n"),
+                      ("spectral-schedule-unknown", "train: {spectral_schedule: cosine}\n")]:
+        case(f"train-config-{tag}", "train", "--config", "sd.yaml", "--out", "run", "--no-progress",
+             files={"sd.yaml": text})
+    case("train-spectral-constant-images", "train", "--config", "sd.yaml", "--data", "grey", "--out", "run",
+         "--no-progress", files={"sd.yaml": "model: {unet: {image_size: 8, channel_mults: [1, 2]}}\n"
+                                            "train: {spectral_weight: 0.5, iters: 1}\n",
+                                 **{f"grey/{i}.png": GREY_PNG for i in range(4)}})
     case("train-iters-0", "train", *T, "--iters", "0", "--out", "run", files=C)
     case("train-iters-neg", "train", *T, "--iters", "-1", "--out", "run", files=C)
     case("train-seed-2p64", "train", *T, "--seed", SEED64, "--out", "run", files=C)
@@ -355,6 +382,15 @@ def build_table() -> None:
     case("spectrum-space-missing", "spectrum", *SP, "--space", "nope.yaml")
     case("spectrum-space-no-resolutions", "spectrum", *SP, "--space", "digits")
     case("spectrum-checkpoint-pickle", "spectrum", "--checkpoint", "model.safetensors", files=pk)
+    case("spectrum-plot-without-candidates", "spectrum", *SP, "--plot", "plots")
+    case("spectrum-width-unserved", "spectrum", *SP, "--width", "0.3", "--num", "2")
+    case("spectrum-num-0", "spectrum", *SP, "--width", "1", "--num", "0")
+    case("spectrum-steps-0", "spectrum", *SP, "--width", "1", "--steps", "0", "--num", "2")
+    case("spectrum-plot-nonempty-unrelated", "spectrum", *SP, "--width", "1", "--num", "2", "--plot", "mine",
+         files={"mine/precious.txt": PRECIOUS})
+    case("spectrum-plot-is-file", "spectrum", *SP, "--width", "1", "--num", "2", "--plot", "precious.txt", files=P)
+    case("spectrum-schedule-not-json", "spectrum", *SP, "--schedule", "s.json", "--num", "2",
+         files={"s.json": NOT_JSON})
 
     # ---------------------------------------------------------------- verdict
     VD = ["--checkpoint", "digits", "--width", "0.5", "--steps", "2", "--num", "50", "--teacher-num", "50",

@@ -170,9 +170,28 @@ def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, pro
                    "transition genes for it.")
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="Grow once the first left-out band's signal-to-noise ratio reaches this.")
+@click.option("--width", "widths", multiple=True, type=float,
+              help="Compare samples at this uniform width with the real images' spectrum; repeatable.")
+@click.option("--schedule", "schedule_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Compare samples of this schedule file with the real images' spectrum; repeatable.")
+@click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
+@click.option("--num", type=int, default=256, show_default=True, help="Samples per width or schedule.")
+@click.option("--seed", type=int, default=10_000, show_default=True,
+              help="Sample i uses seed SEED+i (the default stays clear of the seeds searches score on).")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Seeds denoised together.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for spectrum.png/svg: the spectra and their per-frequency error.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the fit and rule as JSON.")
-def spectrum(checkpoint, space_file, threshold, out) -> None:
-    """Fit the training data's radial power spectrum P(w) = A w^-beta; predict when the state should grow."""
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while sampling.")
+def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, num, seed, batch_size, plot_dir, out,
+             device, progress) -> None:
+    """Fit the training data's radial power spectrum P(w) = A w^-beta; predict when the state should grow.
+
+    With --width or --schedule, also sample each and compare its radially
+    averaged power spectrum with the held-out real images', per frequency and
+    per band (low: up to side/4 cycles per image; high: above).
+    """
     from ddsm.checkpoint import load_supernet
     from ddsm.checkpoint import training_data
     from ddsm.diffusion.noise import NoiseSchedule
@@ -184,7 +203,23 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
     if out:
         check_out_file(out, kind=SPECTRUM)
     check_finite_positive(threshold, flag="--threshold")
-    net = load_supernet(checkpoint)
+    compare = bool(widths or schedule_files)
+    if not compare and (steps is not None or plot_dir is not None):
+        raise DDSMError("--steps and --plot need something to sample: add --width W or --schedule FILE")
+    if compare:
+        check_count(num)
+        check_seed(seed, num)
+        if batch_size <= 0:
+            raise DDSMError(f"--batch-size {batch_size} must be positive")
+        if plot_dir is not None:
+            check_run_folder(plot_dir, kind="spectrum plots", flag="--plot")
+    from ddsm.device import resolve_device
+
+    net = load_supernet(checkpoint, device=resolve_device(device) if compare else "cpu")
+    if compare:  # every candidate is checked before anything is printed or sampled
+        check_sample_memory(num, net.config.unet)
+        candidates = _candidates(net, schedule_files, widths, {"kind": None, "steps": steps, "eta": None,
+                                                               "timestep_spacing": None})[:2]
     unet = net.config.unet
     space = SearchConfig.load(space_file) if space_file else None
     if space is not None:
@@ -208,9 +243,43 @@ def spectrum(checkpoint, space_file, threshold, out) -> None:
         click.echo("transition genes (first step at each larger side): "
                    + ", ".join(f"{r}: step {g}" for r, g in zip(space.resolutions[1:], genes)))
         doc.update({"sides": sides, "transitions": dict(zip(map(str, space.resolutions[1:]), genes))})
+    if compare:
+        doc["comparison"] = _compare_spectra(net, data, *candidates, num, seed, batch_size, plot_dir, progress)
     if out:
         write_json(out, doc)
         click.echo(f"-> {out}")
+
+
+def _compare_spectra(net, data, scfg, named, num, seed, batch_size, plot_dir, progress) -> dict:
+    """Sample every candidate on the same seeds, print the per-band spectrum errors, plot; the comparison as data."""
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.samplers import generate, make_sampler
+    from ddsm.spectrum import compare_spectra, frequency_bands
+
+    real = data.holdout if len(data.holdout) else data.train
+    smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
+    seeds = list(range(seed, seed + num))
+    samples = {name: generate(net.model, smp, plan, seeds, batch_size=batch_size, progress=progress)
+               for name, plan in named.items()}
+    cmp = compare_spectra(real, samples)
+    bands = frequency_bands(cmp.side)
+    click.echo(f"spectrum of {num} samples each ({scfg.kind.upper()} {scfg.steps} steps, seeds {seed}..{seed + num - 1}) "
+               f"against {cmp.num_real} held-out real images; error = mean |log10(P_samples / P_real)| per band "
+               f"(low: w {bands['low'][0]}-{bands['low'][1]}, high: w {bands['high'][0]}-{bands['high'][1]})")
+    click.echo(f"{'':<28} {'low':>8} {'high':>8}")
+    for name, e in cmp.errors.items():
+        click.echo(f"{str(name)[:28]:<28} {e['low']:>8.4f} {e['high']:>8.4f}")
+    doc = {**cmp.to_dict(), "checkpoint": net.source, "sampler": scfg.model_dump(mode="json"),
+           "seeds": [seed, seed + num]}
+    if plot_dir is not None:
+        from ddsm.io import write_json
+        from ddsm.report.plots import plot_spectra
+
+        with hold_folder(plot_dir, what="spectrum plots", kind="spectrum plots") as folder:
+            write_json(folder / "spectrum.json", {"kind": "ddsm.spectrum_plots", **doc})  # first: marks the folder
+            paths = plot_spectra(cmp, folder)
+        click.echo(f"-> {folder / 'spectrum.json'}, {', '.join(map(str, paths))}")
+    return doc
 
 
 

@@ -360,3 +360,30 @@ def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: in
                              "samples": {"num": num, "seed": seed, "front_ranks": [i + 1 for i in sample_members(run)]},
                              "evaluated_for_plot": _plain_rows(run.extra, run.quality)})
     return PlotResult(out=out, files=files, skipped=skipped, evaluated=0 if run.extra is None else len(run.extra))
+
+
+def plot_spectra(comparison, out: str | Path, stem: str = "spectrum") -> list[Path]:
+    """``stem.png/svg``: radially averaged power of each sample set against real images, and their log ratio."""
+    from ddsm.spectrum import frequency_bands
+
+    fig = _figure(9.0, 4.2)
+    ax_p, ax_r = fig.subplots(1, 2)
+    f = np.asarray(comparison.freqs)
+    real = np.asarray(comparison.real)
+    ax_p.plot(f, real, color="black", linewidth=2.2, label=f"real ({comparison.num_real})")
+    for name, p in comparison.power.items():
+        err = comparison.errors[name]
+        line, = ax_p.plot(f, p, marker="o", markersize=3, label=f"{name} (high {err['high']:.3f})")
+        ax_r.plot(f, np.log10(np.maximum(p, 1e-300)) - np.log10(np.maximum(real, 1e-300)), marker="o",
+                  markersize=3, color=line.get_color(), label=name)
+    ax_p.set_yscale("log")
+    ax_p.set(xlabel="radial frequency (cycles per image)", ylabel="mean power |DFT|² (orthonormal)",
+             title="power spectrum")
+    ax_r.axhline(0.0, color="black", linewidth=1)
+    lo, hi = frequency_bands(comparison.side)["high"]
+    ax_r.axvspan(lo - 0.5, hi + 0.5, color="0.9", zorder=0, label="high band")
+    ax_r.set(xlabel="radial frequency (cycles per image)", ylabel="log10(samples / real)",
+             title="per-frequency error (high-band mean |.| in the legend)")
+    ax_p.legend(fontsize=7)
+    ax_r.legend(fontsize=7)
+    return save_figure(fig, Path(out), stem)
