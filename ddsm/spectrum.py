@@ -174,3 +174,18 @@ def compare_spectra(real: torch.Tensor, samples: dict[str, torch.Tensor]) -> Spe
         p = radial_power_per_image(x)[1].mean(axis=0)
         power[name], errors[name], counts[name] = tuple(p.tolist()), band_errors(p, r, freqs, side), len(x)
     return SpectrumComparison(side, tuple(freqs.tolist()), tuple(r.tolist()), power, errors, len(real), counts)
+
+
+def band_error_statistic(per_image: np.ndarray, real: np.ndarray, freqs: np.ndarray, side: int, band: str):
+    """A bootstrap statistic (see :mod:`ddsm.metrics.intervals`): a band's error of the seed-weighted mean spectrum.
+
+    ``per_image`` is (N, F) from :func:`radial_power_per_image` of N samples on
+    N seeds; ``real`` the real images' mean spectrum (F,), held fixed.
+    """
+    if band not in frequency_bands(side):
+        raise DDSMError(f"unknown band {band!r}; valid: {sorted(frequency_bands(side))}")
+
+    def stat(counts: np.ndarray) -> float:
+        return band_errors(counts @ per_image / counts.sum(), real, freqs, side)[band]
+
+    return stat

@@ -169,17 +169,20 @@ def test_cost_model_counts_the_wavelet_blocks_fully():
     assert all(not c.unsupported for c in counts)  # nothing fvcore skipped went uncounted
     totals = [c.total for c in counts]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
-    # The blocks' dense MACs by hand at width 1, one image, 16x16 input (8 channels at 16, 16 at 8):
-    # down at 16 (C=8): DWT 4 taps x 4 filters per output pixel and channel, gate 4C*h + h*4C, merge 4C*C per pixel.
+    # The blocks' dense MACs by hand at width 1, one image, 16x16 input (8 channels at 16, 16 at 8): the Haar
+    # transforms are sums and differences (elementwise, not dense); the gate's two 1x1 layers 4C*h + h*4C; the
+    # merge (down) or split (up) 1x1 convolution 4C*C per pixel of the half-side map.
     plain = SlimUNet(validate(UNetConfig, {**TINY_UNET, "image_size": 16, "attn_resolutions": (8,)}))
     full, base = count_macs(model, 1.0), count_macs(plain, 1.0)
 
     def down(C, s):  # s: output side
-        return 16 * C * s * s + 2 * 4 * C * max(4, C // 4) + 4 * C * C * s * s
+        return 2 * 4 * C * max(4, C // 4) + 4 * C * C * s * s
 
     def up(C, s):  # s: input side
-        return 4 * C * C * s * s + 2 * 4 * C * max(4, C // 4) + 16 * C * s * s
+        return 4 * C * C * s * s + 2 * 4 * C * max(4, C // 4)
 
     conv_down = 9 * 8 * 8 * 8 * 8  # stride-2 3x3 conv, 8 channels, 8x8 output
     conv_up = 9 * 16 * 16 * 16 * 16  # 3x3 conv at 16x16, 16 channels (nearest x2 costs no MACs)
     assert full.dense - base.dense == down(8, 8) + up(16, 8) - conv_down - conv_up
+    # and the transforms' sums and differences are counted as elementwise work, one op per element
+    assert full.other > base.other

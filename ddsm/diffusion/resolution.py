@@ -96,30 +96,23 @@ def _route(small: int, large: int, transform: Transform, like: torch.Tensor) -> 
     return _low_band(small, large, like)
 
 
-@functools.lru_cache(maxsize=1)
-def _haar_filters_cpu() -> torch.Tensor:
-    # The four orthonormal 2x2 Haar patterns LL, LH, HL, HH as a (4, 1, 2, 2) kernel: each block
-    # [[a, b], [c, d]] maps to its average (a+b+c+d)/2, horizontal, vertical and diagonal detail.
-    k = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, -1.0], [1.0, -1.0]],
-                      [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64)
-    return (k / 2).unsqueeze(1)
-
-
-def _haar_filters(like: torch.Tensor) -> torch.Tensor:
-    return _haar_filters_cpu().to(device=like.device, dtype=like.dtype)
-
-
 def haar_dwt(x: torch.Tensor) -> torch.Tensor:
     """One orthonormal Haar level of ``x`` (B, C, H, W): sub-bands (B, 4, C, H/2, W/2) in order LL, LH, HL, HH.
 
-    ``LL`` equals :func:`analysis` to half the side; :func:`haar_idwt` inverts it exactly
-    (the four filters are orthonormal). ``H`` and ``W`` must be even.
+    Each 2x2 block ``[[a, b], [c, d]]`` gives ``LL = (a+b+c+d)/2`` (so ``LL`` is
+    :func:`analysis` to half the side), the horizontal detail ``LH = (a-b+c-d)/2``,
+    the vertical ``HL = (a+b-c-d)/2`` and the diagonal ``HH = (a-b-c+d)/2``: four
+    orthonormal patterns, so :func:`haar_idwt` inverts it exactly. Sums and
+    differences rather than a strided convolution: on the CPU a 2x2 stride-2
+    convolution over B*C single-channel maps is several times slower.
     """
     B, C, H, W = x.shape
     if H % 2 or W % 2:
         raise DDSMError(f"a Haar wavelet level needs even sides; got a {H}x{W} feature map")
-    bands = F.conv2d(x.reshape(B * C, 1, H, W), _haar_filters(x), stride=2)
-    return bands.reshape(B, C, 4, H // 2, W // 2).transpose(1, 2)
+    q = x.reshape(B, C, H // 2, 2, W // 2, 2)
+    a, b, c, d = q[:, :, :, 0, :, 0], q[:, :, :, 0, :, 1], q[:, :, :, 1, :, 0], q[:, :, :, 1, :, 1]
+    s_top, d_top, s_bot, d_bot = a + b, a - b, c + d, c - d
+    return torch.stack([s_top + s_bot, d_top + d_bot, s_top - s_bot, d_top - d_bot], dim=1) * 0.5
 
 
 def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
@@ -127,8 +120,11 @@ def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
     B, four, C, h, w = bands.shape
     if four != 4:
         raise DDSMError(f"Haar synthesis needs 4 sub-bands (LL, LH, HL, HH), got {four}")
-    x = F.conv_transpose2d(bands.transpose(1, 2).reshape(B * C, 4, h, w), _haar_filters(bands), stride=2)
-    return x.reshape(B, C, 2 * h, 2 * w)
+    ll, lh, hl, hh = bands.unbind(dim=1)
+    p, q, r, u = ll + hl, ll - hl, lh + hh, lh - hh
+    top = torch.stack([p + r, p - r], dim=-1)  # a, b: (B, C, h, w, 2)
+    bottom = torch.stack([q + u, q - u], dim=-1)  # c, d
+    return torch.stack([top, bottom], dim=3).reshape(B, C, 2 * h, 2 * w) * 0.5
 
 
 def analysis(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:

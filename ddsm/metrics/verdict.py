@@ -107,6 +107,7 @@ class VerdictResult:
     metrics: tuple[str, ...]
     extra: dict[str, dict] = field(default_factory=dict)  # schedule -> extra columns (cost share, ...)
     search_seeds: tuple[range, ...] = ()  # the seeds the schedules were selected on (never the verdict's)
+    samples: dict[str, torch.Tensor] | None = None  # schedule -> its samples, when score(keep_samples=True)
 
     @property
     def provenance(self) -> dict:
@@ -187,8 +188,14 @@ class Verdict:
             self._teacher = Reference(self._features(x)[0], k=self.settings.k, name="teacher reference")
         return self._teacher
 
-    def score(self, plans: Mapping[str, StepPlan], extra: Mapping[str, dict] | None = None) -> VerdictResult:
-        """Every metric of every plan and of full width (``FULL``), on the verdict seeds."""
+    def score(self, plans: Mapping[str, StepPlan], extra: Mapping[str, dict] | None = None, *,
+              keep_samples: bool = False) -> VerdictResult:
+        """Every metric of every plan and of full width (``FULL``), on the verdict seeds.
+
+        ``keep_samples`` keeps the samples in the result, for statistics of
+        one's own on the same seeds and resamples (``bootstrap_counts`` with
+        the settings' ``num``, ``draws`` and ``bootstrap_seed``).
+        """
         if FULL in plans:
             raise DDSMError(f"{FULL!r} is the verdict's own reference; give the schedules other names")
         names = [FULL, *plans]
@@ -208,7 +215,8 @@ class Verdict:
                      "proxy": mean_of((x.double() - teacher_x).pow(2).flatten(1).mean(1).numpy())}
             out[name] = {m: Draws.of(stats[m], s.num, counts) for m in self.metrics}
         return VerdictResult(settings=s, draws=out, metrics=self.metrics, extra=dict(extra or {}),
-                             search_seeds=self.search_seeds)
+                             search_seeds=self.search_seeds,
+                             samples=dict(zip(names, samples)) if keep_samples else None)
 
 
 def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
