@@ -84,9 +84,7 @@ class Trainer:
         self.x_train = self.data.train.to(self.device)
         self.schedule = NoiseSchedule(config.model.diffusion)
         self.transform = family_transform(unet)  # the sampler's own orthonormal family
-        self._spectrum: dict[int, torch.Tensor] = {}
-        if cfg.spectral_weight > 0:
-            self.spectrum_weights(unet.image_size)  # refuse data without a spectrum before anything is written
+        self._spectrum: dict[int, torch.Tensor] = {}  # spectrum-aware distillation weights per side, made on first use
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
         self.model = SlimUNet(unet).to(self.device)
@@ -265,6 +263,8 @@ class Trainer:
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
         self._check_start(resume)  # a refusal touches nothing, not even the lock file
+        if self.config.train.spectral_weight > 0:
+            self.spectrum_weights(self.config.model.unet.image_size)  # refuses data without a spectrum to weight
         with hold_folder(self.out, what="training run", kind="training run"):
             self._check_start(resume)  # again under the lock: another process may have started meanwhile
             return self._run(resume)

@@ -177,9 +177,10 @@ def test_spectral_term_trains_the_narrow_widths_only(tiny_data, tmp_path):
 
 def test_zero_data_with_the_spectral_term_is_refused_before_anything_is_written(tmp_path):
     data = ImageData("zeros", torch.zeros(16, 1, 8, 8), torch.zeros(2, 1, 8, 8))
+    trainer = Trainer(validate(RunConfig, run_config_dict(spectral_weight=0.5)), tmp_path / "run", device="cpu",
+                      data=data, progress=False)
     with pytest.raises(DDSMError, match="is zero everywhere"):
-        Trainer(validate(RunConfig, run_config_dict(spectral_weight=0.5)), tmp_path / "run", device="cpu",
-                data=data, progress=False)
+        trainer.run()
     assert not (tmp_path / "run").exists()
 
 
