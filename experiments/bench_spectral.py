@@ -17,7 +17,7 @@ reference (``experiments/configs/digits-*.yaml``):
    MACs as a share of the *plain* supernet's full width (the wavelet blocks are cheaper), so both fronts share one
    axis; hypervolume in (FID, cost) against one reference point, with a paired bootstrap interval of the
    difference; and per supernet the cheapest member that is significantly worse than its own full width in no
-   verdict metric.
+   verdict metric but the proxy (a distance to the full-width sample itself, which any change increases).
 4. **What settles when** (``settle``). For the full width of each supernet, the DFT power of x0_hat at every
    DDIM step against the final sample's: the share of each radial band already settled,
    ``1 - E|F(x0_hat_k - x_final)|^2 / E|F(x_final)|^2``; and per step the sensitivity to narrowing (proxy of the
@@ -173,18 +173,24 @@ def part_cost(nets: dict, args) -> pd.DataFrame:
             rows.append({"supernet": name, "blocks": f"{unet.down_block}/{unet.up_block}", "width": w,
                          "macs": e64.macs, "share_of_plain_full": e64.macs / plain_full if plain_full else math.nan,
                          "ms_batch1": e1.latency_s * 1e3, "ms_batch64": e64.latency_s * 1e3})
-    # one block of each kind at the digits UNet's first level (32 channels at 16x16, batch 64), timed together
+    # one block of each kind where the digits UNet has it (32 channels 16->8 down, 64 channels 8->16 up), per width,
+    # batch 64, all timed round-robin in one loop
+    from ddsm.nn.slimmable import active, freeze_width
+
     gen = torch.Generator().manual_seed(0)
-    x16, x8 = torch.randn(64, 32, 16, 16, generator=gen), torch.randn(64, 64, 8, 8, generator=gen)
-    blocks = {"conv down (32 ch, 16->8)": (ConvDownsample(32), x16),
-              "wavelet down (32 ch, 16->8)": (WaveletGatedDownsample(32), x16),
-              "nearest+conv up (64 ch, 8->16)": (NearestConvUpsample(64), x8),
-              "wavelet up (64 ch, 8->16)": (WaveletGatedUpsample(64), x8)}
-    timed = _round_robin({k: (lambda b=b, x=x: b(x)) for k, (b, x) in blocks.items()}, repeats=5 * args.repeats)
-    for k, (b, x) in blocks.items():
-        macs = _block_macs(b, x[:1])
-        rows.append({"supernet": "block", "blocks": k, "width": 1.0, "macs": macs, "share_of_plain_full": math.nan,
-                     "ms_batch1": math.nan, "ms_batch64": timed[k] * 1e3 if k in timed else math.nan})
+    kinds = {"down conv (32 ch, 16->8)": (ConvDownsample, 32, 16), "down wavelet (32 ch, 16->8)":
+             (WaveletGatedDownsample, 32, 16), "up nearest+conv (64 ch, 8->16)": (NearestConvUpsample, 64, 8),
+             "up wavelet (64 ch, 8->16)": (WaveletGatedUpsample, 64, 8)}
+    blocks = {}
+    for k, (cls, C, side) in kinds.items():
+        for w in (0.25, 0.5, 0.75, 1.0):
+            block = freeze_width(cls(C), w).eval()  # plain torch at that width, as an extracted subnet runs it
+            x = torch.randn(64, active(C, w), side, side, generator=gen)
+            blocks[k, w] = (block, x)
+    timed = _round_robin({key: (lambda b=b, x=x: b(x)) for key, (b, x) in blocks.items()}, repeats=5 * args.repeats)
+    for (k, w), (b, x) in blocks.items():
+        rows.append({"supernet": "block", "blocks": k, "width": w, "macs": _block_macs(b, x[:1]),
+                     "share_of_plain_full": math.nan, "ms_batch1": math.nan, "ms_batch64": timed[k, w] * 1e3})
     return pd.DataFrame(rows)
 
 
@@ -202,15 +208,9 @@ def _round_robin(calls: dict, repeats: int, warmup: int = 5) -> dict[str, float]
 
 
 def _block_macs(block: torch.nn.Module, x: torch.Tensor) -> int:
-    import warnings
+    from ddsm.cost.macs import count_module_macs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fvcore.nn import FlopCountAnalysis
-
-        a = FlopCountAnalysis(block, x)
-        a.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(a.total())
+    return count_module_macs(block, x).total  # the cost model's rules: dense MACs plus one op per element
 
 
 # ---------------------------------------------------------------------------- 3. fronts
@@ -218,7 +218,7 @@ def _block_macs(block: torch.nn.Module, x: torch.Tensor) -> int:
 
 def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> tuple[pd.DataFrame, dict]:
     space = SearchConfig.load(args.space)
-    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
     ev = space.evaluator
     members, draws, summary = [], {}, {}
     for name in ("plain", args.best):
@@ -243,7 +243,8 @@ def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> t
         draws[name] = res_v.draws
         cheapest = None
         for k, (plan, share) in sorted(plans.items(), key=lambda kv: kv[1][1]):
-            worse = [m for m in res_v.metrics if _significantly_worse(res_v, k, m)]
+            # proxy is a distance to the full-width sample itself (0 only at full width): a change, not a loss
+            worse = [m for m in res_v.metrics if m != "proxy" and _significantly_worse(res_v, k, m)]
             iv = res_v.interval(k, "fid")
             members.append({"supernet": name, "genome": k.split(" ", 1)[1], "share_own": share,
                             "share_plain": share * own_full / macs_of_plain_full, "fid": iv.value,
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the supernet whose front is searched against the plain one's [both]")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per width or schedule [1000]")
+    ap.add_argument("--front-num", type=int, default=500, help="held-out samples per front member in part 3 [500]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of parts 1 and 4 [20]")
     ap.add_argument("--settle-num", type=int, default=256, help="samples of part 4 [256]")

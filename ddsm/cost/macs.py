@@ -186,7 +186,12 @@ def _probe(config: UNetConfig, resolution: int, batch_size: int = 1, device: str
 
 
 def _count_subnet(sub: SlimUNet, resolution: int) -> MacCount:
-    analysis = FlopCountAnalysis(sub, _probe(sub.config, resolution))
+    return count_module_macs(sub, *_probe(sub.config, resolution))
+
+
+def count_module_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> MacCount:
+    """MACs of ``module(*inputs)`` under the rules above (fvcore plus ddsm's handles), e.g. for one block alone."""
+    analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle)
     analysis.set_op_handle(**{op: _elementwise_handle for op in ELEMENTWISE_OPS})
     analysis.set_op_handle(**{op: None for op in ZERO_COST_OPS})
