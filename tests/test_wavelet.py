@@ -37,6 +37,17 @@ def test_haar_is_orthonormal_and_reconstructs_perfectly():
     torch.testing.assert_close(bands.square().sum(), x.square().sum())  # energy kept: orthonormal
 
 
+def test_haar_sampling_path_gives_the_same_bits_as_the_differentiable_one():
+    x = _x().requires_grad_()
+    bands = haar_dwt(x)
+    back = haar_idwt(bands)
+    back.sum().backward()  # the training path carries gradients
+    torch.testing.assert_close(x.grad, torch.ones_like(x))  # orthonormal pair: d(sum of IDWT(DWT x))/dx = 1
+    with torch.no_grad():
+        assert torch.equal(haar_dwt(x), bands.detach())
+        assert torch.equal(haar_idwt(bands.detach()), back.detach())
+
+
 def test_haar_low_band_is_the_resolution_modules_analysis():
     x = _x()
     torch.testing.assert_close(haar_dwt(x)[:, 0], analysis(x, 4, "haar"))

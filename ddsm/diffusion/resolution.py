@@ -112,7 +112,20 @@ def haar_dwt(x: torch.Tensor) -> torch.Tensor:
     q = x.reshape(B, C, H // 2, 2, W // 2, 2)
     a, b, c, d = q[:, :, :, 0, :, 0], q[:, :, :, 0, :, 1], q[:, :, :, 1, :, 0], q[:, :, :, 1, :, 1]
     s_top, d_top, s_bot, d_bot = a + b, a - b, c + d, c - d
-    return torch.stack([s_top + s_bot, d_top + d_bot, s_top - s_bot, d_top - d_bot], dim=1) * 0.5
+    if _differentiable(x):
+        return torch.stack([s_top + s_bot, d_top + d_bot, s_top - s_bot, d_top - d_bot], dim=1) * 0.5
+    # Sampling: the same sums written straight into one output (fewer large temporaries; the same bits).
+    out = x.new_empty(B, 4, C, H // 2, W // 2)
+    torch.add(s_top, s_bot, out=out[:, 0])
+    torch.add(d_top, d_bot, out=out[:, 1])
+    torch.sub(s_top, s_bot, out=out[:, 2])
+    torch.sub(d_top, d_bot, out=out[:, 3])
+    return out.mul_(0.5)
+
+
+def _differentiable(x: torch.Tensor) -> bool:
+    # out= ops record no gradient: use them only where none is wanted
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
@@ -122,9 +135,16 @@ def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
         raise DDSMError(f"Haar synthesis needs 4 sub-bands (LL, LH, HL, HH), got {four}")
     ll, lh, hl, hh = bands.unbind(dim=1)
     p, q, r, u = ll + hl, ll - hl, lh + hh, lh - hh
-    top = torch.stack([p + r, p - r], dim=-1)  # a, b: (B, C, h, w, 2)
-    bottom = torch.stack([q + u, q - u], dim=-1)  # c, d
-    return torch.stack([top, bottom], dim=3).reshape(B, C, 2 * h, 2 * w) * 0.5
+    if _differentiable(bands):
+        top = torch.stack([p + r, p - r], dim=-1)  # a, b: (B, C, h, w, 2)
+        bottom = torch.stack([q + u, q - u], dim=-1)  # c, d
+        return torch.stack([top, bottom], dim=3).reshape(B, C, 2 * h, 2 * w) * 0.5
+    out = bands.new_empty(B, C, h, 2, w, 2)
+    torch.add(p, r, out=out[:, :, :, 0, :, 0])
+    torch.sub(p, r, out=out[:, :, :, 0, :, 1])
+    torch.add(q, u, out=out[:, :, :, 1, :, 0])
+    torch.sub(q, u, out=out[:, :, :, 1, :, 1])
+    return out.mul_(0.5).reshape(B, C, 2 * h, 2 * w)
 
 
 def analysis(x: torch.Tensor, side: int, transform: Transform = "auto") -> torch.Tensor:
