@@ -150,15 +150,53 @@ class DiffusionConfig(_Frozen):
     beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # linear schedule only
 
 
+class StudentConfig(_Frozen):
+    """A few-step student distilled from a teacher (SFDDM): student step k runs at teacher timestep ``phi[k]``.
+
+    Its noisy input at step k is the teacher's at ``phi[k]`` for the same clean
+    image and noise, so it samples with the teacher's noise schedule on the
+    visited timesteps ``phi`` (descending), one denoiser call per step.
+    """
+
+    teacher: str  # fingerprint of the teacher's model config
+    phi: tuple[int, ...]  # teacher timesteps of student steps 0..K-1, strictly increasing, phi[0] = 0
+    spacing: str = "custom"  # how phi was chosen: linspace, leading or custom
+
+    @field_validator("phi")
+    @classmethod
+    def _phi(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("a student needs at least one step (phi is empty)")
+        if v[0] != 0 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"phi must start at 0 and increase strictly, got {short(list(v))}")
+        return v
+
+    @property
+    def steps(self) -> int:
+        """K, the student's number of sampling steps."""
+        return len(self.phi)
+
+
 class ModelConfig(_Frozen):
     """Everything that fixes what a checkpoint's weights mean."""
 
     unet: UNetConfig = UNetConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    student: StudentConfig | None = None  # set for a distilled few-step student (SFDDM)
+
+    @model_validator(mode="after")
+    def _student(self) -> "ModelConfig":
+        if self.student is not None and self.student.phi[-1] > self.diffusion.num_timesteps - 1:
+            raise ValueError(f"student phi reaches timestep {self.student.phi[-1]}, beyond the teacher's "
+                             f"{self.diffusion.num_timesteps} training timesteps (0..{self.diffusion.num_timesteps - 1})")
+        return self
 
     def fingerprint(self) -> str:
-        """Hash of the architecture, width set and noise schedule."""
-        return stable_hash(self.model_dump(mode="json"))
+        """Hash of the architecture, width set and noise schedule (and, for a student, its teacher and steps)."""
+        data = self.model_dump(mode="json")
+        if data["student"] is None:  # added later: a teacher keeps the fingerprint it always had
+            data.pop("student")
+        return stable_hash(data)
 
 
 class DataConfig(_Frozen):
@@ -199,12 +237,33 @@ class TrainConfig(_Frozen):
     init_from: str | None = None  # supernet to start from (fine-tuning): shipped name, run folder or file
 
 
+class DistillConfig(_Frozen):
+    """SFDDM: distil a teacher supernet into the K-step student of ``RunConfig.model`` (see ddsm.distill)."""
+
+    teacher: str  # the teacher supernet: shipped name, run folder or file
+    steps: int = Field(gt=0, le=MAX_TIMESTEPS)  # K, the student's sampling steps
+    spacing: Literal["linspace", "leading"] = "linspace"  # how phi spreads over the teacher's timesteps
+    sub_steps: int = Field(4, gt=0, le=1000)  # teacher DDIM steps per student step in the target
+    hidden_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False)  # weight of the hidden-map term
+
+
 class RunConfig(_Frozen):
     """The resolved configuration of one training run, written to its folder."""
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig | None = None  # set for an SFDDM distillation run (ddsm distill)
+
+    @model_validator(mode="after")
+    def _distill(self) -> "RunConfig":
+        student, distill = self.model.student, self.distill
+        if (student is None) != (distill is None):
+            raise ValueError("a distillation run needs both distill and model.student (ddsm distill sets them); "
+                             "a training run neither")
+        if distill is not None and student.steps != distill.steps:
+            raise ValueError(f"model.student has {student.steps} steps but distill.steps is {distill.steps}")
+        return self
 
     @model_validator(mode="after")
     def _resolutions(self) -> "RunConfig":

@@ -505,3 +505,84 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     if out is not None:
         write_atomic(out, lambda p: table.to_csv(p, index=False))
         click.echo(f"-> {out}")
+
+
+@main.command()
+@click.option("--teacher", default=None,
+              help="Teacher supernet: run folder, .safetensors file or shipped name ('digits') [--resume: the run's].")
+@click.option("--steps", type=int, default=None, help="K, the student's sampling steps (1..the teacher's timesteps).")
+@click.option("--spacing", type=click.Choice(["linspace", "leading"]), default=None,
+              help="How the student's teacher timesteps phi spread: linspace over 0..T-1, or leading k*(T//K) "
+                   "[default: linspace].")
+@click.option("--sub-steps", type=int, default=None,
+              help="Teacher DDIM steps per student step in the target [default: 4, or the config's].")
+@click.option("--iters", type=int, default=None, help="Total optimizer steps (overrides train.iters of the config).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML with data/train/distill sections (the model comes from the teacher). Unset keys keep "
+                   "their defaults.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder for checkpoints, the resolved config, the metrics log and the student supernet.")
+@click.option("--resume", is_flag=True, help="Continue the distillation in --out exactly where it stopped.")
+@click.option("--seed", type=int, default=None, help="Seed of every random draw (overrides train.seed).")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
+def distill(teacher, steps, spacing, sub_steps, iters, config_file, out, resume, seed, device, progress) -> None:
+    """Distil a K-step slimmable student from a teacher supernet in one fold (SFDDM)."""
+    from ddsm.checkpoint import data_config_for, load_supernet
+    from ddsm.config import RunConfig, load_yaml, validate
+    from ddsm.distill import Distiller, student_config
+
+    saved = Path(out) / "config.json"
+    if resume and config_file is None and saved.is_file():
+        doc = load_yaml(saved)
+        if not isinstance(doc, dict) or not doc.get("distill"):
+            raise DDSMError(f"{str(out)!r} holds a training run, not a distillation; resume it with ddsm train")
+        run = validate(RunConfig, doc, source=str(saved))
+        if teacher is not None:
+            t = load_supernet(teacher)
+            if t.fingerprint != run.model.student.teacher:
+                raise DDSMError(f"--teacher {teacher!r} has architecture {t.fingerprint}, but the student in "
+                                f"{str(out)!r} was distilled from {run.model.student.teacher}; drop --teacher to use "
+                                "the run's own")
+        clash = [f"--{k} {v}" for k, v in {"steps": steps, "spacing": spacing, "sub-steps": sub_steps}.items()
+                 if v is not None]
+        if clash:
+            raise DDSMError(f"{', '.join(clash)} cannot change on --resume; the run keeps its recipe")
+        data = run.model_dump(mode="json")
+    else:
+        if teacher is None or steps is None:
+            raise DDSMError("give --teacher CKPT and --steps K (or --resume an existing distillation)")
+        data = load_yaml(config_file) if config_file else {}
+        if not isinstance(data, dict):
+            raise DDSMError(f"config file {config_file!r} must be a mapping of data/train/distill sections")
+        if "model" in data:
+            raise DDSMError(f"config file {config_file!r} has a model section; a student's model is its teacher's "
+                            "(drop the section)")
+        t = load_supernet(teacher)
+        dist = dict(data.get("distill") or {})
+        if dist.get("teacher") not in (None, teacher) or dist.get("steps") not in (None, steps):
+            raise DDSMError("distill.teacher and distill.steps come from --teacher and --steps; drop them from the config")
+        dist.update({"teacher": teacher, "steps": steps,
+                     **({"spacing": spacing} if spacing is not None else {}),
+                     **({"sub_steps": sub_steps} if sub_steps is not None else {})})
+        model = student_config(t.config, steps, dist.get("spacing", "linspace"))
+        data = {**data, "model": model.model_dump(mode="json"), "distill": dist}
+        data.setdefault("data", data_config_for(teacher).model_dump(mode="json"))
+    train_sec = data.setdefault("train", {})
+    if iters is not None:
+        train_sec["iters"] = iters
+    if seed is not None:
+        train_sec["seed"] = seed
+    cfg = validate(RunConfig, data, source="distillation config")
+    distiller = Distiller(cfg, out, device=device, progress=progress)
+    start = time.perf_counter()
+    try:
+        distiller.run(resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted at step {distiller.step}; checkpoint saved. Continue with: "
+                   f"ddsm distill --out {out} --resume", err=True)
+        sys.exit(130)
+    st = cfg.model.student
+    click.echo(f"distilled a {st.steps}-step student (phi {list(st.phi)[:6]}{'...' if st.steps > 6 else ''}) in "
+               f"{distiller.step} steps ({distiller.train_seconds:.0f} s of training in total, "
+               f"{time.perf_counter() - start:.0f} s this run) -> {Path(out) / 'supernet.safetensors'}")

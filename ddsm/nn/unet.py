@@ -297,8 +297,13 @@ class SlimUNet(nn.Module):
 
     # -- forward -------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, return_hidden: bool = False):
+        """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional).
+
+        ``return_hidden`` also returns the last hidden feature map (after the
+        output normalisation and activation, before ``conv_out``), which
+        distillation matches between a student and its teacher.
+        """
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
@@ -317,4 +322,6 @@ class SlimUNet(nn.Module):
                     h = b(torch.cat([h, hs.pop()], dim=1), temb)
                 else:
                     h = b(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = F.silu(self.norm_out(h))
+        eps = self.conv_out(h)
+        return (eps, h) if return_hidden else eps

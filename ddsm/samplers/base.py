@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ddsm.config import MAX_TIMESTEPS, _Frozen
 from ddsm.diffusion.noise import NoiseSchedule
@@ -31,6 +31,18 @@ class SamplerConfig(_Frozen):
     eta: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     timestep_spacing: Spacing = "leading"  # how visited timesteps are spread, as in diffusers
     clip_sample: bool = True  # clip the predicted x0 to [-1, 1]
+    # explicit visited timesteps, descending (a distilled student's phi); None: spaced per timestep_spacing
+    timesteps: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _timesteps(self) -> "SamplerConfig":
+        ts = self.timesteps
+        if ts is not None:
+            if len(ts) != self.steps:
+                raise ValueError(f"{len(ts)} explicit timesteps for {self.steps} steps; give one per step")
+            if any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < 0:
+                raise ValueError(f"explicit timesteps must be >= 0 and strictly descending, got {list(ts)[:8]}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ class Sampler:
                 raise DDSMError(f"timesteps must be a non-empty strictly descending list, got {list(timesteps)}")
             if ts[0] > self.schedule.num_timesteps - 1 or ts[-1] < 0:
                 raise DDSMError(f"timesteps must lie in [0, {self.schedule.num_timesteps - 1}], got {list(timesteps)}")
+        elif self.config.timesteps is not None and num_inference_steps in (None, self.config.steps):
+            return self.set_timesteps(timesteps=list(self.config.timesteps))
         else:
             n = num_inference_steps if num_inference_steps is not None else self.config.steps
             ts = spaced_timesteps(self.schedule.num_timesteps, n, self.config.timestep_spacing)

@@ -42,7 +42,7 @@ from ddsm.samplers.progressive import check_resolution_set
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
 #: settings added after searches were run: left out of the fingerprint at these values (the old behaviour)
-ADDED_DEFAULTS = {("seeding", "knapsack"): "budgets", ("objectives", "batch"): None}
+ADDED_DEFAULTS = {("seeding", "knapsack"): "budgets", ("objectives", "batch"): None, ("sampler", "timesteps"): None}
 #: samples per candidate: every candidate is sampled this many times (100 000 is hours per candidate on a CPU)
 MAX_SEARCH_SAMPLES = 100_000
 #: NSGA-II population and generations: far beyond any search that finishes

@@ -1,0 +1,203 @@
+"""Single-fold distillation of a few-step slimmable student (SFDDM, Hong et al. 2024).
+
+A teacher supernet trained on T timesteps becomes a student of any K steps in
+one fold. Student step k runs at teacher timestep ``phi[k]`` (``phi[0] = 0``,
+increasing; :func:`student_phi`), and its noisy input is the teacher's at
+``phi[k]`` for the same clean image and noise: ``x'_k = x_{phi_k}``. So the
+student needs no noise schedule of its own; it samples on the visited
+timesteps ``phi`` (descending) with the teacher's alpha_bar, one denoiser call
+per step (:func:`student_sampler`).
+
+Training, per batch (every draw from the run's seeded generator):
+
+1. ``x0``, a student step ``k`` per image (uniform over 0..K-1) and noise ``eps``
+   give ``x_{phi_k}``.
+2. The target (:func:`teacher_target`) is the teacher's multi-step transition
+   from ``phi_k`` to ``phi_{k-1}``. The frozen teacher runs at full width,
+   with ``sub_steps`` deterministic DDIM steps on evenly spaced (fractional)
+   timesteps, and the target is the ε for which *one* DDIM step of the
+   student lands where the teacher did. At ``k = 0`` there is nothing between
+   ``phi_0 = 0`` and the clean image, and the target is the teacher's own ε.
+3. Output term: ``|eps_student - eps_target|^2``.
+4. Hidden-variable term, weight ``hidden_weight``: the mean absolute
+   difference of the last hidden feature map (before the output convolution)
+   between the student and the teacher at the same input. A narrow student is
+   compared with the first channels of the teacher's map, the channels its
+   slice keeps. This is the matching that the authors' published code applies.
+   The paper's abstract speaks of the "distribution of the hidden variables",
+   and its method section was not available to check whether it states a
+   divergence instead.
+5. The sandwich rule over the student's widths: the widest, the narrowest
+   and ``n_random_widths`` random ones each regress the same full-width
+   teacher target. Gradients accumulate before one AdamW step.
+
+The student starts from the teacher's weights, so before any training it is
+the teacher's own K-step DDIM. Checkpoints, EMA, resume (bit-exact) and
+progress are :class:`ddsm.train.Trainer`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ddsm.checkpoint import load_supernet
+from ddsm.config import ModelConfig, RunConfig, StudentConfig, validate
+from ddsm.data import ImageData
+from ddsm.diffusion.losses import eps_loss
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.train import Trainer, learning_rate, sandwich_widths
+
+#: how a student's teacher timesteps may be spread
+PHI_SPACINGS = ("linspace", "leading")
+
+
+def student_phi(num_timesteps: int, steps: int, spacing: str = "linspace") -> tuple[int, ...]:
+    """``phi``: the teacher timestep of each student step, increasing, ``phi[0] = 0``.
+
+    ``linspace`` spreads K steps over 0..T-1, so the first sampling step sees
+    (nearly) pure noise at T-1. ``leading`` is the paper's uniform subsequence
+    ``phi_k = k * (T // K)``. One step (K = 1) is ``(0,)`` under either.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= num_timesteps:
+        raise DDSMError(f"--steps {steps!r} is not a number of student steps in 1..{num_timesteps} "
+                        f"(the teacher's training timesteps)")
+    if spacing not in PHI_SPACINGS:
+        raise DDSMError(f"phi spacing {spacing!r} is not one of {', '.join(PHI_SPACINGS)}")
+    ts = spaced_timesteps(num_timesteps, steps, spacing).flip(0)
+    return tuple(int(t) for t in ts)
+
+
+def student_sampler(student: StudentConfig, kind: str = "ddim", **options) -> SamplerConfig:
+    """The student's own K-step sampler: the teacher timesteps ``phi``, visited from the noisiest."""
+    return SamplerConfig(kind=kind, steps=student.steps, timesteps=tuple(float(t) for t in reversed(student.phi)),
+                         **options)
+
+
+def _ddim_move(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
+    # One deterministic DDIM step from noise level ab_t to ab_s (per-sample (B, 1, 1, 1)), no clipping.
+    x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
+
+
+def eps_for_jump(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
+    """The ε with which one DDIM step from ``x_t`` (noise level ``ab_t``) lands exactly on ``x_s`` (``ab_s``).
+
+    DDIM's step is linear in ε, ``x_s = sqrt(ab_s/ab_t) x_t + (sqrt(1-ab_s) - sqrt(ab_s (1-ab_t)/ab_t)) ε``,
+    and the bracket is non-zero whenever ``ab_s > ab_t`` (the step removes noise).
+    """
+    ratio = (ab_s / ab_t).sqrt()
+    return (x_s - ratio * x_t) / ((1 - ab_s).sqrt() - ratio * (1 - ab_t).sqrt())
+
+
+@torch.no_grad()
+def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
+                   sub_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε target, the teacher's hidden map at the student's input) for states ``x = x_{phi_k}``.
+
+    ``teacher`` is a supernet at full width (the caller's setting is kept),
+    ``k`` (B,) the student steps and ``phi`` the (K,) teacher timesteps.
+    """
+    t = phi[k].double()
+    eps, hidden = teacher(x, t.to(x.device).float(), return_hidden=True)
+    target = eps.clone()
+    jump = k > 0
+    if jump.any():
+        xs, ts, te = x[jump], t[jump], phi[k[jump] - 1].double()
+        e = eps[jump]
+        shape = (-1, *([1] * (x.ndim - 1)))
+        ab_start = schedule.alpha_bar_at(ts).to(x.device, x.dtype).reshape(shape)
+        for i in range(sub_steps):
+            a = ts + (te - ts) * (i / sub_steps)
+            b = ts + (te - ts) * ((i + 1) / sub_steps)
+            ab_a = schedule.alpha_bar_at(a).to(x.device, x.dtype).reshape(shape)
+            ab_b = schedule.alpha_bar_at(b).to(x.device, x.dtype).reshape(shape)
+            if i > 0:
+                e = teacher(xs, a.to(x.device).float())
+            xs = _ddim_move(xs, e, ab_a, ab_b)
+        ab_end = schedule.alpha_bar_at(te).to(x.device, x.dtype).reshape(shape)
+        target[jump] = eps_for_jump(x[jump], xs, ab_start, ab_end)
+    return target, hidden
+
+
+def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the student's hidden map and the teacher's first channels (its slice)."""
+    c = student_hidden.shape[1]
+    return F.l1_loss(student_hidden.float(), teacher_hidden[:, :c].detach().float())
+
+
+def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
+                   phi: tuple[int, ...] | None = None) -> ModelConfig:
+    """The teacher's model config with the student's steps; the student's fingerprint names its teacher."""
+    if teacher.student is not None:
+        raise DDSMError("the teacher is itself a distilled student; distil from the model it was distilled from")
+    label = spacing if phi is None else "custom"
+    if phi is None:
+        phi = student_phi(teacher.diffusion.num_timesteps, steps, spacing)
+    elif len(phi) != steps:
+        raise DDSMError(f"phi has {len(phi)} timesteps for {steps} student steps")
+    student = validate(StudentConfig, {"teacher": teacher.fingerprint(), "phi": list(phi), "spacing": label},
+                       source="student")
+    return validate(ModelConfig, {**teacher.model_dump(mode="json"), "student": student.model_dump(mode="json")},
+                    source="student")
+
+
+class Distiller(Trainer):
+    """Distil ``config.distill.teacher`` into the K-step student of ``config.model`` (see the module docstring)."""
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
+                 data: ImageData | None = None, progress: bool = True) -> None:
+        if config.distill is None or config.model.student is None:
+            raise DDSMError("a distillation run needs a distill section and a student model config")
+        # The teacher before the student: a wrong teacher is refused before the data is loaded.
+        self.teacher_net = load_supernet(config.distill.teacher, device="cpu")
+        if self.teacher_net.fingerprint != config.model.student.teacher:
+            raise DDSMError(f"teacher {config.distill.teacher!r} has fingerprint {self.teacher_net.fingerprint}, but "
+                            f"this student was distilled from {config.model.student.teacher}")
+        super().__init__(config, out_dir, device=device, data=data, progress=progress)
+        self.teacher = self.teacher_net.model.to(self.device).eval().requires_grad_(False)
+        self.teacher.set_active_width(max(self.teacher.config.widths))
+        self.phi = torch.tensor(config.model.student.phi, dtype=torch.long)
+        if config.train.init_from is None:
+            # Before any step the student is the teacher's own K-step DDIM (a resume then loads its checkpoint).
+            self.model.load_state_dict(self.teacher.state_dict())
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def train_step(self, widths: list[float] | None = None) -> dict[str, float]:
+        """One optimizer step over the sandwich of student widths against the full-width teacher's target."""
+        cfg, dist, unet = self.config.train, self.config.distill, self.config.model.unet
+        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
+        k = torch.randint(len(self.phi), (cfg.batch_size,), generator=self.gen)
+        eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
+        x0 = self.x_train[idx.to(self.device)]
+        t = self.phi[k]
+        x_t = self.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
+        target, teacher_hidden = teacher_target(self.teacher, self.schedule, x_t, k, self.phi, dist.sub_steps)
+        if widths is None:
+            widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
+        for g in self.opt.param_groups:
+            g["lr"] = learning_rate(self.step, cfg)
+        self.opt.zero_grad(set_to_none=True)
+        losses: dict[str, float] = {}
+        t_dev = t.to(self.device).float()
+        for w in widths:
+            self.model.set_active_width(w)
+            with self._autocast():
+                pred, hidden = self.model(x_t, t_dev, return_hidden=True)
+            out = eps_loss(pred, target)
+            loss = out + dist.hidden_weight * hidden_loss(hidden, teacher_hidden) if dist.hidden_weight else out
+            self.scaler.scale(loss).backward()
+            losses[f"loss@{w:g}"] = float(loss.detach())
+        self.model.set_active_width(unet.widths[-1])
+        self.scaler.unscale_(self.opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        self._ema_update()
+        losses["grad_norm"] = float(grad_norm)
+        return losses

@@ -1,0 +1,262 @@
+"""SFDDM: the student's inputs are the teacher's, its targets are the teacher's multi-step transitions, resume is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddsm.config import ModelConfig, RunConfig, validate
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.distill import (
+    Distiller, eps_for_jump, hidden_loss, student_config, student_phi, student_sampler, teacher_target,
+)
+from ddsm.errors import DDSMError
+from ddsm.samplers import generate, make_sampler
+
+from conftest import TINY_T, randomise, run_config_dict
+
+
+@pytest.fixture
+def teacher_file(tmp_path, tiny_model_config):
+    """A tiny random-weight teacher saved as a supernet file."""
+    from ddsm.checkpoint import save_supernet
+    from ddsm.nn.unet import SlimUNet
+
+    model = randomise(SlimUNet(tiny_model_config.unet), seed=7, std=0.1).eval()
+    path = tmp_path / "teacher.safetensors"
+    save_supernet(path, model, tiny_model_config, state_dict=model.state_dict(), step=0)
+    return path
+
+
+def _distill_config(teacher_file, tiny_model_config, steps=4, **distill):
+    student = student_config(tiny_model_config, steps)
+    d = run_config_dict(iters=3)
+    d["model"] = student.model_dump(mode="json")
+    d["distill"] = {"teacher": str(teacher_file), "steps": steps, **distill}
+    return validate(RunConfig, d)
+
+
+# ---------------------------------------------------------------------------- phi and the student's sampler
+
+
+def test_phi_starts_at_zero_and_spreads_over_the_teachers_timesteps():
+    assert student_phi(1000, 4) == (0, 333, 666, 999)
+    assert student_phi(1000, 4, "leading") == (0, 250, 500, 750)
+    assert student_phi(1000, 1) == (0,)
+    assert student_phi(50, 50) == tuple(range(50))
+
+
+@pytest.mark.parametrize("steps", [0, 51, -1, 2.5, True])
+def test_bad_step_counts_are_one_line_errors(steps):
+    with pytest.raises(DDSMError, match=r"not a number of student steps in 1\.\.50"):
+        student_phi(50, steps)
+
+
+def test_student_fingerprint_names_teacher_and_steps_and_the_teachers_is_unchanged(tiny_model_config):
+    a, b = student_config(tiny_model_config, 4), student_config(tiny_model_config, 2)
+    assert a.student.teacher == tiny_model_config.fingerprint()
+    assert len({a.fingerprint(), b.fingerprint(), tiny_model_config.fingerprint()}) == 3
+    # a config without a student hashes as it did before students existed
+    from ddsm.io import stable_hash
+
+    assert tiny_model_config.fingerprint() == stable_hash({k: v for k, v in tiny_model_config.model_dump(mode="json")
+                                                           .items() if k != "student"})
+
+
+def test_student_sampler_visits_phi_from_the_noisiest(tiny_model_config):
+    st = student_config(tiny_model_config, 3).student
+    cfg = student_sampler(st)
+    sampler = make_sampler(NoiseSchedule(tiny_model_config.diffusion), cfg)
+    assert sampler.timesteps.tolist() == [float(t) for t in reversed(st.phi)]
+
+
+def test_explicit_timesteps_must_match_the_steps_and_descend():
+    from ddsm.samplers import SamplerConfig
+
+    with pytest.raises(DDSMError, match="2 explicit timesteps for 3 steps"):
+        validate(SamplerConfig, {"steps": 3, "timesteps": [10, 0]})
+    with pytest.raises(DDSMError, match="strictly descending"):
+        validate(SamplerConfig, {"steps": 2, "timesteps": [0, 10]})
+
+
+# ---------------------------------------------------------------------------- the target
+
+
+def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, tiny_model_config, tiny_data,
+                                                                   tmp_path, monkeypatch):
+    cfg = _distill_config(teacher_file, tiny_model_config)
+    d = Distiller(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+    seen = {}
+
+    def spy(teacher, schedule, x, k, phi, sub_steps):
+        seen.update(x=x.clone(), k=k.clone())
+        return teacher_target(teacher, schedule, x, k, phi, sub_steps)
+
+    monkeypatch.setattr("ddsm.distill.teacher_target", spy)
+    gen_state = d.gen.get_state()
+    d.train_step()
+    # Replay the draws: the same images, steps and noise through the teacher's own forward process.
+    g = torch.Generator()
+    g.set_state(gen_state)
+    idx = torch.randint(len(d.x_train), (cfg.train.batch_size,), generator=g)
+    k = torch.randint(len(d.phi), (cfg.train.batch_size,), generator=g)
+    eps = torch.randn((cfg.train.batch_size, *d.x_train.shape[1:]), generator=g)
+    teacher_state = NoiseSchedule(tiny_model_config.diffusion).q_sample(d.x_train[idx], d.phi[k], eps)
+    assert torch.equal(seen["k"], k)
+    torch.testing.assert_close(seen["x"], teacher_state, rtol=0, atol=0)
+
+
+def test_with_k_equal_to_the_teachers_steps_the_target_is_the_teachers_own_step(teacher_file, tiny_model_config):
+    from ddsm.checkpoint import load_supernet
+
+    teacher = load_supernet(teacher_file).model
+    schedule = NoiseSchedule(tiny_model_config.diffusion)
+    phi = torch.tensor(student_phi(TINY_T, TINY_T))  # phi_k = k: every teacher timestep is a student step
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 8, 8, generator=gen)
+    k = torch.tensor([0, 1, 5, 20, 48, 49])
+    target, hidden = teacher_target(teacher, schedule, x, k, phi, sub_steps=1)
+    with torch.no_grad():
+        eps, h = teacher(x, phi[k].float(), return_hidden=True)
+    torch.testing.assert_close(target, eps, rtol=1e-4, atol=1e-4)  # one DDIM step there and solved back: float32
+    torch.testing.assert_close(hidden, h)
+
+
+def test_the_target_jump_lands_where_the_teachers_sub_steps_do(teacher_file, tiny_model_config):
+    from ddsm.checkpoint import load_supernet
+    from ddsm.samplers import SamplerConfig
+
+    teacher = load_supernet(teacher_file).model
+    schedule = NoiseSchedule(tiny_model_config.diffusion)
+    phi = torch.tensor(student_phi(TINY_T, 2))  # (0, 49)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    target, _ = teacher_target(teacher, schedule, x, torch.ones(3, dtype=torch.long), phi, sub_steps=7)
+    # the teacher's own 7-step DDIM from 49 to 0, unclipped, then one step of the student with the target
+    ts = [49 - 49 * i / 7 for i in range(8)]
+    xs = x
+    with torch.no_grad():
+        for a, b in zip(ts, ts[1:]):
+            ab_a, ab_b = schedule.alpha_bar_at(a).float(), schedule.alpha_bar_at(b).float()
+            e = teacher(xs, torch.full((3,), a))
+            xs = ab_b.sqrt() * (xs - (1 - ab_a).sqrt() * e) / ab_a.sqrt() + (1 - ab_b).sqrt() * e
+    ab_t, ab_s = schedule.alpha_bar_at(49.0).float(), schedule.alpha_bar_at(0.0).float()
+    landed = ab_s.sqrt() * (x - (1 - ab_t).sqrt() * target) / ab_t.sqrt() + (1 - ab_s).sqrt() * target
+    torch.testing.assert_close(landed, xs, rtol=1e-4, atol=1e-4)
+
+
+def test_eps_for_jump_inverts_one_ddim_step():
+    g = torch.Generator().manual_seed(2)
+    x, e = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    ab_t, ab_s = torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.9, dtype=torch.float64)
+    x_s = ab_s.sqrt() * (x - (1 - ab_t).sqrt() * e) / ab_t.sqrt() + (1 - ab_s).sqrt() * e
+    torch.testing.assert_close(eps_for_jump(x, x_s, ab_t, ab_s), e, rtol=1e-12, atol=1e-12)
+
+
+def test_hidden_term_compares_the_narrow_map_with_the_teachers_first_channels():
+    t = torch.randn(2, 8, 4, 4)
+    assert float(hidden_loss(t[:, :2].clone(), t)) == 0.0
+    assert float(hidden_loss(t[:, 2:4].clone(), t)) > 0
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def test_an_untrained_student_is_the_teachers_k_step_ddim(teacher_file, tiny_model_config, tiny_data, tmp_path):
+    from ddsm.checkpoint import load_supernet
+
+    cfg = _distill_config(teacher_file, tiny_model_config, steps=3)
+    d = Distiller(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+    teacher = load_supernet(teacher_file).model
+    sched = NoiseSchedule(tiny_model_config.diffusion)
+    scfg = student_sampler(cfg.model.student)
+    a = generate(d.model, make_sampler(sched, scfg), 1.0, [0, 1])
+    b = generate(teacher, make_sampler(sched, scfg), 1.0, [0, 1])
+    assert torch.equal(a, b)
+
+
+def test_distillation_losses_are_finite_and_resume_is_bitwise_exact(teacher_file, tiny_model_config, tiny_data,
+                                                                    tmp_path):
+    def cfg(iters):
+        c = _distill_config(teacher_file, tiny_model_config, sub_steps=2)
+        return c.model_copy(update={"train": c.train.model_copy(update={"iters": iters})})
+
+    a = Distiller(cfg(6), tmp_path / "a", device="cpu", data=tiny_data, progress=False)
+    a.run()
+    Distiller(cfg(3), tmp_path / "b", device="cpu", data=tiny_data, progress=False).run()
+    b = Distiller(cfg(6), tmp_path / "b", device="cpu", data=tiny_data, progress=False)
+    with pytest.warns(UserWarning, match="resuming with iters"):
+        b.run(resume=True)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(a.ema[k], b.ema[k]) for k in a.ema)
+
+
+def test_a_teacher_of_another_architecture_is_refused(teacher_file, tiny_model_config, tiny_data, tmp_path):
+    other = student_config(ModelConfig(unet=tiny_model_config.unet.model_copy(update={"base_channels": 16})), 4)
+    d = run_config_dict()
+    d["model"] = other.model_dump(mode="json")
+    d["distill"] = {"teacher": str(teacher_file), "steps": 4}
+    with pytest.raises(DDSMError, match="this student was distilled from"):
+        Distiller(validate(RunConfig, d), tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_config_needs_both_distill_and_student(teacher_file, tiny_model_config):
+    d = run_config_dict()
+    d["distill"] = {"teacher": str(teacher_file), "steps": 4}
+    with pytest.raises(DDSMError, match="needs both distill and model.student"):
+        validate(RunConfig, d)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def test_cli_distills_resumes_and_samples_with_the_student(trained_run, tmp_path):
+    from cli_helpers import invoke
+
+    from ddsm.checkpoint import load_supernet
+
+    out = tmp_path / "student"
+    r = invoke("distill", "--teacher", trained_run, "--steps", "3", "--iters", "2", "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "3-step student" in r.output
+    r = invoke("distill", "--out", out, "--resume", "--iters", "4", "--no-progress")
+    assert r.exit_code == 0, r.output
+    net = load_supernet(out)
+    assert net.config.student.steps == 3 and net.config.student.teacher == load_supernet(trained_run).fingerprint
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--steps", "0"], ["--steps 0", "1..50"]),
+    (["--steps", "51"], ["--steps 51", "1..50"]),
+    (["--steps", "2", "--sub-steps", "0", "--iters", "1"], ["sub_steps"]),
+    (["--steps", "2", "--spacing", "cosine"], ["--spacing"]),
+])
+def test_bad_distill_input_is_one_line_and_writes_nothing(trained_run, tmp_path, args, needles):
+    from cli_helpers import assert_bad_input, invoke
+
+    out = tmp_path / "student"
+    assert_bad_input(invoke("distill", "--teacher", trained_run, *args, "--out", out, "--no-progress"), *needles)
+    assert not out.exists()
+
+
+def test_resume_with_a_teacher_of_another_architecture_is_refused(trained_run, teacher_file, tmp_path):
+    from cli_helpers import assert_bad_input, invoke
+
+    out = tmp_path / "student"
+    assert invoke("distill", "--teacher", trained_run, "--steps", "2", "--iters", "1", "--out", out,
+                  "--no-progress").exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    other = tmp_path / "other.safetensors"
+    from ddsm.checkpoint import load_supernet, save_supernet
+    from ddsm.config import ModelConfig
+
+    t = load_supernet(teacher_file)
+    cfg = ModelConfig(unet=t.config.unet, diffusion=t.config.diffusion.model_copy(update={"num_timesteps": 60}))
+    from ddsm.nn.unet import SlimUNet
+
+    m = SlimUNet(cfg.unet)
+    save_supernet(other, m, cfg, state_dict=m.state_dict(), step=0)
+    r = invoke("distill", "--teacher", other, "--out", out, "--resume", "--iters", "2", "--no-progress")
+    assert_bad_input(r, "--teacher", "was distilled from")
+    assert sorted(p.name for p in out.iterdir()) == before
