@@ -260,3 +260,22 @@ def test_resume_with_a_teacher_of_another_architecture_is_refused(trained_run, t
     r = invoke("distill", "--teacher", other, "--out", out, "--resume", "--iters", "2", "--no-progress")
     assert_bad_input(r, "--teacher", "was distilled from")
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_ddsm_sample_runs_a_student_on_its_own_k_steps(trained_run, tmp_path):
+    import json
+
+    from cli_helpers import assert_bad_input, invoke
+
+    out = tmp_path / "student"
+    assert invoke("distill", "--teacher", trained_run, "--steps", "3", "--iters", "1", "--out", out,
+                  "--no-progress").exit_code == 0
+    r = invoke("sample", "--checkpoint", out, "--width", "0.5", "--num", "2", "--out", tmp_path / "s", "--no-progress")
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert info["sampler"]["steps"] == 3 and info["sampler"]["timesteps"] == [49.0, 24.0, 0.0]
+    assert info["widths"] == [0.5, 0.5, 0.5]
+    r = invoke("sample", "--checkpoint", out, "--width", "1", "--steps", "10", "--num", "2", "--out", tmp_path / "t",
+               "--no-progress")
+    assert_bad_input(r, "--steps", "3-step student")
+    assert not (tmp_path / "t").exists()

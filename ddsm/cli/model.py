@@ -95,6 +95,17 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
         if clash:
             raise DDSMError(f"flags disagree with schedule file {schedule_file!r}: {', '.join(clash)}; drop them")
         scfg, widths, sides = sched.sampler, list(sched.widths), sched.resolutions
+    elif net.config.student is not None:
+        # A distilled student samples on its own K teacher timesteps (phi), one call per step.
+        from ddsm.distill import student_sampler
+
+        st = net.config.student
+        clash = [f"--{k}" for k, v in (("steps", steps if steps != st.steps else None), ("spacing", spacing)) if v]
+        if clash:
+            raise DDSMError(f"{', '.join(clash)} cannot be set for a distilled {st.steps}-step student; it samples on "
+                            f"its own timesteps {list(reversed(st.phi))}")
+        scfg = student_sampler(st, kind=sampler or "ddim", **({"eta": eta} if eta is not None else {}))
+        widths, sides = net.model.check_width(width), None
     else:
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
         widths, sides = net.model.check_width(width), None
