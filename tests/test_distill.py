@@ -279,3 +279,21 @@ def test_ddsm_sample_runs_a_student_on_its_own_k_steps(trained_run, tmp_path):
                "--no-progress")
     assert_bad_input(r, "--steps", "3-step student")
     assert not (tmp_path / "t").exists()
+
+
+def test_evaluate_and_search_take_a_students_own_sampler(trained_run, tmp_path):
+    from cli_helpers import assert_bad_input, invoke, write_space
+
+    out = tmp_path / "student"
+    assert invoke("distill", "--teacher", trained_run, "--steps", "2", "--iters", "1", "--out", out,
+                  "--no-progress").exit_code == 0
+    r = invoke("evaluate", "--checkpoint", out, "--width", "0.5", "--num", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    space = write_space(tmp_path / "s.yaml")  # a 4-step sampler: not this student's
+    r = invoke("search", "--space", space, "--checkpoint", out, "--out", tmp_path / "srch", "--no-progress")
+    assert_bad_input(r, "distilled 2-step student", "sampler.timesteps [49.0, 0.0]")
+    assert not (tmp_path / "srch").exists()
+    ok = write_space(tmp_path / "ok.yaml", sampler={"kind": "ddim", "steps": 2, "timesteps": [49.0, 0.0]},
+                     segments=None)
+    r = invoke("search", "--space", ok, "--checkpoint", out, "--out", tmp_path / "srch2", "--no-progress")
+    assert r.exit_code == 0, r.output

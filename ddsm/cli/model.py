@@ -424,6 +424,17 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
         clash = [f"{k}={v!r}" for k, v in flags.items() if v is not None and v != getattr(scfg, k)]
         if clash:
             raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
+    elif net.config.student is not None:  # a distilled student samples on its own K timesteps
+        from ddsm.distill import student_sampler
+
+        st = net.config.student
+        clash = [f"--{k}" for k in ("steps", "timestep_spacing") if flags.get(k) is not None
+                 and not (k == "steps" and flags[k] == st.steps)]
+        if clash:
+            raise DDSMError(f"{', '.join(c.replace('timestep_spacing', 'spacing') for c in clash)} cannot be set for "
+                            f"a distilled {st.steps}-step student; it samples on its own timesteps")
+        scfg = student_sampler(st, kind=flags.get("kind") or "ddim",
+                               **({"eta": flags["eta"]} if flags.get("eta") is not None else {}))
     else:
         scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
     named = {**dict(zip(schedule_files, scheds)),

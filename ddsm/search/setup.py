@@ -131,6 +131,16 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
     if space.sampler.steps > net.config.diffusion.num_timesteps:
         raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
                         f"{net.config.diffusion.num_timesteps} training timesteps")
+    student = net.config.student
+    if student is not None:
+        from ddsm.distill import student_sampler
+
+        own = student_sampler(student, kind=space.sampler.kind, eta=space.sampler.eta,
+                              clip_sample=space.sampler.clip_sample)
+        if space.sampler != own:
+            raise DDSMError(f"this supernet is a distilled {student.steps}-step student: its search space needs "
+                            f"sampler.steps {student.steps} and sampler.timesteps {list(own.timesteps)}, got steps "
+                            f"{space.sampler.steps} and timesteps {space.sampler.timesteps}")
     costs = search_costs(space, net, cost_table)
     WidthProblem(space, costs).check_budget()
     factory = evaluator_factory(space, checkpoint, featurenet)
