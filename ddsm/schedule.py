@@ -18,7 +18,7 @@ from pydantic import Field
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
-from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions
 
@@ -54,7 +54,7 @@ class Schedule(_Frozen):
         """
         if isinstance(widths, StepPlan):
             widths, resolutions = list(widths.widths), resolutions if resolutions is not None else widths.resolutions
-        ts = spaced_timesteps(model.diffusion.num_timesteps, sampler.steps, sampler.timestep_spacing)
+        ts = visited(sampler, model.diffusion.num_timesteps)
         if resolutions is not None and all(r == model.unet.image_size for r in resolutions):
             resolutions = None
         s = cls(supernet=model.fingerprint(), sampler=sampler, widths=tuple(widths), timesteps=tuple(ts.tolist()),
@@ -84,7 +84,7 @@ class Schedule(_Frozen):
         if self.sampler.steps > model.diffusion.num_timesteps:
             out.append(f"{self.sampler.steps} steps exceed the {model.diffusion.num_timesteps} training timesteps")
         elif self.timesteps is not None:
-            ts = spaced_timesteps(model.diffusion.num_timesteps, self.sampler.steps, self.sampler.timestep_spacing)
+            ts = visited(self.sampler, model.diffusion.num_timesteps)
             if list(self.timesteps) != ts.tolist():
                 out.append("its timesteps differ from the sampler's spacing "
                            f"({self.sampler.timestep_spacing}, {self.sampler.steps} steps)")

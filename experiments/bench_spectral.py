@@ -69,8 +69,9 @@ from ddsm.spectrum import band_error_statistic, frequency_bands, radial_power_pe
 
 PARTS = ("widths", "cost", "front", "settle")
 #: the supernets compared, as the recipes name them; plain is the shipped reference
-DEFAULT_SUPERNETS = {"plain": "digits", "wavelet": "runs/digits-wavelet-only",
-                     "spectral": "runs/digits-spectral-loss-only", "both": "runs/digits-spectral"}
+DEFAULT_SUPERNETS = {"plain": "digits", "wavelet": "experiments/results/supernets/digits-wavelet-only.safetensors",
+                     "spectral": "experiments/results/supernets/digits-spectral-loss-only.safetensors",
+                     "both": "runs/digits-spectral"}
 BANDS = ("low", "high")
 
 
@@ -101,6 +102,7 @@ def part_widths(nets: dict, args, sampler: SamplerConfig, features, data) -> tup
     freqs, real_power = radial_power_per_image(real)
     real_mean = real_power.mean(axis=0)
     draws: dict[str, dict[str, dict[str, Draws]]] = {}
+    shown: dict[str, torch.Tensor] = {}  # narrowest and full width of every supernet, for the figure
     for name, (_, net) in nets.items():
         t0 = time.perf_counter()
         widths = net.config.unet.widths
@@ -111,6 +113,8 @@ def part_widths(nets: dict, args, sampler: SamplerConfig, features, data) -> tup
         for sched, metric_draws in res.draws.items():
             w = widths[-1] if sched == FULL else float(sched.split()[1])
             draws[name][f"{w:g}"] = {**metric_draws, **_spectrum_draws(res.samples[sched], real_mean, freqs, counts)}
+            if w in (widths[0], widths[-1]):
+                shown[f"{name} {w:g}"] = res.samples[sched]
         print(f"  {name}: {len(plans) + 1} widths x {settings.num} samples in {time.perf_counter() - t0:.0f} s",
               flush=True)
     rows = []
@@ -126,6 +130,12 @@ def part_widths(nets: dict, args, sampler: SamplerConfig, features, data) -> tup
                                 "minus_plain_high": diff.high, "differs": diff.excludes(0.0)})
                 rows.append(row)
     table = pd.DataFrame(rows)
+    from ddsm.report.plots import plot_spectra
+    from ddsm.spectrum import compare_spectra
+
+    figures = Path(args.out) / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plot_spectra(compare_spectra(real, shown), figures, stem="spectral_spectrum")
     meta = {"seeds": f"{settings.seed}..{settings.seed + settings.num - 1}",
             "teacher_seeds": f"{settings.teacher_seed}..{settings.teacher_seed + settings.teacher_num - 1}",
             "interval": f"{settings.level:.0%} basic bootstrap over seeds, {settings.draws} draws, paired across "

@@ -297,3 +297,20 @@ def test_evaluate_and_search_take_a_students_own_sampler(trained_run, tmp_path):
                      segments=None)
     r = invoke("search", "--space", ok, "--checkpoint", out, "--out", tmp_path / "srch2", "--no-progress")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("spacing,kind,ok", [("leading", "ddim", True), ("linspace", "ddpm", True),
+                                             ("linspace", "ddim", False)])
+def test_a_student_runs_in_a_diffusers_loop_when_diffusers_can_walk_its_timesteps(tiny_model_config, spacing, kind,
+                                                                                 ok):
+    pytest.importorskip("diffusers")
+    from ddsm.integrations.diffusers import make_diffusers_scheduler
+
+    st = student_config(tiny_model_config, 5, spacing)
+    cfg = student_sampler(st.student, kind=kind)
+    if not ok:
+        with pytest.raises(DDSMError, match="cannot walk this student's timesteps"):
+            make_diffusers_scheduler(st, cfg)
+        return
+    sched = make_diffusers_scheduler(st, cfg)
+    assert [float(t) for t in sched.timesteps] == list(cfg.timesteps)

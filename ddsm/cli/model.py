@@ -207,7 +207,7 @@ def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, n
     from ddsm.checkpoint import training_data
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.io import write_json
-    from ddsm.samplers.base import spaced_timesteps
+    from ddsm.samplers.base import visited
     from ddsm.search import SearchConfig
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
@@ -247,7 +247,7 @@ def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, n
     doc = {"kind": SPECTRUM, "checkpoint": net.source, "threshold": threshold, "fit": fit.to_dict()}
     if space is not None:
         noise = NoiseSchedule(net.config.diffusion)
-        ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
+        ts = visited(space.sampler, noise.num_timesteps).tolist()
         sides = rule_resolutions(fit, space.resolutions, ts, noise, threshold=threshold)
         genes = space.resolutions_to_genes(sides)
         click.echo(f"rule for {space.sampler.kind.upper()} {space.sampler.steps} steps: sides {sides}")

@@ -46,7 +46,7 @@ from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
-from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
@@ -105,7 +105,7 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         timestep_spacing=sampler_config.timestep_spacing,
         steps_offset=0,  # ddsm's grids carry no offset
     )
-    ours = spaced_timesteps(T, sampler_config.steps, sampler_config.timestep_spacing)
+    ours = visited(sampler_config, T)
     if sampler_config.kind == "ddim":
         # set_alpha_to_one: after the last step alpha_bar is 1 (the clean image), as in ddsm.
         scheduler = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
@@ -115,7 +115,7 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         # "fixed_small" is the posterior variance ddsm's DDPM step adds.
         scheduler = diffusers.DDPMScheduler(**common, variance_type="fixed_small")
         # DDPM takes explicit timesteps and steps to the next one in the list,
-        # so ddsm's grid is passed as is (it is integral: spaced_timesteps rounds).
+        # so ddsm's grid is passed as is (it is integral: spaced grids are rounded, a student's phi is whole).
         scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
     use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
     return scheduler
@@ -137,6 +137,11 @@ def check_ddim_walk(scheduler: Any, ours: torch.Tensor, sampler_config: SamplerC
     # The rule DDIMScheduler.step uses for the timestep it moves to (negative: the clean image).
     their_prev = [max(t - T // n, -1.0) for t in theirs]
     our_prev = ours.tolist()[1:] + [-1.0]
+    if (theirs != ours.tolist() or their_prev != our_prev) and sampler_config.timesteps is not None:
+        raise DDSMError(
+            f"diffusers' DDIMScheduler cannot walk this student's timesteps {ours.tolist()[:6]} (it steps from t to "
+            f"t - {T // n}); sample it with kind 'ddpm' in diffusers, or distil it with --spacing leading"
+        )
     if theirs != ours.tolist() or their_prev != our_prev:
         raise DDSMError(
             f"diffusers' DDIMScheduler cannot walk ddsm's timesteps for timestep_spacing "
@@ -194,8 +199,7 @@ class ScheduledDenoiser(torch.nn.Module):
         self.schedule = schedule
         ts = schedule.timesteps
         if ts is None:  # optional in the file; check() guarantees the spacing's grid otherwise
-            ts = spaced_timesteps(net.config.diffusion.num_timesteps, schedule.sampler.steps,
-                                  schedule.sampler.timestep_spacing).tolist()
+            ts = visited(schedule.sampler, net.config.diffusion.num_timesteps).tolist()
         self.timesteps: list[float] = [float(t) for t in ts]
         self.widths: list[float] = per_step_widths(schedule.widths, len(self.timesteps), net.model)
         self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.unet, len(self.timesteps))

@@ -71,6 +71,13 @@ def spaced_timesteps(num_train: int, n: int, spacing: Spacing) -> torch.Tensor:
     return ts
 
 
+def visited(config: SamplerConfig, num_train: int) -> torch.Tensor:
+    """The timesteps a sampler with ``config`` visits: its explicit ones (a student's phi), else the spacing's grid."""
+    if config.timesteps is not None:
+        return torch.tensor(config.timesteps, dtype=torch.float64)
+    return spaced_timesteps(num_train, config.steps, config.timestep_spacing)
+
+
 class Sampler:
     """Base class: holds the visited timesteps and the noise schedule."""
 

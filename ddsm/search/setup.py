@@ -90,12 +90,12 @@ def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> li
         return []
     from ddsm.checkpoint import training_data
     from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.samplers.base import spaced_timesteps
+    from ddsm.samplers.base import visited
     from ddsm.spectrum import fit_power_spectrum, rule_resolutions
 
     fit = fit_power_spectrum(training_data(checkpoint, net.config.unet).train)
     noise = NoiseSchedule(net.config.diffusion)
-    ts = spaced_timesteps(noise.num_timesteps, space.sampler.steps, space.sampler.timestep_spacing).tolist()
+    ts = visited(space.sampler, noise.num_timesteps).tolist()
     sides = rule_resolutions(fit, space.resolutions, ts, noise)
     return [space.resolutions_to_genes(sides)]
 
