@@ -32,7 +32,8 @@ SCHEMA_VERSION = 1
 TRAIN_STATE = "ddsm.train_state"
 SUPERNET = "ddsm.supernet"
 #: names accepted in place of a path: supernets shipped inside the package
-SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors"}
+SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors",
+           "digits-spectral": "digits-spectral.safetensors"}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

@@ -71,7 +71,7 @@ PARTS = ("widths", "cost", "front", "settle")
 #: the supernets compared, as the recipes name them; plain is the shipped reference
 DEFAULT_SUPERNETS = {"plain": "digits", "wavelet": "experiments/results/supernets/digits-wavelet-only.safetensors",
                      "spectral": "experiments/results/supernets/digits-spectral-loss-only.safetensors",
-                     "both": "runs/digits-spectral"}
+                     "both": "digits-spectral"}
 BANDS = ("low", "high")
 
 
