@@ -192,12 +192,5 @@ class Distiller(Trainer):
             loss = out + dist.hidden_weight * hidden_loss(hidden, teacher_hidden) if dist.hidden_weight else out
             self.scaler.scale(loss).backward()
             losses[f"loss@{w:g}"] = float(loss.detach())
-        self.model.set_active_width(unet.widths[-1])
-        self.scaler.unscale_(self.opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.step += 1
-        self._ema_update()
-        losses["grad_norm"] = float(grad_norm)
+        losses["grad_norm"] = self._optimizer_step()
         return losses

@@ -235,15 +235,19 @@ class Trainer:
             losses[f"loss@{w:g}"] = float(loss.detach())
             if spectral is not None:
                 losses[f"spectral@{w:g}"] = float(spectral.detach())
-        self.model.set_active_width(unet.widths[-1])
+        losses["grad_norm"] = self._optimizer_step()
+        return losses
+
+    def _optimizer_step(self) -> float:
+        """After every width's backward: back to the widest, clip, one (scaled) AdamW step, EMA; the grad norm."""
+        self.model.set_active_width(self.config.model.unet.widths[-1])
         self.scaler.unscale_(self.opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.step += 1
         self._ema_update()
-        losses["grad_norm"] = float(grad_norm)
-        return losses
+        return float(grad_norm)
 
     def _spectral_term(self, pred: torch.Tensor, teacher: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config.train

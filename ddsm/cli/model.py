@@ -38,14 +38,18 @@ def train(data, iters, out, config_file, resume, seed, device, progress) -> None
     cfg = load_run_config(config_file, **{"data.source": data, "train.iters": iters, "train.seed": seed})
     trainer = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
+    _run_to_the_end(trainer, resume, f"ddsm train --out {out} --resume")
+    click.echo(f"trained {trainer.step} steps ({trainer.train_seconds:.0f} s of training in total, "
+               f"{time.perf_counter() - start:.0f} s this run) -> {Path(out) / 'supernet.safetensors'}")
+
+
+def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
+    """Run a trainer; on Ctrl-C (its checkpoint is saved) say how to continue and exit 130."""
     try:
         trainer.run(resume=resume)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved. Continue with: "
-                   f"ddsm train --out {out} --resume", err=True)
+        click.echo(f"\ninterrupted at step {trainer.step}; checkpoint saved. Continue with: {continue_with}", err=True)
         sys.exit(130)
-    click.echo(f"trained {trainer.step} steps ({trainer.train_seconds:.0f} s of training in total, "
-               f"{time.perf_counter() - start:.0f} s this run) -> {Path(out) / 'supernet.safetensors'}")
 
 
 @main.command()
@@ -598,12 +602,7 @@ def distill(teacher, steps, spacing, sub_steps, iters, config_file, out, resume,
     cfg = validate(RunConfig, data, source="distillation config")
     distiller = Distiller(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
-    try:
-        distiller.run(resume=resume)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted at step {distiller.step}; checkpoint saved. Continue with: "
-                   f"ddsm distill --out {out} --resume", err=True)
-        sys.exit(130)
+    _run_to_the_end(distiller, resume, f"ddsm distill --out {out} --resume")
     st = cfg.model.student
     click.echo(f"distilled a {st.steps}-step student (phi {list(st.phi)[:6]}{'...' if st.steps > 6 else ''}) in "
                f"{distiller.step} steps ({distiller.train_seconds:.0f} s of training in total, "
