@@ -33,7 +33,9 @@ TRAIN_STATE = "ddsm.train_state"
 SUPERNET = "ddsm.supernet"
 #: names accepted in place of a path: supernets shipped inside the package
 SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors",
-           "digits-spectral": "digits-spectral.safetensors"}
+           "digits-spectral": "digits-spectral.safetensors",
+           # SFDDM students of "digits" (K = 2, 4, 8 sampling steps; experiments/configs/digits-sfddm.yaml)
+           **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)}}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

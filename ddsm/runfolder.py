@@ -42,9 +42,10 @@ MARKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "search": (("search.json", "ddsm.search"),),
     "sweep": (("sweep.json", "ddsm.sweep"),),
     "samples": (("sample.json", "ddsm.samples"),),
-    "report": (("export.json", "ddsm.export"), ("plots.json", "ddsm.plots")),
+    "report": (("export.json", "ddsm.export"), ("plots.json", "ddsm.plots"), ("joint-export.json", "ddsm.joint_export")),
     "quickstart": (("quickstart.json", "ddsm.quickstart"), ("cost.json", "old quickstart")),
     "spectrum plots": (("spectrum.json", "ddsm.spectrum_plots"),),
+    "joint search": (("joint.json", "ddsm.joint_search"),),
 }
 LOCK_NAME = ".ddsm.lock"
 HOLDER_NAME = ".ddsm.lock.json"  # pid, host, command and start of the process holding the lock

@@ -27,8 +27,8 @@ reference (``experiments/configs/digits-*.yaml``):
     python experiments/bench_spectral.py                    # every part, every supernet found
     python experiments/bench_spectral.py --parts cost --num 200
 
-Missing supernets are skipped (named in the output). Prints tables; writes ``<out>/spectral.json`` and
-``<out>/spectral_*.csv`` atomically; search folders go under ``--work`` and are resumed when present.
+Missing supernets are skipped (named in the output). Prints tables; writes ``<out>/spectral.json`` (the sections of parts not rerun are kept, and
+``part_commands`` names the command of each) and ``<out>/spectral_*.csv`` atomically; search folders go under ``--work`` and are resumed when present.
 """
 
 from __future__ import annotations
@@ -462,6 +462,18 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(out / "spectral_settle.csv", lambda p: table.to_csv(p, index=False))
         doc["settle"] = {"summary": summary, "rows": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
+    # Parts are run separately (each takes long on 2 cores): keep the sections of parts not rerun, and record
+    # the command that produced each part.
+    previous = out / "spectral.json"
+    if previous.is_file():
+        import json
+
+        old = json.loads(previous.read_text())
+        commands = old.get("part_commands") or {p: old.get("command") for p in PARTS if p in old}
+        doc = {**{k: v for k, v in old.items() if k in PARTS}, **doc}
+    else:
+        commands = {}
+    doc["part_commands"] = {**commands, **{p: doc["command"] for p in parts}}
     write_json(out / "spectral.json", doc)
     print(f"\n-> {out / 'spectral.json'} ({doc['wall_seconds']:.0f} s)")
     return 0

@@ -3,6 +3,11 @@
     python experiments/ship_reference.py runs/digits-reference --name digits \
         --command "ddsm train --config experiments/configs/digits-reference.yaml --out runs/digits-reference"
 
+A distillation run ships the same way (its student header keeps K, phi and the teacher's fingerprint):
+
+    python experiments/ship_reference.py runs/sfddm-k4 --name digits-sfddm-k4 \
+        --command "ddsm distill --teacher digits --steps 4 --sub-steps 5 --config experiments/configs/digits-sfddm.yaml --out runs/sfddm-k4"
+
 Writes ddsm/assets/<name>.safetensors (its header carries the full recipe,
 step count and training time) and ddsm/assets/<name>.recipe.json.
 """
@@ -15,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ddsm import Trainer
+from ddsm.distill import Distiller
 from ddsm.checkpoint import read_tensors
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData
@@ -36,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = validate(RunConfig, header["run"], source="checkpoint")
     if header["step"] != cfg.train.iters:
         print(f"warning: run stopped at step {header['step']} of {cfg.train.iters}", file=sys.stderr)
-    # The export needs no data; an empty stand-in avoids loading it.
-    trainer = Trainer(cfg, args.run_dir, device="cpu", progress=False, data=_placeholder(cfg))
+    # The export needs no data; an empty stand-in avoids loading it. A distillation run (an SFDDM
+    # student) is restored by its own trainer, which also checks the teacher it names.
+    cls = Distiller if cfg.distill is not None else Trainer
+    trainer = cls(cfg, args.run_dir, device="cpu", progress=False, data=_placeholder(cfg))
     trainer.load_checkpoint()
     recipe = {"command": args.command, "seed": cfg.train.seed, "iters": trainer.step,
               "train_seconds": round(trainer.train_seconds, 1), "wall_minutes": args.wall_minutes,

@@ -38,6 +38,27 @@ def test_progressive_space_fits_the_shipped_resolution_aware_supernet():
     assert net.fingerprint == load_supernet("digits").fingerprint  # same architecture: schedules carry over
 
 
+def test_the_shipped_steps_space_joins_the_teacher_and_its_shipped_students():
+    from ddsm.search import shipped_spaces
+    from ddsm.search.joint import JointSpace, prepare_joint
+
+    assert "digits-steps" in shipped_spaces(joint=True) and "digits-steps" not in shipped_spaces()
+    arms = {a.name: a for a in prepare_joint(JointSpace.load("digits-steps"))}
+    assert set(arms) == {"teacher", "k2", "k4", "k8"}
+    assert [arms[n].steps for n in ("teacher", "k2", "k4", "k8")] == [20, 2, 4, 8]
+    assert arms["k2"].exhaustive and not arms["teacher"].exhaustive
+    assert arms["k4"].scale == pytest.approx(4 / 20)  # same network: a full-width step costs the same
+
+
+def test_a_joint_space_given_to_ddsm_search_and_a_width_space_to_search_steps_are_one_line(tmp_path):
+    from ddsm.search.joint import JointSpace
+
+    with pytest.raises(DDSMError, match="search-steps"):
+        SearchConfig.load("digits-steps")
+    with pytest.raises(DDSMError, match="lists no students"):
+        JointSpace.load("digits")
+
+
 def test_smoke_space_is_tiny():
     space = SearchConfig.load(ROOT / "search_spaces" / "digits-smoke.yaml")
     assert space.sampler.steps == 20 and space.n_genes == 5 and space.population == 8 and space.generations == 3

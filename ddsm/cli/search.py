@@ -245,3 +245,78 @@ def sweep(space_files, budgets, seeds, checkpoint, out, resume, address, cpus_pe
     with pd.option_context("display.width", 140, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
         click.echo(table.drop(columns=["run"]).to_string(index=False))
     click.echo(f"-> {Path(out) / 'results.csv'} (one search folder per trial under {Path(out) / 'runs'})")
+
+
+@main.command("search-steps")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+              help="Joint-space YAML: base width space, teacher, students (e.g. digits-steps) "
+                   "[default with --resume: the folder's joint.json].")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Joint search folder: joint.json, models/<name>/ (one search folder per model), front.csv/json.")
+@click.option("--resume", is_flag=True, help="Continue every model's search in --out.")
+@click.option("--runner", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="Evaluate candidates in this process, or on a pool of local Ray actors.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Ray actors.")
+@click.option("--chunk-size", type=int, default=4, show_default=True, help="Candidates per evaluator call.")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Per-generation progress.")
+def search_steps(space_file, out, resume, runner, workers, chunk_size, device, progress):
+    """Search the number of steps and a width per step together: the teacher and its distilled students."""
+    from ddsm.config import validate
+    from ddsm.io import read_json
+    from ddsm.search.joint import JointSpace, prepare_joint, run_joint
+
+    if space_file is None:
+        saved = Path(out) / "joint.json"
+        if not (resume and saved.is_file()):
+            raise DDSMError("give --space FILE (or --resume a joint search folder that holds joint.json)")
+        joint = validate(JointSpace, read_json(saved, "joint search manifest").get("joint"), source=str(saved))
+    else:
+        joint = JointSpace.load(space_file)
+    arms = prepare_joint(joint)
+    try:
+        res = run_joint(joint, arms, out, resume=resume, runner=runner, workers=workers, chunk_size=chunk_size,
+                        device=device, progress=progress)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished generations are saved. Continue with: ddsm search-steps --out {out} "
+                   "--resume", err=True)
+        sys.exit(130)
+    for name, r in res.results.items():
+        click.echo(f"{name}: {len(r.evaluations)} schedules evaluated, front of {len(r.front)}")
+    counts = res.front["model"].value_counts().to_dict()
+    click.echo(f"joint front of {len(res.front)} ({', '.join(f'{k} {v}' for k, v in counts.items())}), hypervolume "
+               f"{res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
+
+
+@main.command("export-steps")
+@click.argument("joint_dir")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Report folder: one schedule file per member, front.csv, front/widths figures, verdict.csv.")
+@click.option("--verdict", "verdict_num", type=int, default=0, show_default=True,
+              help="Also judge every member against the teacher's full width on this many held-out seeds (0: off).")
+@click.option("--verdict-seed", type=int, default=10_000, show_default=True, help="First verdict seed.")
+@click.option("--featurenet", "featurenet_file", default="digits", show_default=True,
+              help="Feature net of the verdict: a file or a shipped name.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show sampling progress.")
+def export_steps(joint_dir, out, verdict_num, verdict_seed, featurenet_file, progress) -> None:
+    """Write a joint front's schedules (each for its own model), figures and, optionally, a verdict."""
+    import pandas as pd
+
+    from ddsm.metrics.verdict import MIN_SAMPLES, VerdictSettings
+    from ddsm.report.joint import export_joint
+    from ddsm.search.joint import load_joint
+
+    if verdict_num:
+        if verdict_num < MIN_SAMPLES:
+            raise DDSMError(f"--verdict {verdict_num} is too few samples for an interval; use 0 or at least {MIN_SAMPLES}")
+        check_seed(verdict_seed, verdict_num, flag="--verdict-seed")
+    run = load_joint(joint_dir)
+    settings = None if verdict_num == 0 else VerdictSettings(num=verdict_num, seed=verdict_seed,
+                                                             teacher_num=max(2 * verdict_num, 1000))
+    table = export_joint(run, out, verdict=settings, featurenet=featurenet_file, progress=progress)
+    cols = ["rank", "model", "steps", "share", "proxy"] + [c for c in ("verdict_fid", "verdict_fid_vs_full",
+                                                                        "verdict_fid_differs_from_full") if c in table]
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
+        click.echo(table[cols].to_string(index=False))
+    click.echo(f"{len(table)} schedules -> {Path(out)} (front.csv, front-NN-<model>-shareS.json, front.png, widths.png"
+               + (", verdict.csv)" if settings else ")"))

@@ -64,16 +64,23 @@ class TeacherProxy:
         self.teacher_widths = (max(model.config.widths),) * len(visited_timesteps(sampler))
         self._teacher: torch.Tensor | None = None
         self._teacher_features: torch.Tensor | None = None
+        self.external = False  # set_teacher(..., external=True): the reference is another model's samples
 
     @property
     def cached(self) -> bool:
         """Whether the teacher samples have been computed."""
         return self._teacher is not None
 
-    def set_teacher(self, samples: torch.Tensor) -> None:
-        """Cache teacher samples computed elsewhere (e.g. alongside candidates, sharing their prefixes)."""
+    def set_teacher(self, samples: torch.Tensor, *, external: bool = False) -> None:
+        """Cache teacher samples computed elsewhere (e.g. alongside candidates, sharing their prefixes).
+
+        ``external``: the samples come from another model or sampler on the
+        same seeds (the teacher of a distilled student), so no schedule of
+        this net is the reference: even its full width is sampled and scored.
+        """
         self._teacher = samples.float().cpu()
         self._teacher_features = None
+        self.external = external
 
     def teacher(self, stats: SharingStats | None = None) -> torch.Tensor:
         """The teacher's samples (N, C, H, W), sampled on first use."""
@@ -85,7 +92,7 @@ class TeacherProxy:
 
     def is_teacher(self, widths: Sequence) -> bool:
         """Whether ``widths`` is the teacher's own schedule (a resolution plan, of (width, side) pairs, never is)."""
-        return len(widths) == len(self.teacher_widths) and all(
+        return not self.external and len(widths) == len(self.teacher_widths) and all(
             not isinstance(a, tuple) and width_index(a, (b,)) is not None for a, b in zip(widths, self.teacher_widths))
 
     @torch.no_grad()

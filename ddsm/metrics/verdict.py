@@ -171,6 +171,7 @@ class Verdict:
         self.labels = featurenet.config.task == "labels"
         self.metrics = tuple(m for m in METRICS if self.labels or m != "confidence")
         self.real = Reference(self._features(real)[0], k=settings.k, name="real data")
+        self.real_shape = tuple(real.shape[1:])
         self._teacher: Reference | None = None
 
     def _features(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -189,17 +190,27 @@ class Verdict:
         return self._teacher
 
     def score(self, plans: Mapping[str, StepPlan], extra: Mapping[str, dict] | None = None, *,
-              keep_samples: bool = False) -> VerdictResult:
+              keep_samples: bool = False, samples: Mapping[str, torch.Tensor] | None = None) -> VerdictResult:
         """Every metric of every plan and of full width (``FULL``), on the verdict seeds.
 
         ``keep_samples`` keeps the samples in the result, for statistics of
         one's own on the same seeds and resamples (``bootstrap_counts`` with
-        the settings' ``num``, ``draws`` and ``bootstrap_seed``).
+        the settings' ``num``, ``draws`` and ``bootstrap_seed``). ``samples``
+        adds candidates sampled elsewhere on the verdict seeds, one
+        (num, C, H, W) tensor each: another model's (a distilled student's),
+        judged paired against this net's full width like the plans.
         """
-        if FULL in plans:
-            raise DDSMError(f"{FULL!r} is the verdict's own reference; give the schedules other names")
-        names = [FULL, *plans]
-        samples = self._sample([self.full, *plans.values()], self.settings.seeds)
+        samples = dict(samples or {})
+        if FULL in plans or FULL in samples or set(plans) & set(samples):
+            raise DDSMError(f"{FULL!r} is the verdict's own reference and names must be unique; give the schedules "
+                            "other names")
+        shape = (self.settings.num, *self.real_shape)
+        wrong = [n for n, x in samples.items() if tuple(x.shape) != shape]
+        if wrong:
+            raise DDSMError(f"samples of {wrong} must have shape {shape} (one per verdict seed)")
+        names = [FULL, *plans, *samples]
+        drawn = self._sample([self.full, *plans.values()], self.settings.seeds)
+        samples = torch.cat([drawn, torch.stack([x.float().cpu() for x in samples.values()])]) if samples else drawn
         bad = [n for n, x in zip(names, samples) if not torch.isfinite(x).all()]
         if bad:
             raise DDSMError(f"schedules {bad} give NaN/inf samples; they cannot be judged")

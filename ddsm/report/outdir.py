@@ -25,8 +25,9 @@ from ddsm.runfolder import check_run_folder, hold_folder, identity_diff
 
 EXPORT_KIND = "ddsm.export"
 PLOTS_KIND = "ddsm.plots"
+JOINT_EXPORT_KIND = "ddsm.joint_export"  # ddsm export-steps: a joint (steps x widths) front
 #: the manifest each kind of report folder carries (its identity and the files it wrote)
-MANIFESTS = {EXPORT_KIND: "export.json", PLOTS_KIND: "plots.json"}
+MANIFESTS = {EXPORT_KIND: "export.json", PLOTS_KIND: "plots.json", JOINT_EXPORT_KIND: "joint-export.json"}
 REPORT_VERSION = 1
 
 

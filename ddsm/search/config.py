@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
@@ -203,7 +203,11 @@ class SearchConfig(_Frozen):
     def load(cls, path: str | Path) -> "SearchConfig":
         """Read and validate a search-space YAML file, or a shipped one by name; one-line DDSMError on any problem."""
         path = space_path(path)
-        return validate(cls, load_yaml(path), source=f"search space {clip(str(path), 120)}")
+        doc = load_yaml(path)
+        if is_joint_doc(doc):
+            raise DDSMError(f"{clip(str(path), 120)} is a steps x widths space (it lists students); search it with "
+                            "`ddsm search-steps --space`")
+        return validate(cls, doc, source=f"search space {clip(str(path), 120)}")
 
     # -- identity -------------------------------------------------------------------
 
@@ -351,13 +355,25 @@ def check_widths(widths: Sequence[float], valid: Sequence[float], *, where: str 
     return [float(valid[_index(w, valid)]) for w in widths]
 
 
-def shipped_spaces() -> dict[str, Path]:
-    """The search configs that ship with ddsm (``search_spaces/`` of the source tree, package data of a wheel)."""
+def is_joint_doc(doc: Any) -> bool:
+    """Whether a parsed space YAML is a joint (steps x widths) space of ``ddsm search-steps``: it lists students."""
+    return isinstance(doc, dict) and "students" in doc
+
+
+def shipped_spaces(*, joint: bool | None = False) -> dict[str, Path]:
+    """The search configs that ship with ddsm (``search_spaces/`` of the source tree, package data of a wheel).
+
+    ``joint`` picks the width spaces (False, of ``ddsm search``), the joint steps x widths spaces (True, of
+    ``ddsm search-steps``) or both (None).
+    """
     from importlib.resources import files
 
     root = files("ddsm.search_spaces")
-    return {p.name[: -len(".yaml")]: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".yaml")}
+    found = {p.name[: -len(".yaml")]: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
+             if p.name.endswith(".yaml")}
+    if joint is None:
+        return found
+    return {name: path for name, path in found.items() if is_joint_doc(load_yaml(path)) == joint}
 
 
 def space_path(spec: str | Path) -> Path:
@@ -365,5 +381,5 @@ def space_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.exists() or path.suffix:
         return path
-    return shipped_spaces().get(str(spec), path)
+    return shipped_spaces(joint=None).get(str(spec), path)
 

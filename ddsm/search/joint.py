@@ -1,0 +1,340 @@
+"""Steps as a search dimension: one front over a teacher and its distilled K-step students (SFDDM).
+
+A *joint space* (YAML, see ``search_spaces/digits-steps.yaml``) names a width
+search space (``base``: the teacher's sampler, widths, budget, objectives and
+NSGA-II recipe), the teacher checkpoint and the students distilled from it
+(``ddsm distill``). A joint genome is ``(model, width genes of that model)``:
+the model gene picks the teacher or one student, and so the number of steps;
+the width genes are that model's own.
+
+How it is searched. The model gene is categorical and the width genes of two
+models mean different things, so the joint space is the disjoint union of one
+width space per model. The Pareto front of a union is the non-dominated set
+of the union of its parts' fronts, so the joint front is exact whenever every
+part's front is: each model gets its own width search (NSGA-II, or every
+schedule when the model has at most ``population x generations`` of them, as a
+2-step student has), on shared axes, and the fronts are merged. Shared axes:
+
+- **cost**: the total MACs of the chosen model's steps, as a share of the
+  teacher's full-width schedule (so a full-width K-step student costs
+  K / teacher steps). The budget is the base space's, in those units.
+- **quality**: the teacher-relative proxy against the *teacher's* full-width
+  samples with the base sampler on the same seeds. Every model starts from the
+  same per-sample noise, so a student's sample i is compared with the
+  teacher's sample i; a student at full width is not 0, it is how far the
+  student is from the teacher it replaces.
+
+Folder: ``joint.json`` (the resolved joint space and what it belongs to: every
+model's fingerprint; a resume with other checkpoints is refused),
+``models/<name>/`` one ordinary search folder per model (``ddsm export`` and
+``ddsm plot`` work on each), and ``front.csv`` / ``front.json``: the joint
+front, cheapest first, each member naming its model, steps and checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field, field_validator
+
+from ddsm.config import _Frozen, load_yaml, validate
+from ddsm.errors import DDSMError
+from ddsm.io import stable_hash, write_atomic, write_json
+from ddsm.limits import clip
+from ddsm.search.config import SearchConfig, is_joint_doc, space_path
+from ddsm.search.front import hypervolume, pareto_front, reference_point
+
+JOINT_VERSION = 1
+JOINT_KIND = "ddsm.joint_search"
+JOINT_FRONT_KIND = "ddsm.joint_front"
+#: the name of the teacher's width search among the models
+TEACHER = "teacher"
+
+
+class JointSpace(_Frozen):
+    """A search over models (the teacher and its K-step students) and a width per step of the chosen one."""
+
+    base: str = "digits"  # width search space: teacher sampler, widths, budget, objectives, NSGA-II recipe
+    teacher: str = "digits"  # the teacher supernet: shipped name, run folder or file
+    students: tuple[str, ...] = Field(min_length=1)  # students distilled from the teacher (ddsm distill)
+    include_teacher: bool = True  # also search the teacher's own width schedules
+
+    @field_validator("students")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"students lists {twice} more than once")
+        return v
+
+    @classmethod
+    def load(cls, path: str | Path) -> "JointSpace":
+        """Read and validate a joint-space YAML (or a shipped one by name); paths inside are taken as written."""
+        path = space_path(path)
+        doc = load_yaml(path)
+        if isinstance(doc, dict) and not is_joint_doc(doc):
+            raise DDSMError(f"{clip(str(path), 120)} is a width search space (it lists no students); search it with "
+                            "`ddsm search --space`, or write a joint space naming base, teacher and students")
+        return validate(cls, doc, source=f"joint space {clip(str(path), 120)}")
+
+    def base_space(self) -> SearchConfig:
+        """The base width search space, validated."""
+        return SearchConfig.load(self.base)
+
+
+@dataclass
+class Arm:
+    """One model of a joint search: its checkpoint, supernet, width space, cost model and evaluator factory."""
+
+    name: str  # 'teacher' or 'k<K>'
+    checkpoint: str
+    net: Any
+    space: SearchConfig
+    costs: Any  # CostModel
+    factory: Any
+    scale: float  # this model's full-width cost / the teacher's: multiplies its shares onto the joint axis
+    exhaustive: bool  # every schedule of this model is evaluated (its front is exact)
+
+    @property
+    def steps(self) -> int:
+        """The model's sampling steps."""
+        return self.space.sampler.steps
+
+
+@dataclass(frozen=True)
+class StudentProxyFactory:
+    """Builds a student's proxy evaluator against the teacher's full-width samples, once per worker (picklable)."""
+
+    teacher: str  # teacher checkpoint
+    student: str  # student checkpoint
+    teacher_sampler: Any  # SamplerConfig of the base space (the reference samples)
+    sampler: Any  # SamplerConfig of the student
+    num_samples: int
+    seed: int
+    batch_size: int
+    fuse: bool = False
+    cache_mb: float = 0.0
+    quality: str = "proxy"
+
+    def __call__(self, *, device: str = "auto"):
+        from ddsm.checkpoint import load_supernet
+        from ddsm.device import resolve_device
+        from ddsm.diffusion.noise import NoiseSchedule
+        from ddsm.metrics.evaluator import ProxyEvaluator
+        from ddsm.plan import StepPlan
+        from ddsm.samplers.batched import generate_many
+        from ddsm.samplers.loop import make_sampler
+
+        dev = resolve_device(device)
+        teacher = load_supernet(self.teacher, device=dev)
+        sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), self.teacher_sampler)
+        full = StepPlan((max(teacher.config.unet.widths),) * self.teacher_sampler.steps)
+        seeds = list(range(self.seed, self.seed + self.num_samples))
+        reference = generate_many(teacher.model, sampler, [full], seeds, batch_size=self.batch_size, fuse=self.fuse)[0]
+        del teacher
+        student = load_supernet(self.student, device=dev)
+        ev = ProxyEvaluator(student, self.sampler, num=self.num_samples, seed=self.seed, batch_size=self.batch_size,
+                            fuse=self.fuse, cache_mb=self.cache_mb, warn_resolutions=False)
+        ev.proxy.set_teacher(reference, external=True)
+        return ev
+
+
+def student_space(base: SearchConfig, student, scale: float) -> tuple[SearchConfig, bool]:
+    """The width space of one student: its own sampler, the base recipe, the joint budget in its own units.
+
+    Returns the space and whether it is searched exhaustively (at most
+    ``population x generations`` schedules: then every one is evaluated).
+    """
+    from ddsm.distill import student_sampler
+
+    s = base.sampler
+    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample)
+    k = student.steps
+    segments = base.segments if base.segments is not None and base.segments < k else None
+    genes = segments or k
+    distinct = len(base.widths) ** genes
+    data = base.model_dump(mode="json")
+    data.update(sampler=own.model_dump(mode="json"), segments=segments, budget=min(1.0, base.budget / scale))
+    exhaustive = distinct <= base.population * base.generations
+    if exhaustive:
+        data.update(population=distinct, generations=1)
+    return validate(SearchConfig, data, source=f"the {k}-step student's width space"), exhaustive
+
+
+def _name(net) -> str:
+    return f"k{net.config.student.steps}"
+
+
+def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> list[Arm]:
+    """Check a joint space against its checkpoints and build one :class:`Arm` per model; one-line errors."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.search.setup import prepare_search, search_costs
+    from ddsm.search.problem import WidthProblem
+
+    nets = dict(nets or {})
+    base = joint.base_space()
+    if base.objectives.quality != "proxy" or base.objectives.cost != "flops":
+        raise DDSMError(f"a joint search compares models on the teacher-relative proxy and MACs; the base space "
+                        f"{joint.base!r} has quality {base.objectives.quality!r} and cost {base.objectives.cost!r} "
+                        "(set objectives: {quality: proxy, cost: flops})")
+    if base.resolutions is not None:
+        raise DDSMError(f"base space {joint.base!r} searches resolutions; a joint search takes a width-only space")
+    teacher = nets.get(joint.teacher) or load_supernet(joint.teacher, device="cpu")
+    if teacher.config.student is not None:
+        raise DDSMError(f"teacher {joint.teacher!r} is itself a distilled student; give the model it was distilled from")
+    arms: list[Arm] = []
+    t_prep = prepare_search(base, joint.teacher, net=teacher)
+    teacher_full = t_prep.costs.full_cost(base.sampler.steps)
+    if joint.include_teacher:
+        arms.append(Arm(TEACHER, joint.teacher, teacher, base, t_prep.costs, t_prep.factory, 1.0, False))
+    ev = base.evaluator
+    seen: dict[int, str] = {}
+    for ref in joint.students:
+        net = nets.get(ref) or load_supernet(ref, device="cpu")
+        st = net.config.student
+        if st is None:
+            raise DDSMError(f"students entry {ref!r} is not a distilled student (no student section in its config); "
+                            "make one with ddsm distill")
+        if st.teacher != teacher.fingerprint:
+            raise DDSMError(f"student {ref!r} was distilled from teacher {st.teacher}, but this joint space's teacher "
+                            f"{joint.teacher!r} is {teacher.fingerprint}; give its own teacher or students of this one")
+        if st.steps in seen:
+            raise DDSMError(f"students {seen[st.steps]!r} and {ref!r} both take {st.steps} steps; keep one per K")
+        seen[st.steps] = ref
+        costs = search_costs(base, net)
+        scale = costs.full_cost(st.steps) / teacher_full
+        space, exhaustive = student_space(base, st, scale)
+        space.check_supernet(net.config.unet.widths, net.config.unet)
+        costs = search_costs(space, net)
+        WidthProblem(space, costs).check_budget()
+        factory = StudentProxyFactory(teacher=joint.teacher, student=ref, teacher_sampler=base.sampler,
+                                      sampler=space.sampler, num_samples=ev.num_samples, seed=ev.seed,
+                                      batch_size=ev.batch_size, fuse=ev.fuse, cache_mb=ev.trajectory_cache_mb)
+        arms.append(Arm(_name(net), ref, net, space, costs, factory, scale, exhaustive))
+    return arms
+
+
+def identity(joint: JointSpace, arms: list[Arm]) -> dict[str, Any]:
+    """What a joint folder belongs to: the joint space (base resolved) and every model's fingerprint."""
+    return {"space": stable_hash({**joint.model_dump(mode="json"), "base": joint.base_space().fingerprint()}),
+            "models": {a.name: a.net.fingerprint for a in arms}}
+
+
+@dataclass
+class JointResult:
+    """A joint search's merged front and each model's search result."""
+
+    front: pd.DataFrame  # cheapest first: model, steps, checkpoint, fingerprint, genome, widths, proxy, share, cost
+    results: dict[str, Any] = field(default_factory=dict)  # per model: SearchResult
+    hypervolume: float = math.nan
+
+
+def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bool = False, **options: Any
+              ) -> JointResult:
+    """Run (or resume) every model's width search under ``out/models/`` and merge the fronts (module docstring)."""
+    from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
+    from ddsm.search.loop import run_search
+
+    out = check_run_folder(out, kind="joint search")
+    ident = identity(joint, arms)
+
+    def describe(saved, diff):
+        return (f"it holds a joint search of another {' and '.join(diff)} "
+                f"(saved models {saved.get('models')}, now {ident['models']})")
+
+    claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident, resume=resume,
+                 describe=describe, require_empty=True)
+    with hold_folder(out, what="joint search", kind="joint search"):
+        claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident,
+                     resume=resume, describe=describe, require_empty=True)
+        if not (out / "joint.json").exists():
+            write_json(out / "joint.json", {"kind": JOINT_KIND, "schema_version": JOINT_VERSION, **ident,
+                                            "joint": joint.model_dump(mode="json"),
+                                            "arms": {a.name: {"checkpoint": a.checkpoint, "steps": a.steps,
+                                                              "scale": a.scale, "exhaustive": a.exhaustive}
+                                                     for a in arms}})
+    results = {}
+    for a in arms:
+        sub = out / "models" / a.name
+        results[a.name] = run_search(a.space, costs=a.costs, out_dir=sub, supernet=a.net.fingerprint,
+                                     evaluator_factory=a.factory, resume=resume and (sub / "search.json").exists(),
+                                     **options)
+    front = merge_fronts(out, arms)
+    return JointResult(front=front, results=results, hypervolume=_hv(front))
+
+
+def _hv(front: pd.DataFrame) -> float:
+    rows = front.to_dict(orient="records")
+    return hypervolume(rows, quality="proxy", ref=reference_point([r["proxy"] for r in rows])) if rows else math.nan
+
+
+def merge_fronts(out: str | Path, arms: list[Arm]) -> pd.DataFrame:
+    """The joint front from every model's evaluation log (on the joint cost axis); writes front.csv/front.json."""
+    from ddsm.cost.model import SHARE_TOL
+    from ddsm.search.folder import load_search
+    from ddsm.search.log import parse_genome
+
+    out = Path(out)
+    rows = []
+    for i, a in enumerate(arms):
+        run = load_search(out / "models" / a.name)
+        for r in (run.log.to_dict(orient="records") if run.log is not None else []):
+            if not r["valid"] or not math.isfinite(float(r["proxy"])):
+                continue
+            genome = parse_genome(r["genome"])
+            plan = a.space.decode(genome)
+            share = float(a.costs.share(plan)) * a.scale
+            if share > a.space.budget * a.scale + SHARE_TOL:
+                continue
+            rows.append({"model": a.name, "steps": a.steps, "checkpoint": a.checkpoint,
+                         "fingerprint": a.net.fingerprint, "genome": (i, *genome),
+                         "widths": tuple(plan.widths), "proxy": float(r["proxy"]), "share": share,
+                         "cost": float(a.costs.plan_cost(plan))})
+    front = pareto_front(rows, quality="proxy")
+    table = pd.DataFrame(front, columns=["model", "steps", "checkpoint", "fingerprint", "genome", "widths", "proxy",
+                                         "share", "cost"])
+    write_atomic(out / "front.csv", lambda p: table.assign(
+        genome=table["genome"].map(lambda g: " ".join(map(str, g))),
+        widths=table["widths"].map(lambda w: " ".join(f"{x:g}" for x in w))).to_csv(p, index=False))
+    write_json(out / "front.json", {"kind": JOINT_FRONT_KIND, "schema_version": JOINT_VERSION,
+                                    "axes": "proxy against the teacher's full width; MACs share of the teacher's "
+                                            "full-width schedule",
+                                    "models": {a.name: a.steps for a in arms},
+                                    "members": [{**m, "genome": list(m["genome"]), "widths": list(m["widths"])}
+                                                for m in front]})
+    return table
+
+
+@dataclass
+class JointRun:
+    """A joint search folder read back: its joint space, models and merged front."""
+
+    folder: Path
+    joint: JointSpace
+    meta: dict[str, Any]
+    front: pd.DataFrame
+
+
+def load_joint(folder: str | Path) -> JointRun:
+    """Read a joint search folder; a one-line DDSMError if it is not one or has no front yet."""
+    from ddsm.io import read_json
+    from ddsm.runfolder import read_manifest
+
+    folder = Path(folder)
+    if not (folder / "joint.json").is_file():
+        raise DDSMError(f"{str(folder)!r} holds no joint search (no joint.json); give the --out folder of "
+                        "`ddsm search-steps`")
+    meta = read_manifest(folder / "joint.json", kind=JOINT_KIND, what="joint search")
+    if not (folder / "front.json").is_file():
+        raise DDSMError(f"the joint search in {str(folder)!r} has no front yet; continue it with "
+                        f"`ddsm search-steps --out {folder} --resume`")
+    doc = read_json(folder / "front.json", "joint front")
+    if not isinstance(doc, dict) or doc.get("kind") != JOINT_FRONT_KIND or not doc.get("members"):
+        raise DDSMError(f"{str(folder / 'front.json')!r} is not a joint front with members")
+    front = pd.DataFrame([{**m, "genome": tuple(m["genome"]), "widths": tuple(m["widths"])} for m in doc["members"]])
+    return JointRun(folder=folder, joint=validate(JointSpace, meta["joint"], source=str(folder / "joint.json")),
+                    meta=meta, front=front)

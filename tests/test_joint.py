@@ -1,0 +1,199 @@
+"""Steps as a search dimension: costs on the teacher's axis, the teacher-referenced proxy, the merged front, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from cli_helpers import assert_bad_input, invoke, write_space
+
+
+@pytest.fixture(scope="module")
+def students(trained_run, tmp_path_factory):
+    """Two students (K = 2 and 3) of the shared tiny teacher, one distillation step each."""
+    root = tmp_path_factory.mktemp("students")
+    out = {}
+    for k in (2, 3):
+        r = invoke("distill", "--teacher", trained_run, "--steps", k, "--iters", "1", "--out", root / f"k{k}",
+                   "--no-progress")
+        assert r.exit_code == 0, r.output
+        out[k] = root / f"k{k}"
+    return out
+
+
+def _joint_file(tmp_path, trained_run, students, base_changes=None, **changes):
+    base = write_space(tmp_path / "base.yaml", **(base_changes or {}))
+    doc = {"base": str(base), "teacher": str(trained_run), "students": [str(s) for s in students], **changes}
+    path = tmp_path / "joint.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_students_cost_is_the_sum_of_its_k_step_costs_on_the_teachers_axis(trained_run, students, tmp_path):
+    from ddsm.search.joint import JointSpace, prepare_joint
+    from ddsm.search.problem import WidthProblem
+
+    arms = {a.name: a for a in prepare_joint(JointSpace.load(_joint_file(tmp_path, trained_run, students.values())))}
+    teacher, k3 = arms["teacher"], arms["k3"]
+    per_call = np.asarray([row[-1] for row in k3.costs.calls])
+    genome = tuple(range(k3.space.n_genes))  # the base's 2 segments over the student's 3 steps: 2 + 1 steps
+    widths = k3.space.genes_to_widths(genome)
+    idx = [list(k3.space.widths).index(w) for w in widths]
+    problem = WidthProblem(k3.space, k3.costs)
+    assert len(widths) == 3 and len(set(widths)) == 2
+    assert problem.cost(np.asarray([genome]))[0] == pytest.approx(per_call[idx].sum())
+    # on the joint axis: a share of the teacher's full-width 4-step schedule
+    assert k3.scale == pytest.approx(3 / teacher.steps)
+    full = teacher.costs.full_cost(teacher.steps)
+    assert problem.share(np.asarray([genome]))[0] * k3.scale == pytest.approx(per_call[idx].sum() / full)
+
+
+def test_small_student_spaces_are_searched_exhaustively(trained_run, students, tmp_path):
+    from ddsm.search.joint import JointSpace, prepare_joint
+
+    # population 4 x 4 generations reach all 4^2 schedules of 2 steps, not the 4^3 of 3
+    joint = JointSpace.load(_joint_file(tmp_path, trained_run, students.values(), {"generations": 4, "segments": None}))
+    arms = {a.name: a for a in prepare_joint(joint)}
+    k2, k3 = arms["k2"], arms["k3"]
+    assert k2.exhaustive and k2.space.population == 4 ** 2 and k2.space.generations == 1
+    assert not k3.exhaustive and k3.space.population == 4 and k3.space.generations == 4
+    assert k2.space.sampler.steps == 2 and k2.space.budget == 1.0  # 2/4 of the teacher's cost fits the 0.6 budget
+
+
+def test_the_student_proxy_is_measured_against_the_teachers_full_width(trained_run, students, tmp_path):
+    import torch
+
+    from ddsm.checkpoint import load_supernet
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.plan import StepPlan
+    from ddsm.samplers.batched import generate_many
+    from ddsm.samplers.loop import make_sampler
+    from ddsm.search.joint import JointSpace, prepare_joint
+
+    joint = JointSpace.load(_joint_file(tmp_path, trained_run, [students[2]]))
+    arm = next(a for a in prepare_joint(joint) if a.name == "k2")
+    ev = arm.factory(device="cpu")
+    rows = ev.evaluate([StepPlan((1.0, 1.0))])
+    teacher = load_supernet(trained_run)
+    base = joint.base_space()
+    ref = generate_many(teacher.model, make_sampler(NoiseSchedule(teacher.config.diffusion), base.sampler),
+                        [StepPlan((1.0,) * base.sampler.steps)], list(range(base.evaluator.num_samples)),
+                        batch_size=8, fuse=False)[0]
+    student = load_supernet(students[2])
+    own = generate_many(student.model, make_sampler(NoiseSchedule(student.config.diffusion), arm.space.sampler),
+                        [StepPlan((1.0, 1.0))], list(range(base.evaluator.num_samples)), batch_size=8, fuse=False)[0]
+    expected = float((own.double() - ref.double()).pow(2).mean())
+    assert expected > 0  # a 2-step student is not the 4-step teacher: its full width is not the reference
+    assert rows["proxy"].iloc[0] == pytest.approx(expected, rel=1e-6)
+    assert torch.isfinite(own).all()
+
+
+def test_joint_search_merges_fronts_resumes_and_exports_each_member_for_its_model(trained_run, students, tmp_path):
+    from ddsm.schedule import Schedule
+
+    space = _joint_file(tmp_path, trained_run, students.values())
+    out = tmp_path / "joint"
+    r = invoke("search-steps", "--space", space, "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "joint front of" in r.output
+    front = json.loads((out / "front.json").read_text())["members"]
+    shares = [m["share"] for m in front]
+    proxies = [m["proxy"] for m in front]
+    assert shares == sorted(shares) and all(a > b for a, b in zip(proxies, proxies[1:]))  # non-dominated
+    assert {m["model"] for m in front} <= {"teacher", "k2", "k3"}
+    for m in front:
+        assert len(m["widths"]) == m["steps"] and m["share"] <= 0.6 + 1e-9
+    # every evaluated schedule of every model is dominated by or on the joint front
+    for model in ("teacher", "k2", "k3"):
+        assert (out / "models" / model / "front.json").is_file()
+    before = (out / "front.json").read_text()
+    r = invoke("search-steps", "--out", out, "--resume", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert (out / "front.json").read_text() == before
+
+    exp = tmp_path / "exp"
+    r = invoke("export-steps", out, "--out", exp, "--no-progress")
+    assert r.exit_code == 0, r.output
+    from ddsm.checkpoint import load_supernet
+
+    nets = {"teacher": load_supernet(trained_run), "k2": load_supernet(students[2]), "k3": load_supernet(students[3])}
+    files = sorted(exp.glob("front-*.json"))
+    assert len(files) == len(front)
+    for f, m in zip(files, front):
+        s = Schedule.load(f, nets[m["model"]].config)  # loads for its own model
+        assert s.supernet == m["fingerprint"] and list(s.widths) == m["widths"]
+        assert s.sampler.steps == m["steps"]
+    for name in ("front.png", "widths.png", "front.csv", "joint-export.json"):
+        assert (exp / name).is_file()
+
+
+def test_a_student_schedule_is_refused_on_the_teacher_and_the_other_way_round(trained_run, students, tmp_path):
+    from ddsm.checkpoint import load_supernet
+    from ddsm.distill import student_sampler
+    from ddsm.schedule import Schedule
+
+    student = load_supernet(students[2])
+    s = Schedule.for_model(student.config, student_sampler(student.config.student), [1.0, 0.5])
+    s.save(tmp_path / "student.json")
+    r = invoke("sample", "--checkpoint", trained_run, "--schedule", tmp_path / "student.json", "--num", "2",
+               "--out", tmp_path / "s1", "--no-progress")
+    assert_bad_input(r)
+    assert not (tmp_path / "s1").exists()
+    teacher = load_supernet(trained_run)
+    t = Schedule.uniform(teacher.config, student_sampler(student.config.student).model_copy(
+        update={"timesteps": None, "steps": 4}), 1.0)
+    t.save(tmp_path / "teacher.json")
+    r = invoke("sample", "--checkpoint", students[2], "--schedule", tmp_path / "teacher.json", "--num", "2",
+               "--out", tmp_path / "s2", "--no-progress")
+    assert_bad_input(r)
+    assert not (tmp_path / "s2").exists()
+
+
+def test_students_of_another_teacher_are_refused_in_one_line(trained_run, students, teacher_of_another_run, tmp_path):
+    space = _joint_file(tmp_path, teacher_of_another_run, students.values())
+    r = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress")
+    assert_bad_input(r, "was distilled from teacher", "give its own teacher")
+    assert not (tmp_path / "j").exists()
+
+
+@pytest.mark.parametrize("changes,needles", [
+    ({"students": []}, ["students"]),
+    ({"colour": "red"}, ["colour"]),
+])
+def test_bad_joint_spaces_are_one_line(trained_run, students, tmp_path, changes, needles):
+    changes = dict(changes)
+    space = _joint_file(tmp_path, trained_run, changes.pop("students", students.values()), **changes)
+    r = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress")
+    assert_bad_input(r, *needles)
+    assert not (tmp_path / "j").exists()
+
+
+def test_a_teacher_listed_as_a_student_and_two_students_of_one_k_are_refused(trained_run, students, tmp_path):
+    r = invoke("search-steps", "--space", _joint_file(tmp_path, trained_run, [trained_run]), "--out",
+               tmp_path / "j", "--no-progress")
+    assert_bad_input(r, "is not a distilled student")
+    twin = tmp_path / "twin"
+    assert invoke("distill", "--teacher", trained_run, "--steps", "2", "--iters", "1", "--out", twin,
+                  "--no-progress").exit_code == 0
+    r = invoke("search-steps", "--space", _joint_file(tmp_path, trained_run, [students[2], twin]), "--out",
+               tmp_path / "j", "--no-progress")
+    assert_bad_input(r, "both take 2 steps")
+    assert not (tmp_path / "j").exists()
+
+
+@pytest.fixture
+def teacher_of_another_run(tmp_path, tiny_data):
+    """A second tiny teacher with another noise schedule, so another fingerprint."""
+    from ddsm.config import RunConfig, validate
+    from ddsm.train import Trainer
+
+    from conftest import run_config_dict
+
+    d = run_config_dict()
+    d["model"]["diffusion"]["num_timesteps"] = 60  # another noise schedule: another fingerprint
+    out = tmp_path / "other"
+    Trainer(validate(RunConfig, d), out, device="cpu", data=tiny_data, progress=False).run()
+    return out
