@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -48,12 +47,11 @@ from ddsm.distill import student_sampler  # noqa: E402
 from ddsm.io import write_atomic, write_json  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
 from ddsm.metrics.fid import reference_images  # noqa: E402
-from ddsm.metrics.intervals import Draws  # noqa: E402
 from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings  # noqa: E402
 from ddsm.plan import StepPlan  # noqa: E402
 from ddsm.samplers import SamplerConfig, make_sampler  # noqa: E402
 from ddsm.samplers.batched import generate_many  # noqa: E402
-from ddsm.search.front import hypervolume, pareto_front  # noqa: E402
+from ddsm.search.front import hypervolume_draws  # noqa: E402
 
 PARTS = ("students", "growth", "front")
 STUDENTS = ("digits-sfddm-k2", "digits-sfddm-k4", "digits-sfddm-k8")
@@ -209,12 +207,7 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
         keys = [key_of(m, w) for m, w, _ in ms.values()]
         shares = [s for _, _, s in ms.values()]
 
-        def hv_of(fids, shares=shares):
-            pts = [{"fid": f, "share": s} for f, s in zip(fids, shares)]
-            return hypervolume(pareto_front(pts, quality="fid"), quality="fid", ref=ref_pt)
-
-        per_draw = np.array([hv_of([v.draws[k]["fid"].draws[i] for k in keys]) for i in range(settings.draws)])
-        hv[front_name] = Draws(value=hv_of([v.draws[k]["fid"].value for k in keys]), draws=per_draw, n=settings.num)
+        hv[front_name] = hypervolume_draws([(v.draws[k]["fid"], sh) for k, sh in zip(keys, shares)], ref=ref_pt)
     diff = hv["joint"].minus(hv["teacher_only"], settings.level)
     summary["hypervolume"] = {"reference": list(ref_pt), "axes": "FID (lower better) x MACs share of teacher full",
                               **{k: {"value": d.value, "interval": [d.interval().low, d.interval().high]}

@@ -62,7 +62,7 @@ from ddsm.samplers import SamplerConfig, make_sampler  # noqa: E402
 from ddsm.samplers.batched import generate_many  # noqa: E402
 from ddsm.samplers.loop import eval_mode, per_sample_randn, sample_generators, step_noise, visited_timesteps  # noqa: E402
 from ddsm.search import SearchConfig  # noqa: E402
-from ddsm.search.front import hypervolume, pareto_front  # noqa: E402
+from ddsm.search.front import hypervolume_draws  # noqa: E402
 from ddsm.search.log import parse_genome  # noqa: E402
 from ddsm.search.setup import prepare_search  # noqa: E402
 from ddsm.spectrum import band_error_statistic, frequency_bands, radial_power_per_image  # noqa: E402
@@ -280,13 +280,7 @@ def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> t
             keys = [f"{name} {g}" for g in sub["genome"]]
             shares = list(sub["share_plain"])
 
-            def hv_of(fids):
-                pts = [{"fid": f, "share": s} for f, s in zip(fids, shares)]
-                return hypervolume(pareto_front(pts, quality="fid"), quality="fid", ref=ref_pt)
-
-            per_draw = np.array([hv_of([draws[name][k]["fid"].draws[i] for k in keys])
-                                 for i in range(settings.draws)])
-            hv[name] = Draws(value=hv_of([draws[name][k]["fid"].value for k in keys]), draws=per_draw, n=settings.num)
+            hv[name] = hypervolume_draws([(draws[name][k]["fid"], sh) for k, sh in zip(keys, shares)], ref=ref_pt)
         a, b = args.best, "plain"
         diff = hv[a].minus(hv[b], settings.level)
         summary["hypervolume"] = {"reference": list(ref_pt), "axes": "FID (lower better) x MACs share of plain full",

@@ -148,3 +148,24 @@ def test_front_operators_resume_exactly(tmp_path):
     assert res.evaluations[["genome", "proxy", "generation"]].equals(whole.evaluations[["genome", "proxy", "generation"]])
     a, b = (json.loads((tmp_path / d / "state.json").read_text()) for d in ("whole", "part"))
     assert a["pop"] == b["pop"] and a["rng"] == b["rng"]
+
+
+def test_hypervolume_draws_correct_resampling_bias_and_pair_fronts():
+    from ddsm.metrics.intervals import Draws
+    from ddsm.search.front import hypervolume_draws
+
+    rng = np.random.default_rng(0)
+    ref = (10.0, 1.1)
+
+    def member(fid, share, bias):  # resamples biased upward past the reference, as duplicated seeds make FID
+        return Draws(value=fid, draws=fid + bias + rng.normal(0, 0.2, 200), n=500), share
+
+    a = [member(4.0, 0.2, 7.0), member(2.0, 0.6, 9.0)]
+    hv = hypervolume_draws(a, ref=ref)
+    exact = hypervolume([{"q": 4.0, "share": 0.2}, {"q": 2.0, "share": 0.6}], quality="q", ref=ref)
+    assert hv.value == pytest.approx(exact)
+    iv = hv.interval()
+    assert iv.low < hv.value < iv.high and iv.high - iv.low < 0.2 * hv.value  # centred, not degenerate
+    worse = [(Draws(value=d.value + 1.0, draws=d.draws + 1.0, n=d.n), s) for d, s in a]
+    diff = hypervolume_draws(a, ref=ref).minus(hypervolume_draws(worse, ref=ref))
+    assert diff.excludes(0.0) and diff.value > 0  # a front 1 FID better everywhere has the larger hypervolume
