@@ -190,11 +190,13 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
         for name, (model, widths, share) in sorted(ms.items(), key=lambda kv: kv[1][2]):
             k = key_of(model, widths)
             worse = [m for m in v.metrics if m != "proxy" and _worse(v, k, FULL, m)]
-            iv = v.interval(k, "fid")
+            iv, d20 = v.interval(k, "fid"), v.compare(k, FULL, "fid")
             ref_fids.append(iv.value)
+            # The paired difference, not the member's own FID interval: resampling seeds biases FID itself.
             table_rows.append({"front": front_name, "model": model, "steps": len(widths),
                                "widths": " ".join(f"{w:g}" for w in widths), "share": share, "fid": iv.value,
-                               "fid_low": iv.low, "fid_high": iv.high, "worse_than_teacher20": ",".join(worse)})
+                               "fid_minus_teacher20": d20.value, "low": d20.low, "high": d20.high,
+                               "worse_than_teacher20": ",".join(worse)})
             if cheapest is None and not worse:
                 d = v.compare(k, FULL, "fid")
                 cheapest = {"model": model, "widths": list(widths), "share": share, "flop_saving": 1 - share,
