@@ -6,11 +6,14 @@ evaluator factory; ``run_search`` runs the cached, resumable ask/tell loop
 with a serial or Ray runner and writes the search folder
 (:mod:`ddsm.search.folder`, read back with ``load_search``). Ray is imported
 only when a Ray runner is built (``from ddsm.search.ray_runner import
-RayRunner``, or ``ddsm.search.RayRunner``).
+RayRunner``, or ``ddsm.search.RayRunner``). ``JointSpace`` / ``run_joint``
+search the step count too: a teacher and its distilled students
+(:mod:`ddsm.search.joint`).
 """
 
 from ddsm.search.config import SearchConfig, check_widths, shipped_spaces
 from ddsm.search.folder import SearchRun, load_search
+from ddsm.search.joint import JointRun, JointSpace, load_joint, prepare_joint, run_joint
 from ddsm.search.loop import SearchResult, run_search
 from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.search.runners import Runner, SerialRunner, make_runner
@@ -19,10 +22,10 @@ from ddsm.search.setup import PreparedSearch, prepare_search
 from ddsm.search.synthetic import SyntheticEvaluator, SyntheticEvaluatorFactory
 
 __all__ = [
-    "PreparedSearch", "RayRunner", "Runner", "SearchConfig", "SearchResult", "SearchRun", "SerialRunner",
-    "SyntheticEvaluator", "SyntheticEvaluatorFactory", "WidthProblem", "build_algorithm", "check_widths",
-    "initial_population", "load_search", "make_runner", "prepare_search", "run_search", "shipped_spaces",
-    "solve_mckp",
+    "JointRun", "JointSpace", "PreparedSearch", "RayRunner", "Runner", "SearchConfig", "SearchResult", "SearchRun",
+    "SerialRunner", "SyntheticEvaluator", "SyntheticEvaluatorFactory", "WidthProblem", "build_algorithm",
+    "check_widths", "initial_population", "load_joint", "load_search", "make_runner", "prepare_joint",
+    "prepare_search", "run_joint", "run_search", "shipped_spaces", "solve_mckp",
 ]
 
 
