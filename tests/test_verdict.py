@@ -54,6 +54,19 @@ def test_a_schedule_against_itself_differs_by_exactly_zero(judged):
     assert set(judged.metrics) == set(METRICS)  # digits have labels: confidence is reported
 
 
+def test_a_set_statistics_own_interval_holds_its_value(judged):
+    from ddsm.metrics.verdict import SET_STATISTICS
+
+    for m in SET_STATISTICS:
+        raw = judged.draws["narrow"][m]
+        iv = judged.interval("narrow", m)
+        assert iv.low <= iv.value <= iv.high, m  # resampling bias removed: the interval is around the value
+        assert iv.high - iv.low == pytest.approx(raw.interval().high - raw.interval().low, rel=1e-9, abs=1e-12) \
+            or (m in ("fid", "teacher_fid") and iv.low == 0.0), m  # the spread is the resamples' own
+    fid = judged.draws["narrow"]["fid"]
+    assert fid.draws.mean() > fid.value  # why: duplicated seeds inflate a resample's FID
+
+
 def test_the_table_and_its_plain_lines(judged):
     table = judged.table(against={"narrow": "full again"})
     assert set(table["schedule"]) == {FULL, "narrow", "full again"} and len(table) == 3 * len(METRICS)

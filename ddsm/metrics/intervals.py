@@ -73,6 +73,19 @@ class Draws:
         """The basic bootstrap interval."""
         return _interval(self.value, self.draws, self.n, level)
 
+    def centred(self) -> "Draws":
+        """The resamples shifted by their bootstrap bias (their mean minus the full-sample value).
+
+        A resample drawn with replacement repeats seeds, which biases a statistic of the whole set (FID, KID,
+        precision, recall): on digits at 1,000 samples a resample's FID sits several units above the
+        full-sample FID, so the basic interval of FID itself lands beside its own value. Centring keeps the
+        resamples' spread and removes that shift. Paired differences need none of it: both sides share the
+        resamples and nearly the same bias.
+        """
+        finite = self.draws[np.isfinite(self.draws)]
+        shift = float(finite.mean()) - self.value if len(finite) else 0.0
+        return Draws(value=self.value, draws=self.draws - shift, n=self.n)
+
     def minus(self, other: "Draws", level: float = 0.95) -> Interval:
         """The paired interval of ``self - other`` (both drawn on the same seeds and resamples)."""
         if other.n != self.n or other.draws.shape != self.draws.shape:

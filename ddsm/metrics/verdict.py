@@ -49,6 +49,8 @@ METRICS: dict[str, tuple[str, bool]] = {
 TEACHER_SEED, TEACHER_NUM = 1_000_000, 2000
 #: metrics that cannot be negative: their intervals stop at 0
 NONNEGATIVE = {"fid", "teacher_fid", "proxy"}
+#: statistics of the whole sample set (not means of per-sample values): resampling seeds biases them
+SET_STATISTICS = {"fid", "teacher_fid", "kid", "precision", "recall"}
 #: fewer samples than this make FID, KID and the k-NN manifolds meaningless
 MIN_SAMPLES = 50
 FULL = "full width"
@@ -120,7 +122,9 @@ class VerdictResult:
 
     def interval(self, schedule: str, metric: str) -> Interval:
         """The metric of one schedule with its interval."""
-        iv = self.draws[schedule][metric].interval(self.settings.level)
+        d = self.draws[schedule][metric]
+        # A set statistic's own interval from bias-centred resamples (Draws.centred); a mean needs none.
+        iv = (d.centred() if metric in SET_STATISTICS else d).interval(self.settings.level)
         if metric in NONNEGATIVE and iv.low < 0:
             iv = Interval(value=iv.value, low=0.0, high=max(iv.high, 0.0), n=iv.n, level=iv.level)
         return iv

@@ -64,16 +64,15 @@ def hypervolume_draws(members: list[tuple[Any, float]], *, ref: tuple[float, flo
     Resampling seeds with replacement duplicates samples, which biases a set statistic: on digits at 500
     samples a resample's FID sits several units above the full-sample FID, enough to push every member past a
     reference point taken from the full-sample values, so every resample's hypervolume would be 0 and its
-    interval degenerate. Each member's resampled qualities are therefore first shifted by their bootstrap bias
-    (mean of the resamples minus the full-sample value); the front and its hypervolume are then taken per
-    resample.
+    interval degenerate. Each member's resamples are therefore first centred (``Draws.centred``); the front
+    and its hypervolume are then taken per resample.
     """
     from ddsm.metrics.intervals import Draws
 
     if not members:
         raise ValueError("hypervolume_draws needs at least one member")
     shares = [s for _, s in members]
-    centred = [d.draws - (d.draws.mean() - d.value) for d, _ in members]
+    centred = [d.centred().draws for d, _ in members]
 
     def hv_of(qualities) -> float:
         pts = [{"q": float(q), "share": s} for q, s in zip(qualities, shares)]
