@@ -1,0 +1,179 @@
+"""Read a user's diffusers ``UNet2DModel`` folder offline, and refuse what ddsm cannot slim, in one line each.
+
+This is the entry check of "bring your own model" (issue 17): everything a
+later ``ddsm slim --from-diffusers FOLDER`` needs from the folder, checked
+before any work. A folder is a model folder (``config.json`` +
+``diffusion_pytorch_model.safetensors``) or a pipeline folder holding one
+under ``unet/``; the noise schedule comes from ``scheduler_config.json`` in
+the folder or under ``scheduler/``.
+
+Refused, naming the value and what is valid:
+
+- anything that is not an existing local folder (a hub id among them:
+  ddsm never downloads);
+- a config that is not a ``UNet2DModel``, or that uses a block, time
+  embedding, class embedding or norm ddsm does not support yet;
+- a missing weights file, or only a pickle ``.bin`` (refused: a pickle can
+  run code when loaded, and safetensors is diffusers' own default);
+- weights whose names or shapes differ from what the config builds;
+- a scheduler whose prediction type is not ``epsilon``.
+
+The betas are diffusers' own (``DDPMScheduler.from_config``), not
+re-derived, so every ``beta_schedule`` diffusers knows gives the user's
+exact schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddsm.errors import DDSMError
+
+#: block types of UNet2DModel that ddsm can slim (the ResNet and attention blocks)
+DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
+UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+MID_BLOCKS = ("UNetMidBlock2D", None)
+PREDICTIONS = ("epsilon",)
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+#: config values ddsm supports, per key (anything else is refused by name)
+SUPPORTED = {
+    "time_embedding_type": ("positional",),
+    "class_embed_type": (None,),
+    "resnet_time_scale_shift": ("default",),
+    "downsample_type": ("conv",),
+    "upsample_type": ("conv",),
+    "act_fn": ("silu",),
+    "center_input_sample": (False,),
+}
+
+
+@dataclass(frozen=True)
+class DiffusersUNetFolder:
+    """A checked diffusers UNet2DModel folder: its config, weights file and noise schedule."""
+
+    folder: Path  # the folder holding config.json and the weights
+    config: dict[str, Any]  # UNet2DModel's config.json
+    weights: Path  # the safetensors weights file
+    betas: torch.Tensor  # (T,) float64, diffusers' own betas for the scheduler config
+    prediction_type: str  # 'epsilon'
+    clip_sample: bool  # whether the scheduler clips the predicted clean image
+    scheduler_config: dict[str, Any]
+
+    @property
+    def num_timesteps(self) -> int:
+        """The training timesteps T of the noise schedule."""
+        return len(self.betas)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DDSMError(f"{what} {str(path)!r} is not readable JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(doc, dict):
+        raise DDSMError(f"{what} {str(path)!r} must hold a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _model_folder(spec: str | Path) -> Path:
+    path = Path(spec)
+    if not path.is_dir():
+        hint = " (it looks like a hub id: download the model yourself; ddsm never downloads)" \
+            if isinstance(spec, str) and spec.count("/") == 1 and not path.exists() else ""
+        raise DDSMError(f"--from-diffusers {str(spec)!r} is not a local folder{hint}; give a folder with config.json "
+                        f"and {WEIGHTS}, or a pipeline folder with unet/")
+    if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file():
+        return path / "unet"
+    if not (path / "config.json").is_file():
+        raise DDSMError(f"{str(path)!r} is not a diffusers model folder: no config.json (nor unet/config.json)")
+    return path
+
+
+def _check_config(config: dict[str, Any], source: str) -> None:
+    name = config.get("_class_name")
+    if name != "UNet2DModel":
+        raise DDSMError(f"{source} is a {name!r}, not a 'UNet2DModel'; ddsm slims diffusers' UNet2DModel only")
+    for key, valid in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+        for block in config.get(key) or ():
+            if block not in valid:
+                raise DDSMError(f"unsupported diffusers block {block!r} in {key} of {source}; supported: "
+                                f"{', '.join(valid)}")
+    mid = config.get("mid_block_type", "UNetMidBlock2D")
+    if mid not in MID_BLOCKS:
+        raise DDSMError(f"unsupported diffusers block {mid!r} in mid_block_type of {source}; supported: UNetMidBlock2D")
+    for key, valid in SUPPORTED.items():
+        if key in config and config[key] not in valid:
+            raise DDSMError(f"{key} {config[key]!r} of {source} is not supported yet; supported: "
+                            f"{', '.join(repr(v) for v in valid)}")
+
+
+def _scheduler(folder: Path) -> dict[str, Any]:
+    for base in (folder, folder.parent / "scheduler", folder / "scheduler"):
+        path = base / "scheduler_config.json"
+        if path.is_file():
+            return _read_json(path, "scheduler config")
+    raise DDSMError(f"no scheduler_config.json beside {str(folder)!r} (nor under scheduler/); ddsm takes the noise "
+                    "schedule from it: save the training scheduler with scheduler.save_config(folder)")
+
+
+def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
+    from safetensors import safe_open
+
+    from ddsm.integrations.diffusers import import_diffusers
+
+    diffusers = import_diffusers()
+    try:
+        expected = {k: tuple(v.shape) for k, v in diffusers.UNet2DModel.from_config(config).state_dict().items()}
+    except Exception as e:  # diffusers' own validation of the config
+        raise DDSMError(f"{source} does not build a UNet2DModel ({type(e).__name__}: {e})") from None
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise DDSMError(f"weights {str(weights)!r} are not a readable safetensors file ({type(e).__name__})") from None
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        first = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+        raise DDSMError(f"weights {str(weights)!r} do not match {source}: {len(missing)} missing, {len(extra)} "
+                        f"unexpected tensors ({first})")
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise DDSMError(f"weights {str(weights)!r} do not match {source}: {k!r} has shape {list(found[k])}, "
+                            f"the config builds {list(shape)}")
+
+
+def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
+    """Check a diffusers UNet2DModel folder (or a pipeline folder with ``unet/``) offline; one-line DDSMError."""
+    from ddsm.integrations.diffusers import import_diffusers
+
+    folder = _model_folder(spec)
+    source = f"config {str(folder / 'config.json')!r}"
+    config = _read_json(folder / "config.json", "model config")
+    _check_config(config, source)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.glob("*.bin"))
+        if pickles:
+            raise DDSMError(f"{str(folder)!r} holds only pickle weights ({pickles[0]}); ddsm loads safetensors only: "
+                            f"convert them (UNet2DModel.from_pretrained(folder).save_pretrained(folder)) to {WEIGHTS}")
+        raise DDSMError(f"{str(folder)!r} has no weights file {WEIGHTS}")
+    sched = _scheduler(folder)
+    prediction = sched.get("prediction_type", "epsilon")
+    if prediction not in PREDICTIONS:
+        raise DDSMError(f"scheduler prediction_type {prediction!r} is not supported yet; supported: "
+                        f"{', '.join(PREDICTIONS)}")
+    _check_weights(config, weights, source)
+    diffusers = import_diffusers()
+    try:
+        ddpm = diffusers.DDPMScheduler.from_config(sched)
+    except Exception as e:  # an unknown beta_schedule, among others
+        raise DDSMError(f"scheduler config of {str(folder)!r} is not usable ({type(e).__name__}: {e})") from None
+    return DiffusersUNetFolder(folder=folder, config=config, weights=weights, betas=ddpm.betas.double(),
+                               prediction_type=prediction, clip_sample=bool(sched.get("clip_sample", True)),
+                               scheduler_config=sched)
