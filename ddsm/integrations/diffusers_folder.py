@@ -177,3 +177,19 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
     return DiffusersUNetFolder(folder=folder, config=config, weights=weights, betas=ddpm.betas.double(),
                                prediction_type=prediction, clip_sample=bool(sched.get("clip_sample", True)),
                                scheduler_config=sched)
+
+
+def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0)):
+    """The folder's UNet2DModel as a slimmable network (``ddsm.nn.diffusers_unet``) with the original weights.
+
+    At width 1 it computes the original model's function; ``widths`` must keep whole GroupNorm groups and
+    attention heads. Weights are read with safetensors only.
+    """
+    from safetensors.torch import load_file
+
+    from ddsm.nn.diffusers_unet import SlimUNet2DModel
+
+    info = spec if isinstance(spec, DiffusersUNetFolder) else read_diffusers_folder(spec)
+    net = SlimUNet2DModel(info.config, widths=widths)
+    net.load_state_dict(load_file(str(info.weights)), strict=True)  # names and shapes were checked on reading
+    return net.eval()
