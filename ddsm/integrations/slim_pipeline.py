@@ -1,0 +1,77 @@
+"""A slimmed diffusers model inside diffusers' own pipelines, at a width per sampling step.
+
+``SlimPipelineUNet`` stands where a pipeline expects its ``UNet2DModel``
+(``DDPMPipeline(unet=..., scheduler=...)``, ``DDIMPipeline``): it carries the
+original ``config`` (the pipeline reads ``sample_size`` and ``in_channels``
+from it), and ``unet(sample, t).sample`` runs the slimmable mirror
+(``ddsm.nn.diffusers_unet``) at the width its schedule gives the timestep
+``t``. The schedule maps each timestep the pipeline will visit to a width;
+``widths_for_pipeline`` builds it from one width per step, noisiest first,
+with the scheduler's own ``set_timesteps``, so it matches the pipeline's loop
+exactly. At full width the pipeline gives the original pipeline's images on
+the same generator (to float tolerance; tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ddsm.errors import DDSMError
+
+
+def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]) -> dict[int, float]:
+    """``{timestep: width}`` for the steps a pipeline with ``scheduler`` visits, from one width per step."""
+    import copy
+
+    if len(widths) != num_inference_steps:
+        raise DDSMError(f"{len(widths)} widths for {num_inference_steps} inference steps; give one width per step")
+    probe = copy.deepcopy(scheduler)  # set_timesteps mutates the scheduler; the pipeline calls it again
+    probe.set_timesteps(num_inference_steps)
+    return {int(t): float(w) for t, w in zip(probe.timesteps.tolist(), widths)}
+
+
+class SlimPipelineUNet(torch.nn.Module):
+    """A ``UNet2DModel`` stand-in for diffusers pipelines: the slimmable mirror at a width per timestep."""
+
+    def __init__(self, net: torch.nn.Module, config: Mapping[str, Any], widths: Mapping[int, float] | float = 1.0
+                 ) -> None:
+        super().__init__()
+        from ddsm.integrations.diffusers import import_diffusers
+
+        import_diffusers()
+        from diffusers.configuration_utils import FrozenDict
+
+        self.net = net  # SlimUNet2DModel
+        self.config = FrozenDict(dict(config))  # what pipelines read: sample_size, in_channels
+        self.widths = widths
+        self.visited: list[tuple[int, float]] = []  # (timestep, width) of every call, in order
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def width_at(self, t: int) -> float:
+        """The width the schedule gives timestep ``t``."""
+        if isinstance(self.widths, (int, float)):
+            return float(self.widths)
+        if t not in self.widths:
+            raise DDSMError(f"timestep {t} is not in this schedule (it covers {sorted(self.widths)[:4]}...); build it "
+                            "with widths_for_pipeline for the pipeline's scheduler and num_inference_steps")
+        return self.widths[t]
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, class_labels: torch.Tensor | None = None,
+                return_dict: bool = True):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        t = int(torch.as_tensor(timestep).reshape(-1)[0])
+        w = self.width_at(t)
+        self.net.set_active_width(w)
+        self.visited.append((t, w))
+        eps = self.net(sample, torch.as_tensor(timestep, device=sample.device), class_labels=class_labels)
+        return UNet2DOutput(sample=eps) if return_dict else (eps,)
