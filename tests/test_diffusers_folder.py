@@ -69,6 +69,8 @@ def _bad(tmp_path, case):
     if case == "scale shift":
         _save(m, resnet_time_scale_shift="scale_shift")
         return m
+    if case == "padding 0":
+        return _save(m, downsample_padding=0)
     if case == "no weights":
         _save(m)
         (m / "diffusion_pytorch_model.safetensors").unlink()
@@ -94,6 +96,7 @@ def _bad(tmp_path, case):
     ("not a unet", ["'UNet2DConditionModel'", "UNet2DModel"]),
     ("unsupported block", ["'AttnSkipDownBlock2D'", "supported: DownBlock2D, AttnDownBlock2D"]),
     ("scale shift", ["resnet_time_scale_shift 'scale_shift'", "'default'"]),
+    ("padding 0", ["downsample_padding 0", "1"]),
     ("no weights", ["no weights file diffusion_pytorch_model.safetensors"]),
     ("pickle weights", ["pickle", "diffusion_pytorch_model.bin", "safetensors only"]),
     ("mismatched weights", ["do not match", "shape"]),

@@ -49,6 +49,7 @@ SUPPORTED = {
     "upsample_type": ("conv",),
     "act_fn": ("silu",),
     "center_input_sample": (False,),
+    "downsample_padding": (1,),  # 0 makes diffusers pad right and bottom first: not mirrored yet
 }
 
 

@@ -97,7 +97,7 @@ class Attention(nn.Module):
     def __init__(
         self,
         channels: int,  # channels at width 1
-        head_dim: int,  # channels per head, fixed across widths
+        head_dim: int | None,  # channels per head, fixed across widths (None: one head as wide as the layer)
         groups: int,  # GroupNorm groups at width 1
         eps: float,  # GroupNorm eps
         rescale_output_factor: float = 1.0,  # output / factor, as diffusers
@@ -112,10 +112,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        if C % self.head_dim:
-            raise DDSMError(f"{C} attention channels at this width do not form heads of {self.head_dim}")
+        d = self.head_dim or C
+        if C % d:
+            raise DDSMError(f"{C} attention channels at this width do not form heads of {d}")
         h = self.group_norm(x).reshape(B, C, H * W).transpose(1, 2)
-        q, k, v = (m(h).reshape(B, H * W, C // self.head_dim, self.head_dim).transpose(1, 2)
+        q, k, v = (m(h).reshape(B, H * W, C // d, d).transpose(1, 2)
                    for m in (self.to_q, self.to_k, self.to_v))
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)
         out = self.to_out[0](a).transpose(1, 2).reshape(B, C, H, W)
@@ -223,6 +224,9 @@ class SlimUNet2DModel(nn.Module):
         head = c.get("attention_head_dim", 8)
         temb = c.get("time_embedding_dim") or ch[0] * 4
         self.config, self.widths = dict(c), tuple(sorted(widths))
+        for key, valid in (("downsample_padding", 1), ("center_input_sample", False), ("act_fn", "silu")):
+            if c.get(key, valid) != valid:  # the folder check refuses these too; a config given directly is checked here
+                raise DDSMError(f"{key} {c[key]!r} is not supported yet; supported: {valid!r}")
         self._check_widths(ch, groups, head)
         self.flip_sin_to_cos, self.freq_shift = c.get("flip_sin_to_cos", True), c.get("freq_shift", 0)
         self.time_features = ch[0]
@@ -234,18 +238,19 @@ class SlimUNet2DModel(nn.Module):
         for i, kind in enumerate(c["down_block_types"]):
             prev, out = out, ch[i]
             down.append(DownBlock(prev, out, temb, layers, groups, eps, kind == "AttnDownBlock2D",
-                                  head if head is not None else out, i < len(ch) - 1, c.get("downsample_padding", 1)))
+                                  head, i < len(ch) - 1, 1))
         self.down_blocks = nn.ModuleList(down)
         add_attention = c.get("add_attention", True)
-        self.mid_block = MidBlock(ch[-1], temb, groups, c.get("attn_norm_num_groups") or groups, eps, add_attention,
-                                  head if head is not None else ch[-1], c.get("mid_block_scale_factor", 1.0))
+        self.mid_block = None if c.get("mid_block_type", "UNetMidBlock2D") is None else \
+            MidBlock(ch[-1], temb, groups, c.get("attn_norm_num_groups") or groups, eps, add_attention, head,
+                     c.get("mid_block_scale_factor", 1.0))
         up, rev = [], list(reversed(ch))
         out = rev[0]
         for i, kind in enumerate(c["up_block_types"]):
             prev, out = out, rev[i]
             inp = rev[min(i + 1, len(ch) - 1)]
-            up.append(UpBlock(inp, prev, out, temb, layers + 1, groups, eps, kind == "AttnUpBlock2D",
-                              head if head is not None else out, i < len(ch) - 1))
+            up.append(UpBlock(inp, prev, out, temb, layers + 1, groups, eps, kind == "AttnUpBlock2D", head,
+                              i < len(ch) - 1))
         self.up_blocks = nn.ModuleList(up)
         self.conv_norm_out = SlimGroupNorm(ch[0], ch[0] // groups, eps=eps)
         self.conv_out = SlimConv2d(ch[0], c.get("out_channels", 3), 3, padding=1, fixed_out=True)
@@ -279,62 +284,9 @@ class SlimUNet2DModel(nn.Module):
         for block in self.down_blocks:
             h, s = block(h, emb)
             skips.extend(s)
-        h = self.mid_block(h, emb)
+        if self.mid_block is not None:
+            h = self.mid_block(h, emb)
         for block in self.up_blocks:
             h = block(h, skips, emb)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
-
-# -- channel order ----------------------------------------------------------------------------------------------
-
-
-def _group_order(score: torch.Tensor, group: int) -> torch.Tensor:
-    """A permutation that sorts whole groups of ``group`` channels by total score, and channels within each."""
-    g = score.reshape(-1, group)
-    groups = torch.argsort(g.sum(1), descending=True, stable=True)
-    within = torch.argsort(g, dim=1, descending=True, stable=True)
-    return torch.cat([gi * group + within[gi] for gi in groups.tolist()])
-
-
-@torch.no_grad()
-def order_channels_by_importance(net: SlimUNet2DModel) -> dict[str, torch.Tensor]:
-    """Reorder channels so that each width's prefix keeps the most important ones; the full width is unchanged.
-
-    Criterion: the L2 norm of the weights that produce a channel times that of the weights that read it
-    (``||W_in[j]|| * ||W_out[:, j]||``), a channel's share of the signal through its layer. What is
-    permuted, exactly (the function at full width does not change, tested):
-
-    - the hidden channels of every resnet (conv1's outputs, their time projection, norm2, conv2's inputs),
-      as whole GroupNorm groups ordered by score and channels within a group, so every group keeps its
-      members and its statistics;
-    - the heads of every attention (the rows of q, k and v and the matching inputs of the output
-      projection, head by head).
-
-    What stays in the original order: the residual streams (a block's output channels, shared through
-    shortcuts, skip concatenations, attention residuals and the down/up samplers of a level). Reordering
-    those must be one permutation for every layer of a level, and is left out. Returns each permuted
-    module's permutation, by name.
-    """
-    perms: dict[str, torch.Tensor] = {}
-    for name, m in net.named_modules():
-        if isinstance(m, ResnetBlock2D):
-            score = m.conv1.weight.flatten(1).norm(dim=1) * m.conv2.weight.transpose(0, 1).flatten(1).norm(dim=1)
-            p = _group_order(score, m.norm2.group_channels)
-            for layer in (m.conv1, m.time_emb_proj, m.norm2):
-                layer.weight.copy_(layer.weight[p])
-                layer.bias.copy_(layer.bias[p])
-            m.conv2.weight.copy_(m.conv2.weight[:, p])
-            perms[name] = p
-        elif isinstance(m, Attention):
-            d = m.head_dim
-            heads = m.to_v.weight.shape[0] // d
-            score = (m.to_v.weight.reshape(heads, -1).norm(dim=1)
-                     * m.to_out[0].weight.reshape(-1, heads, d).transpose(0, 1).reshape(heads, -1).norm(dim=1))
-            order = torch.argsort(score, descending=True, stable=True)
-            p = torch.cat([torch.arange(h * d, (h + 1) * d) for h in order.tolist()])
-            for layer in (m.to_q, m.to_k, m.to_v):
-                layer.weight.copy_(layer.weight[p])
-                layer.bias.copy_(layer.bias[p])
-            m.to_out[0].weight.copy_(m.to_out[0].weight[:, p])
-            perms[name] = p
-    return perms
