@@ -27,7 +27,6 @@ command of each) and ``<out>/sfddm_*.csv`` atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,13 +37,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from _script import run  # noqa: E402
+from _script import parse_parts, run, write_parts  # noqa: E402
 
 from ddsm import DDSMError, load_supernet  # noqa: E402
 from ddsm.data import load_digits  # noqa: E402
 from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
 from ddsm.distill import student_sampler  # noqa: E402
-from ddsm.io import write_atomic, write_json  # noqa: E402
+from ddsm.io import write_atomic  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
 from ddsm.metrics.fid import reference_images  # noqa: E402
 from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings  # noqa: E402
@@ -240,10 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     args = ap.parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        raise DDSMError(f"unknown parts {bad}; valid: {', '.join(PARTS)}")
+    parts = parse_parts(args.parts, PARTS)
     torch.set_num_threads(args.threads)
     teacher = load_supernet(args.teacher)
     data = load_digits(size=16, channels=1)
@@ -281,12 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(out / "sfddm_front.csv", lambda p: table.to_csv(p, index=False))
         doc["front"] = {"summary": summary, "members": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    previous = out / "sfddm.json"
-    old = json.loads(previous.read_text()) if previous.is_file() else {}
-    doc = {**{k: v for k, v in old.items() if k in PARTS}, **doc}
-    doc["part_commands"] = {**old.get("part_commands", {}), **{p: doc["command"] for p in parts}}
-    write_json(previous, doc)
-    print(f"\n-> {previous} ({doc['wall_seconds']:.0f} s)")
+    write_parts(out / "sfddm.json", doc, parts, PARTS)
+    print(f"\n-> {out / 'sfddm.json'} ({doc['wall_seconds']:.0f} s)")
     return 0
 
 

@@ -46,13 +46,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from _script import run  # noqa: E402
+from _script import parse_parts, run, write_parts  # noqa: E402
 
 from ddsm import DDSMError, load_supernet  # noqa: E402
 from ddsm.cost import CostTable  # noqa: E402
 from ddsm.data import load_digits  # noqa: E402
 from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
-from ddsm.io import write_atomic, write_json  # noqa: E402
+from ddsm.io import write_atomic  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
 from ddsm.metrics.fid import reference_images  # noqa: E402
 from ddsm.metrics.intervals import Draws, bootstrap_counts  # noqa: E402
@@ -241,7 +241,6 @@ def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> t
         res = prepared.run(out, runner="serial", resume=(out / "search.json").exists(), progress=args.progress,
                            device="cpu")
         search_s = time.perf_counter() - t0
-        full_macs = prepared.costs.full_width_cost() if hasattr(prepared.costs, "full_width_cost") else None
         plans = {}
         for g, share in zip(res.front["genome"], res.front["share"]):
             plan = StepPlan.of(space.decode(parse_genome(g)))
@@ -402,10 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     args = ap.parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        raise DDSMError(f"unknown parts {bad}; valid: {', '.join(PARTS)}")
+    parts = parse_parts(args.parts, PARTS)
     torch.set_num_threads(args.threads)
     nets, missing = _available({k: getattr(args, k) for k in DEFAULT_SUPERNETS})
     for line in missing:
@@ -456,19 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(out / "spectral_settle.csv", lambda p: table.to_csv(p, index=False))
         doc["settle"] = {"summary": summary, "rows": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    # Parts are run separately (each takes long on 2 cores): keep the sections of parts not rerun, and record
-    # the command that produced each part.
-    previous = out / "spectral.json"
-    if previous.is_file():
-        import json
-
-        old = json.loads(previous.read_text())
-        commands = old.get("part_commands") or {p: old.get("command") for p in PARTS if p in old}
-        doc = {**{k: v for k, v in old.items() if k in PARTS}, **doc}
-    else:
-        commands = {}
-    doc["part_commands"] = {**commands, **{p: doc["command"] for p in parts}}
-    write_json(out / "spectral.json", doc)
+    write_parts(out / "spectral.json", doc, parts, PARTS)
     print(f"\n-> {out / 'spectral.json'} ({doc['wall_seconds']:.0f} s)")
     return 0
 
