@@ -26,6 +26,7 @@ from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
 from ddsm.limits import clip, short
 from ddsm.errors import DDSMError
 from ddsm.io import atomic_path
+from ddsm.nn.network import build_network
 from ddsm.nn.unet import SlimUNet
 
 SCHEMA_VERSION = 1
@@ -101,7 +102,7 @@ def check_same_architecture(found: ModelConfig, expected: ModelConfig, where: st
 class Supernet:
     """A loaded supernet: the model, its config and where it came from."""
 
-    model: SlimUNet
+    model: SlimUNet  # or a slimmed diffusers model (ddsm.nn.slimmed.SlimmedUNet), with the same interface
     config: ModelConfig
     header: dict[str, Any]
     source: str
@@ -156,7 +157,7 @@ def load_supernet(ref: str | Path, *, device: str | torch.device = "cpu", expect
     if expected is not None:
         check_same_architecture(config, expected, f"checkpoint {str(path)!r}")
     weights = prefixed(tensors, "ema" if kind == TRAIN_STATE and ema else "model")
-    model = SlimUNet(config.unet)
+    model = build_network(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise DDSMError(

@@ -177,12 +177,25 @@ class StudentConfig(_Frozen):
         return len(self.phi)
 
 
+class DiffusersModelConfig(_Frozen):
+    """A supernet made from a user's diffusers ``UNet2DModel`` (``ddsm slim``; see ``ddsm.nn.slimmed``).
+
+    ``ModelConfig.unet`` then records only the image size, channels and
+    widths the samplers and the search read; the architecture is ``unet``.
+    """
+
+    unet: dict[str, Any]  # the model's config.json (UNet2DModel keys, private '_' keys dropped)
+    weights_sha256: str  # hash of the original weights file: the full width is exactly these weights
+    freeze_full: bool = True  # width 1 runs the untouched original; only narrower widths were fine-tuned
+
+
 class ModelConfig(_Frozen):
     """Everything that fixes what a checkpoint's weights mean."""
 
     unet: UNetConfig = UNetConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     student: StudentConfig | None = None  # set for a distilled few-step student (SFDDM)
+    diffusers: DiffusersModelConfig | None = None  # set for a slimmed diffusers model (ddsm slim)
 
     @model_validator(mode="after")
     def _student(self) -> "ModelConfig":
@@ -194,8 +207,9 @@ class ModelConfig(_Frozen):
     def fingerprint(self) -> str:
         """Hash of the architecture, width set and noise schedule (and, for a student, its teacher and steps)."""
         data = self.model_dump(mode="json")
-        if data["student"] is None:  # added later: a teacher keeps the fingerprint it always had
-            data.pop("student")
+        for key in ("student", "diffusers"):  # added later: older supernets keep the fingerprint they always had
+            if data[key] is None:
+                data.pop(key)
         return stable_hash(data)
 
 
@@ -247,6 +261,14 @@ class DistillConfig(_Frozen):
     hidden_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False)  # weight of the hidden-map term
 
 
+class SlimConfig(_Frozen):
+    """Fine-tune a diffusers UNet2DModel's narrow widths by distillation from the frozen original (ddsm slim)."""
+
+    source: str  # the model folder (config.json + safetensors weights) or a pipeline folder with unet/
+    order: Literal["importance", "none"] = "importance"  # permute channels by importance before fine-tuning
+    criterion: Literal["weight_norm"] = "weight_norm"  # what "importance" means (ddsm.nn.channel_order)
+
+
 class RunConfig(_Frozen):
     """The resolved configuration of one training run, written to its folder."""
 
@@ -254,6 +276,16 @@ class RunConfig(_Frozen):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig | None = None  # set for an SFDDM distillation run (ddsm distill)
+    slim: SlimConfig | None = None  # set for a fine-tune of a diffusers model's narrow widths (ddsm slim)
+
+    @model_validator(mode="after")
+    def _slim(self) -> "RunConfig":
+        if (self.slim is None) != (self.model.diffusers is None):
+            raise ValueError("a slim run needs both slim and model.diffusers (ddsm slim sets them); a training run "
+                             "neither")
+        if self.slim is not None and self.distill is not None:
+            raise ValueError("a slim run cannot also be a distillation; distil the slimmed supernet afterwards")
+        return self
 
     @model_validator(mode="after")
     def _distill(self) -> "RunConfig":
@@ -360,6 +392,17 @@ def load_yaml(path: str | Path) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DDSMError(f"config file {where} is not UTF-8 text (byte {e.start}); give a YAML file") from None
+    if path.suffix.lower() == ".json" and text.strip():
+        # JSON read as YAML 1.1 turns exponent floats without a dot (json's 1e-05) into strings.
+        import json
+
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise DDSMError(clip(f"malformed JSON in {where}: {e}")) from None
+        if not isinstance(data, dict):
+            raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
+        return data
     loader = _LimitedLoader(text, where)
     try:
         node = loader.get_single_node()

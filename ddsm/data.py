@@ -140,3 +140,54 @@ def load_data(config: DataConfig, size: int, channels: int) -> ImageData:
     if config.source.startswith("torchvision:"):
         return load_torchvision(config.source, size, channels, **kw)
     return load_folder(config.source, size, channels, **kw)
+
+
+def check_native_shape(config: DataConfig, size: int, channels: int) -> None:
+    """Refuse data whose own images are not ``size`` x ``size`` with ``channels`` channels (no silent resize).
+
+    For a model someone else trained (``ddsm slim``): resizing its data would
+    fine-tune it on images unlike the ones it learnt. The built-in digits are
+    grayscale and defined at any size; a folder's images and a torchvision
+    dataset's are checked as stored (a folder's, every file; a dataset's, its first image).
+    """
+    where = f"data {config.source!r}"
+    if config.source == "digits":
+        if channels != 1:
+            raise DDSMError(f"{where} is grayscale (1 channel) but the model takes {channels}; valid: a 1-channel model")
+        return
+    if config.source.startswith("torchvision:"):
+        images = [_torchvision_first(config.source)]
+    else:
+        from PIL import Image
+
+        path = Path(config.source)
+        if not path.is_dir():
+            raise DDSMError(f"data source {str(path)!r} is neither 'digits', a 'torchvision:NAME:ROOT' spec, nor a folder")
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DDSMError(f"image folder {str(path)!r} holds no PNG or JPEG files (looked for {sorted(IMAGE_SUFFIXES)})")
+        images = []
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    images.append((str(f), im.size, len(im.getbands())))
+            except OSError as e:
+                raise DDSMError(f"cannot read image {str(f)!r}: {e}") from None
+    for name, (w, h), bands in images:
+        found = 1 if bands in (1, 2) else 3  # L/LA are grayscale, RGB/RGBA colour
+        if (w, h) != (size, size) or found != channels:
+            raise DDSMError(f"image {name!r} is {w}x{h} with {found} channel(s); the model takes {size}x{size} with "
+                            f"{channels}: give data of the model's own size and channels")
+
+
+def _torchvision_first(spec: str) -> tuple[str, tuple[int, int], int]:
+    # The first image as stored; a bad spec or a missing dataset gets load_torchvision's own one-line error.
+    parts = spec.split(":", 2)
+    try:
+        import torchvision.datasets as tvd
+
+        img = getattr(tvd, parts[1])(parts[2], download=False)[0][0]
+    except Exception:  # noqa: BLE001 - every failure is reported by load_torchvision below
+        load_torchvision(spec, 1, 1)
+        raise
+    return f"{spec}[0]", img.size, len(img.getbands())

@@ -40,7 +40,7 @@ from ddsm.samplers.progressive import family_transform
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.runfolder import check_run_folder, hold_folder
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.network import build_network
 
 # Settings that may change between a run and its resume (iters only stays exact with constant decay).
 RESUMABLE_CHANGES = {"iters", "checkpoint_every", "snapshot_every", "threads"}
@@ -87,7 +87,7 @@ class Trainer:
         self._spectrum: dict[int, torch.Tensor] = {}  # spectrum-aware distillation weights per side, made on first use
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
-        self.model = SlimUNet(unet).to(self.device)
+        self.model = build_network(config.model).to(self.device)
         if cfg.init_from is not None:
             start = load_supernet(cfg.init_from, expected=config.model)
             self.model.load_state_dict(start.model.state_dict())
@@ -300,7 +300,7 @@ class Trainer:
                                "lr": learning_rate(self.step - 1, cfg), **{k: round(v, 6) for k, v in losses.items()}}
                         log.write(json.dumps(row) + "\n")
                         log.flush()
-                        bar.set_postfix(loss=f"{losses['loss@1']:.4f}", narrow=f"{list(losses.values())[1]:.4f}")
+                        bar.set_postfix(self.progress_losses(losses))
                     if cfg.snapshot_every and self.step % cfg.snapshot_every == 0:
                         self.export(self.out / "snapshots" / f"ema-{self.step:06d}.safetensors")
                     if self.step % cfg.checkpoint_every == 0:
@@ -315,6 +315,10 @@ class Trainer:
         self.save_checkpoint()
         self.export(self.out / "supernet.safetensors")
         return self.out
+
+    def progress_losses(self, losses: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows of one step's losses: the widest width's and the next one's."""
+        return {"loss": f"{losses['loss@1']:.4f}", "narrow": f"{list(losses.values())[1]:.4f}"}
 
     def _truncate_log(self, log_path: Path) -> None:
         # Lines written after the last checkpoint are replayed on resume; drop them.

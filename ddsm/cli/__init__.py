@@ -71,4 +71,4 @@ _device = click.option("--device", default="auto", show_default=True,
 
 
 # The command modules register themselves on ``main`` when imported.
-from ddsm.cli import model, search  # noqa: E402,F401
+from ddsm.cli import model, search, slim  # noqa: E402,F401

@@ -1,8 +1,8 @@
 """Read a user's diffusers ``UNet2DModel`` folder offline, and refuse what ddsm cannot slim, in one line each.
 
-This is the entry check of "bring your own model" (issue 17): everything a
-later ``ddsm slim --from-diffusers FOLDER`` needs from the folder, checked
-before any work. A folder is a model folder (``config.json`` +
+This is the entry check of "bring your own model": everything
+``ddsm slim --from-diffusers FOLDER`` needs from the folder, checked before
+any work (``model_config_for`` then makes the supernet's model config). A folder is a model folder (``config.json`` +
 ``diffusion_pytorch_model.safetensors``) or a pipeline folder holding one
 under ``unet/``; the noise schedule comes from ``scheduler_config.json`` in
 the folder or under ``scheduler/``.
@@ -194,3 +194,50 @@ def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=(0.25, 0.5, 0.
     net = SlimUNet2DModel(info.config, widths=widths)
     net.load_state_dict(load_file(str(info.weights)), strict=True)  # names and shapes were checked on reading
     return net.eval()
+
+
+#: diffusers beta schedules with a ddsm equivalent (the samplers and the search run on ddsm's noise schedule)
+BETA_SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
+
+
+def diffusion_config_for(info: DiffusersUNetFolder):
+    """ddsm's :class:`~ddsm.config.DiffusionConfig` with exactly the folder's betas (checked to 1e-6), or refuse."""
+    from ddsm.config import DiffusionConfig
+    from ddsm.diffusion.noise import make_betas
+
+    sched = info.scheduler_config
+    kind = sched.get("beta_schedule", "linear")
+    if sched.get("trained_betas") is not None or kind not in BETA_SCHEDULES:
+        shown = "trained_betas" if sched.get("trained_betas") is not None else repr(kind)
+        raise DDSMError(f"scheduler beta_schedule {shown} of {str(info.folder)!r} is not supported yet; supported: "
+                        f"{', '.join(BETA_SCHEDULES)}")
+    config = DiffusionConfig(num_timesteps=info.num_timesteps, beta_schedule=BETA_SCHEDULES[kind],
+                             **({"beta_start": float(sched.get("beta_start", 1e-4)),
+                                 "beta_end": float(sched.get("beta_end", 0.02))} if kind == "linear" else {}))
+    gap = float((make_betas(config) - info.betas).abs().max())
+    if gap > 1e-6:  # diffusers' betas are float32: anything beyond its rounding is another schedule
+        raise DDSMError(f"scheduler of {str(info.folder)!r}: ddsm's {config.beta_schedule} betas differ from "
+                        f"diffusers' by {gap:.2g}; this schedule is not supported yet")
+    return config
+
+
+def model_config_for(info: DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0), freeze_full: bool = True):
+    """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``)."""
+    import hashlib
+
+    from ddsm.config import ModelConfig
+    from ddsm.nn.diffusers_unet import SlimUNet2DModel
+    from ddsm.nn.slimmed import surrogate_unet_config
+
+    unet = {k: v for k, v in info.config.items() if not k.startswith("_")}
+    if unet.get("num_class_embeds") is not None:
+        raise DDSMError(f"{str(info.folder)!r} is class-conditional (num_class_embeds {unet['num_class_embeds']}); "
+                        "ddsm slim fine-tunes unconditional models only (its samplers pass no class labels)")
+    with torch.device("meta"):
+        SlimUNet2DModel(unet, widths=widths)  # refuses widths that split a GroupNorm group or a head, by name
+    digest = hashlib.sha256()
+    with info.weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return ModelConfig(unet=surrogate_unet_config(unet, widths), diffusion=diffusion_config_for(info),
+                       diffusers={"unet": unet, "weights_sha256": digest.hexdigest(), "freeze_full": freeze_full})

@@ -75,3 +75,38 @@ class SlimPipelineUNet(torch.nn.Module):
         self.visited.append((t, w))
         eps = self.net(sample, torch.as_tensor(timestep, device=sample.device), class_labels=class_labels)
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
+
+
+def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch.device = "cpu") -> Any:
+    """diffusers' own ``DDIMPipeline`` / ``DDPMPipeline`` running a slimmed supernet at a schedule's widths.
+
+    ``checkpoint`` is a ``ddsm slim`` run (or its supernet file) and
+    ``schedule`` an exported schedule file or :class:`~ddsm.schedule.Schedule`
+    of that supernet. The pipeline's scheduler steps exactly like ddsm's
+    sampler (``make_diffusers_scheduler``); pass ``eta=schedule.sampler.eta``
+    to a DDIM pipeline's call. ``pipeline.unet.visited`` lists the
+    (timestep, width) of every call.
+    """
+    from ddsm.checkpoint import load_supernet
+    from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler
+    from ddsm.schedule import Schedule
+
+    diffusers = import_diffusers()
+    net = load_supernet(checkpoint, device=device)
+    if net.config.diffusers is None:
+        raise DDSMError(f"{checkpoint!r} is not a slimmed diffusers model (ddsm slim); for a supernet ddsm trained "
+                        "itself use ddsm.integrations.diffusers.sample_with_diffusers")
+    sched = schedule if isinstance(schedule, Schedule) else Schedule.load(schedule, net.config)
+    sched.check(net.config)
+    if sched.resolutions is not None:
+        raise DDSMError("a schedule with lower resolutions cannot run in a diffusers pipeline; give a width schedule")
+    scheduler = make_diffusers_scheduler(net, sched.sampler)
+    widths = widths_for_pipeline(scheduler, sched.sampler.steps, sched.widths)
+    theirs = sorted(widths, reverse=True)
+    ours = [int(round(t)) for t in (sched.timesteps or ())]
+    if ours and theirs != ours:
+        raise DDSMError(f"diffusers' {sched.sampler.kind} pipeline would visit timesteps {theirs[:4]}..., the schedule "
+                        f"{ours[:4]}...; search with timestep_spacing 'leading' to run the schedule in a pipeline")
+    unet = SlimPipelineUNet(net.model, net.config.diffusers.unet, widths).to(device)
+    pipeline = diffusers.DDIMPipeline if sched.sampler.kind == "ddim" else diffusers.DDPMPipeline
+    return pipeline(unet=unet, scheduler=scheduler)

@@ -1,0 +1,90 @@
+"""``ddsm slim``: a user's diffusers UNet2DModel becomes a supernet, its narrow widths fine-tuned from it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ddsm.cli import _device, main
+from ddsm.cli.model import _run_to_the_end
+from ddsm.errors import DDSMError
+
+
+@main.command()
+@click.option("--from-diffusers", "source", default=None,
+              help="The model: a local diffusers UNet2DModel folder (config.json + safetensors) or a pipeline folder "
+                   "with unet/ and scheduler/. Never a hub id: ddsm does not download. [--resume: the run's]")
+@click.option("--data", default=None, help="Fine-tuning images, of the model's own size and channels: 'digits', a "
+              "folder of PNG/JPEG images, or 'torchvision:NAME:ROOT'. [default: digits, or the config's]")
+@click.option("--iters", type=int, default=None, help="Total optimizer steps (overrides train.iters of the config).")
+@click.option("--width", "widths", type=float, multiple=True,
+              help="A width the supernet serves (repeat; 1.0 is added) [default: 0.25 0.5 0.75 1, or the config's].")
+@click.option("--order", type=click.Choice(["importance", "none"]), default=None,
+              help="Channel order before fine-tuning: importance (largest weight norms first) or none (diffusers' "
+                   "own) [default: importance].")
+@click.option("--unfreeze-full", is_flag=True, help="Fine-tune width 1 too (distilled towards the original); by "
+              "default width 1 stays the untouched original.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML with data/train/slim sections (see experiments/configs/slim-user-model.yaml). Unset keys "
+                   "keep their defaults.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder for checkpoints, the resolved config, the metrics log and supernet.safetensors.")
+@click.option("--resume", is_flag=True, help="Continue the fine-tune in --out exactly where it stopped.")
+@click.option("--seed", type=int, default=None, help="Seed of every random draw (overrides train.seed).")
+@_device
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
+def slim(source, data, iters, widths, order, unfreeze_full, config_file, out, resume, seed, device, progress) -> None:
+    """Slim a diffusers UNet2DModel into a supernet: fine-tune its narrow widths by distillation from it."""
+    from ddsm.config import RunConfig, load_yaml, validate
+    from ddsm.data import check_native_shape
+    from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
+    from ddsm.slim import Slimmer
+
+    saved = Path(out) / "config.json"
+    if resume and config_file is None and saved.is_file():
+        doc = load_yaml(saved)
+        if not isinstance(doc, dict) or not doc.get("slim"):
+            raise DDSMError(f"{str(out)!r} holds another kind of run, not a slim run; resume it with its own command")
+        clash = [flag for flag, v in (("--width", widths), ("--order", order), ("--unfreeze-full", unfreeze_full),
+                                      ("--data", data)) if v]
+        if source is not None and source != doc["slim"]["source"]:
+            clash.append("--from-diffusers")
+        if clash:
+            raise DDSMError(f"{', '.join(clash)} cannot change on --resume; the run keeps its recipe")
+        doc = dict(doc)
+    else:
+        if source is None:
+            raise DDSMError("give --from-diffusers FOLDER (or --resume an existing slim run)")
+        doc = load_yaml(config_file) if config_file else {}
+        if not isinstance(doc, dict):
+            raise DDSMError(f"config file {config_file!r} must be a mapping of data/train/slim sections")
+        if "model" in doc:
+            raise DDSMError(f"config file {config_file!r} has a model section; a slimmed model's is its folder's "
+                            "(drop the section; widths come from --width)")
+        sl = dict(doc.get("slim") or {})
+        if sl.get("source") not in (None, source):
+            raise DDSMError("slim.source comes from --from-diffusers; drop it from the config")
+        sl["source"] = source
+        if order is not None:
+            sl["order"] = order
+        doc["slim"] = sl
+        if data is not None:
+            doc["data"] = {**(doc.get("data") or {}), "source": data}
+        info = read_diffusers_folder(source)
+        ws = tuple(sorted({*widths, 1.0})) if widths else (0.25, 0.5, 0.75, 1.0)
+        doc["model"] = model_config_for(info, ws, freeze_full=not unfreeze_full).model_dump(mode="json")
+    train_sec = doc.setdefault("train", {})
+    if iters is not None:
+        train_sec["iters"] = iters
+    if seed is not None:
+        train_sec["seed"] = seed
+    cfg = validate(RunConfig, doc, source="slim config")
+    check_native_shape(cfg.data, cfg.model.unet.image_size, cfg.model.unet.in_channels)
+    slimmer = Slimmer(cfg, out, device=device, progress=progress)
+    start = time.perf_counter()
+    _run_to_the_end(slimmer, resume, f"ddsm slim --out {out} --resume")
+    click.echo(f"fine-tuned widths {list(cfg.model.unet.widths)} of {cfg.slim.source!r} for {slimmer.step} steps "
+               f"({slimmer.train_seconds:.0f} s of training in total, {time.perf_counter() - start:.0f} s this run) "
+               f"-> {Path(out) / 'supernet.safetensors'}")

@@ -1,0 +1,280 @@
+"""Bring your own model: the worked example's slimmed diffusers UNet, measured (issue 17).
+
+The user model is ``experiments/results/user-model`` (``experiments/diffusers_user_model.py``: a diffusers
+``UNet2DModel`` trained on the digits with diffusers' own components). It is slimmed twice with the same
+recipe (``experiments/configs/slim-user-model.yaml``, 800 steps, seed 0), once with importance-ordered channels
+and once in diffusers' own order (``--order none``). Three parts:
+
+1. **Equivalence** (``equivalence``). The slimmed supernet at width 1 against diffusers' ``UNet2DModel`` on 16
+   random inputs at random (integer and fractional) timesteps, fp32: max |difference|. Then the images of
+   diffusers' own ``DDIMPipeline`` (20 steps) and ``DDPMPipeline`` (100 steps) with the slimmed model at full
+   width (``pipeline_for_schedule``) against the same pipelines with the original model, same generator.
+2. **Quality per width** (``widths``). Every width of four nets: each order before any fine-tuning (the raw
+   channel prefixes of the original) and after the same 800-step fine-tune; DDIM 20 steps on held-out seeds
+   10000.. (the search never sees them), the verdict's metrics with 95 % basic bootstrap intervals; ordered minus
+   unordered at the same width and stage, paired (same seeds, same resamples). And the fine-tune's wall time
+   against the original's training time (from the recipes).
+3. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on the
+   ordered slimmed model, seeds 0..63; every front member and every uniform width judged on the held-out seeds;
+   per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
+   (FID, MACs share) of the front against that of the uniform widths, paired bootstrap of the difference.
+
+    python experiments/bench_slim.py                        # every part
+    python experiments/bench_slim.py --parts widths --num 500
+
+Prints tables; writes ``<out>/slim.json`` (sections of parts not rerun are kept) and ``<out>/slim_*.csv``
+atomically. Runs that are missing are named and their rows skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _script import parse_parts, run, write_parts  # noqa: E402
+
+from ddsm import DDSMError, load_supernet  # noqa: E402
+from ddsm.data import load_digits  # noqa: E402
+from ddsm.io import write_atomic  # noqa: E402
+from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
+from ddsm.metrics.fid import reference_images  # noqa: E402
+from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings  # noqa: E402
+from ddsm.plan import StepPlan  # noqa: E402
+from ddsm.samplers import SamplerConfig  # noqa: E402
+
+PARTS = ("equivalence", "widths", "front")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _at_start(ref: str, order: str):
+    """The run's supernet with its shared net reset to the original (ordered as the run ordered it): step 0."""
+    from ddsm.nn.channel_order import permute_by_importance
+
+    net = load_supernet(ref)
+    with torch.no_grad():
+        net.model.net.load_state_dict(net.model.original.state_dict())
+        if order == "importance":
+            permute_by_importance(net.model.net)
+    return net
+
+
+def part_equivalence(args) -> dict:
+    from diffusers import DDIMPipeline, DDPMPipeline, UNet2DModel
+
+    from ddsm.integrations.slim_pipeline import pipeline_for_schedule
+    from ddsm.schedule import Schedule
+
+    net = load_supernet(args.ordered)
+    original = UNet2DModel.from_pretrained(str(Path(args.user_model) / "unet")).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 16, 16, generator=gen)
+    t = torch.cat([torch.randint(0, 1000, (8,), generator=gen).float(), torch.rand(8, generator=gen) * 999])
+    with torch.no_grad():
+        ours = net.model.set_active_width(1.0)(x, t)
+        theirs = original(x, t).sample
+    out = {"model_max_abs_diff": float((ours - theirs).abs().max()), "inputs": "16 random (1,16,16), 8 integer and "
+           "8 fractional timesteps, fp32"}
+    for kind, steps, pipe_cls in (("ddim", 20, DDIMPipeline), ("ddpm", 100, DDPMPipeline)):
+        sampler = SamplerConfig(kind=kind, steps=steps, timestep_spacing="leading")
+        pipe = pipeline_for_schedule(args.ordered, Schedule.uniform(net.config, sampler, 1.0))
+        kw = dict(batch_size=8, num_inference_steps=steps, output_type="np")
+        a = pipe(generator=torch.Generator().manual_seed(1), **kw).images
+        b = pipe_cls(unet=original, scheduler=pipe.scheduler)(generator=torch.Generator().manual_seed(1), **kw).images
+        out[f"{kind}_{steps}_pipeline_images_max_abs_diff"] = float(np.abs(a - b).max())
+    return out
+
+
+def part_widths(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
+    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    nets = {("importance", "start"): lambda: _at_start(args.ordered, "importance"),
+            ("none", "start"): lambda: _at_start(args.unordered, "none"),
+            ("importance", "fine-tuned"): lambda: load_supernet(args.ordered),
+            ("none", "fine-tuned"): lambda: load_supernet(args.unordered)}
+    draws = {}
+    for key, make in nets.items():
+        t0 = time.perf_counter()
+        net = make()
+        widths = net.config.unet.widths
+        plans = {f"width {w:g}": StepPlan((w,) * sampler.steps) for w in widths[:-1]}
+        res = Verdict(net, sampler, features, reference_images(data, "all"), settings, progress=args.progress) \
+            .score(plans)
+        draws[key] = {(max(widths) if s == FULL else float(s.split()[1])): (res, s) for s in res.draws}
+        print(f"  order {key[0]}, {key[1]}: {len(plans) + 1} widths x {settings.num} samples in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    for (order, stage), per_width in draws.items():
+        for w, (res, sched) in per_width.items():
+            for m, d in res.draws[sched].items():
+                iv = res.interval(sched, m)  # a set statistic's (FID, KID...) from bias-centred resamples
+                row = {"order": order, "stage": stage, "width": w, "metric": m, "value": iv.value, "low": iv.low,
+                       "high": iv.high, "n": iv.n}
+                if order == "importance" and w < 1.0:
+                    other, other_sched = draws[("none", stage)][w]
+                    diff = d.minus(other.draws[other_sched][m], settings.level)
+                    row.update({"minus_unordered": diff.value, "minus_unordered_low": diff.low,
+                                "minus_unordered_high": diff.high, "differs": diff.excludes(0.0)})
+                rows.append(row)
+    recipes = {}
+    user = json.loads((Path(args.user_model) / "recipe.json").read_text())
+    recipes["user_model_train_seconds"] = user["train_seconds"]
+    for name, ref in (("ordered", args.ordered), ("unordered", args.unordered)):
+        net = load_supernet(ref)
+        recipes[f"{name}_finetune_seconds"] = net.header.get("train_seconds")
+        recipes[f"{name}_finetune_steps"] = net.header.get("step")
+    recipes["finetune_share_of_training"] = recipes["ordered_finetune_seconds"] / user["train_seconds"]
+    return pd.DataFrame(rows), {"settings": {"num": settings.num, "seed": settings.seed, "draws": settings.draws,
+                                             "level": settings.level}, "times": recipes}
+
+
+def _print_widths(table: pd.DataFrame) -> None:
+    for m in ("fid", "teacher_fid", "confidence", "proxy"):
+        sub = table[table["metric"] == m]
+        if sub.empty:
+            continue
+        print(f"\n{m}:")
+        for stage in ("start", "fine-tuned"):
+            for w in sorted(sub["width"].unique()):
+                a = sub[(sub.stage == stage) & (sub.width == w) & (sub.order == "importance")].iloc[0]
+                b = sub[(sub.stage == stage) & (sub.width == w) & (sub.order == "none")].iloc[0]
+                d = "" if w == 1.0 else (f"   ordered - unordered {_fmt(a.minus_unordered)} "
+                                         f"[{_fmt(a.minus_unordered_low)}, {_fmt(a.minus_unordered_high)}]"
+                                         + ("*" if a.differs else ""))
+                print(f"  {stage:10s} w={w:<5g} ordered {_fmt(a.value)} [{_fmt(a.low)}, {_fmt(a.high)}]  "
+                      f"unordered {_fmt(b.value)} [{_fmt(b.low)}, {_fmt(b.high)}]{d}")
+
+
+def part_front(args, features, data) -> tuple[pd.DataFrame, dict]:
+    from ddsm.search import SearchConfig
+    from ddsm.search.front import hypervolume_draws
+    from ddsm.search.log import parse_genome
+    from ddsm.search.setup import prepare_search
+    from ddsm.cost.macs import count_macs
+
+    space = SearchConfig.load(args.space)
+    settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
+    net = load_supernet(args.ordered)
+    prepared = prepare_search(space, args.ordered, net=net)
+    out = Path(args.work) / "search-ordered"
+    t0 = time.perf_counter()
+    res = prepared.run(out, runner="serial", resume=(out / "search.json").exists(), progress=args.progress,
+                       device="cpu")
+    search_s = time.perf_counter() - t0
+    widths = net.config.unet.widths
+    macs = {w: float(count_macs(net.model, w).total) for w in widths}
+    plans, shares = {}, {}
+    for g in res.front["genome"]:
+        plan = StepPlan.of(space.decode(parse_genome(g)))
+        plans[f"front {g}"] = plan
+        shares[f"front {g}"] = sum(macs[w] for w in plan.widths) / (macs[1.0] * len(plan.widths))
+    for w in widths[:-1]:
+        plans[f"uniform {w:g}"] = StepPlan((w,) * space.sampler.steps)
+        shares[f"uniform {w:g}"] = macs[w] / macs[1.0]
+    ev = space.evaluator
+    verdict = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
+                      search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=args.progress).score(plans)
+    shares[FULL] = 1.0
+    rows = []
+    for k in [*plans, FULL]:
+        iv = verdict.interval(k, "fid")
+        rows.append({"schedule": k, "share": shares[k], "fid": iv.value, "fid_low": iv.low, "fid_high": iv.high,
+                     "n": iv.n})
+    table = pd.DataFrame(rows)
+    front = [k for k in plans if k.startswith("front")]
+    versus = {}
+    for w in widths[:-1]:
+        u = f"uniform {w:g}"
+        cheaper = [k for k in front if shares[k] <= shares[u] + 1e-12]
+        if not cheaper:
+            continue
+        best = min(cheaper, key=lambda k: verdict.interval(k, "fid").value)
+        d = verdict.compare(best, u, "fid")
+        versus[u] = {"uniform_share": shares[u], "member": best, "member_share": shares[best],
+                     "fid_member_minus_uniform": d.value, "interval": [d.low, d.high], "differs": d.excludes(0.0)}
+    worst = float(table["fid"].max())
+    ref_pt = (worst + 0.1 * abs(worst), 1.1)
+    uniform = [f"uniform {w:g}" for w in widths[:-1]] + [FULL]
+    hv = {name: hypervolume_draws([(verdict.draws[k]["fid"], shares[k]) for k in keys], ref=ref_pt)
+          for name, keys in (("front", front + [FULL]), ("uniform", uniform))}
+    diff = hv["front"].minus(hv["uniform"], settings.level)
+    summary = {"search_seconds": round(search_s, 1), "front_members": len(front),
+               "search_seeds": [ev.seed, ev.seed + ev.num_samples - 1], "verdict_num": settings.num,
+               "versus_uniform": versus,
+               "hypervolume": {"reference": list(ref_pt), "axes": "FID x MACs share of full width",
+                               **{k: {"value": v.value, "interval": [v.interval().low, v.interval().high]}
+                                  for k, v in hv.items()},
+                               "front_minus_uniform": {"value": diff.value, "interval": [diff.low, diff.high],
+                                                       "differs": diff.excludes(0.0)}}}
+    return table, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--user-model", default=str(ROOT / "experiments" / "results" / "user-model"))
+    ap.add_argument("--ordered", default=str(ROOT / "runs" / "slim-ordered"), help="slim run, importance order")
+    ap.add_argument("--unordered", default=str(ROOT / "runs" / "slim-unordered"), help="slim run, --order none")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--num", type=int, default=1000, help="held-out samples per width in part 2 [1000]")
+    ap.add_argument("--front-num", type=int, default=500, help="held-out samples per schedule in part 3 [500]")
+    ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
+    ap.add_argument("--steps", type=int, default=20, help="DDIM steps of part 2 [20]")
+    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits.yaml"), help="search space of part 3")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-slim"), help="folder for the search")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
+    ap.add_argument("--progress", action="store_true", help="show progress bars")
+    args = ap.parse_args(argv)
+    parts = parse_parts(args.parts, PARTS)
+    for ref in (args.ordered, args.unordered, args.user_model):
+        if not Path(ref).exists():
+            raise DDSMError(f"{ref!r} does not exist; see this script's docstring for the commands that make it")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    data = load_digits(size=16, channels=1)
+    features = FeatureNet.load("digits", data)
+    doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": args.threads,
+                 "torch": torch.__version__,
+                 "runs": {k: {"checkpoint": str(v), "fingerprint": load_supernet(v).fingerprint}
+                          for k, v in (("ordered", args.ordered), ("unordered", args.unordered))}}
+    t_all = time.perf_counter()
+    if "equivalence" in parts:
+        print("\n== equivalence at full width ==", flush=True)
+        doc["equivalence"] = part_equivalence(args)
+        for k, v in doc["equivalence"].items():
+            print(f"  {k}: {v}")
+    if "widths" in parts:
+        sampler = SamplerConfig(kind="ddim", steps=args.steps)
+        print(f"\n== quality per width ({args.num} held-out samples, DDIM {args.steps}) ==", flush=True)
+        table, meta = part_widths(args, sampler, features, data)
+        _print_widths(table)
+        print(f"  times: {meta['times']}")
+        write_atomic(out / "slim_widths.csv", lambda p: table.to_csv(p, index=False))
+        doc["widths"] = {**meta, "rows": table.to_dict(orient="records")}
+    if "front" in parts:
+        print("\n== the searched front against uniform widths ==", flush=True)
+        table, summary = part_front(args, features, data)
+        print(table.to_string(index=False, float_format=_fmt))
+        for k, v in summary.items():
+            print(f"  {k}: {v}")
+        write_atomic(out / "slim_front.csv", lambda p: table.to_csv(p, index=False))
+        doc["front"] = {"summary": summary, "rows": table.to_dict(orient="records")}
+    doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
+    write_parts(out / "slim.json", doc, parts, PARTS)
+    print(f"\n-> {out / 'slim.json'} ({doc['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

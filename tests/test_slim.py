@@ -1,0 +1,198 @@
+"""``ddsm slim``: a diffusers UNet2DModel becomes a supernet, fine-tuned, searched, exported and run in a pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+diffusers = pytest.importorskip("diffusers")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from ddsm.checkpoint import load_supernet  # noqa: E402
+from ddsm.nn.slimmed import SlimmedUNet  # noqa: E402
+from cli_helpers import assert_bad_input, invoke, write_space  # noqa: E402
+
+TINY = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+            norm_num_groups=4, attention_head_dim=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+#: a fine-tune of a few steps on the built-in digits at the tiny model's 8x8
+RECIPE = {"train": {"iters": 4, "batch_size": 8, "lr": 0.01, "warmup": 0, "lr_decay": "constant", "checkpoint_every": 2, "ema_decay": 0.5,
+                    "ema_warmup": False, "threads": 1}}
+
+
+def _user_model(folder, scheduler=None, **changes):
+    torch.manual_seed(0)
+    diffusers.UNet2DModel(**{**TINY, **changes}).save_pretrained(folder)
+    diffusers.DDPMScheduler(**(scheduler or {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2"})) \
+        .save_config(folder)
+    return folder
+
+
+def _slim(tmp_path, folder, out, *extra, **train):
+    cfg = tmp_path / f"recipe-{out.name}.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {**RECIPE["train"], **train}}))
+    return invoke("slim", "--from-diffusers", folder, "--width", "0.5", "--config", cfg, "--out", out,
+                  "--no-progress", *extra)
+
+
+@pytest.fixture(scope="module")
+def slimmed(tmp_path_factory):
+    """(user model folder, finished 4-step slim run folder), shared read-only."""
+    base = tmp_path_factory.mktemp("slim")
+    folder = _user_model(base / "user-model")
+    result = _slim(base, folder, base / "run")
+    assert result.exit_code == 0, result.output
+    return folder, base / "run"
+
+
+def _probe(seed=0, n=3):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=gen), torch.tensor([3.0, 42.5, 99.0][:n])
+
+
+def test_the_slimmed_supernet_is_the_untouched_original_at_full_width(slimmed):
+    folder, run = slimmed
+    net = load_supernet(run)
+    assert isinstance(net.model, SlimmedUNet) and net.config.unet.widths == (0.5, 1.0)
+    original = diffusers.UNet2DModel.from_pretrained(folder).eval()
+    x, t = _probe()
+    with torch.no_grad():
+        full = net.model.set_active_width(1.0)(x, t)
+        assert (full - original(x, t).sample).abs().max() <= 1e-5
+    source = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    kept = {k: v for k, v in net.model.original.state_dict().items()}
+    assert kept.keys() == source.keys() and all(torch.equal(kept[k], source[k]) for k in source)
+
+
+def test_fine_tuning_moves_the_narrow_width_and_logs_every_width(slimmed):
+    from ddsm.integrations.diffusers_folder import load_slim_unet
+    from ddsm.nn.channel_order import permute_by_importance
+
+    folder, run = slimmed
+    start = load_slim_unet(folder, widths=(0.5, 1.0))
+    with torch.no_grad():
+        permute_by_importance(start)
+    x, t = _probe()
+    net = load_supernet(run).model.set_active_width(0.5)
+    start.set_active_width(0.5)
+    with torch.no_grad():
+        assert (net(x, t) - start(x, t)).abs().max() > 1e-4
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and "loss@0.5" in rows[-1] and "loss@1" not in rows[-1]  # width 1 is frozen
+
+
+def test_a_stopped_fine_tune_resumes_bit_for_bit(tmp_path, slimmed):
+    folder, run = slimmed
+    assert _slim(tmp_path, folder, tmp_path / "half", "--iters", "2").exit_code == 0
+    result = invoke("slim", "--out", tmp_path / "half", "--resume", "--iters", "4", "--no-progress")
+    assert result.exit_code == 0, result.output
+    a, b = load_file(str(run / "supernet.safetensors")), load_file(str(tmp_path / "half" / "supernet.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unfreezing_the_full_width_fine_tunes_it_towards_the_original(tmp_path, slimmed):
+    folder, _ = slimmed
+    assert _slim(tmp_path, folder, tmp_path / "unfrozen", "--unfreeze-full").exit_code == 0
+    net = load_supernet(tmp_path / "unfrozen")
+    assert net.model.original is None and not net.config.diffusers.freeze_full
+    original = diffusers.UNet2DModel.from_pretrained(folder).eval()
+    x, t = _probe()
+    with torch.no_grad():
+        assert (net.model.set_active_width(1.0)(x, t) - original(x, t).sample).abs().max() > 1e-4
+    rows = [json.loads(ln) for ln in (tmp_path / "unfrozen" / "metrics.jsonl").read_text().splitlines()]
+    assert "loss@1" in rows[-1]
+
+
+@pytest.mark.parametrize("order", ["importance", "none"])
+def test_the_fine_tune_starts_from_the_original_in_either_channel_order(tmp_path, slimmed, order):
+    from ddsm.config import RunConfig, validate
+    from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
+    from ddsm.slim import Slimmer
+
+    folder, _ = slimmed
+    model = model_config_for(read_diffusers_folder(folder), (0.5, 1.0))
+    cfg = validate(RunConfig, {"model": model.model_dump(mode="json"), "slim": {"source": str(folder), "order": order},
+                               "data": {"source": "digits"}, **RECIPE})
+    s = Slimmer(cfg, tmp_path / order, progress=False)
+    source = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    same = all(torch.equal(v, source[k]) for k, v in s.model.net.state_dict().items())
+    assert same == (order == "none")  # importance reorders the channels ...
+    x, t = _probe()
+    with torch.no_grad():  # ... and leaves the full-width function as it was
+        ref = diffusers.UNet2DModel.from_pretrained(folder).eval()(x, t).sample
+        s.model.net.set_active_width(1.0)
+        assert (s.model.net(x, t) - ref).abs().max() <= 1e-5
+
+
+def test_a_slimmed_model_is_searched_exported_and_run_in_diffusers_pipeline(tmp_path, slimmed):
+    from ddsm.integrations.slim_pipeline import pipeline_for_schedule
+    from ddsm.schedule import Schedule
+
+    folder, run = slimmed
+    space = write_space(tmp_path / "space.yaml", widths=[0.5, 1.0],
+                        sampler={"kind": "ddim", "steps": 4, "timestep_spacing": "leading"})
+    result = invoke("search", "--space", space, "--checkpoint", run, "--out", tmp_path / "search", "--no-progress")
+    assert result.exit_code == 0, result.output
+    result = invoke("export", tmp_path / "search", "--checkpoint", run, "--out", tmp_path / "export", "--repeats", "1",
+                    "--warmup", "0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "export").glob("front-*.json"))
+    assert files
+    sched = Schedule.load(files[0])
+    pipe = pipeline_for_schedule(str(run), files[0])
+    pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=4, output_type="np")
+    assert [w for _, w in pipe.unet.visited] == list(sched.widths)
+    # At full width the pipeline is the user's own pipeline: the same images on the same generator.
+    full = Schedule.uniform(load_supernet(run).config, sched.sampler, 1.0)
+    pipe = pipeline_for_schedule(str(run), full)
+    ours = pipe(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=4, output_type="np").images
+    theirs = diffusers.DDIMPipeline(unet=diffusers.UNet2DModel.from_pretrained(folder).eval(), scheduler=pipe.scheduler)(
+        batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=4, output_type="np").images
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def _png_folder(path, side, mode="L"):
+    from PIL import Image
+
+    path.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((side, side, 3) if mode == "RGB" else (side, side), 40 * i, np.uint8), mode).save(
+            path / f"{i}.png")
+    return path
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("hub id", ["'someone/model'", "hub id", "never downloads"]),
+    ("small images", ["4x4", "8x8"]),
+    ("colour images", ["3 channel", "with 1"]),
+    ("v-prediction", ["'v_prediction'", "epsilon"]),
+    ("class-conditional", ["num_class_embeds 10", "unconditional"]),
+    ("scaled_linear", ["'scaled_linear'", "linear, squaredcos_cap_v2"]),
+    ("bad width", ["width 0.3", "groups"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, needles):
+    folder, args = "someone/model", ["--width", "0.5"]
+    if case != "hub id":
+        folder = _user_model(tmp_path / "m", **({"num_class_embeds": 10} if case == "class-conditional" else {}),
+                             scheduler={"v-prediction": {"prediction_type": "v_prediction"},
+                                        "scaled_linear": {"beta_schedule": "scaled_linear"}}.get(case))
+    if case == "small images":
+        args += ["--data", _png_folder(tmp_path / "imgs", 4)]
+    if case == "colour images":
+        args += ["--data", _png_folder(tmp_path / "imgs", 8, "RGB")]
+    if case == "bad width":
+        args = ["--width", "0.3"]
+    result = invoke("slim", "--from-diffusers", folder, "--iters", "1", "--out", tmp_path / "out", "--no-progress",
+                    *args)
+    assert_bad_input(result, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_resume_cannot_change_the_recipe(slimmed):
+    _, run = slimmed
+    assert_bad_input(invoke("slim", "--out", run, "--resume", "--width", "0.25"), "--width", "cannot change")
