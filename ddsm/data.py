@@ -78,16 +78,22 @@ def load_digits(size: int = 16, channels: int = 1, holdout_fraction: float = 0.2
     return ImageData("digits", x[tr], x[ho], y[tr], y[ho])
 
 
-def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
-    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
+def _image_files(path: Path) -> list[Path]:
+    """Every PNG/JPEG under ``path`` (recursively), sorted; a one-line DDSMError for a non-folder or none."""
     if not path.is_dir():
         raise DDSMError(f"data source {str(path)!r} is neither 'digits', a 'torchvision:NAME:ROOT' spec, nor a folder")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DDSMError(f"image folder {str(path)!r} holds no PNG or JPEG files (looked for {sorted(IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    files = _image_files(path)
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise DDSMError(f"in_channels {channels} is not supported for image folders; valid: 1 (grayscale), 3 (RGB)")
@@ -160,14 +166,8 @@ def check_native_shape(config: DataConfig, size: int, channels: int) -> None:
     else:
         from PIL import Image
 
-        path = Path(config.source)
-        if not path.is_dir():
-            raise DDSMError(f"data source {str(path)!r} is neither 'digits', a 'torchvision:NAME:ROOT' spec, nor a folder")
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DDSMError(f"image folder {str(path)!r} holds no PNG or JPEG files (looked for {sorted(IMAGE_SUFFIXES)})")
         images = []
-        for f in files:
+        for f in _image_files(Path(config.source)):
             try:
                 with Image.open(f) as im:
                     images.append((str(f), im.size, len(im.getbands())))

@@ -16,21 +16,11 @@ from safetensors.torch import load_file  # noqa: E402
 from ddsm.checkpoint import load_supernet  # noqa: E402
 from ddsm.nn.slimmed import SlimmedUNet  # noqa: E402
 from cli_helpers import assert_bad_input, invoke, write_space  # noqa: E402
+from test_diffusers_folder import _save as _user_model  # noqa: E402  (the tiny user model of the folder tests)
 
-TINY = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-            norm_num_groups=4, attention_head_dim=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"))
 #: a fine-tune of a few steps on the built-in digits at the tiny model's 8x8
 RECIPE = {"train": {"iters": 4, "batch_size": 8, "lr": 0.01, "warmup": 0, "lr_decay": "constant", "checkpoint_every": 2, "ema_decay": 0.5,
                     "ema_warmup": False, "threads": 1}}
-
-
-def _user_model(folder, scheduler=None, **changes):
-    torch.manual_seed(0)
-    diffusers.UNet2DModel(**{**TINY, **changes}).save_pretrained(folder)
-    diffusers.DDPMScheduler(**(scheduler or {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2"})) \
-        .save_config(folder)
-    return folder
 
 
 def _slim(tmp_path, folder, out, *extra, **train):
