@@ -41,6 +41,21 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[Path], Any]) -> None
         writer(tmp)
 
 
+def read_parquet(path: str | os.PathLike):
+    """Read a Parquet file as a DataFrame from one open of the file.
+
+    pyarrow opens a path more than once (footer, then pages); if a writer's
+    atomic rename lands in between, the old footer meets the new pages and the
+    read fails ("Page was smaller than expected"). Reading the bytes once pins
+    one version, so a live search or sweep folder can be read while it runs.
+    """
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddsm.io import read_json, write_json
+from ddsm.io import read_json, read_parquet, write_json
 
 # Everything in a log row but timing and placement (seconds, worker); the quality column goes in the middle.
 EXACT = ["generation", "genome", "widths", "{quality}", "valid", "cost", "share", "constraint"]
@@ -95,7 +95,7 @@ class Watch:
         if self._changed(self.state_path):
             self.finished = int(read_json(self.state_path, "search checkpoint")["generation"])
         if self._changed(self.log_path):
-            self.log = pd.read_parquet(self.log_path)
+            self.log = read_parquet(self.log_path)  # the search is live: one open pins one version
 
     def rows_of(self, generation: int) -> int:
         return int((self.log["generation"] == generation).sum())

@@ -59,6 +59,19 @@ def test_the_slimmed_supernet_is_the_untouched_original_at_full_width(slimmed):
     assert kept.keys() == source.keys() and all(torch.equal(kept[k], source[k]) for k in source)
 
 
+def test_the_memory_guard_sees_the_models_own_channels_and_attention(slimmed):
+    """The sampling-memory guard reads ``config.unet``: a slimmed model's must carry its real level shapes."""
+    from ddsm.config import UNetConfig
+    from ddsm.cost.macs import forward_bytes
+
+    _, run = slimmed
+    shown = load_supernet(run).config.unet
+    assert [shown.channels(i) for i in range(2)] == [8, 16] and shown.attn_resolutions == (4,)
+    same = UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                      attn_resolutions=(4,), widths=(0.5, 1.0), group_channels=4)
+    assert forward_bytes(shown, 64, 8) == forward_bytes(same, 64, 8)
+
+
 def test_fine_tuning_moves_the_narrow_width_and_logs_every_width(slimmed):
     from ddsm.integrations.diffusers_folder import load_slim_unet
     from ddsm.nn.channel_order import permute_by_importance
@@ -186,3 +199,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, needles):
 def test_a_resume_cannot_change_the_recipe(slimmed):
     _, run = slimmed
     assert_bad_input(invoke("slim", "--out", run, "--resume", "--width", "0.25"), "--width", "cannot change")
+
+
+def test_a_resume_refuses_a_model_whose_weights_changed(tmp_path):
+    """A run that stopped must not go on slimming another model put in its folder's place."""
+    folder = _user_model(tmp_path / "user-model")
+    assert _slim(tmp_path, folder, tmp_path / "run", iters=2).exit_code == 0
+    before = (tmp_path / "run" / "supernet.safetensors").read_bytes()
+    torch.manual_seed(1)  # same architecture and size, other weights
+    diffusers.UNet2DModel.from_pretrained(folder).apply(
+        lambda m: torch.nn.init.normal_(m.weight) if isinstance(m, torch.nn.Conv2d) else None).save_pretrained(folder)
+    result = invoke("slim", "--out", tmp_path / "run", "--resume", "--iters", "4", "--no-progress")
+    assert_bad_input(result, "not the one this run slims")
+    assert (tmp_path / "run" / "supernet.safetensors").read_bytes() == before

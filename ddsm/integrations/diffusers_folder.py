@@ -25,6 +25,7 @@ exact schedule.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,8 +224,6 @@ def diffusion_config_for(info: DiffusersUNetFolder):
 
 def model_config_for(info: DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0), freeze_full: bool = True):
     """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``)."""
-    import hashlib
-
     from ddsm.config import ModelConfig
     from ddsm.nn.diffusers_unet import SlimUNet2DModel
     from ddsm.nn.slimmed import surrogate_unet_config
@@ -235,9 +234,29 @@ def model_config_for(info: DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0), f
                         "ddsm slim fine-tunes unconditional models only (its samplers pass no class labels)")
     with torch.device("meta"):
         SlimUNet2DModel(unet, widths=widths)  # refuses widths that split a GroupNorm group or a head, by name
+    return ModelConfig(unet=surrogate_unet_config(unet, widths), diffusion=diffusion_config_for(info),
+                       diffusers={"unet": unet, "weights_sha256": weights_sha256(info.weights),
+                                  "freeze_full": freeze_full})
+
+
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a weights file, hashed once per process per version of the file.
+
+    ``ddsm slim`` needs it twice on a fresh start (to write the run's config, then
+    to check the folder against it); a multi-GB model should not be read twice.
+    The key is the file's identity and its size and modification time, so a
+    rewritten file is hashed again.
+    """
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
-    with info.weights.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return ModelConfig(unet=surrogate_unet_config(unet, widths), diffusion=diffusion_config_for(info),
-                       diffusers={"unet": unet, "weights_sha256": digest.hexdigest(), "freeze_full": freeze_full})
+    return digest.hexdigest()

@@ -32,19 +32,27 @@ from ddsm.nn.slimmable import freeze_width
 
 
 def surrogate_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
-    """The :class:`UNetConfig` a slimmed model shows the samplers: image size, channels, widths, levels.
+    """The :class:`UNetConfig` a slimmed model shows the samplers, the cost model and the memory guard.
 
-    Its other fields only make it valid (one channel per GroupNorm group, no
-    attention); the architecture is the diffusers config itself.
+    It has the diffusers model's image size, input channels, widths, levels,
+    channels per level (``block_out_channels`` as base × multiplier) and the
+    sides that get attention, so estimates made from it (activation memory,
+    valid resolutions) see the real shapes. The architecture itself is the
+    diffusers config; GroupNorm groups and heads are checked by the mirror, so
+    ``group_channels`` here is 1.
     """
+    import math
+
     size = unet.get("sample_size")
     if not isinstance(size, int) or isinstance(size, bool):
         raise DDSMError(f"sample_size {size!r} is not supported; ddsm needs one square side (an int)")
-    levels = len(unet["block_out_channels"])
-    return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3),
-                      base_channels=unet["block_out_channels"][0], channel_mults=(1,) * levels,
-                      num_res_blocks=unet.get("layers_per_block", 2), attn_resolutions=(),
-                      widths=check_width_set(tuple(float(w) for w in widths)), group_channels=1)
+    channels = [int(c) for c in unet["block_out_channels"]]
+    base = math.gcd(*channels)
+    attn = tuple(size // 2**i for i, kind in enumerate(unet.get("down_block_types", ())) if kind.startswith("Attn"))
+    return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3), base_channels=base,
+                      channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
+                      attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),
+                      group_channels=1)
 
 
 class _AtWidth(nn.Module):

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ddsm.cost.model import SHARE_TOL
 from ddsm.errors import DDSMError
-from ddsm.io import write_atomic
+from ddsm.io import read_parquet, write_atomic
 
 LEADING = ["generation", "genome", "widths"]
 #: pandas < 3 parses CSV floats with a fast, inexact parser unless asked; pandas 3 is exact and deprecates the flag
@@ -96,7 +96,7 @@ class EvaluationLog:
     def _read(self) -> list[dict]:
         try:
             if self.path.suffix == ".parquet":
-                df = pd.read_parquet(self.path)
+                df = read_parquet(self.path)
             else:
                 df = pd.read_csv(self.path, keep_default_na=False, na_values=["nan"], **_EXACT_FLOATS,
                                  dtype={"genome": str, "widths": str, "worker": str})
