@@ -265,7 +265,7 @@ class SlimConfig(_Frozen):
     """Fine-tune a diffusers UNet2DModel's narrow widths by distillation from the frozen original (ddsm slim)."""
 
     source: str  # the model folder (config.json + safetensors weights) or a pipeline folder with unet/
-    order: Literal["importance", "none"] = "importance"  # permute channels by importance before fine-tuning
+    order: Literal["importance", "none"] = "none"  # "importance": permute channels by weight norm before fine-tuning
     criterion: Literal["weight_norm"] = "weight_norm"  # what "importance" means (ddsm.nn.channel_order)
 
 

@@ -5,10 +5,13 @@ widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
 
 1. The folder is read offline and checked (``ddsm.integrations.diffusers_folder``);
    the noise schedule is the scheduler config's, ε-prediction only.
-2. Before any step, the channels of the shared net are reordered so every
-   width's prefix keeps the channels whose producing weights have the largest
-   norm (``slim.order: importance``; ``none`` keeps diffusers' order). The
-   full-width function is unchanged (``ddsm.nn.channel_order``).
+2. With ``slim.order: importance``, before any step the channels of the
+   shared net are reordered so every width's prefix keeps the channels whose
+   producing weights have the largest norm; the full-width function is
+   unchanged (``ddsm.nn.channel_order``). The default, ``none``, keeps
+   diffusers' order: on the worked example the reorder was worse at width
+   0.25 for the first half of the fine-tune and never better after its first
+   200 steps (``experiments/bench_slim.py``, part growth).
 3. Each step draws one batch (images, timesteps, noise) for every width. The
    frozen original predicts ε at full width; the sandwich of widths (the
    widest and narrowest fine-tuned width and ``n_random_widths`` random ones

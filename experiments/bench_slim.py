@@ -2,8 +2,9 @@
 
 The user model is ``experiments/results/user-model`` (``experiments/diffusers_user_model.py``: a diffusers
 ``UNet2DModel`` trained on the digits with diffusers' own components). It is slimmed twice with the same
-recipe (``experiments/configs/slim-user-model.yaml``, 800 steps, seed 0), once with importance-ordered channels
-and once in diffusers' own order (``--order none``). Three parts:
+recipe (``experiments/configs/slim-user-model.yaml``, 800 steps, seed 0; its header has both commands), once
+with importance-ordered channels (``--order importance``) and once in diffusers' own order (``--order none``,
+the default). Four parts:
 
 1. **Equivalence** (``equivalence``). The slimmed supernet at width 1 against diffusers' ``UNet2DModel`` on 16
    random inputs at random (integer and fractional) timesteps, fp32: max |difference|. Then the images of
@@ -14,9 +15,12 @@ and once in diffusers' own order (``--order none``). Three parts:
    10000.. (the search never sees them), the verdict's metrics with 95 % basic bootstrap intervals; ordered minus
    unordered at the same width and stage, paired (same seeds, same resamples). And the fine-tune's wall time
    against the original's training time (from the recipes).
-3. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on the
-   ordered slimmed model, seeds 0..63; every front member and every uniform width judged on the held-out seeds;
-   per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
+3. **Growth** (``growth``). Quality against fine-tune time: every width of each order's EMA snapshots
+   (``snapshot_every`` in the recipe), from step 0 (the original's prefixes) to the final supernet, on the same
+   held-out seeds as part 2; each step paired against the final one, and ordered minus unordered per step.
+4. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on each
+   slimmed model (``--front-orders``), seeds 0..63; every front member and every uniform width judged on the
+   held-out seeds; per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
    (FID, MACs share) of the front against that of the uniform widths, paired bootstrap of the difference.
 
     python experiments/bench_slim.py                        # every part
@@ -52,7 +56,7 @@ from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings  # noqa: E402
 from ddsm.plan import StepPlan  # noqa: E402
 from ddsm.samplers import SamplerConfig  # noqa: E402
 
-PARTS = ("equivalence", "widths", "front")
+PARTS = ("equivalence", "widths", "growth", "front")
 
 
 def _fmt(v: float) -> str:
@@ -156,7 +160,82 @@ def _print_widths(table: pd.DataFrame) -> None:
                       f"unordered {_fmt(b.value)} [{_fmt(b.low)}, {_fmt(b.high)}]{d}")
 
 
-def part_front(args, features, data) -> tuple[pd.DataFrame, dict]:
+def _snapshots(run: str, order: str) -> dict[int, object]:
+    """step -> net: the original's prefixes (step 0), every EMA snapshot, and the final supernet."""
+    final = load_supernet(run)
+    nets = {0: lambda: _at_start(run, order)}
+    for p in sorted((Path(run) / "snapshots").glob("ema-*.safetensors")):
+        nets[int(p.stem.split("-")[1])] = lambda p=p: load_supernet(p)
+    nets[int(final.header.get("step"))] = lambda: load_supernet(run)
+    return nets
+
+
+def part_growth(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
+    """Quality per width against fine-tune steps, both orders, paired against step 0 and the final step.
+
+    Every snapshot shares the frozen original at width 1, so one verdict (the final ordered net's) holds the
+    reference and the teacher samples; each snapshot's narrow widths are sampled on its seeds and judged as
+    ``samples`` beside them.
+    """
+    from ddsm.samplers.batched import generate_many
+
+    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    verdict = Verdict(load_supernet(args.ordered), sampler, features, reference_images(data, "all"), settings,
+                      progress=args.progress)
+    runs = {"importance": args.ordered, "none": args.unordered}
+    samples, keys, rates = {}, {}, {}
+    for order, ref in runs.items():
+        final = load_supernet(ref)
+        rates[order] = final.header.get("train_seconds") / max(1, final.header.get("step"))
+        for step, make in _snapshots(ref, order).items():
+            t0 = time.perf_counter()
+            net = make()
+            widths = net.config.unet.widths[:-1]
+            drawn = generate_many(net.model, verdict.sampler, [StepPlan((w,) * sampler.steps) for w in widths],
+                                  list(settings.seeds), fuse=False, progress=args.progress)
+            for w, x in zip(widths, drawn):
+                name = f"{order} step {step} width {w:g}"
+                samples[name], keys[(order, step, w)] = x, name
+            print(f"  order {order}, step {step}: {len(widths)} widths x {settings.num} samples in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    res = verdict.score({}, samples=samples)
+    rows = []
+    for (order, step, w), k in keys.items():
+        steps = sorted(s for o, s, v in keys if o == order and v == w)
+        iv = res.interval(k, "fid")
+        row = {"order": order, "step": step, "finetune_seconds": round(rates[order] * step, 1), "width": w,
+               "fid": iv.value, "fid_low": iv.low, "fid_high": iv.high, "n": iv.n}
+        comparisons = {"final": keys[(order, steps[-1], w)]}
+        if order == "importance" and ("none", step, w) in keys:
+            comparisons["unordered"] = keys[("none", step, w)]
+        for name, other in comparisons.items():
+            d = res.compare(k, other, "fid")
+            row.update({f"minus_{name}": d.value, f"minus_{name}_low": d.low, f"minus_{name}_high": d.high,
+                        f"differs_from_{name}": d.excludes(0.0)})
+        rows.append(row)
+    full = res.interval(FULL, "fid")
+    table = pd.DataFrame(rows).sort_values(["order", "width", "step"], kind="stable").reset_index(drop=True)
+    return table, {"settings": {"num": settings.num, "seed": settings.seed, "draws": settings.draws,
+                                "level": settings.level, "sampler": f"ddim {sampler.steps}"},
+                   "original_full_width_fid": {"value": full.value, "interval": [full.low, full.high]},
+                   "finetune_seconds_per_step": rates}
+
+
+def _print_growth(table: pd.DataFrame) -> None:
+    def iv(r, k):
+        return f"{_fmt(r[k])} [{_fmt(r[k + '_low'])}, {_fmt(r[k + '_high'])}]"
+
+    for (order, w), sub in table.groupby(["order", "width"], sort=False):
+        print(f"\n  order {order}, width {w:g}:")
+        for r in sub.to_dict(orient="records"):
+            extra = (f"  ordered - unordered {iv(r, 'minus_unordered')}{'*' if r['differs_from_unordered'] else ''}"
+                     if isinstance(r.get("minus_unordered"), float) and not np.isnan(r["minus_unordered"]) else "")
+            print(f"    step {r['step']:4d} ({r['finetune_seconds']:6.1f} s)  FID {_fmt(r['fid'])} "
+                  f"[{_fmt(r['fid_low'])}, {_fmt(r['fid_high'])}]  - final {iv(r, 'minus_final')}"
+                  f"{'*' if r['differs_from_final'] else ''}{extra}")
+
+
+def part_front(args, features, data, order: str) -> tuple[pd.DataFrame, dict]:
     from ddsm.search import SearchConfig
     from ddsm.search.front import hypervolume_draws
     from ddsm.search.log import parse_genome
@@ -165,12 +244,13 @@ def part_front(args, features, data) -> tuple[pd.DataFrame, dict]:
 
     space = SearchConfig.load(args.space)
     settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
-    net = load_supernet(args.ordered)
-    prepared = prepare_search(space, args.ordered, net=net)
-    out = Path(args.work) / "search-ordered"
+    ref = {"importance": args.ordered, "none": args.unordered}[order]
+    net = load_supernet(ref)
+    prepared = prepare_search(space, ref, net=net)
+    out = Path(args.work) / ("search-ordered" if order == "importance" else "search-unordered")
     t0 = time.perf_counter()
-    res = prepared.run(out, runner="serial", resume=(out / "search.json").exists(), progress=args.progress,
-                       device="cpu")
+    resumed = (out / "search.json").exists()  # a finished search resumes in no time: search_seconds is then ~0
+    res = prepared.run(out, runner="serial", resume=resumed, progress=args.progress, device="cpu")
     search_s = time.perf_counter() - t0
     widths = net.config.unet.widths
     macs = {w: float(count_macs(net.model, w).total) for w in widths}
@@ -209,7 +289,7 @@ def part_front(args, features, data) -> tuple[pd.DataFrame, dict]:
     hv = {name: hypervolume_draws([(verdict.draws[k]["fid"], shares[k]) for k in keys], ref=ref_pt)
           for name, keys in (("front", front + [FULL]), ("uniform", uniform))}
     diff = hv["front"].minus(hv["uniform"], settings.level)
-    summary = {"search_seconds": round(search_s, 1), "front_members": len(front),
+    summary = {"search_seconds": round(search_s, 1), "search_resumed": resumed, "front_members": len(front),
                "search_seeds": [ev.seed, ev.seed + ev.num_samples - 1], "verdict_num": settings.num,
                "versus_uniform": versus,
                "hypervolume": {"reference": list(ref_pt), "axes": "FID x MACs share of full width",
@@ -230,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--front-num", type=int, default=500, help="held-out samples per schedule in part 3 [500]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of part 2 [20]")
+    ap.add_argument("--front-orders", default="none,importance",
+                    help="the slim runs part 4 searches, by channel order: none (the default order), importance")
     ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits.yaml"), help="search space of part 3")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-slim"), help="folder for the search")
@@ -262,14 +344,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  times: {meta['times']}")
         write_atomic(out / "slim_widths.csv", lambda p: table.to_csv(p, index=False))
         doc["widths"] = {**meta, "rows": table.to_dict(orient="records")}
+    if "growth" in parts:
+        sampler = SamplerConfig(kind="ddim", steps=args.steps)
+        print(f"\n== quality against fine-tune steps ({args.num} held-out samples, DDIM {args.steps}) ==", flush=True)
+        table, meta = part_growth(args, sampler, features, data)
+        _print_growth(table)
+        write_atomic(out / "slim_growth.csv", lambda p: table.to_csv(p, index=False))
+        doc["growth"] = {**meta, "rows": table.to_dict(orient="records")}
     if "front" in parts:
-        print("\n== the searched front against uniform widths ==", flush=True)
-        table, summary = part_front(args, features, data)
-        print(table.to_string(index=False, float_format=_fmt))
-        for k, v in summary.items():
-            print(f"  {k}: {v}")
+        tables, summaries = [], {}
+        for order in parse_parts(args.front_orders, ("none", "importance")):
+            print(f"\n== the searched front against uniform widths, order {order} ==", flush=True)
+            table, summaries[order] = part_front(args, features, data, order)
+            print(table.to_string(index=False, float_format=_fmt))
+            for k, v in summaries[order].items():
+                print(f"  {k}: {v}")
+            tables.append(table.assign(order=order))
+        table = pd.concat(tables, ignore_index=True)
         write_atomic(out / "slim_front.csv", lambda p: table.to_csv(p, index=False))
-        doc["front"] = {"summary": summary, "rows": table.to_dict(orient="records")}
+        doc["front"] = {"summary": summaries, "rows": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
     write_parts(out / "slim.json", doc, parts, PARTS)
     print(f"\n-> {out / 'slim.json'} ({doc['wall_seconds']:.0f} s)")

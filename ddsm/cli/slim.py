@@ -23,7 +23,7 @@ from ddsm.errors import DDSMError
               help="A width the supernet serves (repeat; 1.0 is added) [default: 0.25 0.5 0.75 1, or the config's].")
 @click.option("--order", type=click.Choice(["importance", "none"]), default=None,
               help="Channel order before fine-tuning: importance (largest weight norms first) or none (diffusers' "
-                   "own) [default: importance].")
+                   "own) [default: none, or the config's; measured, the reorder did not help: README].")
 @click.option("--unfreeze-full", is_flag=True, help="Fine-tune width 1 too (distilled towards the original); by "
               "default width 1 stays the untouched original.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
