@@ -267,6 +267,7 @@ class SlimConfig(_Frozen):
     source: str  # the model folder (config.json + safetensors weights) or a pipeline folder with unet/
     order: Literal["importance", "none"] = "none"  # "importance": permute channels by weight norm before fine-tuning
     criterion: Literal["weight_norm"] = "weight_norm"  # what "importance" means (ddsm.nn.channel_order)
+    hidden_weight: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # L1 of each width's last hidden map to the original's
 
 
 class RunConfig(_Frozen):

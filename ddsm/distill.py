@@ -41,12 +41,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ddsm.checkpoint import load_supernet
 from ddsm.config import ModelConfig, RunConfig, StudentConfig, validate
 from ddsm.data import ImageData
-from ddsm.diffusion.losses import eps_loss
+from ddsm.diffusion.losses import eps_loss, hidden_loss
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
@@ -122,12 +121,6 @@ def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.T
         ab_end = schedule.alpha_bar_at(te).to(x.device, x.dtype).reshape(shape)
         target[jump] = eps_for_jump(x[jump], xs, ab_start, ab_end)
     return target, hidden
-
-
-def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of the student's hidden map and the teacher's first channels (its slice)."""
-    c = student_hidden.shape[1]
-    return F.l1_loss(student_hidden.float(), teacher_hidden[:, :c].detach().float())
 
 
 def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",

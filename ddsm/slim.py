@@ -16,6 +16,9 @@ widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
    frozen original predicts ε at full width; the sandwich of widths (the
    widest and narrowest fine-tuned width and ``n_random_widths`` random ones
    between) regress ``(1 - distill_weight) |ε̂ - ε|² + distill_weight |ε̂ - ε_original|²``.
+   With ``slim.hidden_weight`` > 0 each width also regresses the original's
+   last hidden map (before the output convolution; its first channels, the
+   width's own) in L1, the feature term the SFDDM distillation uses too.
    With ``freeze_full`` (default) width 1 is the original and is never
    trained; without it width 1 joins the sandwich, distilled like the rest.
 
@@ -31,7 +34,7 @@ import torch
 
 from ddsm.config import RunConfig
 from ddsm.data import ImageData
-from ddsm.diffusion.losses import distilled_eps_loss
+from ddsm.diffusion.losses import distilled_eps_loss, hidden_loss
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers_folder import load_slim_unet, model_config_for, read_diffusers_folder
 from ddsm.nn.channel_order import ChannelSpace, permute_by_importance
@@ -88,8 +91,9 @@ class Slimmer(Trainer):
         x0 = self.x_train[idx.to(self.device)]
         t = t.to(self.device)
         x_t = self.schedule.q_sample(x0, t, eps)
+        hw = self.config.slim.hidden_weight
         with torch.no_grad(), self._autocast():
-            target = self.teacher(x_t, t)
+            target, teacher_hidden = self.teacher(x_t, t, return_hidden=True) if hw else (self.teacher(x_t, t), None)
         if widths is None:
             ws = trained_widths(self.config)
             widths = sandwich_widths(ws, cfg.n_random_widths, self.gen)
@@ -100,10 +104,14 @@ class Slimmer(Trainer):
         for w in widths:
             self.model.set_active_width(w)
             with self._autocast():
-                pred = self.model(x_t, t)
+                pred, hidden = self.model(x_t, t, return_hidden=True) if hw else (self.model(x_t, t), None)
             loss = distilled_eps_loss(pred, eps, target, cfg.distill_weight)
+            losses[f"loss@{w:g}"] = float(loss.detach())  # the ε part, comparable with and without hidden_weight
+            if hw:
+                term = hidden_loss(hidden, teacher_hidden)
+                losses[f"hidden@{w:g}"] = float(term.detach())
+                loss = loss + hw * term
             self.scaler.scale(loss).backward()
-            losses[f"loss@{w:g}"] = float(loss.detach())
         losses["grad_norm"] = self._optimizer_step()
         return losses
 

@@ -4,7 +4,7 @@ The user model is ``experiments/results/user-model`` (``experiments/diffusers_us
 ``UNet2DModel`` trained on the digits with diffusers' own components). It is slimmed twice with the same
 recipe (``experiments/configs/slim-user-model.yaml``, 800 steps, seed 0; its header has both commands), once
 with importance-ordered channels (``--order importance``) and once in diffusers' own order (``--order none``,
-the default). Four parts:
+the default). Five parts:
 
 1. **Equivalence** (``equivalence``). The slimmed supernet at width 1 against diffusers' ``UNet2DModel`` on 16
    random inputs at random (integer and fractional) timesteps, fp32: max |difference|. Then the images of
@@ -18,7 +18,9 @@ the default). Four parts:
 3. **Growth** (``growth``). Quality against fine-tune time: every width of each order's EMA snapshots
    (``snapshot_every`` in the recipe), from step 0 (the original's prefixes) to the final supernet, on the same
    held-out seeds as part 2; each step paired against the final one, and ordered minus unordered per step.
-4. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on each
+4. **Hidden-map term** (``hidden``). A third run, ``--order none --hidden-weight 1`` (``--hidden``), against
+   the plain ``--order none`` one: the same snapshots and seeds, every metric, with-term minus without, paired.
+5. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on each
    slimmed model (``--front-orders``), seeds 0..63; every front member and every uniform width judged on the
    held-out seeds; per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
    (FID, MACs share) of the front against that of the uniform widths, paired bootstrap of the difference.
@@ -56,7 +58,7 @@ from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings  # noqa: E402
 from ddsm.plan import StepPlan  # noqa: E402
 from ddsm.samplers import SamplerConfig  # noqa: E402
 
-PARTS = ("equivalence", "widths", "growth", "front")
+PARTS = ("equivalence", "widths", "growth", "hidden", "front")
 
 
 def _fmt(v: float) -> str:
@@ -170,23 +172,25 @@ def _snapshots(run: str, order: str) -> dict[int, object]:
     return nets
 
 
-def part_growth(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
-    """Quality per width against fine-tune steps, both orders, paired against step 0 and the final step.
+def _judge_snapshots(args, sampler, features, data, runs: dict[str, tuple[str, str]], versus: tuple[str, str],
+                     metrics: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
+    """Every width of every run's snapshots (``_snapshots``) on the held-out seeds, one row per metric.
 
-    Every snapshot shares the frozen original at width 1, so one verdict (the final ordered net's) holds the
-    reference and the teacher samples; each snapshot's narrow widths are sampled on its seeds and judged as
-    ``samples`` beside them.
+    ``runs`` maps a label to (run folder, channel order). Each row is paired against the same run's final step
+    and, for ``versus = (a, b)``, run ``a``'s rows against run ``b``'s at the same step and width. Every snapshot
+    shares the frozen original at width 1, so one verdict (the first run's) holds the reference and the teacher
+    samples; each snapshot's narrow widths are sampled on the verdict seeds and judged as ``samples`` beside them.
     """
     from ddsm.samplers.batched import generate_many
 
     settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
-    verdict = Verdict(load_supernet(args.ordered), sampler, features, reference_images(data, "all"), settings,
+    first = next(iter(runs.values()))[0]
+    verdict = Verdict(load_supernet(first), sampler, features, reference_images(data, "all"), settings,
                       progress=args.progress)
-    runs = {"importance": args.ordered, "none": args.unordered}
     samples, keys, rates = {}, {}, {}
-    for order, ref in runs.items():
+    for label, (ref, order) in runs.items():
         final = load_supernet(ref)
-        rates[order] = final.header.get("train_seconds") / max(1, final.header.get("step"))
+        rates[label] = final.header.get("train_seconds") / max(1, final.header.get("step"))
         for step, make in _snapshots(ref, order).items():
             t0 = time.perf_counter()
             net = make()
@@ -194,44 +198,63 @@ def part_growth(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
             drawn = generate_many(net.model, verdict.sampler, [StepPlan((w,) * sampler.steps) for w in widths],
                                   list(settings.seeds), fuse=False, progress=args.progress)
             for w, x in zip(widths, drawn):
-                name = f"{order} step {step} width {w:g}"
-                samples[name], keys[(order, step, w)] = x, name
-            print(f"  order {order}, step {step}: {len(widths)} widths x {settings.num} samples in "
+                name = f"{label} step {step} width {w:g}"
+                samples[name], keys[(label, step, w)] = x, name
+            print(f"  {label}, step {step}: {len(widths)} widths x {settings.num} samples in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
     res = verdict.score({}, samples=samples)
+    a, b = versus
     rows = []
-    for (order, step, w), k in keys.items():
-        steps = sorted(s for o, s, v in keys if o == order and v == w)
-        iv = res.interval(k, "fid")
-        row = {"order": order, "step": step, "finetune_seconds": round(rates[order] * step, 1), "width": w,
-               "fid": iv.value, "fid_low": iv.low, "fid_high": iv.high, "n": iv.n}
-        comparisons = {"final": keys[(order, steps[-1], w)]}
-        if order == "importance" and ("none", step, w) in keys:
-            comparisons["unordered"] = keys[("none", step, w)]
-        for name, other in comparisons.items():
-            d = res.compare(k, other, "fid")
-            row.update({f"minus_{name}": d.value, f"minus_{name}_low": d.low, f"minus_{name}_high": d.high,
-                        f"differs_from_{name}": d.excludes(0.0)})
-        rows.append(row)
-    full = res.interval(FULL, "fid")
-    table = pd.DataFrame(rows).sort_values(["order", "width", "step"], kind="stable").reset_index(drop=True)
+    for (label, step, w), k in keys.items():
+        last = max(s for o, s, v in keys if o == label and v == w)
+        comparisons = {"final": keys[(label, last, w)]}
+        if label == a and (b, step, w) in keys:
+            comparisons[b] = keys[(b, step, w)]
+        for m in metrics:
+            iv = res.interval(k, m)
+            row = {"run": label, "step": step, "finetune_seconds": round(rates[label] * step, 1), "width": w,
+                   "metric": m, "value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n}
+            for name, other in comparisons.items():
+                d = res.compare(k, other, m)
+                row.update({f"minus_{name}": d.value, f"minus_{name}_low": d.low, f"minus_{name}_high": d.high,
+                            f"differs_from_{name}": d.excludes(0.0)})
+            rows.append(row)
+    full = {m: res.interval(FULL, m) for m in metrics}
+    table = pd.DataFrame(rows).sort_values(["run", "metric", "width", "step"], kind="stable").reset_index(drop=True)
     return table, {"settings": {"num": settings.num, "seed": settings.seed, "draws": settings.draws,
                                 "level": settings.level, "sampler": f"ddim {sampler.steps}"},
-                   "original_full_width_fid": {"value": full.value, "interval": [full.low, full.high]},
+                   "runs": {k: {"run": v[0], "order": v[1]} for k, v in runs.items()},
+                   "original_full_width": {m: {"value": iv.value, "interval": [iv.low, iv.high]}
+                                           for m, iv in full.items()},
                    "finetune_seconds_per_step": rates}
 
 
-def _print_growth(table: pd.DataFrame) -> None:
+def part_growth(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
+    """FID per width against fine-tune steps, both orders; ordered minus unordered per step."""
+    return _judge_snapshots(args, sampler, features, data,
+                            {"importance": (args.ordered, "importance"), "none": (args.unordered, "none")},
+                            ("importance", "none"), ("fid",))
+
+
+def part_hidden(args, sampler, features, data) -> tuple[pd.DataFrame, dict]:
+    """The hidden-map term: the same recipe and order with and without it, every metric, per snapshot."""
+    return _judge_snapshots(args, sampler, features, data,
+                            {"hidden": (args.hidden, "none"), "none": (args.unordered, "none")},
+                            ("hidden", "none"), ("fid", "teacher_fid", "precision", "recall", "confidence", "proxy"))
+
+
+def _print_snapshots(table: pd.DataFrame, versus: str) -> None:
     def iv(r, k):
         return f"{_fmt(r[k])} [{_fmt(r[k + '_low'])}, {_fmt(r[k + '_high'])}]"
 
-    for (order, w), sub in table.groupby(["order", "width"], sort=False):
-        print(f"\n  order {order}, width {w:g}:")
+    for (label, m, w), sub in table.groupby(["run", "metric", "width"], sort=False):
+        print(f"\n  {label}, {m}, width {w:g}:")
         for r in sub.to_dict(orient="records"):
-            extra = (f"  ordered - unordered {iv(r, 'minus_unordered')}{'*' if r['differs_from_unordered'] else ''}"
-                     if isinstance(r.get("minus_unordered"), float) and not np.isnan(r["minus_unordered"]) else "")
-            print(f"    step {r['step']:4d} ({r['finetune_seconds']:6.1f} s)  FID {_fmt(r['fid'])} "
-                  f"[{_fmt(r['fid_low'])}, {_fmt(r['fid_high'])}]  - final {iv(r, 'minus_final')}"
+            other = r.get(f"minus_{versus}")
+            extra = (f"  - {versus} {iv(r, f'minus_{versus}')}{'*' if r[f'differs_from_{versus}'] else ''}"
+                     if isinstance(other, float) and not np.isnan(other) else "")
+            print(f"    step {r['step']:4d} ({r['finetune_seconds']:6.1f} s)  {_fmt(r['value'])} "
+                  f"[{_fmt(r['low'])}, {_fmt(r['high'])}]  - final {iv(r, 'minus_final')}"
                   f"{'*' if r['differs_from_final'] else ''}{extra}")
 
 
@@ -305,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user-model", default=str(ROOT / "experiments" / "results" / "user-model"))
     ap.add_argument("--ordered", default=str(ROOT / "runs" / "slim-ordered"), help="slim run, importance order")
     ap.add_argument("--unordered", default=str(ROOT / "runs" / "slim-unordered"), help="slim run, --order none")
+    ap.add_argument("--hidden", default=str(ROOT / "runs" / "slim-hidden"),
+                    help="slim run, --order none --hidden-weight 1 (part hidden)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per width in part 2 [1000]")
     ap.add_argument("--front-num", type=int, default=500, help="held-out samples per schedule in part 3 [500]")
@@ -319,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     args = ap.parse_args(argv)
     parts = parse_parts(args.parts, PARTS)
-    for ref in (args.ordered, args.unordered, args.user_model):
+    for ref in (args.ordered, args.unordered, args.user_model, *([args.hidden] if "hidden" in parts else [])):
         if not Path(ref).exists():
             raise DDSMError(f"{ref!r} does not exist; see this script's docstring for the commands that make it")
     torch.set_num_threads(args.threads)
@@ -344,13 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  times: {meta['times']}")
         write_atomic(out / "slim_widths.csv", lambda p: table.to_csv(p, index=False))
         doc["widths"] = {**meta, "rows": table.to_dict(orient="records")}
-    if "growth" in parts:
+    for part, make, versus in (("growth", part_growth, "none"), ("hidden", part_hidden, "none")):
+        if part not in parts:
+            continue
         sampler = SamplerConfig(kind="ddim", steps=args.steps)
-        print(f"\n== quality against fine-tune steps ({args.num} held-out samples, DDIM {args.steps}) ==", flush=True)
-        table, meta = part_growth(args, sampler, features, data)
-        _print_growth(table)
-        write_atomic(out / "slim_growth.csv", lambda p: table.to_csv(p, index=False))
-        doc["growth"] = {**meta, "rows": table.to_dict(orient="records")}
+        print(f"\n== {part}: quality against fine-tune steps ({args.num} held-out samples, DDIM {args.steps}) ==",
+              flush=True)
+        table, meta = make(args, sampler, features, data)
+        _print_snapshots(table, versus)
+        write_atomic(out / f"slim_{part}.csv", lambda p: table.to_csv(p, index=False))
+        doc[part] = {**meta, "rows": table.to_dict(orient="records")}
     if "front" in parts:
         tables, summaries = [], {}
         for order in parse_parts(args.front_orders, ("none", "importance")):

@@ -74,12 +74,9 @@ def test_the_memory_guard_sees_the_models_own_channels_and_attention(slimmed):
 
 def test_fine_tuning_moves_the_narrow_width_and_logs_every_width(slimmed):
     from ddsm.integrations.diffusers_folder import load_slim_unet
-    from ddsm.nn.channel_order import permute_by_importance
 
     folder, run = slimmed
-    start = load_slim_unet(folder, widths=(0.5, 1.0))
-    with torch.no_grad():
-        permute_by_importance(start)
+    start = load_slim_unet(folder, widths=(0.5, 1.0))  # the default order is the folder's own
     x, t = _probe()
     net = load_supernet(run).model.set_active_width(0.5)
     start.set_active_width(0.5)
@@ -212,3 +209,24 @@ def test_a_resume_refuses_a_model_whose_weights_changed(tmp_path):
     result = invoke("slim", "--out", tmp_path / "run", "--resume", "--iters", "4", "--no-progress")
     assert_bad_input(result, "not the one this run slims")
     assert (tmp_path / "run" / "supernet.safetensors").read_bytes() == before
+
+
+def test_the_hidden_map_term_is_each_widths_prefix_of_the_originals(tmp_path, slimmed):
+    folder, run = slimmed
+    net = load_supernet(run).model
+    x, t = _probe()
+    with torch.no_grad():
+        for w, channels in ((1.0, 8), (0.5, 4)):
+            net.set_active_width(w)
+            eps, hidden = net(x, t, return_hidden=True)
+            assert torch.equal(eps, net(x, t)) and hidden.shape == (3, channels, 8, 8)
+    plain = _slim(tmp_path, folder, tmp_path / "plain", iters=1)
+    with_term = _slim(tmp_path, folder, tmp_path / "hidden", "--hidden-weight", "0.5", iters=1)
+    assert plain.exit_code == 0 and with_term.exit_code == 0, with_term.output
+    logs = {name: [json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("plain", "hidden")}
+    assert logs["hidden"][0]["hidden@0.5"] > 0 and "hidden@0.5" not in logs["plain"][0]
+    assert logs["hidden"][0]["loss@0.5"] == logs["plain"][0]["loss@0.5"]  # same batch and start: the ε part alike
+    a, b = (load_file(str(tmp_path / name / "supernet.safetensors")) for name in ("plain", "hidden"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "hidden" / "config.json").read_text())["slim"]["hidden_weight"] == 0.5

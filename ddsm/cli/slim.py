@@ -24,6 +24,9 @@ from ddsm.errors import DDSMError
 @click.option("--order", type=click.Choice(["importance", "none"]), default=None,
               help="Channel order before fine-tuning: importance (largest weight norms first) or none (diffusers' "
                    "own) [default: none, or the config's; measured, the reorder did not help: README].")
+@click.option("--hidden-weight", type=click.FloatRange(min=0.0), default=None,
+              help="Weight of the hidden-map term: L1 of each width's last hidden map to the original's "
+                   "[default: 0, or the config's].")
 @click.option("--unfreeze-full", is_flag=True, help="Fine-tune width 1 too (distilled towards the original); by "
               "default width 1 stays the untouched original.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -35,7 +38,7 @@ from ddsm.errors import DDSMError
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (overrides train.seed).")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
-def slim(source, data, iters, widths, order, unfreeze_full, config_file, out, resume, seed, device, progress) -> None:
+def slim(source, data, iters, widths, order, hidden_weight, unfreeze_full, config_file, out, resume, seed, device, progress) -> None:
     """Slim a diffusers UNet2DModel into a supernet: fine-tune its narrow widths by distillation from it."""
     from ddsm.config import RunConfig, load_yaml, validate
     from ddsm.data import check_native_shape
@@ -48,7 +51,7 @@ def slim(source, data, iters, widths, order, unfreeze_full, config_file, out, re
         if not isinstance(doc, dict) or not doc.get("slim"):
             raise DDSMError(f"{str(out)!r} holds another kind of run, not a slim run; resume it with its own command")
         clash = [flag for flag, v in (("--width", widths), ("--order", order), ("--unfreeze-full", unfreeze_full),
-                                      ("--data", data)) if v]
+                                      ("--data", data), ("--hidden-weight", hidden_weight is not None)) if v]
         if source is not None and source != doc["slim"]["source"]:
             clash.append("--from-diffusers")
         if clash:
@@ -69,6 +72,8 @@ def slim(source, data, iters, widths, order, unfreeze_full, config_file, out, re
         sl["source"] = source
         if order is not None:
             sl["order"] = order
+        if hidden_weight is not None:
+            sl["hidden_weight"] = hidden_weight
         doc["slim"] = sl
         if data is not None:
             doc["data"] = {**(doc.get("data") or {}), "source": data}

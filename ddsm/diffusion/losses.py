@@ -88,3 +88,13 @@ def spectral_distill_loss(eps_pred: torch.Tensor, eps_teacher: torch.Tensor, wei
     snr = ab / (1 - ab).clamp_min(1e-12)
     scale = torch.clamp(gamma / snr, max=1.0).to(diff.dtype)
     return (scale * per_sample).mean()
+
+
+def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the student's hidden map and the teacher's first channels (its slice).
+
+    A narrow width's channels are the prefix of the wide net's, so its map is
+    matched against the same prefix of the teacher's.
+    """
+    c = student_hidden.shape[1]
+    return F.l1_loss(student_hidden.float(), teacher_hidden[:, :c].detach().float())

@@ -270,8 +270,13 @@ class SlimUNet2DModel(nn.Module):
             raise DDSMError(f"width {width:g} is not one of this network's widths {list(self.widths)}")
         set_active_width(self, width)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None, *,
+                return_hidden: bool = False):
+        """diffusers' ``UNet2DModel.forward(...).sample`` at the active width.
+
+        ``return_hidden`` also returns the last hidden map (after the output
+        norm and activation, before ``conv_out``), as ddsm's own UNet does.
+        """
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         emb = self.time_embedding(timestep_features(t, self.time_features, self.flip_sin_to_cos, self.freq_shift))
@@ -288,5 +293,7 @@ class SlimUNet2DModel(nn.Module):
             h = self.mid_block(h, emb)
         for block in self.up_blocks:
             h = block(h, skips, emb)
-        return self.conv_out(F.silu(self.conv_norm_out(h)))
+        h = F.silu(self.conv_norm_out(h))
+        eps = self.conv_out(h)
+        return (eps, h) if return_hidden else eps
 

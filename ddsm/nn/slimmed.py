@@ -101,7 +101,10 @@ class SlimmedUNet(nn.Module):
         self.set_active_width(width)
         return _AtWidth(freeze_width(copy.deepcopy(self._active()), width), self.config, width)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional)."""
-        return self._active()(x, t, class_labels=class_labels)
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None, *,
+                return_hidden: bool = False):
+        """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional).
+
+        ``return_hidden`` also returns the last hidden map (``SlimUNet2DModel.forward``).
+        """
+        return self._active()(x, t, class_labels=class_labels, return_hidden=return_hidden)
