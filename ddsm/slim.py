@@ -93,7 +93,7 @@ class Slimmer(Trainer):
         x_t = self.schedule.q_sample(x0, t, eps)
         hw = self.config.slim.hidden_weight
         with torch.no_grad(), self._autocast():
-            target, teacher_hidden = self.teacher(x_t, t, return_hidden=True) if hw else (self.teacher(x_t, t), None)
+            target, teacher_hidden = self.teacher(x_t, t, return_hidden=True)  # the map is computed either way
         if widths is None:
             ws = trained_widths(self.config)
             widths = sandwich_widths(ws, cfg.n_random_widths, self.gen)
@@ -104,7 +104,7 @@ class Slimmer(Trainer):
         for w in widths:
             self.model.set_active_width(w)
             with self._autocast():
-                pred, hidden = self.model(x_t, t, return_hidden=True) if hw else (self.model(x_t, t), None)
+                pred, hidden = self.model(x_t, t, return_hidden=True)
             loss = distilled_eps_loss(pred, eps, target, cfg.distill_weight)
             losses[f"loss@{w:g}"] = float(loss.detach())  # the ε part, comparable with and without hidden_weight
             if hw:

@@ -162,14 +162,14 @@ def _print_widths(table: pd.DataFrame) -> None:
                       f"unordered {_fmt(b.value)} [{_fmt(b.low)}, {_fmt(b.high)}]{d}")
 
 
-def _snapshots(run: str, order: str) -> dict[int, object]:
-    """step -> net: the original's prefixes (step 0), every EMA snapshot, and the final supernet."""
+def _snapshots(run: str, order: str):
+    """(step -> net maker, the final supernet): the original's prefixes (step 0), every EMA snapshot, the final."""
     final = load_supernet(run)
     nets = {0: lambda: _at_start(run, order)}
     for p in sorted((Path(run) / "snapshots").glob("ema-*.safetensors")):
         nets[int(p.stem.split("-")[1])] = lambda p=p: load_supernet(p)
-    nets[int(final.header.get("step"))] = lambda: load_supernet(run)
-    return nets
+    nets[int(final.header.get("step"))] = lambda: final
+    return nets, final
 
 
 def _judge_snapshots(args, sampler, features, data, runs: dict[str, tuple[str, str]], versus: tuple[str, str],
@@ -189,9 +189,9 @@ def _judge_snapshots(args, sampler, features, data, runs: dict[str, tuple[str, s
                       progress=args.progress)
     samples, keys, rates = {}, {}, {}
     for label, (ref, order) in runs.items():
-        final = load_supernet(ref)
+        nets, final = _snapshots(ref, order)
         rates[label] = final.header.get("train_seconds") / max(1, final.header.get("step"))
-        for step, make in _snapshots(ref, order).items():
+        for step, make in nets.items():
             t0 = time.perf_counter()
             net = make()
             widths = net.config.unet.widths[:-1]
