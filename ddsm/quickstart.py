@@ -22,6 +22,8 @@ STAGES = 7
 #: images per timed batch in the export stage: small, so timing 31 schedules stays under a minute on 2 CPU cores
 #: (`ddsm export --batch-size N` times at the batch you will sample with; every file records the batch it used)
 QUICK_TIMING_BATCH = 16
+#: budgets below the search's own whose best front member the quickstart exports and judges
+VERDICT_BUDGETS = (0.3, 0.4, 0.5)
 
 
 def default_space() -> Path:
@@ -52,7 +54,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     from ddsm.device import resolve_device
     from ddsm.metrics.featurenet import FeatureNet, train_featurenet
     from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict
+    from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict, no_loss_summary
     from ddsm.plan import StepPlan
     from ddsm.report import export_front, format_table, plot_search
     from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
@@ -128,8 +130,9 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
                art["search"], _search, done=finished)
         run = load_search(art["search"])
         shares = sorted(float(s) for s in run.front["share"])
-        # The budgets worth a file: the search's own, and half the full cost when the front reaches below it.
-        budgets = sorted({run.budget, *([0.5] if shares and shares[0] <= 0.5 < run.budget else [])})
+        # The budgets worth a file (and a verdict): the search's own, and 0.5, 0.4, 0.3 of the full cost where the
+        # front reaches below them, so the verdict can find the cheapest schedule without a significant loss.
+        budgets = sorted({run.budget, *(b for b in VERDICT_BUDGETS if shares and shares[0] <= b < run.budget)})
 
         def _export() -> None:
             res = export_front(run, net, art["export"], budgets=budgets, num=QUICK_TIMING_BATCH, progress=progress)
@@ -140,7 +143,6 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
         _stage(6, "plots (front, widths per step, sensitivity, samples)", art["plots"],
                lambda: plot_search(run, net, art["plots"]), done=report_done(art["plots"], PLOTS_KIND))
 
-        ev = search_space.evaluator
         settings = VerdictSettings(num=num, teacher_num=2 * num)  # seeds from 10,000 on: never the search's
 
         def _verdict() -> None:
@@ -155,12 +157,13 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
             # each schedule against the cheapest uniform width that costs at least as much (full width if none)
             against = {k: next((u for s, u in uniform if s >= share[k] - 1e-12 and u != k), FULL) for k in plans}
             judge = Verdict(net, search_space.sampler, features, reference_images(data, "all"), settings,
-                            search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+                            search_seeds=search_space.search_seeds, progress=progress)
             result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in share.items()}})
             table_ = result.table(against={k: v for k, v in against.items() if v != FULL})
+            click.echo(no_loss_summary(table_))
             click.echo(format_verdict(table_))
             click.echo(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
-                       f"{ev.seed}..{ev.seed + ev.num_samples - 1}); {settings.level:.0%} basic bootstrap intervals, "
+                       f"{', '.join(f'{r.start}..{r.stop - 1}' for r in search_space.search_seeds)}); {settings.level:.0%} basic bootstrap intervals, "
                        f"differences paired on the same seeds; teacher_fid against {settings.teacher_num} full-width "
                        f"samples from seed {settings.teacher_seed}")
             write_atomic(art["verdict"], lambda p: table_.to_csv(p, index=False))

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     net = load_supernet(args.checkpoint)
     if args.search is None:
         folder = Path(args.work) / "search"
-        space = SearchConfig.load("digits")
+        space = SearchConfig.load("digits-proxy")
         if not (folder / "state.json").exists():
             prepare_search(space, args.checkpoint, net=net).run(folder, resume=(folder / "search.json").exists())
         args.search = str(folder)

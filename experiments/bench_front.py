@@ -10,7 +10,7 @@ the dynamic programme of :func:`ddsm.search.seeding.additive_front`, not thinned
 
 The real search loop (:func:`ddsm.search.run_search`, serial runner, the
 oracle as its evaluator) runs with the quickstart's recipe
-(``search_spaces/digits.yaml``: population 16 x 12 generations, budget 0.6,
+(``search_spaces/digits-proxy.yaml``: population 16 x 12 generations, budget 0.6,
 two steps per gene) at 10, 20 and 50 genes, over several seeds, for each
 variant:
 
@@ -63,8 +63,8 @@ VARIANTS = {"before": {}, "after": {"knapsack": "front"}}
 
 
 def quickstart_space(n_genes: int, seed: int, variant: str, **kw) -> SearchConfig:
-    """search_spaces/digits.yaml's recipe with ``n_genes`` genes of two steps each."""
-    base = SearchConfig.load("digits").model_dump(mode="json")
+    """search_spaces/digits-proxy.yaml's recipe with ``n_genes`` genes of two steps each."""
+    base = SearchConfig.load("digits-proxy").model_dump(mode="json")
     base.update(sampler={**base["sampler"], "steps": 2 * n_genes}, segments=n_genes, seed=seed,
                 seeding={**base["seeding"], **VARIANTS[variant]}, cache={"format": "csv", "flush_seconds": 60})
     base.update(kw)
@@ -166,7 +166,7 @@ def main() -> int:
         print(pd.DataFrame(costs).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "front_quality.json", {
-        "recipe": "search_spaces/digits.yaml (population 16 x 12 generations, budget 0.6, 2 steps per gene)",
+        "recipe": "search_spaces/digits-proxy.yaml (population 16 x 12 generations, budget 0.6, 2 steps per gene)",
         "costs": MAC_SHARES, "variants": VARIANTS, "summary": json.loads(summary.to_json(orient="records")),
         "runs": runs, "overhead": costs})
     write_atomic(args.out / "front_quality.csv", lambda p: df.to_csv(p, index=False))

@@ -10,7 +10,7 @@ Four parts, one script:
    naive nearest and bilinear upsampling, which are not white.
 2. **The power-spectrum rule.** A and beta fitted on the training digits, and
    the per-step sides the rule predicts for the progressive search space.
-3. **Fronts.** Width-only (``search_spaces/digits.yaml``) against width and
+3. **Fronts.** Width-only (``search_spaces/digits-proxy.yaml``) against width and
    resolution (``search_spaces/digits-progressive.yaml``), same proxy, same
    budget, on the resolution-aware supernet (``--trained``) and on the shipped
    one (training-free). Every front member within budget is then scored with
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="digits", help="the supernet trained at 16 only (training-free mode)")
     ap.add_argument("--trained", default="digits-progressive", help="the resolution-aware supernet (train.resolutions)")
     ap.add_argument("--control", default=None, help="optional: the same fine-tune at 16 only")
-    ap.add_argument("--width-space", default="search_spaces/digits.yaml")
+    ap.add_argument("--width-space", default="search_spaces/digits-proxy.yaml")
     ap.add_argument("--space", default="search_spaces/digits-progressive.yaml")
     ap.add_argument("--fid-num", type=int, default=360)
     ap.add_argument("--mc", type=int, default=20000, help="Monte-Carlo samples per transition in part 1")

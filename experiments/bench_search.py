@@ -1,6 +1,6 @@
 """What the search delivers, and what its machinery costs: one script, several searches on one supernet.
 
-On the digits supernet with ``search_spaces/digits.yaml`` (the quickstart search; DDIM,
+On the digits supernet with ``search_spaces/digits-proxy.yaml`` (the proxy-ranked quickstart search before bench_objective.py; DDIM,
 the teacher proxy as fitness), it runs, serially unless said otherwise:
 
 A. the search as configured (sensitivity seeding on, trajectory cache on);
@@ -99,7 +99,7 @@ def get_featurenet(path: str | None, data, out: Path) -> FeatureNet:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="digits", help="run folder, .safetensors file or shipped name")
-    ap.add_argument("--space", default="search_spaces/digits.yaml")
+    ap.add_argument("--space", default="search_spaces/digits-proxy.yaml")
     ap.add_argument("--ray", action="store_true", help="also run D on a local Ray")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fid-num", type=int, default=360, help="samples per schedule for FID")

@@ -20,7 +20,7 @@ the default). Five parts:
    held-out seeds as part 2; each step paired against the final one, and ordered minus unordered per step.
 4. **Hidden-map term** (``hidden``). A third run, ``--order none --hidden-weight 1`` (``--hidden``), against
    the plain ``--order none`` one: the same snapshots and seeds, every metric, with-term minus without, paired.
-5. **Front** (``front``). The quickstart search (``--space``, default ``search_spaces/digits.yaml``) on each
+5. **Front** (``front``). The proxy-ranked search (``--space``, default ``search_spaces/digits-proxy.yaml``) on each
    slimmed model (``--front-orders``), seeds 0..63; every front member and every uniform width judged on the
    held-out seeds; per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
    (FID, MACs share) of the front against that of the uniform widths, paired bootstrap of the difference.
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of part 2 [20]")
     ap.add_argument("--front-orders", default="none,importance",
                     help="the slim runs part 4 searches, by channel order: none (the default order), importance")
-    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits.yaml"), help="search space of part 3")
+    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits-proxy.yaml"), help="search space of part 3")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-slim"), help="folder for the search")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")

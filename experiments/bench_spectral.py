@@ -12,7 +12,7 @@ reference (``experiments/configs/digits-*.yaml``):
 2. **Cost** (``cost``). fvcore MACs and measured latency per width of every supernet (batch 1 and 64, widths
    and supernets round-robin in one process), and of one wavelet-gated block against the plain block it
    replaces.
-3. **Fronts** (``front``). The same search (``--space``, default ``search_spaces/digits.yaml``) on the plain
+3. **Fronts** (``front``). The same search (``--space``, default ``search_spaces/digits-proxy.yaml``) on the plain
    supernet and on ``--best``; every front member judged on held-out seeds against its own full width. Costs are
    MACs as a share of the *plain* supernet's full width (the wavelet blocks are cheaper), so both fronts share one
    axis; hypervolume in (FID, cost) against one reference point, with a paired bootstrap interval of the
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of parts 1 and 4 [20]")
     ap.add_argument("--settle-num", type=int, default=256, help="samples of part 4 [256]")
     ap.add_argument("--repeats", type=int, default=20, help="timed passes per width in part 2 [20]")
-    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits.yaml"), help="search space of part 3")
+    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "digits-proxy.yaml"), help="search space of part 3")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-spectral"), help="folder for the searches")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")

@@ -280,7 +280,8 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
     names = list(dict.fromkeys(df["schedule"]))
     assert names[0] == "full width" and [s for s in names if s.startswith("uniform")] == \
         [f"uniform width {w:g}" for w in WIDTHS[:-1]]
-    assert set(df["metric"]) == {"fid", "teacher_fid", "kid", "precision", "recall", "confidence", "proxy"}
+    assert set(df["metric"]) == {"fid", "teacher_fid", "kid", "pixel_kid", "precision", "recall", "confidence",
+                                 "proxy"}
     assert (df["n"] == 50).all() and (df["low"] <= df["high"]).all()
     full = df[df["schedule"] == "full width"]
     assert (full["vs_full"] == 0).all() and not full["differs_from_full"].astype(str).eq("True").any()
@@ -288,6 +289,10 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
     assert share["full width"] == pytest.approx(1.0)
     assert 0 < share["uniform width 0.25"] < share["uniform width 0.5"] < share["uniform width 0.75"] < 1
     assert "no significant difference from full width" in r.output or "than full width in" in r.output
+    # the verdict's first line says which schedule is the cheapest without a significant loss
+    lines = r.output.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("schedule "))  # the verdict table's header
+    assert lines[first - 1].startswith(("Cheapest schedule with no significant loss", "No schedule judged")), r.output
 
     # a second run finds every stage done and leaves every file as it was
     before = snapshot(out)

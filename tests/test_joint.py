@@ -197,3 +197,11 @@ def teacher_of_another_run(tmp_path, tiny_data):
     out = tmp_path / "other"
     Trainer(validate(RunConfig, d), out, device="cpu", data=tiny_data, progress=False).run()
     return out
+
+
+def test_a_base_space_with_a_screen_is_refused_in_one_line(trained_run, students, tmp_path):
+    screen = {"metric": "proxy_linear", "num_samples": 2, "bins": 1, "promote": 1}
+    r = invoke("search-steps", "--space", _joint_file(tmp_path, trained_run, students.values(), {"screen": screen}),
+               "--out", tmp_path / "j", "--no-progress")
+    assert_bad_input(r, "has a screen (two-stage evaluation)", "drop screen")
+    assert not (tmp_path / "j").exists()

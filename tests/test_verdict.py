@@ -84,3 +84,30 @@ def test_bad_verdict_input_is_one_line_and_writes_nothing(trained_run, tmp_path)
     assert_bad_input(invoke(*base, "--featurenet", "digits"), "feature net", "digits")  # made for 16x16 digits
     assert_bad_input(invoke(*base, "--search-seeds", "x"), "START:STOP")
     assert not out.exists()
+
+
+def _verdict_rows(name: str, share: float, worse: bool, metric: str = "fid") -> dict:
+    d = 1.0 if worse else 0.1
+    return {"schedule": name, "share": share, "metric": metric, "n": 500, "vs_full": d,
+            "vs_full_low": d - 0.5, "vs_full_high": d + 0.5, "differs_from_full": worse}
+
+
+def test_the_no_loss_sentence_names_the_cheapest_safe_schedule_and_whether_it_beats_the_uniform_widths():
+    import pandas as pd
+
+    from ddsm.metrics.verdict import no_loss_summary
+
+    rows = [_verdict_rows(FULL, 1.0, False), _verdict_rows("uniform width 0.25", 0.07, True),
+            _verdict_rows("uniform width 0.75", 0.57, False), _verdict_rows("best under 40%", 0.39, False),
+            _verdict_rows("best under 30%", 0.29, True)]
+    # the per-seed proxy is above 0 for any schedule that changes a sample: it never counts as a loss
+    rows.append(_verdict_rows("best under 40%", 0.39, True, "proxy"))
+    text = no_loss_summary(pd.DataFrame(rows))
+    assert "best under 40% at 39.0% of the FLOPs" in text and "n = 500" in text
+    assert "beats the cheapest such uniform width, uniform width 0.75 at 57.0%, by 18.0%" in text
+    # a better-is-higher metric counts as a loss when it is significantly lower
+    rows[3] = {**_verdict_rows("best under 40%", 0.39, True, "recall"), "vs_full": -0.1, "vs_full_low": -0.2,
+               "vs_full_high": -0.05}
+    text = no_loss_summary(pd.DataFrame(rows))
+    assert text.startswith("Cheapest schedule") and "uniform width 0.75 at 57.0%" in text and "no searched" in text
+    assert "No schedule" in no_loss_summary(pd.DataFrame([rows[0], rows[1], rows[4]]))

@@ -386,6 +386,9 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     if m.needs_featurenet and featurenet_file is None:
         raise DDSMError(f"--metric {metric} needs --featurenet FILE; train one with "
                         "`ddsm featurenet --checkpoint ... --out FILE`")
+    if num is not None and 2 <= num < m.min_num:  # below 2 the evaluator itself refuses (at least 2 samples)
+        raise DDSMError(f"--num {num} is below the {m.min_num} samples {metric} needs to rank candidates; "
+                        f"use --num >= {m.min_num}")
     check_seed(seed, num or m.default_num)
     net = load_supernet(checkpoint, device=resolve_device(device))
     check_sample_memory(num or m.default_num, net.config.unet)
@@ -444,7 +447,8 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
     named = {**dict(zip(schedule_files, scheds)),
              **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
     # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them
-    used = [s.provenance.get("evaluator") for s in scheds if isinstance(s.provenance.get("evaluator"), dict)]
+    used = [s.provenance.get(k) for s in scheds for k in ("evaluator", "screen")
+            if isinstance(s.provenance.get(k), dict)]
     seeds = [range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])) for e in used]
     return scfg, named, seeds
 
@@ -480,7 +484,8 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     from ddsm.io import write_atomic
     from ddsm.metrics.featurenet import FeatureNet
     from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict
+    from ddsm.metrics.verdict import (METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict,
+                                      no_loss_summary)
 
     if not schedule_files and not widths:
         raise DDSMError("give at least one --schedule FILE or --width W to judge")
@@ -524,6 +529,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     table = result.table()
     if metrics:
         table = table[table["metric"].isin(metrics)]
+    click.echo(no_loss_summary(table, uniform_prefix="width "))
     click.echo(format_verdict(table))
     click.echo(f"{len(named)} schedules and full width x {num} samples (seeds {seed}..{seed + num - 1}) in "
                f"{time.perf_counter() - t0:.0f} s; intervals: {settings.level:.0%} basic bootstrap over seeds, "

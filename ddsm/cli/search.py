@@ -96,6 +96,12 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
     click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
                f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
                f"hypervolume {res.hypervolume:.4g} -> {Path(out) / 'front.csv'}")
+    if space.screen is not None:
+        st = res.stages
+        per = {k: v["seconds"] / v["candidates"] if v["candidates"] else 0.0 for k, v in st.items()}
+        click.echo(f"two-stage evaluation this run: {st['screen']['candidates']} screened by {space.screen.metric} "
+                   f"({per['screen']:.2f} worker-s each), {st['judge']['candidates']} judged by "
+                   f"{space.objectives.quality} ({per['judge']:.2f} worker-s each)")
     saved = saved_fractions(res.sharing)
     if saved:
         click.echo(f"denoiser evaluations saved by shared prefixes and the trajectory cache: {saved['denoiser_saved']:.1%}"
@@ -163,7 +169,7 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
             click.echo(f"#{r['rank']}: " + (f"differs from full width in {', '.join(differs)}" if differs else
                                             "no significant difference from full width in any metric"))
         click.echo(f"verdict on seeds {settings.seed}..{settings.seed + verdict_num - 1} (search seeds "
-                   f"{run.space.evaluator.seed}..{run.space.evaluator.seed + run.space.evaluator.num_samples - 1}); "
+                   f"{', '.join(f'{r.start}..{r.stop - 1}' for r in run.space.search_seeds)}); "
                    "columns verdict_* in front.csv")
     click.echo(f"full width: {res.full_seconds:.3f} s for {num} images (median of {repeats}, round-robin, "
                f"{next(net.model.parameters()).device}); speed-up = full-width time / schedule time")

@@ -23,6 +23,14 @@ holds what one set of reference images contributes, computed once.
   reference manifold (a per-seed indicator); recall is the share of
   reference images inside the manifold of the samples drawn in the
   resample (its balls are recomputed on the distinct seeds drawn).
+- **Pixel KID**: the same unbiased KID on the raw pixels (clamped to
+  [-1, 1], flattened) against the real images, *not* standardised: border
+  pixels of digits are nearly constant (spread 8e-4), and dividing by that
+  spread made the statistic all noise. Pixels in [-1, 1] are already of unit
+  scale for the kernel. It sees what a classifier's features discard: stroke
+  width, blur and speckle, which the last, least noisy steps decide
+  (``experiments/bench_objective.py --parts validate`` measures how it
+  separates widths and schedules that differ only in their last steps).
 - **Confidence**: the mean top-class probability the feature net (a
   classifier of the data's labels) gives each sample.
 - **Proxy**: the mean squared distance of each sample to the full-width
@@ -76,7 +84,8 @@ def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Reference:
     """What a set of reference features (real images, or cached full-width samples) gives every metric."""
 
-    def __init__(self, features: np.ndarray, *, k: int = NEAREST_K, name: str = "reference") -> None:
+    def __init__(self, features: np.ndarray, *, k: int = NEAREST_K, name: str = "reference",
+                 standardise: bool = True) -> None:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or len(f) <= k:
             raise DDSMError(f"{name}: needs more than {k} feature rows (N, d), got shape {tuple(f.shape)}")
@@ -84,6 +93,8 @@ class Reference:
         self.mu = f.mean(0)
         self.sigma = np.cov(f, rowvar=False)
         self.scale = f.std(0) + 1e-12
+        # False: the kernel sees the features as they are (pixels in [-1, 1]: already of unit scale)
+        self.standardises = standardise
 
     # The manifold and kernel terms are built on first use: a reference used for FID alone never needs them.
 
@@ -106,7 +117,7 @@ class Reference:
 
     def standardise(self, f: np.ndarray) -> np.ndarray:
         """Features in the reference's units (zero mean, unit spread per feature): what KID's kernel sees."""
-        return (f - self.mu) / self.scale
+        return (f - self.mu) / self.scale if self.standardises else np.asarray(f, dtype=np.float64)
 
 
 class Candidate:
@@ -200,6 +211,16 @@ def embed(featurenet, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             f.append(featurenet(batch))
             p.append(torch.softmax(featurenet.logits(batch), dim=1).amax(1))
     return torch.cat(f).numpy(), torch.cat(p).numpy()
+
+
+def pixels(x: torch.Tensor) -> np.ndarray:
+    """Images as pixel vectors (N, C*H*W), clamped to [-1, 1], float64: the pixel KID's features."""
+    return x.detach().clamp(-1, 1).flatten(1).to(torch.float64).cpu().numpy()
+
+
+def pixel_reference(real: torch.Tensor) -> Reference:
+    """The real images' pixels as a KID reference (not standardised; see the module docstring)."""
+    return Reference(pixels(real), name="real pixels", standardise=False)
 
 
 def mean_of(values: np.ndarray) -> Statistic:

@@ -1,6 +1,6 @@
-"""Search objectives in the feature net's space beyond FID: KID against the data, FID against the teacher.
+"""Search objectives beyond FID: KID against the data (in the feature net's space and on pixels), FID against the teacher.
 
-Both are :class:`~ddsm.metrics.evaluator.SamplingEvaluator` subclasses, so
+All are :class:`~ddsm.metrics.evaluator.SamplingEvaluator` subclasses, so
 a search can minimise them like any registered metric; the verdict
 (:mod:`ddsm.metrics.verdict`) reports the same statistics with intervals.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddsm.metrics.distribution import Candidate, Reference, embed
+from ddsm.metrics.distribution import Candidate, Reference, embed, pixel_reference, pixels
 from ddsm.metrics.evaluator import SamplingEvaluator
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.verdict import TEACHER_NUM, TEACHER_SEED
@@ -38,6 +38,25 @@ class KIDEvaluator(_FeatureEvaluator):
     def score(self, samples: torch.Tensor) -> dict[str, float]:
         c = Candidate(self.features(samples), self.reference)
         return {"kid": c.kid()(np.ones(len(samples)))}
+
+
+class PixelKIDEvaluator(SamplingEvaluator):
+    """Unbiased KID of each candidate's samples on raw pixels against the real images (``real``: N, C, H, W).
+
+    No feature net: it needs only the data. It is the search objective that
+    sees what the late, least noisy steps decide (see
+    :mod:`ddsm.metrics.distribution`).
+    """
+
+    metrics = ("pixel_kid",)
+
+    def __init__(self, net, sampler, real: torch.Tensor, **kw) -> None:
+        super().__init__(net, sampler, **kw)
+        self.reference = pixel_reference(real)
+
+    def score(self, samples: torch.Tensor) -> dict[str, float]:
+        c = Candidate(pixels(samples), self.reference)
+        return {"pixel_kid": c.kid()(np.ones(len(samples)))}
 
 
 class TeacherFIDEvaluator(_FeatureEvaluator):

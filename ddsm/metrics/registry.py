@@ -45,6 +45,7 @@ class Metric:
     resolutions: bool = True  # it can score resolution schedules
     default_num: int = 64  # samples per schedule when the user names none
     objective: bool = True  # a search can minimise it (False: higher is better, a verdict metric only)
+    min_num: int = 2  # fewest samples per candidate that can rank candidates with it
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -54,7 +55,7 @@ _plugins_loaded = False
 def register_metric(name: str, evaluator: type | None = None, *, label: str | None = None,
                     build: Builder | None = None, teacher_relative: bool = False, needs_featurenet: bool = False,
                     resolutions: bool = True, default_num: int = 64, objective: bool = True,
-                    replace: bool = False) -> Metric:
+                    min_num: int = 2, replace: bool = False) -> Metric:
     """Register metric ``name``: an evaluator class taking ``(net, sampler, **options)``, or a ``build`` function.
 
     The evaluator must return a column called ``name``. Registering a taken
@@ -70,7 +71,7 @@ def register_metric(name: str, evaluator: type | None = None, *, label: str | No
         build = _ClassBuilder(evaluator)
     metric = Metric(name=name, build=build, label=label or name, teacher_relative=teacher_relative,
                     needs_featurenet=needs_featurenet, resolutions=resolutions, default_num=default_num,
-                    objective=objective)
+                    objective=objective, min_num=min_num)
     _REGISTRY[name] = metric
     return metric
 
@@ -162,6 +163,15 @@ def _kid(net, sampler, *, featurenet=None, checkpoint=None, **options):
     return KIDEvaluator(net, sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"), **options)
 
 
+def _pixel_kid(net, sampler, *, featurenet=None, checkpoint=None, **options):
+    from ddsm.checkpoint import training_data
+    from ddsm.metrics.feature_evaluators import PixelKIDEvaluator
+    from ddsm.metrics.fid import reference_images
+
+    data = training_data(checkpoint if checkpoint is not None else net.source, net.config.unet)
+    return PixelKIDEvaluator(net, sampler, reference_images(data, "all"), **options)
+
+
 def _teacher_fid(net, sampler, *, featurenet=None, checkpoint=None, **options):
     from ddsm.metrics.feature_evaluators import TeacherFIDEvaluator
     from ddsm.metrics.featurenet import FeatureNet
@@ -185,6 +195,10 @@ register_metric("proxy_linear", build=_proxy_linear, resolutions=False, teacher_
 register_metric("fid", build=_fid, label="FID", needs_featurenet=True, default_num=1000)
 register_metric("kid", build=_kid, label="KID (unbiased, against the real data)", needs_featurenet=True,
                 default_num=256)
+# Pixel KID ranks schedules by what the late steps decide; below 32 samples its paired differences are noise
+# (bench_objective.py --parts rank measures Spearman against the verdict at the search's sample size).
+register_metric("pixel_kid", build=_pixel_kid, label="KID on pixels (unbiased, against the real data)",
+                default_num=256, min_num=32)
 register_metric("teacher_fid", build=_teacher_fid, label="FID against full-width samples on other seeds",
                 needs_featurenet=True, default_num=256)
 for _name, _label in (("precision", "precision (share of samples on the real manifold)"),

@@ -8,8 +8,8 @@ schedule, the paired interval of its difference from full width (the same
 resampled seeds for both, :mod:`ddsm.metrics.intervals`). A difference
 whose interval excludes 0 is significant at the interval's level.
 
-References: the real images (all of the dataset) for FID, KID, precision
-and recall; full-width samples on separate *teacher seeds* for the
+References: the real images (all of the dataset) for FID, KID, pixel KID,
+precision and recall; full-width samples on separate *teacher seeds* for the
 teacher-relative FID (as many as asked, not capped by the dataset); the
 full-width sample on the same verdict seed for the proxy.
 """
@@ -27,7 +27,7 @@ import torch
 
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
-from ddsm.metrics.distribution import NEAREST_K, Candidate, Reference, embed, mean_of
+from ddsm.metrics.distribution import NEAREST_K, Candidate, Reference, embed, mean_of, pixel_reference, pixels
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.intervals import Draws, Interval, bootstrap_counts
 from ddsm.plan import StepPlan
@@ -40,6 +40,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "fid": ("FID against the real data", False),
     "teacher_fid": ("FID against full-width samples on other seeds", False),
     "kid": ("KID against the real data (unbiased)", False),
+    "pixel_kid": ("KID on pixels against the real data (unbiased; sees fine detail)", False),
     "precision": ("precision (share of samples on the real manifold)", True),
     "recall": ("recall (share of real images on the samples' manifold)", True),
     "confidence": ("classifier confidence (mean top-class probability)", True),
@@ -49,8 +50,11 @@ METRICS: dict[str, tuple[str, bool]] = {
 TEACHER_SEED, TEACHER_NUM = 1_000_000, 2000
 #: metrics that cannot be negative: their intervals stop at 0
 NONNEGATIVE = {"fid", "teacher_fid", "proxy"}
+#: per-seed distances to the full-width sample: above 0 for any schedule that changes a sample at all, so they
+#: measure how far a schedule moves from full width, not a loss of quality; "no significant loss" ignores them
+DEVIATION = {"proxy"}
 #: statistics of the whole sample set (not means of per-sample values): resampling seeds biases them
-SET_STATISTICS = {"fid", "teacher_fid", "kid", "precision", "recall"}
+SET_STATISTICS = {"fid", "teacher_fid", "kid", "pixel_kid", "precision", "recall"}
 #: fewer samples than this make FID, KID and the k-NN manifolds meaningless
 MIN_SAMPLES = 50
 FULL = "full width"
@@ -175,6 +179,7 @@ class Verdict:
         self.labels = featurenet.config.task == "labels"
         self.metrics = tuple(m for m in METRICS if self.labels or m != "confidence")
         self.real = Reference(self._features(real)[0], k=settings.k, name="real data")
+        self.real_pixels = pixel_reference(real)
         self.real_shape = tuple(real.shape[1:])
         self._teacher: Reference | None = None
 
@@ -226,6 +231,7 @@ class Verdict:
             feats, conf = self._features(x)
             real, teach = Candidate(feats, self.real), Candidate(feats, self.teacher)
             stats = {"fid": real.fid(), "teacher_fid": teach.fid(), "kid": real.kid(),
+                     "pixel_kid": Candidate(pixels(x), self.real_pixels).kid(),
                      "precision": real.precision(), "recall": real.recall(), "confidence": mean_of(conf),
                      "proxy": mean_of((x.double() - teacher_x).pow(2).flatten(1).mean(1).numpy())}
             out[name] = {m: Draws.of(stats[m], s.num, counts) for m in self.metrics}
@@ -249,6 +255,52 @@ def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
     parts = ([f"worse than {against} in " + ", ".join(worse)] if worse else []) + \
         ([f"better than {against} in " + ", ".join(better)] if better else [])
     return "; ".join(parts)
+
+
+def _significantly_worse(rows: pd.DataFrame, prefix: str) -> bool:
+    """Whether any metric of one schedule's rows is significantly worse than the ``prefix`` comparison."""
+    for r in rows.to_dict(orient="records"):
+        if r["metric"] in DEVIATION:
+            continue
+        if r[f"differs_from_{prefix}"] and (r[f"vs_{prefix}"] < 0 if METRICS[r["metric"]][1] else r[f"vs_{prefix}"] > 0):
+            return True
+    return False
+
+
+def no_loss_summary(table: pd.DataFrame, *, uniform_prefix: str = "uniform") -> str:
+    """One sentence: the cheapest schedule with no metric significantly worse than full width, and whether it beats
+    the cheapest uniform width with none (costs less).
+
+    The per-seed deviation metrics (:data:`DEVIATION`: the proxy) are left out: they are above 0 for every
+    schedule that changes any sample, so counting them would leave full width as the only schedule without a loss.
+
+    ``table`` is :meth:`VerdictResult.table` with a ``share`` column; uniform widths are the schedules whose name
+    starts with ``uniform_prefix``.
+    """
+    if "share" not in table:
+        raise DDSMError("no_loss_summary needs the verdict table's 'share' column (VerdictResult.table with extra)")
+    n = int(table["n"].iloc[0])
+    safe = []
+    for name, rows in table[table["schedule"] != FULL].groupby("schedule", sort=False):
+        if not _significantly_worse(rows, "full"):
+            safe.append((float(rows["share"].iloc[0]), str(name)))
+    safe.sort()
+    uniform = [(s, k) for s, k in safe if k.startswith(uniform_prefix)]
+    if not safe:
+        return (f"No schedule judged here is free of a significant loss against full width in every quality metric "
+                f"judged (n = {n} held-out seeds; the per-seed proxy left out); full width is the cheapest safe choice.")
+    share, name = safe[0]
+    head = (f"Cheapest schedule with no significant loss against full width in any quality metric judged "
+            f"(n = {n} held-out seeds; the per-seed proxy left out): "
+            f"{name} at {share:.1%} of the FLOPs")
+    if not uniform:
+        return head + "; no uniform width is free of a significant loss."
+    ushare, uname = uniform[0]
+    if name == uname:
+        return head + ", a uniform width: no searched schedule beats it."
+    if share < ushare - 1e-12:
+        return head + f"; it beats the cheapest such uniform width, {uname} at {ushare:.1%}, by {ushare - share:.1%} of the FLOPs."
+    return head + f"; it does not beat the cheapest such uniform width, {uname} at {ushare:.1%}."
 
 
 def format_verdict(table: pd.DataFrame) -> str:

@@ -241,10 +241,9 @@ def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, 
     from ddsm.metrics.fid import reference_images
     from ddsm.metrics.verdict import Verdict
 
-    ev = run.space.evaluator
     data = training_data(net.source, net.config.unet)
     judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),
-                    settings, search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+                    settings, search_seeds=run.space.search_seeds, progress=progress)
     names = list(table["schedule"])
     result = judge.score(dict(zip(names, (s.plan() for s in schedules))))
     out, columns = [], {}

@@ -79,9 +79,8 @@ def _verdict(run: JointRun, nets: dict[str, Any], settings, featurenet: str, pro
     teacher = nets[TEACHER]
     base = _arm_space(run, TEACHER) if (run.folder / "models" / TEACHER).is_dir() else run.joint.base_space()
     data = training_data(run.joint.teacher, teacher.config.unet)
-    ev = base.evaluator
     judge = Verdict(teacher, base.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"), settings,
-                    search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=progress)
+                    search_seeds=base.search_seeds, progress=progress)
     plans, samples, extra = {}, {}, {}
     for rank, m in enumerate(run.front.to_dict(orient="records"), start=1):
         name = f"#{rank} {m['model']}"

@@ -130,6 +130,21 @@ class EvaluatorSettings(_Frozen):
     trajectory_cache_mb: float = Field(256.0, ge=0.0)  # per worker: states of computed prefixes, reused (0: off)
 
 
+class ScreenConfig(_Frozen):
+    """Two-stage evaluation (see :mod:`ddsm.search.staged`): a cheap metric screens offspring, the best are judged."""
+
+    metric: str = "proxy"  # a registered search metric, cheaper than objectives.quality
+    num_samples: int = Field(64, ge=2, le=MAX_SEARCH_SAMPLES)  # samples per screened candidate (seeds seed..)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # first seed of the screen's samples
+    bins: int = Field(4, ge=1)  # equal-width cost-share bins between the cheapest schedule and the budget
+    promote: int = Field(2, ge=1)  # best-screened genomes per bin judged by objectives.quality
+
+    @field_validator("metric")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return Objectives._registered(v)
+
+
 class CacheConfig(_Frozen):
     """The evaluation log that doubles as a cache (an evaluated genome is never computed again)."""
 
@@ -153,6 +168,7 @@ class SearchConfig(_Frozen):
     crossover: CrossoverConfig = CrossoverConfig()
     seeding: SeedingConfig = SeedingConfig()
     evaluator: EvaluatorSettings = EvaluatorSettings()
+    screen: ScreenConfig | None = None  # two-stage evaluation of offspring (None: every candidate judged in full)
     cache: CacheConfig = CacheConfig()
 
     @field_validator("widths")
@@ -186,11 +202,42 @@ class SearchConfig(_Frozen):
         if last > MAX_SEED:
             raise ValueError(f"evaluator seeds {self.evaluator.seed}..{last} pass the largest seed 2**63-1; "
                              f"use evaluator.seed <= {MAX_SEED - self.evaluator.num_samples + 1}")
+        q = self.quality_metric
+        if self.evaluator.num_samples < q.min_num:
+            raise ValueError(f"evaluator.num_samples {self.evaluator.num_samples} is below the {q.min_num} samples "
+                             f"{q.name} needs to rank candidates; use num_samples >= {q.min_num}")
+        if self.screen is not None:
+            sc = self.screen
+            if sc.metric == q.name:
+                raise ValueError(f"screen.metric {sc.metric!r} is the search's own quality; screen with a cheaper "
+                                 f"metric (e.g. proxy) or drop screen")
+            if sc.num_samples < get_metric(sc.metric).min_num:
+                raise ValueError(f"screen.num_samples {sc.num_samples} is below the {get_metric(sc.metric).min_num} "
+                                 f"samples {sc.metric} needs; use screen.num_samples >= {get_metric(sc.metric).min_num}")
+            if sc.bins * sc.promote > self.population:
+                raise ValueError(f"screen promotes up to {sc.bins} bins x {sc.promote} = {sc.bins * sc.promote} "
+                                 f"genomes per generation, more than the {self.population} offspring that exist; "
+                                 f"use bins x promote <= population")
+            if self.resolutions is not None and not get_metric(sc.metric).resolutions:
+                raise ValueError(f"screen.metric {sc.metric} scores width schedules only; with resolutions use "
+                                 f"another screen")
+            last = sc.seed + sc.num_samples - 1
+            if last > MAX_SEED:
+                raise ValueError(f"screen seeds {sc.seed}..{last} pass the largest seed 2**63-1")
         distinct = len(self.widths) ** self.n_genes
         if distinct < self.population:
             raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "
                              f"{len(self.widths)} widths over {self.n_genes} genes; use a population <= {distinct}")
         return self
+
+    @property
+    def search_seeds(self) -> tuple[range, ...]:
+        """Every seed range the search scores candidates on (the evaluator's, and the screen's): never a verdict's."""
+        ev = self.evaluator
+        own = range(ev.seed, ev.seed + ev.num_samples)
+        if self.screen is None:
+            return (own,)
+        return (own, range(self.screen.seed, self.screen.seed + self.screen.num_samples))
 
     @property
     def quality_metric(self):
@@ -220,6 +267,8 @@ class SearchConfig(_Frozen):
         data = self.model_dump(mode="json")
         for k in RESUMABLE_CHANGES:
             data.pop(k)
+        if data.get("screen") is None:  # added later: a space without one keeps its old fingerprint
+            data.pop("screen", None)
         for (part, k), v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
             if data[part].get(k) == v:
                 data[part].pop(k)

@@ -189,6 +189,8 @@ class SearchRun:
                 "generations_finished": self.generations_finished, "front_rank": rank,
                 "genome": list(member["genome"]), "objectives": dict(self.meta["objectives"]),
                 "search_budget": self.budget, "evaluator": {"num_samples": ev.num_samples, "seed": ev.seed},
+                **({"screen": {"num_samples": self.space.screen.num_samples, "seed": self.space.screen.seed}}
+                   if self.space.screen is not None else {}),
                 "tool": f"ddsm {__version__}"}
 
 

@@ -58,7 +58,7 @@ TEACHER = "teacher"
 class JointSpace(_Frozen):
     """A search over models (the teacher and its K-step students) and a width per step of the chosen one."""
 
-    base: str = "digits"  # width search space: teacher sampler, widths, budget, objectives, NSGA-II recipe
+    base: str = "digits-proxy"  # width search space: teacher sampler, widths, budget, objectives, NSGA-II recipe
     teacher: str = "digits"  # the teacher supernet: shipped name, run folder or file
     students: tuple[str, ...] = Field(min_length=1)  # students distilled from the teacher (ddsm distill)
     include_teacher: bool = True  # also search the teacher's own width schedules
@@ -183,6 +183,9 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
                         "(set objectives: {quality: proxy, cost: flops})")
     if base.resolutions is not None:
         raise DDSMError(f"base space {joint.base!r} searches resolutions; a joint search takes a width-only space")
+    if base.screen is not None:
+        raise DDSMError(f"base space {joint.base!r} has a screen (two-stage evaluation); a joint search scores every "
+                        "candidate on the proxy: drop screen from the base space")
     teacher = nets.get(joint.teacher) or load_supernet(joint.teacher, device="cpu")
     if teacher.config.student is not None:
         raise DDSMError(f"teacher {joint.teacher!r} is itself a distilled student; give the model it was distilled from")

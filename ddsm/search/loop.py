@@ -43,6 +43,7 @@ from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.search.runners import EvaluatorFactory, Runner, check_runner_options, make_runner
 from ddsm.search.seeding import initial_population
+from ddsm.search.staged import JUDGE, SCREEN, promote, staged_decode
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state, restore, save_state
 
@@ -62,6 +63,8 @@ class SearchResult:
     evaluated: int = 0  # evaluations computed by this call
     cached: int = 0  # genomes answered from the log by this call
     sharing: dict | None = None  # the evaluators' denoiser work in this call (SharingStats fields), if counted
+    #: per stage ('screen', 'judge'): candidates scored by this call and their summed worker seconds
+    stages: dict = field(default_factory=dict)
 
 
 def saved_fractions(sharing: Mapping[str, int] | None) -> dict[str, float]:
@@ -76,13 +79,24 @@ def saved_fractions(sharing: Mapping[str, int] | None) -> dict[str, float]:
 
 
 class _Evaluations:
-    """Cache-first evaluation of genomes: the log answers what it knows, the runner the rest."""
+    """Cache-first evaluation of genomes: the log answers what it knows, the runner the rest.
+
+    With a screen (two-stage evaluation, :mod:`ddsm.search.staged`), work
+    items are genomes with their stage appended; offspring generations are
+    screened, then the promoted genomes judged, and their rows join the log
+    together at the end of the generation (an interrupted generation is
+    screened again on resume, which gives the same promotions).
+    """
 
     def __init__(self, problem: WidthProblem, log: EvaluationLog, runner: Callable[[], Runner]) -> None:
         self.problem, self.log, self._runner = problem, log, runner
         self.quality = problem.space.objectives.quality
+        self.screen = problem.space.screen
         self.requested = self.hits = self.computed = 0
         self.seconds = 0.0
+        # per stage: genomes scored and the summed per-candidate seconds the workers reported
+        self.stage_counts = {"screen": 0, "judge": 0}
+        self.stage_seconds = {"screen": 0.0, "judge": 0.0}
 
     def __call__(self, genomes: Sequence[Sequence[int]], *, generation: int) -> list[dict]:
         keys = [genome_key(g) for g in genomes]
@@ -94,29 +108,66 @@ class _Evaluations:
         self.hits += len(keys) - len(todo)
         if todo:
             t0 = time.perf_counter()
-            genomes_todo = list(todo.values())
-            waiting: dict[int, list[dict]] = {}
-            next_start = 0
-
-            def on_result(start: int, rows: list[dict]) -> None:
-                # Rows join the log strictly in input order, a whole chunk at a time, so the
-                # logged part of an interrupted generation is always a prefix of whole chunks.
-                nonlocal next_start
-                waiting[start] = rows
-                while next_start in waiting:
-                    chunk = waiting.pop(next_start)
-                    self.log.add([self._row(genomes_todo[next_start + i], r, generation) for i, r in enumerate(chunk)])
-                    next_start += len(chunk)
-
             try:
-                self._runner()(genomes_todo, on_result=on_result)
+                if self.screen is not None and generation >= 1:
+                    self._screened(list(todo.values()), generation)
+                else:
+                    self._logged_in_chunks(list(todo.values()), generation)
             finally:
                 self.log.flush()
             self.computed += len(todo)
             self.seconds += time.perf_counter() - t0
         return [self.log.get(k) for k in keys]
 
-    def _row(self, genome: tuple[int, ...], result: dict, generation: int) -> dict:
+    def _logged_in_chunks(self, genomes_todo: list[tuple[int, ...]], generation: int) -> None:
+        waiting: dict[int, list[dict]] = {}
+        next_start = 0
+        staged = self.screen is not None
+
+        def on_result(start: int, rows: list[dict]) -> None:
+            # Rows join the log strictly in input order, a whole chunk at a time, so the
+            # logged part of an interrupted generation is always a prefix of whole chunks.
+            nonlocal next_start
+            waiting[start] = rows
+            while next_start in waiting:
+                chunk = waiting.pop(next_start)
+                self.log.add([self._row(genomes_todo[next_start + i], r, generation,
+                                        **({"screen": math.nan, "promoted": True} if staged else {}))
+                              for i, r in enumerate(chunk)])
+                next_start += len(chunk)
+
+        items = [(*g, JUDGE) for g in genomes_todo] if staged else genomes_todo
+        rows = self._runner()(items, on_result=on_result)
+        self._count("judge", rows)
+
+    def _screened(self, genomes: list[tuple[int, ...]], generation: int) -> None:
+        run, sc = self._runner(), self.screen
+        screened = run([(*g, SCREEN) for g in genomes])
+        self._count("screen", screened)
+        X = np.asarray(genomes, dtype=np.int64)
+        shares = self.problem.share(X)
+        picked = promote(shares, [r["screen"] for r in screened], [r["valid"] for r in screened],
+                         [genome_key(g) for g in genomes], low=self.problem.cheapest_share, budget=self.problem.space.budget,
+                         bins=sc.bins, per_bin=sc.promote)
+        judged = dict(zip(picked, run([(*genomes[i], JUDGE) for i in picked]))) if picked else {}
+        self._count("judge", list(judged.values()))
+        rows = []
+        for i, (g, r) in enumerate(zip(genomes, screened)):
+            extra = {"screen": float(r["screen"]), "promoted": i in judged,
+                     "screen_seconds": float(r.get("seconds", math.nan))}
+            if i in judged:
+                rows.append(self._row(g, judged[i], generation, **extra))
+                continue
+            why = r.get("error") or f"screened out by {sc.metric} (not among the {sc.promote} best of its cost bin)"
+            rows.append(self._row(g, {**{k: v for k, v in r.items() if k != "screen"}, self.quality: math.inf,
+                                      "valid": False, "error": why}, generation, **extra))
+        self.log.add(rows)
+
+    def _count(self, stage: str, rows: list[dict]) -> None:
+        self.stage_counts[stage] += len(rows)
+        self.stage_seconds[stage] += sum(float(r.get("seconds", 0.0)) for r in rows)
+
+    def _row(self, genome: tuple[int, ...], result: dict, generation: int, **extra: Any) -> dict:
         X = np.asarray([genome], dtype=np.int64)
         q, valid = float(result[self.quality]), bool(result["valid"])
         F, G = self.problem.objectives(X, [q], [valid])
@@ -125,7 +176,8 @@ class _Evaluations:
                **_resolution_column(self.problem.space, genome), self.quality: q, "valid": valid,
                "cost": float(self.problem.cost(X)[0]), "share": float(F[0, 1]), "constraint": float(G[0, 0]),
                "seconds": float(result.get("seconds", math.nan)), "worker": str(result.get("worker", ""))}
-        reserved = set(LEADING) | set(TRAILING) | {self.quality}
+        row.update(extra)
+        reserved = set(LEADING) | set(TRAILING) | {self.quality} | set(extra)
         for k, v in result.items():
             if k not in reserved:
                 row[k] = v
@@ -185,9 +237,11 @@ def run_search(
         # every width, if genes allow, and a growth at every transition gene's step
         probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes)) + tuple(
             range(1, space.n_resolution_genes + 1))
-        if runner.quality != quality or StepPlan.of(runner.decode(probe)) != space.decode(probe):
+        decoded = runner.decode((*probe, JUDGE)).plan if space.screen is not None else runner.decode(probe)
+        if runner.quality != quality or StepPlan.of(decoded) != space.decode(probe):
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
-                            f"this one (quality {quality!r}); build it with decode=space.decode")
+                            f"this one (quality {quality!r}); build it with decode=space.decode (with a screen: "
+                            "decode=ddsm.search.staged.staged_decode(space.decode))")
 
     with hold_folder(out, what="search", kind="search"):
         folder.claim(identity, resume=resume)  # again under the lock: another process may have started meanwhile
@@ -201,7 +255,8 @@ def run_search(
             if not isinstance(runner, str):
                 return runner
             if not made:
-                made.append(make_runner(runner, evaluator_factory, decode=space.decode, quality=quality,
+                decode = space.decode if space.screen is None else staged_decode(space.decode)
+                made.append(make_runner(runner, evaluator_factory, decode=decode, quality=quality,
                                         chunk_size=chunk_size, workers=workers, address=address, device=device,
                                         **dict(ray_options or {})))
             return made[0]
@@ -293,7 +348,9 @@ def run_search(
         return SearchResult(sharing=final_sharing,
             out_dir=out, front=front_frame(front, quality=quality), evaluations=log.frame(), generations=generation,
             hypervolume=hypervolume(front, quality=quality, ref=hv_ref) if hv_ref else 0.0, history=history,
-            evaluated=evaluate.computed, cached=evaluate.hits)
+            evaluated=evaluate.computed, cached=evaluate.hits,
+            stages={k: {"candidates": evaluate.stage_counts[k], "seconds": evaluate.stage_seconds[k]}
+                    for k in evaluate.stage_counts})
 
 
 def _postfix(s: dict) -> str:

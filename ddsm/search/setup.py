@@ -20,9 +20,10 @@ from typing import Any
 
 from ddsm.cost.model import CostModel
 from ddsm.errors import DDSMError
-from ddsm.metrics.registry import Metric
+from ddsm.metrics.registry import Metric, get_metric
 from ddsm.samplers.base import SamplerConfig
 from ddsm.search.config import SearchConfig
+from ddsm.search.staged import StagedEvaluatorFactory
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,26 @@ class SupernetEvaluatorFactory:
                                  cache_mb=self.cache_mb, warn_resolutions=False)
 
 
-def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: str | Path | None = None
-                      ) -> SupernetEvaluatorFactory:
-    """The factory for ``space``'s quality metric; a metric that needs a feature net fails here without one."""
-    metric = space.quality_metric
-    if metric.needs_featurenet and featurenet is None:
-        raise DDSMError(f"objectives.quality {metric.name!r} needs a feature net file "
-                        "(ddsm featurenet --checkpoint ... --out FILE)")
+def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: str | Path | None = None):
+    """The factory for ``space``'s quality metric (with its screen, a staged one); a metric that needs a feature
+    net fails here without one."""
     ev = space.evaluator
-    return SupernetEvaluatorFactory(checkpoint=str(checkpoint), metric=metric, sampler=space.sampler,
-                                    num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size,
-                                    fuse=ev.fuse, cache_mb=ev.trajectory_cache_mb,
-                                    featurenet=None if featurenet is None else str(featurenet))
+
+    def factory(metric: Metric, num: int, seed: int, what: str) -> SupernetEvaluatorFactory:
+        if metric.needs_featurenet and featurenet is None:
+            raise DDSMError(f"{what} {metric.name!r} needs a feature net file "
+                            "(ddsm featurenet --checkpoint ... --out FILE)")
+        return SupernetEvaluatorFactory(checkpoint=str(checkpoint), metric=metric, sampler=space.sampler,
+                                        num_samples=num, seed=seed, batch_size=ev.batch_size, fuse=ev.fuse,
+                                        cache_mb=ev.trajectory_cache_mb,
+                                        featurenet=None if featurenet is None else str(featurenet))
+
+    judge = factory(space.quality_metric, ev.num_samples, ev.seed, "objectives.quality")
+    if space.screen is None:
+        return judge
+    sc = space.screen
+    return StagedEvaluatorFactory(screen=factory(get_metric(sc.metric), sc.num_samples, sc.seed, "screen.metric"),
+                                  judge=judge)
 
 
 def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None) -> CostModel:
@@ -108,7 +117,7 @@ class PreparedSearch:
     checkpoint: str  # as given: workers load the supernet from it
     net: Any  # the Supernet, loaded once here (on the CPU unless a loaded one was passed)
     costs: CostModel
-    factory: SupernetEvaluatorFactory
+    factory: Any  # a SupernetEvaluatorFactory, or a StagedEvaluatorFactory when the space screens
     transition_seeds: list[tuple[int, ...]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # lines to show the user once
 
@@ -150,7 +159,8 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
         from ddsm.checkpoint import training_data
         from ddsm.metrics.featurenet import FeatureNet
 
-        needed = space.quality_metric.needs_featurenet
+        needed = space.quality_metric.needs_featurenet or (
+            space.screen is not None and get_metric(space.screen.metric).needs_featurenet)
         FeatureNet.load(featurenet, training_data(checkpoint, net.config.unet) if needed else None)
     warning = untrained_message(space, net)
     return PreparedSearch(space=space, checkpoint=str(checkpoint), net=net, costs=costs, factory=factory,
