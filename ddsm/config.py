@@ -56,7 +56,9 @@ def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every float of every config refuses NaN and +-inf where it enters: an infinite learning rate or weight decay
+    # trained to all-NaN tensors and exited 0. No setting gives infinity a meaning.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class UNetConfig(_Frozen):

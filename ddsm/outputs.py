@@ -39,7 +39,8 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def check_writable(path: str | os.PathLike, *, flag: str = "--out") -> None:
-    """Refuse a file or folder path that cannot be created or written, before any work.
+    """Refuse a file or folder path that cannot be created or written, or lies inside ddsm's own package, before
+    any work.
 
     The nearest existing ancestor must be a folder in which a file can be
     created: a probe file is made there and removed at once, so the check
@@ -47,6 +48,10 @@ def check_writable(path: str | os.PathLike, *, flag: str = "--out") -> None:
     sysfs, full quotas aside) and leaves nothing behind.
     """
     p = Path(os.path.abspath(path))
+    package = Path(os.path.realpath(Path(__file__).parent))
+    if Path(os.path.realpath(p)).is_relative_to(package):
+        raise DDSMError(f"{flag} {str(path)!r} lies inside ddsm's installed package ({str(package)!r}: its code and "
+                        "shipped weights); write outside it, e.g. runs/NAME")
     anc = _nearest_existing(p)
     if anc != p and not anc.is_dir():
         raise DDSMError(f"{flag} {str(path)!r} cannot be created: {str(anc)!r} is a file, not a folder")

@@ -126,10 +126,9 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     ``budgets`` outside (0, 1] and ``cpus_per_trial`` <= 0 or above the cluster's CPUs are refused in one line.
     """
     from ddsm.checkpoint import load_supernet
+    from ddsm.search.runners import cores as local_cores
 
-    from ddsm.search.ray_runner import _cores
-
-    cores = _cores()  # what a local Ray declares (passed to it below), affinity respected
+    cores = local_cores()  # what a local Ray declares (passed to it below), affinity respected
     if not cpus_per_trial > 0:  # nan too
         raise DDSMError(f"--cpus-per-trial {cpus_per_trial:g} must be positive (this machine has {cores} cores)")
     if address is None and cpus_per_trial > cores:

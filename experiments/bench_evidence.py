@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     space = sr.space
     problem = WidthProblem(space, sr.costs)
     ev = space.evaluator
-    search_seeds = range(ev.seed, ev.seed + ev.num_samples)
+    search_seeds = space.search_seeds  # the evaluator's seeds, and a screen's
 
     # The schedules: the front, the uniform family, the two-segment family (genome -> name), once each.
     named: dict[str, tuple[int, ...]] = {}
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if not budget_table.empty and "metric" in budget_table:
         print(budget_table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     summary = {"checkpoint": args.checkpoint, "search": str(Path(args.search).resolve()),
-               "search_seeds": [search_seeds.start, search_seeds.stop - 1],
+               "search_seeds": [[r.start, r.stop - 1] for r in search_seeds],
                "verdict": {"num": settings.num, "seeds": [settings.seed, settings.seed + settings.num - 1],
                            "teacher_num": settings.teacher_num, "teacher_seeds": [settings.teacher_seed,
                                                                                  settings.teacher_seed + settings.teacher_num - 1],

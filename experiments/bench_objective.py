@@ -56,7 +56,7 @@ from ddsm.plan import StepPlan
 from ddsm.search import SearchConfig, load_search, prepare_search
 from ddsm.search.folder import generations_finished
 from ddsm.search.problem import WidthProblem
-from ddsm.search.seeding import two_segment_seeds, uniform_seeds
+from ddsm.search.seeding import uniform_seeds
 
 PARTS = ("validate", "search", "verdict", "rank", "summary")
 #: the search objectives compared: name -> (shipped space, overrides)

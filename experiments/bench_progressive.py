@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== FID on {who}: {len(plans)} schedules x {args.fid_num} samples")
         # held-out seeds: never the ones the search selected its schedules on
         verdict = VerdictSettings(num=max(args.fid_num, 50))
-        check_disjoint(verdict.seeds, range(space_w.evaluator.seed, space_w.evaluator.seed + space_w.evaluator.num_samples))
+        check_disjoint(verdict.seeds, space_w.search_seeds)
         ev = FIDEvaluator(net, space_w.sampler, fid, num=args.fid_num, seed=verdict.seed, fuse=False, cache_mb=512, progress=True)
         scores = dict(zip(plans, ev.evaluate(list(plans.values()))["fid"].to_numpy()))
         table.loc[sel, "fid"] = [scores[plan_key(p)] for p in table.loc[sel, "plan"]]

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== FID of {len(table)} schedules ({args.fid_num} samples each)")
     # held-out seeds: never the ones the search selected its schedules on
     verdict = VerdictSettings(num=max(args.fid_num, 50))
-    check_disjoint(verdict.seeds, range(space.evaluator.seed, space.evaluator.seed + space.evaluator.num_samples))
+    check_disjoint(verdict.seeds, space.search_seeds)
     ev = FIDEvaluator(net, space.sampler, fid, num=args.fid_num, seed=verdict.seed, fuse=False, cache_mb=512, progress=True)
     t0 = time.perf_counter()
     table["fid"] = ev.evaluate(list(table["widths"]))["fid"].to_numpy()

@@ -285,9 +285,8 @@ def part_front(args, features, data, order: str) -> tuple[pd.DataFrame, dict]:
     for w in widths[:-1]:
         plans[f"uniform {w:g}"] = StepPlan((w,) * space.sampler.steps)
         shares[f"uniform {w:g}"] = macs[w] / macs[1.0]
-    ev = space.evaluator
     verdict = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
-                      search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=args.progress).score(plans)
+                      search_seeds=space.search_seeds, progress=args.progress).score(plans)
     shares[FULL] = 1.0
     rows = []
     for k in [*plans, FULL]:
@@ -313,7 +312,7 @@ def part_front(args, features, data, order: str) -> tuple[pd.DataFrame, dict]:
           for name, keys in (("front", front + [FULL]), ("uniform", uniform))}
     diff = hv["front"].minus(hv["uniform"], settings.level)
     summary = {"search_seconds": round(search_s, 1), "search_resumed": resumed, "front_members": len(front),
-               "search_seeds": [ev.seed, ev.seed + ev.num_samples - 1], "verdict_num": settings.num,
+               "search_seeds": [[r.start, r.stop - 1] for r in space.search_seeds], "verdict_num": settings.num,
                "versus_uniform": versus,
                "hypervolume": {"reference": list(ref_pt), "axes": "FID x MACs share of full width",
                                **{k: {"value": v.value, "interval": [v.interval().low, v.interval().high]}

@@ -229,7 +229,6 @@ def _block_macs(block: torch.nn.Module, x: torch.Tensor) -> int:
 def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> tuple[pd.DataFrame, dict]:
     space = SearchConfig.load(args.space)
     settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
-    ev = space.evaluator
     members, draws, summary = [], {}, {}
     for name in ("plain", args.best):
         if name not in nets:
@@ -246,7 +245,7 @@ def part_front(nets: dict, args, features, data, macs_of_plain_full: float) -> t
             plan = StepPlan.of(space.decode(parse_genome(g)))
             plans[f"{name} {g}"] = (plan, float(share))
         judge = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
-                        search_seeds=range(ev.seed, ev.seed + ev.num_samples), progress=args.progress)
+                        search_seeds=space.search_seeds, progress=args.progress)
         res_v = judge.score({k: p for k, (p, _) in plans.items()})
         own_full = _macs_full(net)
         draws[name] = res_v.draws

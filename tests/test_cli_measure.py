@@ -306,9 +306,10 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
 
 @pytest.mark.parametrize("extra, needles", [
     (["--num", "1"], ["--num must be at least 50 (got 1)"]),
-    (["--workers", "0"], ["--workers at least 1 (got 0)"]),
+    (["--workers", "0"], ["workers 0 must be a whole number of at least 1"]),
+    (["--workers", "1000"], ["workers 1000 exceeds this machine's", "CPU cores"]),
     (["--space", "missing.yaml"], ["missing.yaml"]),
-], ids=["one-sample", "zero-workers", "missing-space"])
+], ids=["one-sample", "zero-workers", "more-workers-than-cores", "missing-space"])
 def test_bad_quickstart_input_is_one_line_and_writes_nothing(trained_run, tmp_path, extra, needles):
     out = tmp_path / "qs"
     r = invoke("quickstart", "--checkpoint", trained_run, "--out", out, "--num", "50", "--no-progress", *extra)

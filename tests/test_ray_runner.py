@@ -157,3 +157,22 @@ def test_when_every_actor_is_dead_the_call_is_one_line(ray_runner):
     msg = str(e.value)
     assert msg.startswith("every Ray worker died (last error: ") and msg.endswith("); resume with --resume")
     assert "\n" not in msg and len(msg) < 300 and ray_runner.actors == []
+
+
+def test_more_workers_than_free_cpus_on_a_cluster_is_refused_not_split_into_fractions():
+    # fractions of a CPU per actor let Ray spawn workers without end (a hang at --workers 1000 on 2 cores)
+    from ddsm.errors import DDSMError
+    from ddsm.search.ray_runner import RayRunner
+
+    class Cluster:  # a cluster with 2 free CPUs; no actor may be made
+        def available_resources(self):
+            return {"CPU": 2.0}
+
+        def remote(self, cls):  # pragma: no cover - reaching it is the bug
+            raise AssertionError("actors were started")
+
+    runner = RayRunner.__new__(RayRunner)
+    runner.workers = 3
+    with pytest.raises(DDSMError, match="3 workers need at least one CPU each but the cluster has 2 free; "
+                                        "use workers <= 2"):
+        runner._start_actors(Cluster(), None, None, 0, 0)

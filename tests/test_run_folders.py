@@ -202,3 +202,15 @@ def test_a_cost_table_alone_does_not_make_a_folder_a_quickstart(trained_run, tmp
     (folder / "search").mkdir()
     (folder / "search" / "search.json").write_text('{"kind": "ddsm.search"}')
     assert folder_kind(folder) == "quickstart"  # a quickstart folder written before quickstart.json existed
+
+
+@pytest.mark.parametrize("command", [["train", "--config", "CONFIG"], ["distill", "--teacher", "RUN", "--steps", "2"],
+                                     ["cost", "--checkpoint", "RUN"]])
+def test_an_output_inside_the_installed_package_is_refused(tmp_path, trained_run, tiny_yaml, command):
+    import ddsm
+
+    inside = Path(ddsm.__file__).parent / "assets" / "my-run"
+    args = [tiny_yaml() if a == "CONFIG" else trained_run if a == "RUN" else a for a in command]
+    r = invoke(*args, "--out", inside / ("cost.json" if command[0] == "cost" else ""), "--no-progress")
+    assert_bad_input(r, "inside ddsm's installed package")
+    assert not inside.exists()

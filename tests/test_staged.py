@@ -132,3 +132,19 @@ def test_search_seeds_include_the_screens_and_a_verdict_on_any_of_them_is_refuse
     for shipped in ("digits", "digits-proxy"):
         s = SearchConfig.load(shipped)
         check_disjoint(VerdictSettings().seeds, s.search_seeds)  # the shipped spaces keep clear of verdict seeds
+
+
+def test_a_share_on_a_bin_edge_goes_to_the_upper_bin_despite_rounding():
+    # (0.3 - 0.1) / 0.1 is 1.9999999999999998 in floating point
+    assert promote([0.2, 0.3], [0.0, 1.0], [True, True], ["a", "b"], low=0.1, budget=0.5, bins=4, per_bin=1) == [0, 1]
+
+
+def test_family_members_missing_from_a_staged_log_are_scored_by_the_judge(trained_run, tmp_path):
+    from ddsm.report.analysis import evaluate_missing
+    from ddsm.search import load_search
+
+    _staged_search(tmp_path, trained_run, seeding={"uniform": False, "two_segment": [], "n_random": 2,
+                                                   "sensitivity": False})
+    run = evaluate_missing(load_search(tmp_path / "search"), str(trained_run), device="cpu")
+    assert run.extra is not None and len(run.extra) > 0
+    assert run.extra["valid"].all() and run.extra["pixel_kid"].map(math.isfinite).all()

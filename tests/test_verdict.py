@@ -111,3 +111,13 @@ def test_the_no_loss_sentence_names_the_cheapest_safe_schedule_and_whether_it_be
     text = no_loss_summary(pd.DataFrame(rows))
     assert text.startswith("Cheapest schedule") and "uniform width 0.75 at 57.0%" in text and "no searched" in text
     assert "No schedule" in no_loss_summary(pd.DataFrame([rows[0], rows[1], rows[4]]))
+
+
+def test_the_no_loss_sentence_with_no_quality_metric_judged_says_so():
+    import pandas as pd
+
+    from ddsm.metrics.verdict import no_loss_summary
+
+    only_proxy = pd.DataFrame([_verdict_rows(FULL, 1.0, False, "proxy"), _verdict_rows("width 0.25", 0.07, True, "proxy")])
+    assert no_loss_summary(only_proxy, uniform_prefix="width ").startswith("No quality metric was judged")
+    assert no_loss_summary(only_proxy.iloc[:0]).startswith("No quality metric was judged")

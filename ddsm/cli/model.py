@@ -472,7 +472,7 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
               "[default: read from the schedule files].")
 @click.option("--draws", type=int, default=200, show_default=True, help="Bootstrap resamples.")
 @click.option("--metric", "metrics", multiple=True, help="Report only these verdict metrics; repeatable "
-              "[default: all of fid, teacher_fid, kid, precision, recall, confidence, proxy].")
+              "[default: all of fid, teacher_fid, kid, pixel_kid, precision, recall, confidence, proxy].")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the long table as CSV.")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")

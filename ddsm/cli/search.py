@@ -23,7 +23,8 @@ from ddsm.limits import check_budgets, check_count, check_grid_num, check_sample
               help="Search-space YAML, or a shipped name (digits, digits-smoke, digits-progressive) [default: digits].")
 @click.option("--runner", type=click.Choice(["serial", "ray"]), default="ray", show_default=True,
               help="Evaluate search candidates in this process, or on a local Ray actor pool.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Ray actors for the search.")
+@click.option("--workers", type=int, default=None,
+              help="Ray actors for the search [default: 2, or 1 on a one-core machine].")
 @click.option("--num", type=int, default=500, show_default=True,
               help="Samples per schedule for the verdict (held-out seeds; at least 50).")
 @_device
@@ -33,9 +34,12 @@ def quickstart(out, checkpoint, train, space_file, runner, workers, num, device,
     from ddsm.quickstart import run_quickstart
 
     from ddsm.metrics.verdict import MIN_SAMPLES
+    from ddsm.search.runners import check_runner_options, cores
 
-    if num < MIN_SAMPLES or workers < 1:
-        raise DDSMError(f"--num must be at least {MIN_SAMPLES} (got {num}) and --workers at least 1 (got {workers})")
+    workers = min(2, cores()) if workers is None else workers
+    if num < MIN_SAMPLES:
+        raise DDSMError(f"--num must be at least {MIN_SAMPLES} (got {num})")
+    check_runner_options(runner, workers=workers, chunk_size=4, address=None, gpus_per_worker=None, device=device)
     t0 = time.perf_counter()
     run_quickstart(out, checkpoint=checkpoint, train=train, device=device, space=space_file, runner=runner,
                    workers=workers, num=num, progress=progress)

@@ -279,6 +279,9 @@ def no_loss_summary(table: pd.DataFrame, *, uniform_prefix: str = "uniform") -> 
     """
     if "share" not in table:
         raise DDSMError("no_loss_summary needs the verdict table's 'share' column (VerdictResult.table with extra)")
+    if table.empty or table["metric"].isin(DEVIATION).all():
+        return ("No quality metric was judged (only the per-seed proxy, or none), so no schedule can be called free "
+                "of a loss against full width.")
     n = int(table["n"].iloc[0])
     safe = []
     for name, rows in table[table["schedule"] != FULL].groupby("schedule", sort=False):

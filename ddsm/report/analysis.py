@@ -66,6 +66,7 @@ def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None 
     from ddsm.search.setup import evaluator_factory
 
     factory = evaluator_factory(run.space, checkpoint, featurenet)  # FID without a feature net fails here, early
+    factory = getattr(factory, "judge", factory)  # a screened search: its quality is the judge's, on the judge's seeds
     # a logged genome is never scored again, even an invalid one: the search's answer for it stands
     logged = set(run.log["genome"]) if run.log is not None else set()
     todo = [g for g in family_genomes(run.space) if genome_key(g) not in logged]

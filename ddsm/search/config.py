@@ -223,7 +223,8 @@ class SearchConfig(_Frozen):
                                  f"another screen")
             last = sc.seed + sc.num_samples - 1
             if last > MAX_SEED:
-                raise ValueError(f"screen seeds {sc.seed}..{last} pass the largest seed 2**63-1")
+                raise ValueError(f"screen seeds {sc.seed}..{last} pass the largest seed 2**63-1; "
+                                 f"use screen.seed <= {MAX_SEED - sc.num_samples + 1}")
         distinct = len(self.widths) ** self.n_genes
         if distinct < self.population:
             raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "

@@ -47,6 +47,7 @@ from ddsm.io import stable_hash, write_atomic, write_json
 from ddsm.limits import clip
 from ddsm.search.config import SearchConfig, is_joint_doc, space_path
 from ddsm.search.front import hypervolume, pareto_front, reference_point
+from ddsm.search.runners import check_runner_options
 
 JOINT_VERSION = 1
 JOINT_KIND = "ddsm.joint_search"
@@ -242,6 +243,11 @@ def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bo
     from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
     from ddsm.search.loop import run_search
 
+    runner = options.get("runner", "serial")
+    if isinstance(runner, str):  # the single search's check, before joint.json or a lock is written
+        check_runner_options(runner, workers=options.get("workers", 1), chunk_size=options.get("chunk_size", 4),
+                             address=options.get("address"), device=options.get("device"),
+                             gpus_per_worker=(options.get("ray_options") or {}).get("gpus_per_worker"))
     out = check_run_folder(out, kind="joint search")
     ident = identity(joint, arms)
 

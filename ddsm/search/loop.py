@@ -237,8 +237,11 @@ def run_search(
         # every width, if genes allow, and a growth at every transition gene's step
         probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes)) + tuple(
             range(1, space.n_resolution_genes + 1))
-        decoded = runner.decode((*probe, JUDGE)).plan if space.screen is not None else runner.decode(probe)
-        if runner.quality != quality or StepPlan.of(decoded) != space.decode(probe):
+        try:
+            decoded = runner.decode((*probe, JUDGE)).plan if space.screen is not None else runner.decode(probe)
+        except (DDSMError, AttributeError, TypeError, ValueError):
+            decoded = None  # a decode of another layout (a staged one for a plain space, or the other way round)
+        if runner.quality != quality or decoded is None or StepPlan.of(decoded) != space.decode(probe):
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
                             f"this one (quality {quality!r}); build it with decode=space.decode (with a screen: "
                             "decode=ddsm.search.staged.staged_decode(space.decode))")

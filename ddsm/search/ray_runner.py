@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
-from ddsm.search.runners import (EvaluatorFactory, Genome, ResultCallback, Runner, evaluate_chunk, parse_address,
+from ddsm.search.runners import (EvaluatorFactory, cores, Genome, ResultCallback, Runner, evaluate_chunk, parse_address,
                                  sharing_of)
 
 
@@ -91,13 +91,6 @@ class EvaluatorActor:
         """Where and how this actor runs."""
         return {"worker": self.worker, "device": self.device, "gpu_ids": self.gpu_ids, "threads": self.threads,
                 "pid": os.getpid(), "warnings": self.warnings}
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def check_address(address: str, *, timeout: float) -> None:
@@ -298,7 +291,7 @@ class RayRunner(Runner):
         if ray.is_initialized():
             pass  # someone else's session: use it, leave it running
         elif address is None:
-            self._start_local(ray, num_cpus=num_cpus or _cores(), num_gpus=num_gpus)
+            self._start_local(ray, num_cpus=num_cpus or cores(), num_gpus=num_gpus)
         else:
             try:
                 ray.init(address=address, logging_level="warning", log_to_driver=True)
@@ -339,7 +332,10 @@ class RayRunner(Runner):
             raise DDSMError(f"{n} workers at {gpus:g} GPU each need {gpus * n:g} GPUs but the cluster has {gpus_free:g} "
                             f"free; use workers <= {int(gpus_free // gpus)} or a smaller gpus_per_worker")
         if cpus_per_worker is None:
-            cpus_per_worker = float(max(int(cpus_free) // n, 1)) if cpus_free >= n else cpus_free / n
+            if cpus_free < n:  # fractions of a CPU per actor made Ray spawn workers without end (a hang)
+                raise DDSMError(f"{n} workers need at least one CPU each but the cluster has {cpus_free:g} free; "
+                                f"use workers <= {int(cpus_free)}")
+            cpus_per_worker = float(max(int(cpus_free) // n, 1))
         if cpus_per_worker <= 0 or cpus_per_worker * n > cpus_free + 1e-9:
             raise DDSMError(f"{n} workers at {cpus_per_worker:g} CPUs each need {cpus_per_worker * n:g} CPUs but the "
                             f"cluster has {cpus_free:g} free; lower workers or cpus_per_worker")

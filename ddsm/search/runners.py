@@ -157,6 +157,14 @@ class SerialRunner(Runner):
 RUNNERS = ("serial", "ray")
 
 
+def cores() -> int:
+    """CPU cores this process may run on (what a local Ray is started with)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """``(host, port)`` of a Ray address ``HOST:PORT`` (optionally ``ray://HOST:PORT``); one-line DDSMError if not."""
     hostport = str(address).split("://", 1)[-1]
@@ -171,7 +179,8 @@ def check_runner_options(kind: str, *, workers: int, chunk_size: int, address: s
                          gpus_per_worker: float | None, device: str | None) -> None:
     """Refuse, in one line (DDSMError), runner options that cannot work; touches nothing, starts nothing.
 
-    Checked: the runner is ``serial`` or ``ray``; ``workers`` and ``chunk_size`` are at least 1;
+    Checked: the runner is ``serial`` or ``ray``; ``workers`` and ``chunk_size`` are at least 1, and a local Ray
+    has no more workers than this machine has CPU cores (fractional CPUs spawned workers without end);
     ``gpus_per_worker`` (None: the Ray runner decides) is a finite number >= 0; ``address`` is ``HOST:PORT``
     or ``'auto'`` and only given with the Ray runner; ``device`` can be used here (``--device cuda`` on a
     machine without CUDA is refused). With ``address`` the evaluators run on the cluster's machines, so there
@@ -192,6 +201,9 @@ def check_runner_options(kind: str, *, workers: int, chunk_size: int, address: s
             raise DDSMError(f"gpus_per_worker {g!r} must be a number >= 0 (0: CPU only)")
         if g > 1 and g != int(g):
             raise DDSMError(f"gpus_per_worker {g!r} must be 0 (CPU only), a fraction in (0, 1] or a whole number")
+    if kind == "ray" and address is None and workers > cores():
+        raise DDSMError(f"workers {workers} exceeds this machine's {cores()} CPU cores (a local Ray worker "
+                        f"needs at least one); use workers <= {cores()}")
     if address is not None:
         if kind != "ray":
             raise DDSMError(f"--address {address!r} joins a Ray cluster, but the runner is {kind!r}; "

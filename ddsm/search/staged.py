@@ -15,14 +15,17 @@ does not judge (each seed's identity, settled by the early steps). With a
    go on;
 3. **judge**: the promoted genomes are scored by the search's quality metric
    on ``evaluator.num_samples`` seeds. Only they can enter the front; the rest
-   are logged as invalid ("screened out"), the worst possible to NSGA-II.
+   are logged as invalid ("screened out"), so NSGA-II ranks them below every
+   valid genome (among themselves, by cost). A genome screened out once
+   stays so: the log answers it if a later generation asks again.
 
 A genome the screen marked invalid (NaN samples, a non-finite metric) is
 never promoted. The seeding probes and the first population are judged in
 full: the sensitivity model and the first front rest on the real objective.
 Both stages run on the same runner (one worker pool): a work item is the
 genome with its stage appended, and :class:`StagedEvaluator` holds both
-evaluators.
+evaluators, each with its own trajectory cache of ``trajectory_cache_mb``
+(so a worker may hold twice that).
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ def promote(shares: Sequence[float], screen: Sequence[float], valid: Sequence[bo
     for i, (s, q, ok, k) in enumerate(zip(shares, screen, valid, keys)):
         if not ok or not math.isfinite(float(q)) or float(s) > budget + 1e-12:
             continue
-        b = min(bins - 1, max(0, int(np.floor((float(s) - low) / width))))
+        # the tolerance puts a share on an edge in the upper bin despite rounding ((0.3 - 0.1) / 0.1 = 1.999...)
+        b = min(bins - 1, max(0, int(np.floor((float(s) - low) / width + 1e-9))))
         chosen.setdefault(b, []).append((float(q), str(k), i))
     picked = sorted(i for members in chosen.values() for _, _, i in sorted(members)[:per_bin])
     return picked
