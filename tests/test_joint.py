@@ -128,6 +128,17 @@ def test_joint_search_merges_fronts_resumes_and_exports_each_member_for_its_mode
         assert s.sampler.steps == m["steps"]
     for name in ("front.png", "widths.png", "front.csv", "joint-export.json"):
         assert (exp / name).is_file()
+    # a front member naming no model of the search (a hand-edited front.json): one line, not a KeyError
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    doc = json.loads((edited / "front.json").read_text())
+    doc["members"][0]["model"] = "ghost"
+    (edited / "front.json").write_text(json.dumps(doc))
+    r = invoke("export-steps", edited, "--out", tmp_path / "exp2", "--no-progress")
+    assert_bad_input(r, "member 1 names model 'ghost', not one of this joint search's models (k2, k3, teacher)")
+    assert not (tmp_path / "exp2").exists()
 
 
 def test_a_student_schedule_is_refused_on_the_teacher_and_the_other_way_round(trained_run, students, tmp_path):
@@ -221,3 +232,13 @@ def test_bad_runner_options_are_refused_before_the_folder_is_written(trained_run
     # the corrected command then runs (no leftover joint.json or lock refuses it)
     ok = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress")
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_resume_with_another_space_names_only_what_differs(trained_run, students, tmp_path):
+    out = tmp_path / "j"
+    first = _joint_file(tmp_path, trained_run, students.values(), {"generations": 1})
+    assert invoke("search-steps", "--space", first, "--out", out, "--no-progress").exit_code == 0
+    other = _joint_file(tmp_path, trained_run, students.values(), {"generations": 1, "budget": 0.5})
+    r = invoke("search-steps", "--space", other, "--out", out, "--resume", "--no-progress")
+    line = assert_bad_input(r, "holds a joint search of another space (space: saved ", "resume with the same --space")
+    assert "models" not in line  # the models did not change: no two identical dicts

@@ -170,6 +170,16 @@ def test_export_with_a_verdict_then_plot_its_intervals(search, trained_run, tmp_
     assert_bad_input(invoke("plot", search, "--checkpoint", trained_run, "--out", tmp_path / "p2", "--export", plain),
                      "has no verdict")
     assert not (tmp_path / "p2").exists()
+    # a hand-edited export whose verdict is no verdict record: one line, not an AttributeError
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    doc = json.loads((edited / "export.json").read_text())
+    (edited / "export.json").write_text(json.dumps({**doc, "verdict": [1, 2]}))
+    assert_bad_input(invoke("plot", search, "--checkpoint", trained_run, "--out", tmp_path / "p3", "--export", edited),
+                     "its manifest's verdict is a list, not a verdict record")
+    assert not (tmp_path / "p3").exists()
     # verdict seeds that overlap the search's are refused before anything is written
     assert_bad_input(_export(search, trained_run, tmp_path / "e2", "--verdict", "50", "--verdict-seed", "0",
                              "--featurenet", fnet), "overlap the search's seeds")

@@ -257,6 +257,9 @@ def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
         raise DDSMError(f"--export {str(export)!r} exports another search ({meta.get('search')}), not {run.folder}")
     if "verdict" not in meta:
         raise DDSMError(f"--export {str(export)!r} has no verdict; export with --verdict N first")
+    if not isinstance(meta["verdict"], dict):
+        raise DDSMError(f"--export {str(export)!r}: its manifest's verdict is a {type(meta['verdict']).__name__}, not "
+                        "a verdict record; was the file edited? Export again with --verdict N")
     table = pd.read_csv(export / "front.csv")
     table.attrs["verdict_seeds"] = f"seeds {meta['verdict'].get('verdict_seeds')}"
     return table

@@ -252,8 +252,11 @@ def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bo
     ident = identity(joint, arms)
 
     def describe(saved, diff):
-        return (f"it holds a joint search of another {' and '.join(diff)} "
-                f"(saved models {saved.get('models')}, now {ident['models']})")
+        # only what differs: the saved and the new value of each differing key (identical dicts said nothing)
+        shown = "; ".join(f"{k}: saved {clip(str(saved.get(k)), 200)}, now {clip(str(ident[k]), 200)}" for k in diff)
+        hint = (" (the joint space or its base space changed: resume with the same --space, or start a new --out)"
+                if "space" in diff else "")
+        return f"it holds a joint search of another {' and '.join(diff)} ({shown}){hint}"
 
     claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident, resume=resume,
                  describe=describe, require_empty=True)
@@ -344,6 +347,12 @@ def load_joint(folder: str | Path) -> JointRun:
     doc = read_json(folder / "front.json", "joint front")
     if not isinstance(doc, dict) or doc.get("kind") != JOINT_FRONT_KIND or not doc.get("members"):
         raise DDSMError(f"{str(folder / 'front.json')!r} is not a joint front with members")
+    models = sorted((meta.get("arms") or {}) if isinstance(meta.get("arms"), dict) else {})
+    for i, m in enumerate(doc["members"], start=1):
+        if not isinstance(m, dict) or m.get("model") not in models:
+            name = m.get("model") if isinstance(m, dict) else m
+            raise DDSMError(f"{str(folder / 'front.json')!r}: member {i} names model {clip(repr(name), 60)}, not one "
+                            f"of this joint search's models ({', '.join(models) or 'none'}); was the file edited?")
     front = pd.DataFrame([{**m, "genome": tuple(m["genome"]), "widths": tuple(m["widths"])} for m in doc["members"]])
     return JointRun(folder=folder, joint=validate(JointSpace, meta["joint"], source=str(folder / "joint.json")),
                     meta=meta, front=front)
