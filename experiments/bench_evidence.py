@@ -43,15 +43,11 @@ from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.fid import reference_images
 from ddsm.metrics.linear_proxy import LinearProxyEvaluator
 from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings
+from ddsm.metrics.verdict import worse_than as worse
 from ddsm.search import load_search, prepare_search, SearchConfig
 from ddsm.search.log import genome_key
 from ddsm.search.problem import WidthProblem
 from ddsm.search.seeding import two_segment_seeds, uniform_seeds
-
-
-def worse(metric: str, low: float, high: float) -> bool:
-    """Whether a difference from full width is significantly worse (its interval on the bad side of 0)."""
-    return low > 0 if not METRICS[metric][1] else high < 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.fid import reference_images
 from ddsm.metrics.registry import get_metric
 from ddsm.metrics.verdict import DEVIATION, FULL, METRICS, Verdict, VerdictSettings
+from ddsm.metrics.verdict import better_than as better, worse_than as worse
 from ddsm.plan import StepPlan
 from ddsm.search import SearchConfig, load_search, prepare_search
 from ddsm.search.folder import generations_finished
@@ -76,16 +77,6 @@ def space_of(name: str) -> SearchConfig:
     for k, v in over.items():
         doc[k] = {**doc[k], **v}
     return validate(SearchConfig, doc, source=f"objective {name}")
-
-
-def worse(metric: str, low: float, high: float) -> bool:
-    """Whether a difference from a reference is significantly worse (its interval on the bad side of 0)."""
-    return low > 0 if not METRICS[metric][1] else high < 0
-
-
-def better(metric: str, low: float, high: float) -> bool:
-    """Whether a difference from a reference is significantly better."""
-    return high < 0 if not METRICS[metric][1] else low > 0
 
 
 def judge(args, net, sampler, plans: dict[str, StepPlan], shares: dict[str, float], search_seeds):
@@ -115,13 +106,13 @@ def part_validate(args, net, out: Path) -> dict:
         for w in space.widths[:-1]:
             plans[f"last {k} at {w:g}"] = StepPlan((full,) * (steps - k) + (w,) * k)
     plans[f"first 10 at {narrow:g}"] = StepPlan((narrow,) * 10 + (full,) * (steps - 10))
-    problem = WidthProblem(space, prepare_search(space, args.checkpoint, net=net).costs)
+    costs = prepare_search(space, args.checkpoint, net=net).costs
     for g in range(space.n_genes):
         genome = [space.full_index] * space.n_genes
         genome[g] = 0
         lo = sum(space.segment_lengths[:g])
         plans[f"probe steps {lo}-{lo + space.segment_lengths[g] - 1} at {narrow:g}"] = space.decode(genome)
-    shares = {k: float(problem.costs.share(p)) for k, p in plans.items()}
+    shares = {k: float(costs.share(p)) for k, p in plans.items()}
     t0 = time.perf_counter()
     result, table = judge(args, net, space.sampler, plans, shares, space.search_seeds)
     seconds = time.perf_counter() - t0

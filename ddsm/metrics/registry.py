@@ -47,6 +47,12 @@ class Metric:
     objective: bool = True  # a search can minimise it (False: higher is better, a verdict metric only)
     min_num: int = 2  # fewest samples per candidate that can rank candidates with it
 
+    def check_num(self, num: int, *, what: str = "num") -> None:
+        """Refuse, in one line, fewer than ``min_num`` samples per candidate (``what`` names the setting)."""
+        if num < self.min_num:
+            raise DDSMError(f"{what} {num} is below the {self.min_num} samples {self.name} needs to rank candidates; "
+                            f"use {what} >= {self.min_num}")
+
 
 _REGISTRY: dict[str, Metric] = {}
 _plugins_loaded = False

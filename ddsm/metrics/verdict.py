@@ -240,6 +240,16 @@ class Verdict:
                              samples=dict(zip(names, samples)) if keep_samples else None)
 
 
+def worse_than(metric: str, low: float, high: float) -> bool:
+    """Whether a difference's interval ``[low, high]`` says significantly worse, by ``metric``'s direction."""
+    return high < 0 if METRICS[metric][1] else low > 0
+
+
+def better_than(metric: str, low: float, high: float) -> bool:
+    """Whether a difference's interval ``[low, high]`` says significantly better, by ``metric``'s direction."""
+    return low > 0 if METRICS[metric][1] else high < 0
+
+
 def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
     """One plain sentence: in which metrics a schedule is significantly better or worse than ``against``."""
     better, worse = [], []
@@ -259,12 +269,8 @@ def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
 
 def _significantly_worse(rows: pd.DataFrame, prefix: str) -> bool:
     """Whether any metric of one schedule's rows is significantly worse than the ``prefix`` comparison."""
-    for r in rows.to_dict(orient="records"):
-        if r["metric"] in DEVIATION:
-            continue
-        if r[f"differs_from_{prefix}"] and (r[f"vs_{prefix}"] < 0 if METRICS[r["metric"]][1] else r[f"vs_{prefix}"] > 0):
-            return True
-    return False
+    return any(r[f"differs_from_{prefix}"] and (r[f"vs_{prefix}"] < 0 if METRICS[r["metric"]][1] else r[f"vs_{prefix}"] > 0)
+               for r in rows.to_dict(orient="records") if r["metric"] not in DEVIATION)
 
 
 def no_loss_summary(table: pd.DataFrame, *, uniform_prefix: str = "uniform") -> str:

@@ -203,17 +203,17 @@ class SearchConfig(_Frozen):
             raise ValueError(f"evaluator seeds {self.evaluator.seed}..{last} pass the largest seed 2**63-1; "
                              f"use evaluator.seed <= {MAX_SEED - self.evaluator.num_samples + 1}")
         q = self.quality_metric
-        if self.evaluator.num_samples < q.min_num:
-            raise ValueError(f"evaluator.num_samples {self.evaluator.num_samples} is below the {q.min_num} samples "
-                             f"{q.name} needs to rank candidates; use num_samples >= {q.min_num}")
+        try:
+            q.check_num(self.evaluator.num_samples, what="evaluator.num_samples")
+            if self.screen is not None:
+                if self.screen.metric == q.name:
+                    raise DDSMError(f"screen.metric {q.name!r} is the search's own quality; screen with a cheaper "
+                                    f"metric (e.g. proxy) or drop screen")
+                get_metric(self.screen.metric).check_num(self.screen.num_samples, what="screen.num_samples")
+        except DDSMError as e:
+            raise ValueError(str(e)) from None
         if self.screen is not None:
             sc = self.screen
-            if sc.metric == q.name:
-                raise ValueError(f"screen.metric {sc.metric!r} is the search's own quality; screen with a cheaper "
-                                 f"metric (e.g. proxy) or drop screen")
-            if sc.num_samples < get_metric(sc.metric).min_num:
-                raise ValueError(f"screen.num_samples {sc.num_samples} is below the {get_metric(sc.metric).min_num} "
-                                 f"samples {sc.metric} needs; use screen.num_samples >= {get_metric(sc.metric).min_num}")
             if sc.bins * sc.promote > self.population:
                 raise ValueError(f"screen promotes up to {sc.bins} bins x {sc.promote} = {sc.bins * sc.promote} "
                                  f"genomes per generation, more than the {self.population} offspring that exist; "

@@ -43,7 +43,7 @@ from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.search.runners import EvaluatorFactory, Runner, check_runner_options, make_runner
 from ddsm.search.seeding import initial_population
-from ddsm.search.staged import JUDGE, SCREEN, promote, staged_decode
+from ddsm.search.staged import JUDGE, SCREEN, StagedDecode, promote
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state, restore, save_state
 
@@ -244,7 +244,7 @@ def run_search(
         if runner.quality != quality or decoded is None or StepPlan.of(decoded) != space.decode(probe):
             raise DDSMError(f"the runner was built for another search space (quality {runner.quality!r}, decode) than "
                             f"this one (quality {quality!r}); build it with decode=space.decode (with a screen: "
-                            "decode=ddsm.search.staged.staged_decode(space.decode))")
+                            "decode=ddsm.search.staged.StagedDecode(space.decode))")
 
     with hold_folder(out, what="search", kind="search"):
         folder.claim(identity, resume=resume)  # again under the lock: another process may have started meanwhile
@@ -258,7 +258,7 @@ def run_search(
             if not isinstance(runner, str):
                 return runner
             if not made:
-                decode = space.decode if space.screen is None else staged_decode(space.decode)
+                decode = space.decode if space.screen is None else StagedDecode(space.decode)
                 made.append(make_runner(runner, evaluator_factory, decode=decode, quality=quality,
                                         chunk_size=chunk_size, workers=workers, address=address, device=device,
                                         **dict(ray_options or {})))

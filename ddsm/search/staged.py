@@ -50,14 +50,11 @@ class StagedPlan:
     stage: int  # SCREEN or JUDGE
 
 
-def staged_decode(decode: Callable[[Sequence[int]], StepPlan]) -> Callable[[Sequence[int]], StagedPlan]:
-    """A runner's decode for work items ``genome + (stage,)``, from the space's decode of genomes."""
-    return _StagedDecode(decode)
-
-
 @dataclass(frozen=True)
-class _StagedDecode:
-    decode: Callable[[Sequence[int]], StepPlan]
+class StagedDecode:
+    """A runner's decode for work items ``genome + (stage,)``, from the space's decode of genomes."""
+
+    decode: Callable[[Sequence[int]], StepPlan]  # the search space's decode of a genome
 
     def __call__(self, item: Sequence[int]) -> StagedPlan:
         return StagedPlan(self.decode(tuple(item[:-1])), int(item[-1]))
