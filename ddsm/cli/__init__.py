@@ -1,5 +1,6 @@
-"""The ``ddsm`` command: the group here, the commands in :mod:`.model` (a supernet and its costs) and
-:mod:`.search` (searches, sweeps, reports, the quickstart).
+"""The ``ddsm`` command: the group here, the commands in :mod:`.model` (a supernet and its costs),
+:mod:`.judge` (scoring and judging schedules), :mod:`.search` (searches, sweeps, reports, the quickstart) and
+:mod:`.slim` (slimming a diffusers model).
 
 Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2.
 So does a file-system error on a named path (a disk that fills, a folder removed
@@ -71,4 +72,4 @@ _device = click.option("--device", default="auto", show_default=True,
 
 
 # The command modules register themselves on ``main`` when imported.
-from ddsm.cli import model, search, slim  # noqa: E402,F401
+from ddsm.cli import judge, model, search, slim  # noqa: E402,F401
