@@ -7,7 +7,7 @@ with two versions of ddsm into two folders, then
 
 Every file under OLD is matched with NEW:
 
-- JSON: parsed and compared exactly after dropping what measures time or
+- JSON (and JSON lines): parsed and compared exactly after dropping what measures time or
   names a process (keys listed in ``VOLATILE``) and replacing each folder's
   absolute path (and its parent's, and each ``--alias`` pair: say where
   each version's package lives) by a placeholder;
@@ -96,6 +96,9 @@ def compare(a: Path, b: Path, roots: dict[str, str]) -> str:
             return "DIFFERENT: tensors"
         ma, mb = ({k: _clean(json.loads(v) if v[:1] in "{[" else v, roots) for k, v in m.items()} for m in (ma, mb))
         return "same" if ma == mb else "DIFFERENT: metadata"
+    if a.suffix == ".jsonl":  # a metrics log: one JSON object per line
+        x, y = ([_clean(json.loads(ln), roots) for ln in p.read_text().splitlines() if ln.strip()] for p in (a, b))
+        return "same" if x == y else "DIFFERENT: JSON lines"
     return "same" if a.read_bytes() == b.read_bytes() else "DIFFERENT: bytes"
 
 
