@@ -26,8 +26,8 @@ from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
 from ddsm.limits import clip, short
 from ddsm.errors import DDSMError
 from ddsm.io import atomic_path
-from ddsm.nn.network import build_network
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
+from ddsm.nn.registry import build_backbone
 
 SCHEMA_VERSION = 1
 TRAIN_STATE = "ddsm.train_state"
@@ -102,7 +102,7 @@ def check_same_architecture(found: ModelConfig, expected: ModelConfig, where: st
 class Supernet:
     """A loaded supernet: the model, its config and where it came from."""
 
-    model: SlimUNet  # or a slimmed diffusers model (ddsm.nn.slimmed.SlimmedUNet), with the same interface
+    model: Backbone  # ddsm's UNet, a slimmed diffusers model, or any registered backbone
     config: ModelConfig
     header: dict[str, Any]
     source: str
@@ -157,7 +157,7 @@ def load_supernet(ref: str | Path, *, device: str | torch.device = "cpu", expect
     if expected is not None:
         check_same_architecture(config, expected, f"checkpoint {str(path)!r}")
     weights = prefixed(tensors, "ema" if kind == TRAIN_STATE and ema else "model")
-    model = build_network(config)
+    model = build_backbone(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise DDSMError(
@@ -167,7 +167,7 @@ def load_supernet(ref: str | Path, *, device: str | torch.device = "cpu", expect
     return Supernet(model=model, config=config, header=header, source=str(path))
 
 
-def save_supernet(path: str | Path, model: SlimUNet, config: ModelConfig, state_dict: dict[str, torch.Tensor] | None = None,
+def save_supernet(path: str | Path, model: Backbone, config: ModelConfig, state_dict: dict[str, torch.Tensor] | None = None,
                   dtype: torch.dtype | None = None, **info: Any) -> None:
     """Write a weights-only supernet file (``state_dict`` defaults to the model's own)."""
     sd = state_dict if state_dict is not None else model.state_dict()

@@ -40,7 +40,7 @@ from ddsm.samplers.progressive import family_transform
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.runfolder import check_run_folder, hold_folder
-from ddsm.nn.network import build_network
+from ddsm.nn.registry import build_backbone
 
 # Settings that may change between a run and its resume (iters only stays exact with constant decay).
 RESUMABLE_CHANGES = {"iters", "checkpoint_every", "snapshot_every", "threads"}
@@ -87,7 +87,7 @@ class Trainer:
         self._spectrum: dict[int, torch.Tensor] = {}  # spectrum-aware distillation weights per side, made on first use
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
-        self.model = build_network(config.model).to(self.device)
+        self.model = build_backbone(config.model).to(self.device)
         if cfg.init_from is not None:
             start = load_supernet(cfg.init_from, expected=config.model)
             self.model.load_state_dict(start.model.state_dict())

@@ -72,6 +72,6 @@ def test_widths_that_break_groups_or_heads_and_unknown_widths_are_refused():
         SlimUNet2DModel(config, widths=(0.25, 1.0))
     with pytest.raises(DDSMError, match="downsample_padding 0 is not supported"):
         SlimUNet2DModel({**config, "downsample_padding": 0}, widths=(0.5, 1.0))
-    with pytest.raises(DDSMError, match="width 0.75 is not one of"):
+    with pytest.raises(DDSMError, match=r"width 0.75 is not served by this supernet; valid widths: \[0.5, 1.0\]"):
         SlimUNet2DModel(config, widths=(0.5, 1.0)).set_active_width(0.75)
 

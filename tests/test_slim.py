@@ -60,16 +60,18 @@ def test_the_slimmed_supernet_is_the_untouched_original_at_full_width(slimmed):
 
 
 def test_the_memory_guard_sees_the_models_own_channels_and_attention(slimmed):
-    """The sampling-memory guard reads ``config.unet``: a slimmed model's must carry its real level shapes."""
+    """The memory guard asks the backbone: a slimmed model's estimate comes from its own level shapes."""
     from ddsm.config import UNetConfig
-    from ddsm.cost.macs import forward_bytes
+    from ddsm.nn.unet import SlimUNet
 
     _, run = slimmed
-    shown = load_supernet(run).config.unet
+    net = load_supernet(run)
+    shown = net.config.unet  # what the run folder records (kept for its fingerprint)
     assert [shown.channels(i) for i in range(2)] == [8, 16] and shown.attn_resolutions == (4,)
     same = UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                       attn_resolutions=(4,), widths=(0.5, 1.0), group_channels=4)
-    assert forward_bytes(shown, 64, 8) == forward_bytes(same, 64, 8)
+    assert net.model.forward_bytes(64, 8) == SlimUNet(same).forward_bytes(64, 8)
+    assert net.model.valid_resolutions() == same.valid_resolutions() == [2, 4, 8]
 
 
 def test_fine_tuning_moves_the_narrow_width_and_logs_every_width(slimmed):

@@ -22,7 +22,7 @@ import torch
 from ddsm.cost.macs import _probe, check_resolution
 from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _sync(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _sampling_state(model: SlimUNet) -> Iterator[SlimUNet]:
+def _sampling_state(model: Backbone) -> Iterator[Backbone]:
     # Measuring must not leave the caller's model in another width or mode.
     was_training, width = model.training, model.width
     model.eval()
@@ -59,7 +59,7 @@ def _check_timing(batch_size: int, repeats: int, warmup: int) -> None:
 
 
 def measure_latencies(
-    model: SlimUNet,
+    model: Backbone,
     widths: Sequence[float],
     resolution: int | None = None,
     *,
@@ -74,10 +74,10 @@ def measure_latencies(
     alike instead of whichever was timed last.
     """
     _check_timing(batch_size, repeats, warmup)
-    resolution = check_resolution(model.config, resolution)
+    resolution = check_resolution(model, resolution)
     widths = [model.check_width(w) for w in widths]
     device = next(model.parameters()).device
-    x, t = _probe(model.config, resolution, batch_size, device)
+    x, t = _probe(model, resolution, batch_size, device)
     times: dict[float, list[float]] = {w: [] for w in widths}
     with _sampling_state(model), torch.no_grad():
         for i in range(warmup + repeats):
@@ -98,7 +98,7 @@ def measure_latencies(
 
 
 def measure_latency(
-    model: SlimUNet,
+    model: Backbone,
     width: float,
     resolution: int | None = None,
     *,

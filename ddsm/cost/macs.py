@@ -53,9 +53,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddsm.config import UNetConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
 
 with warnings.catch_warnings():
     # fvcore.nn scripts a loss function at import time; torch deprecates jit.script.
@@ -114,50 +113,37 @@ def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> Counter:
     return Counter({"attention": scores * (d + dv), "attention_softmax": scores})
 
 
-def check_resolution(config: UNetConfig, resolution: int | None) -> int:
-    """``resolution`` (``None``: the training ``image_size``) if the UNet can run on it, else a DDSMError."""
+def check_resolution(model: Backbone, resolution: int | None) -> int:
+    """``resolution`` (``None``: the training ``image_size``) if the network can run on it, else a DDSMError."""
     if resolution is None:
-        return config.image_size
-    factor = 2 ** (len(config.channel_mults) - 1)
+        return model.image_size
+    step = model.resolution_step()
     ok = isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool) and resolution > 0
-    if not ok or resolution % factor:
+    if not ok or resolution % step:
         raise DDSMError(
-            f"resolution {resolution!r} cannot be downsampled {len(config.channel_mults) - 1} times by 2; "
-            f"use a positive multiple of {factor} (training size: {config.image_size})"
+            f"resolution {resolution!r} cannot be downsampled {step.bit_length() - 1} times by 2; "
+            f"use a positive multiple of {step} (training size: {model.image_size})"
         )
     return int(resolution)
 
 
-def forward_bytes(config: UNetConfig, resolution: int, batch_size: int = 1) -> int:
-    """Estimated peak bytes of one float32 forward pass at width 1 on ``batch_size`` images of side ``resolution``.
+def check_forward_memory(model: Backbone, resolution: int, batch_size: int = 1) -> int:
+    """``resolution`` if a forward pass at it fits :func:`ddsm.limits.memory_budget`, else a one-line DDSMError.
 
-    The skips kept for the up path plus two working maps per level, and the
-    largest single-head attention score matrix (``(side**2)**2`` per image, as
-    the math kernel the MAC count pins SDPA to materialises it). An estimate:
-    it is what bounds ``ddsm cost --resolution`` and ``--batch-size``.
+    The estimate is the backbone's own (``forward_bytes``): it is what bounds
+    ``ddsm cost --resolution`` and ``--batch-size``.
     """
-    n_levels = len(config.channel_mults)
-    sides = [resolution * (config.image_size // 2**i) // config.image_size for i in range(n_levels)]
-    sides = [max(s, 1) for s in sides]
-    maps = sum(config.channels(i) * s * s * (config.num_res_blocks + 3) for i, s in enumerate(sides))
-    attn_sides = [s for i, s in enumerate(sides) if config.image_size // 2**i in config.attn_resolutions] + [sides[-1]]
-    scores = max((s * s) ** 2 for s in attn_sides)
-    return 4 * max(batch_size, 1) * (maps + scores)
-
-
-def check_forward_memory(config: UNetConfig, resolution: int, batch_size: int = 1) -> int:
-    """``resolution`` if a forward pass at it fits :func:`ddsm.limits.memory_budget`, else a one-line DDSMError."""
     from ddsm.limits import MEMORY_SHARE, memory_budget
 
     budget = memory_budget()
-    need = forward_bytes(config, resolution, batch_size)
+    need = model.forward_bytes(resolution, batch_size)
     if need > budget:
-        fit = [r for r in config.valid_resolutions() + [config.image_size * 2**k for k in range(1, 4)]
-               if forward_bytes(config, r, batch_size) <= budget]
+        fit = [r for r in model.valid_resolutions() + [model.image_size * 2**k for k in range(1, 4)]
+               if model.forward_bytes(r, batch_size) <= budget]
         hint = f"largest side that fits: {max(fit)}" if fit else "lower --batch-size"
         raise DDSMError(f"resolution {resolution} at batch size {batch_size} needs about {need / 2**30:.3g} GiB of "
                         f"activations per forward pass, more than {MEMORY_SHARE:.0%} of the available memory "
-                        f"({budget / MEMORY_SHARE / 2**30:.3g} GiB); {hint} (training size: {config.image_size})")
+                        f"({budget / MEMORY_SHARE / 2**30:.3g} GiB); {hint} (training size: {model.image_size})")
     return resolution
 
 
@@ -177,16 +163,16 @@ class MacCount:
         return self.total - self.dense
 
 
-def _probe(config: UNetConfig, resolution: int, batch_size: int = 1, device: str | torch.device = "cpu"):
+def _probe(model: Backbone, resolution: int, batch_size: int = 1, device: str | torch.device = "cpu"):
     # A private generator: measuring must not move the caller's global random stream.
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, config.in_channels, resolution, resolution, generator=gen).to(device)
+    x = torch.randn(batch_size, model.in_channels, resolution, resolution, generator=gen).to(device)
     t = torch.full((batch_size,), 500.0, device=device)  # the timestep value does not change the cost
     return x, t
 
 
-def _count_subnet(sub: SlimUNet, resolution: int) -> MacCount:
-    return count_module_macs(sub, *_probe(sub.config, resolution))
+def _count_subnet(sub: Backbone, resolution: int) -> MacCount:
+    return count_module_macs(sub, *_probe(sub, resolution))
 
 
 def count_module_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> MacCount:
@@ -211,24 +197,24 @@ def count_module_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> MacCoun
     )
 
 
-def _torch_flops_subnet(sub: SlimUNet, resolution: int) -> int:
+def _torch_flops_subnet(sub: Backbone, resolution: int) -> int:
     # MATH makes SDPA decompose into bmm's, which torch's counter has formulas for.
     with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
-        sub(*_probe(sub.config, resolution))
+        sub(*_probe(sub, resolution))
     return int(counter.get_total_flops())
 
 
-def _cpu_subnet(model: SlimUNet, width: float) -> SlimUNet:
+def _cpu_subnet(model: Backbone, width: float) -> Backbone:
     return model.extract_subnet(width).to("cpu").eval()
 
 
-def count_macs(model: SlimUNet, width: float, resolution: int | None = None) -> MacCount:
+def count_macs(model: Backbone, width: float, resolution: int | None = None) -> MacCount:
     """MACs for one image through ``model`` at ``width`` and square ``resolution`` (default: training size)."""
-    resolution = check_resolution(model.config, resolution)
+    resolution = check_resolution(model, resolution)
     return _count_subnet(_cpu_subnet(model, width), resolution)
 
 
-def torch_flops(model: SlimUNet, width: float, resolution: int | None = None) -> int:
+def torch_flops(model: Backbone, width: float, resolution: int | None = None) -> int:
     """FLOPs (2 per MAC) for one image as ``torch.utils.flop_counter`` counts them: dense ops only."""
-    resolution = check_resolution(model.config, resolution)
+    resolution = check_resolution(model, resolution)
     return _torch_flops_subnet(_cpu_subnet(model, width), resolution)

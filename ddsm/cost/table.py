@@ -26,7 +26,8 @@ from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
 from ddsm.limits import MAX_CONFIG_BYTES, short
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
+from ddsm.nn.registry import architecture_of
 from ddsm.plan import StepPlan
 
 COST_TABLE_VERSION = 2
@@ -82,7 +83,7 @@ class CostTable(_Frozen):
     @classmethod
     def measure(
         cls,
-        model: SlimUNet,
+        model: Backbone,
         config: ModelConfig,
         device: str | torch.device | None = None,
         *,
@@ -100,8 +101,10 @@ class CostTable(_Frozen):
         MACs are counted on CPU copies; latency is timed on ``device``, widths round-robin
         (:func:`measure_latencies`). The caller's model keeps its device, width and train/eval mode.
         """
-        if model.config != config.unet:
-            diff = config_diff(model.config.model_dump(mode="json"), config.unet.model_dump(mode="json"))
+        if model.config != architecture_of(config) or model.widths != config.unet.widths:
+            diff = config_diff({"architecture": model.config.model_dump(mode="json"), "widths": list(model.widths)},
+                               {"architecture": architecture_of(config).model_dump(mode="json"),
+                                "widths": list(config.unet.widths)})
             raise DDSMError(f"model does not match config {config.fingerprint()}; differs in: {'; '.join(diff)} "
                             "(model vs config)")
         batches = list(dict.fromkeys([batch_size] if isinstance(batch_size, (int, np.integer)) else batch_size))
@@ -111,9 +114,9 @@ class CostTable(_Frozen):
             _check_timing(b, repeats, warmup)
         dev = resolve_device(device)
         widths = sorted({model.check_width(w) for w in (widths if widths is not None else config.unet.widths)})
-        resolutions = sorted({check_resolution(config.unet, r) for r in (resolutions or [config.unet.image_size])})
+        resolutions = sorted({check_resolution(model, r) for r in (resolutions or [config.unet.image_size])})
         for r in resolutions:  # before any counting or timing: a huge side would exhaust memory
-            check_forward_memory(config.unet, r, max(batches))
+            check_forward_memory(model, r, max(batches))
         if not widths:
             raise DDSMError(f"no widths to measure; valid widths: {list(config.unet.widths)}")
         # Time a copy when the model lives elsewhere, so the caller's model stays where it is.

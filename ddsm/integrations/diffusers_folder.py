@@ -26,14 +26,21 @@ exact schedule.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
+from ddsm.config import DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, check_width_set
+from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
+from ddsm.nn.diffusers_unet import SlimUNet2DModel
 
 #: block types of UNet2DModel that ddsm can slim (the ResNet and attention blocks)
 DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
@@ -124,9 +131,7 @@ def _scheduler(folder: Path) -> dict[str, Any]:
 
 
 def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
-    from safetensors import safe_open
-
-    from ddsm.integrations.diffusers import import_diffusers
+    from ddsm.integrations.diffusers import import_diffusers  # lazy: that module loads the samplers
 
     diffusers = import_diffusers()
     try:
@@ -152,7 +157,7 @@ def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
 
 def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
     """Check a diffusers UNet2DModel folder (or a pipeline folder with ``unet/``) offline; one-line DDSMError."""
-    from ddsm.integrations.diffusers import import_diffusers
+    from ddsm.integrations.diffusers import import_diffusers  # lazy: that module loads the samplers
 
     folder = _model_folder(spec)
     source = f"config {str(folder / 'config.json')!r}"
@@ -181,15 +186,13 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
                                scheduler_config=sched)
 
 
-def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0)):
+def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=DEFAULT_WIDTHS):
     """The folder's UNet2DModel as a slimmable network (``ddsm.nn.diffusers_unet``) with the original weights.
 
     At width 1 it computes the original model's function; ``widths`` must keep whole GroupNorm groups and
     attention heads. Weights are read with safetensors only.
     """
-    from safetensors.torch import load_file
 
-    from ddsm.nn.diffusers_unet import SlimUNet2DModel
 
     info = spec if isinstance(spec, DiffusersUNetFolder) else read_diffusers_folder(spec)
     net = SlimUNet2DModel(info.config, widths=widths)
@@ -203,8 +206,6 @@ BETA_SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
 def diffusion_config_for(info: DiffusersUNetFolder):
     """ddsm's :class:`~ddsm.config.DiffusionConfig` with exactly the folder's betas (checked to 1e-6), or refuse."""
-    from ddsm.config import DiffusionConfig
-    from ddsm.diffusion.noise import make_betas
 
     sched = info.scheduler_config
     kind = sched.get("beta_schedule", "linear")
@@ -222,11 +223,8 @@ def diffusion_config_for(info: DiffusersUNetFolder):
     return config
 
 
-def model_config_for(info: DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0), freeze_full: bool = True):
+def model_config_for(info: DiffusersUNetFolder, widths=DEFAULT_WIDTHS, freeze_full: bool = True):
     """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``)."""
-    from ddsm.config import ModelConfig
-    from ddsm.nn.diffusers_unet import SlimUNet2DModel
-    from ddsm.nn.slimmed import surrogate_unet_config
 
     unet = {k: v for k, v in info.config.items() if not k.startswith("_")}
     if unet.get("num_class_embeds") is not None:
@@ -234,9 +232,31 @@ def model_config_for(info: DiffusersUNetFolder, widths=(0.25, 0.5, 0.75, 1.0), f
                         "ddsm slim fine-tunes unconditional models only (its samplers pass no class labels)")
     with torch.device("meta"):
         SlimUNet2DModel(unet, widths=widths)  # refuses widths that split a GroupNorm group or a head, by name
-    return ModelConfig(unet=surrogate_unet_config(unet, widths), diffusion=diffusion_config_for(info),
+    return ModelConfig(unet=recorded_unet_config(unet, widths), diffusion=diffusion_config_for(info),
                        diffusers={"unet": unet, "weights_sha256": weights_sha256(info.weights),
                                   "freeze_full": freeze_full})
+
+
+def recorded_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
+    """What a slimmed model's ``ModelConfig.unet`` records: its image size, channels, widths and level structure.
+
+    The backbone (:class:`~ddsm.nn.slimmed.SlimmedUNet`) reads only the widths
+    from it; its shapes and memory estimate come from the diffusers config
+    itself. The other fields (levels as base × multiplier, the attended sides,
+    ``group_channels`` 1) are kept because every slimmed supernet's
+    fingerprint was computed over them.
+    """
+
+    size = unet.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise DDSMError(f"sample_size {size!r} is not supported; ddsm needs one square side (an int)")
+    channels = [int(c) for c in unet["block_out_channels"]]
+    base = math.gcd(*channels)
+    attn = tuple(size // 2**i for i, kind in enumerate(unet.get("down_block_types", ())) if kind.startswith("Attn"))
+    return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3), base_channels=base,
+                      channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
+                      attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),
+                      group_channels=1)
 
 
 def weights_sha256(path: Path) -> str:
@@ -253,7 +273,6 @@ def weights_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -43,7 +43,7 @@ class SlimPipelineUNet(torch.nn.Module):
         import_diffusers()
         from diffusers.configuration_utils import FrozenDict
 
-        self.net = net  # SlimUNet2DModel
+        self.net = net  # a backbone (SlimmedUNet) or the bare mirror (SlimUNet2DModel): forward(x, t, cond=...)
         self.config = FrozenDict(dict(config))  # what pipelines read: sample_size, in_channels
         self.widths = widths
         self.visited: list[tuple[int, float]] = []  # (timestep, width) of every call, in order
@@ -73,7 +73,7 @@ class SlimPipelineUNet(torch.nn.Module):
         w = self.width_at(t)
         self.net.set_active_width(w)
         self.visited.append((t, w))
-        eps = self.net(sample, torch.as_tensor(timestep, device=sample.device), class_labels=class_labels)
+        eps = self.net(sample, torch.as_tensor(timestep, device=sample.device), cond=class_labels)
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
 
 

@@ -34,7 +34,7 @@ import torch
 from ddsm.config import width_index
 from ddsm.errors import DDSMError
 from ddsm.metrics.featurenet import FeatureNet
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.batched import SharingStats, generate_many
 from ddsm.samplers.loop import visited_timesteps
@@ -45,7 +45,7 @@ class TeacherProxy:
 
     def __init__(
         self,
-        model: SlimUNet,
+        model: Backbone,
         sampler: Sampler,
         seeds: Sequence[int],
         *,
@@ -61,7 +61,7 @@ class TeacherProxy:
         self.feature_net = feature_net.eval() if feature_net is not None else None
         self.feature_weight = float(feature_weight)
         self.batch_size = batch_size
-        self.teacher_widths = (max(model.config.widths),) * len(visited_timesteps(sampler))
+        self.teacher_widths = (max(model.widths),) * len(visited_timesteps(sampler))
         self._teacher: torch.Tensor | None = None
         self._teacher_features: torch.Tensor | None = None
         self.external = False  # set_teacher(..., external=True): the reference is another model's samples

@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddsm.config import DEFAULT_WIDTHS
 from ddsm.errors import DDSMError
+from ddsm.nn.backbone import check_width_of
 from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, active, set_active_width
 
 # -- primitives ---------------------------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class MidBlock(nn.Module):
 class SlimUNet2DModel(nn.Module):
     """The slimmable mirror of a ``UNet2DModel`` config (``config.json`` as a dict); ``forward(x, t) -> eps``."""
 
-    def __init__(self, config: dict[str, Any], widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> None:
+    def __init__(self, config: dict[str, Any], widths: Sequence[float] = DEFAULT_WIDTHS) -> None:
         super().__init__()
         c = config
         ch = list(c["block_out_channels"])
@@ -265,18 +267,18 @@ class SlimUNet2DModel(nn.Module):
                                     "; choose widths that keep whole groups and heads")
 
     def set_active_width(self, width: float) -> None:
-        """Run every slimmable layer at ``width`` (one of ``widths``)."""
-        if width not in self.widths:
-            raise DDSMError(f"width {width:g} is not one of this network's widths {list(self.widths)}")
-        set_active_width(self, width)
+        """Run every slimmable layer at ``width`` (one of ``widths``, matched as everywhere in ddsm)."""
+        set_active_width(self, check_width_of(self.widths, width))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None, *,
-                return_hidden: bool = False):
+                cond: torch.Tensor | None = None, return_hidden: bool = False):
         """diffusers' ``UNet2DModel.forward(...).sample`` at the active width.
 
-        ``return_hidden`` also returns the last hidden map (after the output
-        norm and activation, before ``conv_out``), as ddsm's own UNet does.
+        ``cond`` is the backbone protocol's name for ``class_labels`` (give
+        one of them). ``return_hidden`` also returns the last hidden map (after
+        the output norm and activation, before ``conv_out``), as ddsm's own UNet does.
         """
+        class_labels = cond if class_labels is None else class_labels
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         emb = self.time_embedding(timestep_features(t, self.time_features, self.flip_sin_to_cos, self.freq_shift))

@@ -1,12 +1,12 @@
 """A slimmed diffusers model as a ddsm supernet: what the samplers, the cost model and the search take.
 
 :class:`SlimmedUNet` wraps the slimmable mirror of a user's ``UNet2DModel``
-(:class:`~ddsm.nn.diffusers_unet.SlimUNet2DModel`) behind the interface of
-:class:`~ddsm.nn.unet.SlimUNet`: ``config`` (a :class:`~ddsm.config.UNetConfig`
-holding the image size, channels and widths), ``set_active_width``,
-``check_width``, ``extract_subnet`` and ``forward(x, t)``. So a slimmed model
-is sampled, costed, searched and exported by the same code as a supernet
-ddsm trained itself.
+(:class:`~ddsm.nn.diffusers_unet.SlimUNet2DModel`) as a
+:class:`~ddsm.nn.backbone.Backbone` (registered as ``diffusers_unet``): its
+``config`` is the :class:`~ddsm.config.DiffusersModelConfig` (the model's own
+``config.json``), and its shapes, valid resolutions and memory estimate come
+from that architecture. So a slimmed model is sampled, costed, searched and
+exported by the same code as a supernet ddsm trained itself.
 
 With ``freeze_full`` (the default) the supernet holds two nets: ``original``,
 the user's weights untouched, which runs at width 1, and ``net``, the shared
@@ -25,48 +25,68 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddsm.config import ModelConfig, UNetConfig, check_width_set, width_index
+from ddsm.config import DiffusersModelConfig, ModelConfig
 from ddsm.errors import DDSMError
+from ddsm.nn.backbone import check_width_of, divisor_sides, unet_forward_bytes
 from ddsm.nn.diffusers_unet import SlimUNet2DModel
 from ddsm.nn.slimmable import freeze_width
 
 
-def surrogate_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
-    """The :class:`UNetConfig` a slimmed model shows the samplers, the cost model and the memory guard.
+class _DiffusersShapes:
+    """What samplers, the cost model and the memory guard read, computed from the diffusers ``config``."""
 
-    It has the diffusers model's image size, input channels, widths, levels,
-    channels per level (``block_out_channels`` as base × multiplier) and the
-    sides that get attention, so estimates made from it (activation memory,
-    valid resolutions) see the real shapes. The architecture itself is the
-    diffusers config; GroupNorm groups and heads are checked by the mirror, so
-    ``group_channels`` here is 1.
-    """
-    import math
+    config: DiffusersModelConfig
 
-    size = unet.get("sample_size")
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise DDSMError(f"sample_size {size!r} is not supported; ddsm needs one square side (an int)")
-    channels = [int(c) for c in unet["block_out_channels"]]
-    base = math.gcd(*channels)
-    attn = tuple(size // 2**i for i, kind in enumerate(unet.get("down_block_types", ())) if kind.startswith("Attn"))
-    return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3), base_channels=base,
-                      channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
-                      attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),
-                      group_channels=1)
+    @property
+    def image_size(self) -> int:
+        return int(self.config.unet["sample_size"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.unet.get("in_channels", 3))
+
+    def resolution_step(self) -> int:
+        """Sides must be multiples of the total downsampling, ``2 ** (blocks - 1)``."""
+        return 2 ** (len(self.config.unet["block_out_channels"]) - 1)
+
+    def valid_resolutions(self) -> list[int]:
+        return divisor_sides(self.image_size, self.resolution_step())
+
+    def forward_bytes(self, resolution: int, batch_size: int = 1) -> int:
+        """Skips plus working maps per block (``layers_per_block + 3``), and the largest attention matrix."""
+        u = self.config.unet
+        attn = [self.image_size // 2**i for i, kind in enumerate(u.get("down_block_types", ())) if kind.startswith("Attn")]
+        return unet_forward_bytes(self.image_size, [int(c) for c in u["block_out_channels"]],
+                                  u.get("layers_per_block", 2) + 3, attn, resolution, batch_size)
 
 
-class _AtWidth(nn.Module):
-    """One width of a slimmed model as plain torch layers (for MAC counting and deployment)."""
+class _AtWidth(_DiffusersShapes, nn.Module):
+    """One width of a slimmed model as plain torch layers (for MAC counting and deployment); a fixed-width backbone."""
 
-    def __init__(self, net: nn.Module, config: UNetConfig, width: float) -> None:
+    def __init__(self, net: nn.Module, config: DiffusersModelConfig, width: float) -> None:
         super().__init__()
-        self.net, self.config, self.static_width = net, config, width
+        self.net, self.config, self.width = net, config, width
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        return self.net(x, t)
+    @property
+    def widths(self) -> tuple[float, ...]:
+        return (self.width,)
+
+    def check_width(self, width: float) -> float:
+        return check_width_of(self.widths, width, fixed=True)
+
+    def set_active_width(self, width: float) -> "_AtWidth":
+        self.check_width(width)
+        return self
+
+    def extract_subnet(self, width: float) -> "_AtWidth":
+        self.check_width(width)
+        return copy.deepcopy(self)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None, return_hidden: bool = False):
+        return self.net(x, t, class_labels=cond, return_hidden=return_hidden)
 
 
-class SlimmedUNet(nn.Module):
+class SlimmedUNet(_DiffusersShapes, nn.Module):
     """A diffusers UNet2DModel made a supernet (module docstring); ``forward(x, t) -> eps`` at the active width."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -74,37 +94,34 @@ class SlimmedUNet(nn.Module):
         if config.diffusers is None:
             raise DDSMError("SlimmedUNet needs a model config with a diffusers section (ddsm slim writes one)")
         d = config.diffusers
-        self.config = config.unet
-        self.net = SlimUNet2DModel(d.unet, widths=config.unet.widths)
+        self.config = d
+        self.widths = config.unet.widths
+        self.net = SlimUNet2DModel(d.unet, widths=self.widths)
         self.original = SlimUNet2DModel(d.unet, widths=(1.0,)).requires_grad_(False) if d.freeze_full else None
-        self.width = max(config.unet.widths)
+        self.width = max(self.widths)
 
     def check_width(self, width: float) -> float:
         """Return ``width`` as the supernet's own float, or raise naming the valid set."""
-        i = width_index(width, self.config.widths)
-        if i is None:
-            raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(self.config.widths)}")
-        return self.config.widths[i]
+        return check_width_of(self.widths, width)
 
     def set_active_width(self, width: float) -> "SlimmedUNet":
-        """Run at ``width`` (one of ``config.widths``) from now on."""
+        """Run at ``width`` (one of ``widths``) from now on."""
         self.width = self.check_width(width)
         self.net.set_active_width(self.width)
         return self
 
-    def _active(self) -> SlimUNet2DModel:
-        return self.original if self.original is not None and self.width == 1.0 else self.net
+    def _net_at(self, width: float) -> SlimUNet2DModel:
+        return self.original if self.original is not None and width == 1.0 else self.net
 
-    def extract_subnet(self, width: float) -> nn.Module:
-        """A copy made of plain ``torch.nn`` layers at ``width``, with this supernet's ``config``."""
+    def extract_subnet(self, width: float) -> _AtWidth:
+        """A copy made of plain ``torch.nn`` layers at ``width``; this supernet's active width is untouched."""
         width = self.check_width(width)
-        self.set_active_width(width)
-        return _AtWidth(freeze_width(copy.deepcopy(self._active()), width), self.config, width)
+        return _AtWidth(freeze_width(copy.deepcopy(self._net_at(width)), width), self.config, width)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None, *,
-                return_hidden: bool = False):
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None, return_hidden: bool = False):
         """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional).
 
+        ``cond`` is the model's class labels (None for an unconditional model);
         ``return_hidden`` also returns the last hidden map (``SlimUNet2DModel.forward``).
         """
-        return self._active()(x, t, class_labels=class_labels, return_hidden=return_hidden)
+        return self._net_at(self.width)(x, t, class_labels=cond, return_hidden=return_hidden)

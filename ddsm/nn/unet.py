@@ -18,9 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsm.config import UNetConfig, width_index
+from typing import Any
+
+from ddsm.config import UNetConfig
 from ddsm.diffusion.resolution import haar_dwt, haar_idwt
 from ddsm.errors import DDSMError
+from ddsm.nn.backbone import check_width_of, unet_forward_bytes
 from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
 
 # ---------------------------------------------------------------------------- primitives
@@ -203,7 +206,7 @@ UP_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
 
 
 class SlimUNet(nn.Module):
-    """ε-prediction UNet whose every layer can run at any width in ``config.widths``.
+    """ε-prediction UNet whose every layer can run at any width in ``config.widths`` (a :class:`~ddsm.nn.backbone.Backbone`).
 
     ``set_active_width(w)`` is the only way the width changes; ``extract_subnet(w)``
     returns a plain-``torch.nn`` copy at one width with identical outputs.
@@ -267,25 +270,25 @@ class SlimUNet(nn.Module):
     # -- width ---------------------------------------------------------------
 
     @property
+    def widths(self) -> tuple[float, ...]:
+        """The widths served: the config's, or the one width of an extracted subnet."""
+        return (self.static_width,) if self.static_width is not None else self.config.widths
+
+    @property
     def width(self) -> float:
         """The width every slimmable layer currently runs at."""
         return self.static_width if self.static_width is not None else self._width
 
     def check_width(self, width: float) -> float:
         """Return ``width`` as the supernet's own float, or raise naming the valid set."""
-        i = width_index(width, self.config.widths)
-        if i is not None:
-            return self.config.widths[i]
-        raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(self.config.widths)}")
+        return check_width_of(self.widths, width, fixed=self.static_width is not None)
 
     def set_active_width(self, width: float) -> "SlimUNet":
-        """Run every layer at ``width`` (one of ``config.widths``) from now on."""
-        if self.static_width is not None:
-            if width_index(width, (self.static_width,)) is None:
-                raise DDSMError(f"this is a fixed-width subnet at {self.static_width}; cannot run at width {width}")
-            return self
-        self._width = self.check_width(width)
-        set_active_width(self, self._width)
+        """Run every layer at ``width`` (one of ``widths``) from now on."""
+        width = self.check_width(width)
+        if self.static_width is None:
+            self._width = width
+            set_active_width(self, width)
         return self
 
     def extract_subnet(self, width: float) -> "SlimUNet":
@@ -295,15 +298,41 @@ class SlimUNet(nn.Module):
         sub.static_width = width
         return sub
 
+    # -- shapes ----------------------------------------------------------------
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    def resolution_step(self) -> int:
+        """Sides must be multiples of the total downsampling, ``2 ** (levels - 1)``."""
+        return 2 ** (len(self.config.channel_mults) - 1)
+
+    def valid_resolutions(self) -> list[int]:
+        return self.config.valid_resolutions()
+
+    def forward_bytes(self, resolution: int, batch_size: int = 1) -> int:
+        """Skips plus two working maps per block level, and the largest attention score matrix."""
+        c = self.config
+        return unet_forward_bytes(c.image_size, [c.channels(i) for i in range(len(c.channel_mults))],
+                                  c.num_res_blocks + 3, list(c.attn_resolutions), resolution, batch_size)
+
     # -- forward -------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, return_hidden: bool = False):
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None, return_hidden: bool = False):
         """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional).
 
-        ``return_hidden`` also returns the last hidden feature map (after the
-        output normalisation and activation, before ``conv_out``), which
-        distillation matches between a student and its teacher.
+        ``cond`` must be None: this UNet is unconditional. ``return_hidden``
+        also returns the last hidden feature map (after the output
+        normalisation and activation, before ``conv_out``), which distillation
+        matches between a student and its teacher.
         """
+        if cond is not None:
+            raise DDSMError("this UNet is unconditional; it takes no cond (class labels)")
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
             t = t.expand(x.shape[0])

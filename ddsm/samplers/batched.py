@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddsm.errors import DDSMError
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps
 from ddsm.plan import StepPlan
@@ -127,16 +127,16 @@ def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
 Step = tuple[float, int]  # (width, side) of one sampling step
 
 
-def step_plan(schedule, num_steps: int, model: SlimUNet) -> tuple[Step, ...]:
+def step_plan(schedule, num_steps: int, model: Backbone) -> tuple[Step, ...]:
     """One (width, side) per step from a width list, a :class:`StepPlan` or a list of (width, side) pairs."""
     plan = StepPlan.of(schedule)
     ws = per_step_widths(list(plan.widths), num_steps, model)
-    return tuple(zip(ws, check_resolutions(plan.resolutions, model.config, num_steps)))
+    return tuple(zip(ws, check_resolutions(plan.resolutions, model, num_steps)))
 
 
 @torch.no_grad()
 def generate_many(
-    model: SlimUNet,
+    model: Backbone,
     sampler: Sampler,
     schedules: Sequence,
     seeds: Sequence[int],
@@ -167,9 +167,9 @@ def generate_many(
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
     plans = [step_plan(s, len(steps), model) for s in schedules]
-    transform = family_transform(model.config, transform)
+    transform = family_transform(model, transform)
     device = next(model.parameters()).device
-    c, side = model.config.in_channels, model.config.image_size
+    c, side = model.in_channels, model.image_size
     shape = (c, side, side)
     K, N, S = len(plans), len(seeds), len(steps)
     per_step = count_distinct_prefixes(plans)
@@ -251,7 +251,7 @@ def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initi
     return enter_growth(sampler, i, x, side, initial, transform)
 
 
-def _denoise(model: SlimUNet, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None) -> torch.Tensor:
+def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None) -> torch.Tensor:
     chunk = max_images or len(x)
     parts = [model(x[a : a + chunk], t) for a in range(0, len(x), chunk)]
     if stats is not None:

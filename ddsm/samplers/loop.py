@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
-from ddsm.nn.unet import SlimUNet
+from ddsm.nn.backbone import Backbone
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
@@ -30,7 +30,7 @@ def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
     return sampler
 
 
-def per_step_widths(widths: float | Sequence[float], num_steps: int, model: SlimUNet) -> list[float]:
+def per_step_widths(widths: float | Sequence[float], num_steps: int, model: Backbone) -> list[float]:
     """Expand a uniform width or check a per-step list: one supernet width per sampling step."""
     if isinstance(widths, (int, float)):
         return [model.check_width(widths)] * num_steps
@@ -102,7 +102,7 @@ def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
 
 @torch.no_grad()
 def generate(
-    model: SlimUNet,
+    model: Backbone,
     sampler: Sampler,
     widths: "float | Sequence[float] | StepPlan | Schedule",
     seeds: Sequence[int],
@@ -124,10 +124,10 @@ def generate(
     steps = visited_timesteps(sampler)
     widths, resolutions = _widths_and_sides(widths, resolutions, sampler)
     plan = per_step_widths(widths, len(steps), model)
-    sides = check_resolutions(resolutions, model.config, len(steps))
-    transform = family_transform(model.config, transform)
+    sides = check_resolutions(resolutions, model, len(steps))
+    transform = family_transform(model, transform)
     device = next(model.parameters()).device
-    c, s = model.config.in_channels, model.config.image_size
+    c, s = model.in_channels, model.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
     with eval_mode(model), bar:

@@ -1,58 +1,26 @@
-"""Typed, validated configuration: one frozen model per concept.
+"""The config schema: one frozen, validated model per concept, and :func:`validate`, the one-line error.
 
 Configs are validated where they enter (file, CLI flag, Python call) and every
 run writes its resolved config beside its outputs. Unknown keys are errors, so
-a typo in a YAML file never silently falls back to a default.
+a typo in a YAML file never silently falls back to a default. The schema
+knows no network: a backbone checks its own size when it is built
+(:func:`ddsm.nn.backbone.build_backbone`).
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
+from ddsm.config.widths import DEFAULT_WIDTHS, Widths, check_width_set
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
-from ddsm.limits import (MAX_CONFIG_BYTES, MAX_IMAGE_SIDE, MAX_MESSAGE_CHARS, MAX_SEED, MAX_YAML_ALIASES,
-                         MAX_YAML_NODES, clip, short)
+from ddsm.limits import MAX_IMAGE_SIDE, MAX_MESSAGE_CHARS, MAX_SEED, clip, short
 
-DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
-#: two widths closer than this are the same width (YAML, JSON and user floats need not be bit-exact)
-WIDTH_TOL = 1e-9
 #: largest number of training timesteps T (the noise schedule and per-step tables have T entries)
 MAX_TIMESTEPS = 100_000
-#: largest supernet, in parameters at width 1 (1e9: 4 GB of float32 weights, about 16 GB to train with AdamW)
-MAX_PARAMETERS = 10**9
-
-#: width multipliers: numbers (an int such as 1 is fine), never strings or booleans
-Widths = tuple[StrictFloat, ...]
-
-
-def width_index(width: float, valid) -> int | None:
-    """Position of ``width`` in ``valid`` under :data:`WIDTH_TOL`, or None: the one way widths are matched."""
-    for i, v in enumerate(valid):
-        if abs(float(width) - float(v)) < WIDTH_TOL:
-            return i
-    return None
-
-
-def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
-    """Sorted width multipliers in (0, 1] that include the full width 1.0; a width given twice is an error."""
-    if not v:
-        raise ValueError("at least one width is required")
-    bad = [w for w in v if not 0.0 < w <= 1.0]
-    if bad:
-        raise ValueError(f"widths must lie in (0, 1], got {short(bad)}")
-    dup = sorted({float(w) for i, w in enumerate(v) if width_index(w, v[:i]) is not None})
-    if dup:
-        raise ValueError(f"width{'s' if len(dup) > 1 else ''} {', '.join(f'{w:g}' for w in dup)} given twice; "
-                         "list every width once")
-    if width_index(1.0, v) is None:
-        raise ValueError(f"widths must include 1.0 (the full-width net), got {short(list(v))}")
-    return tuple(sorted(float(w) for w in v))
 
 
 class _Frozen(BaseModel):
@@ -110,18 +78,7 @@ class UNetConfig(_Frozen):
                         f"{self.group_channels} channels per group cannot normalise; every width times "
                         f"{self.base_channels}*mult must be a multiple of {self.group_channels}"
                     )
-        n = self.parameter_count()
-        if n > MAX_PARAMETERS:
-            raise ValueError(
-                f"this supernet would have about {n:.3g} parameters (base_channels {self.base_channels}, "
-                f"channel_mults {short(list(self.channel_mults), 40)}, num_res_blocks {self.num_res_blocks}); "
-                f"the limit is {MAX_PARAMETERS:.0e}: lower base_channels, channel_mults or num_res_blocks"
-            )
         return self
-
-    def parameter_count(self) -> int:
-        """Weights of the supernet at width 1: the real model built on torch's meta device (no memory, no init)."""
-        return _parameter_count(self)
 
     def valid_resolutions(self) -> list[int]:
         """Sides a state can have: divisors of ``image_size`` the UNet can downsample."""
@@ -131,16 +88,6 @@ class UNetConfig(_Frozen):
     def channels(self, level: int, width: float = 1.0) -> int:
         """Active channels of ``level`` at ``width``."""
         return int(round(width * self.base_channels * self.channel_mults[level]))
-
-
-@functools.lru_cache(maxsize=64)  # configs are frozen: equal ones (every checkpoint load) are counted once
-def _parameter_count(unet: UNetConfig) -> int:
-    import torch
-
-    from ddsm.nn.unet import SlimUNet  # here: ddsm.nn.unet imports this module
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in SlimUNet(unet).parameters())
 
 
 class DiffusionConfig(_Frozen):
@@ -198,6 +145,16 @@ class ModelConfig(_Frozen):
     diffusion: DiffusionConfig = DiffusionConfig()
     student: StudentConfig | None = None  # set for a distilled few-step student (SFDDM)
     diffusers: DiffusersModelConfig | None = None  # set for a slimmed diffusers model (ddsm slim)
+    # A name in ddsm.nn.registry.BACKBONES (checked when the network is built); unset: the one the sections describe.
+    backbone: str | None = Field(None, min_length=1, max_length=64)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_backbone(self, handler):
+        # Unset, it is not written: configs, checkpoints and fingerprints stay what they were before the field.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("backbone") is None:
+            data.pop("backbone", None)
+        return data
 
     @model_validator(mode="after")
     def _student(self) -> "ModelConfig":
@@ -243,7 +200,7 @@ class TrainConfig(_Frozen):
     spectral_schedule: Literal["constant", "late_high"] = "constant"  # late_high: weights ** (1 - t/T)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # EMA decay after warm-up
     ema_warmup: bool = True  # decay = min(ema_decay, (1+n)/(10+n))
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, off on CPU
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA (fp16 where bf16 is not supported), off on CPU
     seed: int = Field(0, ge=0, le=MAX_SEED)  # every random draw of training comes from this
     checkpoint_every: int = Field(250, gt=0)  # steps between resumable checkpoints
     snapshot_every: int = Field(0, ge=0)  # steps between kept EMA snapshots (0: none)
@@ -329,113 +286,3 @@ def validate(cls: type[C], data: Any, source: str = "config") -> C:
         shown = "" if isinstance(got, dict) or got is None else f" (got {short(got)})"
         extra = f"; {e.error_count() - 1} more error(s)" if e.error_count() > 1 else ""
         raise DDSMError(clip(f"{source}: {loc}: {msg}{shown}{extra}", MAX_MESSAGE_CHARS)) from None
-
-
-class _LimitedLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader counting aliases as they are composed (refused past :data:`MAX_YAML_ALIASES`)."""
-
-    def __init__(self, stream, where: str) -> None:
-        super().__init__(stream)
-        self.where = where
-        self.n_aliases = 0
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self.n_aliases += 1
-            if self.n_aliases > MAX_YAML_ALIASES:
-                raise DDSMError(f"config file {self.where} uses more than {MAX_YAML_ALIASES} YAML aliases (*name); "
-                                "write the values out instead")
-        return super().compose_node(parent, index)
-
-
-def _expanded_size(root: yaml.Node, where: str) -> int:
-    """Values of the document with every alias expanded; a DDSMError past :data:`MAX_YAML_NODES` or on a cycle."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            raise DDSMError(f"config file {where} holds a recursive YAML alias (a value that contains itself)")
-        active.add(key)
-        n = 1
-        if isinstance(node, yaml.SequenceNode):
-            n += sum(size(c) for c in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            n += sum(size(k) + size(v) for k, v in node.value)
-        active.discard(key)
-        if n > MAX_YAML_NODES:
-            raise DDSMError(f"config file {where} expands to more than {MAX_YAML_NODES} values (YAML aliases "
-                            "included); a config is far smaller")
-        sizes[key] = n
-        return n
-
-    return size(root)
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Safe-load a YAML mapping: the one reader of config files (YAML, or JSON as a subset of it).
-
-    One-line DDSMError for an unreadable, oversized (> :data:`~ddsm.limits.MAX_CONFIG_BYTES`),
-    non-UTF-8, malformed, alias-bombed, empty or non-mapping file.
-    """
-    path = Path(path)
-    where = short(str(path), 120)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise DDSMError(f"cannot read config file {where}: {e.strerror or e}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise DDSMError(f"config file {where} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; "
-                        "config files are limited to that size")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DDSMError(f"config file {where} is not UTF-8 text (byte {e.start}); give a YAML file") from None
-    if path.suffix.lower() == ".json" and text.strip():
-        # JSON read as YAML 1.1 turns exponent floats without a dot (json's 1e-05) into strings.
-        import json
-
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise DDSMError(clip(f"malformed JSON in {where}: {e}")) from None
-        if not isinstance(data, dict):
-            raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
-        return data
-    loader = _LimitedLoader(text, where)
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _expanded_size(node, where)
-        data = None if node is None else loader.construct_document(node)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DDSMError(clip(f"malformed YAML in {where}{at}: {getattr(e, 'problem', None) or e}")) from None
-    except RecursionError:
-        raise DDSMError(f"config file {where} is nested too deeply to be a config") from None
-    finally:
-        loader.dispose()
-    if data is None:
-        raise DDSMError(f"config file {where} is empty; give a YAML mapping of settings")
-    if not isinstance(data, dict):
-        raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
-    return data
-
-
-def load_run_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Read a RunConfig from YAML (or defaults) and apply dotted overrides like ``train.iters``."""
-    data = load_yaml(path) if path is not None else {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return validate(RunConfig, data, source=str(path) if path else "config")

@@ -1,0 +1,100 @@
+"""The backbone slot: what every slimmable denoiser network offers (:class:`Backbone`), and the helpers they share.
+
+Samplers, the cost model, the memory guard, the search and the trainer talk
+to a network only through :class:`Backbone`. A new network family (a
+transformer, another diffusers model) is one module that satisfies it plus
+one line in :data:`ddsm.nn.registry.BACKBONES`; the contract tests in
+``tests/test_backbones.py`` then run over it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ddsm.config import width_index
+from ddsm.errors import DDSMError
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A slimmable ε-prediction network: every width in ``widths`` runs a prefix of the widest net's weights."""
+
+    config: Any  # the backbone's own architecture config (what rebuilds it)
+
+    @property
+    def widths(self) -> tuple[float, ...]:
+        """The widths the supernet serves, ascending, ending at 1.0."""
+
+    @property
+    def width(self) -> float:
+        """The width the network currently runs at."""
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images it was built for."""
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels in (and ε channels out)."""
+
+    def check_width(self, width: float) -> float:
+        """``width`` as the supernet's own float (the one matching rule, :func:`~ddsm.config.width_index`), or a DDSMError."""
+
+    def set_active_width(self, width: float) -> "Backbone":
+        """Run at ``width`` from now on; returns the network."""
+
+    def extract_subnet(self, width: float) -> "Backbone":
+        """A plain-``torch.nn`` copy at ``width`` with identical outputs; the supernet's active width is untouched."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None,
+                return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """ε for noisy ``x`` (B, C, H, W) at timesteps ``t``; ``cond`` is the backbone's conditioning (None: none).
+
+        ``return_hidden`` also returns the last hidden map (before the output
+        layer), which distillation matches between a student and its teacher.
+        """
+
+    def valid_resolutions(self) -> list[int]:
+        """Sides up to ``image_size`` a state can have (what resolution schedules may use)."""
+
+    def resolution_step(self) -> int:
+        """Every side the network runs on is a positive multiple of this (its total downsampling factor)."""
+
+    def forward_bytes(self, resolution: int, batch_size: int = 1) -> int:
+        """Estimated peak activation bytes of one float32 forward pass at width 1 (the memory guard's input)."""
+
+
+def check_width_of(widths: tuple[float, ...], width: float, *, fixed: bool = False) -> float:
+    """``width`` as the float in ``widths`` it matches, or a one-line DDSMError naming the valid ones.
+
+    ``fixed``: ``widths`` is the one width of an extracted subnet (the message says so).
+    """
+    i = width_index(width, widths)
+    if i is None:
+        if fixed:
+            raise DDSMError(f"this is a fixed-width subnet at {widths[0]}; cannot run at width {width}")
+        raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(widths)}")
+    return widths[i]
+
+
+def divisor_sides(image_size: int, step: int) -> list[int]:
+    """Multiples of ``step`` that divide ``image_size``: the sides a network with that downsampling runs on."""
+    return [d for d in range(step, image_size + 1, step) if image_size % d == 0]
+
+
+def unet_forward_bytes(image_size: int, level_channels: list[int], maps_per_level: int, attn_sides: list[int],
+                       resolution: int, batch_size: int = 1) -> int:
+    """Peak-activation estimate of a UNet: skips plus working maps per level, and the largest attention matrix.
+
+    ``level_channels`` are the channels of each level at width 1, ``maps_per_level``
+    the maps a level keeps alive at once, ``attn_sides`` the training-size sides
+    that get single-head attention (the deepest level always does). The math
+    kernel the MAC count pins SDPA to materialises ``(side**2)**2`` scores per image.
+    """
+    sides = [max(resolution * (image_size // 2**i) // image_size, 1) for i in range(len(level_channels))]
+    maps = sum(c * s * s * maps_per_level for c, s in zip(level_channels, sides))
+    attended = [s for i, s in enumerate(sides) if image_size // 2**i in attn_sides] + [sides[-1]]
+    scores = max((s * s) ** 2 for s in attended)
+    return 4 * max(batch_size, 1) * (maps + scores)
