@@ -21,14 +21,13 @@ from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import ResolutionWarning
 from ddsm.schedule import Schedule
 from ddsm.spectrum import SpectrumFit, fit_power_spectrum, rule_resolutions
-from ddsm.slim import Slimmer
 from ddsm.train import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CostModel", "DDIMSampler", "DDPMSampler", "DDSMError", "DataConfig", "DiffusionConfig", "ImageData", "ModelConfig",
-    "NoiseSchedule", "ResolutionWarning", "RunConfig", "SamplerConfig", "Schedule", "SlimUNet", "SlimmedUNet", "Slimmer", "SpectrumFit",
+    "NoiseSchedule", "ResolutionWarning", "RunConfig", "SamplerConfig", "Schedule", "SlimUNet", "SlimmedUNet", "SpectrumFit",
     "StepPlan", "Supernet", "TrainConfig", "Trainer", "UNetConfig", "fit_power_spectrum", "generate", "load_data",
     "load_digits", "load_run_config", "load_supernet", "make_sampler", "register_metric", "resolve_device", "rule_resolutions",
     "save_supernet",

@@ -32,24 +32,29 @@ Training, per batch (every draw from the run's seeded generator):
    teacher target. Gradients accumulate before one AdamW step.
 
 The student starts from the teacher's weights, so before any training it is
-the teacher's own K-step DDIM. Checkpoints, EMA, resume (bit-exact) and
-progress are :class:`ddsm.train.Trainer`'s.
+the teacher's own K-step DDIM. :class:`TeacherTransition` is this run kind's
+target; the step, checkpoints, EMA, resume (bit-exact) and progress are
+:class:`ddsm.train.Trainer`'s, the hidden-map term is
+:class:`ddsm.loss_terms.HiddenTerm` (logged as ``hidden@w`` beside ``loss@w``,
+the output term).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ddsm.checkpoint import load_supernet
 from ddsm.config import ModelConfig, RunConfig, StudentConfig, validate
-from ddsm.data import ImageData
-from ddsm.diffusion.losses import eps_loss, hidden_loss
+from ddsm.diffusion.losses import eps_loss
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
-from ddsm.train import Trainer, learning_rate, sandwich_widths
+from ddsm.targets import Batch, draw_clean_and_noise
+
+if TYPE_CHECKING:  # annotations only: the trainer imports this module
+    from ddsm.train import Trainer
 
 #: how a student's teacher timesteps may be spread
 PHI_SPACINGS = ("linspace", "leading")
@@ -139,51 +144,38 @@ def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
                     source="student")
 
 
-class Distiller(Trainer):
-    """Distil ``config.distill.teacher`` into the K-step student of ``config.model`` (see the module docstring)."""
+class TeacherTransition:
+    """The distillation target: ``config.distill.teacher``'s multi-step transition (see the module docstring)."""
 
-    def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
-                 data: ImageData | None = None, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig) -> None:
         if config.distill is None or config.model.student is None:
             raise DDSMError("a distillation run needs a distill section and a student model config")
-        # The teacher before the student: a wrong teacher is refused before the data is loaded.
-        self.teacher_net = load_supernet(config.distill.teacher, device="cpu")
-        if self.teacher_net.fingerprint != config.model.student.teacher:
-            raise DDSMError(f"teacher {config.distill.teacher!r} has fingerprint {self.teacher_net.fingerprint}, but "
-                            f"this student was distilled from {config.model.student.teacher}")
-        super().__init__(config, out_dir, device=device, data=data, progress=progress)
-        self.teacher = self.teacher_net.model.to(self.device).eval().requires_grad_(False)
-        self.teacher.set_active_width(max(self.teacher.config.widths))
+        self.config = config
         self.phi = torch.tensor(config.model.student.phi, dtype=torch.long)
-        if config.train.init_from is None:
-            # Before any step the student is the teacher's own K-step DDIM (a resume then loads its checkpoint).
-            self.model.load_state_dict(self.teacher.state_dict())
-            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def train_step(self, widths: list[float] | None = None) -> dict[str, float]:
-        """One optimizer step over the sandwich of student widths against the full-width teacher's target."""
-        cfg, dist, unet = self.config.train, self.config.distill, self.config.model.unet
-        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
-        k = torch.randint(len(self.phi), (cfg.batch_size,), generator=self.gen)
-        eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
-        x0 = self.x_train[idx.to(self.device)]
+    def prepare(self) -> None:
+        dist = self.config.distill
+        self.teacher_net = load_supernet(dist.teacher, device="cpu")
+        if self.teacher_net.fingerprint != self.config.model.student.teacher:
+            raise DDSMError(f"teacher {dist.teacher!r} has fingerprint {self.teacher_net.fingerprint}, but "
+                            f"this student was distilled from {self.config.model.student.teacher}")
+
+    def attach(self, trainer: "Trainer") -> None:
+        self.teacher = self.teacher_net.model.to(trainer.device).eval().requires_grad_(False)
+        self.teacher.set_active_width(max(self.teacher.widths))
+        if self.config.train.init_from is None:
+            # Before any step the student is the teacher's own K-step DDIM (a resume then loads its checkpoint).
+            trainer.model.load_state_dict(self.teacher.state_dict())
+
+    def widths(self) -> tuple[float, ...]:
+        return self.config.model.unet.widths
+
+    def draw(self, trainer: "Trainer") -> Batch:
+        x0, k, eps = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
         t = self.phi[k]
-        x_t = self.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
-        target, teacher_hidden = teacher_target(self.teacher, self.schedule, x_t, k, self.phi, dist.sub_steps)
-        if widths is None:
-            widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
-        for g in self.opt.param_groups:
-            g["lr"] = learning_rate(self.step, cfg)
-        self.opt.zero_grad(set_to_none=True)
-        losses: dict[str, float] = {}
-        t_dev = t.to(self.device).float()
-        for w in widths:
-            self.model.set_active_width(w)
-            with self._autocast():
-                pred, hidden = self.model(x_t, t_dev, return_hidden=True)
-            out = eps_loss(pred, target)
-            loss = out + dist.hidden_weight * hidden_loss(hidden, teacher_hidden) if dist.hidden_weight else out
-            self.scaler.scale(loss).backward()
-            losses[f"loss@{w:g}"] = float(loss.detach())
-        losses["grad_norm"] = self._optimizer_step()
-        return losses
+        x_t = trainer.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
+        target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps)
+        return Batch(x_t=x_t, t=t.to(trainer.device).float(), eps=eps, reference=target, reference_hidden=hidden)
+
+    def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
+        return eps_loss(pred, batch.reference)  # every width regresses the full-width teacher's transition

@@ -22,23 +22,26 @@ widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
    With ``freeze_full`` (default) width 1 is the original and is never
    trained; without it width 1 joins the sandwich, distilled like the rest.
 
-Checkpoints, EMA, exact resume and the progress bar are
-:class:`ddsm.train.Trainer`'s.
+:class:`FrozenOriginal` is this run kind's target; the step, checkpoints,
+EMA, exact resume and the progress bar are :class:`ddsm.train.Trainer`'s,
+the hidden-map term :class:`ddsm.loss_terms.HiddenTerm`'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ddsm.config import RunConfig
-from ddsm.data import ImageData
-from ddsm.diffusion.losses import distilled_eps_loss, hidden_loss
+from ddsm.diffusion.losses import distilled_eps_loss
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers_folder import load_slim_unet, model_config_for, read_diffusers_folder
 from ddsm.nn.channel_order import ChannelSpace, permute_by_importance
-from ddsm.train import Trainer, learning_rate, sandwich_widths
+from ddsm.targets import Batch, draw_clean_and_noise, uniform_timesteps
+
+if TYPE_CHECKING:  # annotations only: the trainer imports this module
+    from ddsm.train import Trainer
 
 
 def trained_widths(config: RunConfig) -> tuple[float, ...]:
@@ -47,75 +50,48 @@ def trained_widths(config: RunConfig) -> tuple[float, ...]:
     return tuple(w for w in widths if w < 1.0) if config.model.diffusers.freeze_full else widths
 
 
-class Slimmer(Trainer):
-    """Fine-tune the narrow widths of ``config.slim.source`` into ``out_dir`` (see the module docstring)."""
+class FrozenOriginal:
+    """The slimming target: the frozen original ``config.slim.source``'s prediction (see the module docstring)."""
 
-    def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
-                 data: ImageData | None = None, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig) -> None:
         if config.slim is None or config.model.diffusers is None:
             raise DDSMError("a slim run needs a slim section and a diffusers model config (ddsm slim writes both)")
         if not trained_widths(config):
             raise DDSMError(f"widths {list(config.model.unet.widths)} leave nothing to fine-tune with the full width "
                             "frozen; add narrower widths")
-        # The folder before the data: a changed or foreign model is refused before anything is loaded.
+        self.config = config
+        self.order: list[ChannelSpace] = []
+
+    def prepare(self) -> None:
+        config = self.config
         self.source = read_diffusers_folder(config.slim.source)
         found = model_config_for(self.source, config.model.unet.widths, config.model.diffusers.freeze_full)
         if found.fingerprint() != config.model.fingerprint():
             raise DDSMError(f"the model in {config.slim.source!r} is not the one this run slims (its config or "
                             "weights changed); slim it into a new --out")
-        super().__init__(config, out_dir, device=device, data=data, progress=progress)
-        self.teacher = load_slim_unet(self.source, widths=(1.0,)).to(self.device).requires_grad_(False)
-        self.order: list[ChannelSpace] = []
-        if config.train.init_from is None:
-            self._start_from_original()
-        # Only the shared net is trained; the frozen original gets no optimizer state.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
 
-    def _start_from_original(self) -> None:
-        with torch.no_grad():
-            state = self.teacher.state_dict()
-            self.model.net.load_state_dict(state)
-            if self.model.original is not None:
-                self.model.original.load_state_dict(state)
-            if self.config.slim.order == "importance":
-                self.order = permute_by_importance(self.model.net, self.config.slim.criterion)
-        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    def attach(self, trainer: "Trainer") -> None:
+        self.teacher = load_slim_unet(self.source, widths=(1.0,)).to(trainer.device).requires_grad_(False)
+        if self.config.train.init_from is None:
+            with torch.no_grad():
+                state = self.teacher.state_dict()
+                trainer.model.net.load_state_dict(state)
+                if trainer.model.original is not None:
+                    trainer.model.original.load_state_dict(state)
+                if self.config.slim.order == "importance":
+                    self.order = permute_by_importance(trainer.model.net, self.config.slim.criterion)
 
-    def train_step(self, widths: list[float] | None = None) -> dict[str, float]:
-        """One optimizer step over the sandwich of fine-tuned widths against the frozen original."""
-        cfg = self.config.train
-        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
-        t = torch.randint(self.schedule.num_timesteps, (cfg.batch_size,), generator=self.gen)
-        eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
-        x0 = self.x_train[idx.to(self.device)]
-        t = t.to(self.device)
-        x_t = self.schedule.q_sample(x0, t, eps)
-        hw = self.config.slim.hidden_weight
-        with torch.no_grad(), self._autocast():
-            target, teacher_hidden = self.teacher(x_t, t, return_hidden=True)  # the map is computed either way
-        if widths is None:
-            ws = trained_widths(self.config)
-            widths = sandwich_widths(ws, cfg.n_random_widths, self.gen)
-        for g in self.opt.param_groups:
-            g["lr"] = learning_rate(self.step, cfg)
-        self.opt.zero_grad(set_to_none=True)
-        losses: dict[str, float] = {}
-        for w in widths:
-            self.model.set_active_width(w)
-            with self._autocast():
-                pred, hidden = self.model(x_t, t, return_hidden=True)
-            loss = distilled_eps_loss(pred, eps, target, cfg.distill_weight)
-            losses[f"loss@{w:g}"] = float(loss.detach())  # the ε part, comparable with and without hidden_weight
-            if hw:
-                term = hidden_loss(hidden, teacher_hidden)
-                losses[f"hidden@{w:g}"] = float(term.detach())
-                loss = loss + hw * term
-            self.scaler.scale(loss).backward()
-        losses["grad_norm"] = self._optimizer_step()
-        return losses
+    def widths(self) -> tuple[float, ...]:
+        return trained_widths(self.config)
 
-    def progress_losses(self, losses: dict[str, float]) -> dict[str, str]:
-        """The widest and the narrowest fine-tuned width's loss, for the progress bar."""
-        ws = trained_widths(self.config)
-        return {"widest": f"{losses[f'loss@{ws[-1]:g}']:.4f}", "narrow": f"{losses[f'loss@{ws[0]:g}']:.4f}"}
+    def draw(self, trainer: "Trainer") -> Batch:
+        x0, t, eps = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
+        t = t.to(trainer.device)
+        x_t = trainer.schedule.q_sample(x0, t, eps)
+        with torch.no_grad(), trainer.autocast():
+            target, hidden = self.teacher(x_t, t, return_hidden=True)  # the map is computed either way
+        return Batch(x_t=x_t, t=t, eps=eps, reference=target, reference_hidden=hidden)
+
+    def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
+        # Every fine-tuned width regresses the original (never an in-place teacher: the original is better).
+        return distilled_eps_loss(pred, batch.eps, batch.reference, self.config.train.distill_weight)

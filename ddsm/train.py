@@ -1,10 +1,14 @@
-"""Supernet training: sandwich rule with in-place distillation, EMA, exact resume.
+"""The one trainer: sandwich rule, one composed training step, EMA, exact resume, for every kind of run.
 
-Each step draws one batch (images, timesteps, noise) shared by every width:
-the widest net regresses the noise; the narrowest and ``n_random_widths``
-random widths regress a mix of the noise and the widest net's detached
-prediction (in-place distillation, Yu & Huang 2019). Gradients of all widths
-accumulate into the shared weights before one AdamW step.
+Each step draws one batch (images, timesteps, noise) shared by every width,
+from the run's *target* (:mod:`ddsm.targets`): the data's noise (``train``),
+a teacher's multi-step transition (``distill``) or a frozen original model
+(``slim``). The widest, the narrowest and ``n_random_widths`` random widths
+each compute the target's ε term plus the run's extra *loss terms*
+(:mod:`ddsm.loss_terms`: spectrum-aware, hidden map); gradients of all widths
+accumulate into the shared weights before one AdamW step. In plain training
+the narrow widths regress a mix of the noise and the widest net's detached
+prediction (in-place distillation, Yu & Huang 2019).
 
 Every random draw comes from one seeded generator whose state, with the
 optimizer, the EMA and torch's global RNG (dropout), is in each checkpoint:
@@ -31,19 +35,22 @@ from ddsm.checkpoint import (
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData, load_data
 from ddsm.device import resolve_device
-from ddsm.diffusion.losses import (
-    distilled_eps_loss, eps_loss, spectral_distill_loss, spectrum_weights, time_weighted_spectrum,
-)
 from ddsm.diffusion.noise import NoiseSchedule
-from ddsm.diffusion.resolution import analysis, downsample
-from ddsm.samplers.progressive import family_transform
+from ddsm.distill import TeacherTransition
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
-from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.loss_terms import SpectralTerm, loss_terms
 from ddsm.nn.registry import build_backbone
+from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.samplers.progressive import family_transform
+from ddsm.slim import FrozenOriginal
+from ddsm.targets import NoiseTarget, Target
 
 # Settings that may change between a run and its resume (iters only stays exact with constant decay).
 RESUMABLE_CHANGES = {"iters", "checkpoint_every", "snapshot_every", "threads"}
+
+#: the target of each run kind (``RunConfig.kind``): a new kind of training is a target class and a line here
+TARGETS: dict[str, type] = {"train": NoiseTarget, "distill": TeacherTransition, "slim": FrozenOriginal}
 
 
 def learning_rate(step: int, cfg) -> float:
@@ -66,11 +73,13 @@ def sandwich_widths(widths: tuple[float, ...], n_random: int, gen: torch.Generat
 
 
 class Trainer:
-    """Train a slimmable supernet into ``out_dir``; ``run(resume=True)`` continues a stopped run."""
+    """Train a supernet into ``out_dir`` as ``config`` says (train, distill or slim); ``run(resume=True)`` continues."""
 
     def __init__(self, config: RunConfig, out_dir: str | Path, *, device: str | None = None,
                  data: ImageData | None = None, progress: bool = True) -> None:
         self.config = config
+        self.target: Target = TARGETS[config.kind](config)
+        self.target.prepare()  # a wrong teacher or a changed model folder is refused before anything else
         self.out = check_run_folder(out_dir, kind="training run")  # before the data is loaded
         self.device = resolve_device(device)
         self.progress = progress
@@ -84,15 +93,18 @@ class Trainer:
         self.x_train = self.data.train.to(self.device)
         self.schedule = NoiseSchedule(config.model.diffusion)
         self.transform = family_transform(unet)  # the sampler's own orthonormal family
-        self._spectrum: dict[int, torch.Tensor] = {}  # spectrum-aware distillation weights per side, made on first use
         # Seed before building the model: its initial weights are a random draw of training too.
         torch.manual_seed(cfg.seed)
         self.model = build_backbone(config.model).to(self.device)
+        self.target.attach(self)  # frozen models, and the start weights (a teacher's, an original's)
         if cfg.init_from is not None:
             start = load_supernet(cfg.init_from, expected=config.model)
             self.model.load_state_dict(start.model.state_dict())
+        self.terms = loss_terms(config, self)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Only what training moves gets optimizer state (a slimmed model's frozen original does not).
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.train_seconds = 0.0
@@ -111,17 +123,11 @@ class Trainer:
             raise DDSMError("amp 'fp16' needs a CUDA device; on the CPU use 'bf16' or 'off'")
         return torch.bfloat16 if amp == "bf16" else torch.float16
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of this run (a no-op without mixed precision)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def spectrum_weights(self, side: int) -> torch.Tensor:
-        """The spectrum-aware distillation's per-frequency weights at ``side``, from the training images."""
-        if side not in self._spectrum:
-            x = self.x_train if side == self.x_train.shape[-1] else downsample(self.x_train, side, self.transform)
-            self._spectrum[side] = spectrum_weights(x, self.config.train.spectral_floor).to(self.device)
-        return self._spectrum[side]
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -198,43 +204,35 @@ class Trainer:
                 self.ema[k].lerp_(v, 1 - decay)
 
     def train_step(self, widths: list[float] | None = None) -> dict[str, float]:
-        """One optimizer step over the sandwich of widths (or the given ``widths``, widest first); returns the losses."""
-        cfg, unet = self.config.train, self.config.model.unet
-        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen)
-        t = torch.randint(self.schedule.num_timesteps, (cfg.batch_size,), generator=self.gen)
-        eps = torch.randn((cfg.batch_size, *self.x_train.shape[1:]), generator=self.gen).to(self.device)
-        x0 = self.x_train[idx.to(self.device)]
-        t = t.to(self.device)
-        if cfg.resolutions:
-            # One side per step for the whole sandwich: the clean image downsampled orthonormally,
-            # the noise projected the same way (still unit white), exactly as the sampler sees it.
-            side = self._draw_side()
-            x0, eps = downsample(x0, side, self.transform), analysis(eps, side, self.transform)
-        x_t = self.schedule.q_sample(x0, t, eps)
+        """One optimizer step over the sandwich of widths (or the given ``widths``, widest first); returns the losses.
+
+        ``loss@w`` is each width's ε term alone; each extra term is logged unweighted as ``<name>@w``.
+        """
+        cfg = self.config.train
+        batch = self.target.draw(self)
         if widths is None:
-            widths = sandwich_widths(unet.widths, cfg.n_random_widths, self.gen)
+            widths = sandwich_widths(self.target.widths(), cfg.n_random_widths, self.gen)
         for g in self.opt.param_groups:
             g["lr"] = learning_rate(self.step, cfg)
         self.opt.zero_grad(set_to_none=True)
+        want_hidden = any(term.needs_hidden for term in self.terms)
         losses: dict[str, float] = {}
-        teacher = None
+        widest = None  # the first width's detached prediction: the in-place teacher of the others
         for w in widths:
-            spectral = None
             self.model.set_active_width(w)
-            with self._autocast():
-                pred = self.model(x_t, t)
-            if teacher is None:
-                loss = eps_loss(pred, eps)
-                teacher = pred.detach()
-            else:
-                loss = distilled_eps_loss(pred, eps, teacher, cfg.distill_weight)
-                if cfg.spectral_weight > 0:
-                    spectral = self._spectral_term(pred, teacher, t)
-                    loss = loss + cfg.spectral_weight * spectral
-            self.scaler.scale(loss).backward()
+            with self.autocast():
+                pred, hidden = self.model(batch.x_t, batch.t, return_hidden=True) if want_hidden else \
+                    (self.model(batch.x_t, batch.t), None)
+            loss = self.target.eps_term(pred, batch, widest)
             losses[f"loss@{w:g}"] = float(loss.detach())
-            if spectral is not None:
-                losses[f"spectral@{w:g}"] = float(spectral.detach())
+            for term in self.terms:
+                if term.applies(widest):
+                    value = term(pred, hidden, batch, widest)
+                    losses[f"{term.name}@{w:g}"] = float(value.detach())
+                    loss = loss + term.weight * value
+            self.scaler.scale(loss).backward()
+            if widest is None:
+                widest = pred.detach()
         losses["grad_norm"] = self._optimizer_step()
         return losses
 
@@ -249,26 +247,12 @@ class Trainer:
         self._ema_update()
         return float(grad_norm)
 
-    def _spectral_term(self, pred: torch.Tensor, teacher: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cfg = self.config.train
-        weights = self.spectrum_weights(pred.shape[-1])
-        if cfg.spectral_schedule == "late_high":
-            weights = time_weighted_spectrum(weights, t, self.schedule.num_timesteps)
-        return spectral_distill_loss(pred, teacher, weights, self.schedule.alpha_bar_at(t.cpu()), cfg.spectral_gamma)
-
-    def _draw_side(self) -> int:
-        cfg, full = self.config.train, self.config.model.unet.image_size
-        lower = sorted(set(cfg.resolutions) - {full})
-        u = float(torch.rand((), generator=self.gen))
-        if not lower or u < cfg.full_resolution_share:
-            return full
-        return lower[min(len(lower) - 1, int((u - cfg.full_resolution_share) / (1 - cfg.full_resolution_share) * len(lower)))]
-
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
         self._check_start(resume)  # a refusal touches nothing, not even the lock file
-        if self.config.train.spectral_weight > 0:
-            self.spectrum_weights(self.config.model.unet.image_size)  # refuses data without a spectrum to weight
+        for term in self.terms:
+            if isinstance(term, SpectralTerm):  # refuses data without a spectrum to weight, before the lock
+                term.frequency_weights(self.config.model.unet.image_size)
         with hold_folder(self.out, what="training run", kind="training run"):
             self._check_start(resume)  # again under the lock: another process may have started meanwhile
             return self._run(resume)
@@ -317,8 +301,9 @@ class Trainer:
         return self.out
 
     def progress_losses(self, losses: dict[str, float]) -> dict[str, str]:
-        """What the progress bar shows of one step's losses: the widest width's and the next one's."""
-        return {"loss": f"{losses['loss@1']:.4f}", "narrow": f"{list(losses.values())[1]:.4f}"}
+        """What the progress bar shows of one step's losses: the widest and the narrowest trained width's ε term."""
+        ws = self.target.widths()
+        return {"widest": f"{losses[f'loss@{ws[-1]:g}']:.4f}", "narrow": f"{losses[f'loss@{ws[0]:g}']:.4f}"}
 
     def _truncate_log(self, log_path: Path) -> None:
         # Lines written after the last checkpoint are replayed on resume; drop them.

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 from ddsm import Trainer
-from ddsm.distill import Distiller
 from ddsm.checkpoint import read_tensors
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData
@@ -43,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if header["step"] != cfg.train.iters:
         print(f"warning: run stopped at step {header['step']} of {cfg.train.iters}", file=sys.stderr)
     # The export needs no data; an empty stand-in avoids loading it. A distillation run (an SFDDM
-    # student) is restored by its own trainer, which also checks the teacher it names.
-    cls = Distiller if cfg.distill is not None else Trainer
-    trainer = cls(cfg, args.run_dir, device="cpu", progress=False, data=_placeholder(cfg))
+    # student) is restored by the same trainer, which also checks the teacher it names.
+    trainer = Trainer(cfg, args.run_dir, device="cpu", progress=False, data=_placeholder(cfg))
     trainer.load_checkpoint()
     recipe = {"command": args.command, "seed": cfg.train.seed, "iters": trainer.step,
               "train_seconds": round(trainer.train_seconds, 1), "wall_minutes": args.wall_minutes,

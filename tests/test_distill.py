@@ -7,11 +7,11 @@ import torch
 
 from ddsm.config import ModelConfig, RunConfig, validate
 from ddsm.diffusion.noise import NoiseSchedule
-from ddsm.distill import (
-    Distiller, eps_for_jump, hidden_loss, student_config, student_phi, student_sampler, teacher_target,
-)
+from ddsm.diffusion.losses import hidden_loss
+from ddsm.distill import eps_for_jump, student_config, student_phi, student_sampler, teacher_target
 from ddsm.errors import DDSMError
 from ddsm.samplers import generate, make_sampler
+from ddsm.train import Trainer
 
 from conftest import TINY_T, randomise, run_config_dict
 
@@ -85,7 +85,7 @@ def test_explicit_timesteps_must_match_the_steps_and_descend():
 def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, tiny_model_config, tiny_data,
                                                                    tmp_path, monkeypatch):
     cfg = _distill_config(teacher_file, tiny_model_config)
-    d = Distiller(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+    d = Trainer(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     seen = {}
 
     def spy(teacher, schedule, x, k, phi, sub_steps):
@@ -99,9 +99,9 @@ def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, t
     g = torch.Generator()
     g.set_state(gen_state)
     idx = torch.randint(len(d.x_train), (cfg.train.batch_size,), generator=g)
-    k = torch.randint(len(d.phi), (cfg.train.batch_size,), generator=g)
+    k = torch.randint(len(d.target.phi), (cfg.train.batch_size,), generator=g)
     eps = torch.randn((cfg.train.batch_size, *d.x_train.shape[1:]), generator=g)
-    teacher_state = NoiseSchedule(tiny_model_config.diffusion).q_sample(d.x_train[idx], d.phi[k], eps)
+    teacher_state = NoiseSchedule(tiny_model_config.diffusion).q_sample(d.x_train[idx], d.target.phi[k], eps)
     assert torch.equal(seen["k"], k)
     torch.testing.assert_close(seen["x"], teacher_state, rtol=0, atol=0)
 
@@ -165,7 +165,7 @@ def test_an_untrained_student_is_the_teachers_k_step_ddim(teacher_file, tiny_mod
     from ddsm.checkpoint import load_supernet
 
     cfg = _distill_config(teacher_file, tiny_model_config, steps=3)
-    d = Distiller(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+    d = Trainer(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     teacher = load_supernet(teacher_file).model
     sched = NoiseSchedule(tiny_model_config.diffusion)
     scfg = student_sampler(cfg.model.student)
@@ -180,10 +180,10 @@ def test_distillation_losses_are_finite_and_resume_is_bitwise_exact(teacher_file
         c = _distill_config(teacher_file, tiny_model_config, sub_steps=2)
         return c.model_copy(update={"train": c.train.model_copy(update={"iters": iters})})
 
-    a = Distiller(cfg(6), tmp_path / "a", device="cpu", data=tiny_data, progress=False)
+    a = Trainer(cfg(6), tmp_path / "a", device="cpu", data=tiny_data, progress=False)
     a.run()
-    Distiller(cfg(3), tmp_path / "b", device="cpu", data=tiny_data, progress=False).run()
-    b = Distiller(cfg(6), tmp_path / "b", device="cpu", data=tiny_data, progress=False)
+    Trainer(cfg(3), tmp_path / "b", device="cpu", data=tiny_data, progress=False).run()
+    b = Trainer(cfg(6), tmp_path / "b", device="cpu", data=tiny_data, progress=False)
     with pytest.warns(UserWarning, match="resuming with iters"):
         b.run(resume=True)
     sa, sb = a.model.state_dict(), b.model.state_dict()
@@ -197,7 +197,7 @@ def test_a_teacher_of_another_architecture_is_refused(teacher_file, tiny_model_c
     d["model"] = other.model_dump(mode="json")
     d["distill"] = {"teacher": str(teacher_file), "steps": 4}
     with pytest.raises(DDSMError, match="this student was distilled from"):
-        Distiller(validate(RunConfig, d), tmp_path / "run", device="cpu", data=tiny_data, progress=False)
+        Trainer(validate(RunConfig, d), tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     assert not (tmp_path / "run").exists()
 
 

@@ -114,13 +114,13 @@ def test_unfreezing_the_full_width_fine_tunes_it_towards_the_original(tmp_path, 
 def test_the_fine_tune_starts_from_the_original_in_either_channel_order(tmp_path, slimmed, order):
     from ddsm.config import RunConfig, validate
     from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
-    from ddsm.slim import Slimmer
+    from ddsm.train import Trainer
 
     folder, _ = slimmed
     model = model_config_for(read_diffusers_folder(folder), (0.5, 1.0))
     cfg = validate(RunConfig, {"model": model.model_dump(mode="json"), "slim": {"source": str(folder), "order": order},
                                "data": {"source": "digits"}, **RECIPE})
-    s = Slimmer(cfg, tmp_path / order, progress=False)
+    s = Trainer(cfg, tmp_path / order, progress=False)
     source = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
     same = all(torch.equal(v, source[k]) for k, v in s.model.net.state_dict().items())
     assert same == (order == "none")  # importance reorders the channels ...

@@ -30,12 +30,10 @@ from ddsm.runfolder import check_run_folder, hold_folder
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
 def train(data, iters, out, config_file, resume, seed, device, progress) -> None:
     """Train a slimmable supernet (sandwich rule, in-place distillation, EMA)."""
-    from ddsm.config import load_run_config
+    from ddsm.run_configs import train_run_config
     from ddsm.train import Trainer
 
-    if resume and config_file is None and (Path(out) / "config.json").is_file():
-        config_file = str(Path(out) / "config.json")  # JSON is a subset of YAML
-    cfg = load_run_config(config_file, **{"data.source": data, "train.iters": iters, "train.seed": seed})
+    cfg = train_run_config(out, config_file=config_file, resume=resume, data=data, iters=iters, seed=seed)
     trainer = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
     _run_to_the_end(trainer, resume, f"ddsm train --out {out} --resume")
@@ -365,53 +363,12 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
 def distill(teacher, steps, spacing, sub_steps, iters, config_file, out, resume, seed, device, progress) -> None:
     """Distil a K-step slimmable student from a teacher supernet in one fold (SFDDM)."""
-    from ddsm.checkpoint import data_config_for, load_supernet
-    from ddsm.config import RunConfig, load_yaml, validate
-    from ddsm.distill import Distiller, student_config
+    from ddsm.run_configs import distill_run_config
+    from ddsm.train import Trainer
 
-    saved = Path(out) / "config.json"
-    if resume and config_file is None and saved.is_file():
-        doc = load_yaml(saved)
-        if not isinstance(doc, dict) or not doc.get("distill"):
-            raise DDSMError(f"{str(out)!r} holds a training run, not a distillation; resume it with ddsm train")
-        run = validate(RunConfig, doc, source=str(saved))
-        if teacher is not None:
-            t = load_supernet(teacher)
-            if t.fingerprint != run.model.student.teacher:
-                raise DDSMError(f"--teacher {teacher!r} has architecture {t.fingerprint}, but the student in "
-                                f"{str(out)!r} was distilled from {run.model.student.teacher}; drop --teacher to use "
-                                "the run's own")
-        clash = [f"--{k} {v}" for k, v in {"steps": steps, "spacing": spacing, "sub-steps": sub_steps}.items()
-                 if v is not None]
-        if clash:
-            raise DDSMError(f"{', '.join(clash)} cannot change on --resume; the run keeps its recipe")
-        data = run.model_dump(mode="json")
-    else:
-        if teacher is None or steps is None:
-            raise DDSMError("give --teacher CKPT and --steps K (or --resume an existing distillation)")
-        data = load_yaml(config_file) if config_file else {}
-        if not isinstance(data, dict):
-            raise DDSMError(f"config file {config_file!r} must be a mapping of data/train/distill sections")
-        if "model" in data:
-            raise DDSMError(f"config file {config_file!r} has a model section; a student's model is its teacher's "
-                            "(drop the section)")
-        t = load_supernet(teacher)
-        dist = dict(data.get("distill") or {})
-        if dist.get("teacher") not in (None, teacher) or dist.get("steps") not in (None, steps):
-            raise DDSMError("distill.teacher and distill.steps come from --teacher and --steps; drop them from the config")
-        dist.update({"teacher": teacher, "steps": steps,
-                     **({"spacing": spacing} if spacing is not None else {}),
-                     **({"sub_steps": sub_steps} if sub_steps is not None else {})})
-        model = student_config(t.config, steps, dist.get("spacing", "linspace"))
-        data = {**data, "model": model.model_dump(mode="json"), "distill": dist}
-        data.setdefault("data", data_config_for(teacher).model_dump(mode="json"))
-    train_sec = data.setdefault("train", {})
-    if iters is not None:
-        train_sec["iters"] = iters
-    if seed is not None:
-        train_sec["seed"] = seed
-    cfg = validate(RunConfig, data, source="distillation config")
-    distiller = Distiller(cfg, out, device=device, progress=progress)
+    cfg = distill_run_config(out, teacher=teacher, steps=steps, spacing=spacing, sub_steps=sub_steps,
+                             config_file=config_file, resume=resume, iters=iters, seed=seed)
+    distiller = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
     _run_to_the_end(distiller, resume, f"ddsm distill --out {out} --resume")
     st = cfg.model.student

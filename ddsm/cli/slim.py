@@ -9,7 +9,6 @@ import click
 
 from ddsm.cli import _device, main
 from ddsm.cli.model import _run_to_the_end
-from ddsm.errors import DDSMError
 
 
 @main.command()
@@ -40,54 +39,14 @@ from ddsm.errors import DDSMError
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
 def slim(source, data, iters, widths, order, hidden_weight, unfreeze_full, config_file, out, resume, seed, device, progress) -> None:
     """Slim a diffusers UNet2DModel into a supernet: fine-tune its narrow widths by distillation from it."""
-    from ddsm.config import RunConfig, load_yaml, validate
     from ddsm.data import check_native_shape
-    from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
-    from ddsm.slim import Slimmer
+    from ddsm.run_configs import slim_run_config
+    from ddsm.train import Trainer
 
-    saved = Path(out) / "config.json"
-    if resume and config_file is None and saved.is_file():
-        doc = load_yaml(saved)
-        if not isinstance(doc, dict) or not doc.get("slim"):
-            raise DDSMError(f"{str(out)!r} holds another kind of run, not a slim run; resume it with its own command")
-        clash = [flag for flag, v in (("--width", widths), ("--order", order), ("--unfreeze-full", unfreeze_full),
-                                      ("--data", data), ("--hidden-weight", hidden_weight is not None)) if v]
-        if source is not None and source != doc["slim"]["source"]:
-            clash.append("--from-diffusers")
-        if clash:
-            raise DDSMError(f"{', '.join(clash)} cannot change on --resume; the run keeps its recipe")
-        doc = dict(doc)
-    else:
-        if source is None:
-            raise DDSMError("give --from-diffusers FOLDER (or --resume an existing slim run)")
-        doc = load_yaml(config_file) if config_file else {}
-        if not isinstance(doc, dict):
-            raise DDSMError(f"config file {config_file!r} must be a mapping of data/train/slim sections")
-        if "model" in doc:
-            raise DDSMError(f"config file {config_file!r} has a model section; a slimmed model's is its folder's "
-                            "(drop the section; widths come from --width)")
-        sl = dict(doc.get("slim") or {})
-        if sl.get("source") not in (None, source):
-            raise DDSMError("slim.source comes from --from-diffusers; drop it from the config")
-        sl["source"] = source
-        if order is not None:
-            sl["order"] = order
-        if hidden_weight is not None:
-            sl["hidden_weight"] = hidden_weight
-        doc["slim"] = sl
-        if data is not None:
-            doc["data"] = {**(doc.get("data") or {}), "source": data}
-        info = read_diffusers_folder(source)
-        ws = tuple(sorted({*widths, 1.0})) if widths else (0.25, 0.5, 0.75, 1.0)
-        doc["model"] = model_config_for(info, ws, freeze_full=not unfreeze_full).model_dump(mode="json")
-    train_sec = doc.setdefault("train", {})
-    if iters is not None:
-        train_sec["iters"] = iters
-    if seed is not None:
-        train_sec["seed"] = seed
-    cfg = validate(RunConfig, doc, source="slim config")
+    cfg = slim_run_config(out, source=source, config_file=config_file, resume=resume, data=data, widths=widths,
+                          order=order, hidden_weight=hidden_weight, unfreeze_full=unfreeze_full, iters=iters, seed=seed)
     check_native_shape(cfg.data, cfg.model.unet.image_size, cfg.model.unet.in_channels)
-    slimmer = Slimmer(cfg, out, device=device, progress=progress)
+    slimmer = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
     _run_to_the_end(slimmer, resume, f"ddsm slim --out {out} --resume")
     click.echo(f"fine-tuned widths {list(cfg.model.unet.widths)} of {cfg.slim.source!r} for {slimmer.step} steps "

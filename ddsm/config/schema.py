@@ -229,6 +229,15 @@ class SlimConfig(_Frozen):
     hidden_weight: float = Field(0.0, ge=0.0, allow_inf_nan=False)  # L1 of each width's last hidden map to the original's
 
 
+#: train settings that only some kinds of run use: the key, and the kinds that take it (RunConfig.kind)
+KIND_SPECIFIC_TRAIN_KEYS = {
+    "resolutions": ("train",), "full_resolution_share": ("train",),  # the data's noise at lower sides
+    "spectral_weight": ("train",), "spectral_floor": ("train",), "spectral_gamma": ("train",),
+    "spectral_schedule": ("train",),  # against the in-place teacher, which only plain training has
+    "distill_weight": ("train", "slim"),  # a distillation regresses its teacher's transition alone
+}
+
+
 class RunConfig(_Frozen):
     """The resolved configuration of one training run, written to its folder."""
 
@@ -255,6 +264,20 @@ class RunConfig(_Frozen):
                              "a training run neither")
         if distill is not None and student.steps != distill.steps:
             raise ValueError(f"model.student has {student.steps} steps but distill.steps is {distill.steps}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``distill`` (an SFDDM distillation), ``slim`` (a diffusers model's narrow widths) or ``train``."""
+        return "distill" if self.distill is not None else "slim" if self.slim is not None else "train"
+
+    @model_validator(mode="after")
+    def _applies(self) -> "RunConfig":
+        # A setting its run kind ignores is refused rather than silently dropped; its default is the same as unset.
+        for key, kinds in KIND_SPECIFIC_TRAIN_KEYS.items():
+            if self.kind not in kinds and getattr(self.train, key) != TrainConfig.model_fields[key].default:
+                raise ValueError(f"train.{key} applies to {' and '.join(kinds)} runs only, not to this {self.kind} "
+                                 "run; remove it")
         return self
 
     @model_validator(mode="after")
