@@ -10,7 +10,10 @@ plot, quickstart) goes through this module:
   process on it is refused with one line naming the holder; stale temporary
   files of a killed run are removed under the lock; a folder this command
   created is removed again if it fails before writing anything;
-- :func:`claim_folder` (resumable runs): the identity check below.
+- :func:`claim_folder` (resumable runs): the identity check below;
+- :func:`start_under_lock` (what every run that starts or resumes in a
+  folder does): check the start conditions, take the lock, check them again
+  under it, then run.
 
 A resumable run (a search, a sweep) writes a manifest naming what it is
 (``kind``) and what decides its result (its *identity*: hashes of its
@@ -30,7 +33,9 @@ import re
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
+
+from filelock import FileLock, Timeout
 
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
@@ -130,8 +135,6 @@ def hold_folder(out: str | Path, *, what: str, kind: str | None = None) -> Itera
     removed again while they hold nothing but the lock files, so a refused
     command leaves nothing behind.
     """
-    from filelock import FileLock, Timeout
-
     out = Path(out)
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,32 @@ def hold_folder(out: str | Path, *, what: str, kind: str | None = None) -> Itera
         lock.release()
 
 
+def start_under_lock(out: str | Path, check: Callable[[], None], *, what: str,
+                     kind: str | None = None) -> ContextManager[Path]:
+    """Check a run's start conditions now; entering the returned context holds ``out``'s lock and checks again.
+
+    ``check()`` refuses (a one-line DDSMError) a start the folder does not
+    allow: a fresh start over a run, a resume of nothing, a resume of
+    another run. The first check runs at this call, before any lock file
+    exists, so a refusal touches nothing; what runs between this call and
+    the ``with`` (more checks, loading data) runs unlocked; the second
+    check, under the lock (:func:`hold_folder` with ``what`` and ``kind``),
+    catches another process that started a run there meanwhile::
+
+        with start_under_lock(out, lambda: claim(resume), what="search", kind="search"):
+            ...  # write the run
+    """
+    check()
+    return _checked_hold(Path(out), check, what=what, kind=kind)
+
+
+@contextlib.contextmanager
+def _checked_hold(out: Path, check: Callable[[], None], *, what: str, kind: str | None) -> Iterator[Path]:
+    with hold_folder(out, what=what, kind=kind) as held:
+        check()  # again under the lock: another process may have started a run here meanwhile
+        yield held
+
+
 def identity_diff(saved: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
     """The keys of ``identity`` whose value ``saved`` does not share."""
     return [k for k, v in identity.items() if saved.get(k) != v]
@@ -180,6 +209,11 @@ def read_manifest(path: str | Path, *, kind: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise DDSMError(f"{str(path)!r} is not a ddsm {what} manifest")
     return data
+
+
+def write_manifest(path: str | Path, *, kind: str, version: int, identity: Mapping[str, Any], **fields: Any) -> None:
+    """Write a resumable run's manifest: its ``kind``, ``schema_version``, identity, then ``fields`` (atomically)."""
+    write_json(path, {"kind": kind, "schema_version": version, **identity, **fields})
 
 
 def claim_folder(out: str | Path, *, manifest: str, kind: str, what: str, identity: Mapping[str, Any],

@@ -41,7 +41,7 @@ from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.loss_terms import SpectralTerm, loss_terms
 from ddsm.nn.registry import build_backbone
-from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.runfolder import check_run_folder, start_under_lock
 from ddsm.samplers.progressive import family_transform
 from ddsm.slim import FrozenOriginal
 from ddsm.targets import NoiseTarget, Target
@@ -249,12 +249,12 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> Path:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
-        self._check_start(resume)  # a refusal touches nothing, not even the lock file
+        start = start_under_lock(self.out, lambda: self._check_start(resume), what="training run",
+                                 kind="training run")  # a refusal touches nothing, not even the lock file
         for term in self.terms:
             if isinstance(term, SpectralTerm):  # refuses data without a spectrum to weight, before the lock
                 term.frequency_weights(self.config.model.unet.image_size)
-        with hold_folder(self.out, what="training run", kind="training run"):
-            self._check_start(resume)  # again under the lock: another process may have started meanwhile
+        with start:
             return self._run(resume)
 
     def _check_start(self, resume: bool) -> None:

@@ -272,15 +272,12 @@ def sweep(space_files, budgets, seeds, checkpoint, out, resume, address, cpus_pe
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Per-generation progress.")
 def search_steps(space_file, out, resume, runner, workers, chunk_size, device, progress):
     """Search the number of steps and a width per step together: the teacher and its distilled students."""
-    from ddsm.config import validate
-    from ddsm.io import read_json
-    from ddsm.search.joint import JointSpace, prepare_joint, run_joint
+    from ddsm.search.joint import JointSpace, prepare_joint, run_joint, saved_joint
 
     if space_file is None:
-        saved = Path(out) / "joint.json"
-        if not (resume and saved.is_file()):
+        if not (resume and (Path(out) / "joint.json").is_file()):
             raise DDSMError("give --space FILE (or --resume a joint search folder that holds joint.json)")
-        joint = validate(JointSpace, read_json(saved, "joint search manifest").get("joint"), source=str(saved))
+        joint = saved_joint(out)
     else:
         joint = JointSpace.load(space_file)
     arms = prepare_joint(joint)

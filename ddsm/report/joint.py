@@ -25,16 +25,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ddsm import __version__
+from ddsm.checkpoint import load_supernet, training_data
+from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic
+from ddsm.metrics.featurenet import FeatureNet
+from ddsm.metrics.fid import reference_images
+from ddsm.metrics.verdict import Verdict
+from ddsm.plan import StepPlan
 from ddsm.report.outdir import JOINT_EXPORT_KIND, check_out_dir, writing_report
 from ddsm.report.plots import _figure, save_figure
-from ddsm.search.joint import TEACHER, JointRun
+from ddsm.samplers.batched import generate_many
+from ddsm.samplers.loop import make_sampler
+from ddsm.schedule import Schedule
+from ddsm.search.config import SearchConfig
+from ddsm.search.joint import TEACHER, JointRun, flat_front
 
 
-def _arm_space(run: JointRun, model: str):
-    from ddsm.search.config import SearchConfig
-
+def _arm_space(run: JointRun, model: str) -> SearchConfig:
     return SearchConfig.load(run.folder / "models" / model / "space.json")
 
 
@@ -45,9 +54,6 @@ def member_name(rank: int, member: dict) -> str:
 
 def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
     """One :class:`~ddsm.schedule.Schedule` per front member, for its own model and sampler."""
-    from ddsm import __version__
-    from ddsm.schedule import Schedule
-
     out = []
     for rank, m in enumerate(run.front.to_dict(orient="records"), start=1):
         net = nets[m["model"]]
@@ -67,15 +73,6 @@ def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
 
 
 def _verdict(run: JointRun, nets: dict[str, Any], settings, featurenet: str, progress: bool) -> pd.DataFrame:
-    from ddsm.checkpoint import training_data
-    from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.metrics.featurenet import FeatureNet
-    from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import Verdict
-    from ddsm.plan import StepPlan
-    from ddsm.samplers.batched import generate_many
-    from ddsm.samplers.loop import make_sampler
-
     teacher = nets[TEACHER]
     base = _arm_space(run, TEACHER) if (run.folder / "models" / TEACHER).is_dir() else run.joint.base_space()
     data = training_data(run.joint.teacher, teacher.config.unet)
@@ -97,9 +94,9 @@ def _verdict(run: JointRun, nets: dict[str, Any], settings, featurenet: str, pro
 
 def plot_joint(run: JointRun, out: str | Path) -> list[Path]:
     """``front.png/svg`` and ``widths.png/svg`` of a joint front (see the module docstring)."""
-    import matplotlib
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.patches import Rectangle
+    import matplotlib  # lazy: matplotlib loads only when figures are drawn
+    from matplotlib.colors import BoundaryNorm, ListedColormap  # lazy: as above
+    from matplotlib.patches import Rectangle  # lazy: as above
 
     out = Path(out)
     front = run.front
@@ -148,8 +145,6 @@ def plot_joint(run: JointRun, out: str | Path) -> list[Path]:
 def export_joint(run: JointRun, out: str | Path, *, verdict=None, featurenet: str = "digits",
                  progress: bool = False) -> pd.DataFrame:
     """Write the joint front's schedule files, table, figures and (with ``verdict`` settings) the verdict; the table."""
-    from ddsm.checkpoint import load_supernet
-
     out = Path(out)
     identity = {"search": str(run.folder.resolve()), "space": run.meta["space"], "models": run.meta["models"]}
     check_out_dir(out, kind=JOINT_EXPORT_KIND, identity=identity)
@@ -174,8 +169,7 @@ def export_joint(run: JointRun, out: str | Path, *, verdict=None, featurenet: st
         for s, name in zip(schedules, table["schedule"]):
             s.save(out / name)
             report.files.append(name)
-        flat = table.assign(genome=table["genome"].map(lambda g: " ".join(map(str, g))),
-                            widths=table["widths"].map(lambda w: " ".join(f"{x:g}" for x in w)))
+        flat = flat_front(table)
         write_atomic(out / "front.csv", lambda p: flat.to_csv(p, index=False))
         report.files.append("front.csv")
         if judged is not None:

@@ -9,23 +9,25 @@ only when a Ray runner is built (``from ddsm.search.ray_runner import
 RayRunner``, or ``ddsm.search.RayRunner``). ``JointSpace`` / ``run_joint``
 search the step count too: a teacher and its distilled students
 (:mod:`ddsm.search.joint`).
+
+``__all__`` is this package's public API (documented in experiments/README.md,
+"Python API"); the seeding solver and the NSGA-II assembly are internals of
+their modules.
 """
 
 from ddsm.search.config import SearchConfig, check_widths, shipped_spaces
 from ddsm.search.folder import SearchRun, load_search
 from ddsm.search.joint import JointRun, JointSpace, load_joint, prepare_joint, run_joint
 from ddsm.search.loop import SearchResult, run_search
-from ddsm.search.problem import WidthProblem, build_algorithm
+from ddsm.search.problem import WidthProblem
 from ddsm.search.runners import Runner, SerialRunner, make_runner
-from ddsm.search.seeding import initial_population, solve_mckp
 from ddsm.search.setup import PreparedSearch, prepare_search
 from ddsm.search.synthetic import SyntheticEvaluator, SyntheticEvaluatorFactory
 
 __all__ = [
     "JointRun", "JointSpace", "PreparedSearch", "RayRunner", "Runner", "SearchConfig", "SearchResult", "SearchRun",
-    "SerialRunner", "SyntheticEvaluator", "SyntheticEvaluatorFactory", "WidthProblem", "build_algorithm",
-    "check_widths", "initial_population", "load_joint", "load_search", "make_runner", "prepare_joint",
-    "prepare_search", "run_joint", "run_search", "shipped_spaces", "solve_mckp",
+    "SerialRunner", "SyntheticEvaluator", "SyntheticEvaluatorFactory", "WidthProblem", "check_widths", "load_joint",
+    "load_search", "make_runner", "prepare_joint", "prepare_search", "run_joint", "run_search", "shipped_spaces",
 ]
 
 

@@ -18,28 +18,29 @@ Files (``schema_version`` 1 each):
 reads a folder back as a checked :class:`SearchRun` for export, plots,
 sweeps and the quickstart, whose front also comes back as
 :class:`~ddsm.schedule.Schedule` objects (:meth:`SearchRun.schedules`).
+:func:`write_front_files` and :func:`read_front` write and read every
+front's two files, the joint search's (:mod:`ddsm.search.joint`) too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from ddsm import __version__
+from ddsm.config import ModelConfig
 from ddsm.cost.model import CostModel
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_atomic, write_json
-from ddsm.runfolder import claim_folder
+from ddsm.runfolder import claim_folder, read_manifest, write_manifest
+from ddsm.schedule import Schedule
 from ddsm.search.front import front_frame
 from ddsm.search.log import EvaluationLog, parse_genome
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ddsm.config import ModelConfig
-    from ddsm.schedule import Schedule
 
 SEARCH_VERSION = 1
 FRONT_VERSION = 1
@@ -82,11 +83,10 @@ class SearchFolder:
         """Write ``space.json`` and ``search.json`` (before any evaluation)."""
         self.path.mkdir(parents=True, exist_ok=True)
         # search.json first: it marks the folder, so a kill between the two leaves a search that resumes
-        write_json(self.path / "search.json", {
-            "kind": SEARCH_KIND, "schema_version": SEARCH_VERSION, **identity,
-            "objectives": space.objectives.model_dump(), "budget": space.budget,
-            "cost_per_width": costs.to_json(), "full_cost": costs.full_cost(space.sampler.steps),
-            **({"latency_batch": costs.batch} if costs.batch is not None else {})})
+        write_manifest(self.path / "search.json", kind=SEARCH_KIND, version=SEARCH_VERSION, identity=identity,
+                       objectives=space.objectives.model_dump(), budget=space.budget,
+                       cost_per_width=costs.to_json(), full_cost=costs.full_cost(space.sampler.steps),
+                       **({"latency_batch": costs.batch} if costs.batch is not None else {}))
         write_json(self.path / "space.json", space.model_dump(mode="json"))
 
     def log(self, space: SearchConfig) -> EvaluationLog:
@@ -96,15 +96,25 @@ class SearchFolder:
 
     def write_front(self, front: list[dict], *, quality: str, meta: dict[str, Any]) -> None:
         """Write ``front.csv`` and ``front.json`` (widths per member, quality, cost, budget share) atomically."""
-        df = front_frame(front, quality=quality)
-        write_atomic(self.path / "front.csv", lambda p: df.to_csv(p, index=False))
         members = [{"genome": list(parse_genome(r["genome"])),
                     "widths": [float(w) for w in str(r["widths"]).split(",")],
                     **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
                     quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
                    for r in front]
-        write_json(self.path / "front.json", {"kind": FRONT_KIND, "schema_version": FRONT_VERSION, **meta,
-                                              "members": members})
+        write_front_files(self.path, front_frame(front, quality=quality),
+                          {"kind": FRONT_KIND, "schema_version": FRONT_VERSION, **meta, "members": members})
+
+
+def write_front_files(folder: Path, table: pd.DataFrame, doc: dict[str, Any]) -> None:
+    """A front's two files, each written atomically: ``front.csv`` (``table``, no index), then ``front.json``."""
+    write_atomic(folder / "front.csv", lambda p: table.to_csv(p, index=False))
+    write_json(folder / "front.json", doc)
+
+
+def read_front(folder: Path, *, kind: str, what: str) -> dict[str, Any] | None:
+    """``folder``'s ``front.json`` (read as ``what``: one line if unreadable), or None if it is no front of ``kind``."""
+    doc = read_json(folder / "front.json", what)
+    return doc if isinstance(doc, dict) and doc.get("kind") == kind else None
 
 
 def _has_resolutions(row: dict) -> bool:
@@ -160,15 +170,13 @@ class SearchRun:
             raise DDSMError(f"checkpoint {net.source!r} is supernet {net.fingerprint}, but the search in "
                             f"{str(self.folder)!r} ran on supernet {self.meta['supernet']}; give the checkpoint it used")
 
-    def schedules(self, model: "ModelConfig", **fields: list[dict[str, Any]]) -> list["Schedule"]:
+    def schedules(self, model: ModelConfig, **fields: list[dict[str, Any]]) -> list[Schedule]:
         """The front as Schedule files would hold it, cheapest first; ``fields`` give per-member extras.
 
         Each keyword (``predicted``, ``quality``, ``provenance``) is a list of
         one dict per member, merged over what the search knows: the member's
         quality and cost share, and where it came from.
         """
-        from ddsm.schedule import Schedule
-
         out = []
         for i, m in enumerate(self.front.to_dict(orient="records")):
             extra = {k: v[i] for k, v in fields.items()}
@@ -181,8 +189,6 @@ class SearchRun:
 
     def provenance(self, member: dict, rank: int) -> dict[str, Any]:
         """Where front member ``rank`` (1 = cheapest) came from: this search, its settings, its genome."""
-        from ddsm import __version__
-
         ev = self.space.evaluator
         return {"search": str(self.folder.resolve()), "space": self.meta["space"], "costs": self.meta.get("costs"),
                 "seed": self.space.seed, "generation": int(member["generation"]),
@@ -218,9 +224,7 @@ def load_search(folder: str | Path) -> SearchRun:
         raise DDSMError(f"search folder {str(folder)!r} does not exist; give the --out folder of `ddsm search`")
     if not (folder / "search.json").is_file():
         raise DDSMError(f"{str(folder)!r} holds no search (no search.json); give the --out folder of `ddsm search`")
-    meta = read_json(folder / "search.json", "search manifest")
-    if not isinstance(meta, dict) or meta.get("kind") != SEARCH_KIND:
-        raise DDSMError(f"{str(folder / 'search.json')!r} is not a ddsm search manifest")
+    meta = read_manifest(folder / "search.json", kind=SEARCH_KIND, what="search")
     missing = [k for k in ("space", "supernet", "objectives", "budget", "cost_per_width", "full_cost") if k not in meta]
     if missing:
         raise DDSMError(f"search manifest {str(folder / 'search.json')!r} lacks {missing}; written by another ddsm version?")
@@ -234,8 +238,8 @@ def load_search(folder: str | Path) -> SearchRun:
         raise DDSMError(f"the search in {str(folder)!r} has not finished a generation (no state.json / front.json); "
                         f"let it run or continue it with `ddsm search --out {folder} --resume`")
     state = load_state(folder / "state.json")
-    front_doc = read_json(folder / "front.json", "search front")
-    if not isinstance(front_doc, dict) or front_doc.get("kind") != FRONT_KIND:
+    front_doc = read_front(folder, kind=FRONT_KIND, what="search front")
+    if front_doc is None:
         raise DDSMError(f"{str(folder / 'front.json')!r} is not a ddsm search front")
     if front_doc.get("space") != meta["space"]:
         raise DDSMError(f"front.json of {str(folder)!r} belongs to another search space than its search.json")

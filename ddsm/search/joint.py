@@ -29,6 +29,13 @@ model's fingerprint; a resume with other checkpoints is refused),
 ``models/<name>/`` one ordinary search folder per model (``ddsm export`` and
 ``ddsm plot`` work on each), and ``front.csv`` / ``front.json``: the joint
 front, cheapest first, each member naming its model, steps and checkpoint.
+
+Every model is prepared and searched as a single search is
+(:func:`~ddsm.search.setup.prepare_search`, :func:`~ddsm.search.loop.run_search`):
+a student's only with the teacher's samples as its proxy's reference
+(:class:`~ddsm.search.setup.TeacherReference`). The folder is claimed, locked
+and its manifest and front written and read with the single search's
+functions (:mod:`ddsm.runfolder`, :mod:`ddsm.search.folder`).
 """
 
 from __future__ import annotations
@@ -41,13 +48,20 @@ from typing import Any
 import pandas as pd
 from pydantic import Field, field_validator
 
-from ddsm.config import _Frozen, load_yaml, validate
+from ddsm.checkpoint import Supernet, load_supernet
+from ddsm.config import StudentConfig, _Frozen, load_yaml, validate
+from ddsm.cost.model import SHARE_TOL, CostModel
+from ddsm.distill import student_sampler
 from ddsm.errors import DDSMError
-from ddsm.io import stable_hash, write_atomic, write_json
+from ddsm.io import stable_hash
 from ddsm.limits import clip
+from ddsm.runfolder import check_run_folder, claim_folder, read_manifest, start_under_lock, write_manifest
 from ddsm.search.config import SearchConfig, is_joint_doc, space_path
+from ddsm.search.folder import load_search, read_front, write_front_files
 from ddsm.search.front import hypervolume, pareto_front, reference_point
-from ddsm.search.runners import check_runner_options
+from ddsm.search.log import parse_genome
+from ddsm.search.loop import SearchResult, check_run_options
+from ddsm.search.setup import PreparedSearch, TeacherReference, prepare_search, search_costs
 
 JOINT_VERSION = 1
 JOINT_KIND = "ddsm.joint_search"
@@ -89,16 +103,37 @@ class JointSpace(_Frozen):
 
 @dataclass
 class Arm:
-    """One model of a joint search: its checkpoint, supernet, width space, cost model and evaluator factory."""
+    """One model of a joint search: its name, its prepared width search and its place on the joint cost axis."""
 
     name: str  # 'teacher' or 'k<K>'
-    checkpoint: str
-    net: Any
-    space: SearchConfig
-    costs: Any  # CostModel
-    factory: Any
+    prepared: PreparedSearch  # checkpoint, supernet, width space, cost model and evaluator factory
     scale: float  # this model's full-width cost / the teacher's: multiplies its shares onto the joint axis
     exhaustive: bool  # every schedule of this model is evaluated (its front is exact)
+
+    @property
+    def checkpoint(self) -> str:
+        """The model's checkpoint, as the joint space names it."""
+        return self.prepared.checkpoint
+
+    @property
+    def net(self) -> Supernet:
+        """The model's supernet (loaded on the CPU)."""
+        return self.prepared.net
+
+    @property
+    def space(self) -> SearchConfig:
+        """The model's width search space."""
+        return self.prepared.space
+
+    @property
+    def costs(self) -> CostModel:
+        """The model's cost model (MACs per denoiser call)."""
+        return self.prepared.costs
+
+    @property
+    def factory(self) -> Any:
+        """The model's evaluator factory (a student's: the proxy against the teacher's samples)."""
+        return self.prepared.factory
 
     @property
     def steps(self) -> int:
@@ -106,52 +141,12 @@ class Arm:
         return self.space.sampler.steps
 
 
-@dataclass(frozen=True)
-class StudentProxyFactory:
-    """Builds a student's proxy evaluator against the teacher's full-width samples, once per worker (picklable)."""
-
-    teacher: str  # teacher checkpoint
-    student: str  # student checkpoint
-    teacher_sampler: Any  # SamplerConfig of the base space (the reference samples)
-    sampler: Any  # SamplerConfig of the student
-    num_samples: int
-    seed: int
-    batch_size: int
-    fuse: bool = False
-    cache_mb: float = 0.0
-    quality: str = "proxy"
-
-    def __call__(self, *, device: str = "auto"):
-        from ddsm.checkpoint import load_supernet
-        from ddsm.device import resolve_device
-        from ddsm.diffusion.noise import NoiseSchedule
-        from ddsm.metrics.evaluator import ProxyEvaluator
-        from ddsm.plan import StepPlan
-        from ddsm.samplers.batched import generate_many
-        from ddsm.samplers.loop import make_sampler
-
-        dev = resolve_device(device)
-        teacher = load_supernet(self.teacher, device=dev)
-        sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), self.teacher_sampler)
-        full = StepPlan((max(teacher.config.unet.widths),) * self.teacher_sampler.steps)
-        seeds = list(range(self.seed, self.seed + self.num_samples))
-        reference = generate_many(teacher.model, sampler, [full], seeds, batch_size=self.batch_size, fuse=self.fuse)[0]
-        del teacher
-        student = load_supernet(self.student, device=dev)
-        ev = ProxyEvaluator(student, self.sampler, num=self.num_samples, seed=self.seed, batch_size=self.batch_size,
-                            fuse=self.fuse, cache_mb=self.cache_mb, warn_resolutions=False)
-        ev.proxy.set_teacher(reference, external=True)
-        return ev
-
-
-def student_space(base: SearchConfig, student, scale: float) -> tuple[SearchConfig, bool]:
+def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> tuple[SearchConfig, bool]:
     """The width space of one student: its own sampler, the base recipe, the joint budget in its own units.
 
     Returns the space and whether it is searched exhaustively (at most
     ``population x generations`` schedules: then every one is evaluated).
     """
-    from ddsm.distill import student_sampler
-
     s = base.sampler
     own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample)
     k = student.steps
@@ -172,10 +167,6 @@ def _name(net) -> str:
 
 def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> list[Arm]:
     """Check a joint space against its checkpoints and build one :class:`Arm` per model; one-line errors."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.search.setup import prepare_search, search_costs
-    from ddsm.search.problem import WidthProblem
-
     nets = dict(nets or {})
     base = joint.base_space()
     if base.objectives.quality != "proxy" or base.objectives.cost != "flops":
@@ -194,8 +185,8 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
     t_prep = prepare_search(base, joint.teacher, net=teacher)
     teacher_full = t_prep.costs.full_cost(base.sampler.steps)
     if joint.include_teacher:
-        arms.append(Arm(TEACHER, joint.teacher, teacher, base, t_prep.costs, t_prep.factory, 1.0, False))
-    ev = base.evaluator
+        arms.append(Arm(TEACHER, t_prep, 1.0, False))
+    reference = TeacherReference(checkpoint=joint.teacher, sampler=base.sampler)
     seen: dict[int, str] = {}
     for ref in joint.students:
         net = nets.get(ref) or load_supernet(ref, device="cpu")
@@ -209,16 +200,9 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
         if st.steps in seen:
             raise DDSMError(f"students {seen[st.steps]!r} and {ref!r} both take {st.steps} steps; keep one per K")
         seen[st.steps] = ref
-        costs = search_costs(base, net)
-        scale = costs.full_cost(st.steps) / teacher_full
+        scale = search_costs(base, net).full_cost(st.steps) / teacher_full
         space, exhaustive = student_space(base, st, scale)
-        space.check_supernet(net.config.unet.widths, net.config.unet)
-        costs = search_costs(space, net)
-        WidthProblem(space, costs).check_budget()
-        factory = StudentProxyFactory(teacher=joint.teacher, student=ref, teacher_sampler=base.sampler,
-                                      sampler=space.sampler, num_samples=ev.num_samples, seed=ev.seed,
-                                      batch_size=ev.batch_size, fuse=ev.fuse, cache_mb=ev.trajectory_cache_mb)
-        arms.append(Arm(_name(net), ref, net, space, costs, factory, scale, exhaustive))
+        arms.append(Arm(_name(net), prepare_search(space, ref, net=net, reference=reference), scale, exhaustive))
     return arms
 
 
@@ -233,21 +217,14 @@ class JointResult:
     """A joint search's merged front and each model's search result."""
 
     front: pd.DataFrame  # cheapest first: model, steps, checkpoint, fingerprint, genome, widths, proxy, share, cost
-    results: dict[str, Any] = field(default_factory=dict)  # per model: SearchResult
+    results: dict[str, SearchResult] = field(default_factory=dict)  # per model
     hypervolume: float = math.nan
 
 
 def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bool = False, **options: Any
               ) -> JointResult:
     """Run (or resume) every model's width search under ``out/models/`` and merge the fronts (module docstring)."""
-    from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
-    from ddsm.search.loop import run_search
-
-    runner = options.get("runner", "serial")
-    if isinstance(runner, str):  # the single search's check, before joint.json or a lock is written
-        check_runner_options(runner, workers=options.get("workers", 1), chunk_size=options.get("chunk_size", 4),
-                             address=options.get("address"), device=options.get("device"),
-                             gpus_per_worker=(options.get("ray_options") or {}).get("gpus_per_worker"))
+    check_run_options(**options)  # the single search's check, before joint.json or a lock is written
     out = check_run_folder(out, kind="joint search")
     ident = identity(joint, arms)
 
@@ -258,23 +235,20 @@ def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bo
                 if "space" in diff else "")
         return f"it holds a joint search of another {' and '.join(diff)} ({shown}){hint}"
 
-    claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident, resume=resume,
-                 describe=describe, require_empty=True)
-    with hold_folder(out, what="joint search", kind="joint search"):
-        claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident,
-                     resume=resume, describe=describe, require_empty=True)
+    def claim() -> None:
+        claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident, resume=resume,
+                     describe=describe, require_empty=True)
+
+    with start_under_lock(out, claim, what="joint search", kind="joint search"):
         if not (out / "joint.json").exists():
-            write_json(out / "joint.json", {"kind": JOINT_KIND, "schema_version": JOINT_VERSION, **ident,
-                                            "joint": joint.model_dump(mode="json"),
-                                            "arms": {a.name: {"checkpoint": a.checkpoint, "steps": a.steps,
-                                                              "scale": a.scale, "exhaustive": a.exhaustive}
-                                                     for a in arms}})
+            write_manifest(out / "joint.json", kind=JOINT_KIND, version=JOINT_VERSION, identity=ident,
+                           joint=joint.model_dump(mode="json"),
+                           arms={a.name: {"checkpoint": a.checkpoint, "steps": a.steps, "scale": a.scale,
+                                          "exhaustive": a.exhaustive} for a in arms})
     results = {}
     for a in arms:
         sub = out / "models" / a.name
-        results[a.name] = run_search(a.space, costs=a.costs, out_dir=sub, supernet=a.net.fingerprint,
-                                     evaluator_factory=a.factory, resume=resume and (sub / "search.json").exists(),
-                                     **options)
+        results[a.name] = a.prepared.run(sub, resume=resume and (sub / "search.json").exists(), **options)
     front = merge_fronts(out, arms)
     return JointResult(front=front, results=results, hypervolume=_hv(front))
 
@@ -286,10 +260,6 @@ def _hv(front: pd.DataFrame) -> float:
 
 def merge_fronts(out: str | Path, arms: list[Arm]) -> pd.DataFrame:
     """The joint front from every model's evaluation log (on the joint cost axis); writes front.csv/front.json."""
-    from ddsm.cost.model import SHARE_TOL
-    from ddsm.search.folder import load_search
-    from ddsm.search.log import parse_genome
-
     out = Path(out)
     rows = []
     for i, a in enumerate(arms):
@@ -309,16 +279,18 @@ def merge_fronts(out: str | Path, arms: list[Arm]) -> pd.DataFrame:
     front = pareto_front(rows, quality="proxy")
     table = pd.DataFrame(front, columns=["model", "steps", "checkpoint", "fingerprint", "genome", "widths", "proxy",
                                          "share", "cost"])
-    write_atomic(out / "front.csv", lambda p: table.assign(
-        genome=table["genome"].map(lambda g: " ".join(map(str, g))),
-        widths=table["widths"].map(lambda w: " ".join(f"{x:g}" for x in w))).to_csv(p, index=False))
-    write_json(out / "front.json", {"kind": JOINT_FRONT_KIND, "schema_version": JOINT_VERSION,
-                                    "axes": "proxy against the teacher's full width; MACs share of the teacher's "
-                                            "full-width schedule",
-                                    "models": {a.name: a.steps for a in arms},
-                                    "members": [{**m, "genome": list(m["genome"]), "widths": list(m["widths"])}
-                                                for m in front]})
+    write_front_files(out, flat_front(table), {
+        "kind": JOINT_FRONT_KIND, "schema_version": JOINT_VERSION,
+        "axes": "proxy against the teacher's full width; MACs share of the teacher's full-width schedule",
+        "models": {a.name: a.steps for a in arms},
+        "members": [{**m, "genome": list(m["genome"]), "widths": list(m["widths"])} for m in front]})
     return table
+
+
+def flat_front(table: pd.DataFrame) -> pd.DataFrame:
+    """A joint front table as its CSV files hold it: genome and widths as space-separated text."""
+    return table.assign(genome=table["genome"].map(lambda g: " ".join(map(str, g))),
+                        widths=table["widths"].map(lambda w: " ".join(f"{x:g}" for x in w)))
 
 
 @dataclass
@@ -331,21 +303,29 @@ class JointRun:
     front: pd.DataFrame
 
 
+def read_joint_manifest(folder: str | Path) -> dict[str, Any]:
+    """A joint search folder's ``joint.json``; a one-line DDSMError if it is unreadable or not a joint search's."""
+    return read_manifest(Path(folder) / "joint.json", kind=JOINT_KIND, what="joint search")
+
+
+def saved_joint(folder: str | Path) -> JointSpace:
+    """The joint space a joint search folder was started with (its ``joint.json``), validated."""
+    path = Path(folder) / "joint.json"
+    return validate(JointSpace, read_joint_manifest(folder).get("joint"), source=str(path))
+
+
 def load_joint(folder: str | Path) -> JointRun:
     """Read a joint search folder; a one-line DDSMError if it is not one or has no front yet."""
-    from ddsm.io import read_json
-    from ddsm.runfolder import read_manifest
-
     folder = Path(folder)
     if not (folder / "joint.json").is_file():
         raise DDSMError(f"{str(folder)!r} holds no joint search (no joint.json); give the --out folder of "
                         "`ddsm search-steps`")
-    meta = read_manifest(folder / "joint.json", kind=JOINT_KIND, what="joint search")
+    meta = read_joint_manifest(folder)
     if not (folder / "front.json").is_file():
         raise DDSMError(f"the joint search in {str(folder)!r} has no front yet; continue it with "
                         f"`ddsm search-steps --out {folder} --resume`")
-    doc = read_json(folder / "front.json", "joint front")
-    if not isinstance(doc, dict) or doc.get("kind") != JOINT_FRONT_KIND or not doc.get("members"):
+    doc = read_front(folder, kind=JOINT_FRONT_KIND, what="joint front")
+    if doc is None or not doc.get("members"):
         raise DDSMError(f"{str(folder / 'front.json')!r} is not a joint front with members")
     models = sorted((meta.get("arms") or {}) if isinstance(meta.get("arms"), dict) else {})
     for i, m in enumerate(doc["members"], start=1):

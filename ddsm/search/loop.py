@@ -20,6 +20,7 @@ rounding, unless ``chunk_size`` is 1).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from ddsm.search.folder import SearchFolder
 from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point
 from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, widths_text
 from ddsm.search.problem import WidthProblem, build_algorithm
-from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.runfolder import check_run_folder, start_under_lock
 from ddsm.search.runners import EvaluatorFactory, Runner, check_runner_options, make_runner
 from ddsm.search.seeding import initial_population
 from ddsm.search.staged import JUDGE, SCREEN, StagedDecode, promote
@@ -227,10 +228,10 @@ def run_search(
     problem.check_budget()
     quality = space.objectives.quality
     identity = folder.identity(space, supernet, problem.costs)
-    folder.claim(identity, resume=resume)
-    if isinstance(runner, str):  # every runner option is checked before the folder is written
-        check_runner_options(runner, workers=workers, chunk_size=chunk_size, address=address, device=device,
-                             gpus_per_worker=(ray_options or {}).get("gpus_per_worker"))
+    start = start_under_lock(out, lambda: folder.claim(identity, resume=resume), what="search", kind="search")
+    # every runner option is checked before the folder is written
+    _check_runner(runner, workers=workers, chunk_size=chunk_size, address=address, device=device,
+                  ray_options=ray_options)
     if isinstance(runner, str) and evaluator_factory is None:
         raise DDSMError("run_search needs an evaluator_factory (or a ready Runner)")
     if not isinstance(runner, str):
@@ -246,8 +247,7 @@ def run_search(
                             f"this one (quality {quality!r}); build it with decode=space.decode (with a screen: "
                             "decode=ddsm.search.staged.StagedDecode(space.decode))")
 
-    with hold_folder(out, what="search", kind="search"):
-        folder.claim(identity, resume=resume)  # again under the lock: another process may have started meanwhile
+    with start:
         made: list[Runner] = []
 
         def sharing() -> dict | None:
@@ -354,6 +354,23 @@ def run_search(
             evaluated=evaluate.computed, cached=evaluate.hits,
             stages={k: {"candidates": evaluate.stage_counts[k], "seconds": evaluate.stage_seconds[k]}
                     for k in evaluate.stage_counts})
+
+
+def _check_runner(runner: str | Runner, *, workers: int, chunk_size: int, address: str | None, device: str | None,
+                  ray_options: Mapping[str, Any] | None) -> None:
+    if isinstance(runner, str):  # a ready Runner is taken as it is
+        check_runner_options(runner, workers=workers, chunk_size=chunk_size, address=address, device=device,
+                             gpus_per_worker=(ray_options or {}).get("gpus_per_worker"))
+
+
+def check_run_options(**options: Any) -> None:
+    """Refuse bad runner settings among :func:`run_search`'s ``options`` (its defaults for those not given) before
+    anything is written: what a caller that writes a folder of its own first (a joint search) checks."""
+    bound = inspect.signature(run_search).bind_partial(**options)
+    bound.apply_defaults()
+    a = bound.arguments
+    _check_runner(a["runner"], workers=a["workers"], chunk_size=a["chunk_size"], address=a["address"],
+                  device=a["device"], ray_options=a["ray_options"])
 
 
 def _postfix(s: dict) -> str:

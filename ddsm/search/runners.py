@@ -28,7 +28,9 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence
 
 import pandas as pd
+import torch
 
+from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 
@@ -134,8 +136,6 @@ class SerialRunner(Runner):
         if self._evaluator is None:
             device = self.device
             if device == "auto":
-                from ddsm.device import resolve_device  # imports torch: only when needed
-
                 device = str(resolve_device("auto"))
             self._evaluator = self.evaluator_factory(device=device)
         return self._evaluator
@@ -211,16 +211,12 @@ def check_runner_options(kind: str, *, workers: int, chunk_size: int, address: s
         if address != "auto":
             parse_address(address)
     if device is not None and str(device) != "auto":
-        if address is not None:
-            import torch  # only the spelling: the cluster's machines, not this one, run the evaluators
-
+        if address is not None:  # only the spelling: the cluster's machines, not this one, run the evaluators
             try:
                 torch.device(device)
             except (RuntimeError, TypeError):
                 raise DDSMError(f"device {device!r} is not a torch device; valid: auto, cpu, cuda, cuda:N") from None
         else:
-            from ddsm.device import resolve_device  # imports torch: only when needed
-
             resolve_device(device)
 
 
@@ -231,6 +227,7 @@ def make_runner(kind: str, evaluator_factory: EvaluatorFactory, *, decode: Calla
     if kind == "serial":
         return SerialRunner(evaluator_factory, decode=decode, quality=quality, chunk_size=chunk_size, device=device)
     if kind == "ray":
+        # lazy: the Ray runner's module (which imports this one) loads only when a Ray runner is built
         from ddsm.search.ray_runner import RayRunner
 
         return RayRunner(evaluator_factory, decode=decode, quality=quality, chunk_size=chunk_size, workers=workers,

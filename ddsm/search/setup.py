@@ -18,12 +18,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ddsm.checkpoint import load_supernet, training_data
 from ddsm.cost.model import CostModel
+from ddsm.device import resolve_device
+from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.distill import student_sampler
 from ddsm.errors import DDSMError
+from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.registry import Metric, get_metric
-from ddsm.samplers.base import SamplerConfig
+from ddsm.plan import StepPlan
+from ddsm.samplers import progressive
+from ddsm.samplers.base import SamplerConfig, visited
+from ddsm.samplers.batched import generate_many
+from ddsm.samplers.loop import make_sampler
 from ddsm.search.config import SearchConfig
+from ddsm.search.loop import run_search
+from ddsm.search.problem import WidthProblem
 from ddsm.search.staged import StagedEvaluatorFactory
+from ddsm.spectrum import fit_power_spectrum, rule_resolutions
+
+
+@dataclass(frozen=True)
+class TeacherReference:
+    """The proxy's reference taken from another model: a distilled student's candidates are compared with its
+    teacher's full-width samples (the teacher's own sampler, the same seeds), not with the student's full width."""
+
+    checkpoint: str  # the teacher: run folder, .safetensors file or shipped name
+    sampler: SamplerConfig  # the teacher's sampler (a joint search's base space's)
+
+    def samples(self, *, num: int, seed: int, batch_size: int, fuse: bool, device: torch.device) -> torch.Tensor:
+        """The teacher's full-width samples on seeds ``seed .. seed+num-1``."""
+        teacher = load_supernet(self.checkpoint, device=device)
+        sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), self.sampler)
+        full = StepPlan((max(teacher.config.unet.widths),) * self.sampler.steps)
+        seeds = list(range(seed, seed + num))
+        return generate_many(teacher.model, sampler, [full], seeds, batch_size=batch_size, fuse=fuse)[0]
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,7 @@ class SupernetEvaluatorFactory:
     featurenet: str | None = None  # feature net file, for metrics that need one
     fuse: bool = False  # fused denoiser calls (see ddsm.samplers.batched)
     cache_mb: float = 0.0  # trajectory cache per worker (0: off)
+    reference: TeacherReference | None = None  # the proxy's reference from another model (default: this supernet's)
 
     @property
     def quality(self) -> str:
@@ -46,20 +78,29 @@ class SupernetEvaluatorFactory:
         return self.metric.name
 
     def __call__(self, *, device: str = "auto"):
-        from ddsm.checkpoint import load_supernet
-        from ddsm.device import resolve_device
-
-        net = load_supernet(self.checkpoint, device=resolve_device(device))
+        dev = resolve_device(device)
+        # the reference first: the teacher is let go before the supernet is loaded
+        reference = None if self.reference is None else self.reference.samples(
+            num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse, device=dev)
+        net = load_supernet(self.checkpoint, device=dev)
         # The search warns once about training-free resolutions (PreparedSearch.warnings), not every worker.
-        return self.metric.build(net, self.sampler, featurenet=self.featurenet, checkpoint=self.checkpoint,
-                                 num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse,
-                                 cache_mb=self.cache_mb, warn_resolutions=False)
+        ev = self.metric.build(net, self.sampler, featurenet=self.featurenet, checkpoint=self.checkpoint,
+                               num=self.num_samples, seed=self.seed, batch_size=self.batch_size, fuse=self.fuse,
+                               cache_mb=self.cache_mb, warn_resolutions=False)
+        if reference is not None:
+            ev.proxy.set_teacher(reference, external=True)
+        return ev
 
 
-def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: str | Path | None = None):
+def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: str | Path | None = None,
+                      reference: TeacherReference | None = None):
     """The factory for ``space``'s quality metric (with its screen, a staged one); a metric that needs a feature
-    net fails here without one."""
+    net fails here without one. With ``reference`` (the proxy only, no screen), the proxy compares with another
+    model's full-width samples."""
     ev = space.evaluator
+    if reference is not None and (space.objectives.quality != "proxy" or space.screen is not None):
+        raise DDSMError(f"a teacher reference needs the proxy as quality and no screen; this space has quality "
+                        f"{space.objectives.quality!r}" + (" and a screen" if space.screen is not None else ""))
 
     def factory(metric: Metric, num: int, seed: int, what: str) -> SupernetEvaluatorFactory:
         if metric.needs_featurenet and featurenet is None:
@@ -68,7 +109,8 @@ def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: s
         return SupernetEvaluatorFactory(checkpoint=str(checkpoint), metric=metric, sampler=space.sampler,
                                         num_samples=num, seed=seed, batch_size=ev.batch_size, fuse=ev.fuse,
                                         cache_mb=ev.trajectory_cache_mb,
-                                        featurenet=None if featurenet is None else str(featurenet))
+                                        featurenet=None if featurenet is None else str(featurenet),
+                                        reference=reference)  # never with a screen (refused above)
 
     judge = factory(space.quality_metric, ev.num_samples, ev.seed, "objectives.quality")
     if space.screen is None:
@@ -87,8 +129,6 @@ def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None)
 
 def untrained_message(space: SearchConfig, net) -> str | None:
     """One line when the space's sides include some the supernet was not trained at (training-free), else None."""
-    from ddsm.samplers import progressive
-
     msg = progressive.untrained_message(space.resolutions or (), net.trained_resolutions)
     return None if msg is None else f"warning: the {msg}"
 
@@ -97,11 +137,6 @@ def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> li
     """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
     if space.resolutions is None or not space.seeding.spectrum_rule:
         return []
-    from ddsm.checkpoint import training_data
-    from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.samplers.base import visited
-    from ddsm.spectrum import fit_power_spectrum, rule_resolutions
-
     fit = fit_power_spectrum(training_data(checkpoint, net.config.unet).train)
     noise = NoiseSchedule(net.config.diffusion)
     ts = visited(space.sampler, noise.num_timesteps).tolist()
@@ -123,18 +158,18 @@ class PreparedSearch:
 
     def run(self, out_dir: str | Path, **options: Any):
         """:func:`ddsm.search.run_search` with this preparation; ``options`` are its runner/resume settings."""
-        from ddsm.search.loop import run_search
-
         options = {"evaluator_factory": self.factory, "transition_seeds": self.transition_seeds, **options}
         return run_search(self.space, costs=self.costs, out_dir=out_dir, supernet=self.net.fingerprint, **options)
 
 
 def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: str | Path | None = None,
-                   cost_table: str | Path | None = None, net=None) -> PreparedSearch:
-    """Check ``space`` against the checkpoint and build costs, evaluator factory and seeds (see the module docstring)."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.search.problem import WidthProblem
+                   cost_table: str | Path | None = None, net=None,
+                   reference: TeacherReference | None = None) -> PreparedSearch:
+    """Check ``space`` against the checkpoint and build costs, evaluator factory and seeds (see the module docstring).
 
+    ``reference``: the proxy compares with another model's full-width samples (a distilled student in a joint
+    search, :mod:`ddsm.search.joint`) instead of this supernet's.
+    """
     net = net if net is not None else load_supernet(checkpoint, device="cpu")
     space.check_supernet(net.config.unet.widths, net.config.unet)
     if space.sampler.steps > net.config.diffusion.num_timesteps:
@@ -142,8 +177,6 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
                         f"{net.config.diffusion.num_timesteps} training timesteps")
     student = net.config.student
     if student is not None:
-        from ddsm.distill import student_sampler
-
         own = student_sampler(student, kind=space.sampler.kind, eta=space.sampler.eta,
                               clip_sample=space.sampler.clip_sample)
         if space.sampler != own:
@@ -152,13 +185,10 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
                             f"{space.sampler.steps} and timesteps {space.sampler.timesteps}")
     costs = search_costs(space, net, cost_table)
     WidthProblem(space, costs).check_budget()
-    factory = evaluator_factory(space, checkpoint, featurenet)
+    factory = evaluator_factory(space, checkpoint, featurenet, reference)
     if featurenet is not None:
         # read here, not first in a worker: a bad file must fail before the search folder is written (and a file
         # given but not needed is still checked, so a wrong path is never silently ignored)
-        from ddsm.checkpoint import training_data
-        from ddsm.metrics.featurenet import FeatureNet
-
         needed = space.quality_metric.needs_featurenet or (
             space.screen is not None and get_metric(space.screen.metric).needs_featurenet)
         FeatureNet.load(featurenet, training_data(checkpoint, net.config.unet) if needed else None)
