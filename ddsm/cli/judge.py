@@ -85,33 +85,12 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
 
     Files must share one sampler setting, which sampler flags may not contradict.
     """
-    from ddsm.config import validate
     from ddsm.plan import StepPlan
-    from ddsm.samplers import SamplerConfig
+    from ddsm.sampler_choice import choose_sampler
     from ddsm.schedule import Schedule
 
     scheds = [Schedule.load(f, net.config) for f in schedule_files]
-    configs = {s.sampler for s in scheds}
-    if len(configs) > 1:
-        raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
-    if configs:
-        scfg = configs.pop()
-        clash = [f"{k}={v!r}" for k, v in flags.items() if v is not None and v != getattr(scfg, k)]
-        if clash:
-            raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
-    elif net.config.student is not None:  # a distilled student samples on its own K timesteps
-        from ddsm.distill import student_sampler
-
-        st = net.config.student
-        clash = [f"--{k}" for k in ("steps", "timestep_spacing") if flags.get(k) is not None
-                 and not (k == "steps" and flags[k] == st.steps)]
-        if clash:
-            raise DDSMError(f"{', '.join(c.replace('timestep_spacing', 'spacing') for c in clash)} cannot be set for "
-                            f"a distilled {st.steps}-step student; it samples on its own timesteps")
-        scfg = student_sampler(st, kind=flags.get("kind") or "ddim",
-                               **({"eta": flags["eta"]} if flags.get("eta") is not None else {}))
-    else:
-        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
+    scfg = choose_sampler(net.config, scheds, flags)
     named = {**dict(zip(schedule_files, scheds)),
              **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
     # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them

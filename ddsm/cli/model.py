@@ -75,9 +75,9 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.images import save_grid
     from ddsm.io import write_json
-    from ddsm.samplers import SamplerConfig, generate, make_sampler
+    from ddsm.sampler_choice import choose_sampler
+    from ddsm.samplers import generate, make_sampler
     from ddsm.schedule import Schedule
-    from ddsm.config import validate
 
     if (width is None) == (schedule_file is None):
         raise DDSMError("give exactly one of --width W or --schedule FILE")
@@ -89,28 +89,9 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     net = load_supernet(checkpoint, device=dev)
     check_sample_memory(num, net.config.unet)
     flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
-    if schedule_file is not None:
-        sched = Schedule.load(schedule_file, net.config)
-        clash = [f"--{'sampler' if k == 'kind' else 'spacing' if k == 'timestep_spacing' else k} {v!r} "
-                 f"(schedule: {getattr(sched.sampler, k)!r})"
-                 for k, v in flags.items() if v is not None and v != getattr(sched.sampler, k)]
-        if clash:
-            raise DDSMError(f"flags disagree with schedule file {schedule_file!r}: {', '.join(clash)}; drop them")
-        scfg, widths, sides = sched.sampler, list(sched.widths), sched.resolutions
-    elif net.config.student is not None:
-        # A distilled student samples on its own K teacher timesteps (phi), one call per step.
-        from ddsm.distill import student_sampler
-
-        st = net.config.student
-        clash = [f"--{k}" for k, v in (("steps", steps if steps != st.steps else None), ("spacing", spacing)) if v]
-        if clash:
-            raise DDSMError(f"{', '.join(clash)} cannot be set for a distilled {st.steps}-step student; it samples on "
-                            f"its own timesteps {list(reversed(st.phi))}")
-        scfg = student_sampler(st, kind=sampler or "ddim", **({"eta": eta} if eta is not None else {}))
-        widths, sides = net.model.check_width(width), None
-    else:
-        scfg = validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")
-        widths, sides = net.model.check_width(width), None
+    sched = Schedule.load(schedule_file, net.config) if schedule_file is not None else None
+    scfg = choose_sampler(net.config, [sched] if sched else [], flags)
+    widths, sides = (list(sched.widths), sched.resolutions) if sched else (net.model.check_width(width), None)
     from ddsm.samplers.progressive import untrained_message
 
     untrained = untrained_message(sides or (), net.trained_resolutions, steps="the schedule's steps")
