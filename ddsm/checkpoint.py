@@ -23,9 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
-from ddsm.limits import clip, short
+from ddsm.data import load_data
 from ddsm.errors import DDSMError
 from ddsm.io import atomic_path
+from ddsm.limits import clip, short
 from ddsm.nn.backbone import Backbone
 from ddsm.nn.registry import build_backbone
 
@@ -188,7 +189,6 @@ def data_config_for(checkpoint: str | Path) -> DataConfig:
 
 def training_data(checkpoint: str | Path, unet=None):
     """The images a supernet was trained on (:func:`data_config_for`), at its ``unet``'s size and channels."""
-    from ddsm.data import load_data
 
     if unet is None:
         unet = load_supernet(checkpoint).config.unet

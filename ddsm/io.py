@@ -10,6 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ddsm.errors import DDSMError
+from ddsm.limits import MAX_JSON_BYTES
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -65,8 +68,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = None) -> Any:
     """Parse a JSON file; a one-line DDSMError naming ``what`` and the path if it is unreadable, malformed,
     not a regular file or larger than ``max_bytes`` (default :data:`ddsm.limits.MAX_JSON_BYTES`)."""
-    from ddsm.errors import DDSMError
-    from ddsm.limits import MAX_JSON_BYTES
 
     limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
     try:

@@ -14,9 +14,26 @@ from typing import Callable
 
 import click
 
+from ddsm.checkpoint import load_supernet
+from ddsm.config import RunConfig, validate
+from ddsm.cost import CostTable
+from ddsm.data import load_digits
+from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
+from ddsm.metrics.featurenet import FeatureNet, train_featurenet
+from ddsm.metrics.fid import reference_images
+from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict, no_loss_summary
+from ddsm.plan import StepPlan
+from ddsm.report import export_front, format_table, plot_search
+from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
 from ddsm.runfolder import check_run_folder, hold_folder
+from ddsm.schedule import Schedule
+from ddsm.search import SearchConfig
+from ddsm.search.config import shipped_spaces, space_path
+from ddsm.search.folder import generations_finished, load_search
+from ddsm.search.setup import prepare_search
+from ddsm.train import Trainer
 
 STAGES = 7
 #: images per timed batch in the export stage: small, so timing 31 schedules stays under a minute on 2 CPU cores
@@ -28,7 +45,6 @@ VERDICT_BUDGETS = (0.3, 0.4, 0.5)
 
 def default_space() -> Path:
     """The shipped ``digits`` search config (``search_spaces/digits.yaml``, package data when installed)."""
-    from ddsm.search.config import shipped_spaces
 
     return shipped_spaces()["digits"]
 
@@ -47,23 +63,6 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
                    device: str | None = None, space: str | Path | None = None, runner: str = "ray", workers: int = 2,
                    num: int = 256, progress: bool = True) -> dict[str, Path]:
     """Run every stage into ``out`` from ``checkpoint`` (or a retrained digits supernet); returns the artifacts."""
-    from ddsm.checkpoint import load_supernet
-    from ddsm.config import RunConfig, validate
-    from ddsm.cost import CostTable
-    from ddsm.data import load_digits
-    from ddsm.device import resolve_device
-    from ddsm.metrics.featurenet import FeatureNet, train_featurenet
-    from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict, no_loss_summary
-    from ddsm.plan import StepPlan
-    from ddsm.report import export_front, format_table, plot_search
-    from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
-    from ddsm.schedule import Schedule
-    from ddsm.search import SearchConfig
-    from ddsm.search.config import space_path
-    from ddsm.search.folder import generations_finished, load_search
-    from ddsm.search.setup import prepare_search
-    from ddsm.train import Trainer
 
     out = check_run_folder(out, kind="quickstart")
     space_file = space_path(space) if space is not None else default_space()

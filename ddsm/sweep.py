@@ -21,7 +21,6 @@ hypervolume, best quality within budget and run folder.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,11 +29,17 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ddsm.checkpoint import load_supernet
+from ddsm.config import validate
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
-from ddsm.search.folder import read_state
 from ddsm.search.config import SearchConfig, space_path
+from ddsm.search.folder import read_state
+from ddsm.search.loop import saved_fractions
+from ddsm.search.ray_runner import check_address, start_local_ray, stop_local_ray
+from ddsm.search.runners import cores as local_cores
+from ddsm.search.setup import prepare_search
 
 SWEEP_VERSION = 1
 
@@ -55,7 +60,6 @@ class Trial:
     @cached_property
     def space(self) -> SearchConfig:
         """The trial's validated search space (read once)."""
-        from ddsm.config import validate
 
         base = SearchConfig.load(self.space_file)
         return validate(SearchConfig, {**base.model_dump(mode="json"), "budget": self.budget, "seed": self.seed},
@@ -96,9 +100,6 @@ def _run_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from ddsm.search.loop import saved_fractions
-    from ddsm.search.setup import prepare_search
-
     # Tune gives each trial `cpus_per_trial` cores; more threads would fight the other trials for them.
     torch.set_num_threads(max(1, int(config["cpus"])))
     trial = Trial(config["space_file"], config["budget"], config["seed"])
@@ -125,8 +126,6 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     cluster and changes nothing about it: its owner must secure it (token authentication, a firewall).
     ``budgets`` outside (0, 1] and ``cpus_per_trial`` <= 0 or above the cluster's CPUs are refused in one line.
     """
-    from ddsm.checkpoint import load_supernet
-    from ddsm.search.runners import cores as local_cores
 
     cores = local_cores()  # what a local Ray declares (passed to it below), affinity respected
     if not cpus_per_trial > 0:  # nan too
@@ -140,7 +139,6 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
                                     for p in (checkpoint, featurenet, cost))
     trials = grid(space_files, budgets, seeds)
     net = load_supernet(checkpoint, device="cpu")
-    from ddsm.search.setup import prepare_search
 
     warned: list[str] = []
     for t in trials:  # everything a trial would refuse is refused here, before Tune starts
@@ -151,15 +149,11 @@ def run_sweep(space_files: Sequence[str], *, budgets: Sequence[float], seeds: Se
     identity = _identity(trials, net.fingerprint)
     _claim(out, identity, resume)
     if address is not None and address != "auto":
-        from ddsm.search.ray_runner import check_address
-
         check_address(address, timeout=3.0)
     with hold_folder(out, what="sweep", kind="sweep"):
         _claim(out, identity, resume)  # again under the lock: another process may have started this sweep meanwhile
         import ray
         from ray import tune
-
-        from ddsm.search.ray_runner import start_local_ray, stop_local_ray
 
         owns = not ray.is_initialized()
         temp = None

@@ -54,6 +54,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddsm.errors import DDSMError
+from ddsm.limits import MEMORY_SHARE, memory_budget
 from ddsm.nn.backbone import Backbone
 
 with warnings.catch_warnings():
@@ -133,7 +134,6 @@ def check_forward_memory(model: Backbone, resolution: int, batch_size: int = 1) 
     The estimate is the backbone's own (``forward_bytes``): it is what bounds
     ``ddsm cost --resolution`` and ``--batch-size``.
     """
-    from ddsm.limits import MEMORY_SHARE, memory_budget
 
     budget = memory_budget()
     need = model.forward_bytes(resolution, batch_size)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ddsm.config import width_index
+from ddsm.cost.macs import count_macs
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.plan import StepPlan
@@ -89,29 +90,8 @@ class CostModel:
     @classmethod
     def count(cls, net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None) -> "CostModel":
         """fvcore MACs per image of one call at every width (and side) of ``net``."""
-        from ddsm.cost.macs import count_macs
-
         return cls.from_mapping({(w if r is None else (w, r)): float(count_macs(net.model, w, r).total)
                                  for w in widths for r in (sides or (None,))}, widths, sides)
-
-    @classmethod
-    def for_search(cls, net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None, *,
-                   unit: str = "macs", table: str | None = None, batch: int | None = None) -> "CostModel":
-        """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency (at ``batch``).
-
-        Latency needs a measured table (``ddsm cost``) holding ``batch``
-        (default: the table's own); a table for a resolution space must hold
-        every side (``ddsm cost --resolution``).
-        """
-        if table is not None:
-            from ddsm.cost.table import CostTable
-
-            return CostTable.load(table, net.config).cost_model("macs" if unit == "macs" else "latency",
-                                                                widths, sides, batch if unit == "latency" else None)
-        if unit == "latency":
-            raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... "
-                            "--out FILE, then --cost FILE")
-        return cls.count(net, widths, sides)
 
     # -- files and identity -------------------------------------------------------
 

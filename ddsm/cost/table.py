@@ -17,11 +17,13 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from ddsm.checkpoint import config_diff
+from ddsm.checkpoint import Supernet, config_diff
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.cost.latency import _check_timing, _device_name, device_key, measure_latencies
+from ddsm.cost.macs import (
+    UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution,
+)
 from ddsm.cost.model import CostModel
-from ddsm.cost.macs import UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution
 from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
@@ -274,3 +276,20 @@ class CostTable(_Frozen):
         if steps < 1:
             raise DDSMError(f"steps must be positive, got {steps}")
         return steps * self.cost(1.0, resolution, metric, batch)
+
+
+def search_cost_model(net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None, *,
+                      unit: str = "macs", table: str | None = None, batch: int | None = None) -> CostModel:
+    """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency (at ``batch``).
+
+    Latency needs a measured table (``ddsm cost``) holding ``batch``
+    (default: the table's own); a table for a resolution space must hold
+    every side (``ddsm cost --resolution``).
+    """
+    if table is not None:
+        return CostTable.load(table, net.config).cost_model("macs" if unit == "macs" else "latency",
+                                                            widths, sides, batch if unit == "latency" else None)
+    if unit == "latency":
+        raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... "
+                        "--out FILE, then --cost FILE")
+    return CostModel.count(net, widths, sides)

@@ -40,6 +40,7 @@ from safetensors.torch import load_file
 from ddsm.config import DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, check_width_set
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
+from ddsm.integrations.diffusers import import_diffusers
 from ddsm.nn.diffusers_unet import SlimUNet2DModel
 
 #: block types of UNet2DModel that ddsm can slim (the ResNet and attention blocks)
@@ -131,8 +132,6 @@ def _scheduler(folder: Path) -> dict[str, Any]:
 
 
 def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
-    from ddsm.integrations.diffusers import import_diffusers  # lazy: that module loads the samplers
-
     diffusers = import_diffusers()
     try:
         expected = {k: tuple(v.shape) for k, v in diffusers.UNet2DModel.from_config(config).state_dict().items()}
@@ -157,7 +156,6 @@ def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
 
 def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
     """Check a diffusers UNet2DModel folder (or a pipeline folder with ``unet/``) offline; one-line DDSMError."""
-    from ddsm.integrations.diffusers import import_diffusers  # lazy: that module loads the samplers
 
     folder = _model_folder(spec)
     source = f"config {str(folder / 'config.json')!r}"
@@ -192,7 +190,6 @@ def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=DEFAULT_WIDTHS
     At width 1 it computes the original model's function; ``widths`` must keep whole GroupNorm groups and
     attention heads. Weights are read with safetensors only.
     """
-
 
     info = spec if isinstance(spec, DiffusersUNetFolder) else read_diffusers_folder(spec)
     net = SlimUNet2DModel(info.config, widths=widths)
@@ -273,7 +270,6 @@ def weights_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -18,7 +18,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ddsm.checkpoint import load_supernet
 from ddsm.errors import DDSMError
+from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler
+from ddsm.schedule import Schedule
 
 
 def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]) -> dict[int, float]:
@@ -38,7 +41,6 @@ class SlimPipelineUNet(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, config: Mapping[str, Any], widths: Mapping[int, float] | float = 1.0
                  ) -> None:
         super().__init__()
-        from ddsm.integrations.diffusers import import_diffusers
 
         import_diffusers()
         from diffusers.configuration_utils import FrozenDict
@@ -87,9 +89,6 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     to a DDIM pipeline's call. ``pipeline.unet.visited`` lists the
     (timestep, width) of every call.
     """
-    from ddsm.checkpoint import load_supernet
-    from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler
-    from ddsm.schedule import Schedule
 
     diffusers = import_diffusers()
     net = load_supernet(checkpoint, device=device)

@@ -15,6 +15,7 @@ from ddsm.metrics.evaluator import SamplingEvaluator
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.verdict import TEACHER_NUM, TEACHER_SEED
 from ddsm.plan import StepPlan
+from ddsm.samplers.batched import generate_many
 
 
 class _FeatureEvaluator(SamplingEvaluator):
@@ -72,8 +73,6 @@ class TeacherFIDEvaluator(_FeatureEvaluator):
     def reference(self) -> Reference:
         """The teacher's samples on the teacher seeds, embedded (sampled on first use)."""
         if self._reference is None:
-            from ddsm.samplers.batched import generate_many
-
             full = StepPlan((max(self.net.config.unet.widths),) * self.sampler_config.steps)
             x = generate_many(self.net.model, self.sampler, [full], list(range(TEACHER_SEED, TEACHER_SEED + TEACHER_NUM)),
                               batch_size=self.batch_size, fuse=False)[0]

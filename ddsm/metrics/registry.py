@@ -129,6 +129,8 @@ def metric_label(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- the built-in metrics
+# Each builder imports its evaluator when called: reading the registry (a search config's validation, the CLI's
+# help) must not import torchmetrics, the feature net or the samplers.
 
 
 def _proxy(net, sampler, *, featurenet=None, checkpoint=None, **options):

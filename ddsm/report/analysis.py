@@ -18,7 +18,9 @@ from ddsm.metrics.registry import get_metric, metric_names
 from ddsm.search.config import SearchConfig
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key, parse_genome
+from ddsm.search.problem import WidthProblem
 from ddsm.search.seeding import sensitivity_probes, two_segment_seeds, uniform_seeds
+from ddsm.search.setup import evaluator_factory
 
 #: the T-Stitch family's name in figures (its point labels read "narrow width × narrow steps")
 TWO_SEGMENT = "two-segment: narrow width×steps first, then full width"
@@ -62,8 +64,6 @@ def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None 
     settings), so the numbers sit on the same axis as the logged ones. The
     search folder is not touched: the rows live in ``run.extra`` only.
     """
-    from ddsm.search.problem import WidthProblem
-    from ddsm.search.setup import evaluator_factory
 
     factory = evaluator_factory(run.space, checkpoint, featurenet)  # FID without a feature net fails here, early
     factory = getattr(factory, "judge", factory)  # a screened search: its quality is the judge's, on the judge's seeds

@@ -24,11 +24,17 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ddsm.cost.model import SHARE_TOL, CostModel
+from ddsm.checkpoint import training_data
+from ddsm.cost.model import CostModel, SHARE_TOL
+from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic
+from ddsm.metrics.featurenet import FeatureNet
+from ddsm.metrics.fid import reference_images
+from ddsm.metrics.verdict import Verdict
 from ddsm.plan import StepPlan
 from ddsm.report.outdir import EXPORT_KIND, check_out_dir, writing_report
+from ddsm.samplers import generate, make_sampler
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key
 
@@ -117,7 +123,6 @@ def time_schedules(model, sampler, plans: Sequence, seeds: Sequence[int], *, rep
 
 def generate_plan(model, sampler, plan, seeds, **kw):
     """Samples of one plan (a StepPlan or a per-step width list) on ``seeds``: the sampling that gets timed."""
-    from ddsm.samplers import generate
 
     return generate(model, sampler, StepPlan.of(plan), seeds, **kw)
 
@@ -170,8 +175,6 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     predicted speed-up) join the table; each file's ``measured`` holds the
     same with the batch, device and threads.
     """
-    from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.samplers import make_sampler
 
     out = Path(out)
     run.check_supernet(net)
@@ -236,10 +239,6 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
 
 def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
     """Judge every member on held-out seeds; fills ``table``'s verdict columns, returns the schedules with them."""
-    from ddsm.checkpoint import training_data
-    from ddsm.metrics.featurenet import FeatureNet
-    from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import Verdict
 
     data = training_data(net.source, net.config.unet)
     judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),

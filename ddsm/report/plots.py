@@ -15,15 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ddsm.cost.model import SHARE_TOL
+from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
-from ddsm.io import write_atomic
+from ddsm.images import grid
+from ddsm.io import read_json, write_atomic
 from ddsm.metrics.registry import metric_label
+from ddsm.metrics.verdict import METRICS
 from ddsm.plan import StepPlan
 from ddsm.report.analysis import TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows, sensitivity
-from ddsm.cost.model import SHARE_TOL
 from ddsm.report.export import generate_plan
-from ddsm.report.outdir import PLOTS_KIND, check_out_dir, writing_report
+from ddsm.report.outdir import EXPORT_KIND, MANIFESTS, PLOTS_KIND, check_out_dir, writing_report
+from ddsm.samplers import make_sampler
 from ddsm.search.folder import SearchRun
+from ddsm.spectrum import frequency_bands
 
 
 def _figure(width: float, height: float):
@@ -206,9 +211,6 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     Every grid uses seeds ``seed..seed+num-1`` and the search's sampler, so
     differences between panels come from the widths alone.
     """
-    from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.images import grid
-    from ddsm.samplers import make_sampler
 
     if num < 1:
         raise DDSMError(f"--num must be at least 1, got {num}")
@@ -245,8 +247,6 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
 
 def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
     """The front table of an export of ``run`` that carries a verdict, or a one-line DDSMError."""
-    from ddsm.io import read_json
-    from ddsm.report.outdir import MANIFESTS, EXPORT_KIND
 
     export = Path(export)
     manifest = export / MANIFESTS[EXPORT_KIND]
@@ -279,7 +279,6 @@ def plot_verdict(run: SearchRun, table: pd.DataFrame, out: str | Path) -> list[P
     interval; 0 (the dashed line) is full width. A bar that misses 0 is a
     significant difference (filled marker).
     """
-    from ddsm.metrics.verdict import METRICS
 
     out = Path(out)
     metrics = verdict_columns(table)
@@ -367,7 +366,6 @@ def plot_search(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: in
 
 def plot_spectra(comparison, out: str | Path, stem: str = "spectrum") -> list[Path]:
     """``stem.png/svg``: radially averaged power of each sample set against real images, and their log ratio."""
-    from ddsm.spectrum import frequency_bands
 
     fig = _figure(9.0, 4.2)
     ax_p, ax_r = fig.subplots(1, 2)

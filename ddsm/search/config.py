@@ -34,9 +34,9 @@ from ddsm.config import DEFAULT_WIDTHS, Widths, _Frozen, check_width_set, load_y
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import MAX_SEED, clip
-from ddsm.metrics.registry import get_metric, metric_names
-from ddsm.samplers.base import SamplerConfig
+from ddsm.metrics.registry import get_metric, metric_names, objective_names
 from ddsm.plan import StepPlan
+from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.progressive import check_resolution_set
 
 #: fields that do not change what a search computes: a resume may change them
@@ -60,15 +60,11 @@ class Objectives(_Frozen):
     @field_validator("quality")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from ddsm.metrics.registry import get_metric
-
         try:
             metric = get_metric(v)
         except DDSMError as e:
             raise ValueError(str(e)) from None
         if not metric.objective:
-            from ddsm.metrics.registry import objective_names
-
             raise ValueError(f"metric {v!r} is higher-is-better, a verdict metric; a search minimises one of: "
                              f"{', '.join(objective_names())}")
         return v

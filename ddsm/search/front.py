@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from ddsm.metrics.intervals import Draws
 
 
 def pareto_front(rows: list[dict], *, quality: str) -> list[dict]:
@@ -67,7 +70,6 @@ def hypervolume_draws(members: list[tuple[Any, float]], *, ref: tuple[float, flo
     interval degenerate. Each member's resamples are therefore first centred (``Draws.centred``); the front
     and its hypervolume are then taken per resample.
     """
-    from ddsm.metrics.intervals import Draws
 
     if not members:
         raise ValueError("hypervolume_draws needs at least one member")

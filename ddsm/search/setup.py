@@ -22,6 +22,7 @@ import torch
 
 from ddsm.checkpoint import load_supernet, training_data
 from ddsm.cost.model import CostModel
+from ddsm.cost.table import search_cost_model
 from ddsm.device import resolve_device
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.distill import student_sampler
@@ -123,8 +124,8 @@ def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: s
 def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None) -> CostModel:
     """What ``space`` prices a denoiser call with on ``net``: fvcore MACs, or a cost table's MACs or latency."""
     unit = "macs" if space.objectives.cost == "flops" else "latency"
-    return CostModel.for_search(net, space.widths, space.resolutions, unit=unit,
-                                table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
+    return search_cost_model(net, space.widths, space.resolutions, unit=unit,
+                             table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
 
 
 def untrained_message(space: SearchConfig, net) -> str | None:
