@@ -2,6 +2,11 @@
 :mod:`.judge` (scoring and judging schedules), :mod:`.search` (searches, sweeps, reports, the quickstart) and
 :mod:`.slim` (slimming a diffusers model).
 
+Each command imports the library inside its own body: ``ddsm --help`` and a
+refused flag answer without loading torch, fvcore or pandas. The decisions
+themselves (run configs, how flags combine) live in the library
+(:mod:`ddsm.run_configs`, :mod:`ddsm.sampler_choice`), callable from Python.
+
 Bad input (DDSMError) prints one line, ``Error: ...``, and exits with status 2.
 So does a file-system error on a named path (a disk that fills, a folder removed
 mid-run): the outputs were checked before the work began (:mod:`ddsm.outputs`),

@@ -23,6 +23,8 @@ from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler
 from ddsm.schedule import Schedule
 
+__all__ = ["SlimPipelineUNet", "pipeline_for_schedule", "widths_for_pipeline"]
+
 
 def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]) -> dict[int, float]:
     """``{timestep: width}`` for the steps a pipeline with ``scheduler`` visits, from one width per step."""
