@@ -33,7 +33,7 @@ import pandas as pd
 
 #: keys and columns that record wall-clock time or the process that did the work
 VOLATILE = {"seconds", "full_seconds", "speedup", "wallclock_saving", "evals_per_s", "worker", "timing",
-            "latency_s", "latency_iqr_s", "speedup_vs_predicted", "device_name", "threads", "train_seconds", "torch_version"}
+            "latency_s", "latency_iqr_s", "speedup_vs_predicted", "screen_seconds", "device_name", "threads", "train_seconds", "torch_version"}
 #: path parts whose files are not compared
 SKIP_PARTS = {"tune", "__pycache__"}
 SKIP_SUFFIXES = {".png", ".svg", ".log", ".pkl"}
