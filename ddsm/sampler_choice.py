@@ -28,7 +28,7 @@ def choose_sampler(model: ModelConfig, schedules: Sequence[Schedule], flags: Map
         raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
     if configs:
         scfg = configs.pop()
-        clash = [f"{FLAG_NAMES[k]} ({k}={v!r}; the schedule's: {getattr(scfg, k)!r})" for k, v in flags.items()
+        clash = [f"{FLAG_NAMES[k]} {v!r} ({k}={v!r}; schedule: {getattr(scfg, k)!r})" for k, v in flags.items()
                  if v is not None and v != getattr(scfg, k)]
         if clash:
             raise DDSMError(f"flags {', '.join(clash)} disagree with the schedule files' sampler; drop them")
