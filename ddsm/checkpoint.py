@@ -25,7 +25,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from ddsm.config import DataConfig, ModelConfig, RunConfig, load_yaml, validate
 from ddsm.data import load_data
 from ddsm.errors import DDSMError
-from ddsm.io import atomic_path
+from ddsm.io import atomic_path, weights_sha256
 from ddsm.limits import clip, short
 from ddsm.nn.backbone import Backbone
 from ddsm.nn.registry import build_backbone
@@ -110,7 +110,13 @@ class Supernet:
 
     @property
     def fingerprint(self) -> str:
+        """The architecture's identity (config hash): equal for two trainings of one recipe."""
         return self.config.fingerprint()
+
+    @property
+    def weights_sha256(self) -> str:
+        """The weights' identity: the sha256 of the file they were loaded from (:func:`ddsm.io.weights_sha256`)."""
+        return weights_sha256(self.source)
 
     @property
     def trained_resolutions(self) -> tuple[int, ...]:

@@ -167,6 +167,9 @@ class TeacherTransition:
             # Before any step the student is the teacher's own K-step DDIM (a resume then loads its checkpoint).
             trainer.model.load_state_dict(self.teacher.state_dict())
 
+    def inputs(self) -> dict[str, str]:
+        return {"teacher": self.teacher_net.weights_sha256}
+
     def widths(self) -> tuple[float, ...]:
         return self.config.model.unet.widths
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -93,3 +94,24 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Hex digest of the canonical JSON of ``obj`` (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a weights file, hashed once per process per version of the file: a model's weights identity.
+
+    Fingerprints cover a model's architecture; this covers its weights, so a
+    run that started on one file refuses to go on with another put in its
+    place. A multi-GB model is not read twice: the key is the file's identity,
+    size and modification time, so a rewritten file is hashed again.
+    """
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

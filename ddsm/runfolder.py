@@ -198,9 +198,14 @@ def _checked_hold(out: Path, check: Callable[[], None], *, what: str, kind: str 
         yield held
 
 
-def identity_diff(saved: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
-    """The keys of ``identity`` whose value ``saved`` does not share."""
-    return [k for k, v in identity.items() if saved.get(k) != v]
+def identity_diff(saved: Mapping[str, Any], identity: Mapping[str, Any], *,
+                  optional: tuple[str, ...] = ("weights",)) -> list[str]:
+    """The keys of ``identity`` whose value ``saved`` does not share.
+
+    An ``optional`` key the saved manifest lacks is not a difference: the folder
+    was written before that key was recorded, and there is nothing to compare.
+    """
+    return [k for k, v in identity.items() if saved.get(k) != v and not (k in optional and k not in saved)]
 
 
 def read_manifest(path: str | Path, *, kind: str, what: str) -> dict[str, Any]:

@@ -81,6 +81,9 @@ class FrozenOriginal:
                 if self.config.slim.order == "importance":
                     self.order = permute_by_importance(trainer.model.net, self.config.slim.criterion)
 
+    def inputs(self) -> dict[str, str]:
+        return {}  # the original's weights hash is part of the model config (model.diffusers.weights_sha256)
+
     def widths(self) -> tuple[float, ...]:
         return trained_widths(self.config)
 

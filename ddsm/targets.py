@@ -51,6 +51,9 @@ class Target(Protocol):
     def attach(self, trainer: "Trainer") -> None:
         """After the supernet is built: frozen models onto the device, and the start weights (unless ``init_from``)."""
 
+    def inputs(self) -> dict[str, str]:
+        """The weights files this target reads, by name: their sha256 (a resume refuses changed ones)."""
+
     def widths(self) -> tuple[float, ...]:
         """The widths training moves (the sandwich is drawn from these)."""
 
@@ -95,6 +98,9 @@ class NoiseTarget:
 
     def attach(self, trainer: "Trainer") -> None:
         pass
+
+    def inputs(self) -> dict[str, str]:
+        return {}
 
     def widths(self) -> tuple[float, ...]:
         return self.config.model.unet.widths

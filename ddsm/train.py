@@ -97,9 +97,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_backbone(config.model).to(self.device)
         self.target.attach(self)  # frozen models, and the start weights (a teacher's, an original's)
+        # The weights the run starts from or regresses, by content: a resume refuses another file in their place.
+        self.inputs = self.target.inputs()
         if cfg.init_from is not None:
             start = load_supernet(cfg.init_from, expected=config.model)
             self.model.load_state_dict(start.model.state_dict())
+            self.inputs["init_from"] = start.weights_sha256
         self.terms = loss_terms(config, self)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         # Only what training moves gets optimizer state (a slimmed model's frozen original does not).
@@ -156,6 +159,7 @@ class Trainer:
             "step": self.step,
             "train_seconds": self.train_seconds,
             "param_groups": opt_state["param_groups"],
+            **({"inputs": self.inputs} if self.inputs else {}),
         })
 
     def load_checkpoint(self) -> None:
@@ -175,6 +179,12 @@ class Trainer:
                           "cosine learning-rate decay: the result will differ from an uninterrupted run", stacklevel=2)
         if diff:
             raise DDSMError(f"cannot resume {str(self.out)!r} with a different recipe; differs in: {'; '.join(diff)} (checkpoint vs now)")
+        changed = [k for k, v in (header.get("inputs") or {}).items() if self.inputs.get(k) != v]
+        if changed:  # a checkpoint written before inputs were recorded has none to compare
+            k = changed[0]
+            raise DDSMError(f"cannot resume {str(self.out)!r}: the {k} weights changed since the run started (sha256 "
+                            f"{header['inputs'][k][:12]}... then, {str(self.inputs.get(k))[:12]}... now); put the "
+                            "original file back or start a new --out")
         self.model.load_state_dict(prefixed(tensors, "model"))
         self.ema = {k: v.to(self.device) for k, v in prefixed(tensors, "ema").items()}
         state: dict[int, dict[str, torch.Tensor]] = {}

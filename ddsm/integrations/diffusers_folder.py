@@ -25,8 +25,6 @@ exact schedule.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from safetensors.torch import load_file
 from ddsm.config import DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, check_width_set
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
+from ddsm.io import weights_sha256
 from ddsm.integrations.diffusers import import_diffusers
 from ddsm.nn.diffusers_unet import SlimUNet2DModel
 
@@ -254,24 +253,3 @@ def recorded_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
                       channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
                       attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),
                       group_channels=1)
-
-
-def weights_sha256(path: Path) -> str:
-    """The sha256 of a weights file, hashed once per process per version of the file.
-
-    ``ddsm slim`` needs it twice on a fresh start (to write the run's config, then
-    to check the folder against it); a multi-GB model should not be read twice.
-    The key is the file's identity and its size and modification time, so a
-    rewritten file is hashed again.
-    """
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

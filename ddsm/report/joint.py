@@ -60,6 +60,11 @@ def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
         if net.fingerprint != m["fingerprint"]:
             raise DDSMError(f"checkpoint {m['checkpoint']!r} is now supernet {net.fingerprint}, but the joint search "
                             f"used {m['fingerprint']} for model {m['model']!r}")
+        saved = (run.meta.get("weights") or {}).get(m["model"])  # absent in folders written before weights were kept
+        if saved is not None and net.weights_sha256 != saved:
+            raise DDSMError(f"checkpoint {m['checkpoint']!r} holds other weights (sha256 {net.weights_sha256[:12]}...) "
+                            f"than the joint search measured for model {m['model']!r} ({saved[:12]}...); put the "
+                            "original file back or search again")
         space = _arm_space(run, m["model"])
         out.append(Schedule.for_model(
             net.config, space.sampler, list(m["widths"]),

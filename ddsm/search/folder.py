@@ -47,7 +47,8 @@ FRONT_VERSION = 1
 SEARCH_KIND = "ddsm.search"
 FRONT_KIND = "ddsm.search_front"
 #: what each identity key is called in a refusal
-_IDENTITY_NAMES = {"space": "search space", "supernet": "supernet", "costs": "cost model"}
+_IDENTITY_NAMES = {"space": "search space", "supernet": "supernet", "costs": "cost model",
+                   "weights": "supernet weights (sha256)"}
 
 
 # ---------------------------------------------------------------------------- writing (the search loop)
@@ -65,9 +66,11 @@ class SearchFolder:
         return self.path / "state.json"
 
     @staticmethod
-    def identity(space: SearchConfig, supernet: str | None, costs: CostModel) -> dict[str, Any]:
-        """What decides the result of a search run in this folder."""
-        return {"space": space.fingerprint(), "supernet": supernet, "costs": costs.fingerprint()}
+    def identity(space: SearchConfig, supernet: str | None, costs: CostModel,
+                 weights: str | None = None) -> dict[str, Any]:
+        """What decides the result of a search run in this folder (``weights``: the supernet file's sha256)."""
+        return {"space": space.fingerprint(), "supernet": supernet, "costs": costs.fingerprint(),
+                **({"weights": weights} if weights is not None else {})}
 
     def claim(self, identity: dict[str, Any], *, resume: bool) -> None:
         """Refuse a folder holding another search (or any search, without ``resume``) before writing to it."""
@@ -165,10 +168,15 @@ class SearchRun:
                 "supernet": self.meta.get("supernet"), "costs": self.meta.get("costs")}
 
     def check_supernet(self, net) -> None:
-        """Refuse a supernet other than the one the search ran on (by architecture fingerprint)."""
+        """Refuse a supernet other than the one the search ran on: by architecture fingerprint, then by weights."""
         if net.fingerprint != self.meta["supernet"]:
             raise DDSMError(f"checkpoint {net.source!r} is supernet {net.fingerprint}, but the search in "
                             f"{str(self.folder)!r} ran on supernet {self.meta['supernet']}; give the checkpoint it used")
+        saved = self.meta.get("weights")  # a search written before weights were recorded has none to compare
+        if saved is not None and net.weights_sha256 != saved:
+            raise DDSMError(f"checkpoint {net.source!r} holds other weights (sha256 {net.weights_sha256[:12]}...) than "
+                            f"the search in {str(self.folder)!r} measured ({saved[:12]}...); give the checkpoint it "
+                            "used, or search again")
 
     def schedules(self, model: ModelConfig, **fields: list[dict[str, Any]]) -> list[Schedule]:
         """The front as Schedule files would hold it, cheapest first; ``fields`` give per-member extras.

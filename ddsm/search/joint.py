@@ -207,9 +207,10 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
 
 
 def identity(joint: JointSpace, arms: list[Arm]) -> dict[str, Any]:
-    """What a joint folder belongs to: the joint space (base resolved) and every model's fingerprint."""
+    """What a joint folder belongs to: the joint space (base resolved), every model's fingerprint and weights."""
     return {"space": stable_hash({**joint.model_dump(mode="json"), "base": joint.base_space().fingerprint()}),
-            "models": {a.name: a.net.fingerprint for a in arms}}
+            "models": {a.name: a.net.fingerprint for a in arms},
+            "weights": {a.name: a.net.weights_sha256 for a in arms}}
 
 
 @dataclass

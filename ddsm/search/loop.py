@@ -204,6 +204,7 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     supernet: str | None = None,
+    weights: str | None = None,
     device: str = "auto",
     chunk_size: int = 4,
     ray_options: Mapping[str, Any] | None = None,
@@ -215,8 +216,8 @@ def run_search(
     ``costs`` prices one denoiser call at each width (and side): a
     :class:`~ddsm.cost.CostModel` in the unit of ``space.objectives.cost``, or
     a mapping ``{width: cost}`` / ``{(width, side): cost}``; ``supernet`` is
-    the checkpoint's fingerprint, recorded so a resume with another supernet
-    is refused. ``runner`` is ``'serial'``, ``'ray'`` (``workers`` actors,
+    the checkpoint's fingerprint and ``weights`` its file's sha256, recorded so a
+    resume with another supernet, or other weights in its place, is refused. ``runner`` is ``'serial'``, ``'ray'`` (``workers`` actors,
     local Ray or ``address``; ``ray_options`` go to :class:`RayRunner`) or a
     ready :class:`Runner`, which is then not closed here. ``transition_seeds``
     (resolution spaces) are transition genes the first population tries, e.g.
@@ -227,7 +228,7 @@ def run_search(
     problem = WidthProblem(space, costs)
     problem.check_budget()
     quality = space.objectives.quality
-    identity = folder.identity(space, supernet, problem.costs)
+    identity = folder.identity(space, supernet, problem.costs, weights)
     start = start_under_lock(out, lambda: folder.claim(identity, resume=resume), what="search", kind="search")
     # every runner option is checked before the folder is written
     _check_runner(runner, workers=workers, chunk_size=chunk_size, address=address, device=device,

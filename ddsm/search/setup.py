@@ -160,7 +160,8 @@ class PreparedSearch:
     def run(self, out_dir: str | Path, **options: Any):
         """:func:`ddsm.search.run_search` with this preparation; ``options`` are its runner/resume settings."""
         options = {"evaluator_factory": self.factory, "transition_seeds": self.transition_seeds, **options}
-        return run_search(self.space, costs=self.costs, out_dir=out_dir, supernet=self.net.fingerprint, **options)
+        return run_search(self.space, costs=self.costs, out_dir=out_dir, supernet=self.net.fingerprint,
+                          weights=self.net.weights_sha256, **options)
 
 
 def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: str | Path | None = None,
