@@ -70,6 +70,9 @@ def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: in
             raise DDSMError("give --teacher CKPT and --steps K (or --resume an existing distillation)")
         doc = _without_model(config_file, "a student's model is its teacher's (drop the section)")
         t = load_supernet(teacher)
+        if t.config.diffusers is not None:
+            raise DDSMError(f"--teacher {teacher!r} is a slimmed diffusers model (ddsm slim); ddsm distill takes a "
+                            "supernet ddsm trained (ddsm train or a shipped name such as 'digits')")
         dist = dict(doc.get("distill") or {})
         if dist.get("teacher") not in (None, teacher) or dist.get("steps") not in (None, steps):
             raise DDSMError("distill.teacher and distill.steps come from --teacher and --steps; drop them from the config")

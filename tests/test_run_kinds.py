@@ -56,3 +56,16 @@ def test_an_unregistered_backbone_is_refused_before_anything_is_written(tmp_path
     assert_bad_input(invoke("train", "--config", cfg, "--out", out, "--no-progress"),
                      "backbone 'dit' is not registered", "registered backbones: diffusers_unet, unet")
     assert not out.exists()
+
+
+def test_distilling_a_slimmed_diffusers_model_names_the_teacher_flag(tmp_path):
+    """It used to say "(root): a slim run needs both slim and model.diffusers", naming nothing the user typed."""
+    pytest.importorskip("diffusers")
+    from test_slim import _slim, _user_model
+
+    folder = _user_model(tmp_path / "user-model")
+    assert _slim(tmp_path, folder, tmp_path / "slimmed", iters=1).exit_code == 0
+    out = tmp_path / "student"
+    assert_bad_input(invoke("distill", "--teacher", tmp_path / "slimmed", "--steps", "2", "--out", out,
+                            "--no-progress"), "--teacher", "slimmed diffusers model", "ddsm train")
+    assert not out.exists()
