@@ -104,3 +104,22 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_data: ImageData) 
     cfg = validate(RunConfig, run_config_dict())
     Trainer(cfg, out, device="cpu", data=tiny_data, progress=False).run()
     return out
+
+
+def training_state(trainer) -> dict[str, torch.Tensor]:
+    """Everything of a trainer that must match bit for bit after a resume: weights, EMA, optimizer state."""
+    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    out.update({f"ema.{k}": v for k, v in trainer.ema.items()})
+    for i, st in trainer.opt.state_dict()["state"].items():
+        out.update({f"optim.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
+    return out
+
+
+def assert_same_training_state(a, b) -> None:
+    """Two trainers hold bit-identical states, at the same step and learning rate."""
+    sa, sb = training_state(a), training_state(b)
+    assert sa.keys() == sb.keys()
+    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+    assert a.step == b.step
+    assert [g["lr"] for g in a.opt.param_groups] == [g["lr"] for g in b.opt.param_groups]

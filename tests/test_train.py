@@ -12,6 +12,8 @@ from ddsm.data import ImageData
 from ddsm.errors import DDSMError
 from ddsm.train import Trainer, learning_rate, sandwich_widths
 
+from conftest import assert_same_training_state
+
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -97,22 +99,8 @@ def test_empty_training_split_is_refused(tiny_run_config, tmp_path):
 # ---------------------------------------------------------------------------- run, checkpoints, resume
 
 
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    """Everything that must match bit for bit after a resume."""
-    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    out.update({f"ema.{k}": v for k, v in trainer.ema.items()})
-    for i, st in trainer.opt.state_dict()["state"].items():
-        out.update({f"optim.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
-    return out
-
-
 def _assert_bitwise_equal(a: Trainer, b: Trainer) -> None:
-    sa, sb = _state(a), _state(b)
-    assert sa.keys() == sb.keys()
-    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
-    assert a.step == b.step
-    assert [g["lr"] for g in a.opt.param_groups] == [g["lr"] for g in b.opt.param_groups]
+    assert_same_training_state(a, b)
 
 
 def test_run_writes_its_artifacts(tiny_run_config, tiny_data, tmp_path):

@@ -24,7 +24,7 @@ from ddsm.distill import student_config
 from ddsm.nn.unet import SlimUNet
 from ddsm.train import TARGETS, Trainer
 
-from conftest import randomise, run_config_dict
+from conftest import assert_same_training_state, randomise, run_config_dict
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -71,22 +71,6 @@ def make(request, tmp_path):
     return lambda **train: KINDS[request.param](tmp_path, **train)
 
 
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    out = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    out.update({f"ema.{k}": v for k, v in trainer.ema.items()})
-    for i, st in trainer.opt.state_dict()["state"].items():
-        out.update({f"optim.{i}.{k}": torch.as_tensor(v) for k, v in st.items()})
-    return out
-
-
-def _assert_same(a: Trainer, b: Trainer) -> None:
-    sa, sb = _state(a), _state(b)
-    assert sa.keys() == sb.keys()
-    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
-    assert a.step == b.step and [g["lr"] for g in a.opt.param_groups] == [g["lr"] for g in b.opt.param_groups]
-
-
 def test_resume_after_a_shorter_run_is_bitwise_exact(make, tiny_data, tmp_path):
     kw = dict(lr_decay="constant", warmup=0)  # iters may then change on resume without changing the result
     a = Trainer(make(iters=4, **kw), tmp_path / "a", device="cpu", data=tiny_data, progress=False)
@@ -94,7 +78,7 @@ def test_resume_after_a_shorter_run_is_bitwise_exact(make, tiny_data, tmp_path):
     Trainer(make(iters=2, **kw), tmp_path / "b", device="cpu", data=tiny_data, progress=False).run()
     b = Trainer(make(iters=4, **kw), tmp_path / "b", device="cpu", data=tiny_data, progress=False)
     b.run(resume=True)
-    _assert_same(a, b)
+    assert_same_training_state(a, b)
 
 
 def test_ctrl_c_in_the_middle_of_a_step_resumes_bitwise_exactly(make, tiny_data, tmp_path, monkeypatch):
@@ -116,7 +100,7 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_bitwise_exactly(make, tiny_data,
     assert read_tensors(tmp_path / "b" / "checkpoint.safetensors")[1]["step"] == 2
     b2 = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
     b2.run(resume=True)
-    _assert_same(a, b2)
+    assert_same_training_state(a, b2)
 
 
 _CHILD = """
@@ -147,7 +131,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(make, tmp
     b.run(resume=True)
     a = Trainer(cfg, tmp_path / "a", device="cpu", progress=False)
     a.run()
-    _assert_same(a, b)
+    assert_same_training_state(a, b)
 
 
 def test_the_supernet_and_snapshots_hold_the_ema_weights(make, tiny_data, tmp_path):
