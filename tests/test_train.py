@@ -264,32 +264,3 @@ def test_fine_tuning_starts_from_the_given_supernet(tiny_run_config, tiny_data, 
 def test_training_sides_must_divide_the_image(tiny_run_config):
     with pytest.raises(DDSMError, match=r"train.resolutions entry 3 does not divide the image size 8; valid: \[2, 4, 8\]"):
         tiny_run_config(resolutions=[3])
-
-
-def test_ctrl_c_in_the_middle_of_a_step_resumes_bitwise_exactly(tiny_run_config, tiny_data, tmp_path, monkeypatch):
-    import signal
-
-    cfg = tiny_run_config(iters=6, warmup=1, lr_decay="cosine")
-    a = Trainer(cfg, tmp_path / "a", device="cpu", data=tiny_data, progress=False)
-    a.run()
-
-    b = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
-    real_ema = Trainer._ema_update
-
-    def interrupted_ema(self):
-        if self.step == 3:  # after this step drew its batch and stepped the optimizer, before its EMA update
-            signal.raise_signal(signal.SIGINT)
-        return real_ema(self)
-
-    monkeypatch.setattr(Trainer, "_ema_update", interrupted_ema)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        b.run()
-    monkeypatch.undo()
-    _, header = read_tensors(tmp_path / "b" / "checkpoint.safetensors")
-    assert header["step"] == 3  # the step the signal arrived in was finished, then the run stopped
-    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler was put back
-
-    b2 = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
-    b2.run(resume=True)
-    _assert_bitwise_equal(a, b2)

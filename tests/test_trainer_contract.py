@@ -94,10 +94,13 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_bitwise_exactly(make, tiny_data,
         return real_ema(self)
 
     monkeypatch.setattr(Trainer, "_ema_update", interrupted_ema)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         b.run()
     monkeypatch.undo()
+    # the step the signal arrived in was finished, then the run stopped; the caller's handler was put back
     assert read_tensors(tmp_path / "b" / "checkpoint.safetensors")[1]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is before
     b2 = Trainer(cfg, tmp_path / "b", device="cpu", data=tiny_data, progress=False)
     b2.run(resume=True)
     assert_same_training_state(a, b2)
