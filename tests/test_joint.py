@@ -242,3 +242,22 @@ def test_a_resume_with_another_space_names_only_what_differs(trained_run, studen
     r = invoke("search-steps", "--space", other, "--out", out, "--resume", "--no-progress")
     line = assert_bad_input(r, "holds a joint search of another space (space: saved ", "resume with the same --space")
     assert "models" not in line  # the models did not change: no two identical dicts
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda m: m.update(proxy=float("nan")), ["member 1", "proxy"]),
+    (lambda m: m.update(share=1e309), ["member 1", "share"]),
+    (lambda m: m.update(widths=m["widths"] + [1.0]), ["member 1", "widths for a"]),
+    (lambda m: m.update(checkpoint="/etc/passwd"), ["member 1", "checkpoint '/etc/passwd'", "was the file edited?"]),
+    (lambda m: m.update(steps=0), ["member 1", "steps"]),
+])
+def test_export_steps_refuses_a_hand_edited_front(trained_run, students, tmp_path, edit, needles):
+    """Issue 28, finding 7: a front.json edited by hand used to be exported as it was, with exit 0."""
+    out = tmp_path / "joint"
+    assert invoke("search-steps", "--space", _joint_file(tmp_path, trained_run, [students[2]]), "--out", out,
+                  "--no-progress").exit_code == 0
+    doc = json.loads((out / "front.json").read_text())
+    edit(doc["members"][0])
+    (out / "front.json").write_text(json.dumps(doc))  # json writes NaN and 1e309 as NaN and Infinity
+    assert_bad_input(invoke("export-steps", out, "--out", tmp_path / "exp", "--no-progress"), *needles)
+    assert not (tmp_path / "exp").exists()

@@ -89,3 +89,4 @@ def test_a_joint_search_refuses_to_resume_or_export_after_a_student_was_replaced
     assert_bad_input(invoke("export-steps", out, "--out", tmp_path / "exp", "--no-progress"),
                      "holds other weights", "'k2'")
     assert not (tmp_path / "exp").exists()
+

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ddsm.checkpoint import Supernet, load_supernet
 from ddsm.config import StudentConfig, _Frozen, load_yaml, validate
@@ -54,7 +54,7 @@ from ddsm.cost.model import SHARE_TOL, CostModel
 from ddsm.distill import student_sampler
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
-from ddsm.limits import clip
+from ddsm.limits import clip, short
 from ddsm.runfolder import check_run_folder, claim_folder, read_manifest, start_under_lock, write_manifest
 from ddsm.search.config import SearchConfig, is_joint_doc, space_path
 from ddsm.search.folder import load_search, read_front, write_front_files
@@ -315,6 +315,44 @@ def saved_joint(folder: str | Path) -> JointSpace:
     return validate(JointSpace, read_joint_manifest(folder).get("joint"), source=str(path))
 
 
+class JointMember(_Frozen):
+    """One member of a joint front as ``front.json`` holds it: validated on reading (the file may have been edited)."""
+
+    model: str  # the teacher or a student of this joint search
+    steps: int = Field(gt=0)  # the model's sampling steps
+    checkpoint: str  # the model's checkpoint, as joint.json's arms record it
+    fingerprint: str  # the model's architecture
+    genome: tuple[int, ...]  # (model index, width genes)
+    widths: tuple[float, ...]  # one width per step, each in (0, 1]
+    proxy: float  # the quality (finite: NaN and infinities are refused by the config base)
+    share: float = Field(ge=0.0)  # MACs share of the teacher's full-width schedule
+    cost: float = Field(ge=0.0)  # MACs of the schedule
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JointMember":
+        if len(self.widths) != self.steps:
+            raise ValueError(f"{len(self.widths)} widths for a {self.steps}-step model")
+        bad = [w for w in self.widths if not 0.0 < w <= 1.0]
+        if bad:
+            raise ValueError(f"widths must lie in (0, 1], got {short(bad)}")
+        return self
+
+
+def _check_member(doc: Any, i: int, arms: dict[str, Any], where: str) -> dict[str, Any]:
+    """Member ``i`` of ``front.json`` validated against the joint search's models, or a one-line DDSMError."""
+    if not isinstance(doc, dict) or doc.get("model") not in arms:
+        name = doc.get("model") if isinstance(doc, dict) else doc
+        raise DDSMError(f"{where}: member {i} names model {clip(repr(name), 60)}, not one of this joint search's "
+                        f"models ({', '.join(sorted(arms)) or 'none'}); was the file edited?")
+    m = validate(JointMember, doc, source=f"{where}: member {i}")
+    arm = arms[m.model] if isinstance(arms[m.model], dict) else {}
+    for key in ("checkpoint", "steps"):
+        if arm.get(key) != getattr(m, key):
+            raise DDSMError(f"{where}: member {i} gives {key} {clip(repr(getattr(m, key)), 80)}, but the joint search "
+                            f"ran model {m.model!r} with {clip(repr(arm.get(key)), 80)}; was the file edited?")
+    return {**m.model_dump(), "genome": tuple(m.genome), "widths": tuple(m.widths)}
+
+
 def load_joint(folder: str | Path) -> JointRun:
     """Read a joint search folder; a one-line DDSMError if it is not one or has no front yet."""
     folder = Path(folder)
@@ -326,14 +364,10 @@ def load_joint(folder: str | Path) -> JointRun:
         raise DDSMError(f"the joint search in {str(folder)!r} has no front yet; continue it with "
                         f"`ddsm search-steps --out {folder} --resume`")
     doc = read_front(folder, kind=JOINT_FRONT_KIND, what="joint front")
-    if doc is None or not doc.get("members"):
+    if doc is None or not doc.get("members") or not isinstance(doc["members"], list):
         raise DDSMError(f"{str(folder / 'front.json')!r} is not a joint front with members")
-    models = sorted((meta.get("arms") or {}) if isinstance(meta.get("arms"), dict) else {})
-    for i, m in enumerate(doc["members"], start=1):
-        if not isinstance(m, dict) or m.get("model") not in models:
-            name = m.get("model") if isinstance(m, dict) else m
-            raise DDSMError(f"{str(folder / 'front.json')!r}: member {i} names model {clip(repr(name), 60)}, not one "
-                            f"of this joint search's models ({', '.join(models) or 'none'}); was the file edited?")
-    front = pd.DataFrame([{**m, "genome": tuple(m["genome"]), "widths": tuple(m["widths"])} for m in doc["members"]])
+    arms = meta.get("arms") if isinstance(meta.get("arms"), dict) else {}
+    where = repr(str(folder / "front.json"))
+    front = pd.DataFrame([_check_member(m, i, arms, where) for i, m in enumerate(doc["members"], start=1)])
     return JointRun(folder=folder, joint=validate(JointSpace, meta["joint"], source=str(folder / "joint.json")),
                     meta=meta, front=front)
