@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from cli_helpers import TINY_SEARCH_SPACE, assert_bad_input, invoke, write_space
 
@@ -98,3 +99,26 @@ def test_a_latency_search_prices_the_batch_it_names_and_export_times_at_it(train
     flops = write_space(tmp_path / "bf.yaml", objectives={"quality": "proxy", "cost": "flops", "batch": 4})
     assert_bad_input(invoke("search", "--space", flops, "--checkpoint", trained_run, "--out", tmp_path / "sf",
                             "--no-progress"), "objectives.batch 4", "latency")
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda m, q: m.update({q: float("nan")}), ["member 1", "has {q} nan"]),
+    (lambda m, q: m.update(share=1e309), ["member 1", "has share inf"]),
+    (lambda m, q: m.update(widths=m["widths"][:-1]), ["member 1", "has widths"]),
+    (lambda m, q: m.update(widths=[0.3] * len(m["widths"])), ["member 1", "has widths", "valid:"]),
+    (lambda m, q: m.pop("genome"), ["member 1", "lacks genome"]),
+])
+def test_export_refuses_a_hand_edited_front(trained_run, tmp_path, edit, needles):
+    """Issue 28, finding 7: a member of front.json edited by hand is refused in one line, not exported (or a traceback)."""
+    import json
+
+    space = write_space(tmp_path / "space.yaml")
+    out = tmp_path / "search"
+    assert invoke("search", "--space", space, "--checkpoint", trained_run, "--out", out, "--no-progress").exit_code == 0
+    doc = json.loads((out / "front.json").read_text())
+    q = json.loads((out / "search.json").read_text())["objectives"]["quality"]
+    edit(doc["members"][0], q)
+    (out / "front.json").write_text(json.dumps(doc))  # json writes NaN and 1e309 as NaN and Infinity
+    assert_bad_input(invoke("export", out, "--checkpoint", trained_run, "--out", tmp_path / "exp", "--no-progress"),
+                     *[n.format(q=q) for n in needles])
+    assert not (tmp_path / "exp").exists()

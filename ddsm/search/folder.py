@@ -24,6 +24,7 @@ front's two files, the joint search's (:mod:`ddsm.search.joint`) too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,11 @@ from typing import Any
 import pandas as pd
 
 from ddsm import __version__
-from ddsm.config import ModelConfig
+from ddsm.config import ModelConfig, width_index
 from ddsm.cost.model import CostModel
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_atomic, write_json
+from ddsm.limits import clip
 from ddsm.runfolder import claim_folder, read_manifest, write_manifest
 from ddsm.schedule import Schedule
 from ddsm.search.front import front_frame
@@ -126,6 +128,44 @@ def _has_resolutions(row: dict) -> bool:
 
 
 # ---------------------------------------------------------------------------- reading (reports, sweeps)
+
+
+def _integral(v: Any) -> bool:
+    return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+
+
+def _front_member(m: Any, i: int, space: SearchConfig, q: str, where: str) -> dict[str, Any]:
+    """Member ``i`` of a search's ``front.json`` as a row, checked (the file may have been edited): one line if not."""
+    def bad(what: str) -> DDSMError:
+        return DDSMError(f"{where}: member {i} {what}; was the file edited?")
+
+    if not isinstance(m, dict):
+        raise bad(f"is a {type(m).__name__}, not a mapping")
+    missing = [k for k in ("genome", "widths", q, "cost", "share", "generation") if k not in m]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    steps = space.sampler.steps
+    numbers = {k: m[k] for k in (q, "cost", "share")}
+    for k, v in numbers.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k != q and v < 0):
+            raise bad(f"has {k} {clip(repr(v), 40)}; a finite number{'' if k == q else ' >= 0'} is valid")
+    widths, genome = m["widths"], m["genome"]
+    numeric = isinstance(widths, list) and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in widths)
+    if not numeric or len(widths) != steps or any(width_index(w, space.widths) is None for w in widths):
+        raise bad(f"has widths {clip(repr(widths), 60)}; valid: {steps} of {list(space.widths)}")
+    sides = m.get("resolutions")
+    if sides and (not isinstance(sides, list) or len(sides) != steps
+                  or not all(_integral(r) and r > 0 for r in sides)):
+        raise bad(f"has resolutions {clip(repr(sides), 60)}; valid: {steps} positive sides")
+    if not isinstance(genome, list) or not all(_integral(g) for g in genome):
+        raise bad(f"has genome {clip(repr(genome), 60)}; valid: a list of integers")
+    gen = m["generation"]
+    if not _integral(gen):  # -1: found while seeding, before the first generation
+        raise bad(f"has generation {clip(repr(gen), 40)}; valid: an integer")
+    return {"genome": tuple(int(g) for g in genome), "widths": tuple(float(w) for w in widths),
+            "resolutions": tuple(int(r) for r in sides) if sides else None,
+            q: float(numbers[q]), "cost": float(numbers["cost"]), "share": float(numbers["share"]),
+            "generation": int(gen)}
 
 
 @dataclass
@@ -256,10 +296,10 @@ def load_search(folder: str | Path) -> SearchRun:
     if not members:
         raise DDSMError(f"the search in {str(folder)!r} found no feasible schedule (valid and within budget "
                         f"{float(meta['budget']):g}): nothing to report; raise the budget or check the evaluator")
-    front = pd.DataFrame([{"genome": tuple(int(g) for g in m["genome"]), "widths": tuple(float(w) for w in m["widths"]),
-                           "resolutions": tuple(int(r) for r in m["resolutions"]) if m.get("resolutions") else None,
-                           q: float(m[q]), "cost": float(m["cost"]), "share": float(m["share"]),
-                           "generation": int(m["generation"])} for m in members])
+    if not isinstance(members, list):
+        raise DDSMError(f"{str(folder / 'front.json')!r}: members must be a list; was the file edited?")
+    where = repr(str(folder / "front.json"))
+    front = pd.DataFrame([_front_member(m, i, space, q, where) for i, m in enumerate(members, start=1)])
     # front.json is written cheapest first; sorting again keeps the rank promise if a hand edit reordered it
     front = front.sort_values(["share", q], kind="stable").reset_index(drop=True)
     log = None
