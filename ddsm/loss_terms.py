@@ -28,6 +28,9 @@ class LossTerm(Protocol):
     weight: float
     needs_hidden: bool  # the network must also return its last hidden map
 
+    def check(self) -> None:
+        """Refuse, before the run takes its folder's lock, inputs this term cannot work with (a one-line DDSMError)."""
+
     def applies(self, widest: torch.Tensor | None) -> bool:
         """Whether the term joins this width's loss (``widest`` is None for the first width of the sandwich)."""
 
@@ -54,6 +57,9 @@ class SpectralTerm:
             self._weights[side] = spectrum_weights(x, tr.config.train.spectral_floor).to(tr.device)
         return self._weights[side]
 
+    def check(self) -> None:
+        self.frequency_weights(self.trainer.config.model.unet.image_size)  # data without a spectrum is refused
+
     def applies(self, widest: torch.Tensor | None) -> bool:
         return widest is not None
 
@@ -72,6 +78,9 @@ class HiddenTerm:
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
+
+    def check(self) -> None:
+        pass
 
     def applies(self, widest: torch.Tensor | None) -> bool:
         return True

@@ -39,7 +39,7 @@ from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.distill import TeacherTransition
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
-from ddsm.loss_terms import SpectralTerm, loss_terms
+from ddsm.loss_terms import loss_terms
 from ddsm.nn.registry import build_backbone
 from ddsm.runfolder import check_run_folder, start_under_lock
 from ddsm.samplers.progressive import family_transform
@@ -104,6 +104,7 @@ class Trainer:
             self.model.load_state_dict(start.model.state_dict())
             self.inputs["init_from"] = start.weights_sha256
         self.terms = loss_terms(config, self)
+        self.want_hidden = any(term.needs_hidden for term in self.terms)  # the network also returns its last map
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         # Only what training moves gets optimizer state (a slimmed model's frozen original does not).
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -225,13 +226,12 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = learning_rate(self.step, cfg)
         self.opt.zero_grad(set_to_none=True)
-        want_hidden = any(term.needs_hidden for term in self.terms)
         losses: dict[str, float] = {}
         widest = None  # the first width's detached prediction: the in-place teacher of the others
         for w in widths:
             self.model.set_active_width(w)
             with self.autocast():
-                pred, hidden = self.model(batch.x_t, batch.t, return_hidden=True) if want_hidden else \
+                pred, hidden = self.model(batch.x_t, batch.t, return_hidden=True) if self.want_hidden else \
                     (self.model(batch.x_t, batch.t), None)
             loss = self.target.eps_term(pred, batch, widest)
             losses[f"loss@{w:g}"] = float(loss.detach())
@@ -261,9 +261,8 @@ class Trainer:
         """Train until ``config.train.iters``; checkpoint regularly and on interrupt."""
         start = start_under_lock(self.out, lambda: self._check_start(resume), what="training run",
                                  kind="training run")  # a refusal touches nothing, not even the lock file
-        for term in self.terms:
-            if isinstance(term, SpectralTerm):  # refuses data without a spectrum to weight, before the lock
-                term.frequency_weights(self.config.model.unet.image_size)
+        for term in self.terms:  # e.g. data without a spectrum to weight, refused before the lock
+            term.check()
         with start:
             return self._run(resume)
 

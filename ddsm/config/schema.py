@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
 
-from ddsm.config.widths import DEFAULT_WIDTHS, Widths, check_width_set
+from ddsm.config.widths import DEFAULT_WIDTHS, WidthSet
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import MAX_IMAGE_SIDE, MAX_MESSAGE_CHARS, MAX_SEED, clip, short
@@ -39,15 +39,10 @@ class UNetConfig(_Frozen):
     num_res_blocks: int = Field(1, gt=0)  # residual blocks per level (down path)
     attn_resolutions: tuple[int, ...] = (8,)  # feature-map sides that get self-attention
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout inside residual blocks
-    widths: Widths = DEFAULT_WIDTHS  # width multipliers the supernet serves
+    widths: WidthSet = DEFAULT_WIDTHS  # width multipliers the supernet serves
     group_channels: int = Field(4, gt=0)  # GroupNorm channels per group, fixed at every width
     down_block: str = "conv"  # name in ddsm.nn.unet.DOWN_BLOCKS
     up_block: str = "nearest_conv"  # name in ddsm.nn.unet.UP_BLOCKS
-
-    @field_validator("widths")
-    @classmethod
-    def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        return check_width_set(v)
 
     @field_validator("channel_mults")
     @classmethod

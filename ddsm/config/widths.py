@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import StrictFloat
+from typing import Annotated
+
+from pydantic import AfterValidator, StrictFloat
 
 from ddsm.limits import short
 
@@ -37,3 +39,7 @@ def check_width_set(v: tuple[float, ...]) -> tuple[float, ...]:
     if width_index(1.0, v) is None:
         raise ValueError(f"widths must include 1.0 (the full-width net), got {short(list(v))}")
     return tuple(sorted(float(w) for w in v))
+
+
+#: a validated width set: sorted, each width once, in (0, 1], 1.0 included (:func:`check_width_set`)
+WidthSet = Annotated[Widths, AfterValidator(check_width_set)]

@@ -40,7 +40,7 @@ from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
 from ddsm.io import weights_sha256
 from ddsm.integrations.diffusers import import_diffusers
-from ddsm.nn.diffusers_unet import SlimUNet2DModel
+from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 
 #: block types of UNet2DModel that ddsm can slim (the ResNet and attention blocks)
 DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
@@ -248,7 +248,7 @@ def recorded_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
         raise DDSMError(f"sample_size {size!r} is not supported; ddsm needs one square side (an int)")
     channels = [int(c) for c in unet["block_out_channels"]]
     base = math.gcd(*channels)
-    attn = tuple(size // 2**i for i, kind in enumerate(unet.get("down_block_types", ())) if kind.startswith("Attn"))
+    attn = tuple(attention_sides(unet))
     return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3), base_channels=base,
                       channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
                       attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),

@@ -212,6 +212,12 @@ class MidBlock(nn.Module):
         return self.resnets[1](x, temb)
 
 
+def attention_sides(config: dict[str, Any]) -> list[int]:
+    """The feature-map sides (at the model's ``sample_size``) whose down blocks carry attention."""
+    size = config["sample_size"]
+    return [size // 2**i for i, kind in enumerate(config.get("down_block_types", ())) if kind.startswith("Attn")]
+
+
 # -- model ----------------------------------------------------------------------------------------------------
 
 

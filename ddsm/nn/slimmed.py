@@ -28,7 +28,7 @@ from torch import nn
 from ddsm.config import DiffusersModelConfig, ModelConfig
 from ddsm.errors import DDSMError
 from ddsm.nn.backbone import check_width_of, divisor_sides, unet_forward_bytes
-from ddsm.nn.diffusers_unet import SlimUNet2DModel
+from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 from ddsm.nn.slimmable import freeze_width
 
 
@@ -55,9 +55,8 @@ class _DiffusersShapes:
     def forward_bytes(self, resolution: int, batch_size: int = 1) -> int:
         """Skips plus working maps per block (``layers_per_block + 3``), and the largest attention matrix."""
         u = self.config.unet
-        attn = [self.image_size // 2**i for i, kind in enumerate(u.get("down_block_types", ())) if kind.startswith("Attn")]
         return unet_forward_bytes(self.image_size, [int(c) for c in u["block_out_channels"]],
-                                  u.get("layers_per_block", 2) + 3, attn, resolution, batch_size)
+                                  u.get("layers_per_block", 2) + 3, attention_sides(u), resolution, batch_size)
 
 
 class _AtWidth(_DiffusersShapes, nn.Module):

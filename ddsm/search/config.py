@@ -30,7 +30,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ddsm.config import DEFAULT_WIDTHS, Widths, _Frozen, check_width_set, load_yaml, validate, width_index
+from ddsm.config import DEFAULT_WIDTHS, WidthSet, _Frozen, load_yaml, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import MAX_SEED, clip
@@ -151,7 +151,7 @@ class CacheConfig(_Frozen):
 class SearchConfig(_Frozen):
     """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
 
-    widths: Widths = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net), each once
+    widths: WidthSet = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net), each once
     resolutions: tuple[int, ...] | None = None  # sides a step may run at, ascending, last = image size (None: width only)
     sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
     segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
@@ -166,11 +166,6 @@ class SearchConfig(_Frozen):
     evaluator: EvaluatorSettings = EvaluatorSettings()
     screen: ScreenConfig | None = None  # two-stage evaluation of offspring (None: every candidate judged in full)
     cache: CacheConfig = CacheConfig()
-
-    @field_validator("widths")
-    @classmethod
-    def _widths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        return check_width_set(v)
 
     @field_validator("resolutions")
     @classmethod
