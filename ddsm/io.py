@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ddsm.errors import DDSMError
-from ddsm.limits import MAX_JSON_BYTES
+from ddsm.limits import MAX_JSON_BYTES, check_nesting
 
 
 @contextlib.contextmanager
@@ -78,8 +78,12 @@ def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = Non
         with p.open("rb") as fh:
             blob = fh.read(limit + 1)
         if len(blob) > limit:
-            raise DDSMError(f"{what} {str(path)!r} is larger than {limit >> 20} MiB; not a file ddsm wrote")
-        return json.loads(blob.decode("utf-8"))
+            size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+            raise DDSMError(f"{what} {str(path)!r} is larger than {size}; " + (
+                "not a file ddsm wrote" if max_bytes is None else "a config file is far smaller"))
+        doc = json.loads(blob.decode("utf-8"))
+        check_nesting(doc, f"{what} {str(path)!r}")
+        return doc
     except UnicodeDecodeError:
         raise DDSMError(f"{what} {str(path)!r} is not valid JSON: not UTF-8 text (a binary file?)") from None
     except RecursionError:

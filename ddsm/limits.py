@@ -13,9 +13,10 @@ an OOM kill or a traceback. The limits:
   memory available now; the error says how many fit;
 * grids (``ddsm plot --num``): at most :data:`MAX_GRID_SAMPLES`;
 * image sides: at most :data:`MAX_IMAGE_SIDE`;
-* config files: at most :data:`MAX_CONFIG_BYTES`, :data:`MAX_YAML_ALIASES`
-  aliases and :data:`MAX_YAML_NODES` values once aliases are expanded
-  (:func:`ddsm.config.load_yaml`);
+* config files (YAML, and a user's JSON such as a diffusers ``config.json``):
+  at most :data:`MAX_CONFIG_BYTES`, :data:`MAX_NESTING` levels of nesting,
+  :data:`MAX_YAML_ALIASES` aliases and :data:`MAX_YAML_NODES` values once
+  aliases are expanded (:func:`ddsm.config.load_yaml`, :func:`ddsm.io.read_json`);
 * messages: a quoted value is cut to :data:`MAX_VALUE_CHARS` characters and a
   whole message to :data:`MAX_MESSAGE_CHARS` (:func:`short`, :func:`clip`).
 """
@@ -35,6 +36,8 @@ MEMORY_SHARE = 0.25
 MAX_GRID_SAMPLES = 1024
 #: largest image side (UNet image_size, ``featurenet --size``): a 1024 x 1024 image is 4 MiB per channel in float32
 MAX_IMAGE_SIDE = 1024
+#: channels of one layer in a model config read from a user's file (diffusers' largest UNets use 1280)
+MAX_CHANNELS = 16_384
 #: largest config file (YAML or JSON) read
 MAX_CONFIG_BYTES = 1 << 20
 #: largest JSON file read (schedules, manifests, search states, cost tables)
@@ -43,6 +46,8 @@ MAX_JSON_BYTES = 256 << 20
 MAX_YAML_ALIASES = 100
 #: values (scalars, lists, mappings) of one config file with every alias expanded
 MAX_YAML_NODES = 100_000
+#: nesting of lists and mappings in one config or JSON file (a real one nests a handful of levels)
+MAX_NESTING = 64
 #: characters of a value quoted in an error message
 MAX_VALUE_CHARS = 80
 #: characters of one error message
@@ -137,3 +142,14 @@ def check_budgets(budgets: Sequence[float], *, flag: str = "--budget") -> list[f
         if not (math.isfinite(b) and 0.0 < b <= 1.0):
             raise DDSMError(f"{flag} {short(b)} is not a cost share; budgets lie in (0, 1] (1 = the full-width cost)")
     return list(budgets)
+
+
+def check_nesting(value: Any, where: str, limit: int = MAX_NESTING) -> None:
+    """Refuse a parsed config or JSON document nested deeper than ``limit`` levels (one line naming ``where``)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list, tuple)):
+            if depth > limit:
+                raise DDSMError(f"{where} is nested more than {limit} levels deep; a config is far flatter")
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))

@@ -146,7 +146,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
 
         def _verdict() -> None:
             steps = search_space.sampler.steps
-            plans = {f"best under {b:.0%} ({f.name})": Schedule.load(f, net.config).plan()
+            plans = {f"best under {b:.0%} ({f.name})": Schedule.load_for(f, net)[0].plan()
                      for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
             plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths[:-1]})
             # MACs whatever the search priced: its own cost model for a FLOP search, else the measured table's

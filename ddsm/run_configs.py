@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ddsm.checkpoint import data_config_for, load_supernet
-from ddsm.config import DEFAULT_WIDTHS, RunConfig, apply_overrides, load_run_config, load_yaml, validate
+from ddsm.config import (DEFAULT_WIDTHS, RunConfig, apply_overrides, check_width_set, load_run_config, load_yaml,
+                         validate)
 from ddsm.distill import student_config
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
@@ -117,7 +118,12 @@ def slim_run_config(out: str | Path, *, source: str | None = None, config_file: 
         doc["slim"] = sl
         if data is not None:
             doc["data"] = {**(doc.get("data") or {}), "source": data}
-        ws = tuple(sorted({*widths, 1.0})) if widths else DEFAULT_WIDTHS
+        ws = DEFAULT_WIDTHS
+        if widths:  # checked where it enters: NaN or 1.5 would otherwise reach the channel arithmetic
+            try:
+                ws = check_width_set(tuple({*widths, 1.0}))
+            except ValueError as e:
+                raise DDSMError(f"--width: {e}") from None
         doc["model"] = model_config_for(read_diffusers_folder(source), ws,
                                         freeze_full=not unfreeze_full).model_dump(mode="json")
     apply_overrides(doc, **{"train.iters": iters, "train.seed": seed})

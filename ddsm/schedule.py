@@ -11,9 +11,9 @@ image size. Loading checks it against the supernet and reports every mismatch at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
@@ -24,6 +24,9 @@ from ddsm.samplers.progressive import check_resolutions
 
 SCHEDULE_VERSION = 1
 
+#: a sha256 in hex, as :func:`ddsm.io.weights_sha256` gives it
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
 
 class Schedule(_Frozen):
     """A per-step width schedule for one supernet and one sampler setting."""
@@ -31,6 +34,7 @@ class Schedule(_Frozen):
     schema_version: Literal[1] = SCHEDULE_VERSION
     kind: Literal["ddsm.schedule"] = "ddsm.schedule"
     supernet: str  # fingerprint of the supernet's architecture, width set and noise schedule
+    weights: Sha256 | None = None  # sha256 of the weights file its quality and cost were measured on (None: unknown)
     sampler: SamplerConfig  # kind, steps, eta, timestep spacing
     widths: tuple[float, ...]  # one width per sampling step, noisiest step first
     resolutions: tuple[int, ...] | None = None  # side of the state per step (None: the image size throughout)
@@ -96,6 +100,21 @@ class Schedule(_Frozen):
         if problems:
             raise DDSMError(f"{where} does not fit this supernet: " + "; ".join(problems))
 
+    def check_weights(self, net: Any, *, allow_new: bool = False, where: str = "schedule") -> dict[str, str]:
+        """Refuse ``net`` (a loaded :class:`~ddsm.checkpoint.Supernet`) if its weights are not the ones this
+        schedule was measured on; the architecture alone does not say a schedule still holds.
+
+        With ``allow_new`` the schedule is used anyway and the override is returned, for the caller to record
+        beside its outputs (empty when the weights match or the schedule records none).
+        """
+        if self.weights is None or self.weights == net.weights_sha256:
+            return {}
+        if allow_new:
+            return {"schedule_weights": self.weights, "checkpoint_weights": net.weights_sha256}
+        raise DDSMError(f"{where} was measured on other weights (sha256 {self.weights[:12]}...) than checkpoint "
+                        f"{net.source!r} holds ({net.weights_sha256[:12]}...); give the checkpoint it was made with, "
+                        "or --allow-new-weights to use it anyway (recorded in the outputs)")
+
     def save(self, path: str | Path) -> None:
         """Write the schedule as JSON, atomically."""
         write_json(path, self.model_dump(mode="json"))
@@ -112,3 +131,12 @@ class Schedule(_Frozen):
         if model is not None:
             sched.check(model, where=f"schedule file {str(path)!r}")
         return sched
+
+    @classmethod
+    def load_for(cls, path: str | Path, net: Any, *, allow_new_weights: bool = False) -> "tuple[Schedule, dict]":
+        """Read a schedule file for a loaded supernet: it must fit its architecture and, unless
+        ``allow_new_weights``, have been measured on its weights. Returns the schedule and the override to record
+        (see :meth:`check_weights`)."""
+        sched = cls.load(path, net.config)
+        override = sched.check_weights(net, allow_new=allow_new_weights, where=f"schedule file {str(path)!r}")
+        return sched, override

@@ -109,3 +109,66 @@ def test_each_bad_folder_is_one_line_naming_the_value(tmp_path, case, needles):
     assert "\n" not in msg
     for n in needles:
         assert n in msg, (n, msg)
+
+
+def _edited(tmp_path, file: str, **changes):
+    m = _save(tmp_path / "m")
+    doc = json.loads((m / file).read_text())
+    (m / file).write_text(json.dumps({**doc, **changes}))  # json writes NaN and Infinity as diffusers would read them
+    return m
+
+
+@pytest.mark.parametrize("file, changes, needles", [
+    ("scheduler_config.json", {"beta_start": float("nan")}, ["beta_start", "finite", "nan"]),
+    ("scheduler_config.json", {"beta_end": float("inf")}, ["beta_end", "finite"]),
+    ("scheduler_config.json", {"beta_start": -0.1}, ["beta_start", "greater than 0"]),
+    ("scheduler_config.json", {"beta_end": 2.0}, ["beta_end", "less than 1"]),
+    ("scheduler_config.json", {"beta_schedule": "linear", "beta_start": 0.05, "beta_end": 0.01},
+     ["beta_start (0.05) exceeds beta_end (0.01)"]),
+    ("scheduler_config.json", {"num_train_timesteps": 1}, ["num_train_timesteps", "greater than 1"]),
+    ("scheduler_config.json", {"num_train_timesteps": 10**12}, ["num_train_timesteps", "100000"]),
+    ("scheduler_config.json", {"num_train_timesteps": "50"}, ["num_train_timesteps", "valid integer"]),
+    ("scheduler_config.json", {"clip_sample": "yes"}, ["clip_sample", "boolean"]),
+    ("config.json", {"sample_size": -8}, ["sample_size", "greater than or equal to 1"]),
+    ("config.json", {"sample_size": 4096}, ["sample_size", "1024"]),
+    ("config.json", {"in_channels": 0}, ["in_channels", "(got 0)"]),
+    ("config.json", {"block_out_channels": []}, ["block_out_channels", "at least 1"]),
+    ("config.json", {"norm_eps": float("nan")}, ["norm_eps", "finite"]),
+    ("config.json", {"attention_head_dim": 0}, ["attention_head_dim"]),
+])
+def test_each_bad_value_in_a_folder_is_one_line_before_diffusers_or_torch_sees_it(tmp_path, file, changes, needles):
+    with pytest.raises(DDSMError) as e:
+        read_diffusers_folder(_edited(tmp_path, file, **changes))
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) <= 300
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_a_huge_or_deeply_nested_config_is_refused_by_the_config_readers_limits(tmp_path):
+    m = _save(tmp_path / "m")
+    (m / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DDSMError, match="config.json' is not valid JSON: nested too deeply"):
+        read_diffusers_folder(m)
+    (m / "config.json").write_text('{"a": ' + "[" * 100 + "]" * 100 + "}")  # parses, but no config nests so deep
+    with pytest.raises(DDSMError, match="nested more than 64 levels"):
+        read_diffusers_folder(m)
+    (m / "config.json").write_text(json.dumps({"junk": "x" * (2 << 20)}))
+    with pytest.raises(DDSMError, match="larger than 1 MiB"):
+        read_diffusers_folder(m)
+
+
+def test_slim_refuses_bad_widths_and_shows_a_library_warning_as_one_line(tmp_path):
+    from cli_helpers import assert_bad_input, invoke
+
+    m = _save(tmp_path / "m")
+    for w in ("1.5", "nan", "inf", "0"):
+        assert_bad_input(invoke("slim", "--from-diffusers", m, "--width", w, "--iters", "1", "--out", tmp_path / "o",
+                                "--no-progress"), "--width: widths must lie in (0, 1]")
+    assert not (tmp_path / "o").exists()
+    doc = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**doc, "junk_key": "x" * 5000}))  # diffusers warns, quoting it whole
+    r = invoke("slim", "--from-diffusers", m, "--width", "0.5", "--iters", "1", "--out",
+               tmp_path / "o", "--no-progress")
+    lines = [ln for ln in r.stderr.splitlines() if "junk_key" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: diffusers: ") and len(lines[0]) <= 300, r.stderr[:500]

@@ -182,6 +182,22 @@ def test_bad_joint_spaces_are_one_line(trained_run, students, tmp_path, changes,
     assert not (tmp_path / "j").exists()
 
 
+def test_a_student_that_cannot_fit_the_budget_is_refused_in_the_joint_budgets_units(trained_run, students, tmp_path):
+    from ddsm.checkpoint import load_supernet
+    from ddsm.cost import CostModel
+
+    costs = CostModel.count(load_supernet(trained_run), (0.25, 0.5, 0.75, 1.0))
+    r = costs.call(0.25) / costs.call(1.0)  # the narrowest width's share of one full-width call
+    # a 1-step teacher fits budget 2r at width 0.25; the 3-step student needs 3r of the teacher's full-width step
+    space = _joint_file(tmp_path, trained_run, [students[3]],
+                        base_changes={"sampler": {"kind": "ddim", "steps": 1}, "segments": None, "budget": 2 * r})
+    msg = assert_bad_input(invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress"),
+                           "cannot fit the joint budget", "its 3 steps at the narrowest width 0.25",
+                           "of the teacher's full-width 1-step schedule", "drop it from students")
+    assert f"cost {3 * r:.4g} of" in msg
+    assert not (tmp_path / "j").exists()
+
+
 def test_a_teacher_listed_as_a_student_and_two_students_of_one_k_are_refused(trained_run, students, tmp_path):
     r = invoke("search-steps", "--space", _joint_file(tmp_path, trained_run, [trained_run]), "--out",
                tmp_path / "j", "--no-progress")

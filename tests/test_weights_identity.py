@@ -90,3 +90,51 @@ def test_a_joint_search_refuses_to_resume_or_export_after_a_student_was_replaced
                      "holds other weights", "'k2'")
     assert not (tmp_path / "exp").exists()
 
+
+
+def test_a_schedule_file_is_refused_on_other_weights_unless_allowed_and_the_override_is_recorded(trained_run, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from ddsm.integrations.diffusers import ScheduledDenoiser
+    from ddsm.schedule import Schedule
+
+    ckpt = tmp_path / "net.safetensors"
+    shutil.copy(trained_run / "supernet.safetensors", ckpt)
+    search, exp = tmp_path / "search", tmp_path / "exp"
+    assert invoke("search", "--space", write_space(tmp_path / "space.yaml"), "--checkpoint", ckpt, "--out", search,
+                  "--no-progress").exit_code == 0
+    assert invoke("export", search, "--checkpoint", ckpt, "--out", exp, "--repeats", "1", "--warmup", "0",
+                  "--num", "2", "--no-progress").exit_code == 0
+    sched_file = sorted(exp.glob("front-*.json"))[0]
+    old = load_supernet(ckpt).weights_sha256
+    assert Schedule.load(sched_file).weights == old  # the schedule names the weights it was measured on
+    assert json.loads((exp / "export.json").read_text())["weights"] == old
+    r = invoke("sample", "--checkpoint", ckpt, "--schedule", sched_file, "--num", "2", "--out", tmp_path / "s0",
+               "--no-progress")
+    assert r.exit_code == 0, r.output  # the same weights: accepted, nothing recorded
+    assert "allowed_new_weights" not in json.loads((tmp_path / "s0" / "sample.json").read_text())
+
+    _same_architecture_other_weights(trained_run, ckpt)
+    for cmd, extra in [("sample", ["--num", "2", "--out", tmp_path / "s1"]), ("evaluate", ["--num", "2"]),
+                       ("verdict", ["--num", "50", "--teacher-num", "50", "--draws", "10"]),
+                       ("spectrum", ["--num", "2"])]:
+        assert_bad_input(invoke(cmd, "--checkpoint", ckpt, "--schedule", sched_file, *extra, "--no-progress"),
+                         f"schedule file '{sched_file}' was measured on other weights", "--allow-new-weights")
+    assert not (tmp_path / "s1").exists()
+    with pytest.raises(Exception, match="measured on other weights"):
+        ScheduledDenoiser(load_supernet(ckpt), Schedule.load(sched_file))
+
+    # asked for: used, said on stderr, and recorded beside the outputs
+    r = invoke("sample", "--checkpoint", ckpt, "--schedule", sched_file, "--num", "2", "--out", tmp_path / "s2",
+               "--allow-new-weights", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "used anyway: --allow-new-weights" in r.stderr
+    rec = json.loads((tmp_path / "s2" / "sample.json").read_text())["allowed_new_weights"][str(sched_file)]
+    assert rec == {"schedule_weights": old, "checkpoint_weights": load_supernet(ckpt).weights_sha256}
+    r = invoke("evaluate", "--checkpoint", ckpt, "--schedule", sched_file, "--width", "1", "--num", "2",
+               "--out", tmp_path / "ev.csv", "--allow-new-weights", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_csv(tmp_path / "ev.csv")["measured_on_other_weights"]) == [True, False]
+    assert ScheduledDenoiser(load_supernet(ckpt), Schedule.load(sched_file), allow_new_weights=True).weights_override

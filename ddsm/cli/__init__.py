@@ -17,6 +17,9 @@ its traceback.
 from __future__ import annotations
 
 import errno
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -36,6 +39,26 @@ def _usage_line(e: click.UsageError) -> str:
     return f"{e.format_message()} (see: {where} --help)"
 
 
+def warning_text(message: object, category: type[Warning]) -> str:
+    """A warning as the CLI shows it: one line, ``warning: ...``, cut to a sane length; a library's names its kind."""
+    from ddsm.limits import MAX_MESSAGE_CHARS, clip
+
+    text = " ".join(str(message).split())
+    own = category.__module__.startswith("ddsm") or text.startswith("ddsm: ")
+    return clip("warning: " + (text if own or category is UserWarning else f"{category.__name__}: {text}"),
+                MAX_MESSAGE_CHARS)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside, every Python warning (ddsm's or a library's) reaches stderr as one line (:func:`warning_text`), once
+    per place as Python would show it, instead of ``file:line: Category: ...`` plus the source line."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *_args, **_kw: click.echo(
+            warning_text(message, category), err=True)
+        yield
+
+
 class _Group(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -47,7 +70,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with one_line_warnings():
+                return super().invoke(ctx)
         except click.UsageError as e:
             raise _BadInput(_usage_line(e)) from None
         except DDSMError as e:
@@ -73,6 +97,18 @@ def main() -> None:
 
 _device = click.option("--device", default="auto", show_default=True,
                        help="Torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+
+_allow_new_weights = click.option(
+    "--allow-new-weights", is_flag=True, default=False,
+    help="Use a schedule file even if it was measured on other weights than the checkpoint's (same architecture); "
+         "the override is printed and recorded in the outputs.")
+
+
+def note_new_weights(overrides: dict[str, dict[str, str]]) -> None:
+    """One stderr line per schedule used on other weights than it was measured on (``--allow-new-weights``)."""
+    for name, o in overrides.items():
+        click.echo(f"Warning: schedule file {name!r} was measured on weights {o['schedule_weights'][:12]}..., the "
+                   f"checkpoint holds {o['checkpoint_weights'][:12]}... (used anyway: --allow-new-weights)", err=True)
 
 
 

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ddsm.cli import _device, main
+from ddsm.cli import _allow_new_weights, _device, main, note_new_weights
 from ddsm.errors import DDSMError
 from ddsm.limits import check_count, check_sample_memory, check_seed
 from ddsm.metrics.registry import objective_names
@@ -33,10 +33,11 @@ from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED+i for every schedule.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Seeds denoised together.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sampler, steps, eta, spacing, num, seed,
-             batch_size, out, device, progress) -> None:
+             batch_size, out, allow_new_weights, device, progress) -> None:
     """Score schedules (files and/or uniform widths) by the teacher proxy or FID, sharing sampling work."""
     import pandas as pd
 
@@ -60,17 +61,17 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     check_seed(seed, num or m.default_num)
     net = load_supernet(checkpoint, device=resolve_device(device))
     check_sample_memory(num or m.default_num, net.config.unet)
-    scfg, named, _ = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
-                                                               "timestep_spacing": spacing})
+    scfg, named, _, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
+                                                                          "timestep_spacing": spacing},
+                                            allow_new_weights)
     candidates, names = list(named.values()), list(named)
     common = dict(num=num if num is not None else m.default_num, seed=seed, batch_size=batch_size, progress=progress)
     ev = m.build(net, scfg, featurenet=featurenet_file, checkpoint=checkpoint, **common)
     t0 = time.perf_counter()
-    from ddsm.samplers.progressive import one_line_warnings
-
-    with one_line_warnings(lambda line: click.echo(line, err=True)):
-        df = ev.evaluate(candidates)
+    df = ev.evaluate(candidates)
     df.insert(0, "schedule", names)
+    if overrides:  # recorded beside the scores: these files were measured on other weights
+        df["measured_on_other_weights"] = df["schedule"].isin(overrides)
     with pd.option_context("display.width", 120, "display.float_format", "{:.5g}".format):
         click.echo(df.to_string(index=False))
     click.echo(f"{len(candidates)} schedules x {common['num']} samples in {time.perf_counter() - t0:.1f} s; "
@@ -80,16 +81,22 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
         click.echo(f"-> {out}")
 
 
-def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
-    """(sampler config, {name: Schedule or StepPlan}, the schedule files' search seeds) from files and uniform widths.
+def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: bool = False) -> tuple:
+    """(sampler config, {name: Schedule or StepPlan}, the schedule files' search seeds, weight overrides) from files
+    and uniform widths.
 
-    Files must share one sampler setting, which sampler flags may not contradict.
+    Files must share one sampler setting, which sampler flags may not contradict,
+    and have been measured on the checkpoint's weights unless ``allow_new_weights``
+    (then the overrides, by file, are returned for the outputs to record).
     """
     from ddsm.plan import StepPlan
     from ddsm.sampler_choice import choose_sampler
     from ddsm.schedule import Schedule
 
-    scheds = [Schedule.load(f, net.config) for f in schedule_files]
+    loaded = [Schedule.load_for(f, net, allow_new_weights=allow_new_weights) for f in schedule_files]
+    scheds = [s for s, _ in loaded]
+    overrides = {str(f): o for f, (_, o) in zip(schedule_files, loaded) if o}
+    note_new_weights(overrides)
     scfg = choose_sampler(net.config, scheds, flags)
     named = {**dict(zip(schedule_files, scheds)),
              **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
@@ -97,7 +104,7 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
     used = [s.provenance.get(k) for s in scheds for k in ("evaluator", "screen")
             if isinstance(s.provenance.get(k), dict)]
     seeds = [range(int(e["seed"]), int(e["seed"]) + int(e["num_samples"])) for e in used]
-    return scfg, named, seeds
+    return scfg, named, seeds, overrides
 
 
 @main.command()
@@ -121,10 +128,11 @@ def _candidates(net, schedule_files, widths, flags: dict) -> tuple:
 @click.option("--metric", "metrics", multiple=True, help="Report only these verdict metrics; repeatable "
               "[default: all of fid, teacher_fid, kid, pixel_kid, precision, recall, confidence, proxy].")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the long table as CSV.")
+@_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, num, seed, teacher_num, teacher_seed,
-            search_seeds, draws, metrics, out, device, progress) -> None:
+            search_seeds, draws, metrics, out, allow_new_weights, device, progress) -> None:
     """Judge schedules against full width on held-out seeds: every metric with its paired 95 % interval."""
     from ddsm.checkpoint import load_supernet, training_data
     from ddsm.device import resolve_device
@@ -147,7 +155,8 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_sample_memory(num, net.config.unet)
     check_sample_memory(teacher_num, net.config.unet, flag="--teacher-num")
     settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
-    scfg, named, used = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps})
+    scfg, named, used, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps},
+                                               allow_new_weights)
     if search_seeds is not None:
         try:
             a, b = (int(x) for x in search_seeds.split(":"))
@@ -168,14 +177,13 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
 
     sides = sorted({r for p in named.values() for r in (StepPlan.of(p).resolutions or ())} | {unet.image_size})
     macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None)
-    from ddsm.samplers.progressive import one_line_warnings
-
-    with one_line_warnings(lambda line: click.echo(line, err=True)):
-        result = judge.score(named, extra={"full width": {"share": 1.0},
-                                           **{k: {"share": macs.share(p)} for k, p in named.items()}})
+    result = judge.score(named, extra={"full width": {"share": 1.0},
+                                       **{k: {"share": macs.share(p)} for k, p in named.items()}})
     table = result.table()
     if metrics:
         table = table[table["metric"].isin(metrics)]
+    if overrides:
+        table["measured_on_other_weights"] = table["schedule"].isin(overrides)
     click.echo(no_loss_summary(table, uniform_prefix="width "))
     click.echo(format_verdict(table))
     click.echo(f"{len(named)} schedules and full width x {num} samples (seeds {seed}..{seed + num - 1}) in "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ddsm.cli import _device, main
+from ddsm.cli import _allow_new_weights, _device, main, note_new_weights
 from ddsm.cli.judge import _candidates
 from ddsm.errors import DDSMError
 from ddsm.limits import MAX_IMAGE_SIDE, check_count, check_finite_positive, check_sample_memory, check_seed
@@ -66,9 +66,11 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples denoised together.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for grid.png, samples.safetensors and sample.json.")
+@_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, device, progress):
+def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, allow_new_weights,
+           device, progress):
     """Sample from a supernet at one width or with a per-step width schedule."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
@@ -89,7 +91,9 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     net = load_supernet(checkpoint, device=dev)
     check_sample_memory(num, net.config.unet)
     flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
-    sched = Schedule.load(schedule_file, net.config) if schedule_file is not None else None
+    sched, override = (Schedule.load_for(schedule_file, net, allow_new_weights=allow_new_weights)
+                       if schedule_file is not None else (None, {}))
+    note_new_weights({str(schedule_file): override} if override else {})
     scfg = choose_sampler(net.config, [sched] if sched else [], flags)
     widths, sides = (list(sched.widths), sched.resolutions) if sched else (net.model.check_width(width), None)
     from ddsm.samplers.progressive import untrained_message
@@ -110,7 +114,8 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             "sampler": scfg.model_dump(mode="json"),
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
             **({"resolutions": list(sides)} if sides else {}),
-            "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3)}
+            "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3),
+            **({"allowed_new_weights": {str(schedule_file): override}} if override else {})}
     with hold_folder(outdir, what="samples", kind="samples"):
         write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
         save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
@@ -176,10 +181,11 @@ def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, pro
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for spectrum.png/svg: the spectra and their per-frequency error.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the fit and rule as JSON.")
+@_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while sampling.")
 def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, num, seed, batch_size, plot_dir, out,
-             device, progress) -> None:
+             allow_new_weights, device, progress) -> None:
     """Fit the training data's radial power spectrum P(w) = A w^-beta; predict when the state should grow.
 
     With --width or --schedule, also sample each and compare its radially
@@ -212,8 +218,9 @@ def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, n
     net = load_supernet(checkpoint, device=resolve_device(device) if compare else "cpu")
     if compare:  # every candidate is checked before anything is printed or sampled
         check_sample_memory(num, net.config.unet)
-        candidates = _candidates(net, schedule_files, widths, {"kind": None, "steps": steps, "eta": None,
-                                                               "timestep_spacing": None})[:2]
+        scfg, named, _, overrides = _candidates(net, schedule_files, widths, {"kind": None, "steps": steps, "eta": None,
+                                                                              "timestep_spacing": None},
+                                                allow_new_weights)
     unet = net.config.unet
     space = SearchConfig.load(space_file) if space_file else None
     if space is not None:
@@ -238,7 +245,9 @@ def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, n
                    + ", ".join(f"{r}: step {g}" for r, g in zip(space.resolutions[1:], genes)))
         doc.update({"sides": sides, "transitions": dict(zip(map(str, space.resolutions[1:]), genes))})
     if compare:
-        doc["comparison"] = _compare_spectra(net, data, *candidates, num, seed, batch_size, plot_dir, progress)
+        doc["comparison"] = _compare_spectra(net, data, scfg, named, num, seed, batch_size, plot_dir, progress)
+        if overrides:
+            doc["allowed_new_weights"] = overrides
     if out:
         write_json(out, doc)
         click.echo(f"-> {out}")

@@ -1,7 +1,9 @@
 """The hardened YAML reader: the one way a config file (YAML, or JSON as a subset of it) is read.
 
 PyYAML's SafeLoader (no object construction) with limits on size, aliases,
-expanded values and nesting, each refused with a one-line DDSMError.
+expanded values and nesting, each refused with a one-line DDSMError. A
+user's JSON file outside a config (a diffusers folder's ``config.json``) is
+read by :func:`ddsm.io.read_json` with the same size and nesting limits.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ddsm.errors import DDSMError
-from ddsm.limits import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, MAX_YAML_NODES, clip, short
+from ddsm.limits import MAX_CONFIG_BYTES, MAX_YAML_ALIASES, MAX_YAML_NODES, check_nesting, clip, short
 
 
 class _LimitedLoader(yaml.SafeLoader):
@@ -88,6 +90,7 @@ def load_yaml(path: str | Path) -> dict:
             raise DDSMError(clip(f"malformed JSON in {where}: {e}")) from None
         if not isinstance(data, dict):
             raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
+        check_nesting(data, f"config file {where}")
         return data
     loader = _LimitedLoader(text, where)
     try:
@@ -107,4 +110,5 @@ def load_yaml(path: str | Path) -> dict:
         raise DDSMError(f"config file {where} is empty; give a YAML mapping of settings")
     if not isinstance(data, dict):
         raise DDSMError(f"config file {where} must hold a mapping, got {type(data).__name__}")
+    check_nesting(data, f"config file {where}")
     return data

@@ -37,6 +37,8 @@ a missing install is a one-line ``DDSMError`` saying ``pip install diffusers``.
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -57,12 +59,41 @@ __all__ = ["ScheduledDenoiser", "make_diffusers_scheduler", "sample_with_diffuse
 BETA_SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 
 
+class _OneLineLog(logging.Handler):
+    """diffusers' log records as one ``warning: diffusers: ...`` line each on stderr, cut to a sane length (its own
+    handler prints them whole: a config key it does not know is repeated with its value, however large), each
+    distinct line once (diffusers repeats a config's warning every time the config builds a model)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from ddsm.limits import MAX_MESSAGE_CHARS, clip
+
+        try:
+            line = clip("warning: diffusers: " + " ".join(record.getMessage().split()), MAX_MESSAGE_CHARS)
+            if line not in self.seen:
+                self.seen.add(line)
+                sys.stderr.write(line + "\n")
+        except Exception:  # a log line must never break the command
+            self.handleError(record)
+
+
 def import_diffusers() -> Any:
-    """The ``diffusers`` module, or a one-line DDSMError with the install command."""
+    """The ``diffusers`` module, or a one-line DDSMError with the install command.
+
+    On first import, diffusers' warnings are routed to one line each (:class:`_OneLineLog`).
+    """
     try:
         import diffusers
+        from diffusers.utils import logging as diffusers_logging
     except ImportError as e:
         raise DDSMError(f"the diffusers bridge needs the diffusers package ({e}); pip install diffusers") from None
+    root = logging.getLogger("diffusers")
+    if not any(isinstance(h, _OneLineLog) for h in root.handlers):
+        diffusers_logging.disable_default_handler()
+        root.addHandler(_OneLineLog(logging.WARNING))
     return diffusers
 
 
@@ -186,14 +217,17 @@ class ScheduledDenoiser(torch.nn.Module):
     diffusers scheduler; only the width changes per step.
     """
 
-    def __init__(self, net: Supernet, schedule: Schedule | StepPlan, sampler: SamplerConfig | None = None) -> None:
+    def __init__(self, net: Supernet, schedule: Schedule | StepPlan, sampler: SamplerConfig | None = None, *,
+                 allow_new_weights: bool = False) -> None:
         super().__init__()
         if not isinstance(net, Supernet):
             raise DDSMError(f"ScheduledDenoiser needs a ddsm Supernet (from load_supernet), got {type(net).__name__}")
         schedule = as_schedule(net, schedule, sampler)
         # A schedule for another supernet (fingerprint, widths, step count or
-        # timesteps) is one DDSMError naming every mismatch.
+        # timesteps) is one DDSMError naming every mismatch; one measured on
+        # other weights is refused unless allow_new_weights.
         schedule.check(net.config)
+        self.weights_override = schedule.check_weights(net, allow_new=allow_new_weights)
         self.net = net
         self.model = net.model  # registered as a submodule: .to(), .eval() reach the supernet
         self.schedule = schedule
@@ -206,10 +240,11 @@ class ScheduledDenoiser(torch.nn.Module):
         self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
 
     @classmethod
-    def load(cls, checkpoint: str, schedule_path: str, *, device: str | torch.device = "cpu") -> "ScheduledDenoiser":
+    def load(cls, checkpoint: str, schedule_path: str, *, device: str | torch.device = "cpu",
+             allow_new_weights: bool = False) -> "ScheduledDenoiser":
         """Load a supernet (run folder, file or shipped name) and a schedule file checked against it."""
         net = load_supernet(checkpoint, device=device)
-        return cls(net, Schedule.load(schedule_path, model=net.config))
+        return cls(net, Schedule.load(schedule_path, model=net.config), allow_new_weights=allow_new_weights)
 
     def width_at(self, t: torch.Tensor | float) -> float:
         """The width of the sampling step that visits timestep ``t``."""
@@ -254,6 +289,7 @@ def sample_with_diffusers(
     sampler: SamplerConfig | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    allow_new_weights: bool = False,
 ) -> torch.Tensor:
     """Sample one image per seed with a diffusers scheduler loop; (N, C, H, W) float32 on the CPU.
 
@@ -263,11 +299,13 @@ def sample_with_diffusers(
     equals ``ddsm.samplers.generate`` with the same schedule and seeds. A
     :class:`~ddsm.plan.StepPlan` runs with ``sampler`` (its settings).
     ``device`` defaults to the supernet's; the supernet is moved there for the
-    call and back afterwards.
+    call and back afterwards. A schedule measured on other weights than
+    ``net``'s is refused unless ``allow_new_weights``.
     """
     if batch_size <= 0:
         raise DDSMError(f"batch_size must be positive, got {batch_size}")
-    denoiser = ScheduledDenoiser(net, schedule, sampler)  # checks the schedule against the supernet
+    # checks the schedule against the supernet: architecture, and weights unless allowed
+    denoiser = ScheduledDenoiser(net, schedule, sampler, allow_new_weights=allow_new_weights)
     scheduler = denoiser.make_scheduler()
     cfg = denoiser.schedule.sampler
     home = next(net.model.parameters()).device

@@ -16,7 +16,12 @@ Refused, naming the value and what is valid:
 - a missing weights file, or only a pickle ``.bin`` (refused: a pickle can
   run code when loaded, and safetensors is diffusers' own default);
 - weights whose names or shapes differ from what the config builds;
-- a scheduler whose prediction type is not ``epsilon``.
+- a scheduler whose prediction type is not ``epsilon``;
+- a value ddsm reads that is of the wrong type, not finite or out of range
+  (:class:`UNetValues`, :class:`SchedulerValues`: a side of 0 or above
+  :data:`~ddsm.limits.MAX_IMAGE_SIDE`, NaN betas, T = 1, ...), before diffusers
+  or torch sees it; and a JSON file over the config reader's size or nesting
+  limits (:func:`ddsm.io.read_json`).
 
 The betas are diffusers' own (``DDPMScheduler.from_config``), not
 re-derived, so every ``beta_schedule`` diffusers knows gives the user's
@@ -25,20 +30,23 @@ exact schedule.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import ConfigDict, Field, model_validator
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ddsm.config import DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, check_width_set
+from ddsm.config import (DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, _Frozen, check_width_set,
+                         validate)
+from ddsm.config.schema import MAX_TIMESTEPS
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
-from ddsm.io import weights_sha256
+from ddsm.io import read_json, weights_sha256
+from ddsm.limits import MAX_CHANNELS, MAX_CONFIG_BYTES, MAX_IMAGE_SIDE
 from ddsm.integrations.diffusers import import_diffusers
 from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 
@@ -80,13 +88,54 @@ class DiffusersUNetFolder:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DDSMError(f"{what} {str(path)!r} is not readable JSON ({type(e).__name__}: {e})") from None
+    # the config reader's limits (size, nesting): a folder's JSON is the user's config, not a file ddsm wrote
+    doc = read_json(path, what, max_bytes=MAX_CONFIG_BYTES)
     if not isinstance(doc, dict):
         raise DDSMError(f"{what} {str(path)!r} must hold a JSON object, not {type(doc).__name__}")
     return doc
+
+
+_PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Values(_Frozen):
+    """The values of a user's JSON that ddsm reads, checked (strict types, finite, in range) before diffusers or
+    torch sees them; other keys pass through untouched for diffusers' own checks."""
+
+    model_config = ConfigDict(extra="allow", strict=True)  # merged over the config base's (finite floats)
+
+
+class UNetValues(_Values):
+    """What a UNet2DModel ``config.json`` must hold for ddsm to build, slim and cost it."""
+
+    sample_size: int = Field(ge=1, le=MAX_IMAGE_SIDE)  # one square side (diffusers also allows a pair: not ddsm)
+    in_channels: int = Field(3, ge=1, le=MAX_CHANNELS)
+    out_channels: int = Field(3, ge=1, le=MAX_CHANNELS)
+    block_out_channels: list[Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(min_length=1, max_length=16)
+    layers_per_block: int = Field(2, ge=1, le=32)
+    norm_num_groups: _PositiveInt | None = 32
+    norm_eps: float = Field(1e-5, gt=0.0, lt=1.0)
+    attention_head_dim: _PositiveInt | None = 8
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SchedulerValues(_Values):
+    """What a ``scheduler_config.json`` must hold for ddsm to rebuild its noise schedule."""
+
+    num_train_timesteps: int = Field(1000, gt=1, le=MAX_TIMESTEPS)
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+    clip_sample: bool = True
+    clip_sample_range: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "SchedulerValues":
+        if self.beta_schedule in ("linear", "scaled_linear") and self.beta_start > self.beta_end:
+            raise ValueError(f"beta_start ({self.beta_start:g}) exceeds beta_end ({self.beta_end:g}); betas grow "
+                             "with t")
+        return self
 
 
 def _model_folder(spec: str | Path) -> Path:
@@ -160,6 +209,7 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
     source = f"config {str(folder / 'config.json')!r}"
     config = _read_json(folder / "config.json", "model config")
     _check_config(config, source)
+    validate(UNetValues, config, source=f"model {source}")
     weights = folder / WEIGHTS
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.glob("*.bin"))
@@ -168,6 +218,7 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
                             f"convert them (UNet2DModel.from_pretrained(folder).save_pretrained(folder)) to {WEIGHTS}")
         raise DDSMError(f"{str(folder)!r} has no weights file {WEIGHTS}")
     sched = _scheduler(folder)
+    validate(SchedulerValues, sched, source=f"scheduler config of {str(folder)!r}")
     prediction = sched.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
         raise DDSMError(f"scheduler prediction_type {prediction!r} is not supported yet; supported: "

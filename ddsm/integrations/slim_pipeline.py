@@ -81,7 +81,8 @@ class SlimPipelineUNet(torch.nn.Module):
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
 
 
-def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch.device = "cpu") -> Any:
+def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch.device = "cpu",
+                          allow_new_weights: bool = False) -> Any:
     """diffusers' own ``DDIMPipeline`` / ``DDPMPipeline`` running a slimmed supernet at a schedule's widths.
 
     ``checkpoint`` is a ``ddsm slim`` run (or its supernet file) and
@@ -89,7 +90,8 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     of that supernet. The pipeline's scheduler steps exactly like ddsm's
     sampler (``make_diffusers_scheduler``); pass ``eta=schedule.sampler.eta``
     to a DDIM pipeline's call. ``pipeline.unet.visited`` lists the
-    (timestep, width) of every call.
+    (timestep, width) of every call. A schedule measured on other weights than
+    the checkpoint's is refused unless ``allow_new_weights``.
     """
 
     diffusers = import_diffusers()
@@ -99,6 +101,7 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
                         "itself use ddsm.integrations.diffusers.sample_with_diffusers")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.load(schedule, net.config)
     sched.check(net.config)
+    sched.check_weights(net, allow_new=allow_new_weights)
     if sched.resolutions is not None:
         raise DDSMError("a schedule with lower resolutions cannot run in a diffusers pipeline; give a width schedule")
     scheduler = make_diffusers_scheduler(net, sched.sampler)

@@ -231,7 +231,8 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
         write_atomic(out / "front.csv", lambda p: table.to_csv(p, index=False))
         write_atomic(out / "front.parquet", lambda p: table.to_parquet(p, index=False))
         files += ["front.csv", "front.parquet"]
-        report.extra.update({"checkpoint": net.source, "generations_finished": run.generations_finished,
+        report.extra.update({"checkpoint": net.source, "weights": net.weights_sha256,
+                             "generations_finished": run.generations_finished,
                              "budgets": {repr(b): r for b, r in chosen.items()}, "timing": timing,
                              **({"verdict": schedules[0].provenance["verdict"]} if judged is not None else {})})
     return ExportResult(out=out, table=table, full_seconds=full_s, files=files, budgets=chosen, batch_size=num)

@@ -67,7 +67,7 @@ def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
                             "original file back or search again")
         space = _arm_space(run, m["model"])
         out.append(Schedule.for_model(
-            net.config, space.sampler, list(m["widths"]),
+            net.config, space.sampler, list(m["widths"]), weights=net.weights_sha256,
             predicted={"cost_share": float(m["share"]), "macs": float(m["cost"])},
             quality={"proxy": float(m["proxy"])},
             provenance={"joint_search": str(run.folder.resolve()), "space": run.meta["space"], "model": m["model"],
@@ -151,7 +151,8 @@ def export_joint(run: JointRun, out: str | Path, *, verdict=None, featurenet: st
                  progress: bool = False) -> pd.DataFrame:
     """Write the joint front's schedule files, table, figures and (with ``verdict`` settings) the verdict; the table."""
     out = Path(out)
-    identity = {"search": str(run.folder.resolve()), "space": run.meta["space"], "models": run.meta["models"]}
+    identity = {"search": str(run.folder.resolve()), "space": run.meta["space"], "models": run.meta["models"],
+                "weights": run.meta.get("weights")}
     check_out_dir(out, kind=JOINT_EXPORT_KIND, identity=identity)
     nets = {m: load_supernet(a["checkpoint"], device="cpu") for m, a in run.meta["arms"].items()}
     if verdict is not None and TEACHER not in nets:

@@ -26,8 +26,7 @@ projections to any side nest and every plan sees the same low bands.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -93,26 +92,6 @@ def warn_untrained(resolutions: Sequence[int], trained: Sequence[int], *, stackl
 def warning_line(message: str) -> str:
     """How the CLI shows a ddsm warning: one line, ``warning: ...``, no source line."""
     return "warning: " + " ".join(str(message).split())
-
-
-@contextmanager
-def one_line_warnings(echo: Callable[[str], None]) -> Iterator[None]:
-    """Inside, a :class:`ResolutionWarning` reaches ``echo`` as :func:`warning_line` (once each, as Python would
-    show it) instead of Python's two-line ``file:line: ResolutionWarning: ...`` plus source line.
-
-    Other warnings keep Python's handling.
-    """
-    with warnings.catch_warnings():
-        shown = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, ResolutionWarning):
-                echo(warning_line(str(message)))
-            else:
-                shown(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        yield
 
 
 def family_transform(config: UNetConfig, transform: Transform = "auto") -> str:

@@ -205,7 +205,8 @@ class SearchRun:
     def identity(self) -> dict[str, Any]:
         """What a report folder belongs to: this folder and the search that ran in it."""
         return {"search": str(self.folder.resolve()), "space": self.meta.get("space"),
-                "supernet": self.meta.get("supernet"), "costs": self.meta.get("costs")}
+                "supernet": self.meta.get("supernet"), "weights": self.meta.get("weights"),
+                "costs": self.meta.get("costs")}
 
     def check_supernet(self, net) -> None:
         """Refuse a supernet other than the one the search ran on: by architecture fingerprint, then by weights."""
@@ -230,6 +231,7 @@ class SearchRun:
             extra = {k: v[i] for k, v in fields.items()}
             out.append(Schedule.for_model(
                 model, self.space.sampler, list(m["widths"]), resolutions=m.get("resolutions"),
+                weights=self.meta.get("weights"),
                 predicted={"cost_share": float(m["share"]), **extra.get("predicted", {})},
                 quality={self.quality: float(m[self.quality]), **extra.get("quality", {})},
                 provenance={**self.provenance(m, i + 1), **extra.get("provenance", {})}))

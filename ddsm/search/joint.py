@@ -200,7 +200,15 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
         if st.steps in seen:
             raise DDSMError(f"students {seen[st.steps]!r} and {ref!r} both take {st.steps} steps; keep one per K")
         seen[st.steps] = ref
-        scale = search_costs(base, net).full_cost(st.steps) / teacher_full
+        costs = search_costs(base, net)
+        scale = costs.full_cost(st.steps) / teacher_full
+        # in the joint budget's own units (the teacher's full-width schedule), not the student space's derived one
+        cheapest = st.steps * costs.call(base.widths[0]) / teacher_full
+        if cheapest > base.budget + SHARE_TOL:
+            raise DDSMError(f"student {ref!r} cannot fit the joint budget {base.budget:g}: its {st.steps} steps at the "
+                            f"narrowest width {base.widths[0]:g} cost {cheapest:.4g} of the teacher's full-width "
+                            f"{base.sampler.steps}-step schedule; drop it from students, or raise the budget of base "
+                            f"space {joint.base!r} to at least {cheapest:.4g}")
         space, exhaustive = student_space(base, st, scale)
         arms.append(Arm(_name(net), prepare_search(space, ref, net=net, reference=reference), scale, exhaustive))
     return arms
