@@ -19,14 +19,23 @@ from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers_folder import model_config_for, read_diffusers_folder
 
 
-def _saved(out: str | Path, section: str, other_kind: str) -> dict[str, Any] | None:
-    """The resolved config of the run in ``out`` (a mapping), None if there is none; a run without ``section`` is refused."""
+#: what each run kind is called, and the command that resumes it (by the section its config holds)
+_KINDS = {"distill": ("a distillation", "ddsm distill"), "slim": ("a slim run", "ddsm slim"),
+          None: ("a training run", "ddsm train")}
+
+
+def _saved(out: str | Path, section: str) -> dict[str, Any] | None:
+    """The resolved config of the run in ``out`` (a mapping), None if there is none; a run without ``section`` is
+    refused, naming what it is and the command that resumes it."""
     path = Path(out) / "config.json"
     if not path.is_file():
         return None
     doc = load_yaml(path)
     if not doc.get(section):
-        raise DDSMError(f"{str(out)!r} holds {other_kind}")
+        found = next((k for k in ("distill", "slim") if doc.get(k)), None)
+        what, command = _KINDS[found]
+        raise DDSMError(f"{str(out)!r} holds {what}, not {_KINDS[section][0]}; resume it with {command} --out "
+                        f"{str(out)!r} --resume")
     return dict(doc)
 
 
@@ -51,7 +60,7 @@ def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: in
                        config_file: str | Path | None = None, resume: bool = False, iters: int | None = None,
                        seed: int | None = None) -> RunConfig:
     """``ddsm distill``: a K-step student of ``teacher`` (its model is the teacher's), or the run in ``out`` to resume."""
-    saved = _saved(out, "distill", "a training run, not a distillation; resume it with ddsm train") \
+    saved = _saved(out, "distill") \
         if resume and config_file is None else None
     if saved is not None:
         run = validate(RunConfig, saved, source=str(Path(out) / "config.json"))
@@ -92,7 +101,7 @@ def slim_run_config(out: str | Path, *, source: str | None = None, config_file: 
                     order: str | None = None, hidden_weight: float | None = None, unfreeze_full: bool = False,
                     iters: int | None = None, seed: int | None = None) -> RunConfig:
     """``ddsm slim``: the diffusers model in ``source`` made a supernet of ``widths`` (1 added), or the run to resume."""
-    saved = _saved(out, "slim", "another kind of run, not a slim run; resume it with its own command") \
+    saved = _saved(out, "slim") \
         if resume and config_file is None else None
     if saved is not None:
         doc = saved

@@ -3,12 +3,15 @@
 The promise under test: every bad input gets exactly one line on stderr that
 starts with ``Error: `` and exit status 2, no traceback; nothing is written
 (no new file or folder appears in the case's sandbox, or in the launch
-folder) and no existing file is changed or removed.
+folder, or at a path outside both that the case names) and no existing file is
+changed or removed.
 
 Each case runs in a fresh sandbox folder (its working directory), set up with
 the files it needs (a YAML bomb, a pickle renamed ``.safetensors``, a
 ``precious.txt`` that must survive, a regular file used as a parent folder, a
-copy of a small search/export/training run, ...). The sandbox is snapshotted
+copy of a small search/export/training/distillation/slim run, a tiny diffusers
+model folder, a joint search, ...), then hand-edits the copies' JSON files where
+the case says so (one value changed per case). The sandbox is snapshotted
 (paths, sizes, mtimes, hashes of files up to 4 MiB) before and after.
 
 Outcomes: ``ok``; ``traceback``; ``multi-line`` (exit 2 but not exactly one
@@ -40,6 +43,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -116,32 +120,73 @@ PICKLE = pickle.dumps({"state_dict": {"w": [1.0, 2.0]}, "note": "not a safetenso
 NOT_JSON = "this is { not json\n"
 
 
-def _grey_png() -> bytes:
+def _grey_png(side: int = 8) -> bytes:
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("L", (8, 8), 127).save(buf, format="PNG")
+    Image.new("L", (side, side), 127).save(buf, format="PNG")
     return buf.getvalue()
 
 
 GREY_PNG = _grey_png()  # a constant image: no spectrum but DC
+GREY_PNG_16 = _grey_png(16)  # twice the tiny diffusers model's side
+
+#: a joint (steps x widths) space over the tiny width space: the shipped teacher and its shipped 2-step student
+TINY_JOINT = "base: space.yaml\nteacher: digits\nstudents: [digits-sfddm-k2]\n"
+
+#: the tiny diffusers UNet2DModel folder of tests/test_diffusers_folder.py (8x8, 1 channel; T = 50, linear betas)
+DIFFUSERS_FOLDER_SCRIPT = """\
+import sys, torch, diffusers
+torch.manual_seed(0)
+diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                      norm_num_groups=4, attention_head_dim=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "UpBlock2D")).save_pretrained(sys.argv[1])
+diffusers.DDPMScheduler(num_train_timesteps=50).save_config(sys.argv[1])
+"""
+
+
+def package_dir() -> Path:
+    """The folder of the ddsm package the cases run (found without importing it: PYTHONPATH is honoured)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ddsm")
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locs[0]).resolve() if locs else ROOT / "ddsm"
+
+
+class Raw(str):
+    """A JSON edit written as this text, as is: ``Raw("1e309")`` (json.dumps can only spell it ``Infinity``)."""
+
+
+#: an edit value that removes the key
+DROP = object()
+#: in an edit's string value: the sandbox's real path (a manifest that must name the sandbox's own copy)
+SANDBOX = "{sandbox}"
 
 # ----------------------------------------------------------------------------------------------- the table
 
 
 @dataclass(frozen=True)
 class Case:
-    """One bad input: ``ddsm ARGV`` run in a sandbox holding ``files``, ``dirs`` and copies of ``fixtures``."""
+    """One bad input: ``ddsm ARGV`` run in a sandbox holding ``files``, ``dirs`` and copies of ``fixtures``.
+
+    Set up in this order: fixtures copied, ``dirs`` made, ``files`` written (over a fixture's file; ``None``
+    removes that path), ``edits`` applied to the JSON files now there, ``readonly`` folders locked.
+    """
 
     id: str
     argv: tuple[str, ...]
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    files: dict[str, str | bytes | None] = field(default_factory=dict)
     dirs: tuple[str, ...] = ()
     fixtures: tuple[str, ...] = ()  # names in FIXTURES, copied into the sandbox under the same name
     readonly: tuple[str, ...] = ()  # folders chmod 0555 (meaningless as root: such cases are skipped)
     note: str = ""
+    # {json file: {dotted key (list items by index): value}}; DROP removes the key, Raw(text) is written as is,
+    # a callable is called (a large value is made only when the case runs), SANDBOX in a string is the sandbox
+    edits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outside: tuple[str, ...] = ()  # absolute paths outside the sandbox the case must not create (checked after it)
 
     @property
     def command(self) -> str:
@@ -149,16 +194,20 @@ class Case:
 
 
 #: fixtures built once per run by :func:`build_fixtures`, copied into the sandboxes that name them
-FIXTURES = ("srch", "exp", "trun", "sched.json")
+FIXTURES = ("srch", "exp", "trun", "sched.json", "diff", "joint", "jexp", "ksched.json", "srun", "drun")
 
 CASES: list[Case] = []
 
 
-def case(id: str, *argv: str, files: dict | None = None, dirs=(), fixtures=(), readonly=(), note: str = "") -> None:
+def case(id: str, *argv: str, files: dict | None = None, dirs=(), fixtures=(), readonly=(), note: str = "",
+         edits: dict | None = None, outside=()) -> None:
     if any(c.id == id for c in CASES):
         raise ValueError(f"duplicate case id {id}")
+    unknown = set(fixtures) - set(FIXTURES)
+    if unknown:
+        raise ValueError(f"case {id}: unknown fixtures {sorted(unknown)}")
     CASES.append(Case(id, tuple(str(a) for a in argv), dict(files or {}), tuple(dirs), tuple(fixtures),
-                      tuple(readonly), note))
+                      tuple(readonly), note, dict(edits or {}), tuple(str(p) for p in outside)))
 
 
 # Unwritable output locations: (suffix, extra setup). {x} is replaced by a name for the output.
@@ -412,9 +461,11 @@ def build_table() -> None:
     case("verdict-search-seeds-reversed", "verdict", *VD1, "--search-seeds", "64:0")
     case("verdict-search-seeds-overlap", "verdict", *VD1, "--search-seeds", "0:20000")
     case("verdict-metric-bogus", "verdict", *VD1, "--metric", "bogus")
-    case("verdict-featurenet-pickle", "verdict", *VD, "--featurenet", "fn.safetensors",
+    # --draws 10: VD's --draws 2 is refused before the feature net is read
+    VD10 = [*VD[:-3], "--draws", "10", "--no-progress"]
+    case("verdict-featurenet-pickle", "verdict", *VD10, "--featurenet", "fn.safetensors",
          files={"fn.safetensors": PICKLE})
-    case("verdict-featurenet-missing", "verdict", *VD, "--featurenet", "nope.safetensors")
+    case("verdict-featurenet-missing", "verdict", *VD10, "--featurenet", "nope.safetensors")
     case("verdict-nothing-to-judge", "verdict", "--checkpoint", "digits")
     case("verdict-device-tpu", "verdict", *VD, "--device", "tpu")
 
@@ -549,7 +600,8 @@ def build_table() -> None:
     case("plot-export-missing", "plot", *PL, "--export", "nope", "--out", "p", fixtures=("srch",))
     case("plot-export-not-export", "plot", *PL, "--export", "trun", "--out", "p", fixtures=("srch", "trun"))
     case("plot-export-without-verdict", "plot", *PL, "--export", "exp", "--out", "p", fixtures=("srch", "exp"),
-         note="an export made without --verdict")
+         edits={"exp/export.json": {"search": f"{SANDBOX}/srch"}},
+         note="an export made without --verdict (its manifest pointed at the sandbox's copy of the search)")
     case("plot-evaluate-missing-featurenet-pickle", "plot", *PL, "--evaluate-missing", "--featurenet",
          "fn.safetensors", "--out", "p", files={"fn.safetensors": PICKLE}, fixtures=("srch",))
     case("plot-search-dir-missing", "plot", "nope", "--checkpoint", "digits", "--out", "p")
@@ -609,6 +661,408 @@ def build_table() -> None:
     case("quickstart-out-nonempty-unrelated", "quickstart", *QS, "--out", "mine",
          files={"mine/precious.txt": PRECIOUS})
     case("quickstart-out-search-folder", "quickstart", *QS, "--out", "srch", fixtures=("srch",))
+
+    # ---------------------------------------------------------------- distill
+    # The tiny training run (T = 50, 8x8) is the teacher wherever the teacher is not the point: an input wrongly
+    # accepted then distils one step in a second, not the digits teacher's ~20 s.
+    D = ["--teacher", "trun", "--steps", "2", "--iters", "1", "--no-progress"]
+    TR = ("trun",)
+    out_cases("distill", D, "run", fixtures=TR)
+    case("distill-out-precious-file", "distill", *D, "--out", "precious.txt", files=P, fixtures=TR)
+    case("distill-out-finished-run", "distill", *D, "--out", "drun", fixtures=("trun", "drun"),
+         note="a fresh start over a finished distillation would overwrite it")
+    case("distill-out-teacher-run", "distill", *D, "--out", "trun", fixtures=TR,
+         note="the teacher's own run folder: a training run, not a distillation")
+    case("distill-out-nonempty-unrelated", "distill", *D, "--out", "mine", files={"mine/precious.txt": PRECIOUS},
+         fixtures=TR)
+    in_package = package_dir() / "assets" / "fuzz-distill-run"
+    case("distill-out-in-package", "distill", *D, "--out", str(in_package), fixtures=TR, outside=(in_package,),
+         note="a run folder inside ddsm's installed package (ddsm/assets): outside the sandbox, checked by path")
+    # the config file: every float of train, distill and data with NaN, infinity or a negative value
+    for tag, text in [("lr-inf", "train: {lr: .inf}"), ("lr-nan", "train: {lr: .nan}"),
+                      ("lr-neg", "train: {lr: -0.001}"),
+                      ("weight-decay-inf", "train: {weight_decay: .inf}"),
+                      ("weight-decay-nan", "train: {weight_decay: .nan}"),
+                      ("weight-decay-neg", "train: {weight_decay: -0.1}"),
+                      ("grad-clip-nan", "train: {grad_clip: .nan}"), ("grad-clip-inf", "train: {grad_clip: .inf}"),
+                      ("grad-clip-neg", "train: {grad_clip: -1.0}"),
+                      ("min-lr-ratio-nan", "train: {min_lr_ratio: .nan}"),
+                      ("min-lr-ratio-neg", "train: {min_lr_ratio: -0.5}"),
+                      ("ema-decay-nan", "train: {ema_decay: .nan}"), ("ema-decay-neg-inf", "train: {ema_decay: -.inf}"),
+                      ("hidden-weight-nan", "distill: {hidden_weight: .nan}"),
+                      ("hidden-weight-inf", "distill: {hidden_weight: .inf}"),
+                      ("hidden-weight-neg", "distill: {hidden_weight: -1.0}"),
+                      ("holdout-fraction-nan", "data: {holdout_fraction: .nan}"),
+                      ("holdout-fraction-neg", "data: {holdout_fraction: -0.2}"),
+                      ("holdout-fraction-1", "data: {holdout_fraction: 1.0}"),
+                      ("batch-size-0", "train: {batch_size: 0}"), ("warmup-neg", "train: {warmup: -5}"),
+                      ("sub-steps-1e6", "distill: {sub_steps: 1000000}"),
+                      ("spacing-unknown", "distill: {spacing: cosine}"),
+                      ("spectral-weight", "train: {spectral_weight: 0.5}"),  # a train-only setting
+                      ("teacher-other", "distill: {teacher: digits}"),  # disagrees with --teacher
+                      ("model-section", "model: {unet: {base_channels: 8}}"),  # the student's model is the teacher's
+                      ("unknown-key", "distill: {sub_step: 2}"),
+                      ("data-missing-folder", "data: {source: no/such/folder}"),
+                      ("malformed", "train: {lr: [1, 2\n  : :"), ("list", "- 1\n- 2"),
+                      ("bomb", yaml_bomb()), ("bomb-in-field", yaml_bomb("train: {lr: *i}"))]:
+        case(f"distill-config-{tag}", "distill", *D, "--config", "d.yaml", "--out", "run",
+             files={"d.yaml": text + "\n"}, fixtures=TR)
+    case("distill-config-missing", "distill", *D, "--config", "nope.yaml", "--out", "run", fixtures=TR)
+    # the student's steps and the target's sub-steps (the tiny teacher has T = 50, digits T = 1000)
+    DT = ["--teacher", "trun", "--iters", "1", "--no-progress", "--out", "run"]
+    for tag, v in [("0", "0"), ("neg", "-1"), ("over-T", "51")]:
+        case(f"distill-steps-{tag}", "distill", *DT, "--steps", v, fixtures=TR)
+    case("distill-steps-missing", "distill", *DT, fixtures=TR)
+    case("distill-steps-over-digits-T", "distill", "--teacher", "digits", "--steps", "1001", "--iters", "1",
+         "--no-progress", "--out", "run")
+    case("distill-teacher-shipped-student", "distill", "--teacher", "digits-sfddm-k2", "--steps", "50", "--iters", "1",
+         "--no-progress", "--out", "run",
+         note="--steps 50 fits digits' T = 1000, but the shipped student is no teacher")
+    for tag, v in [("0", "0"), ("neg", "-2"), ("1001", "1001")]:
+        case(f"distill-sub-steps-{tag}", "distill", *D, "--sub-steps", v, "--out", "run", fixtures=TR)
+    DI = ["--teacher", "trun", "--steps", "2", "--no-progress", "--out", "run"]
+    case("distill-iters-0", "distill", *DI, "--iters", "0", fixtures=TR)
+    case("distill-iters-neg", "distill", *DI, "--iters", "-1", fixtures=TR)
+    case("distill-seed-neg", "distill", *D, "--seed", "-1", "--out", "run", fixtures=TR)
+    case("distill-seed-2p64", "distill", *D, "--seed", SEED64, "--out", "run", fixtures=TR)
+    case("distill-device-tpu", "distill", *D, "--device", "tpu", "--out", "run", fixtures=TR)
+    case("distill-device-cuda-99", "distill", *D, "--device", "cuda:99", "--out", "run", fixtures=TR)
+    # the teacher
+    DS = ["--steps", "2", "--iters", "1", "--no-progress", "--out", "run"]
+    case("distill-teacher-missing", "distill", "--teacher", "nope.safetensors", *DS)
+    case("distill-teacher-pickle", "distill", "--teacher", "model.safetensors", *DS, files=pk)
+    case("distill-teacher-text", "distill", "--teacher", "notes.txt", *DS, files={"notes.txt": "hello\n"})
+    case("distill-teacher-empty-dir", "distill", "--teacher", "edir", *DS, dirs=("edir",))
+    case("distill-teacher-unknown-name", "distill", "--teacher", "digitz", *DS)
+    case("distill-teacher-search-folder", "distill", "--teacher", "srch", *DS, fixtures=("srch",))
+    case("distill-teacher-slim-run", "distill", "--teacher", "srun", *DS, fixtures=("srun",))
+    case("distill-teacher-student-run", "distill", "--teacher", "drun", *DS, fixtures=("drun",),
+         note="a distilled student as the teacher")
+    case("distill-teacher-featurenet", "distill", "--teacher",
+         str(package_dir() / "assets" / "featurenet-digits.safetensors"), *DS,
+         note="a safetensors file of another kind (the shipped feature net)")
+    # --resume
+    case("distill-resume-missing-dir", "distill", "--resume", "--out", "NEW_MISSING_DIR", "--no-progress")
+    case("distill-resume-empty-dir", "distill", "--resume", "--out", "empty", "--no-progress", dirs=("empty",))
+    case("distill-resume-train-run", "distill", "--resume", "--out", "trun", "--no-progress", fixtures=TR)
+    case("distill-resume-search-folder", "distill", "--resume", "--out", "srch", "--no-progress", fixtures=("srch",))
+    case("distill-resume-slim-run", "distill", "--resume", "--out", "srun", "--no-progress", fixtures=("srun", "diff"))
+    case("distill-resume-steps-clash", "distill", "--resume", "--out", "drun", "--steps", "4", "--no-progress",
+         fixtures=("drun", "trun"))
+    case("distill-resume-other-teacher", "distill", "--resume", "--out", "drun", "--teacher", "digits",
+         "--no-progress", fixtures=("drun", "trun"))
+
+    # ---------------------------------------------------------------- slim (--from-diffusers)
+    # The tiny diffusers folder serves widths 0.5 and 1 (0.25 splits its GroupNorm groups); one value changed per case.
+    SL = ["--from-diffusers", "diff", "--width", "0.5", "--iters", "1", "--no-progress"]
+    DF = ("diff",)
+
+    def slim_edit(tag: str, file: str, changes: dict, note: str = "") -> None:
+        case(f"slim-{tag}", "slim", *SL, "--out", "run", fixtures=DF, edits={f"diff/{file}": changes}, note=note)
+
+    sch, cfg = "scheduler_config.json", "config.json"
+    for key in ("beta_start", "beta_end"):
+        k = key.replace("_", "-")
+        for tag, v in [("nan", math.nan), ("inf", math.inf), ("neg", -0.001), ("above-1", 1.5)]:
+            slim_edit(f"scheduler-{k}-{tag}", sch, {key: v})
+    slim_edit("scheduler-beta-start-above-end", sch, {"beta_start": 0.05, "beta_end": 0.02},
+              note="betas that shrink as noise grows")
+    for tag, v in [("0", 0), ("1", 1), ("neg", -5), ("1e12", 10**12)]:
+        slim_edit(f"scheduler-timesteps-{tag}", sch, {"num_train_timesteps": v})
+    slim_edit("scheduler-timesteps-float", sch, {"num_train_timesteps": 50.5})
+    slim_edit("scheduler-beta-schedule-unknown", sch, {"beta_schedule": "bogus"})
+    slim_edit("scheduler-prediction-v", sch, {"prediction_type": "v_prediction"})
+    case("slim-scheduler-missing", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{sch}": None})
+    case("slim-scheduler-not-json", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{sch}": NOT_JSON})
+    for tag, v in [("neg", -8), ("0", 0), ("1e9", 10**9), ("4096", 4096), ("list", [8, 8])]:
+        slim_edit(f"config-sample-size-{tag}", cfg, {"sample_size": v})
+    slim_edit("config-in-channels-0", cfg, {"in_channels": 0})
+    slim_edit("config-block-out-channels-empty", cfg, {"block_out_channels": []})
+    slim_edit("config-block-out-channels-string", cfg, {"block_out_channels": "8,16"})
+    slim_edit("config-class-other", cfg, {"_class_name": "UNet2DConditionModel"})
+    case("slim-config-nested-100000", "slim", *SL, "--out", "run", fixtures=DF,
+         files={f"diff/{cfg}": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"})
+    slim_edit("config-60mb", cfg, {"_padding": lambda: "x" * (60 << 20)},
+              note="a valid config but for a 60 MB private key (config files are bounded at 1 MiB elsewhere)")
+    case("slim-config-not-json", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{cfg}": NOT_JSON})
+    case("slim-config-list", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{cfg}": "[1, 2, 3]"})
+    case("slim-weights-missing", "slim", *SL, "--out", "run", fixtures=DF,
+         files={"diff/diffusion_pytorch_model.safetensors": None})
+    case("slim-weights-pickle", "slim", *SL, "--out", "run", fixtures=DF,
+         files={"diff/diffusion_pytorch_model.safetensors": PICKLE})
+    # the source folder itself
+    SX = ["--width", "0.5", "--iters", "1", "--no-progress", "--out", "run"]
+    case("slim-hub-id", "slim", "--from-diffusers", "google/ddpm-cifar10-32", *SX)
+    case("slim-source-missing-folder", "slim", "--from-diffusers", "no/such/folder", *SX)
+    case("slim-source-search-folder", "slim", "--from-diffusers", "srch", *SX, fixtures=("srch",))
+    case("slim-source-train-run", "slim", "--from-diffusers", "trun", *SX, fixtures=TR)
+    case("slim-source-none", "slim", *SX)
+    # flags
+    SW0 = ["--from-diffusers", "diff", "--iters", "1", "--no-progress", "--out", "run"]
+    for tag, v in [("1.5", "1.5"), ("nan", "nan"), ("0", "0"), ("neg", "-0.5"), ("inf", "inf"), ("0.25", "0.25")]:
+        case(f"slim-width-{tag}", "slim", *SW0, "--width", v, fixtures=DF)
+    for tag, v in [("nan", "nan"), ("inf", "inf")]:
+        case(f"slim-hidden-weight-{tag}", "slim", *SL, "--hidden-weight", v, "--out", "run", fixtures=DF)
+    SI = ["--from-diffusers", "diff", "--width", "0.5", "--no-progress", "--out", "run"]
+    case("slim-iters-0", "slim", *SI, "--iters", "0", fixtures=DF)
+    case("slim-iters-neg", "slim", *SI, "--iters", "-3", fixtures=DF)
+    case("slim-order-bogus", "slim", *SL, "--order", "bogus", "--out", "run", fixtures=DF)
+    case("slim-seed-2p64", "slim", *SL, "--seed", SEED64, "--out", "run", fixtures=DF)
+    case("slim-device-tpu", "slim", *SL, "--device", "tpu", "--out", "run", fixtures=DF)
+    case("slim-data-wrong-size", "slim", *SL, "--data", "big", "--out", "run", fixtures=DF,
+         files={f"big/{i}.png": GREY_PNG_16 for i in range(4)}, note="16x16 images for an 8x8 model")
+    case("slim-data-missing-folder", "slim", *SL, "--data", "no/such/folder", "--out", "run", fixtures=DF)
+    case("slim-data-empty-folder", "slim", *SL, "--data", "imgs", "--out", "run", fixtures=DF, dirs=("imgs",))
+    for tag, text in [("model-section", "model: {unet: {base_channels: 8}}"),
+                      ("hidden-weight-nan", "slim: {hidden_weight: .nan}"), ("lr-inf", "train: {lr: .inf}"),
+                      ("distill-weight-1.5", "train: {distill_weight: 1.5}"),
+                      ("criterion-unknown", "slim: {criterion: activation}"),
+                      ("source-other", "slim: {source: other-folder}")]:
+        case(f"slim-config-file-{tag}", "slim", *SL, "--config", "s.yaml", "--out", "run", fixtures=DF,
+             files={"s.yaml": text + "\n"})
+    out_cases("slim", SL, "run", fixtures=DF)
+    case("slim-out-source-folder", "slim", *SL, "--out", "diff", fixtures=DF, note="over the model folder itself")
+    case("slim-out-finished-run", "slim", *SL, "--out", "srun", fixtures=("diff", "srun"))
+    case("slim-out-precious-file", "slim", *SL, "--out", "precious.txt", files=P, fixtures=DF)
+    slim_pkg = package_dir() / "assets" / "fuzz-slim-run"
+    case("slim-out-in-package", "slim", *SL, "--out", str(slim_pkg), fixtures=DF, outside=(slim_pkg,))
+    case("slim-resume-train-run", "slim", "--resume", "--out", "trun", "--no-progress", fixtures=TR)
+    case("slim-resume-distill-run", "slim", "--resume", "--out", "drun", "--no-progress", fixtures=("drun", "trun"))
+    case("slim-resume-missing-dir", "slim", "--resume", "--out", "NEW_MISSING_DIR", "--no-progress")
+    case("slim-resume-empty-dir", "slim", "--resume", "--out", "empty", "--no-progress", dirs=("empty",))
+    case("slim-resume-width-clash", "slim", "--resume", "--out", "srun", "--width", "0.75", "--no-progress",
+         fixtures=("diff", "srun"))
+
+    # ---------------------------------------------------------------- search-steps
+    # The tiny training run as the teacher and its tiny distillation as the student: every model of a joint space is
+    # loaded and its MACs counted before the runner flags are read (~2 s per model of digits' size, a case).
+    def joint_text(teacher: str = "trun", students: str = "[drun]", base: str = "space.yaml", extra: str = "") -> str:
+        return f"base: {base}\nteacher: {teacher}\nstudents: {students}\n{extra}"
+
+    J = {**S, "joint.yaml": joint_text()}
+    SS = ["--space", "joint.yaml", "--no-progress"]
+    TD = ("trun", "drun")
+    case("search-steps-workers-0", "search-steps", *SS, "--workers", "0", "--out", "j", files=J, fixtures=TD)
+    case("search-steps-chunk-size-0", "search-steps", *SS, "--chunk-size", "0", "--out", "j", files=J, fixtures=TD)
+    case("search-steps-chunk-size-neg", "search-steps", *SS, "--chunk-size", "-4", "--out", "j", files=J,
+         fixtures=TD)
+    case("search-steps-ray-workers-neg", "search-steps", *SS, "--runner", "ray", "--workers", "-1", "--out", "j",
+         files=J, fixtures=TD)
+    case("search-steps-ray-workers-1000", "search-steps", *SS, "--runner", "ray", "--workers", "1000", "--out", "j",
+         files=J, fixtures=TD, note="more Ray actors than the machine's cores: refused up front, not a hang")
+    case("search-steps-device-tpu", "search-steps", *SS, "--device", "tpu", "--out", "j", files=J, fixtures=TD)
+    case("search-steps-device-cuda-99", "search-steps", *SS, "--device", "cuda:99", "--out", "j", files=J,
+         fixtures=TD)
+
+    def joint_case(tag: str, text: str, files: dict | None = None, note: str = "") -> None:
+        case(f"search-steps-space-{tag}", "search-steps", "--space", "bad.yaml", "--out", "j", "--no-progress",
+             files={**S, "bad.yaml": text, **(files or {})}, fixtures=TD, note=note)
+
+    joint_case("teacher-missing", joint_text(teacher="nope.safetensors"))
+    joint_case("teacher-pickle", joint_text(teacher="model.safetensors"), files=pk)
+    joint_case("teacher-is-student", joint_text(teacher="digits-sfddm-k4", students="[digits-sfddm-k2]"),
+               note="a shipped student as the teacher")
+    joint_case("student-not-student", joint_text(students="[digits]"), note="the shipped teacher is no student")
+    joint_case("student-twice", joint_text(students="[drun, drun]"))
+    joint_case("teacher-as-student", joint_text(students="[drun, trun]"))
+    joint_case("student-other-teacher", joint_text(students="[digits-sfddm-k2]"),
+               note="the shipped student, distilled from digits, not from the tiny teacher")
+    joint_case("student-missing", joint_text(students="[nope.safetensors]"))
+    joint_case("students-empty", joint_text(students="[]"))
+    joint_case("no-students", "base: space.yaml\nteacher: digits\n")
+    joint_case("unknown-key", joint_text(extra="include_teachr: false\n"))
+    joint_case("include-teacher-string", joint_text(extra="include_teacher: maybe\n"))
+    joint_case("bomb", yaml_bomb())
+    joint_case("bomb-in-field", yaml_bomb("base: space.yaml\nteacher: digits\nstudents: *i\n"))
+    joint_case("empty", "")
+    joint_case("list", "- digits\n- digits-sfddm-k2\n")
+    joint_case("base-missing", joint_text(base="nope.yaml"))
+    joint_case("base-budget-nan", joint_text(base="b.yaml"), files={"b.yaml": space_with(budget=".nan")})
+    joint_case("base-fid", joint_text(base="b.yaml"),
+               files={"b.yaml": space_with(objectives="{quality: fid, cost: flops}")})
+    joint_case("base-resolutions", joint_text(base="b.yaml"), files={"b.yaml": space_with(resolutions="[8, 16]")})
+    joint_case("base-is-joint", joint_text(base="joint.yaml"), files={"joint.yaml": TINY_JOINT})
+    case("search-steps-space-width-space", "search-steps", "--space", "space.yaml", "--out", "j", "--no-progress",
+         files=S, note="a width search space given as a joint space")
+    case("search-steps-space-missing", "search-steps", "--space", "nope.yaml", "--out", "j", "--no-progress")
+    case("search-steps-resume-missing-dir", "search-steps", "--resume", "--out", "NEW_MISSING_DIR", "--no-progress")
+    case("search-steps-resume-empty-dir", "search-steps", "--resume", "--out", "empty", "--no-progress",
+         dirs=("empty",))
+    case("search-steps-resume-single-search", "search-steps", "--resume", "--out", "srch", "--no-progress",
+         fixtures=("srch",))
+    case("search-steps-resume-train-run", "search-steps", *SS, "--resume", "--out", "trun", files=J, fixtures=TD,
+         note="the teacher's own run folder")
+    case("search-steps-resume-other-space", "search-steps", *SS, "--resume", "--out", "joint", files=J,
+         fixtures=("joint", "trun", "drun"), note="the finished digits joint search resumed with the tiny joint space")
+    out_cases("search-steps", SS, "j", files=J, fixtures=TD)
+    case("search-steps-out-single-search", "search-steps", *SS, "--out", "srch", files=J, fixtures=("srch", *TD))
+    case("search-steps-out-train-run", "search-steps", *SS, "--out", "trun", files=J, fixtures=TD,
+         note="the teacher's own run folder")
+    case("search-steps-out-finished-joint", "search-steps", "--space", "joint.yaml", "--out", "joint", "--no-progress",
+         files={**S, "joint.yaml": TINY_JOINT}, fixtures=("joint",),
+         note="a fresh start (no --resume) over a finished joint search, with its own space")
+    case("search-steps-out-nonempty-unrelated", "search-steps", *SS, "--out", "mine",
+         files={**J, "mine/precious.txt": PRECIOUS}, fixtures=TD)
+    case("search-steps-out-precious-file", "search-steps", *SS, "--out", "precious.txt", files={**J, **P}, fixtures=TD)
+
+    # ---------------------------------------------------------------- export-steps
+    # The joint fixture's front.json, hand-edited. Its first member is the 2-step student at widths (0.25, 0.25):
+    # the cheapest schedule of all (2 narrow steps against the teacher's 4), so always on the front and first.
+    E = ["joint", "--no-progress"]
+    JF = ("joint",)
+
+    def front_edit(tag: str, changes: dict, note: str = "") -> None:
+        case(f"export-steps-front-{tag}", "export-steps", *E, "--out", "e", fixtures=JF,
+             edits={"joint/front.json": changes}, note=note)
+
+    front_edit("proxy-nan", {"members.0.proxy": math.nan})
+    front_edit("share-1e309", {"members.0.share": Raw("1e309")})
+    front_edit("share-neg", {"members.0.share": -0.5})
+    front_edit("cost-nan", {"members.0.cost": math.nan})
+    front_edit("widths-count", {"members.0.widths": [0.5, 0.5, 0.5]}, note="three widths for the 2-step student")
+    front_edit("width-above-1", {"members.0.widths": [1.5, 0.25]})
+    front_edit("width-0", {"members.0.widths": [0.0, 0.25]})
+    front_edit("width-unserved", {"members.0.widths": [0.3, 0.25]}, note="in (0, 1] but not one of the space's widths")
+    front_edit("checkpoint-etc-passwd", {"members.0.checkpoint": "/etc/passwd"})
+    front_edit("model-ghost", {"members.0.model": "ghost"})
+    front_edit("steps-0", {"members.0.steps": 0})
+    front_edit("steps-3", {"members.0.steps": 3, "members.0.widths": [0.25, 0.25, 0.25]},
+               note="steps and widths agree with each other, not with the student")
+    front_edit("fingerprint-other", {"members.0.fingerprint": "0123456789abcdef"})
+    front_edit("genome-strings", {"members.0.genome": ["a", "b"]})
+    front_edit("members-empty", {"members": []})
+    front_edit("members-dict", {"members": {"k2": 1}})
+    front_edit("member-number", {"members.0": 7})
+    front_edit("kind-single-search", {"kind": "ddsm.front"})
+    case("export-steps-front-and-arm-etc-passwd", "export-steps", *E, "--out", "e", fixtures=JF,
+         edits={"joint/front.json": {"members.0.checkpoint": "/etc/passwd"},
+                "joint/joint.json": {"arms.k2.checkpoint": "/etc/passwd"}},
+         note="the member and joint.json's arm agree on a checkpoint that is no supernet")
+    case("export-steps-front-not-json", "export-steps", *E, "--out", "e", fixtures=JF,
+         files={"joint/front.json": NOT_JSON})
+    case("export-steps-front-list", "export-steps", *E, "--out", "e", fixtures=JF, files={"joint/front.json": "[1, 2]"})
+    case("export-steps-front-missing", "export-steps", *E, "--out", "e", fixtures=JF, files={"joint/front.json": None})
+    case("export-steps-manifest-missing", "export-steps", *E, "--out", "e", fixtures=JF,
+         files={"joint/joint.json": None})
+    case("export-steps-manifest-not-json", "export-steps", *E, "--out", "e", fixtures=JF,
+         files={"joint/joint.json": NOT_JSON})
+    case("export-steps-manifest-kind-other", "export-steps", *E, "--out", "e", fixtures=JF,
+         edits={"joint/joint.json": {"kind": "ddsm.search"}})
+    case("export-steps-manifest-no-arms", "export-steps", *E, "--out", "e", fixtures=JF,
+         edits={"joint/joint.json": {"arms": DROP}})
+    case("export-steps-verdict-neg", "export-steps", *E, "--verdict", "-1", "--out", "e", fixtures=JF)
+    case("export-steps-verdict-below-min", "export-steps", *E, "--verdict", "10", "--out", "e", fixtures=JF)
+    case("export-steps-verdict-seed-neg", "export-steps", *E, "--verdict", "50", "--verdict-seed", "-1", "--out", "e",
+         fixtures=JF)
+    case("export-steps-verdict-seed-2p64", "export-steps", *E, "--verdict", "50", "--verdict-seed", SEED64,
+         "--out", "e", fixtures=JF)
+    case("export-steps-verdict-seed-overlap", "export-steps", *E, "--verdict", "50", "--verdict-seed", "0",
+         "--out", "e", fixtures=JF, note="verdict seeds 0..49 include the search's seeds 0..1")
+    case("export-steps-featurenet-pickle", "export-steps", *E, "--verdict", "50", "--featurenet", "fn.safetensors",
+         "--out", "e", files={"fn.safetensors": PICKLE}, fixtures=JF)
+    case("export-steps-featurenet-missing", "export-steps", *E, "--verdict", "50", "--featurenet", "nope.safetensors",
+         "--out", "e", fixtures=JF)
+    out_cases("export-steps", E, "e", fixtures=JF)
+    case("export-steps-out-joint-itself", "export-steps", *E, "--out", "joint", fixtures=JF)
+    case("export-steps-out-nonempty-unrelated", "export-steps", *E, "--out", "mine",
+         files={"mine/precious.txt": PRECIOUS}, fixtures=JF)
+    case("export-steps-out-precious-file", "export-steps", *E, "--out", "precious.txt", files=P, fixtures=JF)
+    case("export-steps-out-search-folder", "export-steps", *E, "--out", "srch", fixtures=("joint", "srch"))
+    case("export-steps-out-other-export", "export-steps", *E, "--out", "exp", fixtures=("joint", "exp"),
+         note="the export of a single search")
+    EO = ["--no-progress", "--out", "e"]
+    case("export-steps-dir-single-search", "export-steps", "srch", *EO, fixtures=("srch",))
+    case("export-steps-dir-train-run", "export-steps", "trun", *EO, fixtures=TR)
+    case("export-steps-dir-missing", "export-steps", "nope", *EO)
+    case("export-steps-dir-file", "export-steps", "precious.txt", *EO, files=P)
+    case("export-steps-dir-empty", "export-steps", "empty", *EO, dirs=("empty",))
+
+    # ---------------------------------------------------------------- verdict: schedule files, widths and steps
+    # --draws 10 (the least allowed): the cases above use 2, which is refused before anything else is read
+    V = ["--checkpoint", "digits", "--num", "50", "--teacher-num", "50", "--draws", "10", "--no-progress"]
+    SC = ("sched.json",)
+
+    def sched_edit(tag: str, changes: dict, note: str = "") -> None:
+        case(f"verdict-schedule-{tag}", "verdict", *V, "--schedule", "sched.json", fixtures=SC,
+             edits={"sched.json": changes}, note=note)
+
+    # the fixture's schedule: DDIM, 4 steps, a width per step from 0.25 0.5 0.75 1
+    sched_edit("width-nan", {"widths": [math.nan, 0.5, 0.5, 0.5]})
+    sched_edit("width-unserved", {"widths": [0.3, 0.5, 0.5, 0.5]})
+    sched_edit("widths-count", {"widths": [0.5, 0.5]})
+    sched_edit("other-supernet", {"supernet": "0123456789abcdef"})
+    sched_edit("other-weights", {"weights": "0" * 64}, note="the same architecture, measured on other weights")
+    sched_edit("kind-other", {"kind": "ddsm.front"})
+    sched_edit("steps-0", {"sampler.steps": 0})
+    sched_edit("eta-nan", {"sampler.eta": math.nan})
+    sched_edit("timesteps-edited", {"timesteps": [1.0, 2.0, 3.0, 4.0]})
+    sched_edit("schema-version-2", {"schema_version": 2})
+    case("verdict-schedule-student-on-teacher", "verdict", *V, "--schedule", "ksched.json", fixtures=("ksched.json",),
+         note="the 2-step student's schedule judged on the teacher")
+    case("verdict-schedule-teacher-on-student", "verdict", "--checkpoint", "digits-sfddm-k2", *V[2:], "--schedule",
+         "sched.json", fixtures=SC)
+    case("verdict-schedule-sampler-clash", "verdict", *V, "--schedule", "sched.json", "--sampler", "ddpm",
+         fixtures=SC)
+    case("verdict-schedule-missing", "verdict", *V, "--schedule", "nope.json")
+    case("verdict-width-unserved", "verdict", *V, "--width", "0.3", "--steps", "2")
+    case("verdict-width-nan", "verdict", *V, "--width", "nan", "--steps", "2")
+    case("verdict-width-0", "verdict", *V, "--width", "0", "--steps", "2")
+    case("verdict-steps-0", "verdict", *V, "--width", "0.5", "--steps", "0")
+    case("verdict-steps-over-T", "verdict", *V, "--width", "0.5", "--steps", "1001")
+    case("verdict-student-other-steps", "verdict", "--checkpoint", "digits-sfddm-k2", *V[2:], "--width", "0.5",
+         "--steps", "4", note="a 2-step student asked for 4 steps")
+    case("verdict-featurenet-text", "verdict", *V, "--width", "0.5", "--steps", "2", "--featurenet", "notes.txt",
+         files={"notes.txt": "hello\n"})
+
+    # ---------------------------------------------------------------- spectrum: the checkpoint's data, flags, space
+    # spectrum fits the checkpoint's own training data (its run folder's config.json): a run whose data is gone
+    for tag, source, dirs in [("missing-folder", "no/such/folder", ()), ("empty-folder", "imgs", ("imgs",)),
+                              ("torchvision-missing", "torchvision:MNIST:/nonexistent", ())]:
+        case(f"spectrum-data-{tag}", "spectrum", "--checkpoint", "trun", fixtures=TR, dirs=dirs,
+             edits={"trun/config.json": {"data.source": source}})
+    SPW = ["--checkpoint", "digits", "--width", "1", "--steps", "2", "--no-progress"]
+    case("spectrum-num-neg", "spectrum", *SPW, "--num", "-5")
+    case("spectrum-num-1e12", "spectrum", *SPW, "--num", "1000000000000")
+    case("spectrum-seed-2p64", "spectrum", *SPW, "--num", "2", "--seed", SEED64)
+    case("spectrum-batch-size-0", "spectrum", *SPW, "--num", "2", "--batch-size", "0")
+    case("spectrum-steps-over-T", "spectrum", "--checkpoint", "digits", "--width", "1", "--steps", "1001", "--num", "2")
+    case("spectrum-width-nan", "spectrum", "--checkpoint", "digits", "--width", "nan", "--steps", "2", "--num", "2")
+    case("spectrum-schedule-json-list", "spectrum", *SP, "--schedule", "s.json", "--num", "2",
+         files={"s.json": "[1, 2, 3]"})
+    case("spectrum-schedule-student", "spectrum", *SP, "--schedule", "ksched.json", "--num", "2",
+         fixtures=("ksched.json",), note="the 2-step student's schedule sampled on the teacher")
+    case("spectrum-space-resolution-3", "spectrum", *SP, "--space", "r.yaml",
+         files={"r.yaml": space_with(resolutions="[3, 16]")})
+    case("spectrum-space-resolutions-down", "spectrum", *SP, "--space", "r.yaml",
+         files={"r.yaml": space_with(resolutions="[16, 8]")})
+    case("spectrum-space-joint", "spectrum", *SP, "--space", "digits-steps", note="a joint space, not a width space")
+    case("spectrum-threshold-1e309", "spectrum", *SP, "--space", "digits-progressive", "--threshold", "1e309")
+
+    # ---------------------------------------------------------------- plot --export
+    # The export fixture names the search it exports by absolute path: each case points it at the sandbox's copy,
+    # so only the edited value is wrong.
+    PX = ["srch", "--checkpoint", "digits", "--num", "2", "--export", "exp", "--out", "p"]
+    SE2 = ("srch", "exp")
+    ours = {"search": f"{SANDBOX}/srch"}
+    verdict_rec = {"verdict_seeds": [10000, 10050]}
+
+    def export_edit(tag: str, changes: dict, files: dict | None = None, note: str = "") -> None:
+        case(f"plot-export-{tag}", "plot", *PX, fixtures=SE2, edits={"exp/export.json": changes}, files=files,
+             note=note)
+
+    export_edit("verdict-list", {**ours, "verdict": [1, 2]})
+    export_edit("verdict-string", {**ours, "verdict": "yes"})
+    export_edit("verdict-empty-record", {**ours, "verdict": {}}, note="a verdict record without its fields")
+    export_edit("verdict-no-columns", {**ours, "verdict": verdict_rec},
+                note="a verdict record, but front.csv has no verdict columns")
+    export_edit("front-csv-missing", {**ours, "verdict": verdict_rec}, files={"exp/front.csv": None})
+    export_edit("front-csv-garbage", {**ours, "verdict": verdict_rec}, files={"exp/front.csv": "a,b\n1,2\n"})
+    export_edit("other-search", {"search": "/nonexistent/srch", "verdict": verdict_rec},
+                note="an export of another search (with a verdict)")
+    case("plot-export-manifest-not-json", "plot", *PX, fixtures=SE2, files={"exp/export.json": NOT_JSON})
+    case("plot-export-manifest-list", "plot", *PX, fixtures=SE2, files={"exp/export.json": "[1, 2]"})
+    case("plot-export-joint-export", "plot", "srch", "--checkpoint", "digits", "--num", "2", "--export", "jexp",
+         "--out", "p", fixtures=("srch", "jexp"), note="an export-steps report")
 
 
 build_table()
@@ -672,14 +1126,58 @@ def setup_sandbox(c: Case, sandbox: Path, fixture_dir: Path | None) -> str | Non
         (sandbox / d).mkdir(parents=True, exist_ok=True)
     for rel, content in c.files.items():
         p = sandbox / rel
+        if content is None:  # a fixture's file the case takes away
+            _remove(p)
+            continue
         p.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             p.write_bytes(content)
         else:
             p.write_text(content)
+    for rel, changes in c.edits.items():
+        edit_json(sandbox / rel, changes, sandbox)
     for d in c.readonly:
         os.chmod(sandbox / d, 0o555)
+    for p in c.outside:
+        if os.path.lexists(p):
+            return f"{p} exists before the case (left by an earlier run?): remove it, then rerun"
     return None
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def edit_json(path: Path, changes: dict[str, Any], sandbox: Path) -> None:
+    """Change one JSON file in place, as a user's hand edit would (see :class:`Case`'s ``edits``)."""
+    doc = json.loads(path.read_text())
+    raws: dict[str, str] = {}
+    real = os.path.realpath(sandbox)
+    for dotted, value in changes.items():
+        if callable(value):
+            value = value()
+        if isinstance(value, Raw):
+            token = f"@raw{len(raws)}@"
+            raws[token] = str(value)
+            value = token
+        elif isinstance(value, str):
+            value = value.replace(SANDBOX, real)
+        *parents, last = dotted.split(".")
+        node = doc
+        for k in parents:
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        key = int(last) if isinstance(node, list) else last
+        if value is DROP:
+            del node[key]
+        else:
+            node[key] = value
+    text = json.dumps(doc, indent=1)  # NaN and Infinity as Python (and a hand edit) writes them
+    for token, raw in raws.items():
+        text = text.replace(json.dumps(token), raw)
+    path.write_text(text)
 
 
 def remove_tree(path: Path) -> None:
@@ -755,7 +1253,7 @@ def case_env(token: str) -> dict[str, str]:
 class Job:
     """One running case: a subprocess, or a forked child running CliRunner."""
 
-    def __init__(self, c: Case, sandbox: Path, io_dir: Path, in_process: bool) -> None:
+    def __init__(self, c: Case, sandbox: Path, io_dir: Path, in_process: bool, threads: int = 1) -> None:
         self.case, self.sandbox, self.io_dir, self.in_process = c, sandbox, io_dir, in_process
         self.token = uuid.uuid4().hex
         self.start = time.monotonic()
@@ -763,7 +1261,7 @@ class Job:
         self.returncode: int | None = None
         self.peak_rss = 0
         if in_process:
-            self.pid = _fork_case(c, sandbox, io_dir, self.token)
+            self.pid = _fork_case(c, sandbox, io_dir, self.token, threads)
             self.proc = None
         else:
             env = {**os.environ, **case_env(self.token)}
@@ -833,7 +1331,7 @@ def _read(path: Path, limit: int = 1 << 20) -> str:
         return ""
 
 
-def _fork_case(c: Case, sandbox: Path, io_dir: Path, token: str) -> int:
+def _fork_case(c: Case, sandbox: Path, io_dir: Path, token: str, threads: int) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -843,6 +1341,9 @@ def _fork_case(c: Case, sandbox: Path, io_dir: Path, token: str) -> int:
         os.setsid()
         os.chdir(sandbox)
         os.environ.update(case_env(token))
+        import torch
+
+        torch.set_num_threads(threads)
         for fd, name in ((1, "stdout"), (2, "stderr")):
             f = os.open(io_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(f, fd)
@@ -879,15 +1380,25 @@ def preload() -> None:
                 "ddsm.checkpoint", "ddsm.device", "ddsm.train", "ddsm.samplers", "ddsm.schedule", "ddsm.cost",
                 "ddsm.metrics.featurenet", "ddsm.metrics.fid", "ddsm.metrics.verdict", "ddsm.spectrum",
                 "ddsm.search", "ddsm.search.setup", "ddsm.search.folder", "ddsm.search.loop", "ddsm.report",
-                "ddsm.images", "ddsm.data", "ddsm.sweep", "ddsm.quickstart"):
+                "ddsm.images", "ddsm.data", "ddsm.sweep", "ddsm.quickstart", "ddsm.run_configs", "ddsm.distill",
+                "ddsm.slim", "ddsm.search.joint", "ddsm.report.joint", "ddsm.integrations.diffusers_folder",
+                "diffusers"):
         try:
             importlib.import_module(mod)
         except Exception as e:  # noqa: BLE001 - a broken module shows up in the cases that need it
             print(f"[fuzz] preload of {mod} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    try:  # diffusers imports its models lazily: ~2 s in every slim case otherwise
+        import diffusers
+
+        diffusers.UNet2DModel, diffusers.DDPMScheduler  # noqa: B018
+    except Exception:  # noqa: BLE001
+        pass
 
 
 # ----------------------------------------------------------------------------------------------- classification
 
+#: the kinds of writing a case may not do, as ``written`` records them
+WRITTEN = ("added", "changed", "removed", "cwd_added", "outside_added")
 OUTCOMES = ("ok", "traceback", "multi-line", "wrong-exit", "wrote", "hang", "skip")
 #: the outcome shown when a case has several problems: the first of these it has
 PRIORITY = ("hang", "traceback", "wrong-exit", "wrote", "multi-line")
@@ -897,7 +1408,7 @@ def classify(result: dict[str, Any]) -> tuple[str, list[str]]:
     """(outcome, every problem) of one finished case.
 
     ``result`` needs exit_code, stderr, killed (None or a reason) and written
-    ({added, removed, changed} paths, plus cwd_added); stdout is also searched for tracebacks.
+    ({added, removed, changed} paths, plus cwd_added and outside_added); stdout is also searched for tracebacks.
     """
     if result.get("skipped"):
         return "skip", []
@@ -911,7 +1422,7 @@ def classify(result: dict[str, Any]) -> tuple[str, list[str]]:
     if not result.get("killed") and result.get("exit_code") != 2:
         problems.append("wrong-exit")
     w = result.get("written") or {}
-    if any(w.get(k) for k in ("added", "removed", "changed", "cwd_added")):
+    if any(w.get(k) for k in WRITTEN):
         problems.append("wrote")
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     if not (len(lines) == 1 and lines[0].startswith("Error: ")):
@@ -937,35 +1448,63 @@ def first_line(text: str) -> str:
 
 
 def build_fixtures(dest: Path, *, timeout: float = 300) -> dict[str, str]:
-    """A finished tiny search (srch), its export (exp) and one of its schedules (sched.json), a tiny training
-    run (trun). Returns {name: error} for those that could not be built."""
+    """Build every fixture once, in ``dest``; returns {name: error} for those that could not be built.
+
+    srch: a finished tiny search; exp: its export; sched.json: one of its schedules; trun: a tiny training run;
+    drun: a tiny distillation of trun; diff: a tiny diffusers UNet2DModel folder; srun: a tiny slim run of it;
+    joint: a finished tiny joint (steps x widths) search; jexp: its export-steps report; ksched.json: its
+    2-step student's schedule. Two waves of commands run side by side (the second needs the first's outputs).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "space.yaml").write_text(TINY_SPACE)
     (dest / "tiny.yaml").write_text(TINY_CONFIG)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    (dest / "joint.yaml").write_text(TINY_JOINT)
+    # one torch thread each: four processes on a 2-core machine with a thread pool each took 5x as long
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = ddsm_command()
     errors: dict[str, str] = {}
-    steps = [
-        ("srch", ["search", "--space", "space.yaml", "--checkpoint", "digits", "--out", "srch", "--runner", "serial",
-                  "--no-progress"]),
-        ("exp", ["export", "srch", "--checkpoint", "digits", "--out", "exp", "--repeats", "1", "--warmup", "0",
-                 "--num", "2", "--no-progress"]),
-        ("trun", ["train", "--config", "tiny.yaml", "--out", "trun", "--no-progress"]),
+    waves = [
+        [("srch", cmd + ["search", "--space", "space.yaml", "--checkpoint", "digits", "--out", "srch", "--runner",
+                         "serial", "--no-progress"]),
+         ("trun", cmd + ["train", "--config", "tiny.yaml", "--out", "trun", "--no-progress"]),
+         ("diff", [sys.executable, "-c", DIFFUSERS_FOLDER_SCRIPT, "diff"]),
+         ("joint", cmd + ["search-steps", "--space", "joint.yaml", "--out", "joint", "--no-progress"])],
+        [("exp", cmd + ["export", "srch", "--checkpoint", "digits", "--out", "exp", "--repeats", "1", "--warmup", "0",
+                        "--num", "2", "--no-progress"]),
+         ("drun", cmd + ["distill", "--teacher", "trun", "--steps", "2", "--iters", "1", "--out", "drun",
+                         "--no-progress"]),
+         # widths 0.5 and 1: the default 0.25 splits the tiny model's GroupNorm groups
+         ("srun", cmd + ["slim", "--from-diffusers", "diff", "--width", "0.5", "--iters", "1", "--data", "digits",
+                         "--out", "srun", "--no-progress"]),
+         ("jexp", cmd + ["export-steps", "joint", "--out", "jexp", "--no-progress"])],
     ]
-    for name, argv in steps:
-        try:
-            p = subprocess.run(cmd + argv, cwd=dest, env=env, capture_output=True, text=True, timeout=timeout)
-            if p.returncode != 0:
-                errors[name] = first_line(p.stderr) or f"exit {p.returncode}"
+    needs = {"exp": "srch", "drun": "trun", "srun": "diff", "jexp": "joint"}
+    for wave in waves:
+        procs = {}
+        for name, argv in wave:
+            if needs.get(name) in errors:
+                errors[name] = f"needs {needs[name]}"
+                continue
+            procs[name] = subprocess.Popen(argv, cwd=dest, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                           text=True)
+        deadline = time.monotonic() + timeout
+        for name, proc in procs.items():
+            try:
+                _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                if proc.returncode != 0:
+                    errors[name] = first_line(err) or f"exit {proc.returncode}"
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                errors[name] = "timed out"
+            if name in errors:
                 shutil.rmtree(dest / name, ignore_errors=True)
-        except subprocess.TimeoutExpired:
-            errors[name] = "timed out"
-            shutil.rmtree(dest / name, ignore_errors=True)
-    scheds = sorted((dest / "exp").glob("front-*.json")) if (dest / "exp").is_dir() else []
-    if scheds:
-        shutil.copy2(scheds[0], dest / "sched.json")
-    else:
-        errors["sched.json"] = "no schedule in the export"
+    for name, folder, pattern in (("sched.json", "exp", "front-*.json"), ("ksched.json", "jexp", "front-*-k2-*.json")):
+        found = sorted((dest / folder).glob(pattern)) if (dest / folder).is_dir() else []
+        if found:
+            shutil.copy2(found[0], dest / name)
+        else:
+            errors[name] = f"no schedule in {folder}"
     return errors
 
 
@@ -985,6 +1524,8 @@ def run_cases(cases: list[Case], *, fixture_dir: Path | None, in_process: bool =
     """Run every case (``jobs`` at a time) and return one result dict per case, in table order."""
     if in_process:
         preload()
+    # torch threads per in-process case: two cases with a pool of every core each ran several times slower
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     work = Path(tempfile.mkdtemp(prefix="ddsm-fuzz-"))
     launch_cwd = Path.cwd()
     cwd_before = top_level(launch_cwd)
@@ -1010,7 +1551,7 @@ def run_cases(cases: list[Case], *, fixture_dir: Path | None, in_process: bool =
                     remove_tree(work / c.id)
                     continue
                 before = snapshot(sandbox)
-                running.append((Job(c, sandbox, io_dir, in_process), {**base, "_before": before}))
+                running.append((Job(c, sandbox, io_dir, in_process, threads), {**base, "_before": before}))
             time.sleep(0.05)
             now = time.monotonic()
             check_mem = now - last_mem > 0.5
@@ -1034,6 +1575,10 @@ def run_cases(cases: list[Case], *, fixture_dir: Path | None, in_process: bool =
                 new_cwd = sorted(top_level(launch_cwd) - cwd_before)
                 written["cwd_added"] = new_cwd
                 cwd_before |= set(new_cwd)
+                # a path outside the sandbox the case named (ddsm's own package folder): noticed, then removed
+                written["outside_added"] = [q for q in job.case.outside if os.path.lexists(q)]
+                for q in written["outside_added"]:
+                    _remove(Path(q))
                 res["written"] = written
                 _finish(res, results, verbose)
                 remove_tree(work / job.case.id)
@@ -1079,7 +1624,7 @@ def print_table(results: list[dict]) -> None:
         extra = ""
         w = r.get("written") or {}
         if "wrote" in r["problems"]:
-            bits = [f"{k}: {', '.join(w[k][:3])}" for k in ("added", "changed", "removed", "cwd_added") if w.get(k)]
+            bits = [f"{k}: {', '.join(w[k][:3])}" for k in WRITTEN if w.get(k)]
             extra = "  [" + "; ".join(bits) + "]"
         print(f"{r['id']:<44} {r['command']:<11} {r['outcome']:<10} {r.get('exit_code')!s:>4}  "
               f"{r['first_line'][:110]}{extra[:160]}")
@@ -1100,7 +1645,7 @@ def write_results(results: list[dict], out_dir: Path, stem: str, meta: dict) -> 
         wr = r.get("written") or {}
         w.writerow([r["id"], r["command"], r["outcome"], " ".join(r["problems"]), r.get("exit_code"),
                     r.get("seconds"), r["first_line"],
-                    " ".join(f"{k}:{p}" for k in ("added", "changed", "removed", "cwd_added") for p in wr.get(k, [])),
+                    " ".join(f"{k}:{p}" for k in WRITTEN for p in wr.get(k, [])),
                     " ".join(r["argv"])])
     _atomic_write(cpath, buf.getvalue())
     return jpath, cpath

@@ -1,8 +1,9 @@
 """The bad-input fuzz table of experiments/fuzz_cli.py: every case must be refused with one ``Error:`` line.
 
 The whole table runs in-process (ddsm.cli imported once, CliRunner in a forked
-child per case, two at a time): about 90 s on 2 cores, so it is in the default
-suite. The classifier tests check that the table cannot pass by accident.
+child per case, two at a time): about 90 s of cases after 20-40 s of fixtures on
+2 cores, so it is in the default suite. The classifier tests check that the
+table cannot pass by accident.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def test_classifier_flags_every_other_defect():
     assert fuzz.classify(_result(written={"added": ["out/grid.png"]}))[0] == "wrote"
     assert fuzz.classify(_result(written={"changed": ["precious.txt"]}))[0] == "wrote"
     assert fuzz.classify(_result(written={"cwd_added": ["runs"]}))[0] == "wrote"
+    assert fuzz.classify(_result(written={"outside_added": ["/x/ddsm/assets/run"]}))[0] == "wrote"
     assert fuzz.classify(_result(killed="timeout after 60 s", exit_code=-9, stderr=""))[0] == "hang"
 
 
@@ -70,11 +72,30 @@ def test_snapshot_diff_sees_new_changed_and_removed_files(tmp_path):
     assert d == {"added": ["new"], "removed": ["gone.txt"], "changed": ["keep.txt"]}
 
 
+def test_sandbox_edits_change_the_fixture_copy_after_files_are_written(tmp_path):
+    fixtures = tmp_path / "fixtures"
+    (fixtures / "run").mkdir(parents=True)
+    (fixtures / "run" / "front.json").write_text('{"members": [{"share": 0.5, "proxy": 1.0}], "kind": "k"}')
+    (fixtures / "run" / "weights.bin").write_text("w")
+    c = fuzz.Case("x", ("export-steps",), files={"run/weights.bin": None}, fixtures=("run",),
+                  edits={"run/front.json": {"members.0.share": fuzz.Raw("1e309"), "kind": fuzz.DROP,
+                                            "search": f"{fuzz.SANDBOX}/run", "big": lambda: "y" * 3}})
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    assert fuzz.setup_sandbox(c, sandbox, fixtures) is None
+    text = (sandbox / "run" / "front.json").read_text()
+    assert '"share": 1e309' in text and '"kind"' not in text and '"big": "yyy"' in text
+    assert fuzz.json.loads(text)["search"] == f"{sandbox.resolve()}/run"
+    assert not (sandbox / "run" / "weights.bin").exists() and (fixtures / "run" / "weights.bin").exists()
+
+
 def test_table_is_large_and_ids_are_unique():
     ids = [c.id for c in fuzz.CASES]
-    assert len(ids) >= 120 and len(set(ids)) == len(ids)
+    assert len(ids) >= 490 and len(set(ids)) == len(ids)
     assert {c.command for c in fuzz.CASES} >= {"train", "sample", "cost", "featurenet", "evaluate", "spectrum",
-                                               "verdict", "search", "export", "plot", "sweep", "quickstart"}
+                                               "verdict", "search", "export", "plot", "sweep", "quickstart",
+                                               "distill", "slim", "search-steps", "export-steps"}
+    assert all(set(c.fixtures) <= set(fuzz.FIXTURES) for c in fuzz.CASES)
 
 
 # ------------------------------------------------------------------------- the whole table

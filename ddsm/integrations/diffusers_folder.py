@@ -154,6 +154,9 @@ def _model_folder(spec: str | Path) -> Path:
 
 def _check_config(config: dict[str, Any], source: str) -> None:
     name = config.get("_class_name")
+    if name is None:  # e.g. a ddsm run folder's config.json
+        raise DDSMError(f"{source} is not a diffusers model config (it has no _class_name); give a folder saved by "
+                        "UNet2DModel.save_pretrained")
     if name != "UNet2DModel":
         raise DDSMError(f"{source} is a {name!r}, not a 'UNet2DModel'; ddsm slims diffusers' UNet2DModel only")
     for key, valid in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):

@@ -253,6 +253,9 @@ def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
     if not manifest.is_file():
         raise DDSMError(f"--export {str(export)!r} holds no export (no {manifest.name}); give the --out of ddsm export")
     meta = read_json(manifest, "export manifest")
+    if not isinstance(meta, dict):
+        raise DDSMError(f"--export {str(export)!r}: its {manifest.name} holds a {type(meta).__name__}, not an export "
+                        "record; was the file edited? Export again")
     if meta.get("search") != str(run.folder.resolve()):
         raise DDSMError(f"--export {str(export)!r} exports another search ({meta.get('search')}), not {run.folder}")
     if "verdict" not in meta:
@@ -260,8 +263,32 @@ def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
     if not isinstance(meta["verdict"], dict):
         raise DDSMError(f"--export {str(export)!r}: its manifest's verdict is a {type(meta['verdict']).__name__}, not "
                         "a verdict record; was the file edited? Export again with --verdict N")
-    table = pd.read_csv(export / "front.csv")
+    table = _checked_verdict_front(export)
     table.attrs["verdict_seeds"] = f"seeds {meta['verdict'].get('verdict_seeds')}"
+    return table
+
+
+def _checked_verdict_front(export: Path) -> pd.DataFrame:
+    """An export's ``front.csv`` with the columns :func:`plot_verdict` draws, finite; else one line, before any
+    figure is drawn or written."""
+    path = export / "front.csv"
+    edited = f"--export {str(export)!r}: its front.csv"
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
+        raise DDSMError(f"{edited} is not readable ({type(e).__name__}); export again") from None
+    metrics = verdict_columns(table)
+    needed = ["share", *(f"verdict_{m}{s}" for m in metrics
+                         for s in ("_vs_full", "_vs_full_low", "_vs_full_high", "_differs_from_full"))]
+    missing = [c for c in needed if c not in table.columns]
+    if not metrics or missing or table.empty:
+        what = f"lacks column {missing[0]!r}" if missing else "has no verdict rows" if metrics else \
+            "has no verdict columns (verdict_<metric>_vs_full...)"
+        raise DDSMError(f"{edited} {what}; was it edited? Export again with --verdict N")
+    values = table[[c for c in needed if not c.endswith("_differs_from_full")]]
+    bad = [c for c in values.columns if not (pd.api.types.is_numeric_dtype(values[c]) and values[c].notna().all())]
+    if bad:
+        raise DDSMError(f"{edited} has a non-numeric or empty {bad[0]!r}; was it edited? Export again with --verdict N")
     return table
 
 
