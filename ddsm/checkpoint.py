@@ -123,7 +123,7 @@ class Supernet:
         """Sides the supernet was trained at (its recipe's ``train.resolutions`` plus the image size)."""
         run = self.header.get("run") or {}
         extra = (run.get("train") or {}).get("resolutions") or ()
-        return tuple(sorted({*map(int, extra), self.config.unet.image_size}))
+        return tuple(sorted({*map(int, extra), self.config.geometry.image_size}))
 
 
 def resolve_checkpoint(ref: str | Path) -> Path:
@@ -197,6 +197,6 @@ def training_data(checkpoint: str | Path, unet=None):
     """The images a supernet was trained on (:func:`data_config_for`), at its ``unet``'s size and channels."""
 
     if unet is None:
-        unet = load_supernet(checkpoint).config.unet
+        unet = load_supernet(checkpoint).config.geometry
     return load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
 

@@ -171,7 +171,7 @@ class TeacherTransition:
         return {"teacher": self.teacher_net.weights_sha256}
 
     def widths(self) -> tuple[float, ...]:
-        return self.config.model.unet.widths
+        return self.config.model.geometry.widths
 
     def draw(self, trainer: "Trainer") -> Batch:
         x0, k, eps = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))

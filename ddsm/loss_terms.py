@@ -58,7 +58,7 @@ class SpectralTerm:
         return self._weights[side]
 
     def check(self) -> None:
-        self.frequency_weights(self.trainer.config.model.unet.image_size)  # data without a spectrum is refused
+        self.frequency_weights(self.trainer.config.model.geometry.image_size)  # data without a spectrum is refused
 
     def applies(self, widest: torch.Tensor | None) -> bool:
         return widest is not None

@@ -101,7 +101,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
             click.echo(f"[1/{STAGES}] supernet: {checkpoint} (pass --train to retrain the digits reference from scratch)")
         for line in prepared.warnings:
             click.echo(line, err=True)
-        data = load_digits(size=net.config.unet.image_size, channels=net.config.unet.in_channels)
+        data = load_digits(size=net.config.geometry.image_size, channels=net.config.geometry.in_channels)
 
         _stage(2, "cost table (MACs, latency per width)", art["cost"],
                lambda: CostTable.measure(net.model, net.config, dev, batch_size=64, repeats=10, warmup=2,

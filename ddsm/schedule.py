@@ -59,7 +59,7 @@ class Schedule(_Frozen):
         if isinstance(widths, StepPlan):
             widths, resolutions = list(widths.widths), resolutions if resolutions is not None else widths.resolutions
         ts = visited(sampler, model.diffusion.num_timesteps)
-        if resolutions is not None and all(r == model.unet.image_size for r in resolutions):
+        if resolutions is not None and all(r == model.geometry.image_size for r in resolutions):
             resolutions = None
         s = cls(supernet=model.fingerprint(), sampler=sampler, widths=tuple(widths), timesteps=tuple(ts.tolist()),
                 resolutions=None if resolutions is None else tuple(int(r) for r in resolutions), **kw)
@@ -75,14 +75,14 @@ class Schedule(_Frozen):
         out = []
         if self.supernet != model.fingerprint():
             out.append(f"made for supernet {self.supernet}, not {model.fingerprint()}")
-        bad = sorted({w for w in self.widths if width_index(w, model.unet.widths) is None})
+        bad = sorted({w for w in self.widths if width_index(w, model.geometry.widths) is None})
         if bad:
-            out.append(f"widths {bad} are not served (valid: {list(model.unet.widths)})")
+            out.append(f"widths {bad} are not served (valid: {list(model.geometry.widths)})")
         if len(self.widths) != self.sampler.steps:
             out.append(f"{len(self.widths)} widths for {self.sampler.steps} sampling steps")
         if self.resolutions is not None:
             try:
-                check_resolutions(self.resolutions, model.unet, self.sampler.steps)
+                check_resolutions(self.resolutions, model.geometry, self.sampler.steps)
             except DDSMError as e:
                 out.append(str(e))
         if self.sampler.steps > model.diffusion.num_timesteps:

@@ -103,7 +103,7 @@ class NoiseTarget:
         return {}
 
     def widths(self) -> tuple[float, ...]:
-        return self.config.model.unet.widths
+        return self.config.model.geometry.widths
 
     def draw(self, trainer: "Trainer") -> Batch:
         cfg = self.config.train
@@ -120,7 +120,7 @@ class NoiseTarget:
         return distilled_eps_loss(pred, batch.eps, widest, self.config.train.distill_weight)
 
     def _draw_side(self, gen: torch.Generator) -> int:
-        cfg, full = self.config.train, self.config.model.unet.image_size
+        cfg, full = self.config.train, self.config.model.geometry.image_size
         lower = sorted(set(cfg.resolutions) - {full})
         u = float(torch.rand((), generator=gen))
         if not lower or u < cfg.full_resolution_share:

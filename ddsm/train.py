@@ -86,7 +86,7 @@ class Trainer:
         cfg = config.train
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        unet = config.model.unet
+        unet = config.model.geometry
         self.data = data if data is not None else load_data(config.data, unet.image_size, unet.in_channels)
         if len(self.data.train) == 0:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
@@ -248,7 +248,7 @@ class Trainer:
 
     def _optimizer_step(self) -> float:
         """After every width's backward: back to the widest, clip, one (scaled) AdamW step, EMA; the grad norm."""
-        self.model.set_active_width(self.config.model.unet.widths[-1])
+        self.model.set_active_width(self.config.model.geometry.widths[-1])
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.scaler.step(self.opt)

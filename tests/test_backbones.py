@@ -32,6 +32,8 @@ CASES = {
         "diffusion": {"num_timesteps": TINY_T},
         "diffusers": {"unet": _DIFFUSERS_UNET, "weights_sha256": "0" * 64, "freeze_full": True},
     },
+    "dit": {"dit": {"image_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 4,
+                    "widths": (0.25, 0.5, 0.75, 1.0)}, "diffusion": {"num_timesteps": TINY_T}},
 }
 
 
@@ -40,8 +42,9 @@ def test_every_registered_backbone_has_a_contract_case():
 
 
 def test_an_unregistered_backbone_is_refused_naming_the_registered_ones():
-    config = validate(ModelConfig, {**CASES["unet"], "backbone": "dit"})
-    with pytest.raises(DDSMError, match=r"backbone 'dit' is not registered; registered backbones: diffusers_unet, unet"):
+    config = validate(ModelConfig, {**CASES["unet"], "backbone": "vit"})
+    with pytest.raises(DDSMError, match=r"backbone 'vit' is not registered; registered backbones: diffusers_unet, "
+                                        r"dit, unet"):
         build_backbone(config)
 
 
@@ -64,8 +67,9 @@ def _probe(model: Backbone, n: int = 2, side: int | None = None):
 def test_it_satisfies_the_protocol(case):
     config, model = case
     assert isinstance(model, Backbone)
-    assert model.widths == config.unet.widths and model.widths[-1] == 1.0 and list(model.widths) == sorted(model.widths)
-    assert model.image_size == config.unet.image_size and model.in_channels == config.unet.in_channels
+    geo = config.geometry  # the section holding the image geometry and widths (unet, or dit)
+    assert model.widths == geo.widths and model.widths[-1] == 1.0 and list(model.widths) == sorted(model.widths)
+    assert model.image_size == geo.image_size and model.in_channels == geo.in_channels
     assert model.width == 1.0
 
 
@@ -125,7 +129,8 @@ def test_the_forward_is_deterministic_and_return_hidden_adds_the_last_map(case):
             eps = model(x, t)
             again, hidden = model(x, t, return_hidden=True)
         assert torch.equal(eps, again) and eps.shape == x.shape
-        assert hidden.ndim == 4 and hidden.shape[0] == x.shape[0] and hidden.shape[-1] == x.shape[-1]
+        # a map per image (a UNet's at the image's side, a transformer's on its token grid)
+        assert hidden.ndim == 4 and hidden.shape[0] == x.shape[0] and x.shape[-1] % hidden.shape[-1] == 0
     assert model(x, t, cond=None).shape == x.shape
 
 

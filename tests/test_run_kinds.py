@@ -49,12 +49,12 @@ def test_the_defaults_and_the_same_values_written_back_are_accepted_by_every_kin
 
 def test_an_unregistered_backbone_is_refused_before_anything_is_written(tmp_path):
     d = run_config_dict()
-    d["model"]["backbone"] = "dit"
-    cfg = tmp_path / "dit.yaml"
+    d["model"]["backbone"] = "vit"
+    cfg = tmp_path / "vit.yaml"
     cfg.write_text(yaml.safe_dump(d))
     out = tmp_path / "run"
     assert_bad_input(invoke("train", "--config", cfg, "--out", out, "--no-progress"),
-                     "backbone 'dit' is not registered", "registered backbones: diffusers_unet, unet")
+                     "backbone 'vit' is not registered", "registered backbones: diffusers_unet, dit, unet")
     assert not out.exists()
 
 

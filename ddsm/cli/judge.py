@@ -60,7 +60,7 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
         m.check_num(num, what="--num")
     check_seed(seed, num or m.default_num)
     net = load_supernet(checkpoint, device=resolve_device(device))
-    check_sample_memory(num or m.default_num, net.config.unet)
+    check_sample_memory(num or m.default_num, net.config.geometry)
     scfg, named, _, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
                                                                           "timestep_spacing": spacing},
                                             allow_new_weights)
@@ -152,8 +152,8 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_seed(seed, num)
     check_seed(teacher_seed, teacher_num, flag="--teacher-seed")
     net = load_supernet(checkpoint, device=resolve_device(device))
-    check_sample_memory(num, net.config.unet)
-    check_sample_memory(teacher_num, net.config.unet, flag="--teacher-num")
+    check_sample_memory(num, net.config.geometry)
+    check_sample_memory(teacher_num, net.config.geometry, flag="--teacher-num")
     settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
     scfg, named, used, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps},
                                                allow_new_weights)
@@ -167,7 +167,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
         used.append(range(a, b))
     check_disjoint(settings.seeds, used)  # before any data or feature net is read
     check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
-    unet = net.config.unet
+    unet = net.config.geometry
     data = training_data(checkpoint, unet)
     fn = FeatureNet.load(featurenet_file, data)
     judge = Verdict(net, scfg, fn, reference_images(data, "all"), settings, search_seeds=used, progress=progress)

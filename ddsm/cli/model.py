@@ -89,7 +89,7 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     check_seed(seed, num)
     dev = resolve_device(device)
     net = load_supernet(checkpoint, device=dev)
-    check_sample_memory(num, net.config.unet)
+    check_sample_memory(num, net.config.geometry)
     flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
     sched, override = (Schedule.load_for(schedule_file, net, allow_new_weights=allow_new_weights)
                        if schedule_file is not None else (None, {}))
@@ -217,11 +217,11 @@ def spectrum(checkpoint, space_file, threshold, widths, schedule_files, steps, n
 
     net = load_supernet(checkpoint, device=resolve_device(device) if compare else "cpu")
     if compare:  # every candidate is checked before anything is printed or sampled
-        check_sample_memory(num, net.config.unet)
+        check_sample_memory(num, net.config.geometry)
         scfg, named, _, overrides = _candidates(net, schedule_files, widths, {"kind": None, "steps": steps, "eta": None,
                                                                               "timestep_spacing": None},
                                                 allow_new_weights)
-    unet = net.config.unet
+    unet = net.config.geometry
     space = SearchConfig.load(space_file) if space_file else None
     if space is not None:
         if space.resolutions is None:
@@ -309,7 +309,7 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
     if checkpoint is not None:
         from ddsm.checkpoint import data_config_for, load_supernet
 
-        unet = load_supernet(checkpoint).config.unet
+        unet = load_supernet(checkpoint).config.geometry
         data_cfg = data_config_for(checkpoint)
         size = unet.image_size if size is None else size
         channels = unet.in_channels if channels is None else channels

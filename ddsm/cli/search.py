@@ -161,7 +161,7 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
     net = load_supernet(checkpoint, device=resolve_device(device))
     for n, flag in ((num, "--batch-size"), (verdict_num, "--verdict")):
         if n:
-            check_sample_memory(n, net.config.unet, flag=flag)
+            check_sample_memory(n, net.config.geometry, flag=flag)
     res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
                        progress=progress, verdict=settings, featurenet=featurenet_file)
     click.echo(format_table(res.table, quality=run.quality))
@@ -214,7 +214,7 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
         FeatureNet.load(featurenet_file)
     run = load_search(search_dir)
     net = load_supernet(checkpoint, device=resolve_device(device))
-    check_sample_memory(num, net.config.unet)
+    check_sample_memory(num, net.config.geometry)
     res = plot_search(run, net, out, num=num, seed=seed, evaluate=evaluate_missing, featurenet=featurenet_file,
                       device=device, export=export_dir)
     if evaluate_missing:

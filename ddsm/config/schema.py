@@ -85,6 +85,56 @@ class UNetConfig(_Frozen):
         return int(round(width * self.base_channels * self.channel_mults[level]))
 
 
+class DiTConfig(_Frozen):
+    """Architecture of the slimmable diffusion transformer (DiT, Peebles & Xie 2023) supernet.
+
+    A width keeps a prefix of the attention heads and of the MLP hidden units
+    in every block (DyDiT's dimensions); the residual stream (``hidden_size``)
+    keeps its size at every width.
+    """
+
+    image_size: int = Field(32, gt=0, le=MAX_IMAGE_SIDE)  # side of the square input, in pixels
+    in_channels: int = Field(1, gt=0, le=64)  # image channels in, ε channels out
+    patch_size: int = Field(4, gt=0, le=64)  # p: the image is cut into (image_size / p)^2 tokens of p x p pixels
+    hidden_size: int = Field(128, gt=0, le=4096)  # d: the residual stream's width (kept at every width)
+    depth: int = Field(6, gt=0, le=64)  # N: transformer blocks
+    num_heads: int = Field(8, gt=0, le=64)  # attention heads at width 1 (each of hidden_size / num_heads channels)
+    mlp_ratio: float = Field(4.0, gt=0.0, le=16.0)  # MLP hidden units at width 1 = mlp_ratio * hidden_size
+    num_classes: int = Field(0, ge=0, le=100_000)  # class labels of a conditional model (0: unconditional)
+    widths: WidthSet = DEFAULT_WIDTHS  # width multipliers the supernet serves
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "DiTConfig":
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}; use a "
+                             f"divisor such as {max(d for d in range(1, self.patch_size + 1) if self.image_size % d == 0)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of 4 (the 2-D sin-cos position "
+                             "embedding splits it in four)")
+        for w in self.widths:
+            heads = w * self.num_heads
+            if abs(heads - round(heads)) > 1e-6:
+                raise ValueError(f"width {w} keeps {heads:g} of {self.num_heads} attention heads, which splits a "
+                                 f"head; every width times num_heads must be a whole number")
+        return self
+
+    @property
+    def mlp_hidden(self) -> int:
+        """MLP hidden units at width 1."""
+        return int(round(self.mlp_ratio * self.hidden_size))
+
+    def heads(self, width: float = 1.0) -> int:
+        """Attention heads kept at ``width``."""
+        return int(round(width * self.num_heads))
+
+    def valid_resolutions(self) -> list[int]:
+        """Sides a state can have: divisors of ``image_size`` that are multiples of the patch size."""
+        p = self.patch_size
+        return [d for d in range(p, self.image_size + 1, p) if self.image_size % d == 0]
+
+
 class DiffusionConfig(_Frozen):
     """Variance-preserving forward process."""
 
@@ -140,16 +190,41 @@ class ModelConfig(_Frozen):
     diffusion: DiffusionConfig = DiffusionConfig()
     student: StudentConfig | None = None  # set for a distilled few-step student (SFDDM)
     diffusers: DiffusersModelConfig | None = None  # set for a slimmed diffusers model (ddsm slim)
+    dit: DiTConfig | None = None  # set for a diffusion transformer (backbone 'dit'); then unet is unused
     # A name in ddsm.nn.registry.BACKBONES (checked when the network is built); unset: the one the sections describe.
     backbone: str | None = Field(None, min_length=1, max_length=64)
 
     @model_serializer(mode="wrap")
-    def _drop_unset_backbone(self, handler):
-        # Unset, it is not written: configs, checkpoints and fingerprints stay what they were before the field.
+    def _drop_unused_sections(self, handler):
+        # Unset, backbone and dit are not written: configs, checkpoints and fingerprints stay what they were before
+        # the fields. A transformer's config holds no unet section (it would only be the unused default).
         data = handler(self)
-        if isinstance(data, dict) and data.get("backbone") is None:
-            data.pop("backbone", None)
+        if isinstance(data, dict):
+            for key in ("backbone", "dit"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+            if data.get("dit") is not None:
+                data.pop("unet", None)
         return data
+
+    @property
+    def geometry(self) -> "UNetConfig | DiTConfig":
+        """The architecture section that says what images the network takes and which widths and sides it serves
+        (``image_size``, ``in_channels``, ``widths``, ``valid_resolutions()``): ``dit`` for a transformer, else
+        ``unet`` (for a slimmed diffusers model, its recorded surrogate)."""
+        return self.dit if self.dit is not None else self.unet
+
+    @model_validator(mode="after")
+    def _sections(self) -> "ModelConfig":
+        if self.dit is not None and self.diffusers is not None:
+            raise ValueError("a model config has a dit section or a diffusers section, not both")
+        if (self.backbone == "dit") != (self.dit is not None) and self.backbone is not None:
+            raise ValueError("backbone 'dit' needs a dit section (and a dit section needs backbone 'dit' or none)"
+                             if self.backbone == "dit" else f"a dit section is for backbone 'dit', not "
+                             f"{short(self.backbone, 40)}")
+        if self.dit is not None and "unet" in self.model_fields_set:
+            raise ValueError("a dit model config takes no unet section; its architecture is the dit section")
+        return self
 
     @model_validator(mode="after")
     def _student(self) -> "ModelConfig":
@@ -277,7 +352,7 @@ class RunConfig(_Frozen):
 
     @model_validator(mode="after")
     def _resolutions(self) -> "RunConfig":
-        unet = self.model.unet
+        unet = self.model.geometry
         valid = unet.valid_resolutions()
         for r in self.train.resolutions:
             if r not in valid:

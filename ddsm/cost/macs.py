@@ -80,6 +80,7 @@ ZERO_COST_OPS = frozenset({
     "aten::pad", "aten::constant_pad_nd", "aten::dropout", "aten::cat", "aten::clone", "aten::alias",
     "aten::lift_fresh", "aten::scalar_tensor", "aten::expand_as", "aten::repeat", "aten::as_strided",
     "aten::fill_", "aten::zero_", "aten::linspace", "aten::masked_fill",
+    "aten::embedding",  # a class label's table lookup: data movement, no arithmetic
 })
 #: every op counted as zero: ours plus fvcore's built-in ignore list (reshapes, slicing, cat, ...)
 IGNORED_OPS = ZERO_COST_OPS | frozenset(_FVCORE_IGNORED_OPS)

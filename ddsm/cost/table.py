@@ -103,10 +103,10 @@ class CostTable(_Frozen):
         MACs are counted on CPU copies; latency is timed on ``device``, widths round-robin
         (:func:`measure_latencies`). The caller's model keeps its device, width and train/eval mode.
         """
-        if model.config != architecture_of(config) or model.widths != config.unet.widths:
+        if model.config != architecture_of(config) or model.widths != config.geometry.widths:
             diff = config_diff({"architecture": model.config.model_dump(mode="json"), "widths": list(model.widths)},
                                {"architecture": architecture_of(config).model_dump(mode="json"),
-                                "widths": list(config.unet.widths)})
+                                "widths": list(config.geometry.widths)})
             raise DDSMError(f"model does not match config {config.fingerprint()}; differs in: {'; '.join(diff)} "
                             "(model vs config)")
         batches = list(dict.fromkeys([batch_size] if isinstance(batch_size, (int, np.integer)) else batch_size))
@@ -115,12 +115,12 @@ class CostTable(_Frozen):
         for b in batches:
             _check_timing(b, repeats, warmup)
         dev = resolve_device(device)
-        widths = sorted({model.check_width(w) for w in (widths if widths is not None else config.unet.widths)})
-        resolutions = sorted({check_resolution(model, r) for r in (resolutions or [config.unet.image_size])})
+        widths = sorted({model.check_width(w) for w in (widths if widths is not None else config.geometry.widths)})
+        resolutions = sorted({check_resolution(model, r) for r in (resolutions or [config.geometry.image_size])})
         for r in resolutions:  # before any counting or timing: a huge side would exhaust memory
             check_forward_memory(model, r, max(batches))
         if not widths:
-            raise DDSMError(f"no widths to measure; valid widths: {list(config.unet.widths)}")
+            raise DDSMError(f"no widths to measure; valid widths: {list(config.geometry.widths)}")
         # Time a copy when the model lives elsewhere, so the caller's model stays where it is.
         same = device_key(next(model.parameters()).device) == device_key(dev)
         timed = model if same else copy.deepcopy(model).to(dev)
@@ -147,7 +147,7 @@ class CostTable(_Frozen):
                         width=w, resolution=r, macs=macs.total, dense_macs=macs.dense, attention_macs=macs.attention,
                         torch_flops=flops, batch_size=b, latency_s=lat.median_s, latency_iqr_s=lat.iqr_s,
                     ))
-        return cls(supernet=config.fingerprint(), image_size=config.unet.image_size, device=device_key(dev),
+        return cls(supernet=config.fingerprint(), image_size=config.geometry.image_size, device=device_key(dev),
                    device_name=_device_name(dev), batch_size=batches[0], repeats=repeats, warmup=warmup,
                    threads=torch.get_num_threads(), torch_version=torch.__version__, entries=tuple(entries))
 

@@ -236,7 +236,7 @@ class ScheduledDenoiser(torch.nn.Module):
             ts = visited(schedule.sampler, net.config.diffusion.num_timesteps).tolist()
         self.timesteps: list[float] = [float(t) for t in ts]
         self.widths: list[float] = per_step_widths(schedule.widths, len(self.timesteps), net.model)
-        self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.unet, len(self.timesteps))
+        self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.geometry, len(self.timesteps))
         self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
 
     @classmethod
@@ -310,9 +310,9 @@ def sample_with_diffusers(
     cfg = denoiser.schedule.sampler
     home = next(net.model.parameters()).device
     device = torch.device(device) if device is not None else home
-    c, s = net.config.unet.in_channels, net.config.unet.image_size
+    c, s = net.config.geometry.in_channels, net.config.geometry.image_size
     sides = denoiser.resolutions
-    transform = family_transform(net.config.unet)
+    transform = family_transform(net.config.geometry)
     noise_levels = NoiseSchedule(net.config.diffusion)
     out = []
     try:

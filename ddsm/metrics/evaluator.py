@@ -111,7 +111,7 @@ class SamplingEvaluator(Evaluator):
             schedule = schedule.plan()
         pairs = step_plan(schedule, self.sampler_config.steps, self.net.model)
         sides = {r for _, r in pairs}
-        if sides == {self.net.config.unet.image_size}:
+        if sides == {self.net.config.geometry.image_size}:
             return tuple(w for w, _ in pairs)
         if self.warn_resolutions and not sides <= self._warned_sides:
             warn_untrained(sorted(sides), self.net.trained_resolutions, stacklevel=4)

@@ -175,7 +175,7 @@ class Verdict:
         self.featurenet = copy.deepcopy(featurenet).double().eval()  # float64 features, the caller's net untouched
         self.sampler = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
         self.batch_size, self.progress = batch_size, progress
-        self.full = StepPlan((max(net.config.unet.widths),) * sampler.steps)
+        self.full = StepPlan((max(net.config.geometry.widths),) * sampler.steps)
         self.labels = featurenet.config.task == "labels"
         self.metrics = tuple(m for m in METRICS if self.labels or m != "confidence")
         self.real = Reference(self._features(real)[0], k=settings.k, name="real data")

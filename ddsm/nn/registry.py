@@ -25,9 +25,10 @@ MAX_PARAMETERS = 10**9
 
 
 def _unet(config: ModelConfig) -> Backbone:
-    if config.diffusers is not None:
-        raise DDSMError("backbone 'unet' cannot build a model config with a diffusers section; that is "
-                        "'diffusers_unet'")
+    if config.diffusers is not None or config.dit is not None:
+        other = "a diffusers section; that is 'diffusers_unet'" if config.diffusers is not None else \
+            "a dit section; that is 'dit'"
+        raise DDSMError(f"backbone 'unet' cannot build a model config with {other}")
     u = config.unet
     with torch.device("meta"):  # counted on the meta device: no memory, no initialisation
         n = sum(p.numel() for p in SlimUNet(u).parameters())
@@ -36,6 +37,21 @@ def _unet(config: ModelConfig) -> Backbone:
                         f"channel_mults {short(list(u.channel_mults), 40)}, num_res_blocks {u.num_res_blocks}); "
                         f"the limit is {MAX_PARAMETERS:.0e}: lower base_channels, channel_mults or num_res_blocks")
     return SlimUNet(u)
+
+
+def _dit(config: ModelConfig) -> Backbone:
+    from ddsm.nn.dit import SlimDiT
+
+    d = config.dit
+    if d is None:
+        raise DDSMError("backbone 'dit' needs a dit section in the model config (model: {dit: {...}})")
+    with torch.device("meta"):
+        n = sum(p.numel() for p in SlimDiT(d).parameters())
+    if n > MAX_PARAMETERS:
+        raise DDSMError(f"this supernet would have about {n:.3g} parameters (hidden_size {d.hidden_size}, depth "
+                        f"{d.depth}, mlp_ratio {d.mlp_ratio:g}); the limit is {MAX_PARAMETERS:.0e}: lower hidden_size, "
+                        "depth or mlp_ratio")
+    return SlimDiT(d)
 
 
 def _slimmed_diffusers(config: ModelConfig) -> Backbone:
@@ -54,16 +70,19 @@ class Registered:
 BACKBONES: dict[str, Registered] = {
     "unet": Registered(_unet, "unet"),
     "diffusers_unet": Registered(_slimmed_diffusers, "diffusers"),
+    "dit": Registered(_dit, "dit"),
 }
 
 
 def backbone_name(config: ModelConfig) -> str:
     """The backbone ``config`` names (``model.backbone``), else the one its sections describe.
 
-    A diffusers section means ``diffusers_unet``; otherwise ``unet``.
+    A diffusers section means ``diffusers_unet``, a dit section ``dit``; otherwise ``unet``.
     """
     if config.backbone is not None:
         return config.backbone
+    if config.dit is not None:
+        return "dit"
     return "diffusers_unet" if config.diffusers is not None else "unet"
 
 

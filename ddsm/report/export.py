@@ -241,7 +241,7 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
 def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
     """Judge every member on held-out seeds; fills ``table``'s verdict columns, returns the schedules with them."""
 
-    data = training_data(net.source, net.config.unet)
+    data = training_data(net.source, net.config.geometry)
     judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),
                     settings, search_seeds=run.space.search_seeds, progress=progress)
     names = list(table["schedule"])

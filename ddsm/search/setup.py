@@ -53,7 +53,7 @@ class TeacherReference:
         """The teacher's full-width samples on seeds ``seed .. seed+num-1``."""
         teacher = load_supernet(self.checkpoint, device=device)
         sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), self.sampler)
-        full = StepPlan((max(teacher.config.unet.widths),) * self.sampler.steps)
+        full = StepPlan((max(teacher.config.geometry.widths),) * self.sampler.steps)
         seeds = list(range(seed, seed + num))
         return generate_many(teacher.model, sampler, [full], seeds, batch_size=batch_size, fuse=fuse)[0]
 
@@ -138,7 +138,7 @@ def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> li
     """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
     if space.resolutions is None or not space.seeding.spectrum_rule:
         return []
-    fit = fit_power_spectrum(training_data(checkpoint, net.config.unet).train)
+    fit = fit_power_spectrum(training_data(checkpoint, net.config.geometry).train)
     noise = NoiseSchedule(net.config.diffusion)
     ts = visited(space.sampler, noise.num_timesteps).tolist()
     sides = rule_resolutions(fit, space.resolutions, ts, noise)
@@ -173,7 +173,7 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
     search, :mod:`ddsm.search.joint`) instead of this supernet's.
     """
     net = net if net is not None else load_supernet(checkpoint, device="cpu")
-    space.check_supernet(net.config.unet.widths, net.config.unet)
+    space.check_supernet(net.config.geometry.widths, net.config.geometry)
     if space.sampler.steps > net.config.diffusion.num_timesteps:
         raise DDSMError(f"sampler.steps {space.sampler.steps} exceeds the supernet's "
                         f"{net.config.diffusion.num_timesteps} training timesteps")
@@ -193,7 +193,7 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
         # given but not needed is still checked, so a wrong path is never silently ignored)
         needed = space.quality_metric.needs_featurenet or (
             space.screen is not None and get_metric(space.screen.metric).needs_featurenet)
-        FeatureNet.load(featurenet, training_data(checkpoint, net.config.unet) if needed else None)
+        FeatureNet.load(featurenet, training_data(checkpoint, net.config.geometry) if needed else None)
     warning = untrained_message(space, net)
     return PreparedSearch(space=space, checkpoint=str(checkpoint), net=net, costs=costs, factory=factory,
                           transition_seeds=spectrum_transitions(space, checkpoint, net),
