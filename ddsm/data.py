@@ -89,7 +89,8 @@ def _image_files(path: Path) -> list[Path]:
 
 
 def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
-    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images."""
+    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images; labelled by
+    subfolder where the folder holds one subfolder per class (:func:`folder_labels`)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -107,8 +108,24 @@ def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: fl
         t = torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1)
         images.append(_resize(t[None], size)[0])
     x = torch.stack(images) * 2 - 1
-    tr, ho = _split(len(x), holdout_fraction, split_seed)
-    return ImageData(path.name, x[tr], x[ho])
+    labels = folder_labels(path, files)
+    tr, ho = _split(len(x), holdout_fraction, split_seed)  # not stratified: a folder splits as it always did
+    if labels is None:
+        return ImageData(path.name, x[tr], x[ho])
+    return ImageData(path.name, x[tr], x[ho], labels[tr], labels[ho])
+
+
+def folder_labels(path: Path, files: list[Path]) -> torch.Tensor | None:
+    """Class labels of an image folder with one subfolder per class (every image directly inside one of at least
+    two subfolders; labels follow the subfolders' sorted names), else None."""
+    parents = [f.parent for f in files]
+    if any(p.parent != path for p in parents):
+        return None
+    classes = sorted({p.name for p in parents})
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[p.name] for p in parents], dtype=torch.long)
 
 
 def load_torchvision(spec: str, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:

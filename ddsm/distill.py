@@ -159,6 +159,10 @@ class TeacherTransition:
         if self.teacher_net.fingerprint != self.config.model.student.teacher:
             raise DDSMError(f"teacher {dist.teacher!r} has fingerprint {self.teacher_net.fingerprint}, but "
                             f"this student was distilled from {self.config.model.student.teacher}")
+        if self.teacher_net.model.num_classes:
+            raise DDSMError(f"teacher {dist.teacher!r} is class-conditional (num_classes "
+                            f"{self.teacher_net.model.num_classes}); distilling a conditional teacher is not "
+                            "supported yet: its transitions would need the labels and guidance too")
 
     def attach(self, trainer: "Trainer") -> None:
         self.teacher = self.teacher_net.model.to(trainer.device).eval().requires_grad_(False)
@@ -174,7 +178,7 @@ class TeacherTransition:
         return self.config.model.geometry.widths
 
     def draw(self, trainer: "Trainer") -> Batch:
-        x0, k, eps = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
+        x0, k, eps, _ = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
         t = self.phi[k]
         x_t = trainer.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
         target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps)

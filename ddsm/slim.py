@@ -88,7 +88,7 @@ class FrozenOriginal:
         return trained_widths(self.config)
 
     def draw(self, trainer: "Trainer") -> Batch:
-        x0, t, eps = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
+        x0, t, eps, _ = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
         t = t.to(trainer.device)
         x_t = trainer.schedule.q_sample(x0, t, eps)
         with torch.no_grad(), trainer.autocast():

@@ -40,6 +40,7 @@ class Batch:
     eps: torch.Tensor  # the data's noise in x_t
     reference: torch.Tensor | None = None  # a frozen model's ε target at this input (teacher, original); None: none
     reference_hidden: torch.Tensor | None = None  # that model's last hidden map (for the hidden-map term)
+    cond: torch.Tensor | None = None  # class labels of a conditional model (dropped ones: the null label); else None
 
 
 class Target(Protocol):
@@ -64,16 +65,23 @@ class Target(Protocol):
         """The ε term of one width (logged as ``loss@w``); ``widest``: the first width's detached prediction, or None."""
 
 
-def draw_clean_and_noise(trainer: "Trainer", draw_steps) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(clean images, steps, noise) of one batch, drawn in this order: image indices, ``draw_steps(n, gen)``, noise.
+def draw_clean_and_noise(trainer: "Trainer", draw_steps
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(clean images, steps, noise, class labels) of one batch, drawn in this order: image indices,
+    ``draw_steps(n, gen)``, noise, then (a conditional model only) which labels drop to the null label.
 
-    Images and noise are on the trainer's device; the steps are as ``draw_steps`` returns them.
+    Images, noise and labels are on the trainer's device; the steps are as ``draw_steps`` returns them. Labels are
+    None for an unconditional model, which draws nothing more (its batches are what they always were).
     """
     n, gen = trainer.config.train.batch_size, trainer.gen
     idx = torch.randint(len(trainer.x_train), (n,), generator=gen)
     steps = draw_steps(n, gen)
     eps = torch.randn((n, *trainer.x_train.shape[1:]), generator=gen).to(trainer.device)
-    return trainer.x_train[idx.to(trainer.device)], steps, eps
+    cond = None
+    if trainer.y_train is not None:  # classifier-free guidance: one model learns p(x | y) and p(x)
+        drop = torch.rand(n, generator=gen) < trainer.config.train.label_dropout
+        cond = torch.where(drop, trainer.model.num_classes, trainer.y_train[idx]).to(trainer.device)
+    return trainer.x_train[idx.to(trainer.device)], steps, eps, cond
 
 
 def uniform_timesteps(num_timesteps: int):
@@ -107,12 +115,12 @@ class NoiseTarget:
 
     def draw(self, trainer: "Trainer") -> Batch:
         cfg = self.config.train
-        x0, t, eps = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
+        x0, t, eps, cond = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
         t = t.to(trainer.device)
         if cfg.resolutions:
             side = self._draw_side(trainer.gen)
             x0, eps = downsample(x0, side, trainer.transform), analysis(eps, side, trainer.transform)
-        return Batch(x_t=trainer.schedule.q_sample(x0, t, eps), t=t, eps=eps)
+        return Batch(x_t=trainer.schedule.q_sample(x0, t, eps), t=t, eps=eps, cond=cond)
 
     def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
         if widest is None:

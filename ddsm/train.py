@@ -91,6 +91,7 @@ class Trainer:
         if len(self.data.train) == 0:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
         self.x_train = self.data.train.to(self.device)
+        self.y_train = self._train_labels()  # on the CPU: indexed by the CPU-drawn image indices
         self.schedule = NoiseSchedule(config.model.diffusion)
         self.transform = family_transform(unet)  # the sampler's own orthonormal family
         # Seed before building the model: its initial weights are a random draw of training too.
@@ -207,6 +208,24 @@ class Trainer:
 
     # -- training --------------------------------------------------------------
 
+    def _train_labels(self) -> torch.Tensor | None:
+        """The training images' class labels for a conditional model (None for an unconditional one); one-line
+        DDSMError when the data has none, or labels the model has no class for."""
+        n = self.config.model.geometry.num_classes
+        if not n:
+            return None
+        src = self.config.data.source
+        labels = self.data.train_labels
+        if labels is None:
+            raise DDSMError(f"data source {src!r} has no class labels; a class-conditional model (num_classes {n}) "
+                            "needs labelled data: 'digits', a torchvision dataset, or a folder with one subfolder "
+                            "per class")
+        top = int(labels.max())
+        if top >= n or int(labels.min()) < 0:
+            raise DDSMError(f"data source {src!r} has class labels 0..{top}, but the model has num_classes {n}; "
+                            f"set num_classes to {top + 1}")
+        return labels.long().cpu()
+
     def _ema_update(self) -> None:
         cfg = self.config.train
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step)) if cfg.ema_warmup else cfg.ema_decay
@@ -231,8 +250,9 @@ class Trainer:
         for w in widths:
             self.model.set_active_width(w)
             with self.autocast():
-                pred, hidden = self.model(batch.x_t, batch.t, return_hidden=True) if self.want_hidden else \
-                    (self.model(batch.x_t, batch.t), None)
+                cond = {} if batch.cond is None else {"cond": batch.cond}  # unconditional: the call it always was
+                pred, hidden = self.model(batch.x_t, batch.t, return_hidden=True, **cond) if self.want_hidden else \
+                    (self.model(batch.x_t, batch.t, **cond), None)
             loss = self.target.eps_term(pred, batch, widest)
             losses[f"loss@{w:g}"] = float(loss.detach())
             for term in self.terms:

@@ -299,6 +299,17 @@ def build_table() -> None:
          files=C)
     case("train-device-tpu", "train", *T, "--device", "tpu", "--out", "run", files=C)
     case("train-device-cuda", "train", *T, "--device", "cuda", "--out", "run", files=C)
+    # the transformer backbone and class-conditional training (issue 29)
+    dit = "model: {dit: {image_size: 8, patch_size: 2, hidden_size: 32, depth: 1, num_heads: 4%s}}\ntrain: {iters: 1}\n"
+    for tag, extra in [("patch-3", ", patch_size: 3"), ("width-splits-head", ", widths: [0.3, 1.0]"),
+                       ("hidden-not-heads", ", hidden_size: 30"), ("mlp-ratio-nan", ", mlp_ratio: .nan"),
+                       ("num-classes-neg", ", num_classes: -1"), ("with-unet", "}, unet: {image_size: 8")]:
+        case(f"train-dit-{tag}", "train", "--config", "d.yaml", "--out", "run", "--no-progress",
+             files={"d.yaml": dit % extra})
+    case("train-label-dropout-unconditional", "train", *T, "--out", "run",
+         files={"tiny.yaml": TINY_CONFIG.replace("train: {", "train: {label_dropout: 0.3, ")})
+    case("train-conditional-unlabelled-folder", "train", "--config", "d.yaml", "--data", "grey", "--out", "run",
+         "--no-progress", files={"d.yaml": dit % ", num_classes: 3", **{f"grey/{i}.png": GREY_PNG for i in range(4)}})
 
     # ---------------------------------------------------------------- sample
     SM = ["--checkpoint", "digits", "--width", "1.0", "--num", "2", "--no-progress"]
@@ -350,6 +361,10 @@ def build_table() -> None:
     case("sample-device-tpu", "sample", *SM, "--device", "tpu", "--out", "o")
     case("sample-device-cuda", "sample", *SM, "--device", "cuda", "--out", "o")
     case("sample-device-cuda-99", "sample", *SM, "--device", "cuda:99", "--out", "o")
+    # class labels and guidance (issue 29): the digits supernet is unconditional
+    case("sample-class-label-unconditional", "sample", *SM, "--class-label", "3", "--out", "o")
+    for tag, v in [("nan", "nan"), ("inf", "inf"), ("neg", "-1"), ("on-unconditional", "2")]:
+        case(f"sample-guidance-scale-{tag}", "sample", *SM, "--guidance-scale", v, "--out", "o")
 
     # ---------------------------------------------------------------- cost
     CO = ["--checkpoint", "digits", "--repeats", "1", "--warmup", "0", "--batch-size", "1", "--no-progress"]

@@ -242,9 +242,9 @@ def test_a_label_out_of_range_is_a_one_line_error(label):
 def test_cond_of_the_wrong_kind_is_refused():
     model = _dit()
     x, t, _ = _inputs()
-    with pytest.raises(DDSMError, match="integer class labels"):
+    with pytest.raises(DDSMError, match="class labels must be integers"):
         model(x, t, cond=torch.tensor([0.0, 1.0, 2.0]))
-    with pytest.raises(DDSMError, match=r"one class label per sample, shape \(3,\)"):
+    with pytest.raises(DDSMError, match=r"class labels must be one per sample, shape \(3,\)"):
         model(x, t, cond=torch.tensor([0, 1]))
 
 

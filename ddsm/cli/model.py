@@ -66,11 +66,17 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Samples denoised together.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for grid.png, samples.safetensors and sample.json.")
+@click.option("--class-label", "class_labels", type=int, multiple=True,
+              help="A class-conditional model's label to sample (repeat: the samples cycle through them) "
+                   "[default: every class in turn].")
+@click.option("--guidance-scale", type=float, default=None,
+              help="Classifier-free guidance scale s of a class-conditional model: eps_u + s (eps_c - eps_u); "
+                   "1 is the conditional prediction alone [default: 1].")
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, allow_new_weights,
-           device, progress):
+def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, class_labels,
+           guidance_scale, allow_new_weights, device, progress):
     """Sample from a supernet at one width or with a per-step width schedule."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
@@ -103,10 +109,17 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
         from ddsm.samplers.progressive import warning_line
 
         click.echo(warning_line(f"this {untrained}"), err=True)
+    from ddsm.samplers.loop import check_guidance
+
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
+    k = net.model.num_classes
+    cycle = list(class_labels) or list(range(k))  # a balanced cycle over the classes by default
+    labels = [cycle[i % len(cycle)] for i in range(num)] if k or class_labels else None
+    check_guidance(net.model, labels, guidance_scale, num)  # before any sampling: one line for a bad label or scale
     t0 = time.perf_counter()
-    x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress)
+    x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress,
+                 labels=labels, guidance_scale=guidance_scale)
     elapsed = time.perf_counter() - t0
     from ddsm.checkpoint import save_tensors
 
@@ -115,7 +128,10 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
             **({"resolutions": list(sides)} if sides else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3),
-            **({"allowed_new_weights": {str(schedule_file): override}} if override else {})}
+            **({"allowed_new_weights": {str(schedule_file): override}} if override else {}),
+            # sample i has label class_cycle[i % len(class_cycle)]
+            **({"class_cycle": cycle, "guidance_scale": 1.0 if guidance_scale is None else guidance_scale}
+               if labels is not None else {})}
     with hold_folder(outdir, what="samples", kind="samples"):
         write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
         save_tensors(outdir / "samples.safetensors", {"samples": x}, info)

@@ -13,6 +13,12 @@ from ddsm.errors import DDSMError
 from ddsm.limits import check_budgets, check_count, check_grid_num, check_sample_memory, check_seed
 
 
+def _same_runner(runner: str, chunk_size: int) -> str:
+    """The flags a resume needs to evaluate as the interrupted run did: the chunk size groups batched evaluations,
+    and a batch's float rounding depends on its size."""
+    return (" --runner ray" if runner == "ray" else "") + (f" --chunk-size {chunk_size}" if chunk_size != 4 else "")
+
+
 @main.command()
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Folder for every artifact; rerun with the same folder to resume.")
@@ -95,7 +101,8 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
                            device=device, chunk_size=chunk_size, ray_options=ray_options)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; finished generations and every evaluation are saved. Continue with: "
-                   f"ddsm search --checkpoint {checkpoint} --out {out} --resume", err=True)
+                   f"ddsm search --checkpoint {checkpoint} --out {out} --resume{_same_runner(runner, chunk_size)}",
+                   err=True)
         sys.exit(130)
     click.echo(f"{res.generations} generations, {len(res.evaluations)} schedules evaluated ({res.evaluated} this run, "
                f"{res.cached} from the log); front of {len(res.front)} within budget {space.budget:g}, "
@@ -286,7 +293,7 @@ def search_steps(space_file, out, resume, runner, workers, chunk_size, device, p
                         device=device, progress=progress)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; finished generations are saved. Continue with: ddsm search-steps --out {out} "
-                   "--resume", err=True)
+                   f"--resume{_same_runner(runner, chunk_size)}", err=True)
         sys.exit(130)
     for name, r in res.results.items():
         click.echo(f"{name}: {len(r.evaluations)} schedules evaluated, front of {len(r.front)}")

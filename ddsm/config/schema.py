@@ -43,6 +43,15 @@ class UNetConfig(_Frozen):
     group_channels: int = Field(4, gt=0)  # GroupNorm channels per group, fixed at every width
     down_block: str = "conv"  # name in ddsm.nn.unet.DOWN_BLOCKS
     up_block: str = "nearest_conv"  # name in ddsm.nn.unet.UP_BLOCKS
+    num_classes: int = Field(0, ge=0, le=100_000)  # class labels of a conditional model (0: unconditional)
+
+    @model_serializer(mode="wrap")
+    def _drop_unconditional(self, handler):
+        # Unconditional (0), it is not written: every supernet trained before the field keeps its fingerprint.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("num_classes"):
+            data.pop("num_classes", None)
+        return data
 
     @field_validator("channel_mults")
     @classmethod
@@ -278,6 +287,8 @@ class TrainConfig(_Frozen):
     resolutions: tuple[int, ...] = ()  # lower sides the sandwich also trains at (Spectral Progressive Diffusion)
     full_resolution_share: float = Field(0.5, ge=0.0, le=1.0)  # with resolutions: share of steps at image_size
     init_from: str | None = None  # supernet to start from (fine-tuning): shipped name, run folder or file
+    # classifier-free guidance: share of a conditional model's training labels replaced by the null label
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0)
 
 
 class DistillConfig(_Frozen):
@@ -348,6 +359,10 @@ class RunConfig(_Frozen):
             if self.kind not in kinds and getattr(self.train, key) != TrainConfig.model_fields[key].default:
                 raise ValueError(f"train.{key} applies to {' and '.join(kinds)} runs only, not to this {self.kind} "
                                  "run; remove it")
+        if not self.model.geometry.num_classes and \
+                self.train.label_dropout != TrainConfig.model_fields["label_dropout"].default:
+            raise ValueError("train.label_dropout applies to class-conditional models (num_classes > 0) only; "
+                             "remove it, or set the model's num_classes")
         return self
 
     @model_validator(mode="after")

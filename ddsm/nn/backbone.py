@@ -39,6 +39,10 @@ class Backbone(Protocol):
     def in_channels(self) -> int:
         """Image channels in (and ε channels out)."""
 
+    @property
+    def num_classes(self) -> int:
+        """Class labels a conditional model takes (0: unconditional); label ``num_classes`` is the null label."""
+
     def check_width(self, width: float) -> float:
         """``width`` as the supernet's own float (the one matching rule, :func:`~ddsm.config.width_index`), or a DDSMError."""
 
@@ -50,7 +54,8 @@ class Backbone(Protocol):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None,
                 return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """ε for noisy ``x`` (B, C, H, W) at timesteps ``t``; ``cond`` is the backbone's conditioning (None: none).
+        """ε for noisy ``x`` (B, C, H, W) at timesteps ``t``; ``cond`` is the backbone's conditioning: class labels
+        (B,) of a conditional model (:func:`class_labels`; None: the null label), None for an unconditional one.
 
         ``return_hidden`` also returns the last hidden map (before the output
         layer), which distillation matches between a student and its teacher.
@@ -98,3 +103,30 @@ def unet_forward_bytes(image_size: int, level_channels: list[int], maps_per_leve
     attended = [s for i, s in enumerate(sides) if image_size // 2**i in attn_sides] + [sides[-1]]
     scores = max((s * s) ** 2 for s in attended)
     return 4 * max(batch_size, 1) * (maps + scores)
+
+
+def class_labels(cond: Any, num_classes: int, batch: int, device: torch.device) -> torch.Tensor | None:
+    """``cond`` as one label per sample (the null label ``num_classes`` where ``cond`` is None), or None for an
+    unconditional model (``num_classes`` 0), which refuses any ``cond``; one-line DDSMError for a bad label.
+
+    Every backbone reads its ``cond`` through this, so labels mean the same in each (the null label included, which
+    classifier-free guidance samples with and training substitutes for dropped labels).
+    """
+    if num_classes == 0:
+        if cond is not None:
+            raise DDSMError("this model is unconditional (num_classes 0); it takes no class labels")
+        return None
+    if cond is None:
+        return torch.full((batch,), num_classes, dtype=torch.long, device=device)
+    y = torch.as_tensor(cond, device=device)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DDSMError(f"class labels must be integers, got dtype {y.dtype}")
+    if y.ndim == 0:
+        y = y.expand(batch)
+    if y.shape != (batch,):
+        raise DDSMError(f"class labels must be one per sample, shape ({batch},), got {tuple(y.shape)}")
+    bad = (y < 0) | (y > num_classes)
+    if bad.any():
+        raise DDSMError(f"class label {int(y[bad][0])} is out of range; valid labels: 0..{num_classes - 1}, and "
+                        f"{num_classes} for the null (unconditional) label")
+    return y.long()

@@ -33,7 +33,7 @@ from torch import nn
 
 from ddsm.config import DiTConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import check_width_of
+from ddsm.nn.backbone import check_width_of, class_labels
 from ddsm.nn.slimmable import SlimLinear, SlimModule, active, freeze_width, set_active_width
 from ddsm.nn.unet import timestep_embedding
 
@@ -329,6 +329,10 @@ class SlimDiT(nn.Module):
     def in_channels(self) -> int:
         return self.config.in_channels
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     def resolution_step(self) -> int:
         """Sides must be whole numbers of patches: multiples of ``patch_size``."""
         return self.config.patch_size
@@ -366,25 +370,7 @@ class SlimDiT(nn.Module):
 
     def _labels(self, cond: Any, batch: int, device: torch.device) -> torch.Tensor | None:
         """The label per sample (the null label where ``cond`` is None), or None on an unconditional model."""
-        n = self.config.num_classes
-        if self.y_embedder is None:
-            if cond is not None:
-                raise DDSMError("this model is unconditional (num_classes 0); it takes no cond (class labels)")
-            return None
-        if cond is None:
-            return torch.full((batch,), n, dtype=torch.long, device=device)
-        y = torch.as_tensor(cond, device=device)
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise DDSMError(f"cond must hold integer class labels, got dtype {y.dtype}")
-        if y.ndim == 0:
-            y = y.expand(batch)
-        if y.shape != (batch,):
-            raise DDSMError(f"cond must be one class label per sample, shape ({batch},), got {tuple(y.shape)}")
-        bad = (y < 0) | (y > n)
-        if bad.any():
-            raise DDSMError(f"class label {int(y[bad][0])} is out of range; valid labels: 0..{n - 1}, and {n} for "
-                            "the null (unconditional) label")
-        return y.long()
+        return class_labels(cond, self.config.num_classes, batch, device)
 
     def _pos_embed(self, rows: int, cols: int, device: torch.device) -> torch.Tensor:
         key = (rows, cols, str(device))

@@ -45,6 +45,10 @@ class _DiffusersShapes:
     def in_channels(self) -> int:
         return int(self.config.unet.get("in_channels", 3))
 
+    @property
+    def num_classes(self) -> int:
+        return 0  # ddsm slim refuses class-conditional diffusers models
+
     def resolution_step(self) -> int:
         """Sides must be multiples of the total downsampling, ``2 ** (blocks - 1)``."""
         return 2 ** (len(self.config.unet["block_out_channels"]) - 1)

@@ -23,7 +23,7 @@ from typing import Any
 from ddsm.config import UNetConfig
 from ddsm.diffusion.resolution import haar_dwt, haar_idwt
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import check_width_of, unet_forward_bytes
+from ddsm.nn.backbone import check_width_of, class_labels, unet_forward_bytes
 from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
 
 # ---------------------------------------------------------------------------- primitives
@@ -227,6 +227,9 @@ class SlimUNet(nn.Module):
         n_levels = len(ch)
 
         self.temb_mlp = nn.Sequential(nn.Linear(base, temb), nn.SiLU(), nn.Linear(temb, temb))
+        # a conditional UNet adds its label's embedding to the time embedding (DDPM/ADM style); one extra row, index
+        # num_classes, is the null label classifier-free guidance samples with. Not sliced: temb is full width.
+        self.label_emb = nn.Embedding(config.num_classes + 1, temb) if config.num_classes else None
         self.conv_in = SlimConv2d(config.in_channels, base, 3, padding=1, fixed_in=True)
 
         # Down path: remember the channels of every feature map pushed as a skip.
@@ -308,6 +311,10 @@ class SlimUNet(nn.Module):
     def in_channels(self) -> int:
         return self.config.in_channels
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     def resolution_step(self) -> int:
         """Sides must be multiples of the total downsampling, ``2 ** (levels - 1)``."""
         return 2 ** (len(self.config.channel_mults) - 1)
@@ -326,17 +333,20 @@ class SlimUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None, return_hidden: bool = False):
         """Predict ε from the noisy ``x`` (B, C, H, W) at timesteps ``t`` (scalar or (B,), may be fractional).
 
-        ``cond`` must be None: this UNet is unconditional. ``return_hidden``
-        also returns the last hidden feature map (after the output
-        normalisation and activation, before ``conv_out``), which distillation
-        matches between a student and its teacher.
+        ``cond``: class labels (B,) of a conditional UNet (``num_classes`` > 0;
+        None: the null label), None for an unconditional one
+        (:func:`~ddsm.nn.backbone.class_labels`). ``return_hidden`` also
+        returns the last hidden feature map (after the output normalisation
+        and activation, before ``conv_out``), which distillation matches
+        between a student and its teacher.
         """
-        if cond is not None:
-            raise DDSMError("this UNet is unconditional; it takes no cond (class labels)")
+        y = class_labels(cond, self.config.num_classes, x.shape[0], x.device)
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         temb = self.temb_mlp(timestep_embedding(t, self.config.base_channels))
+        if y is not None:
+            temb = temb + self.label_emb(y)
         h = self.conv_in(x)
         hs = [h]
         for blocks in self.down:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator, Sequence
+import math
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -100,6 +101,45 @@ def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
     return widths, resolutions
 
 
+def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, n: int
+                   ) -> tuple[torch.Tensor | None, float | None]:
+    """(labels as a CPU LongTensor or None, the guidance scale or None), or a one-line DDSMError: labels or a scale
+    given to an unconditional model, a label outside the model's classes, a scale that is not finite or negative."""
+    k = getattr(model, "num_classes", 0)
+    if not k and (labels is not None or guidance_scale is not None):
+        what = "class labels" if labels is not None else f"guidance scale {guidance_scale:g}"
+        raise DDSMError(f"this model is unconditional (num_classes 0); it takes no class labels and no guidance "
+                        f"scale (got {what})")
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise DDSMError(f"guidance scale {guidance_scale!r} is not valid; give a finite number >= 0 (1: the "
+                        "conditional prediction alone, 0: unconditional)")
+    if labels is None:
+        if guidance_scale is not None and guidance_scale != 1.0:
+            raise DDSMError(f"a guidance scale ({guidance_scale:g}) needs class labels to guide towards")
+        return None, None
+    y = torch.as_tensor(labels).cpu()
+    if y.is_floating_point() or y.dtype == torch.bool or y.ndim != 1 or len(y) != n:
+        raise DDSMError(f"give one integer class label per seed ({n}), got {tuple(y.shape)} of {y.dtype}")
+    bad = y[(y < 0) | (y >= k)]
+    if len(bad):
+        raise DDSMError(f"class label {int(bad[0])} is not one of this model's classes; valid: 0..{k - 1}")
+    return y.long(), guidance_scale
+
+
+def guided_eps(model: Backbone, x: torch.Tensor, t: Any, cond: torch.Tensor | None, scale: float | None
+               ) -> torch.Tensor:
+    """ε at ``x``: unconditional (``cond`` None), conditional, or classifier-free guided (both passes in one call)."""
+    if cond is None:  # an unconditional call is the plain forward it always was (wrapped forwards keep working)
+        return model(x, t)
+    if scale is None or scale == 1.0:
+        return model(x, t, cond=cond)
+    null = torch.full_like(cond, model.num_classes)
+    if torch.is_tensor(t) and t.ndim == 1:  # one timestep per sample: both halves need theirs
+        t = torch.cat([t, t])
+    eps_c, eps_u = model(torch.cat([x, x]), t, cond=torch.cat([cond, null])).chunk(2)
+    return eps_u + scale * (eps_c - eps_u)
+
+
 @torch.no_grad()
 def generate(
     model: Backbone,
@@ -111,8 +151,15 @@ def generate(
     transform: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
+    labels: "Sequence[int] | torch.Tensor | None" = None,
+    guidance_scale: float | None = None,
 ) -> torch.Tensor:
     """Sample one image per seed; step i runs the supernet at ``widths[i]`` on a state of side ``resolutions[i]``.
+
+    A class-conditional model takes ``labels`` (one per seed; None: the null
+    label, i.e. unconditional samples) and, optionally, a classifier-free
+    ``guidance_scale`` s: ε = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)), the two passes in
+    one batched call; s = 1 (or None) is the conditional prediction alone.
 
     ``widths`` is one width for every step, a per-step list, a
     :class:`~ddsm.plan.StepPlan` or a :class:`~ddsm.schedule.Schedule` (whose
@@ -127,19 +174,21 @@ def generate(
     sides = check_resolutions(resolutions, model, len(steps))
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
+    y, scale = check_guidance(model, labels, guidance_scale, len(seeds))
     c, s = model.in_channels, model.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
     with eval_mode(model), bar:
         for start in range(0, len(seeds), batch_size):
             gens = sample_generators(seeds[start : start + batch_size])
+            cond = None if y is None else y[start : start + batch_size].to(device)
             initial = per_sample_randn(gens, (c, s, s), device)
             x = to_side(initial, sides[0], transform)
             for i, (t, w, side) in enumerate(zip(steps, plan, sides)):
                 if side != x.shape[-1]:
                     x, t = enter_growth(sampler, i, x, side, initial, transform)
                 model.set_active_width(w)
-                eps = model(x, t)
+                eps = guided_eps(model, x, t, cond, scale)
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))

@@ -1,0 +1,170 @@
+"""Class-conditional models: labels from the data, label dropout for classifier-free guidance, guided sampling.
+
+Both backbones take class labels through one rule (``ddsm.nn.backbone.class_labels``): labels
+0..num_classes-1, and num_classes as the null label that guidance samples with and training substitutes
+for dropped labels. Unconditional models are untouched (their configs, fingerprints and outputs).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from ddsm.config import ModelConfig, RunConfig, validate
+from ddsm.diffusion import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.nn import build_backbone
+from ddsm.samplers import SamplerConfig, generate, make_sampler
+from ddsm.samplers.loop import guided_eps
+from ddsm.train import Trainer
+
+from cli_helpers import assert_bad_input, invoke
+from conftest import TINY_UNET, randomise
+
+TINY_DIT = {"image_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 4,
+            "widths": (0.25, 0.5, 0.75, 1.0)}
+MODELS = {
+    "unet": {"unet": {**TINY_UNET, "num_classes": 10}, "diffusion": {"num_timesteps": 50}},
+    "dit": {"dit": {**TINY_DIT, "num_classes": 10}, "diffusion": {"num_timesteps": 50}},
+}
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model(request):
+    torch.manual_seed(0)
+    return randomise(build_backbone(validate(ModelConfig, MODELS[request.param]))).eval()
+
+
+def test_an_unconditional_unet_keeps_its_config_and_fingerprint():
+    plain = validate(ModelConfig, {"unet": TINY_UNET})
+    assert "num_classes" not in plain.model_dump()["unet"]
+    assert plain.fingerprint() == validate(ModelConfig, {"unet": {**TINY_UNET, "num_classes": 0}}).fingerprint()
+    assert validate(ModelConfig, MODELS["unet"]).fingerprint() != plain.fingerprint()
+
+
+def test_labels_change_the_prediction_and_none_is_the_null_label(model):
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3.0, 30.0])
+    with torch.no_grad():
+        a, b = model(x, t, cond=torch.tensor([1, 1])), model(x, t, cond=torch.tensor([2, 2]))
+        null = model(x, t, cond=torch.tensor([10, 10]))
+        assert not torch.allclose(a, b) and torch.equal(model(x, t), null)
+    for bad, needle in [(torch.tensor([11, 0]), "class label 11 is out of range"),
+                        (torch.tensor([0.5, 1.0]), "must be integers")]:
+        with pytest.raises(DDSMError, match=needle):
+            model(x, t, cond=bad)
+
+
+def test_a_guided_step_at_scale_1_is_the_conditional_step_and_scale_0_the_unconditional(model):
+    x, t, y = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)), 20.0, torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        cond, uncond = model(x, t, cond=y), model(x, t)
+        torch.testing.assert_close(guided_eps(model, x, t, y, 1.0), cond, rtol=0, atol=0)
+        torch.testing.assert_close(guided_eps(model, x, t, y, 0.0), uncond, rtol=0, atol=1e-5)
+        torch.testing.assert_close(guided_eps(model, x, t, y, 3.0), uncond + 3.0 * (cond - uncond), rtol=0, atol=1e-5)
+    sampler = make_sampler(NoiseSchedule(validate(ModelConfig, MODELS["unet"]).diffusion),
+                           SamplerConfig(kind="ddim", steps=3))
+    a = generate(model, sampler, 0.5, [0, 1, 2], labels=[0, 4, 9])
+    assert torch.equal(a, generate(model, sampler, 0.5, [0, 1, 2], labels=[0, 4, 9], guidance_scale=1.0))
+    assert not torch.equal(a, generate(model, sampler, 0.5, [0, 1, 2], labels=[0, 4, 9], guidance_scale=2.0))
+    # one image per seed and label whatever the batch, guided or not (to float rounding of other batch shapes)
+    torch.testing.assert_close(
+        generate(model, sampler, 0.5, [0, 1, 2], labels=[0, 4, 9], guidance_scale=2.0, batch_size=2),
+        generate(model, sampler, 0.5, [0, 1, 2], labels=[0, 4, 9], guidance_scale=2.0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("labels, scale, needle", [
+    ([0, 10], None, "class label 10 is not one of this model's classes; valid: 0..9"),
+    ([0, -1], None, "class label -1"),
+    ([0, 1], float("nan"), "guidance scale nan is not valid"),
+    ([0, 1], float("inf"), "guidance scale inf is not valid"),
+    ([0, 1], -1.0, "guidance scale -1.0 is not valid"),
+    (None, 3.0, "needs class labels"),
+    ([0], None, "one integer class label per seed (2)"),
+])
+def test_bad_labels_and_scales_are_one_line(model, labels, scale, needle):
+    sampler = make_sampler(NoiseSchedule(validate(ModelConfig, MODELS["unet"]).diffusion),
+                           SamplerConfig(kind="ddim", steps=2))
+    with pytest.raises(DDSMError) as e:
+        generate(model, sampler, 0.5, [0, 1], labels=labels, guidance_scale=scale)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def _run_config(kind: str, **train) -> RunConfig:
+    return validate(RunConfig, {"model": MODELS[kind], "train": {"iters": 2, "batch_size": 64, "checkpoint_every": 1000,
+                                                                 **train}})
+
+
+def test_training_draws_labels_from_the_data_and_drops_them_at_the_configured_rate(tmp_path):
+    from ddsm.data import load_digits
+
+    data = load_digits(size=8)
+    for rate in (0.0, 0.25, 1.0):
+        tr = Trainer(_run_config("dit", label_dropout=rate), tmp_path / f"r{rate}", device="cpu", data=data,
+                     progress=False)
+        drops = []
+        for _ in range(40):
+            batch = tr.target.draw(tr)
+            assert batch.cond is not None and batch.cond.shape == (64,)
+            drops.append(float((batch.cond == 10).float().mean()))
+        share = sum(drops) / len(drops)
+        assert abs(share - rate) < 0.03, (rate, share)  # 2,560 labels: the share is within 0.03 of the rate
+    kept = batch.cond[batch.cond != 10]
+    assert kept.numel() == 0 or kept.max() <= 9
+
+
+def test_a_conditional_model_trains_samples_with_labels_and_refuses_bad_input(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"dit": {**TINY_DIT, "widths": list(TINY_DIT["widths"]),
+                                                     "num_classes": 10}, "diffusion": {"num_timesteps": 50}},
+                                   "train": {"iters": 2, "batch_size": 8, "checkpoint_every": 1000}}))
+    run = tmp_path / "run"
+    r = invoke("train", "--config", cfg, "--out", run, "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", "--checkpoint", run, "--width", "0.5", "--steps", "2", "--num", "4", "--class-label", "3",
+               "--class-label", "7", "--guidance-scale", "2", "--out", tmp_path / "s", "--no-progress")
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "s" / "sample.json").read_text())
+    assert info["class_cycle"] == [3, 7] and info["guidance_scale"] == 2.0
+    base = ["sample", "--checkpoint", run, "--width", "0.5", "--steps", "2", "--num", "4", "--no-progress"]
+    for extra, needle in [(["--class-label", "10"], "class label 10 is not one of this model's classes"),
+                          (["--guidance-scale", "nan"], "guidance scale nan is not valid"),
+                          (["--guidance-scale", "-1"], "guidance scale -1.0 is not valid")]:
+        assert_bad_input(invoke(*base, *extra, "--out", tmp_path / "bad"), needle)
+        assert not (tmp_path / "bad").exists()
+    for extra, needle in [(["--class-label", "1"], "unconditional (num_classes 0); it takes no class labels and no "
+                                                   "guidance scale (got class labels)"),
+                          (["--guidance-scale", "2"], "(got guidance scale 2)")]:
+        assert_bad_input(invoke("sample", "--checkpoint", "digits", "--width", "1", "--num", "2", *extra,
+                                "--out", tmp_path / "bad"), needle)
+
+
+def test_unlabelled_data_and_a_dropout_on_an_unconditional_model_are_refused(tmp_path):
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("L", (8, 8), 40 * i).save(tmp_path / f"{i}.png")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"dit": {**TINY_DIT, "widths": list(TINY_DIT["widths"]),
+                                                     "num_classes": 3}}, "train": {"iters": 1}}))
+    assert_bad_input(invoke("train", "--config", cfg, "--data", tmp_path, "--out", tmp_path / "run", "--no-progress"),
+                     "has no class labels", "one subfolder per class")
+    cfg.write_text(yaml.safe_dump({"model": {"unet": {"image_size": 8}}, "train": {"label_dropout": 0.2}}))
+    assert_bad_input(invoke("train", "--config", cfg, "--out", tmp_path / "run2", "--no-progress"),
+                     "train.label_dropout applies to class-conditional models")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_an_image_folder_with_one_subfolder_per_class_is_labelled(tmp_path):
+    from PIL import Image
+
+    from ddsm.data import load_folder
+
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.new("L", (8, 8), 20 * i).save(tmp_path / c / f"{i}.png")
+    d = load_folder(tmp_path, 8, 1)
+    assert sorted(torch.cat([d.train_labels, d.holdout_labels]).tolist()) == [0] * 5 + [1] * 5
