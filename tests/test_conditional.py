@@ -168,3 +168,17 @@ def test_an_image_folder_with_one_subfolder_per_class_is_labelled(tmp_path):
             Image.new("L", (8, 8), 20 * i).save(tmp_path / c / f"{i}.png")
     d = load_folder(tmp_path, 8, 1)
     assert sorted(torch.cat([d.train_labels, d.holdout_labels]).tolist()) == [0] * 5 + [1] * 5
+
+
+def test_the_built_in_mnist_is_real_labelled_and_split_by_class():
+    from ddsm.config import DataConfig
+    from ddsm.data import check_native_shape, load_data
+
+    d = load_data(DataConfig(source="mnist"), 32, 1)
+    assert d.train.shape == (4000, 1, 32, 32) and d.holdout.shape == (1000, 1, 32, 32)
+    assert d.train_labels.bincount().tolist() == [400] * 10 and d.holdout_labels.bincount().tolist() == [100] * 10
+    assert float(d.train[:, :, :2].max()) == -1.0  # the 2-pixel padding is background
+    assert float(d.train.max()) == 1.0 and len(d.train.unique()) > 100  # real grey levels, not a synthetic set
+    check_native_shape(DataConfig(source="mnist"), 32, 1)
+    with pytest.raises(DDSMError, match="is 32x32 grayscale; the model takes 16x16"):
+        check_native_shape(DataConfig(source="mnist"), 16, 1)

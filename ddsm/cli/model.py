@@ -17,7 +17,7 @@ from ddsm.runfolder import check_run_folder, hold_folder
 
 
 @main.command()
-@click.option("--data", default=None, help="Training images: 'digits' (built in), a folder of PNG/JPEG images, "
+@click.option("--data", default=None, help="Training images: 'digits' or 'mnist' (built in), a folder of PNG/JPEG images, "
               "or 'torchvision:NAME:ROOT' for a torchvision dataset already on disk. [default: digits, or the config's]")
 @click.option("--iters", type=int, default=None, help="Total optimizer steps (overrides train.iters of the config).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints, "
@@ -303,7 +303,7 @@ def _compare_spectra(net, data, scfg, named, num, seed, batch_size, plot_dir, pr
 
 
 @main.command()
-@click.option("--data", default=None, help="Images to learn features of: 'digits', a folder of PNG/JPEG images, or "
+@click.option("--data", default=None, help="Images to learn features of: 'digits', 'mnist', a folder of PNG/JPEG images, or "
               "'torchvision:NAME:ROOT'. [default: the checkpoint's data, else digits]")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Feature net file to write (.safetensors); FID reference statistics are cached beside it.")

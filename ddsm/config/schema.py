@@ -254,7 +254,7 @@ class ModelConfig(_Frozen):
 class DataConfig(_Frozen):
     """Where training images come from."""
 
-    source: str = "digits"  # 'digits', a folder of images, or 'torchvision:NAME:ROOT'
+    source: str = "digits"  # 'digits', 'mnist', a folder of images, or 'torchvision:NAME:ROOT'
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # share kept out of training
     split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/held-out split
 
