@@ -18,7 +18,8 @@ from ddsm.samplers.base import SamplerConfig
 from ddsm.schedule import Schedule
 
 #: a flag's name on the command line for each SamplerConfig field it sets
-FLAG_NAMES = {"kind": "--sampler", "steps": "--steps", "eta": "--eta", "timestep_spacing": "--spacing"}
+FLAG_NAMES = {"kind": "--sampler", "steps": "--steps", "eta": "--eta", "timestep_spacing": "--spacing",
+              "guidance_scale": "--guidance-scale"}
 
 
 def choose_sampler(model: ModelConfig, schedules: Sequence[Schedule], flags: Mapping[str, Any]) -> SamplerConfig:
@@ -41,5 +42,5 @@ def choose_sampler(model: ModelConfig, schedules: Sequence[Schedule], flags: Map
             raise DDSMError(f"{', '.join(clash)} cannot be set for a distilled {student.steps}-step student; it "
                             f"samples on its own timesteps {list(reversed(student.phi))}")
         return student_sampler(student, kind=flags.get("kind") or "ddim",
-                               **({"eta": flags["eta"]} if flags.get("eta") is not None else {}))
+                               **{k: flags[k] for k in ("eta", "guidance_scale") if flags.get(k) is not None})
     return validate(SamplerConfig, {k: v for k, v in flags.items() if v is not None}, source="sampler flags")

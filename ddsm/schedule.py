@@ -85,6 +85,9 @@ class Schedule(_Frozen):
                 check_resolutions(self.resolutions, model.geometry, self.sampler.steps)
             except DDSMError as e:
                 out.append(str(e))
+        if self.sampler.guidance_scale is not None and not model.geometry.num_classes:
+            out.append(f"it guides (guidance scale {self.sampler.guidance_scale:g}) but this supernet is "
+                       "unconditional")
         if self.sampler.steps > model.diffusion.num_timesteps:
             out.append(f"{self.sampler.steps} steps exceed the {model.diffusion.num_timesteps} training timesteps")
         elif self.timesteps is not None:

@@ -18,6 +18,7 @@ from ddsm.diffusion import NoiseSchedule
 from ddsm.errors import DDSMError
 from ddsm.nn import build_backbone
 from ddsm.samplers import SamplerConfig, generate, make_sampler
+from ddsm.plan import StepPlan
 from ddsm.samplers.loop import guided_eps
 from ddsm.train import Trainer
 
@@ -81,7 +82,6 @@ def test_a_guided_step_at_scale_1_is_the_conditional_step_and_scale_0_the_uncond
     ([0, 1], float("nan"), "guidance scale nan is not valid"),
     ([0, 1], float("inf"), "guidance scale inf is not valid"),
     ([0, 1], -1.0, "guidance scale -1.0 is not valid"),
-    (None, 3.0, "needs class labels"),
     ([0], None, "one integer class label per seed (2)"),
 ])
 def test_bad_labels_and_scales_are_one_line(model, labels, scale, needle):
@@ -127,11 +127,11 @@ def test_a_conditional_model_trains_samples_with_labels_and_refuses_bad_input(tm
                "--class-label", "7", "--guidance-scale", "2", "--out", tmp_path / "s", "--no-progress")
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "s" / "sample.json").read_text())
-    assert info["class_cycle"] == [3, 7] and info["guidance_scale"] == 2.0
+    assert info["class_cycle"] == [3, 7] and info["sampler"]["guidance_scale"] == 2.0
     base = ["sample", "--checkpoint", run, "--width", "0.5", "--steps", "2", "--num", "4", "--no-progress"]
     for extra, needle in [(["--class-label", "10"], "class label 10 is not one of this model's classes"),
-                          (["--guidance-scale", "nan"], "guidance scale nan is not valid"),
-                          (["--guidance-scale", "-1"], "guidance scale -1.0 is not valid")]:
+                          (["--guidance-scale", "nan"], "guidance_scale: Input should be a finite number"),
+                          (["--guidance-scale", "-1"], "guidance_scale: Input should be greater than or equal to 0")]:
         assert_bad_input(invoke(*base, *extra, "--out", tmp_path / "bad"), needle)
         assert not (tmp_path / "bad").exists()
     for extra, needle in [(["--class-label", "1"], "unconditional (num_classes 0); it takes no class labels and no "
@@ -182,3 +182,58 @@ def test_the_built_in_mnist_is_real_labelled_and_split_by_class():
     check_native_shape(DataConfig(source="mnist"), 32, 1)
     with pytest.raises(DDSMError, match="is 32x32 grayscale; the model takes 16x16"):
         check_native_shape(DataConfig(source="mnist"), 16, 1)
+
+
+def test_evaluators_sample_a_conditional_model_with_seed_labels_and_the_samplers_guidance(model):
+    from ddsm.samplers.batched import generate_many
+
+    noise = NoiseSchedule(validate(ModelConfig, MODELS["unet"]).diffusion)
+    seeds = [10, 11, 12, 13]
+    for scale in (None, 2.0):
+        sampler = make_sampler(noise, SamplerConfig(kind="ddim", steps=3, guidance_scale=scale))
+        many = generate_many(model, sampler, [[0.5] * 3, [1.0] * 3], seeds)
+        for k, w in enumerate((0.5, 1.0)):  # seed s is sampled with class s mod 10, guided as the sampler says
+            one = generate(model, sampler, w, seeds, labels=[s % 10 for s in seeds])
+            torch.testing.assert_close(many[k], one, rtol=0, atol=1e-5)
+    assert SamplerConfig(kind="ddim", steps=3).model_dump() == SamplerConfig(kind="ddim", steps=3,
+                                                                             guidance_scale=None).model_dump()
+    assert "guidance_scale" not in SamplerConfig().model_dump()  # unset: schedules and spaces keep their hashes
+
+
+def test_a_guided_schedule_does_not_fit_an_unconditional_supernet():
+    from ddsm.schedule import Schedule
+
+    plain = validate(ModelConfig, {"unet": TINY_UNET, "diffusion": {"num_timesteps": 50}})
+    cond = validate(ModelConfig, MODELS["unet"])
+    sampler = SamplerConfig(kind="ddim", steps=2, guidance_scale=2.0)
+    Schedule.uniform(cond, sampler, 0.5)  # fits the conditional one
+    with pytest.raises(DDSMError, match=r"it guides \(guidance scale 2\) but this supernet is unconditional"):
+        Schedule.uniform(plain, sampler, 0.5)
+
+
+def test_the_verdict_reports_class_accuracy_of_a_conditional_model(tmp_path):
+    from ddsm.checkpoint import Supernet
+    from ddsm.data import load_digits
+    from ddsm.metrics.featurenet import train_featurenet
+    from ddsm.metrics.verdict import Verdict, VerdictSettings
+
+    data = load_digits(size=8)
+    fn = train_featurenet(data, seed=0, epochs=1)
+    torch.manual_seed(0)
+    config = validate(ModelConfig, MODELS["dit"])
+    net = Supernet(randomise(build_backbone(config)).eval(), config, {}, "memory")
+    sampler = SamplerConfig(kind="ddim", steps=2)
+    verdict = Verdict(net, sampler, fn, data.train, VerdictSettings(num=50, teacher_num=50, draws=10))
+    assert "class_accuracy" in verdict.metrics
+    table = verdict.score({"narrow": StepPlan((0.25, 0.25))}).table()
+    acc = table[table["metric"] == "class_accuracy"]
+    assert len(acc) == 2 and acc["value"].between(0, 1).all() and (acc["low"] <= acc["value"]).all()
+    # by hand: the classifier's class of each full-width sample against seed mod 10
+    x = generate(net.model, make_sampler(NoiseSchedule(config.diffusion), sampler), 1.0, list(range(10_000, 10_050)))
+    hand = float((fn.double().logits(x.clamp(-1, 1).double()).argmax(1).numpy()
+                  == [s % 10 for s in range(10_000, 10_050)]).mean())
+    assert acc[acc["schedule"] == "full width"]["value"].iloc[0] == pytest.approx(hand, abs=1e-12)
+    plain = validate(ModelConfig, {"unet": TINY_UNET, "diffusion": {"num_timesteps": 50}})
+    unconditional = Supernet(build_backbone(plain).eval(), plain, {}, "memory")
+    assert "class_accuracy" not in Verdict(unconditional, sampler, fn, data.train,
+                                           VerdictSettings(num=50, teacher_num=50, draws=10)).metrics

@@ -126,7 +126,8 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
               "[default: read from the schedule files].")
 @click.option("--draws", type=int, default=200, show_default=True, help="Bootstrap resamples.")
 @click.option("--metric", "metrics", multiple=True, help="Report only these verdict metrics; repeatable "
-              "[default: all of fid, teacher_fid, kid, pixel_kid, precision, recall, confidence, proxy].")
+              "[default: all of fid, teacher_fid, kid, pixel_kid, precision, recall, confidence, class_accuracy "
+              "(conditional models), proxy].")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Also write the long table as CSV.")
 @_allow_new_weights
 @_device

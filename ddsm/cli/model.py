@@ -68,10 +68,10 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
               help="Folder for grid.png, samples.safetensors and sample.json.")
 @click.option("--class-label", "class_labels", type=int, multiple=True,
               help="A class-conditional model's label to sample (repeat: the samples cycle through them) "
-                   "[default: every class in turn].")
+                   "[default: the sample with seed s has class s mod num_classes].")
 @click.option("--guidance-scale", type=float, default=None,
               help="Classifier-free guidance scale s of a class-conditional model: eps_u + s (eps_c - eps_u); "
-                   "1 is the conditional prediction alone [default: 1].")
+                   "1 is the conditional prediction alone [default: 1, or the schedule's].")
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
@@ -96,7 +96,8 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     dev = resolve_device(device)
     net = load_supernet(checkpoint, device=dev)
     check_sample_memory(num, net.config.geometry)
-    flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing}
+    flags = {"kind": sampler, "steps": steps, "eta": eta, "timestep_spacing": spacing,
+             "guidance_scale": guidance_scale}
     sched, override = (Schedule.load_for(schedule_file, net, allow_new_weights=allow_new_weights)
                        if schedule_file is not None else (None, {}))
     note_new_weights({str(schedule_file): override} if override else {})
@@ -109,17 +110,18 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
         from ddsm.samplers.progressive import warning_line
 
         click.echo(warning_line(f"this {untrained}"), err=True)
-    from ddsm.samplers.loop import check_guidance
+    from ddsm.samplers.loop import check_guidance, seed_labels
 
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
-    k = net.model.num_classes
-    cycle = list(class_labels) or list(range(k))  # a balanced cycle over the classes by default
-    labels = [cycle[i % len(cycle)] for i in range(num)] if k or class_labels else None
-    check_guidance(net.model, labels, guidance_scale, num)  # before any sampling: one line for a bad label or scale
+    # given labels cycle over the samples; by default the sample with seed s has class s mod num_classes, as in
+    # the evaluators and the verdict
+    labels = [class_labels[i % len(class_labels)] for i in range(num)] if class_labels else \
+        seed_labels(net.model, seeds)
+    check_guidance(net.model, labels, scfg.guidance_scale, num)  # before any sampling: one line for a bad label
     t0 = time.perf_counter()
     x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress,
-                 labels=labels, guidance_scale=guidance_scale)
+                 labels=labels)
     elapsed = time.perf_counter() - t0
     from ddsm.checkpoint import save_tensors
 
@@ -129,9 +131,8 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             **({"resolutions": list(sides)} if sides else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3),
             **({"allowed_new_weights": {str(schedule_file): override}} if override else {}),
-            # sample i has label class_cycle[i % len(class_cycle)]
-            **({"class_cycle": cycle, "guidance_scale": 1.0 if guidance_scale is None else guidance_scale}
-               if labels is not None else {})}
+            # sample i has label class_cycle[i % len(class_cycle)], or (no cycle) its seed mod num_classes
+            **({"class_cycle": list(class_labels)} if class_labels else {})}
     with hold_folder(outdir, what="samples", kind="samples"):
         write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
         save_tensors(outdir / "samples.safetensors", {"samples": x}, info)

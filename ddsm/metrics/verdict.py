@@ -33,7 +33,7 @@ from ddsm.metrics.intervals import Draws, Interval, bootstrap_counts
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.batched import generate_many
-from ddsm.samplers.loop import make_sampler
+from ddsm.samplers.loop import make_sampler, seed_labels
 
 #: verdict metrics: name -> (label, higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -44,6 +44,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "precision": ("precision (share of samples on the real manifold)", True),
     "recall": ("recall (share of real images on the samples' manifold)", True),
     "confidence": ("classifier confidence (mean top-class probability)", True),
+    "class_accuracy": ("class accuracy (the feature net's classifier names the class asked for)", True),
     "proxy": ("proxy: mean squared distance to the full-width sample, same seed", False),
 }
 #: the teacher-relative FID's reference by default: full-width samples on these seeds, far from any search's
@@ -177,7 +178,15 @@ class Verdict:
         self.batch_size, self.progress = batch_size, progress
         self.full = StepPlan((max(net.config.geometry.widths),) * sampler.steps)
         self.labels = featurenet.config.task == "labels"
-        self.metrics = tuple(m for m in METRICS if self.labels or m != "confidence")
+        # class accuracy: a conditional model's samples (seed s asks for class s mod num_classes) judged by the
+        # feature net's own classifier, which must know the model's classes
+        self.conditional = bool(self.labels and getattr(net.model, "num_classes", 0))
+        if self.conditional and featurenet.config.num_classes != net.model.num_classes:
+            raise DDSMError(f"the feature net classifies {featurenet.config.num_classes} classes but the model has "
+                            f"{net.model.num_classes}; class accuracy needs a feature net of the model's own data "
+                            "(ddsm featurenet --checkpoint ...)")
+        self.metrics = tuple(m for m in METRICS if (self.labels or m != "confidence")
+                             and (self.conditional or m != "class_accuracy"))
         self.real = Reference(self._features(real)[0], k=settings.k, name="real data")
         self.real_pixels = pixel_reference(real)
         self.real_shape = tuple(real.shape[1:])
@@ -185,6 +194,17 @@ class Verdict:
 
     def _features(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return embed(self.featurenet, x)
+
+    @property
+    def _asked(self) -> np.ndarray:
+        """The class each verdict seed's sample was asked for (the samplers' rule: seed mod num_classes)."""
+        return np.asarray(seed_labels(self.net.model, list(self.settings.seeds)))
+
+    def _classes(self, x: torch.Tensor) -> np.ndarray:
+        """The feature net classifier's class for each image."""
+        with torch.no_grad():
+            return np.concatenate([self.featurenet.logits(x[a : a + 512].clamp(-1, 1).double()).argmax(1).numpy()
+                                   for a in range(0, len(x), 512)])
 
     def _sample(self, plans: Sequence[StepPlan], seeds: range) -> torch.Tensor:
         return generate_many(self.net.model, self.sampler, [StepPlan.of(p) for p in plans], list(seeds),
@@ -230,7 +250,9 @@ class Verdict:
         for name, x in zip(names, samples):
             feats, conf = self._features(x)
             real, teach = Candidate(feats, self.real), Candidate(feats, self.teacher)
-            stats = {"fid": real.fid(), "teacher_fid": teach.fid(), "kid": real.kid(),
+            hits = {} if not self.conditional else \
+                {"class_accuracy": mean_of((self._classes(x) == self._asked).astype(np.float64))}
+            stats = {**hits, "fid": real.fid(), "teacher_fid": teach.fid(), "kid": real.kid(),
                      "pixel_kid": Candidate(pixels(x), self.real_pixels).kid(),
                      "precision": real.precision(), "recall": real.recall(), "confidence": mean_of(conf),
                      "proxy": mean_of((x.double() - teacher_x).pow(2).flatten(1).mean(1).numpy())}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from ddsm.config import MAX_TIMESTEPS, _Frozen
 from ddsm.diffusion.noise import NoiseSchedule
@@ -33,6 +33,17 @@ class SamplerConfig(_Frozen):
     clip_sample: bool = True  # clip the predicted x0 to [-1, 1]
     # explicit visited timesteps, descending (a distilled student's phi); None: spaced per timestep_spacing
     timesteps: tuple[float, ...] | None = None
+    # classifier-free guidance of a class-conditional model: eps_u + s (eps_c - eps_u); None: the conditional
+    # prediction alone (as s = 1), one pass. Labels: the sample with seed i has class i mod num_classes.
+    guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_guidance(self, handler):
+        # Unset, it is not written: every schedule file, search space and fingerprint keeps what it was.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("guidance_scale") is None:
+            data.pop("guidance_scale", None)
+        return data
 
     @model_validator(mode="after")
     def _timesteps(self) -> "SamplerConfig":

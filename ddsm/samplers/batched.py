@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from ddsm.errors import DDSMError
 from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
-from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps
+from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
+                                sample_generators, seed_labels, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 
@@ -167,6 +168,8 @@ def generate_many(
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
     plans = [step_plan(s, len(steps), model) for s in schedules]
+    # a conditional model samples seed i with class i mod num_classes, guided as the sampler config says
+    labels, scale = check_guidance(model, seed_labels(model, seeds), sampler.config.guidance_scale, len(seeds))
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     c, side = model.in_channels, model.image_size
@@ -180,6 +183,7 @@ def generate_many(
             batch = tuple(int(s) for s in seeds[start : start + batch_size])
             gens = sample_generators(batch)
             n = len(gens)
+            cond = None if labels is None else labels[start : start + n].to(device)
             # Where each distinct plan starts: after its deepest cached prefix (0: from the initial noise).
             resume: dict[int, list[tuple[int, torch.Tensor]]] = {}
             for k, p in enumerate(plans):
@@ -213,14 +217,15 @@ def generate_many(
                     step_eps = to_side(noise, r, transform)
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
-                        eps = _denoise(model, x, t_from, max_call_images, stats)
+                        y = None if cond is None else cond.repeat(len(states))
+                        eps = _denoise(model, x, t_from, max_call_images, stats, y, scale)
                         rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
                         x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
                         new = [x[j * n : (j + 1) * n] for j in range(len(kids))]
                         new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
                     else:
-                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats), t_from, s,
+                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats, cond, scale), t_from, s,
                                             noise=step_eps).prev_sample for s in states]
                     for (prefix, ks, _), x in zip(kids, new):
                         groups[prefix] = (ks, x)
@@ -251,9 +256,11 @@ def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initi
     return enter_growth(sampler, i, x, side, initial, transform)
 
 
-def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None) -> torch.Tensor:
+def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None,
+             cond: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     chunk = max_images or len(x)
-    parts = [model(x[a : a + chunk], t) for a in range(0, len(x), chunk)]
+    parts = [guided_eps(model, x[a : a + chunk], t, None if cond is None else cond[a : a + chunk], scale)
+             for a in range(0, len(x), chunk)]
     if stats is not None:
         stats.denoiser_calls += len(parts)
     return parts[0] if len(parts) == 1 else torch.cat(parts)

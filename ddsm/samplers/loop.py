@@ -117,6 +117,8 @@ def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, n
         if guidance_scale is not None and guidance_scale != 1.0:
             raise DDSMError(f"a guidance scale ({guidance_scale:g}) needs class labels to guide towards")
         return None, None
+    if isinstance(labels, str):
+        raise DDSMError(f"give integer class labels, got {labels!r}")
     y = torch.as_tensor(labels).cpu()
     if y.is_floating_point() or y.dtype == torch.bool or y.ndim != 1 or len(y) != n:
         raise DDSMError(f"give one integer class label per seed ({n}), got {tuple(y.shape)} of {y.dtype}")
@@ -124,6 +126,13 @@ def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, n
     if len(bad):
         raise DDSMError(f"class label {int(bad[0])} is not one of this model's classes; valid: 0..{k - 1}")
     return y.long(), guidance_scale
+
+
+def seed_labels(model: Backbone, seeds: Sequence[int]) -> list[int] | None:
+    """The labels evaluators and the verdict sample a conditional model with: seed i has class i mod num_classes
+    (a balanced cycle, and a function of the seed, so shared trajectories stay valid); None if unconditional."""
+    k = getattr(model, "num_classes", 0)
+    return [int(s) % k for s in seeds] if k else None
 
 
 def guided_eps(model: Backbone, x: torch.Tensor, t: Any, cond: torch.Tensor | None, scale: float | None
@@ -156,10 +165,10 @@ def generate(
 ) -> torch.Tensor:
     """Sample one image per seed; step i runs the supernet at ``widths[i]`` on a state of side ``resolutions[i]``.
 
-    A class-conditional model takes ``labels`` (one per seed; None: the null
-    label, i.e. unconditional samples) and, optionally, a classifier-free
-    ``guidance_scale`` s: ε = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)), the two passes in
-    one batched call; s = 1 (or None) is the conditional prediction alone.
+    A class-conditional model takes ``labels`` (one per seed; None: seed s has
+    class s mod num_classes, :func:`seed_labels`) and, optionally, a classifier-free
+    ``guidance_scale`` s (None: the sampler config's): ε = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)),
+    the two passes in one batched call; s = 1 (or None) is the conditional prediction alone.
 
     ``widths`` is one width for every step, a per-step list, a
     :class:`~ddsm.plan.StepPlan` or a :class:`~ddsm.schedule.Schedule` (whose
@@ -174,6 +183,10 @@ def generate(
     sides = check_resolutions(resolutions, model, len(steps))
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
+    if guidance_scale is None:
+        guidance_scale = sampler.config.guidance_scale
+    if labels is None:  # as the evaluators, the verdict and the export's timing sample it
+        labels = seed_labels(model, seeds)
     y, scale = check_guidance(model, labels, guidance_scale, len(seeds))
     c, s = model.in_channels, model.image_size
     out = []

@@ -369,6 +369,9 @@ class SearchConfig(_Frozen):
     def check_supernet(self, supernet_widths: Sequence[float], unet=None) -> None:
         """Raise a DDSMError if a search width (or, given the ``unet`` config, a resolution) does not fit the supernet."""
         check_widths(self.widths, supernet_widths, where="search space widths")
+        if unet is not None and self.sampler.guidance_scale is not None and not unet.num_classes:
+            raise DDSMError(f"search space sampler has guidance_scale {self.sampler.guidance_scale:g}, but the "
+                            "supernet is unconditional (num_classes 0); remove it")
         if unet is not None and self.resolutions is not None:
             check_resolution_set(self.resolutions, unet, where="search space resolutions")
             bad = [(a, b) for i, a in enumerate(self.resolutions) for b in self.resolutions[i + 1:] if b % a]
