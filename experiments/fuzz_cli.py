@@ -433,6 +433,8 @@ def build_table() -> None:
          "--num", "2", fixtures=("srch",))
     case("evaluate-checkpoint-pickle", "evaluate", "--checkpoint", "model.safetensors", "--width", "1", files=pk)
     case("evaluate-device-tpu", "evaluate", *EV, "--device", "tpu")
+    case("evaluate-guidance-scale-unconditional", "evaluate", *EV, "--guidance-scale", "2")
+    case("evaluate-guidance-scale-nan", "evaluate", *EV, "--guidance-scale", "nan")
 
     # ---------------------------------------------------------------- spectrum
     SP = ["--checkpoint", "digits"]
@@ -483,6 +485,7 @@ def build_table() -> None:
     case("verdict-featurenet-missing", "verdict", *VD10, "--featurenet", "nope.safetensors")
     case("verdict-nothing-to-judge", "verdict", "--checkpoint", "digits")
     case("verdict-device-tpu", "verdict", *VD, "--device", "tpu")
+    case("verdict-guidance-scale-unconditional", "verdict", *VD10, "--guidance-scale", "2")
 
     # ---------------------------------------------------------------- search
     SE = ["--space", "space.yaml", "--checkpoint", "digits", "--no-progress"]

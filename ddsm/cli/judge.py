@@ -29,6 +29,8 @@ from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
 @click.option("--eta", type=float, default=None, help="DDIM noise scale for --width [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
               help="Timestep spacing for --width [default: leading].")
+@click.option("--guidance-scale", type=float, default=None,
+              help="Classifier-free guidance scale for --width on a class-conditional model [default: none].")
 @click.option("--num", type=int, default=None, help="Samples per schedule [default: the metric's: 64, 1000 for fid].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample i uses seed SEED+i for every schedule.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Seeds denoised together.")
@@ -36,8 +38,8 @@ from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sampler, steps, eta, spacing, num, seed,
-             batch_size, out, allow_new_weights, device, progress) -> None:
+def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sampler, steps, eta, spacing,
+             guidance_scale, num, seed, batch_size, out, allow_new_weights, device, progress) -> None:
     """Score schedules (files and/or uniform widths) by the teacher proxy or FID, sharing sampling work."""
     import pandas as pd
 
@@ -62,7 +64,8 @@ def evaluate(checkpoint, schedule_files, widths, metric, featurenet_file, sample
     net = load_supernet(checkpoint, device=resolve_device(device))
     check_sample_memory(num or m.default_num, net.config.geometry)
     scfg, named, _, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps, "eta": eta,
-                                                                          "timestep_spacing": spacing},
+                                                                          "timestep_spacing": spacing,
+                                                                          "guidance_scale": guidance_scale},
                                             allow_new_weights)
     candidates, names = list(named.values()), list(named)
     common = dict(num=num if num is not None else m.default_num, seed=seed, batch_size=batch_size, progress=progress)
@@ -98,6 +101,10 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
     overrides = {str(f): o for f, (_, o) in zip(schedule_files, loaded) if o}
     note_new_weights(overrides)
     scfg = choose_sampler(net.config, scheds, flags)
+    if scfg.guidance_scale is not None:  # refused before any data, feature net or sampling
+        from ddsm.samplers.loop import check_guidance
+
+        check_guidance(net.model, [0] if net.model.num_classes else None, scfg.guidance_scale, 1)
     named = {**dict(zip(schedule_files, scheds)),
              **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
     # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them
@@ -116,6 +123,8 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
               help="Feature net file for the data, or a shipped name ('digits').")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Sampler for --width [default: ddim].")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
+@click.option("--guidance-scale", type=float, default=None,
+              help="Classifier-free guidance scale for --width on a class-conditional model [default: none].")
 @click.option("--num", type=int, default=1000, show_default=True, help="Samples per schedule (verdict seeds).")
 @click.option("--seed", type=int, default=10_000, show_default=True,
               help="First verdict seed; must not overlap any search's seeds.")
@@ -132,8 +141,8 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, num, seed, teacher_num, teacher_seed,
-            search_seeds, draws, metrics, out, allow_new_weights, device, progress) -> None:
+def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, guidance_scale, num, seed, teacher_num,
+            teacher_seed, search_seeds, draws, metrics, out, allow_new_weights, device, progress) -> None:
     """Judge schedules against full width on held-out seeds: every metric with its paired 95 % interval."""
     from ddsm.checkpoint import load_supernet, training_data
     from ddsm.device import resolve_device
@@ -156,7 +165,8 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_sample_memory(num, net.config.geometry)
     check_sample_memory(teacher_num, net.config.geometry, flag="--teacher-num")
     settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
-    scfg, named, used, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps},
+    scfg, named, used, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps,
+                                                                           "guidance_scale": guidance_scale},
                                                allow_new_weights)
     if search_seeds is not None:
         try:
