@@ -256,7 +256,7 @@ def test_a_resume_with_another_space_names_only_what_differs(trained_run, studen
     assert invoke("search-steps", "--space", first, "--out", out, "--no-progress").exit_code == 0
     other = _joint_file(tmp_path, trained_run, students.values(), {"generations": 1, "budget": 0.5})
     r = invoke("search-steps", "--space", other, "--out", out, "--resume", "--no-progress")
-    line = assert_bad_input(r, "holds a joint search of another space (space: saved ", "resume with the same --space")
+    line = assert_bad_input(r, "holds a joint search of other space (space: saved ", "resume with the same --space")
     assert "models" not in line  # the models did not change: no two identical dicts
 
 

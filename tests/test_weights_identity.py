@@ -85,7 +85,7 @@ def test_a_joint_search_refuses_to_resume_or_export_after_a_student_was_replaced
     student = students[2] / "supernet.safetensors"
     _same_architecture_other_weights(student, student)
     assert_bad_input(invoke("search-steps", "--out", out, "--resume", "--no-progress"),
-                     "joint search of another weights")
+                     "joint search of other weights (weights: model 'k2': ")
     assert_bad_input(invoke("export-steps", out, "--out", tmp_path / "exp", "--no-progress"),
                      "holds other weights", "'k2'")
     assert not (tmp_path / "exp").exists()

@@ -237,12 +237,21 @@ def run_joint(joint: JointSpace, arms: list[Arm], out: str | Path, *, resume: bo
     out = check_run_folder(out, kind="joint search")
     ident = identity(joint, arms)
 
+    def differing(key: str, saved_value: Any) -> str:
+        # per model where the key maps models to values (fingerprints, weights): only the models that changed
+        now = ident[key]
+        if isinstance(saved_value, dict) and isinstance(now, dict):
+            models = [m for m in sorted(set(saved_value) | set(now)) if saved_value.get(m) != now.get(m)]
+            return ", ".join(f"model {m!r}: {short(saved_value.get(m), 24)} then, {short(now.get(m), 24)} now"
+                             for m in models)
+        return f"saved {clip(str(saved_value), 200)}, now {clip(str(now), 200)}"
+
     def describe(saved, diff):
         # only what differs: the saved and the new value of each differing key (identical dicts said nothing)
-        shown = "; ".join(f"{k}: saved {clip(str(saved.get(k)), 200)}, now {clip(str(ident[k]), 200)}" for k in diff)
+        shown = "; ".join(f"{k}: {differing(k, saved.get(k))}" for k in diff)
         hint = (" (the joint space or its base space changed: resume with the same --space, or start a new --out)"
                 if "space" in diff else "")
-        return f"it holds a joint search of another {' and '.join(diff)} ({shown}){hint}"
+        return f"it holds a joint search of other {' and '.join(diff)} ({shown}){hint}"
 
     def claim() -> None:
         claim_folder(out, manifest="joint.json", kind=JOINT_KIND, what="joint search", identity=ident, resume=resume,
