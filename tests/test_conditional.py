@@ -237,3 +237,21 @@ def test_the_verdict_reports_class_accuracy_of_a_conditional_model(tmp_path):
     unconditional = Supernet(build_backbone(plain).eval(), plain, {}, "memory")
     assert "class_accuracy" not in Verdict(unconditional, sampler, fn, data.train,
                                            VerdictSettings(num=50, teacher_num=50, draws=10)).metrics
+
+
+def test_the_diffusers_loop_samples_a_conditional_model_as_ddsm_does():
+    pytest.importorskip("diffusers")
+    from ddsm.checkpoint import Supernet
+    from ddsm.integrations.diffusers import sample_with_diffusers
+    from ddsm.schedule import Schedule
+
+    torch.manual_seed(0)
+    config = validate(ModelConfig, MODELS["dit"])
+    net = Supernet(randomise(build_backbone(config)).eval(), config, {}, "memory")
+    sched = Schedule.uniform(config, SamplerConfig(kind="ddim", steps=3, guidance_scale=2.0), 0.5)
+    seeds = [3, 4, 5, 6]
+    ours = generate(net.model, make_sampler(NoiseSchedule(config.diffusion), sched.sampler), sched, seeds)
+    theirs = sample_with_diffusers(net, sched, seeds)
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)
+    labelled = sample_with_diffusers(net, sched, seeds, labels=[0, 0, 0, 0])
+    assert not torch.allclose(labelled, theirs)

@@ -49,7 +49,8 @@ from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
-from ddsm.samplers.loop import eval_mode, per_sample_randn, per_step_widths, sample_generators
+from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
+                                sample_generators, seed_labels)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
 
@@ -266,15 +267,17 @@ class ScheduledDenoiser(torch.nn.Module):
         """The diffusers scheduler matching this schedule's sampler settings."""
         return make_diffusers_scheduler(self.net, self.schedule.sampler)
 
-    def forward(self, sample: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """Predicted noise for ``sample`` (B, C, H, W) at timestep ``t``, at the scheduled width."""
+    def forward(self, sample: torch.Tensor, t: torch.Tensor | float,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted noise for ``sample`` (B, C, H, W) at timestep ``t``, at the scheduled width; a conditional
+        model's ``class_labels`` (B,) guided by the schedule's ``sampler.guidance_scale``, as ddsm's loop does."""
         i = self.step_index(t)
         if sample.shape[-1] != self.resolutions[i]:
             raise DDSMError(f"step {i} runs at resolution {self.resolutions[i]}, but the sample has side "
                             f"{sample.shape[-1]}; grow the state between steps (see sample_with_diffusers)")
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
-        return self.model(sample, self.timesteps[i])
+        return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale)
 
 
 # -- the loop
@@ -290,8 +293,13 @@ def sample_with_diffusers(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     allow_new_weights: bool = False,
+    labels: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Sample one image per seed with a diffusers scheduler loop; (N, C, H, W) float32 on the CPU.
+
+    A class-conditional model samples seed i with ``labels[i]`` (None: class
+    seed mod num_classes, as :func:`ddsm.samplers.generate`), guided by the
+    schedule's ``sampler.guidance_scale``.
 
     Seeding is ddsm's: sample i draws its initial noise and then each step's
     noise from its own ``torch.Generator().manual_seed(seeds[i])`` on the CPU,
@@ -314,20 +322,23 @@ def sample_with_diffusers(
     sides = denoiser.resolutions
     transform = family_transform(net.config.geometry)
     noise_levels = NoiseSchedule(net.config.diffusion)
+    y, _ = check_guidance(net.model, seed_labels(net.model, seeds) if labels is None else labels,
+                          cfg.guidance_scale, len(seeds))
     out = []
     try:
         net.model.to(device)
         with eval_mode(net.model):
             for start in range(0, len(seeds), batch_size):
                 gens = sample_generators(seeds[start : start + batch_size])
+                cond = None if y is None else y[start : start + batch_size].to(device)
                 initial = per_sample_randn(gens, (c, s, s), device)
                 x = to_side(initial, sides[0], transform) * scheduler.init_noise_sigma
                 for i, t in enumerate(scheduler.timesteps):
                     eta = cfg.eta
                     if sides[i] != x.shape[-1]:
-                        eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform)
+                        eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform, cond)
                     else:
-                        eps = denoiser(scheduler.scale_model_input(x, t), t)
+                        eps = denoiser(scheduler.scale_model_input(x, t), t, cond)
                     if cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last
                         # one included, where sigma is 0), so the streams stay aligned.
@@ -348,7 +359,8 @@ def sample_with_diffusers(
 
 
 def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torch.Tensor, i: int,
-                      initial: torch.Tensor, eta: float, transform: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+                      initial: torch.Tensor, eta: float, transform: str, cond: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Grow ``x`` before step ``i``: the predicted noise, the state re-expressed at the grid timestep, DDIM's eta.
 
     The denoiser sees the grown state at its own (fractional) timestep, as in
@@ -358,7 +370,7 @@ def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torc
     """
     y, ab_new, t_new = grow_at(noise, denoiser.timesteps[i], x, denoiser.resolutions[i], initial, transform)
     denoiser.model.set_active_width(denoiser.widths[i])
-    eps = denoiser.model(y, t_new)
+    eps = guided_eps(denoiser.model, y, t_new, cond, denoiser.schedule.sampler.guidance_scale)
     ab = noise.alpha_bar_at(denoiser.timesteps[i]).to(y.dtype)
     ab_new = ab_new.to(y.dtype)
     x0 = (y - (1 - ab_new).sqrt() * eps) / ab_new.sqrt()
