@@ -198,5 +198,6 @@ def training_data(checkpoint: str | Path, unet=None):
 
     if unet is None:
         unet = load_supernet(checkpoint).config.geometry
-    return load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels)
+    return load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels,
+                     labelled=bool(getattr(unet, "num_classes", 0)))
 

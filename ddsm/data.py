@@ -109,9 +109,12 @@ def _image_files(path: Path) -> list[Path]:
     return files
 
 
-def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
-    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images; labelled by
-    subfolder where the folder holds one subfolder per class (:func:`folder_labels`)."""
+def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: float = 0.2, split_seed: int = 0,
+                labelled: bool = False) -> ImageData:
+    """Every PNG/JPEG under ``path`` (recursively), as ``channels``-channel ``size`` x ``size`` images; with
+    ``labelled`` (a class-conditional model's data), labelled by subfolder where the folder holds one subfolder per
+    class (:func:`folder_labels`). Unlabelled otherwise, as it always was: a feature net of unlabelled data learns
+    rotations, and labels would change it (and every metric in its space) for unconditional models."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -129,7 +132,7 @@ def load_folder(path: str | Path, size: int, channels: int, holdout_fraction: fl
         t = torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1)
         images.append(_resize(t[None], size)[0])
     x = torch.stack(images) * 2 - 1
-    labels = folder_labels(path, files)
+    labels = folder_labels(path, files) if labelled else None
     tr, ho = _split(len(x), holdout_fraction, split_seed)  # not stratified: a folder splits as it always did
     if labels is None:
         return ImageData(path.name, x[tr], x[ho])
@@ -176,8 +179,9 @@ def load_torchvision(spec: str, size: int, channels: int, holdout_fraction: floa
     return ImageData(parts[1].lower(), x[tr], x[ho], y[tr], y[ho])
 
 
-def load_data(config: DataConfig, size: int, channels: int) -> ImageData:
-    """Load the dataset named by ``config.source`` at the model's size and channel count."""
+def load_data(config: DataConfig, size: int, channels: int, *, labelled: bool = False) -> ImageData:
+    """Load the dataset named by ``config.source`` at the model's size and channel count (``labelled``: an image
+    folder's subfolders are its classes; built-in and torchvision data always carry their labels)."""
     kw = dict(holdout_fraction=config.holdout_fraction, split_seed=config.split_seed)
     if config.source == "digits":
         return load_digits(size, channels, **kw)
@@ -185,7 +189,7 @@ def load_data(config: DataConfig, size: int, channels: int) -> ImageData:
         return load_mnist(size, channels, **kw)
     if config.source.startswith("torchvision:"):
         return load_torchvision(config.source, size, channels, **kw)
-    return load_folder(config.source, size, channels, **kw)
+    return load_folder(config.source, size, channels, labelled=labelled, **kw)
 
 
 def check_native_shape(config: DataConfig, size: int, channels: int) -> None:

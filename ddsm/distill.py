@@ -78,8 +78,9 @@ def student_phi(num_timesteps: int, steps: int, spacing: str = "linspace") -> tu
 
 def student_sampler(student: StudentConfig, kind: str = "ddim", **options) -> SamplerConfig:
     """The student's own K-step sampler: the teacher timesteps ``phi``, visited from the noisiest."""
-    return SamplerConfig(kind=kind, steps=student.steps, timesteps=tuple(float(t) for t in reversed(student.phi)),
-                         **options)
+    return validate(SamplerConfig, {"kind": kind, "steps": student.steps,
+                                    "timesteps": tuple(float(t) for t in reversed(student.phi)), **options},
+                    source="sampler flags")
 
 
 def _ddim_move(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:

@@ -87,7 +87,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         unet = config.model.geometry
-        self.data = data if data is not None else load_data(config.data, unet.image_size, unet.in_channels)
+        self.data = data if data is not None else load_data(config.data, unet.image_size, unet.in_channels,
+                                                            labelled=bool(unet.num_classes))
         if len(self.data.train) == 0:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
         self.x_train = self.data.train.to(self.device)

@@ -361,6 +361,11 @@ def build_table() -> None:
     case("sample-device-tpu", "sample", *SM, "--device", "tpu", "--out", "o")
     case("sample-device-cuda", "sample", *SM, "--device", "cuda", "--out", "o")
     case("sample-device-cuda-99", "sample", *SM, "--device", "cuda:99", "--out", "o")
+    # a distilled student's sampler flags go through the same validation (they gave a pydantic traceback)
+    case("sample-student-eta-nan", "sample", "--checkpoint", "digits-sfddm-k2", "--width", "1", "--num", "2",
+         "--eta", "nan", "--no-progress", "--out", "o")
+    case("sample-student-guidance-scale-500", "sample", "--checkpoint", "digits-sfddm-k2", "--width", "1", "--num",
+         "2", "--guidance-scale", "500", "--no-progress", "--out", "o")
     # class labels and guidance (issue 29): the digits supernet is unconditional
     case("sample-class-label-unconditional", "sample", *SM, "--class-label", "3", "--out", "o")
     for tag, v in [("nan", "nan"), ("inf", "inf"), ("neg", "-1"), ("on-unconditional", "2")]:

@@ -166,8 +166,11 @@ def test_an_image_folder_with_one_subfolder_per_class_is_labelled(tmp_path):
         (tmp_path / c).mkdir()
         for i in range(5):
             Image.new("L", (8, 8), 20 * i).save(tmp_path / c / f"{i}.png")
-    d = load_folder(tmp_path, 8, 1)
+    d = load_folder(tmp_path, 8, 1, labelled=True)
     assert sorted(torch.cat([d.train_labels, d.holdout_labels]).tolist()) == [0] * 5 + [1] * 5
+    # unasked (an unconditional model's data, a feature net of it) the folder stays unlabelled, as it always was
+    plain = load_folder(tmp_path, 8, 1)
+    assert plain.train_labels is None and torch.equal(plain.train, d.train)
 
 
 def test_the_built_in_mnist_is_real_labelled_and_split_by_class():
@@ -255,3 +258,27 @@ def test_the_diffusers_loop_samples_a_conditional_model_as_ddsm_does():
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)
     labelled = sample_with_diffusers(net, sched, seeds, labels=[0, 0, 0, 0])
     assert not torch.allclose(labelled, theirs)
+
+
+def test_guided_calls_keep_to_max_call_images_and_the_diffusers_denoiser_needs_labels():
+    from ddsm.checkpoint import Supernet
+    from ddsm.integrations.diffusers import ScheduledDenoiser
+    from ddsm.samplers.batched import generate_many
+    from ddsm.schedule import Schedule
+
+    torch.manual_seed(0)
+    config = validate(ModelConfig, MODELS["dit"])
+    model = randomise(build_backbone(config)).eval()
+    sizes = []
+    model.register_forward_hook(lambda m, args, out: sizes.append(len(args[0])))
+    sampler = make_sampler(NoiseSchedule(config.diffusion), SamplerConfig(kind="ddim", steps=2, guidance_scale=3.0))
+    generate_many(model, sampler, [[0.5, 0.5]], list(range(8)), batch_size=8, max_call_images=4)
+    assert sizes and max(sizes) <= 4
+    den = ScheduledDenoiser(Supernet(model, config, {}, "memory"),
+                            Schedule.uniform(config, SamplerConfig(kind="ddim", steps=2, guidance_scale=3.0), 0.5))
+    x, t = torch.randn(2, 1, 8, 8), den.timesteps[0]
+    with pytest.raises(DDSMError, match="class-conditional .* pass class_labels"):
+        den(x, t)
+    assert den(x, t, [1, 2]).shape == x.shape  # a list of labels is taken as one label per sample
+    with pytest.raises(DDSMError, match="class label 11 is out of range"):
+        den(x, t, [1, 11])

@@ -107,7 +107,7 @@ _allow_new_weights = click.option(
 def note_new_weights(overrides: dict[str, dict[str, str]]) -> None:
     """One stderr line per schedule used on other weights than it was measured on (``--allow-new-weights``)."""
     for name, o in overrides.items():
-        click.echo(f"Warning: schedule file {name!r} was measured on weights {o['schedule_weights'][:12]}..., the "
+        click.echo(f"warning: schedule file {name!r} was measured on weights {o['schedule_weights'][:12]}..., the "
                    f"checkpoint holds {o['checkpoint_weights'][:12]}... (used anyway: --allow-new-weights)", err=True)
 
 

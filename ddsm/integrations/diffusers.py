@@ -47,6 +47,7 @@ from ddsm.checkpoint import Supernet, load_supernet
 from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
+from ddsm.nn.backbone import class_labels as class_labels_of
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
@@ -275,6 +276,11 @@ class ScheduledDenoiser(torch.nn.Module):
         if sample.shape[-1] != self.resolutions[i]:
             raise DDSMError(f"step {i} runs at resolution {self.resolutions[i]}, but the sample has side "
                             f"{sample.shape[-1]}; grow the state between steps (see sample_with_diffusers)")
+        if self.model.num_classes and class_labels is None:  # as diffusers' own class-conditional UNet2DModel
+            raise DDSMError(f"this model is class-conditional (num_classes {self.model.num_classes}); pass "
+                            "class_labels, one per sample (the null label is num_classes)")
+        if class_labels is not None:  # checked (range, one per sample) by the backbone's own rule
+            class_labels = class_labels_of(class_labels, self.model.num_classes, len(sample), sample.device)
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
         return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale)

@@ -217,8 +217,8 @@ def generate_many(
                     step_eps = to_side(noise, r, transform)
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
-                        y = None if cond is None else cond.repeat(len(states))
-                        eps = _denoise(model, x, t_from, max_call_images, stats, y, scale)
+                        labels_of_x = None if cond is None else cond.repeat(len(states))
+                        eps = _denoise(model, x, t_from, max_call_images, stats, labels_of_x, scale)
                         rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
                         x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
@@ -259,6 +259,8 @@ def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initi
 def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None,
              cond: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
     chunk = max_images or len(x)
+    if max_images and cond is not None and scale is not None and scale != 1.0:  # a guided call runs images twice
+        chunk = max(1, max_images // 2)
     parts = [guided_eps(model, x[a : a + chunk], t, None if cond is None else cond[a : a + chunk], scale)
              for a in range(0, len(x), chunk)]
     if stats is not None:

@@ -185,6 +185,9 @@ def generate(
     device = next(model.parameters()).device
     if guidance_scale is None:
         guidance_scale = sampler.config.guidance_scale
+    elif sampler.config.guidance_scale is not None and guidance_scale != sampler.config.guidance_scale:
+        raise DDSMError(f"guidance_scale {guidance_scale:g} differs from the sampler's "
+                        f"{sampler.config.guidance_scale:g}; give one of them")
     if labels is None:  # as the evaluators, the verdict and the export's timing sample it
         labels = seed_labels(model, seeds)
     y, scale = check_guidance(model, labels, guidance_scale, len(seeds))
