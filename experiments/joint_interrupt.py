@@ -51,6 +51,10 @@ import yaml
 
 from ddsm.io import read_json, read_parquet, write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# one search folder's watcher, the subprocess runner and the ddsm entry point: the single search's experiment's
+from search_kill_resume import Watch, ddsm_command, run  # noqa: E402
+
 # The base width space. Four widths over two segments give 16 schedules per model; population x generations
 # stays under 16 so no student is searched exhaustively (one generation) and every model's search has a
 # generation 1 to cut. A generation of 6 is two chunks of the default --chunk-size 4 (4 + 2), so a generation can
@@ -75,58 +79,12 @@ HISTORY_EXACT = ["generation", "best", "front", "hypervolume", "asked"]
 POLL = 0.005  # seconds between looks at the watched folder: the window to land in is 0.1-0.5 s
 
 
-def ddsm_command() -> list[str]:
-    """The ``ddsm`` entry point of this interpreter's environment (not whatever is first on PATH)."""
-    exe = Path(sys.executable).with_name("ddsm")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ddsm.cli"]
-
-
 def search_steps(out: Path, space: Path | None = None) -> list[str]:
     """A fresh joint search, or (no ``space``) the resume the CLI's "Continue with" line names."""
     if space is None:
         return [*ddsm_command(), "search-steps", "--out", str(out), "--resume", "--no-progress"]
     return [*ddsm_command(), "search-steps", "--space", str(space), "--out", str(out), "--runner", "serial",
             "--no-progress"]
-
-
-def run(cmd: list[str], log: Path) -> tuple[float, str]:
-    """Run a command to completion; its stdout+stderr go to ``log``. Returns (seconds, output)."""
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
-    text = log.read_text()
-    if rc != 0:
-        sys.exit(f"command failed with exit code {rc}:\n{text}")
-    return time.perf_counter() - t0, text
-
-
-class Watch:
-    """Reads one model's search folder (checkpoint, log) only when the files change (they are replaced atomically)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.state_path, self.log_path = folder / "state.json", folder / "evaluations.parquet"
-        self._seen: dict[Path, int] = {}
-        self.finished: int | None = None  # last finished generation per state.json
-        self.log = pd.DataFrame(columns=["generation"])
-
-    def _changed(self, path: Path) -> bool:
-        try:
-            mtime = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return False
-        changed = self._seen.get(path) != mtime
-        self._seen[path] = mtime
-        return changed
-
-    def poll(self) -> None:
-        if self._changed(self.state_path):
-            self.finished = int(read_json(self.state_path, "search checkpoint")["generation"])
-        if self._changed(self.log_path):
-            self.log = read_parquet(self.log_path)  # the search is live: one open pins one version
-
-    def rows_of(self, generation: int) -> int:
-        return int((self.log["generation"] == generation).sum())
 
 
 def snapshot(out: Path, models: list[str]) -> dict[str, dict]:

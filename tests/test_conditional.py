@@ -282,3 +282,25 @@ def test_guided_calls_keep_to_max_call_images_and_the_diffusers_denoiser_needs_l
     assert den(x, t, [1, 2]).shape == x.shape  # a list of labels is taken as one label per sample
     with pytest.raises(DDSMError, match="class label 11 is out of range"):
         den(x, t, [1, 11])
+
+
+def test_a_guided_search_prices_both_passes_of_every_step(tmp_path):
+    from ddsm.checkpoint import load_supernet
+    from ddsm.search import SearchConfig
+    from ddsm.search.setup import search_costs
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"dit": {**TINY_DIT, "widths": list(TINY_DIT["widths"]),
+                                                     "num_classes": 10}, "diffusion": {"num_timesteps": 50}},
+                                   "train": {"iters": 1, "batch_size": 8, "checkpoint_every": 1000}}))
+    assert invoke("train", "--config", cfg, "--out", tmp_path / "run", "--no-progress").exit_code == 0
+    net = load_supernet(tmp_path / "run")
+    base = {"widths": [0.25, 0.5, 0.75, 1.0], "budget": 0.6, "objectives": {"quality": "proxy", "cost": "flops"}}
+    plain = search_costs(validate(SearchConfig, {**base, "sampler": {"kind": "ddim", "steps": 4}}), net)
+    guided = search_costs(validate(SearchConfig, {**base, "sampler": {"kind": "ddim", "steps": 4,
+                                                                       "guidance_scale": 2.0}}), net)
+    for w in (0.25, 1.0):
+        assert guided.call(w) == 2 * plain.call(w)  # conditional and unconditional pass at the step's width
+    assert guided.share(StepPlan((0.25,) * 4)) == plain.share(StepPlan((0.25,) * 4))  # shares stay as they were
+    with pytest.raises(DDSMError, match="prices steps in MACs only"):  # a timed pass is not half a guided step
+        plain.__class__.from_mapping({w: 1.0 for w in base["widths"]}, base["widths"], unit="latency").per_step(2)

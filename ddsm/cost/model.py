@@ -18,7 +18,7 @@ keys a width-only model by ``repr(width)`` and a resolution model by
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -52,6 +52,17 @@ class CostModel:
             raise DDSMError(f"unknown cost unit {self.unit!r}; valid: {', '.join(UNITS)}")
 
     # -- building -----------------------------------------------------------------
+
+    def per_step(self, passes: int) -> "CostModel":
+        """The model of a sampling step that runs ``passes`` denoiser calls at its width and side (2: a guided step,
+        conditional and unconditional); MACs scale with the images computed. Latency is refused: a guided pass
+        doubles the images per call, whose time is measured, not a multiple."""
+        if passes == 1:
+            return self
+        if self.unit != "macs":
+            raise DDSMError("a guided search (sampler.guidance_scale) prices steps in MACs only; a measured latency "
+                            "table times one pass per call: use objectives.cost flops")
+        return replace(self, calls=tuple(tuple(c * passes for c in row) for row in self.calls))
 
     @classmethod
     def from_mapping(cls, costs: Mapping, widths: Sequence[float], sides: Sequence[int] | None = None, *,

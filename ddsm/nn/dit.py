@@ -23,7 +23,6 @@ while its token width stays d.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -33,8 +32,8 @@ from torch import nn
 
 from ddsm.config import DiTConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import check_width_of, class_labels
-from ddsm.nn.slimmable import SlimLinear, SlimModule, active, freeze_width, set_active_width
+from ddsm.nn.backbone import class_labels
+from ddsm.nn.slimmable import SlimLinear, SlimmableNetwork, SlimModule, active
 from ddsm.nn.unet import timestep_embedding
 
 #: size of the sinusoidal frequency embedding of t fed to the timestep MLP (DiT's choice)
@@ -243,7 +242,7 @@ class FinalLayer(nn.Module):
 # ---------------------------------------------------------------------------- model
 
 
-class SlimDiT(nn.Module):
+class SlimDiT(SlimmableNetwork):
     """ε-prediction DiT whose blocks can run at any width in ``config.widths`` (a :class:`~ddsm.nn.backbone.Backbone`).
 
     ``set_active_width(w)`` is the only way the width changes; ``extract_subnet(w)``
@@ -288,50 +287,7 @@ class SlimDiT(nn.Module):
             nn.init.zeros_(mod.weight)
             nn.init.zeros_(mod.bias)
 
-    # -- width ---------------------------------------------------------------
-
-    @property
-    def widths(self) -> tuple[float, ...]:
-        """The widths served: the config's, or the one width of an extracted subnet."""
-        return (self.static_width,) if self.static_width is not None else self.config.widths
-
-    @property
-    def width(self) -> float:
-        """The width every slimmable layer currently runs at."""
-        return self.static_width if self.static_width is not None else self._width
-
-    def check_width(self, width: float) -> float:
-        """Return ``width`` as the supernet's own float, or raise naming the valid set."""
-        return check_width_of(self.widths, width, fixed=self.static_width is not None)
-
-    def set_active_width(self, width: float) -> "SlimDiT":
-        """Run every block at ``width`` (one of ``widths``) from now on."""
-        width = self.check_width(width)
-        if self.static_width is None:
-            self._width = width
-            set_active_width(self, width)
-        return self
-
-    def extract_subnet(self, width: float) -> "SlimDiT":
-        """A copy made of plain ``torch.nn`` layers at ``width``, for profiling and deployment."""
-        width = self.check_width(width)
-        sub = freeze_width(copy.deepcopy(self), width)
-        sub.static_width = width
-        return sub
-
-    # -- shapes ----------------------------------------------------------------
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
+    # -- shapes (widths, set_active_width, extract_subnet, image_size, ...: SlimmableNetwork's) ---------------
 
     def resolution_step(self) -> int:
         """Sides must be whole numbers of patches: multiples of ``patch_size``."""

@@ -26,7 +26,8 @@ off, e.g. to measure what it saves.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+import copy
+from typing import Any, Callable, Iterator, Self, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +209,63 @@ class SlimGroupNorm(SlimModule):
         gn.weight.data.copy_(self.weight[:c].detach())
         gn.bias.data.copy_(self.bias[:c].detach())
         return gn
+
+
+class SlimmableNetwork(nn.Module):
+    """The width half of a :class:`~ddsm.nn.backbone.Backbone` built from these primitives (ddsm's UNet, the DiT).
+
+    ``config`` holds ``widths``, ``image_size``, ``in_channels`` and
+    ``num_classes``; ``set_active_width`` is the only way the width changes;
+    ``extract_subnet`` freezes a copy into plain ``torch.nn`` layers that
+    serves its one width (``static_width``) and refuses any other.
+    """
+
+    config: Any
+    static_width: float | None = None  # set on an extracted subnet: the one width it serves
+    _width: float = 1.0
+
+    @property
+    def widths(self) -> tuple[float, ...]:
+        """The widths served: the config's, or the one width of an extracted subnet."""
+        return (self.static_width,) if self.static_width is not None else self.config.widths
+
+    @property
+    def width(self) -> float:
+        """The width every slimmable layer currently runs at."""
+        return self.static_width if self.static_width is not None else self._width
+
+    def check_width(self, width: float) -> float:
+        """Return ``width`` as the supernet's own float, or raise naming the valid set."""
+        from ddsm.nn.backbone import check_width_of
+
+        return check_width_of(self.widths, width, fixed=self.static_width is not None)
+
+    def set_active_width(self, width: float) -> Self:
+        """Run every slimmable layer at ``width`` (one of ``widths``) from now on."""
+        width = self.check_width(width)
+        if self.static_width is None:
+            self._width = width
+            set_active_width(self, width)
+        return self
+
+    def extract_subnet(self, width: float) -> Self:
+        """A copy made of plain ``torch.nn`` layers at ``width``, for profiling and deployment."""
+        width = self.check_width(width)
+        sub = freeze_width(copy.deepcopy(self), width)
+        sub.static_width = width
+        return sub
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
 
 
 def set_active_width(module: nn.Module, width: float) -> None:

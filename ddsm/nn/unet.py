@@ -10,7 +10,6 @@ MLP stays at full width (it is tiny); each block slices its projection of it.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable
 
@@ -23,8 +22,8 @@ from typing import Any
 from ddsm.config import UNetConfig
 from ddsm.diffusion.resolution import haar_dwt, haar_idwt
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import check_width_of, class_labels, unet_forward_bytes
-from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, freeze_width, set_active_width
+from ddsm.nn.backbone import class_labels, unet_forward_bytes
+from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, SlimmableNetwork
 
 # ---------------------------------------------------------------------------- primitives
 
@@ -205,7 +204,7 @@ UP_BLOCKS: dict[str, Callable[[int], nn.Module]] = {
 # ---------------------------------------------------------------------------- model
 
 
-class SlimUNet(nn.Module):
+class SlimUNet(SlimmableNetwork):
     """ε-prediction UNet whose every layer can run at any width in ``config.widths`` (a :class:`~ddsm.nn.backbone.Backbone`).
 
     ``set_active_width(w)`` is the only way the width changes; ``extract_subnet(w)``
@@ -270,50 +269,7 @@ class SlimUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    # -- width ---------------------------------------------------------------
-
-    @property
-    def widths(self) -> tuple[float, ...]:
-        """The widths served: the config's, or the one width of an extracted subnet."""
-        return (self.static_width,) if self.static_width is not None else self.config.widths
-
-    @property
-    def width(self) -> float:
-        """The width every slimmable layer currently runs at."""
-        return self.static_width if self.static_width is not None else self._width
-
-    def check_width(self, width: float) -> float:
-        """Return ``width`` as the supernet's own float, or raise naming the valid set."""
-        return check_width_of(self.widths, width, fixed=self.static_width is not None)
-
-    def set_active_width(self, width: float) -> "SlimUNet":
-        """Run every layer at ``width`` (one of ``widths``) from now on."""
-        width = self.check_width(width)
-        if self.static_width is None:
-            self._width = width
-            set_active_width(self, width)
-        return self
-
-    def extract_subnet(self, width: float) -> "SlimUNet":
-        """A copy made of plain ``torch.nn`` layers at ``width``, for profiling and deployment."""
-        width = self.check_width(width)
-        sub = freeze_width(copy.deepcopy(self), width)
-        sub.static_width = width
-        return sub
-
-    # -- shapes ----------------------------------------------------------------
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
+    # -- shapes (widths, set_active_width, extract_subnet, image_size, ...: SlimmableNetwork's) ---------------
 
     def resolution_step(self) -> int:
         """Sides must be multiples of the total downsampling, ``2 ** (levels - 1)``."""

@@ -121,11 +121,17 @@ def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: s
                                   judge=judge)
 
 
+def guided_passes(sampler) -> int:
+    """Denoiser passes per sampling step: 2 under classifier-free guidance (conditional and unconditional), else 1."""
+    return 2 if sampler.guidance_scale not in (None, 1.0) else 1
+
+
 def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None) -> CostModel:
     """What ``space`` prices a denoiser call with on ``net``: fvcore MACs, or a cost table's MACs or latency."""
     unit = "macs" if space.objectives.cost == "flops" else "latency"
-    return search_cost_model(net, space.widths, space.resolutions, unit=unit,
-                             table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
+    costs = search_cost_model(net, space.widths, space.resolutions, unit=unit,
+                              table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
+    return costs.per_step(guided_passes(space.sampler))
 
 
 def untrained_message(space: SearchConfig, net) -> str | None:
