@@ -177,9 +177,6 @@ class Trainer:
             for k in RESUMABLE_CHANGES:
                 d["train"].pop(k)
         diff = config_diff(a, b)
-        if saved.train.iters != self.config.train.iters and self.config.train.lr_decay == "cosine":
-            warnings.warn(f"resuming with iters {self.config.train.iters} instead of {saved.train.iters} stretches the "
-                          "cosine learning-rate decay: the result will differ from an uninterrupted run", stacklevel=2)
         if diff:
             raise DDSMError(f"cannot resume {str(self.out)!r} with a different recipe; differs in: {'; '.join(diff)} (checkpoint vs now)")
         changed = [k for k, v in (header.get("inputs") or {}).items() if self.inputs.get(k) != v]
@@ -188,6 +185,10 @@ class Trainer:
             raise DDSMError(f"cannot resume {str(self.out)!r}: the {k} weights changed since the run started (sha256 "
                             f"{header['inputs'][k][:12]}... then, {str(self.inputs.get(k))[:12]}... now); put the "
                             "original file back or start a new --out")
+        # only a resume that goes ahead warns: a refused one says one thing
+        if saved.train.iters != self.config.train.iters and self.config.train.lr_decay == "cosine":
+            warnings.warn(f"resuming with iters {self.config.train.iters} instead of {saved.train.iters} stretches the "
+                          "cosine learning-rate decay: the result will differ from an uninterrupted run", stacklevel=2)
         self.model.load_state_dict(prefixed(tensors, "model"))
         self.ema = {k: v.to(self.device) for k, v in prefixed(tensors, "ema").items()}
         state: dict[int, dict[str, torch.Tensor]] = {}
