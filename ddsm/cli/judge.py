@@ -101,10 +101,9 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
     overrides = {str(f): o for f, (_, o) in zip(schedule_files, loaded) if o}
     note_new_weights(overrides)
     scfg = choose_sampler(net.config, scheds, flags)
-    if scfg.guidance_scale is not None:  # refused before any data, feature net or sampling
-        from ddsm.samplers.loop import check_guidance
+    from ddsm.samplers.loop import check_guidance_scale
 
-        check_guidance(net.model, [0] if net.model.num_classes else None, scfg.guidance_scale, 1)
+    check_guidance_scale(net.model, scfg.guidance_scale)  # refused before any data, feature net or sampling
     named = {**dict(zip(schedule_files, scheds)),
              **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
     # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them

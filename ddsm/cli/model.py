@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ddsm.cli import _allow_new_weights, _device, main, note_new_weights
+from ddsm.cli import _allow_new_weights, _device, main, note_new_weights, warning_text
 from ddsm.cli.judge import _candidates
 from ddsm.errors import DDSMError
 from ddsm.limits import MAX_IMAGE_SIDE, check_count, check_finite_positive, check_sample_memory, check_seed
@@ -107,18 +107,12 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
 
     untrained = untrained_message(sides or (), net.trained_resolutions, steps="the schedule's steps")
     if untrained:
-        from ddsm.samplers.progressive import warning_line
-
-        click.echo(warning_line(f"this {untrained}"), err=True)
-    from ddsm.samplers.loop import check_guidance, seed_labels
-
+        click.echo(warning_text(f"this {untrained}", UserWarning), err=True)
     smp = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
     seeds = list(range(seed, seed + num))
-    # given labels cycle over the samples; by default the sample with seed s has class s mod num_classes, as in
-    # the evaluators and the verdict
-    labels = [class_labels[i % len(class_labels)] for i in range(num)] if class_labels else \
-        seed_labels(net.model, seeds)
-    check_guidance(net.model, labels, scfg.guidance_scale, num)  # before any sampling: one line for a bad label
+    # given labels cycle over the samples; by default (None) the sample with seed s has class s mod num_classes,
+    # as in the evaluators and the verdict. generate() checks them before it samples or anything is written.
+    labels = [class_labels[i % len(class_labels)] for i in range(num)] if class_labels else None
     t0 = time.perf_counter()
     x = generate(net.model, smp, widths, seeds, resolutions=sides, batch_size=batch_size, progress=progress,
                  labels=labels)

@@ -47,11 +47,10 @@ from ddsm.checkpoint import Supernet, load_supernet
 from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import class_labels as class_labels_of
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
-                                sample_generators, seed_labels)
+                                sample_generators)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
 
@@ -279,8 +278,8 @@ class ScheduledDenoiser(torch.nn.Module):
         if self.model.num_classes and class_labels is None:  # as diffusers' own class-conditional UNet2DModel
             raise DDSMError(f"this model is class-conditional (num_classes {self.model.num_classes}); pass "
                             "class_labels, one per sample (the null label is num_classes)")
-        if class_labels is not None:  # checked (range, one per sample) by the backbone's own rule
-            class_labels = class_labels_of(class_labels, self.model.num_classes, len(sample), sample.device)
+        if class_labels is not None:  # a list too; range and shape are checked by the backbone's own rule
+            class_labels = torch.as_tensor(class_labels, device=sample.device)
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
         return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale)
@@ -328,8 +327,7 @@ def sample_with_diffusers(
     sides = denoiser.resolutions
     transform = family_transform(net.config.geometry)
     noise_levels = NoiseSchedule(net.config.diffusion)
-    y, _ = check_guidance(net.model, seed_labels(net.model, seeds) if labels is None else labels,
-                          cfg.guidance_scale, len(seeds))
+    y, _ = check_guidance(net.model, labels, cfg.guidance_scale, seeds)
     out = []
     try:
         net.model.to(device)

@@ -43,7 +43,7 @@ from ddsm.errors import DDSMError
 from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
-                                sample_generators, seed_labels, step_noise, visited_timesteps)
+                                sample_generators, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 
@@ -169,7 +169,7 @@ def generate_many(
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
     plans = [step_plan(s, len(steps), model) for s in schedules]
     # a conditional model samples seed i with class i mod num_classes, guided as the sampler config says
-    labels, scale = check_guidance(model, seed_labels(model, seeds), sampler.config.guidance_scale, len(seeds))
+    labels, scale = check_guidance(model, None, sampler.config.guidance_scale, seeds)
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     c, side = model.in_channels, model.image_size

@@ -101,22 +101,29 @@ def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
     return widths, resolutions
 
 
-def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, n: int
-                   ) -> tuple[torch.Tensor | None, float | None]:
-    """(labels as a CPU LongTensor or None, the guidance scale or None), or a one-line DDSMError: labels or a scale
-    given to an unconditional model, a label outside the model's classes, a scale that is not finite or negative."""
-    k = getattr(model, "num_classes", 0)
-    if not k and (labels is not None or guidance_scale is not None):
-        what = "class labels" if labels is not None else f"guidance scale {guidance_scale:g}"
+def check_guidance_scale(model: Backbone, guidance_scale: float | None, *, labelled: bool = False) -> None:
+    """A one-line DDSMError for labels (``labelled``) or a guidance scale given to an unconditional model, or a scale
+    that is not finite or negative."""
+    if not getattr(model, "num_classes", 0) and (labelled or guidance_scale is not None):
+        what = "class labels" if labelled else f"guidance scale {guidance_scale:g}"
         raise DDSMError(f"this model is unconditional (num_classes 0); it takes no class labels and no guidance "
                         f"scale (got {what})")
     if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
         raise DDSMError(f"guidance scale {guidance_scale!r} is not valid; give a finite number >= 0 (1: the "
                         "conditional prediction alone, 0: unconditional)")
+
+
+def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, seeds: Sequence[int]
+                   ) -> tuple[torch.Tensor | None, float | None]:
+    """(one label per seed as a CPU LongTensor, or None for an unconditional model; the guidance scale or None), or
+    a one-line DDSMError (:func:`check_guidance_scale`, a label outside the model's classes). ``labels`` None: each
+    seed's own class (:func:`seed_labels`)."""
+    check_guidance_scale(model, guidance_scale, labelled=labels is not None)
     if labels is None:
-        if guidance_scale is not None and guidance_scale != 1.0:
-            raise DDSMError(f"a guidance scale ({guidance_scale:g}) needs class labels to guide towards")
-        return None, None
+        labels = seed_labels(model, seeds)
+        if labels is None:
+            return None, None
+    k, n = model.num_classes, len(seeds)
     if isinstance(labels, str):
         raise DDSMError(f"give integer class labels, got {labels!r}")
     y = torch.as_tensor(labels).cpu()
@@ -188,9 +195,8 @@ def generate(
     elif sampler.config.guidance_scale is not None and guidance_scale != sampler.config.guidance_scale:
         raise DDSMError(f"guidance_scale {guidance_scale:g} differs from the sampler's "
                         f"{sampler.config.guidance_scale:g}; give one of them")
-    if labels is None:  # as the evaluators, the verdict and the export's timing sample it
-        labels = seed_labels(model, seeds)
-    y, scale = check_guidance(model, labels, guidance_scale, len(seeds))
+    # labels None: each seed's own class, as the evaluators, the verdict and the export's timing sample it
+    y, scale = check_guidance(model, labels, guidance_scale, seeds)
     c, s = model.in_channels, model.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)

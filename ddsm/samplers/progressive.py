@@ -89,11 +89,6 @@ def warn_untrained(resolutions: Sequence[int], trained: Sequence[int], *, stackl
         warnings.warn(msg, ResolutionWarning, stacklevel=stacklevel)
 
 
-def warning_line(message: str) -> str:
-    """How the CLI shows a ddsm warning: one line, ``warning: ...``, no source line."""
-    return "warning: " + " ".join(str(message).split())
-
-
 def family_transform(config: UNetConfig, transform: Transform = "auto") -> str:
     """The one orthonormal family used for this supernet: Haar if every side is image size / 2^k, else the DCT."""
     if transform != "auto":
