@@ -6,6 +6,13 @@ holds once loaded (:meth:`ddsm.schedule.Schedule.plan`), and what
 bridge take. Steps are in the order the sampler visits them (the noisiest
 first). ``resolutions`` None means every step runs at the image size.
 
+Under classifier-free guidance each step makes two passes, conditional and
+unconditional. ``uncond`` names the width of the unconditional pass at every
+step, or None at a step that takes no guidance (the conditional prediction
+alone: guidance limited to an interval of noise levels, Kynkäänniemi et al.,
+2024); ``uncond`` None means both passes at the step's width, every step, as
+a plain guided sampler does.
+
 A plan iterates over its widths, so code written for plain per-step width
 lists (an evaluator of width schedules, say) keeps working; the sides are in
 ``resolutions``.
@@ -17,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ddsm.errors import DDSMError
+
 
 @dataclass(frozen=True)
 class StepPlan(Sequence):
@@ -24,11 +33,16 @@ class StepPlan(Sequence):
 
     widths: tuple[float, ...]  # supernet width at every step
     resolutions: tuple[int, ...] | None = None  # side of the state at every step (None: the image size throughout)
+    uncond: tuple[float | None, ...] | None = None  # guided: unconditional pass width per step, None: no guidance there
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
         if self.resolutions is not None:
             object.__setattr__(self, "resolutions", tuple(int(r) for r in self.resolutions))
+        if self.uncond is not None:
+            object.__setattr__(self, "uncond", tuple(None if u is None else float(u) for u in self.uncond))
+            if len(self.uncond) != len(self.widths):
+                raise DDSMError(f"uncond has {len(self.uncond)} entries for {len(self.widths)} steps")
 
     @classmethod
     def of(cls, obj: Any) -> "StepPlan":
@@ -56,6 +70,15 @@ class StepPlan(Sequence):
         if self.resolutions is None and image_size is None:
             return tuple((w, None) for w in self.widths)
         return tuple(zip(self.widths, self.sides(image_size)))
+
+    def uncond_widths(self) -> tuple[float | None, ...]:
+        """The unconditional pass's width at every step (None: no guidance there); the step's own width by default."""
+        return self.uncond if self.uncond is not None else self.widths
+
+    @property
+    def guided_steps(self) -> int:
+        """Steps that make an unconditional pass (when the sampler guides)."""
+        return sum(u is not None for u in self.uncond_widths())
 
     def __len__(self) -> int:
         return len(self.widths)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_serializer
 
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
@@ -38,11 +38,22 @@ class Schedule(_Frozen):
     sampler: SamplerConfig  # kind, steps, eta, timestep spacing
     widths: tuple[float, ...]  # one width per sampling step, noisiest step first
     resolutions: tuple[int, ...] | None = None  # side of the state per step (None: the image size throughout)
+    # guided only: the unconditional pass's width per step, null where the step takes no guidance (None: both
+    # passes at the step's width at every step)
+    uncond_widths: tuple[float | None, ...] | None = None
     timesteps: tuple[float, ...] | None = None  # the visited timesteps (checked against the sampler)
     predicted: dict[str, float] = Field(default_factory=dict)  # e.g. flops, latency_s
     quality: dict[str, float] = Field(default_factory=dict)  # measured metrics, e.g. fid
     provenance: dict[str, Any] = Field(default_factory=dict)  # search run, seed, tool version
     measured: dict[str, Any] = Field(default_factory=dict)  # export's timing: batch_size, device, seconds, speedup
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_uncond(self, handler):
+        # Unset, it is not written: every schedule file made before guidance choices keeps its bytes.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("uncond_widths") is None:
+            data.pop("uncond_widths", None)
+        return data
 
     @classmethod
     def uniform(cls, model: ModelConfig, sampler: SamplerConfig, width: float, **kw: Any) -> "Schedule":
@@ -54,9 +65,10 @@ class Schedule(_Frozen):
                   resolutions: list[int] | None = None, **kw: Any) -> "Schedule":
         """A schedule for ``model`` with its visited timesteps filled in (``resolutions`` only if some step is smaller).
 
-        ``widths`` may be a :class:`~ddsm.plan.StepPlan`, which brings its own sides.
+        ``widths`` may be a :class:`~ddsm.plan.StepPlan`, which brings its own sides and guidance choices.
         """
         if isinstance(widths, StepPlan):
+            kw.setdefault("uncond_widths", widths.uncond)
             widths, resolutions = list(widths.widths), resolutions if resolutions is not None else widths.resolutions
         ts = visited(sampler, model.diffusion.num_timesteps)
         if resolutions is not None and all(r == model.geometry.image_size for r in resolutions):
@@ -68,7 +80,7 @@ class Schedule(_Frozen):
 
     def plan(self) -> StepPlan:
         """The in-memory form samplers, evaluators and the diffusers bridge take: width and side per step."""
-        return StepPlan(self.widths, self.resolutions)
+        return StepPlan(self.widths, self.resolutions, self.uncond_widths)
 
     def mismatches(self, model: ModelConfig) -> list[str]:
         """Every way this schedule does not fit ``model`` (empty when it fits)."""
@@ -80,6 +92,15 @@ class Schedule(_Frozen):
             out.append(f"widths {bad} are not served (valid: {list(model.geometry.widths)})")
         if len(self.widths) != self.sampler.steps:
             out.append(f"{len(self.widths)} widths for {self.sampler.steps} sampling steps")
+        if self.uncond_widths is not None:
+            bad = sorted({u for u in self.uncond_widths if u is not None and width_index(u, model.geometry.widths) is None})
+            if bad:
+                out.append(f"uncond_widths {bad} are not served (valid: {list(model.geometry.widths)} or null)")
+            if len(self.uncond_widths) != self.sampler.steps:
+                out.append(f"{len(self.uncond_widths)} uncond_widths for {self.sampler.steps} sampling steps")
+            if self.sampler.guidance_scale in (None, 1.0):
+                out.append(f"it chooses the unconditional pass per step (uncond_widths) but its guidance scale is "
+                           f"{self.sampler.guidance_scale!r}, which guides nothing")
         if self.resolutions is not None:
             try:
                 check_resolutions(self.resolutions, model.geometry, self.sampler.steps)
@@ -88,6 +109,8 @@ class Schedule(_Frozen):
         if self.sampler.guidance_scale is not None and not model.geometry.num_classes:
             out.append(f"it guides (guidance scale {self.sampler.guidance_scale:g}) but this supernet is "
                        "unconditional")
+        elif self.uncond_widths is not None and not model.geometry.num_classes:
+            out.append("it chooses the unconditional pass per step (uncond_widths) but this supernet is unconditional")
         if self.sampler.steps > model.diffusion.num_timesteps:
             out.append(f"{self.sampler.steps} steps exceed the {model.diffusion.num_timesteps} training timesteps")
         elif self.timesteps is not None:

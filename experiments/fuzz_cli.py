@@ -527,6 +527,11 @@ def build_table() -> None:
     space_case("search-space-segments-over-steps", space_with(segments="50"))
     space_case("search-space-num-samples-1e12", space_with(evaluator="{num_samples: 1000000000000, seed: 0}"))
     space_case("search-space-malformed", "widths: [0.5, 1.0\nbudget: : :\n")
+    # guidance (issue 29): the digits supernet is unconditional; guidance genes need a guided sampler
+    space_case("search-space-guided-on-unconditional", space_with(sampler="{kind: ddim, steps: 4, guidance_scale: 2}"))
+    space_case("search-space-guidance-genes-unguided", space_with(guidance_genes="true"))
+    space_case("search-space-guidance-genes-on-unconditional",
+               space_with(sampler="{kind: ddim, steps: 4, guidance_scale: 2}", guidance_genes="true"))
     case("search-space-missing", "search", "--space", "nope.yaml", "--checkpoint", "digits", "--out", "s")
     case("search-space-unknown-shipped", "search", "--space", "digitz-smoke", "--checkpoint", "digits", "--out", "s")
     case("search-no-space", "search", "--checkpoint", "digits", "--out", "s")
@@ -1020,6 +1025,10 @@ def build_table() -> None:
     sched_edit("eta-nan", {"sampler.eta": math.nan})
     sched_edit("timesteps-edited", {"timesteps": [1.0, 2.0, 3.0, 4.0]})
     sched_edit("schema-version-2", {"schema_version": 2})
+    # guidance choices (issue 29) on the unconditional digits supernet, and on an unguided sampler
+    sched_edit("guided-on-unconditional", {"sampler.guidance_scale": 2.0})
+    sched_edit("uncond-widths-on-unconditional", {"uncond_widths": [None, 0.5, 0.5, 0.5]})
+    sched_edit("uncond-widths-unserved", {"uncond_widths": [0.3, 0.5, 0.5, 0.5]})
     case("verdict-schedule-student-on-teacher", "verdict", *V, "--schedule", "ksched.json", fixtures=("ksched.json",),
          note="the 2-step student's schedule judged on the teacher")
     case("verdict-schedule-teacher-on-student", "verdict", "--checkpoint", "digits-sfddm-k2", *V[2:], "--schedule",

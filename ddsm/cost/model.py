@@ -46,6 +46,7 @@ class CostModel:
     calls: tuple[tuple[float, ...], ...]  # calls[i][j]: one call at widths[i] and sides[j]
     unit: str = "macs"  # 'macs' (per image) or 'latency' (seconds per call)
     batch: int | None = None  # latency only: the images per call its seconds were timed on (not in the fingerprint)
+    passes: int = 1  # denoiser passes a step's cost holds (2: guided, conditional + unconditional at the step's width)
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -62,11 +63,11 @@ class CostModel:
         if self.unit != "macs":
             raise DDSMError("a guided search (sampler.guidance_scale) prices steps in MACs only; a measured latency "
                             "table times one pass per call: use objectives.cost flops")
-        return replace(self, calls=tuple(tuple(c * passes for c in row) for row in self.calls))
+        return replace(self, calls=tuple(tuple(c * passes for c in row) for row in self.calls), passes=passes)
 
     @classmethod
     def from_mapping(cls, costs: Mapping, widths: Sequence[float], sides: Sequence[int] | None = None, *,
-                     unit: str = "macs", batch: int | None = None) -> "CostModel":
+                     unit: str = "macs", batch: int | None = None, passes: int = 1) -> "CostModel":
         """The model of ``widths`` (x ``sides``) read from ``{width: c}`` or ``{(width, side): c}``; each must be there."""
         known: dict[tuple[float, int | None], float] = {}
         for k, v in costs.items():
@@ -87,7 +88,8 @@ class CostModel:
                     raise DDSMError(f"cost of {what} is {hit!r}; costs must be positive and finite")
                 row.append(hit)
             rows.append(tuple(row))
-        return cls(widths=tuple(float(w) for w in widths), sides=sides_, calls=tuple(rows), unit=unit, batch=batch)
+        return cls(widths=tuple(float(w) for w in widths), sides=sides_, calls=tuple(rows), unit=unit, batch=batch,
+                   passes=passes)
 
     @classmethod
     def coerce(cls, costs: "CostModel | Mapping", widths: Sequence[float], sides: Sequence[int] | None = None
@@ -95,7 +97,7 @@ class CostModel:
         """``costs`` restricted to ``widths`` x ``sides``: a CostModel as it is (checked), a mapping read."""
         if isinstance(costs, CostModel):
             return cls.from_mapping({(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))},
-                                    widths, sides, unit=costs.unit, batch=costs.batch)
+                                    widths, sides, unit=costs.unit, batch=costs.batch, passes=costs.passes)
         return cls.from_mapping(costs, widths, sides)
 
     @classmethod
@@ -113,7 +115,8 @@ class CostModel:
         return {f"{w!r}@{r}": c for w, row in zip(self.widths, self.calls) for r, c in zip(self.sides, row)}
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any], *, unit: str = "macs", batch: int | None = None) -> "CostModel":
+    def from_json(cls, doc: Mapping[str, Any], *, unit: str = "macs", batch: int | None = None,
+                  passes: int = 1) -> "CostModel":
         """Inverse of :meth:`to_json`."""
         costs: dict = {}
         for k, v in doc.items():
@@ -121,7 +124,7 @@ class CostModel:
             costs[(float(w), int(r)) if r else float(w)] = float(v)
         widths = sorted({k[0] if isinstance(k, tuple) else k for k in costs})
         sides = sorted({k[1] for k in costs if isinstance(k, tuple)}) or None
-        return cls.from_mapping(costs, widths, sides, unit=unit, batch=batch)
+        return cls.from_mapping(costs, widths, sides, unit=unit, batch=batch, passes=passes)
 
     @property
     def flat(self) -> tuple[float, ...]:
@@ -151,17 +154,30 @@ class CostModel:
         i, j = self.index(width, side)
         return self.calls[i][j]
 
-    def total(self, W: np.ndarray, R: np.ndarray | None = None) -> np.ndarray:
-        """Cost of each row of per-step width indices ``W`` (and side indices ``R``; None: the image size)."""
+    def total(self, W: np.ndarray, R: np.ndarray | None = None, U: np.ndarray | None = None) -> np.ndarray:
+        """Cost of each row of per-step width indices ``W`` (and side indices ``R``; None: the image size).
+
+        ``U`` (a guided model only) chooses each step's unconditional pass: its width index, or -1 for no guidance
+        at that step; the step then costs one pass at ``W`` plus one at ``U`` (None: both at ``W``).
+        """
         W = np.atleast_2d(np.asarray(W, dtype=np.int64))
         R = np.full_like(W, len(self.sides) - 1) if R is None else np.atleast_2d(np.asarray(R, dtype=np.int64))
-        return np.asarray(self.calls, dtype=np.float64)[W, R].sum(axis=1)
+        calls = np.asarray(self.calls, dtype=np.float64)
+        if U is None:
+            return calls[W, R].sum(axis=1)
+        if self.passes != 2:
+            raise DDSMError("guidance choices per step (an unconditional pass width, or none) need a guided cost "
+                            f"model (2 passes per step), not one of {self.passes} pass")
+        U = np.atleast_2d(np.asarray(U, dtype=np.int64))
+        one = calls / 2.0  # exact: a guided model's costs are single-pass costs times 2
+        return one[W, R].sum(axis=1) + np.where(U >= 0, one[np.maximum(U, 0), R], 0.0).sum(axis=1)
 
     def plan_cost(self, plan: Any) -> float:
-        """Cost of one schedule (a StepPlan, a Schedule or a per-step width list)."""
+        """Cost of one schedule (a StepPlan, a Schedule or a per-step width list), its guidance choices included."""
         plan = StepPlan.of(plan)
         idx = [self.index(w, r) for w, r in plan.pairs()]
-        return float(self.total([i for i, _ in idx], [j for _, j in idx])[0])
+        U = None if plan.uncond is None else [-1 if u is None else self.index(u)[0] for u in plan.uncond]
+        return float(self.total([i for i, _ in idx], [j for _, j in idx], U)[0])
 
     def full_cost(self, steps: int) -> float:
         """Cost of ``steps`` full-width calls at the image size: the baseline of every share."""

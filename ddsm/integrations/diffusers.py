@@ -49,7 +49,7 @@ from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
-from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
+from ddsm.samplers.loop import (check_guidance, check_uncond, eval_mode, guided_eps, per_sample_randn, per_step_widths,
                                 sample_generators)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
@@ -238,6 +238,8 @@ class ScheduledDenoiser(torch.nn.Module):
         self.timesteps: list[float] = [float(t) for t in ts]
         self.widths: list[float] = per_step_widths(schedule.widths, len(self.timesteps), net.model)
         self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.geometry, len(self.timesteps))
+        # per step, the unconditional pass's width (or no guidance there), as ddsm's loop runs it
+        self.uncond: list = check_uncond(net.model, schedule.plan(), schedule.sampler.guidance_scale)
         self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
 
     @classmethod
@@ -282,7 +284,8 @@ class ScheduledDenoiser(torch.nn.Module):
             class_labels = torch.as_tensor(class_labels, device=sample.device)
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
-        return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale)
+        return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale,
+                          self.uncond[i])
 
 
 # -- the loop
@@ -374,7 +377,7 @@ def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torc
     """
     y, ab_new, t_new = grow_at(noise, denoiser.timesteps[i], x, denoiser.resolutions[i], initial, transform)
     denoiser.model.set_active_width(denoiser.widths[i])
-    eps = guided_eps(denoiser.model, y, t_new, cond, denoiser.schedule.sampler.guidance_scale)
+    eps = guided_eps(denoiser.model, y, t_new, cond, denoiser.schedule.sampler.guidance_scale, denoiser.uncond[i])
     ab = noise.alpha_bar_at(denoiser.timesteps[i]).to(y.dtype)
     ab_new = ab_new.to(y.dtype)
     x0 = (y - (1 - ab_new).sqrt() * eps) / ab_new.sqrt()

@@ -29,6 +29,7 @@ across calls. :class:`FIDEvaluator`, :class:`ProxyEvaluator` and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
@@ -109,13 +110,17 @@ class SamplingEvaluator(Evaluator):
                 raise DDSMError(f"schedule is for sampler {schedule.sampler.model_dump()}, but this evaluator samples "
                                 f"with {self.sampler_config.model_dump()}")
             schedule = schedule.plan()
-        pairs = step_plan(schedule, self.sampler_config.steps, self.net.model)
+        given = StepPlan.of(schedule)
+        steps = step_plan(given, self.sampler_config.steps, self.net.model, self.sampler_config.guidance_scale)
+        pairs = tuple((w, r) for w, r, _ in steps)
         sides = {r for _, r in pairs}
-        if sides == {self.net.config.geometry.image_size}:
-            return tuple(w for w, _ in pairs)
-        if self.warn_resolutions and not sides <= self._warned_sides:
+        if sides != {self.net.config.geometry.image_size} and self.warn_resolutions and not sides <= self._warned_sides:
             warn_untrained(sorted(sides), self.net.trained_resolutions, stacklevel=4)
             self._warned_sides |= sides
+        if given.uncond is not None:  # guidance choices per step travel in the plan
+            return dataclasses.replace(StepPlan.of(pairs), uncond=given.uncond)
+        if sides == {self.net.config.geometry.image_size}:
+            return tuple(w for w, _ in pairs)
         return pairs
 
     def sample(self, plans: list[tuple[float, ...]]) -> torch.Tensor:

@@ -19,11 +19,13 @@ from ddsm.search.config import SearchConfig
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key, parse_genome
 from ddsm.search.problem import WidthProblem
-from ddsm.search.seeding import sensitivity_probes, two_segment_seeds, uniform_seeds
+from ddsm.search.seeding import interval_seeds, sensitivity_probes, two_segment_seeds, uniform_seeds
 from ddsm.search.setup import evaluator_factory
 
 #: the T-Stitch family's name in figures (its point labels read "narrow width × narrow steps")
 TWO_SEGMENT = "two-segment: narrow width×steps first, then full width"
+#: guidance only after the first steps (guidance genes only; labels read "width, unguided steps")
+INTERVAL = "interval guidance: width, first steps unguided"
 
 
 @dataclass
@@ -48,12 +50,13 @@ def scored_rows(run: SearchRun, *, extra: bool = False) -> pd.DataFrame:
 
 
 def family_genomes(space: SearchConfig) -> list[tuple[int, ...]]:
-    """Every uniform-width and two-segment genome of ``space`` (the full-width one included), once each.
+    """Every uniform-width, interval-guidance (guidance genes only) and two-segment genome of ``space`` (the
+    full-width one included), once each.
 
     In a resolution space they run at the image size throughout (transition genes 0).
     """
     return [g + (0,) * space.n_resolution_genes
-            for g in dict.fromkeys([*uniform_seeds(space), *two_segment_seeds(space)])]
+            for g in dict.fromkeys([*uniform_seeds(space), *interval_seeds(space), *two_segment_seeds(space)])]
 
 
 def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None = None,
@@ -80,7 +83,8 @@ def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None 
 
 
 def families(run: SearchRun) -> list[Family]:
-    """The uniform-width and two-segment (T-Stitch) families, as far as the evaluation log has them.
+    """The uniform-width, interval-guidance (guidance genes only) and two-segment (T-Stitch) families, as far as
+    the evaluation log has them.
 
     Nothing is evaluated here: a member the search never asked about (say a
     uniform width over budget) is absent unless :func:`evaluate_missing`
@@ -95,11 +99,18 @@ def families(run: SearchRun) -> list[Family]:
     pad = (0,) * space.n_resolution_genes  # families run at the image size
     uni = [g + pad for g in uniform_seeds(space)]
     two = [g + pad for g in two_segment_seeds(space)]
-    for name, genomes, label in (
-        ("uniform width", uni, lambda g: f"w={space.widths[g[0]]:g}"),
-        (TWO_SEGMENT, two,
-         lambda g: f"{space.widths[g[0]]:g}×{sum(space.segment_lengths[:sum(1 for x in g if x != full)])}"),
-    ):
+    n = space.n_genes
+
+    def unguided_steps(g) -> int:
+        return sum(space.segment_lengths[: sum(1 for x in g[n : space.n_choice_genes] if x == 0)])
+
+    kinds = [("uniform width", uni, lambda g: f"w={space.widths[g[0]]:g}")]
+    if space.guidance_genes:
+        kinds.append((INTERVAL, [g + pad for g in interval_seeds(space)],
+                      lambda g: f"{space.widths[g[0]]:g}, {unguided_steps(g)}"))
+    kinds.append((TWO_SEGMENT, two,
+                  lambda g: f"{space.widths[g[0]]:g}×{sum(space.segment_lengths[:sum(1 for x in g[:n] if x != full)])}"))
+    for name, genomes, label in kinds:
         keys = [genome_key(g) for g in genomes]
         present = [k for k in keys if k in scored.index]
         rows = scored.loc[present].reset_index(drop=True) if present else scored.iloc[0:0]
@@ -110,7 +121,7 @@ def families(run: SearchRun) -> list[Family]:
 
 def full_width_quality(run: SearchRun) -> tuple[float | None, str]:
     """Quality of the full-width schedule: from the log, else 0 for the teacher-relative proxies, else unknown."""
-    key = genome_key((run.space.full_index,) * run.space.n_genes + (0,) * run.space.n_resolution_genes)
+    key = genome_key(run.space.guided((run.space.full_index,) * run.space.n_genes) + (0,) * run.space.n_resolution_genes)
     scored = scored_rows(run, extra=True)
     hit = scored[scored["genome"] == key]
     if not hit.empty:
@@ -125,7 +136,9 @@ def sensitivity(run: SearchRun) -> pd.DataFrame | None:
 
     One row per (gene, narrower width): ``degradation = q(gene alone at
     width, rest full) - q(full width)``; ``first_step``/``last_step`` are the
-    1-based sampling steps the gene covers (noisiest first).
+    1-based sampling steps the gene covers (noisiest first). ``pass`` says
+    which pass the probe narrowed: ``cond``, or with guidance genes ``uncond``
+    (its ``width`` NaN where the probe drops guidance at those steps).
     """
     if run.log is None or run.log.empty:
         return None
@@ -138,11 +151,15 @@ def sensitivity(run: SearchRun) -> pd.DataFrame | None:
     base = float(seeds.loc[keys[0], run.quality])
     starts = np.concatenate([[0], np.cumsum(space.segment_lengths)])
     rows = []
+    top = space.upper_bounds
     for p, k in zip(probes[1:], keys[1:]):
-        g = next(i for i, x in enumerate(p[: space.n_genes]) if x != space.full_index)
+        i = next(i for i, x in enumerate(p[: space.n_choice_genes]) if x != top[i])
+        g, uncond = i % space.n_genes, i >= space.n_genes
+        width = (math.nan if p[i] == 0 else space.widths[p[i] - 1]) if uncond else space.widths[p[i]]
         v = float(seeds.loc[k, run.quality]) if k in seeds.index else math.nan
         rows.append({"gene": g, "first_step": int(starts[g]) + 1, "last_step": int(starts[g + 1]),
-                     "width": space.widths[p[g]], "degradation": v - base if math.isfinite(v) else math.nan})
+                     "pass": "uncond" if uncond else "cond", "width": width,
+                     "degradation": v - base if math.isfinite(v) else math.nan})
     return pd.DataFrame(rows)
 
 

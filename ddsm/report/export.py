@@ -81,13 +81,16 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
     digits = max(2, len(str(n)))
     rows = []
     for i, m in enumerate(run.front.to_dict(orient="records"), start=1):
-        total = macs.plan_cost(StepPlan(m["widths"], m.get("resolutions") or None))
+        plan = SearchRun.plan_of(m)
+        total = macs.plan_cost(plan)
         row = {"rank": i, "schedule": f"front-{i:0{digits}d}-share{m['share']:.2f}.json", q: m[q],
                "macs_per_image": total, "share": m["share"], "flop_saving": 1.0 - total / full,
                "predicted_speedup": 1.0 / m["share"],
                **({"predicted_seconds": m["cost"]} if run.space.objectives.cost == "latency" else {}),
                "generation": m["generation"], "genome": genome_key(m["genome"]),
                "widths": ",".join(f"{w:g}" for w in m["widths"])}
+        if plan.uncond is not None:
+            row["uncond_widths"] = ",".join("none" if u is None else f"{u:g}" for u in plan.uncond)
         if run.space.resolutions is not None:
             row["resolutions"] = ",".join(str(r) for r in (m.get("resolutions") or [run.space.resolutions[-1]] * steps))
         rows.append(row)

@@ -23,7 +23,8 @@ from ddsm.io import read_json, write_atomic
 from ddsm.metrics.registry import metric_label
 from ddsm.metrics.verdict import METRICS
 from ddsm.plan import StepPlan
-from ddsm.report.analysis import TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows, sensitivity
+from ddsm.report.analysis import (INTERVAL, TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows,
+                                  sensitivity)
 from ddsm.report.export import generate_plan
 from ddsm.report.outdir import EXPORT_KIND, MANIFESTS, PLOTS_KIND, check_out_dir, writing_report
 from ddsm.samplers import make_sampler
@@ -81,7 +82,8 @@ def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
     for i, (x, y) in enumerate(zip(fx, fy), start=1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 5), fontsize=8, color="tab:blue")
 
-    styles = {"uniform width": ("s", "tab:green", "-"), TWO_SEGMENT: ("^", "tab:orange", "")}
+    styles = {"uniform width": ("s", "tab:green", "-"), TWO_SEGMENT: ("^", "tab:orange", ""),
+              INTERVAL: ("D", "tab:purple", "")}
     for fam in families(run):
         if not len(fam.genomes):
             continue
@@ -123,7 +125,11 @@ def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
 
 
 def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
-    """``widths.png/svg``: width per sampling step (noisiest left) of each front member (cheapest on top)."""
+    """``widths.png/svg``: width per sampling step (noisiest left) of each front member (cheapest on top).
+
+    A search with guidance genes draws two rows per member: the conditional pass, then the unconditional pass
+    (grey where a step takes no guidance).
+    """
     from matplotlib.colors import BoundaryNorm, ListedColormap
     import matplotlib
 
@@ -131,11 +137,18 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
     q = run.quality
     space = run.space
     widths = list(space.widths)
-    M = np.array([list(w) for w in run.front["widths"]], dtype=float)
+    members = run.front.to_dict(orient="records")
+    labels = [f"#{i}  {r['share']:.0%}  {q} {r[q]:.3g}" for i, r in enumerate(members, start=1)]
+    rows = [list(w) for w in run.front["widths"]]
+    if space.guidance_genes:  # a row per pass: conditional, then unconditional (NaN: no guidance at that step)
+        rows = [r for m in members for r in (list(m["widths"]), [np.nan if u is None else u for u in m["uncond_widths"]])]
+        labels = [lab for base in labels for lab in (f"{base}  cond", "uncond")]
+    M = np.array(rows, dtype=float)
     n, steps = M.shape
     fig = _figure(max(7.0, 0.32 * steps + 3.5), max(3.2, 0.34 * n + 1.8))
     ax = fig.add_subplot()
-    cmap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.1, 0.95, len(widths))))
+    cmap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.1, 0.95, len(widths)))).with_extremes(
+        bad="lightgrey")
     # One colour per allowed width (a discrete scale: widths are categories, not a continuum).
     if len(widths) > 1:
         mids = [(a + b) / 2 for a, b in zip(widths, widths[1:])]
@@ -154,15 +167,16 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
                 ax.text(step, row, str(side), ha="center", va="center", fontsize=6, color="white")
     ax.set_xticks(range(1, steps + 1) if steps <= 30 else np.linspace(1, steps, 11).round().astype(int))
     ax.set_yticks(range(1, n + 1))
-    ax.set_yticklabels([f"#{i}  {r['share']:.0%}  {q} {r[q]:.3g}" for i, r in
-                        enumerate(run.front.to_dict(orient="records"), start=1)], fontsize=8)
-    ax.set_xlabel("sampling step (1 = noisiest; white lines: gene boundaries)")
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("sampling step (1 = noisiest; white lines: gene boundaries"
+                  + ("; grey: no guidance" if space.guidance_genes else "") + ")")
     ax.set_ylabel(f"front member (rank, % {_cost_label(run)}, quality)")
     cb = fig.colorbar(im, ax=ax, ticks=widths, fraction=0.05, pad=0.02)
     cb.set_label("width (fraction of channels)")
     s = space.sampler
     # suptitle spans the colour bar too, so a short figure cannot run the title into its label
-    what = "Width (and reduced side, in the cells)" if space.resolutions else "Width"
+    what = ("Width (and reduced side, in the cells)" if space.resolutions else
+            "Width of each pass" if space.guidance_genes else "Width")
     fig.suptitle(f"{what} per sampling step of the {n} front members, cheapest on top ({s.kind.upper()} {s.steps} steps)",
                  fontsize=10)
     return save_figure(fig, out, "widths")
@@ -180,11 +194,21 @@ def plot_sensitivity(run: SearchRun, out: str | Path) -> list[Path] | None:
     ax = fig.add_subplot()
     import matplotlib
 
-    narrow = sorted(sens["width"].unique())
+    cond = sens[sens["pass"] == "cond"]
+    narrow = sorted(cond["width"].unique())
     colors = matplotlib.colormaps["viridis"](np.linspace(0.1, 0.8, len(narrow)))
     for w, c in zip(narrow, colors):
-        d = sens[sens["width"] == w].sort_values("gene")
+        d = cond[cond["width"] == w].sort_values("gene")
         ax.plot(d["gene"], d["degradation"], marker="o", color=c, label=f"narrowed to width {w:g}")
+    uncond = sens[sens["pass"] == "uncond"]  # guidance genes: the unconditional pass narrowed, or dropped
+    for w, c in zip(narrow, colors):
+        d = uncond[uncond["width"] == w].sort_values("gene")
+        if len(d):
+            ax.plot(d["gene"], d["degradation"], marker="s", linestyle="--", color=c,
+                    label=f"unconditional pass at width {w:g}")
+    d = uncond[uncond["width"].isna()].sort_values("gene")
+    if len(d):
+        ax.plot(d["gene"], d["degradation"], marker="x", linestyle=":", color="grey", label="no guidance")
     first = sens.drop_duplicates("gene").set_index("gene")
     ax.set_xticks(genes)
     ax.set_xticklabels([f"{first.loc[g, 'first_step']}" if first.loc[g, "first_step"] == first.loc[g, "last_step"]
@@ -225,8 +249,7 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     for i in picks:
         r = run.front.iloc[i]
         title = f"#{i + 1} {names.get(i, 'middle')}\n{r['share']:.0%} {_cost_label(run)}, {q} {r[q]:.3g}"
-        plan = StepPlan(r["widths"], r.get("resolutions") or None)
-        panels.append((title, plan))
+        panels.append((title, SearchRun.plan_of(r)))
     fq, _ = full_width_quality(run)
     panels.append(("full width\n100% " + _cost_label(run) + ("" if fq is None else f", {q} {fq:.3g}"),
                    StepPlan((1.0,) * scfg.steps)))

@@ -56,6 +56,11 @@ class SamplerConfig(_Frozen):
         return self
 
 
+def guided_passes(config: SamplerConfig) -> int:
+    """Denoiser passes per sampling step: 2 under classifier-free guidance (conditional and unconditional), else 1."""
+    return 2 if config.guidance_scale not in (None, 1.0) else 1
+
+
 @dataclass(frozen=True)
 class SamplerOutput:
     """Result of one sampler step."""

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from ddsm.errors import DDSMError
 from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
-from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
-                                sample_generators, step_noise, visited_timesteps)
+from ddsm.samplers.loop import (SAME_WIDTH, check_guidance, check_uncond, eval_mode, guided_eps, per_sample_randn,
+                                per_step_widths, sample_generators, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 
@@ -125,14 +125,16 @@ def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
     return [len({tuple(p[: i + 1]) for p in plans}) for i in range(steps)]
 
 
-Step = tuple[float, int]  # (width, side) of one sampling step
+Step = tuple  # (width, side, unconditional pass) of one sampling step; see step_plan
 
 
-def step_plan(schedule, num_steps: int, model: Backbone) -> tuple[Step, ...]:
-    """One (width, side) per step from a width list, a :class:`StepPlan` or a list of (width, side) pairs."""
+def step_plan(schedule, num_steps: int, model: Backbone, scale: float | None = None) -> tuple[Step, ...]:
+    """One (width, side, unconditional width) per step from a width list, a :class:`StepPlan` or a list of
+    (width, side) pairs; the unconditional width is :data:`~ddsm.samplers.loop.SAME_WIDTH` unless the plan chooses
+    it per step (None: no guidance at that step), checked against ``scale``."""
     plan = StepPlan.of(schedule)
     ws = per_step_widths(list(plan.widths), num_steps, model)
-    return tuple(zip(ws, check_resolutions(plan.resolutions, model, num_steps)))
+    return tuple(zip(ws, check_resolutions(plan.resolutions, model, num_steps), check_uncond(model, plan, scale)))
 
 
 @torch.no_grad()
@@ -167,9 +169,9 @@ def generate_many(
         raise DDSMError("generate_many needs at least one schedule; got none")
     if batch_size <= 0 or (max_call_images is not None and max_call_images <= 0):
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
-    plans = [step_plan(s, len(steps), model) for s in schedules]
     # a conditional model samples seed i with class i mod num_classes, guided as the sampler config says
     labels, scale = check_guidance(model, None, sampler.config.guidance_scale, seeds)
+    plans = [step_plan(s, len(steps), model, scale) for s in schedules]
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     c, side = model.in_channels, model.image_size
@@ -198,35 +200,35 @@ def generate_many(
                 for k, x in resume.get(i, []) if i else []:
                     groups.setdefault(plans[k][:i], ([], x))[0].append(k)
                 noise = step_noise(sampler, gens, shape, device)  # drawn even if nothing runs: later draws stay put
-                # Every call key (width, side, start timestep) -> the states that run it.
+                # Every call key (width, side, unconditional pass, start timestep) -> the states that run it.
                 by_call: dict[tuple, list[tuple[tuple, list[int], torch.Tensor]]] = {}
                 for prefix, (members, x) in groups.items():
                     split: dict[Step, list[int]] = {}
                     for k in members:
                         split.setdefault(plans[k][i], []).append(k)
                     entered: dict[int, tuple[torch.Tensor, float]] = {}
-                    for (w, r), ks in split.items():
+                    for (w, r, u), ks in split.items():
                         if r not in entered:
                             entered[r] = _enter(sampler, i, t, x, r, x0, transform)
                         y, t_from = entered[r]
-                        by_call.setdefault((w, r, t_from), []).append((prefix + ((w, r),), ks, y))
+                        by_call.setdefault((w, r, u, t_from), []).append((prefix + ((w, r, u),), ks, y))
                 groups = {}
-                for (w, r, t_from), kids in by_call.items():
+                for (w, r, u, t_from), kids in by_call.items():
                     model.set_active_width(w)
                     states = [x for _, _, x in kids]
                     step_eps = to_side(noise, r, transform)
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
                         labels_of_x = None if cond is None else cond.repeat(len(states))
-                        eps = _denoise(model, x, t_from, max_call_images, stats, labels_of_x, scale)
+                        eps = _denoise(model, x, t_from, max_call_images, stats, labels_of_x, scale, u)
                         rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
                         x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
                         new = [x[j * n : (j + 1) * n] for j in range(len(kids))]
                         new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
                     else:
-                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats, cond, scale), t_from, s,
-                                            noise=step_eps).prev_sample for s in states]
+                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats, cond, scale, u), t_from,
+                                            s, noise=step_eps).prev_sample for s in states]
                     for (prefix, ks, _), x in zip(kids, new):
                         groups[prefix] = (ks, x)
                         if cache is not None:
@@ -257,11 +259,11 @@ def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initi
 
 
 def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None,
-             cond: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+             cond: torch.Tensor | None = None, scale: float | None = None, uncond=SAME_WIDTH) -> torch.Tensor:
     chunk = max_images or len(x)
-    if max_images and cond is not None and scale is not None and scale != 1.0:  # a guided call runs images twice
-        chunk = max(1, max_images // 2)
-    parts = [guided_eps(model, x[a : a + chunk], t, None if cond is None else cond[a : a + chunk], scale)
+    if max_images and cond is not None and scale not in (None, 1.0) and uncond == SAME_WIDTH:
+        chunk = max(1, max_images // 2)  # one guided call runs its images twice
+    parts = [guided_eps(model, x[a : a + chunk], t, None if cond is None else cond[a : a + chunk], scale, uncond)
              for a in range(0, len(x), chunk)]
     if stats is not None:
         stats.denoiser_calls += len(parts)

@@ -88,7 +88,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
-    # A Schedule fixes the sampler it was made for; a plan carries its sides.
+    # A Schedule fixes the sampler it was made for; a plan carries its sides (and its guidance choices).
     if hasattr(widths, "sampler") and hasattr(widths, "plan"):
         if widths.sampler != sampler.config:
             raise DDSMError(f"schedule is for sampler {widths.sampler.model_dump()}, but this sampler is "
@@ -97,8 +97,8 @@ def _widths_and_sides(widths, resolutions, sampler: Sampler) -> tuple:
     if isinstance(widths, StepPlan):
         if resolutions is not None and widths.resolutions is not None and tuple(resolutions) != widths.resolutions:
             raise DDSMError("give the sides once: in the StepPlan or as resolutions=, not both")
-        return list(widths.widths), widths.resolutions if resolutions is None else resolutions
-    return widths, resolutions
+        return list(widths.widths), widths.resolutions if resolutions is None else resolutions, widths
+    return widths, resolutions, None
 
 
 def check_guidance_scale(model: Backbone, guidance_scale: float | None, *, labelled: bool = False) -> None:
@@ -142,18 +142,50 @@ def seed_labels(model: Backbone, seeds: Sequence[int]) -> list[int] | None:
     return [int(s) % k for s in seeds] if k else None
 
 
-def guided_eps(model: Backbone, x: torch.Tensor, t: Any, cond: torch.Tensor | None, scale: float | None
-               ) -> torch.Tensor:
-    """ε at ``x``: unconditional (``cond`` None), conditional, or classifier-free guided (both passes in one call)."""
+#: ``guided_eps``'s default unconditional width: the conditional pass's own (one batched call)
+SAME_WIDTH = "same"
+
+
+def guided_eps(model: Backbone, x: torch.Tensor, t: Any, cond: torch.Tensor | None, scale: float | None,
+               uncond_width: "float | None | str" = SAME_WIDTH) -> torch.Tensor:
+    """ε at ``x``: unconditional (``cond`` None), conditional, or classifier-free guided.
+
+    The conditional pass runs at the model's active width; the unconditional one at ``uncond_width``
+    (:data:`SAME_WIDTH`: the same width, both passes in one batched call; None: no guidance at this step, the
+    conditional prediction alone). The model is left at the conditional width.
+    """
     if cond is None:  # an unconditional call is the plain forward it always was (wrapped forwards keep working)
         return model(x, t)
-    if scale is None or scale == 1.0:
+    if scale is None or scale == 1.0 or uncond_width is None:
         return model(x, t, cond=cond)
     null = torch.full_like(cond, model.num_classes)
-    if torch.is_tensor(t) and t.ndim == 1:  # one timestep per sample: both halves need theirs
-        t = torch.cat([t, t])
-    eps_c, eps_u = model(torch.cat([x, x]), t, cond=torch.cat([cond, null])).chunk(2)
+    if uncond_width == SAME_WIDTH or model.check_width(uncond_width) == model.width:
+        if torch.is_tensor(t) and t.ndim == 1:  # one timestep per sample: both halves need theirs
+            t = torch.cat([t, t])
+        eps_c, eps_u = model(torch.cat([x, x]), t, cond=torch.cat([cond, null])).chunk(2)
+    else:  # two widths: two calls
+        width = model.width
+        eps_c = model(x, t, cond=cond)
+        model.set_active_width(uncond_width)
+        try:
+            eps_u = model(x, t, cond=null)
+        finally:
+            model.set_active_width(width)
     return eps_u + scale * (eps_c - eps_u)
+
+
+def check_uncond(model: Backbone, plan: StepPlan, scale: float | None) -> list:
+    """The unconditional width of every step of ``plan`` for :func:`guided_eps`, or a one-line DDSMError when the
+    plan makes guidance choices that cannot apply (an unconditional model, no guidance scale, scale 1)."""
+    if plan.uncond is None:
+        return [SAME_WIDTH] * len(plan)
+    if not getattr(model, "num_classes", 0):
+        raise DDSMError("this schedule chooses the unconditional pass per step (uncond widths), but the model is "
+                        "unconditional (num_classes 0); use a schedule without guidance choices")
+    if scale is None or scale == 1.0:
+        raise DDSMError(f"this schedule chooses the unconditional pass per step (uncond widths), but the guidance "
+                        f"scale is {scale!r}: nothing is guided; give a guidance scale other than 1")
+    return [None if u is None else model.check_width(u) for u in plan.uncond]
 
 
 @torch.no_grad()
@@ -175,7 +207,8 @@ def generate(
     A class-conditional model takes ``labels`` (one per seed; None: seed s has
     class s mod num_classes, :func:`seed_labels`) and, optionally, a classifier-free
     ``guidance_scale`` s (None: the sampler config's): ε = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)),
-    the two passes in one batched call; s = 1 (or None) is the conditional prediction alone.
+    the two passes in one batched call; s = 1 (or None) is the conditional prediction alone. A plan or schedule
+    with per-step guidance choices (``uncond``) runs the unconditional pass at its own width, or skips it.
 
     ``widths`` is one width for every step, a per-step list, a
     :class:`~ddsm.plan.StepPlan` or a :class:`~ddsm.schedule.Schedule` (whose
@@ -185,7 +218,7 @@ def generate(
     a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
     """
     steps = visited_timesteps(sampler)
-    widths, resolutions = _widths_and_sides(widths, resolutions, sampler)
+    widths, resolutions, given = _widths_and_sides(widths, resolutions, sampler)
     plan = per_step_widths(widths, len(steps), model)
     sides = check_resolutions(resolutions, model, len(steps))
     transform = family_transform(model, transform)
@@ -197,6 +230,7 @@ def generate(
                         f"{sampler.config.guidance_scale:g}; give one of them")
     # labels None: each seed's own class, as the evaluators, the verdict and the export's timing sample it
     y, scale = check_guidance(model, labels, guidance_scale, seeds)
+    uncond = check_uncond(model, given if given is not None else StepPlan(tuple(plan)), scale)
     c, s = model.in_channels, model.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
@@ -206,11 +240,11 @@ def generate(
             cond = None if y is None else y[start : start + batch_size].to(device)
             initial = per_sample_randn(gens, (c, s, s), device)
             x = to_side(initial, sides[0], transform)
-            for i, (t, w, side) in enumerate(zip(steps, plan, sides)):
+            for i, (t, w, u, side) in enumerate(zip(steps, plan, uncond, sides)):
                 if side != x.shape[-1]:
                     x, t = enter_growth(sampler, i, x, side, initial, transform)
                 model.set_active_width(w)
-                eps = guided_eps(model, x, t, cond, scale)
+                eps = guided_eps(model, x, t, cond, scale, u)
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))

@@ -13,8 +13,14 @@ contiguous run of sampling steps: by default one step, or, with ``segments``,
 the steps split into that many near-equal runs (the first ``steps % segments``
 runs one step longer), noisiest step first as in the schedule file.
 
+With ``guidance_genes`` (a guided sampler only), each width gene has a
+*guidance gene* for the same steps, appended after the width genes: 0 means
+no guidance at those steps (the conditional pass alone), ``j + 1`` the
+unconditional pass at ``widths[j]``. The cost then counts each pass at its
+own width.
+
 With ``resolutions`` (ascending sides, the last the image size), the genome
-gains one *transition gene* per larger side, appended after the width genes:
+gains one *transition gene* per larger side, appended after the width (and guidance) genes:
 gene j is the first sampling step whose state has at least side
 ``resolutions[j]`` (0..steps-1, so the last step always runs at the image
 size). Step i then runs at ``resolutions[#{j: gene_j <= i}]``: resolution never
@@ -155,6 +161,7 @@ class SearchConfig(_Frozen):
     resolutions: tuple[int, ...] | None = None  # sides a step may run at, ascending, last = image size (None: width only)
     sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
     segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
+    guidance_genes: bool = False  # guided sampler: also choose each gene's unconditional pass width, or no guidance
     budget: float = Field(0.5, gt=0.0, le=1.0)  # cost <= budget * cost of the full-width schedule
     objectives: Objectives = Objectives()
     population: int = Field(24, ge=2, le=MAX_POPULATION)  # NSGA-II population (and offspring per generation)
@@ -186,6 +193,14 @@ class SearchConfig(_Frozen):
             if len(t) != self.n_resolution_genes or any(not 0 <= x < self.sampler.steps for x in t):
                 raise ValueError(f"seeding.transitions entry {list(t)} must hold {self.n_resolution_genes} steps "
                                  f"in 0..{self.sampler.steps - 1} (one per side above the smallest)")
+        if self.guidance_genes:
+            if self.sampler.guidance_scale in (None, 1.0):
+                raise ValueError(f"guidance_genes need a guided sampler; sampler.guidance_scale is "
+                                 f"{self.sampler.guidance_scale!r} (set it to a scale other than 1)")
+            if self.resolutions is not None:
+                raise ValueError("guidance_genes and resolutions cannot be searched together yet; drop one of them")
+            if self.objectives.cost != "flops":
+                raise ValueError("guidance_genes price passes in MACs; use objectives.cost flops")
         if self.segments is not None and self.segments > self.sampler.steps:
             raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
                              f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
@@ -216,10 +231,11 @@ class SearchConfig(_Frozen):
             if last > MAX_SEED:
                 raise ValueError(f"screen seeds {sc.seed}..{last} pass the largest seed 2**63-1; "
                                  f"use screen.seed <= {MAX_SEED - sc.num_samples + 1}")
-        distinct = len(self.widths) ** self.n_genes
+        choices = len(self.widths) * (len(self.widths) + 1 if self.guidance_genes else 1)
+        distinct = choices ** self.n_genes
         if distinct < self.population:
             raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "
-                             f"{len(self.widths)} widths over {self.n_genes} genes; use a population <= {distinct}")
+                             f"{choices} choices over {self.n_genes} genes; use a population <= {distinct}")
         return self
 
     @property
@@ -261,6 +277,8 @@ class SearchConfig(_Frozen):
             data.pop(k)
         if data.get("screen") is None:  # added later: a space without one keeps its old fingerprint
             data.pop("screen", None)
+        if not data.get("guidance_genes"):  # likewise
+            data.pop("guidance_genes", None)
         for (part, k), v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
             if data[part].get(k) == v:
                 data[part].pop(k)
@@ -285,14 +303,33 @@ class SearchConfig(_Frozen):
         return 0 if self.resolutions is None else len(self.resolutions) - 1
 
     @property
+    def n_guidance_genes(self) -> int:
+        """Guidance genes (one per width gene with ``guidance_genes``, else 0)."""
+        return self.n_genes if self.guidance_genes else 0
+
+    @property
+    def n_choice_genes(self) -> int:
+        """Width and guidance genes: every gene but the transition genes, which start here."""
+        return self.n_genes + self.n_guidance_genes
+
+    @property
     def n_vars(self) -> int:
-        """Length of a genome: width genes, then transition genes."""
-        return self.n_genes + self.n_resolution_genes
+        """Length of a genome: width genes, guidance genes, then transition genes."""
+        return self.n_choice_genes + self.n_resolution_genes
 
     @property
     def upper_bounds(self) -> tuple[int, ...]:
         """Largest value of every gene."""
-        return (self.full_index,) * self.n_genes + (self.sampler.steps - 1,) * self.n_resolution_genes
+        return ((self.full_index,) * self.n_genes + (self.full_index + 1,) * self.n_guidance_genes
+                + (self.sampler.steps - 1,) * self.n_resolution_genes)
+
+    def guided(self, width_genes: Sequence[int], guidance: Sequence[int] | None = None) -> tuple[int, ...]:
+        """Width genes with their guidance genes: ``guidance`` as given, or (None) each gene's unconditional pass at
+        its own width, as a plain guided sampler runs; the width genes alone without ``guidance_genes``."""
+        w = tuple(int(x) for x in width_genes)
+        if not self.guidance_genes:
+            return w
+        return w + (tuple(x + 1 for x in w) if guidance is None else tuple(int(x) for x in guidance))
 
     @property
     def full_index(self) -> int:
@@ -308,7 +345,11 @@ class SearchConfig(_Frozen):
         if bad:
             raise DDSMError(f"genome values {bad} are not width indices; valid: 0..{self.full_index} "
                             f"(widths {list(self.widths)})")
-        bad = [x for x in g[self.n_genes:] if not 0 <= x < self.sampler.steps]
+        bad = [x for x in g[self.n_genes:self.n_choice_genes] if not 0 <= x <= self.full_index + 1]
+        if bad:
+            raise DDSMError(f"guidance genes {bad} are not valid; valid: 0 (no guidance) or 1..{self.full_index + 1} "
+                            f"(the unconditional pass at widths {list(self.widths)})")
+        bad = [x for x in g[self.n_choice_genes:] if not 0 <= x < self.sampler.steps]
         if bad:
             raise DDSMError(f"transition genes {bad} are not sampling steps; valid: 0..{self.sampler.steps - 1}")
         return g
@@ -316,7 +357,7 @@ class SearchConfig(_Frozen):
     def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
         """The genome with its transition genes sorted (the same schedule, its one genome)."""
         g = tuple(int(x) for x in genome)
-        return g[: self.n_genes] + tuple(sorted(g[self.n_genes:]))
+        return g[: self.n_choice_genes] + tuple(sorted(g[self.n_choice_genes:]))
 
     def genes_to_widths(self, genome: Sequence[int]) -> list[float]:
         """One width per sampling step (noisiest first) for ``genome``."""
@@ -331,13 +372,43 @@ class SearchConfig(_Frozen):
         g = self.check_genome(genome)
         if self.resolutions is None:
             return None
-        t = g[self.n_genes:]
+        t = g[self.n_choice_genes:]
         return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.steps)]
 
+    def genes_to_uncond(self, genome: Sequence[int]) -> list[float | None] | None:
+        """The unconditional pass's width per sampling step (None where no guidance), or None without guidance genes."""
+        g = self.check_genome(genome)
+        if not self.guidance_genes:
+            return None
+        out: list[float | None] = []
+        for value, n in zip(g[self.n_genes:self.n_choice_genes], self.segment_lengths):
+            out.extend([None if value == 0 else self.widths[value - 1]] * n)
+        return out
+
     def decode(self, genome: Sequence[int]) -> StepPlan:
-        """The schedule a genome stands for: width (and, with resolutions, side) per sampling step."""
+        """The schedule a genome stands for: width (and, with resolutions, side; with guidance genes, the
+        unconditional pass) per sampling step."""
         sides = self.genes_to_resolutions(genome)
-        return StepPlan(tuple(self.genes_to_widths(genome)), None if sides is None else tuple(sides))
+        uncond = self.genes_to_uncond(genome)
+        return StepPlan(tuple(self.genes_to_widths(genome)), None if sides is None else tuple(sides),
+                        None if uncond is None else tuple(uncond))
+
+    def uncond_to_genes(self, uncond: Sequence[float | None]) -> tuple[int, ...]:
+        """The guidance genes of a per-step unconditional width list (None: no guidance); each gene's steps must
+        agree."""
+        uncond = list(uncond)
+        if len(uncond) != self.sampler.steps:
+            raise DDSMError(f"uncond list has {len(uncond)} entries; the sampler takes {self.sampler.steps} steps")
+        check_widths([u for u in uncond if u is not None], self.widths, where="uncond list")
+        genes, start = [], 0
+        for n in self.segment_lengths:
+            seg = {None if u is None else _index(u, self.widths) for u in uncond[start:start + n]}
+            if len(seg) != 1:
+                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but differ in their guidance")
+            j = seg.pop()
+            genes.append(0 if j is None else j + 1)
+            start += n
+        return tuple(genes)
 
     def resolutions_to_genes(self, sides: Sequence[int]) -> tuple[int, ...]:
         """The transition genes of a per-step side list (non-decreasing, values in ``resolutions``)."""

@@ -34,13 +34,15 @@ import pandas as pd
 from ddsm import __version__
 from ddsm.config import ModelConfig, width_index
 from ddsm.cost.model import CostModel
+from ddsm.samplers.base import guided_passes
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_atomic, write_json
 from ddsm.limits import clip
 from ddsm.runfolder import claim_folder, read_manifest, write_manifest
+from ddsm.plan import StepPlan
 from ddsm.schedule import Schedule
 from ddsm.search.front import front_frame
-from ddsm.search.log import EvaluationLog, parse_genome
+from ddsm.search.log import EvaluationLog, parse_genome, parse_uncond
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state
 
@@ -104,6 +106,7 @@ class SearchFolder:
         members = [{"genome": list(parse_genome(r["genome"])),
                     "widths": [float(w) for w in str(r["widths"]).split(",")],
                     **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
+                    **({"uncond_widths": list(parse_uncond(r["uncond_widths"]))} if _has_uncond(r) else {}),
                     quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
                    for r in front]
         write_front_files(self.path, front_frame(front, quality=quality),
@@ -124,6 +127,11 @@ def read_front(folder: Path, *, kind: str, what: str) -> dict[str, Any] | None:
 
 def _has_resolutions(row: dict) -> bool:
     v = row.get("resolutions")
+    return isinstance(v, str) and bool(v)
+
+
+def _has_uncond(row: dict) -> bool:
+    v = row.get("uncond_widths")
     return isinstance(v, str) and bool(v)
 
 
@@ -159,11 +167,20 @@ def _front_member(m: Any, i: int, space: SearchConfig, q: str, where: str) -> di
         raise bad(f"has resolutions {clip(repr(sides), 60)}; valid: {steps} positive sides")
     if not isinstance(genome, list) or not all(_integral(g) for g in genome):
         raise bad(f"has genome {clip(repr(genome), 60)}; valid: a list of integers")
+    uncond = m.get("uncond_widths")
+    if space.guidance_genes:
+        if (not isinstance(uncond, list) or len(uncond) != steps
+                or any(u is not None and (isinstance(u, bool) or not isinstance(u, (int, float))
+                                          or width_index(u, space.widths) is None) for u in uncond)):
+            raise bad(f"has uncond_widths {clip(repr(uncond), 60)}; valid: {steps} of {list(space.widths)} or null")
+        uncond = tuple(None if u is None else float(u) for u in uncond)
+    elif uncond is not None:
+        raise bad("has uncond_widths, but its search space has no guidance genes")
     gen = m["generation"]
     if not _integral(gen):  # -1: found while seeding, before the first generation
         raise bad(f"has generation {clip(repr(gen), 40)}; valid: an integer")
     return {"genome": tuple(int(g) for g in genome), "widths": tuple(float(w) for w in widths),
-            "resolutions": tuple(int(r) for r in sides) if sides else None,
+            "resolutions": tuple(int(r) for r in sides) if sides else None, "uncond_widths": uncond,
             q: float(numbers[q]), "cost": float(numbers["cost"]), "share": float(numbers["share"]),
             "generation": int(gen)}
 
@@ -200,7 +217,8 @@ class SearchRun:
     def costs(self) -> CostModel:
         """The search's cost model (one call per width, or per (width, side)), in its cost unit."""
         unit = "macs" if self.space.objectives.cost == "flops" else "latency"
-        return CostModel.from_json(self.meta["cost_per_width"], unit=unit, batch=self.meta.get("latency_batch"))
+        return CostModel.from_json(self.meta["cost_per_width"], unit=unit, batch=self.meta.get("latency_batch"),
+                                   passes=guided_passes(self.space.sampler) if unit == "macs" else 1)
 
     def identity(self) -> dict[str, Any]:
         """What a report folder belongs to: this folder and the search that ran in it."""
@@ -219,6 +237,13 @@ class SearchRun:
                             f"the search in {str(self.folder)!r} measured ({saved[:12]}...); give the checkpoint it "
                             "used, or search again")
 
+    @staticmethod
+    def plan_of(member: dict[str, Any]) -> StepPlan:
+        """The schedule of a front member (a row of :attr:`front`): widths, sides and guidance choices."""
+        sides, uncond = member.get("resolutions"), member.get("uncond_widths")
+        return StepPlan(tuple(member["widths"]), tuple(sides) if sides else None,
+                        tuple(uncond) if isinstance(uncond, (tuple, list)) else None)
+
     def schedules(self, model: ModelConfig, **fields: list[dict[str, Any]]) -> list[Schedule]:
         """The front as Schedule files would hold it, cheapest first; ``fields`` give per-member extras.
 
@@ -230,8 +255,7 @@ class SearchRun:
         for i, m in enumerate(self.front.to_dict(orient="records")):
             extra = {k: v[i] for k, v in fields.items()}
             out.append(Schedule.for_model(
-                model, self.space.sampler, list(m["widths"]), resolutions=m.get("resolutions"),
-                weights=self.meta.get("weights"),
+                model, self.space.sampler, self.plan_of(m), weights=self.meta.get("weights"),
                 predicted={"cost_share": float(m["share"]), **extra.get("predicted", {})},
                 quality={self.quality: float(m[self.quality]), **extra.get("quality", {})},
                 provenance={**self.provenance(m, i + 1), **extra.get("provenance", {})}))

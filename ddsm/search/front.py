@@ -57,6 +57,8 @@ def front_frame(front: list[dict], *, quality: str) -> pd.DataFrame:
     cols = ["genome", "widths", quality, "cost", "share", "generation"]
     if any(isinstance(r.get("resolutions"), str) and r["resolutions"] for r in front):
         cols.insert(2, "resolutions")
+    if any(isinstance(r.get("uncond_widths"), str) and r["uncond_widths"] for r in front):
+        cols.insert(2, "uncond_widths")
     return pd.DataFrame([{c: r[c] for c in cols} for r in front], columns=cols)
 
 

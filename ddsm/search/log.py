@@ -50,6 +50,20 @@ def widths_text(widths: Sequence[float]) -> str:
     return ",".join(repr(float(w)) for w in widths)
 
 
+#: how ``uncond_text`` writes a step without guidance
+NO_GUIDANCE = "none"
+
+
+def uncond_text(uncond: Sequence[float | None]) -> str:
+    """Exact text of a per-step unconditional width list (``none`` where a step takes no guidance)."""
+    return ",".join(NO_GUIDANCE if u is None else repr(float(u)) for u in uncond)
+
+
+def parse_uncond(text: str) -> tuple[float | None, ...]:
+    """Inverse of :func:`uncond_text`."""
+    return tuple(None if x == NO_GUIDANCE else float(x) for x in str(text).split(","))
+
+
 def _parquet_available() -> bool:
     try:
         import pyarrow  # noqa: F401

@@ -39,11 +39,11 @@ from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.search.folder import SearchFolder
 from ddsm.search.front import front_frame, hypervolume, pareto_front, reference_point
-from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, widths_text
+from ddsm.search.log import LEADING, TRAILING, EvaluationLog, genome_key, uncond_text, widths_text
 from ddsm.search.problem import WidthProblem, build_algorithm
 from ddsm.runfolder import check_run_folder, start_under_lock
 from ddsm.search.runners import EvaluatorFactory, Runner, check_runner_options, make_runner
-from ddsm.search.seeding import initial_population
+from ddsm.search.seeding import initial_population, sensitivity_probes
 from ddsm.search.staged import JUDGE, SCREEN, StagedDecode, promote
 from ddsm.search.config import SearchConfig
 from ddsm.search.state import load_state, restore, save_state
@@ -174,7 +174,8 @@ class _Evaluations:
         F, G = self.problem.objectives(X, [q], [valid])
         row = {"generation": generation, "genome": genome_key(genome),
                "widths": widths_text(self.problem.space.genes_to_widths(genome)),
-               **_resolution_column(self.problem.space, genome), self.quality: q, "valid": valid,
+               **_resolution_column(self.problem.space, genome), **_guidance_column(self.problem.space, genome),
+               self.quality: q, "valid": valid,
                "cost": float(self.problem.cost(X)[0]), "share": float(F[0, 1]), "constraint": float(G[0, 0]),
                "seconds": float(result.get("seconds", math.nan)), "worker": str(result.get("worker", ""))}
         row.update(extra)
@@ -185,6 +186,11 @@ class _Evaluations:
             elif k not in row:  # pragma: no cover - every reserved key is set above
                 row[f"eval_{k}"] = v
         return row
+
+
+def _guidance_column(space: SearchConfig, genome: Sequence[int]) -> dict:
+    uncond = space.genes_to_uncond(genome)
+    return {} if uncond is None else {"uncond_widths": uncond_text(uncond)}
 
 
 def _resolution_column(space: SearchConfig, genome: Sequence[int]) -> dict:
@@ -237,8 +243,9 @@ def run_search(
         raise DDSMError("run_search needs an evaluator_factory (or a ready Runner)")
     if not isinstance(runner, str):
         # every width, if genes allow, and a growth at every transition gene's step
-        probe = tuple(i % (space.full_index + 1) for i in range(space.n_genes)) + tuple(
-            range(1, space.n_resolution_genes + 1))
+        probe = space.guided(tuple(i % (space.full_index + 1) for i in range(space.n_genes)),
+                             tuple(i % (space.full_index + 2) for i in range(space.n_guidance_genes)) or None
+                             ) + tuple(range(1, space.n_resolution_genes + 1))
         try:
             decoded = runner.decode((*probe, JUDGE)).plan if space.screen is not None else runner.decode(probe)
         except (DDSMError, AttributeError, TypeError, ValueError):
@@ -297,7 +304,7 @@ def run_search(
                     return [r[quality] if r["valid"] else math.inf for r in rows]
 
                 if progress and space.seeding.sensitivity:
-                    tqdm.write(f"seeding: {1 + space.n_genes * space.full_index} sensitivity probes")
+                    tqdm.write(f"seeding: {len(sensitivity_probes(space))} sensitivity probes")
                 X0 = initial_population(problem, score=score, transitions=transition_seeds)
                 algorithm = build_algorithm(space, sampling=X0)
                 algorithm.setup(problem, seed=space.seed, termination=NoTermination())

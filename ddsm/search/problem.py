@@ -52,7 +52,8 @@ FRONT_LOCAL = 0.75
 
 
 class WidthProblem(Problem):
-    """Integer genome (width index per gene, then transition genes); F = [quality, cost share]; G = [share - budget].
+    """Integer genome (width index per gene, guidance genes, then transition genes); F = [quality, cost share];
+    G = [share - budget].
 
     The loop evaluates quality outside the problem (ask/tell through a runner)
     and hands F and G over with pymoo's ``StaticProblem``. Given a ``quality``
@@ -68,8 +69,14 @@ class WidthProblem(Problem):
         self.quality = quality
         lengths = np.asarray(space.segment_lengths, dtype=np.float64)
         at_size = np.asarray([row[-1] for row in self.costs.calls], dtype=np.float64)
-        #: cost of gene g at width index j at the image size: steps in the segment times the cost of one call
+        #: cost of gene g at value j at the image size: steps in the segment times the cost of one call
         self.gene_costs = lengths[:, None] * at_size[None, :]
+        if space.guidance_genes:
+            # one pass each: a width gene prices the conditional pass, a guidance gene the unconditional one (value 0:
+            # none); width genes have no value past the full width, padded with cost 0 (seeding marks it unusable)
+            one = self.gene_costs / 2.0
+            self.gene_costs = np.vstack([np.hstack([one, np.zeros((len(lengths), 1))]),
+                                         np.hstack([np.zeros((len(lengths), 1)), one])])
         self.full_cost = self.costs.full_cost(space.sampler.steps)
         super().__init__(n_var=space.n_vars, n_obj=2, n_ieq_constr=1, xl=0, xu=np.asarray(space.upper_bounds),
                          vtype=int)
@@ -81,11 +88,14 @@ class WidthProblem(Problem):
         X = np.atleast_2d(np.asarray(X, dtype=np.int64))
         space = self.space
         w = np.repeat(X[:, : space.n_genes], space.segment_lengths, axis=1)  # width index per step
+        u = None  # unconditional pass per step: width index, -1 none (None: at the step's width)
+        if space.guidance_genes:
+            u = np.repeat(X[:, space.n_genes : space.n_choice_genes], space.segment_lengths, axis=1) - 1
         if space.resolutions is None:
-            return self.costs.total(w)
+            return self.costs.total(w, None, u)
         steps = np.arange(space.sampler.steps)
-        r = (X[:, space.n_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
-        return self.costs.total(w, r)
+        r = (X[:, space.n_choice_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
+        return self.costs.total(w, r, u)
 
     def share(self, X: np.ndarray) -> np.ndarray:
         """Cost of each genome as a share of the full-width schedule's cost."""
@@ -93,8 +103,8 @@ class WidthProblem(Problem):
 
     @property
     def cheapest_genome(self) -> tuple[int, ...]:
-        """Every step at the narrowest width, growing to the image size only at the last step."""
-        return (0,) * self.space.n_genes + (self.space.sampler.steps - 1,) * self.space.n_resolution_genes
+        """Every step at the narrowest width (and no guidance), growing to the image size only at the last step."""
+        return (0,) * self.space.n_choice_genes + (self.space.sampler.steps - 1,) * self.space.n_resolution_genes
 
     @property
     def cheapest_share(self) -> float:
@@ -105,8 +115,9 @@ class WidthProblem(Problem):
         """Refuse a budget below the cheapest schedule before anything is evaluated."""
         b, low = self.space.budget, self.cheapest_share
         if b < low - SHARE_TOL:
-            raise DDSMError(f"budget {b:g} is below the cheapest schedule (every step at width {self.space.widths[0]:g} "
-                            f"costs {low:.4g} of the full-width schedule); use a budget in [{low:.4g}, 1]")
+            what = " without guidance" if self.space.guidance_genes else ""
+            raise DDSMError(f"budget {b:g} is below the cheapest schedule (every step at width {self.space.widths[0]:g}"
+                            f"{what} costs {low:.4g} of the full-width schedule); use a budget in [{low:.4g}, 1]")
 
     # -- objectives ------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ class CanonicalRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         X = np.round(np.asarray(X, dtype=np.float64)).astype(np.int64)
-        n = problem.space.n_genes
+        n = problem.space.n_choice_genes
         if X.shape[1] > n:
             X[:, n:] = np.sort(X[:, n:], axis=1)
         return X
@@ -177,7 +188,7 @@ class FrontMating(Mating):
     - *between*: two cost-neighbours on the front, each gene where they differ
       taken from either at random (at least one from each), so the child's
       cost falls in the gap between them, where the front has no member yet;
-    - *step*: one member with one width gene moved one width up or down (a
+    - *step*: one member with one width (or guidance) gene moved one value up or down (a
       single-gene move, the neighbourhood of a local improvement).
 
     Everything is drawn from pymoo's ``random_state`` and reads only the
@@ -206,8 +217,8 @@ class FrontMating(Mating):
 
     @staticmethod
     def _local(problem, X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-        n_genes = problem.space.n_genes
-        top = problem.space.full_index
+        n_genes = problem.space.n_choice_genes  # width genes, and guidance genes (one more value: none)
+        tops = problem.space.upper_bounds
         out = np.empty((n, X.shape[1]), dtype=np.int64)
         for k in range(n):
             if len(X) > 1 and rng.random() < 0.5:
@@ -223,7 +234,7 @@ class FrontMating(Mating):
                 child = X[int(rng.integers(len(X)))].copy()
                 g = int(rng.integers(n_genes))
                 up = rng.random() < 0.5
-                child[g] = child[g] + 1 if (up and child[g] < top) or child[g] == 0 else child[g] - 1
+                child[g] = child[g] + 1 if (up and child[g] < tops[g]) or child[g] == 0 else child[g] - 1
             out[k] = child
         return out
 

@@ -2,7 +2,9 @@
 
 Groups, in order of priority:
 
-1. **uniform**: every step at one width (the single-width baselines);
+1. **uniform**: every step at one width (the single-width baselines); with
+   guidance genes, guided at that width at every step, then the same widths
+   with guidance only after the first (noisiest) steps (**interval**);
 2. **sensitivity**: measure how much quality degrades when one gene alone is
    narrowed to each width (all other genes at full width), fit the additive
    model ``q(genome) ~ q(full) + sum_g d[g, genome[g]]``, and solve the
@@ -48,34 +50,56 @@ Scorer = Callable[[list[Genome]], list[float]]
 
 
 def uniform_seeds(space: SearchConfig) -> list[Genome]:
-    """One genome per width: every gene at that width."""
-    return [(j,) * space.n_genes for j in range(len(space.widths))]
+    """One genome per width: every gene at that width (with guidance genes: guided at that width, every step)."""
+    return [space.guided((j,) * space.n_genes) for j in range(len(space.widths))]
+
+
+def interval_seeds(space: SearchConfig) -> list[Genome]:
+    """Guidance only in an interval (guidance genes only; Kynkäänniemi et al., 2024): every gene at one width,
+    no guidance for the first (noisiest) fraction of steps, guided at that width after; each width x each of
+    ``seeding.two_segment``'s fractions."""
+    if not space.guidance_genes:
+        return []
+    return [space.guided((j,) * space.n_genes, (0,) * k + (j + 1,) * (space.n_genes - k))
+            for j in range(len(space.widths)) for k in split_genes(space)]
+
+
+def split_genes(space: SearchConfig) -> list[int]:
+    """For each of ``seeding.two_segment``'s fractions, the gene that starts the second segment (strictly inside)."""
+    out = []
+    for f in space.seeding.two_segment:
+        # The split is placed on a gene boundary: the gene holding step round(f * steps) starts the second part.
+        k = int(np.searchsorted(np.cumsum(space.segment_lengths), round(f * space.sampler.steps), side="right"))
+        if 0 < k < space.n_genes:
+            out.append(k)
+    return out
 
 
 def two_segment_seeds(space: SearchConfig) -> list[Genome]:
     """Narrow width for the first fraction of steps, full width after (each fraction x narrow width)."""
     out = []
-    for f in space.seeding.two_segment:
-        # The split is placed on a gene boundary: the gene holding step round(f * steps) starts the full part.
-        k = int(np.searchsorted(np.cumsum(space.segment_lengths), round(f * space.sampler.steps), side="right"))
-        if 0 < k < space.n_genes:
-            for j in range(space.full_index):
-                out.append((j,) * k + (space.full_index,) * (space.n_genes - k))
+    for k in split_genes(space):
+        for j in range(space.full_index):
+            out.append(space.guided((j,) * k + (space.full_index,) * (space.n_genes - k)))
     return out
 
 
 def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
     """A random genome narrowed one random gene at a time until it fits a random budget share.
 
-    Transition genes (resolution spaces) are drawn first, sorted, and kept.
+    Transition genes (resolution spaces) are drawn first, sorted, and kept; guidance genes narrow like width
+    genes (down to no guidance).
     """
     space = problem.space
-    g = rng.integers(0, space.full_index + 1, size=space.n_genes)
+    if space.guidance_genes:
+        g = rng.integers(0, np.asarray(space.upper_bounds[: space.n_choice_genes]) + 1, size=space.n_choice_genes)
+    else:  # the draw as it always was (same seeds, same genomes)
+        g = rng.integers(0, space.full_index + 1, size=space.n_genes)
     t = np.sort(rng.integers(0, space.sampler.steps, size=space.n_resolution_genes))
     g = np.concatenate([g, t])
     target = rng.uniform(problem.cheapest_share, space.budget)
     while problem.share(g)[0] > target + SHARE_TOL:
-        wide = np.flatnonzero(g[: space.n_genes] > 0)
+        wide = np.flatnonzero(g[: space.n_choice_genes] > 0)
         if not len(wide):
             break
         g[wide[rng.integers(len(wide))]] -= 1
@@ -83,25 +107,36 @@ def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
 
 
 def sensitivity_probes(space: SearchConfig) -> list[Genome]:
-    """The full-width genome, then each gene alone at each narrower width (gene-major order)."""
-    full = space.full_index
-    probes = [(full,) * space.n_genes]
-    for g in range(space.n_genes):
-        for j in range(full):
-            probes.append(tuple(j if i == g else full for i in range(space.n_genes)))
+    """The full-width genome, then each gene alone at each narrower width (gene-major order).
+
+    With guidance genes the full-width genome is guided at full width at every step, and each guidance gene
+    alone then takes each other value (no guidance, each narrower width) after the width genes' probes.
+    """
+    top = space.upper_bounds[: space.n_choice_genes]
+    base = tuple(top)
+    probes = [base]
+    for g in range(space.n_choice_genes):
+        for j in range(top[g]):
+            probes.append(base[:g] + (j,) + base[g + 1:])
     return probes
 
 
 def sensitivity_table(space: SearchConfig, scores: Sequence[float]) -> np.ndarray:
-    """Degradation ``d[g, j] = q(gene g at width j, others full) - q(full)``; ``d[g, full] = 0``.
+    """Degradation ``d[g, j] = q(gene g at value j, others full) - q(full)``; ``d[g, full] = 0``.
 
     ``scores`` are the qualities of :func:`sensitivity_probes`, in that order.
-    A probe that could not be scored (non-finite) counts as infinitely bad.
+    A probe that could not be scored (non-finite) counts as infinitely bad; so
+    does a width gene's value past the full width (the padding of a space with
+    guidance genes, whose genes have one value more).
     """
     s = np.asarray(scores, dtype=np.float64)
-    full = space.full_index
-    d = np.zeros((space.n_genes, full + 1))
-    d[:, :full] = (s[1:] - s[0]).reshape(space.n_genes, full)
+    top = space.upper_bounds[: space.n_choice_genes]
+    d = np.full((space.n_choice_genes, max(top) + 1), np.inf)
+    at = 1
+    for g, t in enumerate(top):
+        d[g, :t] = s[at : at + t] - s[0]
+        d[g, t] = 0.0
+        at += t
     d[~np.isfinite(d)] = np.inf
     return d
 
@@ -295,6 +330,8 @@ def initial_population(problem: WidthProblem, *, score: Scorer | None = None,
     groups: list[list[Genome] | Callable[[int], list[Genome]]] = []
     if cfg.uniform:
         groups.append([g + b for g in uniform_seeds(space) for b in blocks])
+        if space.guidance_genes:
+            groups.append(interval_seeds(space))
     if cfg.sensitivity and score is not None:
         probes = sensitivity_probes(space)
         table = sensitivity_table(space, score([p + full_res for p in probes]))

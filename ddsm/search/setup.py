@@ -31,7 +31,7 @@ from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.registry import Metric, get_metric
 from ddsm.plan import StepPlan
 from ddsm.samplers import progressive
-from ddsm.samplers.base import SamplerConfig, visited
+from ddsm.samplers.base import SamplerConfig, guided_passes, visited
 from ddsm.samplers.batched import generate_many
 from ddsm.samplers.loop import make_sampler
 from ddsm.search.config import SearchConfig
@@ -119,11 +119,6 @@ def evaluator_factory(space: SearchConfig, checkpoint: str | Path, featurenet: s
     sc = space.screen
     return StagedEvaluatorFactory(screen=factory(get_metric(sc.metric), sc.num_samples, sc.seed, "screen.metric"),
                                   judge=judge)
-
-
-def guided_passes(sampler) -> int:
-    """Denoiser passes per sampling step: 2 under classifier-free guidance (conditional and unconditional), else 1."""
-    return 2 if sampler.guidance_scale not in (None, 1.0) else 1
 
 
 def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None) -> CostModel:
