@@ -223,3 +223,20 @@ def test_the_diffusers_loop_follows_the_schedules_guidance_choices(net):
     ours = generate(net.model, sampler(), sched, SEEDS)
     torch.testing.assert_close(sample_with_diffusers(net, sched, SEEDS), ours, rtol=0, atol=1e-4)
     assert not torch.allclose(ours, generate(net.model, sampler(), StepPlan((0.5, 1.0, 0.25, 0.25)), SEEDS))
+
+
+@pytest.mark.parametrize("recipe", ["mnist-dit", "mnist-unet"])
+@pytest.mark.parametrize("name", ["mnist", "mnist-fixed"])
+def test_the_mnist_search_spaces_fit_both_mnist_recipes(recipe, name):
+    from pathlib import Path
+
+    from ddsm.config import RunConfig, load_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    model = validate(RunConfig, load_yaml(root / "experiments" / "configs" / f"{recipe}.yaml")).model
+    sp = SearchConfig.load(name)
+    sp.check_supernet(model.geometry.widths, model.geometry)  # guided: needs the recipe's classes
+    assert sp.sampler.guidance_scale == 2.0 and sp.guidance_genes == (name == "mnist")
+    # the two differ only in the guidance genes: same seeds, sampler, budget, recipe
+    other = SearchConfig.load("mnist-fixed" if name == "mnist" else "mnist")
+    assert sp.model_dump(exclude={"guidance_genes"}) == other.model_dump(exclude={"guidance_genes"})

@@ -118,8 +118,9 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 @click.option("--schedule", "schedule_files", multiple=True, type=click.Path(dir_okay=False),
               help="Schedule file (JSON) to judge; repeatable. Its search's seeds (provenance) are kept out.")
 @click.option("--width", "widths", multiple=True, type=float, help="Also judge the uniform schedule at this width.")
-@click.option("--featurenet", "featurenet_file", default="digits", show_default=True,
-              help="Feature net file for the data, or a shipped name ('digits').")
+@click.option("--featurenet", "featurenet_file", default="auto", show_default=True,
+              help="Feature net file for the data, a shipped name ('digits', 'mnist'), or auto: the shipped one of "
+                   "the checkpoint's built-in data.")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Sampler for --width [default: ddim].")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
 @click.option("--guidance-scale", type=float, default=None,
@@ -146,7 +147,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     from ddsm.checkpoint import load_supernet, training_data
     from ddsm.device import resolve_device
     from ddsm.io import write_atomic
-    from ddsm.metrics.featurenet import FeatureNet
+    from ddsm.metrics.featurenet import FeatureNet, featurenet_for
     from ddsm.metrics.fid import reference_images
     from ddsm.metrics.verdict import (METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict,
                                       no_loss_summary)
@@ -179,7 +180,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
     unet = net.config.geometry
     data = training_data(checkpoint, unet)
-    fn = FeatureNet.load(featurenet_file, data)
+    fn = FeatureNet.load(featurenet_for(featurenet_file, checkpoint), data)
     judge = Verdict(net, scfg, fn, reference_images(data, "all"), settings, search_seeds=used, progress=progress)
     t0 = time.perf_counter()
     from ddsm.cost import CostModel

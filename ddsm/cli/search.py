@@ -140,8 +140,9 @@ def search(space_file, checkpoint, out, resume, runner, workers, address, gpus_p
               help="Also judge every member against full width on this many held-out seeds (0: off; at least 50).")
 @click.option("--verdict-seed", type=int, default=10_000, show_default=True,
               help="First verdict seed; must not overlap the search's seeds.")
-@click.option("--featurenet", "featurenet_file", default="digits", show_default=True,
-              help="Feature net of the verdict: a file or a shipped name.")
+@click.option("--featurenet", "featurenet_file", default="auto", show_default=True,
+              help="Feature net of the verdict: a file, a shipped name ('digits', 'mnist'), or auto: the shipped one "
+                   "of the checkpoint's built-in data.")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar while timing.")
 def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, verdict_num, verdict_seed,
@@ -149,6 +150,7 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
     """Write each Pareto-front member of SEARCH_DIR as a schedule file (cheapest first) with measured speed-ups."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
+    from ddsm.metrics.featurenet import featurenet_for
     from ddsm.metrics.verdict import VerdictSettings
     from ddsm.report import export_front, format_table
     from ddsm.report.export import timing_batch
@@ -170,7 +172,8 @@ def export(search_dir, checkpoint, out, budgets, repeats, warmup, num, seed, ver
         if n:
             check_sample_memory(n, net.config.geometry, flag=flag)
     res = export_front(run, net, out, budgets=budgets, repeats=repeats, warmup=warmup, num=num, seed=seed,
-                       progress=progress, verdict=settings, featurenet=featurenet_file)
+                       progress=progress, verdict=settings,
+                       featurenet=featurenet_for(featurenet_file, checkpoint) if settings is not None else None)
     click.echo(format_table(res.table, quality=run.quality))
     if settings is not None:
         flagged = [c[len("verdict_"):-len("_differs_from_full")] for c in res.table.columns
