@@ -42,7 +42,8 @@ class StepPlan(Sequence):
         if self.uncond is not None:
             object.__setattr__(self, "uncond", tuple(None if u is None else float(u) for u in self.uncond))
             if len(self.uncond) != len(self.widths):
-                raise DDSMError(f"uncond has {len(self.uncond)} entries for {len(self.widths)} steps")
+                raise DDSMError(f"uncond has {len(self.uncond)} entries for {len(self.widths)} steps; give one per step "
+                                "(a width, or None for no guidance there), or leave uncond None")
 
     @classmethod
     def of(cls, obj: Any) -> "StepPlan":

@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             share = float(problem.share(g)[0])
             if share <= space.budget + 1e-12:
                 rows.append({"family": family, "genome": " ".join(map(str, g)), "share": share,
-                             "widths": space.genes_to_widths(g)})
-    full = (space.full_index,) * space.n_genes
+                             "widths": space.decode(g)})
+    full = space.guided((space.full_index,) * space.n_genes)
     rows.append({"family": "full width", "genome": " ".join(map(str, full)), "share": 1.0,
-                 "widths": space.genes_to_widths(full)})
+                 "widths": space.decode(full)})
     table = pd.DataFrame(rows)
     print(f"\n== FID of {len(table)} schedules ({args.fid_num} samples each)")
     # held-out seeds: never the ones the search selected its schedules on
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     table["fid"] = ev.evaluate(list(table["widths"]))["fid"].to_numpy()
     fid_seconds = time.perf_counter() - t0
-    table["widths"] = [" ".join(f"{w:g}" for w in ws) for ws in table["widths"]]
+    table["widths"] = [" ".join(f"{w:g}" for w in ws.widths) for ws in table["widths"]]
     in_budget = table[(table["share"] <= space.budget + 1e-12) & (table["family"] != "full width")]
     ref_fid = reference_point(list(in_budget["fid"]))
     fam = {}

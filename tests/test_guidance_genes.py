@@ -135,7 +135,8 @@ def test_the_genome_carries_a_guidance_gene_per_width_gene():
     # a space without guidance genes keeps its fingerprint and genome
     plain = validate(SearchConfig, {**TINY_SEARCH_SPACE, "sampler": {"kind": "ddim", "steps": 4,
                                                                      "guidance_scale": 3.0}})
-    assert "guidance_genes" not in json.dumps(plain.fingerprint()) and plain.n_vars == 2
+    assert "guidance_genes" not in plain.model_dump(mode="json") and plain.n_vars == 2  # space.json keeps its bytes
+    assert sp.model_dump(mode="json")["guidance_genes"] is True
     assert plain.fingerprint() == validate(SearchConfig, {**plain.model_dump(mode="json"),
                                                           "guidance_genes": False}).fingerprint()
     assert plain.fingerprint() != sp.fingerprint()
@@ -191,9 +192,26 @@ def test_a_search_with_guidance_genes_runs_exports_and_plots(tmp_path):
     # the exported cost share is the pass-by-pass cost the search priced
     for m, s in zip(front, scheds):
         assert s["predicted"]["cost_share"] == pytest.approx(m["share"], abs=1e-12)
-    r = invoke("sample", "--checkpoint", tmp_path / "run", "--schedule", files[0], "--num", "2",
+    # the member with the most steps unguided: sample, evaluate and the verdict follow its choices
+    pick = max(files, key=lambda f: json.loads(f.read_text())["uncond_widths"].count(None))
+    sched = Schedule.load(pick)
+    assert None in sched.uncond_widths
+    r = invoke("sample", "--checkpoint", tmp_path / "run", "--schedule", pick, "--num", "3",
                "--out", tmp_path / "s", "--no-progress")
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s" / "sample.json").read_text())["uncond_widths"] == list(sched.uncond_widths)
+    from ddsm.checkpoint import load_supernet, read_tensors
+
+    net = load_supernet(tmp_path / "run")
+    want = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), sched.sampler), sched, [0, 1, 2])
+    assert torch.equal(read_tensors(tmp_path / "s" / "samples.safetensors")[0]["samples"], want)
+    r = invoke("featurenet", "--checkpoint", tmp_path / "run", "--out", tmp_path / "fn.safetensors", "--epochs", "1",
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = invoke("verdict", "--checkpoint", tmp_path / "run", "--schedule", pick, "--num", "50", "--teacher-num", "50",
+               "--draws", "10", "--featurenet", tmp_path / "fn.safetensors", "--no-progress", "--out", tmp_path / "v.csv")
+    assert r.exit_code == 0, r.output
+    assert "class_accuracy" in (tmp_path / "v.csv").read_text()
     r = invoke("plot", tmp_path / "search", "--checkpoint", tmp_path / "run", "--out", tmp_path / "plots",
                "--num", "2", "--evaluate-missing")
     assert r.exit_code == 0, r.output
@@ -240,3 +258,12 @@ def test_the_mnist_search_spaces_fit_both_mnist_recipes(recipe, name):
     # the two differ only in the guidance genes: same seeds, sampler, budget, recipe
     other = SearchConfig.load("mnist-fixed" if name == "mnist" else "mnist")
     assert sp.model_dump(exclude={"guidance_genes"}) == other.model_dump(exclude={"guidance_genes"})
+
+
+def test_the_proxy_teacher_is_full_width_guided_at_every_step_only(net):
+    from ddsm.metrics.proxy import TeacherProxy
+
+    proxy = TeacherProxy(net.model, sampler(), seeds=SEEDS)
+    assert proxy.is_teacher(StepPlan((1.0,) * 4)) and proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(1.0,) * 4))
+    assert not proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(None,) * 4))
+    assert not proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(1.0, 1.0, 0.5, 1.0)))

@@ -187,7 +187,10 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     from ddsm.plan import StepPlan
 
     sides = sorted({r for p in named.values() for r in (StepPlan.of(p).resolutions or ())} | {unet.image_size})
-    macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None)
+    from ddsm.samplers.base import guided_passes
+
+    # a guided sampler: both passes of every step (a schedule's guidance choices price each pass alone)
+    macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None).per_step(guided_passes(scfg))
     result = judge.score(named, extra={"full width": {"share": 1.0},
                                        **{k: {"share": macs.share(p)} for k, p in named.items()}})
     table = result.table()

@@ -185,7 +185,9 @@ def check_uncond(model: Backbone, plan: StepPlan, scale: float | None) -> list:
     if scale is None or scale == 1.0:
         raise DDSMError(f"this schedule chooses the unconditional pass per step (uncond widths), but the guidance "
                         f"scale is {scale!r}: nothing is guided; give a guidance scale other than 1")
-    return [None if u is None else model.check_width(u) for u in plan.uncond]
+    # at the step's own width it is the plain guided call (one batch; shares prefixes with plain guided plans)
+    return [None if u is None else SAME_WIDTH if model.check_width(u) == model.check_width(w) else model.check_width(u)
+            for w, u in zip(plan.widths, plan.uncond)]
 
 
 @torch.no_grad()

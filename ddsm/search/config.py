@@ -34,7 +34,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from ddsm.config import DEFAULT_WIDTHS, WidthSet, _Frozen, load_yaml, validate, width_index
 from ddsm.errors import DDSMError
@@ -174,6 +174,14 @@ class SearchConfig(_Frozen):
     screen: ScreenConfig | None = None  # two-stage evaluation of offspring (None: every candidate judged in full)
     cache: CacheConfig = CacheConfig()
 
+    @model_serializer(mode="wrap")
+    def _drop_unset_guidance_genes(self, handler):
+        # Off, it is not written: every space.json written before guidance genes keeps its bytes.
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("guidance_genes"):
+            data.pop("guidance_genes", None)
+        return data
+
     @field_validator("resolutions")
     @classmethod
     def _resolutions(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -201,6 +209,12 @@ class SearchConfig(_Frozen):
                 raise ValueError("guidance_genes and resolutions cannot be searched together yet; drop one of them")
             if self.objectives.cost != "flops":
                 raise ValueError("guidance_genes price passes in MACs; use objectives.cost flops")
+            linear = [f"{k} proxy_linear" for k, m in (("objectives.quality", self.objectives.quality),
+                                                       ("screen.metric", self.screen and self.screen.metric))
+                      if m == "proxy_linear"]
+            if linear:
+                raise ValueError(f"{linear[0]} scores widths only, not guidance choices; with guidance_genes use "
+                                 "proxy, pixel_kid or fid")
         if self.segments is not None and self.segments > self.sampler.steps:
             raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
                              f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
@@ -404,7 +418,9 @@ class SearchConfig(_Frozen):
         for n in self.segment_lengths:
             seg = {None if u is None else _index(u, self.widths) for u in uncond[start:start + n]}
             if len(seg) != 1:
-                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but differ in their guidance")
+                shown = sorted("none" if j is None else f"{self.widths[j]:g}" for j in seg)
+                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but have unconditional widths {shown}; "
+                                "give each gene's steps one value")
             j = seg.pop()
             genes.append(0 if j is None else j + 1)
             start += n

@@ -175,6 +175,9 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
                         "(set objectives: {quality: proxy, cost: flops})")
     if base.resolutions is not None:
         raise DDSMError(f"base space {joint.base!r} searches resolutions; a joint search takes a width-only space")
+    if base.guidance_genes:
+        raise DDSMError(f"base space {joint.base!r} has guidance_genes; a joint search takes widths only (students "
+                        "of a conditional teacher are not distilled yet): set guidance_genes: false")
     if base.screen is not None:
         raise DDSMError(f"base space {joint.base!r} has a screen (two-stage evaluation); a joint search scores every "
                         "candidate on the proxy: drop screen from the base space")
