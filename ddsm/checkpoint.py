@@ -184,13 +184,15 @@ def save_supernet(path: str | Path, model: Backbone, config: ModelConfig, state_
 
 
 def data_config_for(checkpoint: str | Path) -> DataConfig:
-    """The data a supernet was trained on: its run folder's config.json, else the default (digits)."""
+    """The data a supernet was trained on: its run folder's config.json, else the recipe in its file's header (a
+    shipped or exported supernet), else the default (digits)."""
     path = resolve_checkpoint(checkpoint)
     for folder in (path.parent, path.parent.parent):  # a run folder, or its snapshots/ subfolder
         run_config = folder / "config.json"
         if run_config.is_file():
             return validate(RunConfig, load_yaml(run_config), source=str(run_config)).data
-    return DataConfig()
+    data = (read_tensors(path)[1].get("run") or {}).get("data")
+    return DataConfig() if data is None else validate(DataConfig, data, source=f"checkpoint {path}")
 
 
 def training_data(checkpoint: str | Path, unet=None):

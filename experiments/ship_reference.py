@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 def _placeholder(cfg: RunConfig) -> ImageData:
     import torch
 
-    u = cfg.model.unet
-    x = torch.zeros(1, u.in_channels, u.image_size, u.image_size)
+    g = cfg.model.geometry
+    x = torch.zeros(1, g.in_channels, g.image_size, g.image_size)
     return ImageData("placeholder", x, x[:0])
 
 
