@@ -37,7 +37,9 @@ SUPERNET = "ddsm.supernet"
 SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors",
            "digits-spectral": "digits-spectral.safetensors",
            # SFDDM students of "digits" (K = 2, 4, 8 sampling steps; experiments/configs/digits-sfddm.yaml)
-           **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)}}
+           **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)},
+           # class-conditional references on the built-in mnist data (experiments/configs/mnist-{dit,unet}.yaml)
+           "mnist-dit": "mnist-dit.safetensors", "mnist-unet": "mnist-unet.safetensors"}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

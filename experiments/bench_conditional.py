@@ -59,7 +59,8 @@ PARTS = ("scale", "capacity", "fronts", "speed")
 DISTRIBUTION = ("fid", "kid", "pixel_kid", "precision", "recall", "class_accuracy")
 
 
-def judge_for(net, checkpoint: str, args, sampler, *, num: int, seed: int, search_seeds=None):
+def judge_for(net, checkpoint: str, args, sampler, *, num: int, seed: int, search_seeds=None,
+              teacher_num: int | None = None):
     """A Verdict of ``net`` on ``num`` seeds from ``seed``, with the data's feature net and real images."""
     from ddsm.checkpoint import training_data
     from ddsm.metrics.featurenet import FeatureNet
@@ -67,7 +68,8 @@ def judge_for(net, checkpoint: str, args, sampler, *, num: int, seed: int, searc
     from ddsm.metrics.verdict import Verdict, VerdictSettings
 
     data = training_data(checkpoint, net.config.geometry)
-    settings = VerdictSettings(num=num, seed=seed, teacher_num=args.teacher_num, teacher_seed=args.teacher_seed,
+    settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num or args.teacher_num,
+                               teacher_seed=args.teacher_seed,
                                draws=args.draws)
     judge = Verdict(net, sampler, FeatureNet.load(args.featurenet, data), reference_images(data, "all"), settings,
                     search_seeds=search_seeds, progress=args.progress)
@@ -109,7 +111,8 @@ def scale_part(models, args) -> tuple[pd.DataFrame, dict]:
     rows = []
     for name, checkpoint, net in models:
         for scale in args.scales:
-            judge = judge_for(net, checkpoint, args, sampler_of(args, scale), num=args.scale_num, seed=0)
+            # the teacher-relative FID is not read here: its reference is the least the verdict allows
+            judge = judge_for(net, checkpoint, args, sampler_of(args, scale), num=args.scale_num, seed=0, teacher_num=50)
             r = judge.score({})
             for m in ("fid", "kid", "class_accuracy", "precision", "recall"):
                 iv = r.interval("full width", m)

@@ -59,7 +59,8 @@ def _placeholder(cfg: RunConfig) -> ImageData:
 
     g = cfg.model.geometry
     x = torch.zeros(1, g.in_channels, g.image_size, g.image_size)
-    return ImageData("placeholder", x, x[:0])
+    y = torch.zeros(1, dtype=torch.long) if g.num_classes else None  # a conditional model's trainer wants labels
+    return ImageData("placeholder", x, x[:0], y, None if y is None else y[:0])
 
 
 if __name__ == "__main__":

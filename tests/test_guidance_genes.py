@@ -267,3 +267,15 @@ def test_the_proxy_teacher_is_full_width_guided_at_every_step_only(net):
     assert proxy.is_teacher(StepPlan((1.0,) * 4)) and proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(1.0,) * 4))
     assert not proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(None,) * 4))
     assert not proxy.is_teacher(StepPlan((1.0,) * 4, uncond=(1.0, 1.0, 0.5, 1.0)))
+
+
+@pytest.mark.parametrize("name, backbone", [("mnist-dit", "SlimDiT"), ("mnist-unet", "SlimUNet")])
+def test_the_shipped_mnist_references_are_conditional_and_know_their_data(name, backbone):
+    from ddsm.checkpoint import data_config_for, load_supernet
+    from ddsm.metrics.featurenet import featurenet_for
+
+    net = load_supernet(name)
+    assert type(net.model).__name__ == backbone and net.model.num_classes == 10
+    assert net.config.geometry.image_size == 32 and net.header["recipe"]["iters"] == 3000
+    assert data_config_for(name).source == "mnist" and featurenet_for("auto", name) == "mnist"
+    SearchConfig.load("mnist").check_supernet(net.config.geometry.widths, net.config.geometry)
