@@ -30,7 +30,7 @@ from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
 from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.schedule import Schedule
 from ddsm.search import SearchConfig
-from ddsm.search.config import shipped_spaces, space_path
+from ddsm.search.shipped import shipped_spaces, space_path
 from ddsm.search.folder import generations_finished, load_search
 from ddsm.search.setup import prepare_search
 from ddsm.train import Trainer

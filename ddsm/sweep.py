@@ -34,7 +34,8 @@ from ddsm.config import validate
 from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.runfolder import check_run_folder, claim_folder, hold_folder
-from ddsm.search.config import SearchConfig, space_path
+from ddsm.search.config import SearchConfig
+from ddsm.search.shipped import space_path
 from ddsm.search.folder import read_state
 from ddsm.search.loop import saved_fractions
 from ddsm.search.ray_runner import check_address, start_local_ray, stop_local_ray

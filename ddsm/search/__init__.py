@@ -15,7 +15,8 @@ search the step count too: a teacher and its distilled students
 their modules.
 """
 
-from ddsm.search.config import SearchConfig, check_widths, shipped_spaces
+from ddsm.search.config import SearchConfig, check_widths
+from ddsm.search.shipped import shipped_spaces
 from ddsm.search.folder import SearchRun, load_search
 from ddsm.search.joint import JointRun, JointSpace, load_joint, prepare_joint, run_joint
 from ddsm.search.loop import SearchResult, run_search

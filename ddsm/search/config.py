@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Literal, Sequence
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
@@ -44,6 +44,7 @@ from ddsm.metrics.registry import get_metric, metric_names, objective_names
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.progressive import check_resolution_set
+from ddsm.search.shipped import is_joint_doc, space_path
 
 #: fields that do not change what a search computes: a resume may change them
 RESUMABLE_CHANGES = {"generations", "cache"}
@@ -484,33 +485,3 @@ def check_widths(widths: Sequence[float], valid: Sequence[float], *, where: str 
         raise DDSMError(f"{where}: width{'s' if len(bad) > 1 else ''} {', '.join(f'{b:g}' for b in bad)} "
                         f"not served by the supernet; valid: {[float(v) for v in valid]}")
     return [float(valid[_index(w, valid)]) for w in widths]
-
-
-def is_joint_doc(doc: Any) -> bool:
-    """Whether a parsed space YAML is a joint (steps x widths) space of ``ddsm search-steps``: it lists students."""
-    return isinstance(doc, dict) and "students" in doc
-
-
-def shipped_spaces(*, joint: bool | None = False) -> dict[str, Path]:
-    """The search configs that ship with ddsm (``search_spaces/`` of the source tree, package data of a wheel).
-
-    ``joint`` picks the width spaces (False, of ``ddsm search``), the joint steps x widths spaces (True, of
-    ``ddsm search-steps``) or both (None).
-    """
-    from importlib.resources import files
-
-    root = files("ddsm.search_spaces")
-    found = {p.name[: -len(".yaml")]: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
-             if p.name.endswith(".yaml")}
-    if joint is None:
-        return found
-    return {name: path for name, path in found.items() if is_joint_doc(load_yaml(path)) == joint}
-
-
-def space_path(spec: str | Path) -> Path:
-    """``spec`` as a file path, or the file of the shipped search config named ``spec`` (e.g. ``digits``)."""
-    path = Path(spec)
-    if path.exists() or path.suffix:
-        return path
-    return shipped_spaces(joint=None).get(str(spec), path)
-

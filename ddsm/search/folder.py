@@ -105,8 +105,8 @@ class SearchFolder:
         """Write ``front.csv`` and ``front.json`` (widths per member, quality, cost, budget share) atomically."""
         members = [{"genome": list(parse_genome(r["genome"])),
                     "widths": [float(w) for w in str(r["widths"]).split(",")],
-                    **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_resolutions(r) else {}),
-                    **({"uncond_widths": list(parse_uncond(r["uncond_widths"]))} if _has_uncond(r) else {}),
+                    **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_text(r, "resolutions") else {}),
+                    **({"uncond_widths": list(parse_uncond(r["uncond_widths"]))} if _has_text(r, "uncond_widths") else {}),
                     quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
                    for r in front]
         write_front_files(self.path, front_frame(front, quality=quality),
@@ -125,13 +125,8 @@ def read_front(folder: Path, *, kind: str, what: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and doc.get("kind") == kind else None
 
 
-def _has_resolutions(row: dict) -> bool:
-    v = row.get("resolutions")
-    return isinstance(v, str) and bool(v)
-
-
-def _has_uncond(row: dict) -> bool:
-    v = row.get("uncond_widths")
+def _has_text(row: dict, key: str) -> bool:
+    v = row.get(key)
     return isinstance(v, str) and bool(v)
 
 

@@ -56,7 +56,8 @@ from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import clip, short
 from ddsm.runfolder import check_run_folder, claim_folder, read_manifest, start_under_lock, write_manifest
-from ddsm.search.config import SearchConfig, is_joint_doc, space_path
+from ddsm.search.config import SearchConfig
+from ddsm.search.shipped import is_joint_doc, space_path
 from ddsm.search.folder import load_search, read_front, write_front_files
 from ddsm.search.front import hypervolume, pareto_front, reference_point
 from ddsm.search.log import parse_genome
