@@ -99,8 +99,12 @@ def safe(result, name: str) -> bool:
     """No distribution metric (class accuracy included) significantly worse than full width."""
     from ddsm.metrics.verdict import FULL, worse_than
 
-    return not any(worse_than(m, *(lambda d: (d.low, d.high))(result.compare(name, FULL, m)))
-                   for m in result.metrics if m in DISTRIBUTION)
+    for m in result.metrics:
+        if m in DISTRIBUTION:
+            d = result.compare(name, FULL, m)
+            if worse_than(m, d.low, d.high):
+                return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- scale
