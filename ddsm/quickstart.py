@@ -1,4 +1,5 @@
-"""The embedded default end to end: supernet -> cost table -> feature net -> search -> export -> plots -> verdict.
+"""The embedded default end to end: supernet -> cost table -> feature net -> search -> export -> plots -> verdict ->
+an interactive HTML report.
 
 Each stage writes its artifacts into the output folder and is skipped when
 they are complete, so an interrupted quickstart picks up where it stopped
@@ -8,6 +9,7 @@ schedule twice).
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,9 +25,10 @@ from ddsm.errors import DDSMError
 from ddsm.io import write_atomic, write_json
 from ddsm.metrics.featurenet import FeatureNet, train_featurenet
 from ddsm.metrics.fid import reference_images
-from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, format_verdict, no_loss_summary
+from ddsm.metrics.verdict import FULL, TEXT_COLUMNS, Verdict, VerdictSettings, format_verdict, no_loss_summary
 from ddsm.plan import StepPlan
 from ddsm.report import export_front, format_table, plot_search
+from ddsm.report.html import write_report
 from ddsm.report.outdir import EXPORT_KIND, PLOTS_KIND, report_done
 from ddsm.runfolder import check_run_folder, hold_folder
 from ddsm.schedule import Schedule
@@ -35,7 +38,7 @@ from ddsm.search.folder import generations_finished, load_search
 from ddsm.search.setup import prepare_search
 from ddsm.train import Trainer
 
-STAGES = 7
+STAGES = 8
 #: images per timed batch in the export stage: small, so timing 31 schedules stays under a minute on 2 CPU cores
 #: (`ddsm export --batch-size N` times at the batch you will sample with; every file records the batch it used)
 QUICK_TIMING_BATCH = 16
@@ -72,7 +75,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
     dev = resolve_device(device)
     art = {"supernet": out / "supernet" / "supernet.safetensors", "cost": out / "cost.json",
            "featurenet": out / "featurenet.safetensors", "search": out / "search", "export": out / "export",
-           "plots": out / "plots", "verdict": out / "verdict.csv"}
+           "plots": out / "plots", "verdict": out / "verdict.csv", "report": out / "report.html"}
 
     def mark() -> None:  # the folder's marker: a rerun after a kill finds a quickstart here and continues it
         if not (out / "quickstart.json").is_file():
@@ -159,15 +162,18 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
                             search_seeds=search_space.search_seeds, progress=progress)
             result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in share.items()}})
             table_ = result.table(against={k: v for k, v in against.items() if v != FULL})
-            click.echo(no_loss_summary(table_))
+            click.echo(textwrap.fill(no_loss_summary(table_), TEXT_COLUMNS))
             click.echo(format_verdict(table_))
-            click.echo(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
+            click.echo(textwrap.fill(f"verdict on seeds {settings.seed}..{settings.seed + num - 1} (the search scored seeds "
                        f"{', '.join(f'{r.start}..{r.stop - 1}' for r in search_space.search_seeds)}); {settings.level:.0%} basic bootstrap intervals, "
                        f"differences paired on the same seeds; teacher_fid against {settings.teacher_num} full-width "
-                       f"samples from seed {settings.teacher_seed}")
+                       f"samples from seed {settings.teacher_seed}", TEXT_COLUMNS))
             write_atomic(art["verdict"], lambda p: table_.to_csv(p, index=False))
 
         _stage(7, f"verdict on held-out seeds ({num} samples per schedule)", art["verdict"], _verdict)
+        _stage(8, "interactive report (one offline HTML page)", art["report"],
+               lambda: write_report(run, art["report"], export=art["export"], verdict=art["verdict"], net=net,
+                                    checkpoint=str(ref)))
         click.echo("artifacts:")
         for name, path in art.items():
             if path.exists():

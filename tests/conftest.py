@@ -123,3 +123,18 @@ def assert_same_training_state(a, b) -> None:
     assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
     assert a.step == b.step
     assert [g["lr"] for g in a.opt.param_groups] == [g["lr"] for g in b.opt.param_groups]
+
+
+# The browser test's outcome gets its own line in the summary (CI's output shows whether it ran or why not).
+_BROWSER: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "browser" in report.keywords and (report.when == "call" or report.skipped):
+        reason = f" ({report.longrepr[2]})" if report.skipped and isinstance(report.longrepr, tuple) else ""
+        _BROWSER.append(f"{report.nodeid}: {report.outcome}{reason}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _BROWSER:
+        terminalreporter.write_line(f"headless browser: {line}")

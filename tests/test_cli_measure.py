@@ -290,16 +290,24 @@ def test_quickstart_end_to_end_then_resumes_without_redoing_anything(trained_run
     assert 0 < share["uniform width 0.25"] < share["uniform width 0.5"] < share["uniform width 0.75"] < 1
     assert "no significant difference from full width" in r.output or "than full width in" in r.output
     # the verdict's first line says which schedule is the cheapest without a significant loss
+    # within 100 columns, whatever the number of metrics
     lines = r.output.splitlines()
-    first = next(i for i, ln in enumerate(lines) if ln.startswith("schedule "))  # the verdict table's header
-    assert lines[first - 1].startswith(("Cheapest schedule with no significant loss", "No schedule judged")), r.output
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("full width ("))  # the verdict table's first row
+    summary = next(i for i, ln in enumerate(lines) if ln.startswith(("Cheapest schedule with no significant loss",
+                                                                      "No schedule judged")))
+    assert summary < first and all(lines[i] and len(lines[i]) <= 100 for i in range(summary, first)), r.output
+    last = next(i for i, ln in enumerate(lines) if ln.startswith("verdict on seeds"))
+    assert max(len(ln) for ln in lines[first:last]) <= 100, r.output
+    # the interactive report: the front, the export's files and the verdict's judgements
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('"rank": ') == len(front) and "best-under-0.6.json" in page
 
     # a second run finds every stage done and leaves every file as it was
     before = snapshot(out)
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     done = [ln for ln in r.output.splitlines() if "already done" in ln]
-    assert [ln.split("]")[0] for ln in done] == [f"[{k}/7" for k in range(2, 8)], r.output
+    assert [ln.split("]")[0] for ln in done] == [f"[{k}/8" for k in range(2, 9)], r.output
     assert not any(ln.rstrip().endswith("...") for ln in r.output.splitlines()), r.output
     assert snapshot(out) == before
 

@@ -37,6 +37,7 @@ def test_a_built_wheel_runs_the_quickstart_lookup_outside_the_source_tree(tmp_pa
     (wheel,) = wheels.glob("ddsm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ddsm/search_spaces/digits.yaml" in names and "ddsm/assets/digits.safetensors" in names
+    assert "ddsm/report/page.js" in names  # the report's script travels with the wheel
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # a pure-Python wheel installs by unpacking
     probe = ("import ddsm, ddsm.quickstart as q; from ddsm.search import SearchConfig; "

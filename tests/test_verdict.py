@@ -74,6 +74,7 @@ def test_the_table_and_its_plain_lines(judged):
     text = format_verdict(table)
     assert "narrow" in text and "full width" in text
     assert "no significant difference from full width in any metric" in text  # "full again" is full width
+    assert max(len(line) for line in text.splitlines()) <= 100  # readable in a 100-column terminal
 
 
 def test_bad_verdict_input_is_one_line_and_writes_nothing(trained_run, tmp_path):

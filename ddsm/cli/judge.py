@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 import click
@@ -149,7 +150,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     from ddsm.io import write_atomic
     from ddsm.metrics.featurenet import FeatureNet, featurenet_for
     from ddsm.metrics.fid import reference_images
-    from ddsm.metrics.verdict import (METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict,
+    from ddsm.metrics.verdict import (TEXT_COLUMNS, METRICS, Verdict, VerdictSettings, check_disjoint, format_verdict,
                                       no_loss_summary)
 
     if not schedule_files and not widths:
@@ -198,11 +199,11 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
         table = table[table["metric"].isin(metrics)]
     if overrides:
         table["measured_on_other_weights"] = table["schedule"].isin(overrides)
-    click.echo(no_loss_summary(table, uniform_prefix="width "))
+    click.echo(textwrap.fill(no_loss_summary(table, uniform_prefix="width "), TEXT_COLUMNS))
     click.echo(format_verdict(table))
-    click.echo(f"{len(named)} schedules and full width x {num} samples (seeds {seed}..{seed + num - 1}) in "
-               f"{time.perf_counter() - t0:.0f} s; intervals: {settings.level:.0%} basic bootstrap over seeds, "
-               f"{draws} draws, paired against full width")
+    click.echo(textwrap.fill(f"{len(named)} schedules and full width x {num} samples (seeds {seed}..{seed + num - 1}) "
+                             f"in {time.perf_counter() - t0:.0f} s; intervals: {settings.level:.0%} basic bootstrap "
+                             f"over seeds, {draws} draws, paired against full width", TEXT_COLUMNS))
     if out is not None:
         write_atomic(out, lambda p: table.to_csv(p, index=False))
         click.echo(f"-> {out}")

@@ -235,6 +235,47 @@ def plot(search_dir, checkpoint, out, num, seed, evaluate_missing, featurenet_fi
 
 
 @main.command()
+@click.argument("search_dir")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The .html file to write; an existing file is replaced only if it is a ddsm report.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="An export of this search: file names, measured seconds, its verdict if made with --verdict N, "
+                   "and the checkpoint that samples the grids.")
+@click.option("--verdict", "verdict_csv", type=click.Path(dir_okay=False), default=None,
+              help="A verdict CSV of this search's schedules (`ddsm verdict --csv`, the quickstart's verdict.csv).")
+@click.option("--checkpoint", default=None,
+              help="The supernet the search ran on, for the sample grids [default: the --export's].")
+@click.option("--samples", "num", type=int, default=16, show_default=True,
+              help="Samples per member's grid (0: no grids).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Grids sample seeds SEED..SEED+SAMPLES-1.")
+@_device
+def report(search_dir, out, export_dir, verdict_csv, checkpoint, num, seed, device) -> None:
+    """Write one self-contained HTML page (works offline, no server) to inspect SEARCH_DIR: its front and families,
+    each member's schedule, samples, verdict and sampling command on hover or click, its progress and sensitivity."""
+    from ddsm.checkpoint import load_supernet
+    from ddsm.device import resolve_device
+    from ddsm.report.html import check_report_out, read_export, write_report
+    from ddsm.search.folder import load_search
+
+    if num != 0:  # 0: no grids
+        check_grid_num(num, flag="--samples")
+        check_seed(seed, num)
+    check_report_out(out)
+    t0 = time.perf_counter()
+    run = load_search(search_dir)
+    if checkpoint is None and export_dir is not None and num:
+        checkpoint = read_export(run, export_dir)[0].get("checkpoint")
+    net = None
+    if checkpoint is not None and num:
+        net = load_supernet(checkpoint, device=resolve_device(device))
+        check_sample_memory(num, net.config.geometry)
+    path = write_report(run, out, export=export_dir, verdict=verdict_csv, net=net, checkpoint=checkpoint, num=num,
+                        seed=seed)
+    click.echo(f"report -> {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s)"
+               + ("" if net is not None else "; no sample grids (give --checkpoint or --export)"))
+
+
+@main.command()
 @click.option("--space", "space_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Search-space YAML or shipped name; repeat for several spaces.")
 @click.option("--budget", "budgets", multiple=True, type=float, required=True,

@@ -272,7 +272,7 @@ def better_than(metric: str, low: float, high: float) -> bool:
     return low > 0 if METRICS[metric][1] else high < 0
 
 
-def _judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
+def judgement(rows: pd.DataFrame, against: str, prefix: str) -> str:
     """One plain sentence: in which metrics a schedule is significantly better or worse than ``against``."""
     better, worse = [], []
     for r in rows.to_dict(orient="records"):
@@ -334,20 +334,36 @@ def no_loss_summary(table: pd.DataFrame, *, uniform_prefix: str = "uniform") -> 
     return head + f"; it does not beat the cheapest such uniform width, {uname} at {ushare:.1%}."
 
 
-def format_verdict(table: pd.DataFrame) -> str:
-    """The verdict table as text: one line of values per schedule, then one plain line per comparison."""
+#: the terminal width the verdict table keeps to; the CSV holds every column
+TEXT_COLUMNS = 100
+
+
+def format_verdict(table: pd.DataFrame, *, columns: int = TEXT_COLUMNS) -> str:
+    """The verdict table as text no wider than ``columns``: per schedule, a name line, its metrics packed into
+    lines of ``metric value [low, high]``, then one plain sentence per comparison, wrapped."""
+    import textwrap
+
     metrics = list(dict.fromkeys(table["metric"]))
-    lines = [f"{'schedule':<34} {'share':>6}  " + "  ".join(f"{m:>24}" for m in metrics)]
+    lines = []
     for name, rows in table.groupby("schedule", sort=False):
         rows = rows.set_index("metric").loc[metrics].reset_index()
         share = rows["share"].iloc[0] if "share" in rows else math.nan
-        share_text = f"{share:>6.1%}" if math.isfinite(share) else f"{'-':>6}"
-        cells = [f"{r['value']:.4g} [{r['low']:.3g}, {r['high']:.3g}]" for r in rows.to_dict(orient="records")]
-        lines.append(f"{str(name)[:34]:<34} {share_text}  " + "  ".join(f"{c:>24}" for c in cells))
+        share_text = f"  ({share:.1%} of the FLOPs)" if math.isfinite(share) else ""
+        lines.append(textwrap.shorten(f"{name}{share_text}", columns, placeholder="..."))
+        cells = [f"{r['metric']} {r['value']:.4g} [{r['low']:.3g}, {r['high']:.3g}]" for r in rows.to_dict(orient="records")]
+        line = "   "
+        for c in cells:  # as many cells per line as fit
+            if len(line) > 3 and len(line) + 3 + len(c) > columns:
+                lines.append(line.rstrip())
+                line = "   "
+            line += ("   " if len(line) > 3 else "") + c
+        lines.append(line.rstrip())
         if name == FULL:
             continue
-        lines.append(f"    {_judgement(rows, 'full width', 'full')}")
+        sentences = [judgement(rows, "full width", "full")]
         other = rows["other"].iloc[0]
         if other:
-            lines.append(f"    {_judgement(rows, other, 'other')}")
+            sentences.append(judgement(rows, other, "other"))
+        for text in sentences:
+            lines += textwrap.wrap(text, columns, initial_indent="   - ", subsequent_indent="     ")
     return "\n".join(lines)
