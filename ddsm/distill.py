@@ -15,10 +15,18 @@ Training, per batch (every draw from the run's seeded generator):
 2. The target (:func:`teacher_target`) is the teacher's multi-step transition
    from ``phi_k`` to ``phi_{k-1}``. The frozen teacher runs at full width,
    with ``sub_steps`` deterministic DDIM steps on evenly spaced (fractional)
-   timesteps, and the target is the ε for which *one* DDIM step of the
+   timesteps, and the target is the output with which *one* DDIM step of the
    student lands where the teacher did. At ``k = 0`` there is nothing between
-   ``phi_0 = 0`` and the clean image, and the target is the teacher's own ε.
-3. Output term: ``|eps_student - eps_target|^2``.
+   ``phi_0 = 0`` and the clean image, and the target is the teacher's own.
+   A student predicts v by default (``diffusion.prediction_type``, recorded in
+   its checkpoint): its target comes from the jump's clean-image estimate
+   (:func:`x0_for_jump`), well-conditioned where the first step starts at
+   ᾱ ≈ 0, and the teacher's sub-steps clip their clean-image estimate as its
+   sampler does. An ε student (``--prediction epsilon``, every student made
+   before) regresses :func:`eps_for_jump` of the unclipped landing, as before:
+   near ᾱ = 0 that target multiplies the teacher's error by ``1/sqrt(ᾱ)``.
+3. Output term: the squared error of the output (ε, or v: for v it is the
+   clean-image error weighted by 1 + SNR, Salimans & Ho 2022).
 4. Hidden-variable term, weight ``hidden_weight``: the mean absolute
    difference of the last hidden feature map (before the output convolution)
    between the student and the teacher at the same input. A narrow student is
@@ -31,8 +39,9 @@ Training, per batch (every draw from the run's seeded generator):
    and ``n_random_widths`` random ones each regress the same full-width
    teacher target. Gradients accumulate before one AdamW step.
 
-The student starts from the teacher's weights, so before any training it is
-the teacher's own K-step DDIM. :class:`TeacherTransition` is this run kind's
+The student starts from the teacher's weights: an ε student is, before any
+training, the teacher's own K-step DDIM; a v student keeps the teacher's
+features but must first learn to read its output as v. :class:`TeacherTransition` is this run kind's
 target; the step, checkpoints, EMA, resume (bit-exact) and progress are
 :class:`ddsm.train.Trainer`'s, the hidden-map term is
 :class:`ddsm.loss_terms.HiddenTerm` (logged as ``hidden@w`` beside ``loss@w``,
@@ -49,6 +58,7 @@ from ddsm.checkpoint import load_supernet
 from ddsm.config import ModelConfig, RunConfig, StudentConfig, validate
 from ddsm.diffusion.losses import eps_loss
 from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.diffusion.prediction import eps_and_x0, model_target
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
 from ddsm.targets import Batch, draw_clean_and_noise
@@ -58,6 +68,8 @@ if TYPE_CHECKING:  # annotations only: the trainer imports this module
 
 #: how a student's teacher timesteps may be spread
 PHI_SPACINGS = ("linspace", "leading")
+#: what a student may predict (ddsm.diffusion.prediction); new students default to v
+STUDENT_PREDICTIONS = ("v_prediction", "epsilon")
 
 
 def student_phi(num_timesteps: int, steps: int, spacing: str = "linspace") -> tuple[int, ...]:
@@ -83,9 +95,25 @@ def student_sampler(student: StudentConfig, kind: str = "ddim", **options) -> Sa
                     source="sampler flags")
 
 
-def _ddim_move(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
-    # One deterministic DDIM step from noise level ab_t to ab_s (per-sample (B, 1, 1, 1)), no clipping.
+def x0_for_jump(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
+    """The clean-image estimate with which one DDIM step from ``x_t`` (``ab_t``) lands exactly on ``x_s`` (``ab_s``).
+
+    DDIM's step is linear in x0 too, ``x_s = r x_t + (sqrt(ab_s) - r sqrt(ab_t)) x0`` with
+    ``r = sqrt((1-ab_s)/(1-ab_t))``, and the bracket stays near ``sqrt(ab_s)`` as ``ab_t`` goes to 0: unlike
+    :func:`eps_for_jump`'s, it does not blow up where the student's first, noisiest step starts
+    (Salimans & Ho 2022, eq. 9's x-target of progressive distillation).
+    """
+    r = ((1 - ab_s) / (1 - ab_t)).sqrt()
+    return (x_s - r * x_t) / (ab_s.sqrt() - r * ab_t.sqrt())
+
+
+def _ddim_move(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor,
+               clip: bool = False) -> torch.Tensor:
+    # One deterministic DDIM step from noise level ab_t to ab_s (per-sample (B, 1, 1, 1)); with ``clip`` x0 is
+    # clamped to [-1, 1] as ddsm's and diffusers' samplers do by default (clip_sample), ε kept as it is.
     x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    if clip:
+        x0 = x0.clamp(-1, 1)
     return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
 
 
@@ -101,14 +129,19 @@ def eps_for_jump(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s:
 
 @torch.no_grad()
 def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
-                   sub_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ε target, the teacher's hidden map at the student's input) for states ``x = x_{phi_k}``.
+                   sub_steps: int, prediction: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the student's target, the teacher's hidden map at the student's input) for states ``x = x_{phi_k}``.
 
     ``teacher`` is a supernet at full width (the caller's setting is kept),
-    ``k`` (B,) the student steps and ``phi`` the (K,) teacher timesteps.
+    ``k`` (B,) the student steps and ``phi`` the (K,) teacher timesteps. The
+    target is the output of a student of ``prediction`` type (ε or v) whose one
+    DDIM step lands where the teacher's sub-steps did. For v it is built from
+    the well-conditioned :func:`x0_for_jump`, in float64.
     """
     t = phi[k].double()
     eps, hidden = teacher(x, t.to(x.device).float(), return_hidden=True)
+    if prediction != "epsilon":
+        return _target_from_x0(teacher, schedule, x, k, phi, sub_steps, eps, prediction), hidden
     target = eps.clone()
     jump = k > 0
     if jump.any():
@@ -129,9 +162,57 @@ def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.T
     return target, hidden
 
 
+def _teacher_landing(teacher, schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
+                     te: torch.Tensor, sub_steps: int) -> torch.Tensor:
+    """Where ``sub_steps`` deterministic DDIM steps of the teacher take ``x`` from ``ts`` to ``te`` (float64);
+    ``eps`` is the teacher's prediction at ``ts``, already made.
+
+    The teacher steps as its sampler does, clipping its clean-image estimate: near ᾱ = 0 the unclipped
+    ``(x - sqrt(1-ᾱ) ε) / sqrt(ᾱ)`` multiplies the teacher's own ε error without bound, and a student trained on
+    that landing learns the amplified error (the unclipped ε target keeps it, for the students made before)."""
+    shape = (-1, *([1] * (x.ndim - 1)))
+    xs, e = x.double(), eps.double()
+    for i in range(sub_steps):
+        a = ts + (te - ts) * (i / sub_steps)
+        b = ts + (te - ts) * ((i + 1) / sub_steps)
+        if i > 0:
+            e = teacher(xs.to(x.dtype), a.to(x.device).float()).double()
+        xs = _ddim_move(xs, e, schedule.alpha_bar_at(a).to(x.device).reshape(shape),
+                        schedule.alpha_bar_at(b).to(x.device).reshape(shape), clip=True)
+    return xs
+
+
+def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
+                    sub_steps: int, eps: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The student's output target of ``prediction`` type from the jump's clean-image estimate x0*: at k = 0 the
+    teacher's own (the step ends at the clean image), else :func:`x0_for_jump` of the teacher's landing."""
+    shape = (-1, *([1] * (x.ndim - 1)))
+    t = phi[k].double()
+    ab = schedule.alpha_bar_at(t).to(x.device).reshape(shape)
+    xd = x.double()
+    eps_star, x0_star = eps_and_x0(eps.double(), xd, ab)  # k = 0: the teacher's own estimates
+    jump = k > 0
+    if jump.any():
+        te = phi[k[jump] - 1].double()
+        xs = _teacher_landing(teacher, schedule, x[jump], eps[jump], t[jump], te, sub_steps)
+        ab_s = schedule.alpha_bar_at(te).to(x.device).reshape(shape)
+        x0_j = x0_for_jump(xd[jump], xs, ab[jump], ab_s)
+        x0_star[jump] = x0_j
+        eps_star[jump] = (xd[jump] - ab[jump].sqrt() * x0_j) / (1 - ab[jump]).sqrt()
+    return model_target(eps_star, x0_star, ab, prediction).to(x.dtype)
+
+
 def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
-                   phi: tuple[int, ...] | None = None) -> ModelConfig:
-    """The teacher's model config with the student's steps; the student's fingerprint names its teacher."""
+                   phi: tuple[int, ...] | None = None, prediction: str = "v_prediction") -> ModelConfig:
+    """The teacher's model config with the student's steps and prediction type (``diffusion.prediction_type``:
+    v, well-conditioned at every step, or ε as the teacher); the student's fingerprint names its teacher."""
+    if prediction not in STUDENT_PREDICTIONS:
+        raise DDSMError(f"--prediction {prediction!r} is not a prediction type a student can take; use one of "
+                        f"{', '.join(STUDENT_PREDICTIONS)} (x0-prediction turns ill-conditioned at the clean end, "
+                        "where ε = (x - sqrt(ab) x0) / sqrt(1 - ab))")
+    if teacher.diffusion.prediction_type != "epsilon":
+        raise DDSMError(f"the teacher predicts {teacher.diffusion.prediction_type}; ddsm distill takes an "
+                        "ε-predicting teacher")
     if teacher.student is not None:
         raise DDSMError("the teacher is itself a distilled student; distil from the model it was distilled from")
     label = spacing if phi is None else "custom"
@@ -141,8 +222,9 @@ def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
         raise DDSMError(f"phi has {len(phi)} timesteps for {steps} student steps")
     student = validate(StudentConfig, {"teacher": teacher.fingerprint(), "phi": list(phi), "spacing": label},
                        source="student")
-    return validate(ModelConfig, {**teacher.model_dump(mode="json"), "student": student.model_dump(mode="json")},
-                    source="student")
+    doc = teacher.model_dump(mode="json")
+    doc["diffusion"] = {**doc["diffusion"], "prediction_type": prediction}
+    return validate(ModelConfig, {**doc, "student": student.model_dump(mode="json")}, source="student")
 
 
 class TeacherTransition:
@@ -169,7 +251,8 @@ class TeacherTransition:
         self.teacher = self.teacher_net.model.to(trainer.device).eval().requires_grad_(False)
         self.teacher.set_active_width(max(self.teacher.widths))
         if self.config.train.init_from is None:
-            # Before any step the student is the teacher's own K-step DDIM (a resume then loads its checkpoint).
+            # The teacher's weights to start (a resume then loads its checkpoint): an ε student is then the
+            # teacher's own K-step DDIM, a v student keeps its features.
             trainer.model.load_state_dict(self.teacher.state_dict())
 
     def inputs(self) -> dict[str, str]:
@@ -182,8 +265,11 @@ class TeacherTransition:
         x0, k, eps, _ = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
         t = self.phi[k]
         x_t = trainer.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
-        target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps)
+        target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps,
+                                        self.config.model.diffusion.prediction_type)
         return Batch(x_t=x_t, t=t.to(trainer.device).float(), eps=eps, reference=target, reference_hidden=hidden)
 
     def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
-        return eps_loss(pred, batch.reference)  # every width regresses the full-width teacher's transition
+        # every width regresses the full-width teacher's transition; for a v student the squared error in v is
+        # (1 + SNR) times the squared error of its clean-image estimate (Salimans & Ho's "SNR+1" weighting)
+        return eps_loss(pred, batch.reference)

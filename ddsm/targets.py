@@ -26,6 +26,7 @@ import torch
 from ddsm.config import RunConfig
 from ddsm.diffusion.losses import distilled_eps_loss, eps_loss
 from ddsm.diffusion.resolution import analysis, downsample
+from ddsm.errors import DDSMError
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
     from ddsm.train import Trainer
@@ -102,7 +103,10 @@ class NoiseTarget:
         self.config = config
 
     def prepare(self) -> None:
-        pass
+        kind = self.config.model.diffusion.prediction_type
+        if kind != "epsilon":
+            raise DDSMError(f"model.diffusion.prediction_type {kind!r}: ddsm train fits ε-predicting supernets only "
+                            "(epsilon); v-predicting students come from ddsm distill --prediction v_prediction")
 
     def attach(self, trainer: "Trainer") -> None:
         pass

@@ -88,9 +88,9 @@ def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, t
     d = Trainer(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     seen = {}
 
-    def spy(teacher, schedule, x, k, phi, sub_steps):
+    def spy(teacher, schedule, x, k, phi, sub_steps, prediction):
         seen.update(x=x.clone(), k=k.clone())
-        return teacher_target(teacher, schedule, x, k, phi, sub_steps)
+        return teacher_target(teacher, schedule, x, k, phi, sub_steps, prediction)
 
     monkeypatch.setattr("ddsm.distill.teacher_target", spy)
     gen_state = d.gen.get_state()
@@ -219,7 +219,7 @@ def test_cli_distills_resumes_and_samples_with_the_student(trained_run, tmp_path
     out = tmp_path / "student"
     r = invoke("distill", "--teacher", trained_run, "--steps", "3", "--iters", "2", "--out", out, "--no-progress")
     assert r.exit_code == 0, r.output
-    assert "3-step student" in r.output
+    assert "3-step v_prediction student" in r.output  # new students predict v by default
     r = invoke("distill", "--out", out, "--resume", "--iters", "4", "--no-progress")
     assert r.exit_code == 0, r.output
     net = load_supernet(out)

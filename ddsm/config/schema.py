@@ -151,6 +151,16 @@ class DiffusionConfig(_Frozen):
     beta_schedule: Literal["linear", "cosine"] = "cosine"  # how beta_t grows with t
     beta_start: float = Field(1e-4, gt=0.0, lt=1.0)  # linear schedule only
     beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # linear schedule only
+    # what the denoiser outputs (ddsm.diffusion.prediction): the noise, v, or the clean sample; as diffusers names it
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+
+    @model_serializer(mode="wrap")
+    def _drop_default_prediction(self, handler):
+        # ε (every model before the choice existed) is not written: fingerprints and files keep their bytes.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("prediction_type") == "epsilon":
+            data.pop("prediction_type", None)
+        return data
 
 
 class StudentConfig(_Frozen):

@@ -34,6 +34,7 @@ class NoiseSchedule:
     def __init__(self, config: DiffusionConfig) -> None:
         self.config = config
         self.num_timesteps = config.num_timesteps
+        self.prediction_type = config.prediction_type  # what the denoiser outputs: samplers convert it
         self.betas = make_betas(config)
         self.alphas = 1.0 - self.betas
         self.alpha_bar = torch.cumprod(self.alphas, dim=0)  # float64, (T,)

@@ -7,7 +7,8 @@ Three pieces, each usable on its own:
   ``scheduler.step`` does what ddsm's sampler step does.
 - ``ScheduledDenoiser`` wraps a supernet and a ``Schedule``: called as
   ``model(sample, t)`` it runs the supernet at the width the schedule gives
-  the step visiting ``t`` and returns the predicted noise.
+  the step visiting ``t`` and returns its output (ε, or v for a v-predicting student: the scheduler is
+  made with the model's ``prediction_type``).
 - ``sample_with_diffusers`` is the diffusers loop with ddsm's per-sample
   seeding, so it returns the same images as ``ddsm.samplers.generate`` for
   the same seeds and schedule (to float tolerance).
@@ -46,6 +47,7 @@ import torch
 from ddsm.checkpoint import Supernet, load_supernet
 from ddsm.config import ModelConfig
 from ddsm.diffusion.noise import NoiseSchedule, make_betas
+from ddsm.diffusion.prediction import eps_and_x0, model_target
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
@@ -129,7 +131,7 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         beta_start=diff.beta_start,
         beta_end=diff.beta_end,
         trained_betas=make_betas(diff).tolist(),
-        prediction_type="epsilon",  # the supernet predicts noise
+        prediction_type=diff.prediction_type,  # what the supernet outputs: diffusers converts it as ddsm does
         clip_sample=sampler_config.clip_sample,
         clip_sample_range=1.0,  # ddsm clips x0 to [-1, 1]
         thresholding=False,
@@ -214,7 +216,7 @@ class ScheduledDenoiser(torch.nn.Module):
 
     ``denoiser(sample, t)`` looks up which step of the schedule visits ``t``
     (its index in the schedule's timesteps), sets that step's width on the
-    supernet, and returns the predicted noise. The sampler maths stays in the
+    supernet, and returns its output (in the model's prediction type). The sampler maths stays in the
     diffusers scheduler; only the width changes per step.
     """
 
@@ -368,7 +370,8 @@ def sample_with_diffusers(
 def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torch.Tensor, i: int,
                       initial: torch.Tensor, eta: float, transform: str, cond: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Grow ``x`` before step ``i``: the predicted noise, the state re-expressed at the grid timestep, DDIM's eta.
+    """Grow ``x`` before step ``i``: the model's output (in its own prediction type) at the grid timestep, the state
+    re-expressed there, DDIM's eta.
 
     The denoiser sees the grown state at its own (fractional) timestep, as in
     ddsm's loop; diffusers then steps from the grid timestep with the same
@@ -377,14 +380,15 @@ def _grown_step_input(denoiser: ScheduledDenoiser, noise: NoiseSchedule, x: torc
     """
     y, ab_new, t_new = grow_at(noise, denoiser.timesteps[i], x, denoiser.resolutions[i], initial, transform)
     denoiser.model.set_active_width(denoiser.widths[i])
-    eps = guided_eps(denoiser.model, y, t_new, cond, denoiser.schedule.sampler.guidance_scale, denoiser.uncond[i])
+    out = guided_eps(denoiser.model, y, t_new, cond, denoiser.schedule.sampler.guidance_scale, denoiser.uncond[i])
     ab = noise.alpha_bar_at(denoiser.timesteps[i]).to(y.dtype)
     ab_new = ab_new.to(y.dtype)
-    x0 = (y - (1 - ab_new).sqrt() * eps) / ab_new.sqrt()
+    eps, x0 = eps_and_x0(out, y, ab_new, noise.prediction_type)
     nxt = denoiser.timesteps[i + 1] if i + 1 < len(denoiser.timesteps) else None
     if eta > 0 and nxt is not None:
         ab_prev = float(noise.alpha_bar_at(nxt))
         grid = (1 - ab_prev) / (1 - float(ab)) * (1 - float(ab) / ab_prev)
         ours = (1 - ab_prev) / (1 - float(ab_new)) * (1 - float(ab_new) / ab_prev)
         eta = eta * (ours / grid) ** 0.5
-    return eps, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eta
+    # the output diffusers' scheduler expects at the grid timestep: the same (ε, x0) in the model's own terms
+    return model_target(eps, x0, ab, noise.prediction_type), ab.sqrt() * x0 + (1 - ab).sqrt() * eps, eta

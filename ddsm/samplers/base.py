@@ -1,9 +1,11 @@
 """The sampler contract shared by DDPM and DDIM (diffusers-style).
 
 ``set_timesteps(n)`` fixes the n timesteps the sampler visits (descending, on
-the training grid; fractional values are allowed), then ``step(eps, t, x)``
-moves the state from ``t`` to the next visited timestep. Samplers know nothing
-about network width: the sampling loop looks the width up per step.
+the training grid; fractional values are allowed), then ``step(output, t, x)``
+moves the state from ``t`` to the next visited timestep, reading the model's
+output as its noise schedule's ``prediction_type`` says (ε, v or x0, as
+diffusers' ``prediction_type``; :mod:`ddsm.diffusion.prediction`). Samplers
+know nothing about network width: the sampling loop looks the width up per step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import Field, model_serializer, model_validator
 
 from ddsm.config import MAX_TIMESTEPS, _Frozen
 from ddsm.diffusion.noise import NoiseSchedule
+from ddsm.diffusion.prediction import eps_and_x0
 from ddsm.errors import DDSMError
 
 Spacing = Literal["leading", "trailing", "linspace"]
@@ -161,9 +164,10 @@ class Sampler:
         ab_prev = self.schedule.alpha_bar_at(prev) if prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
         return ab_t.to(device, dtype), ab_prev.to(device, dtype), prev
 
-    def _pred_x0(self, eps: torch.Tensor, x: torch.Tensor, ab_t: torch.Tensor) -> torch.Tensor:
-        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-        return x0.clamp(-1, 1) if self.config.clip_sample else x0
+    def _eps_x0(self, model_output: torch.Tensor, x: torch.Tensor, ab_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # (ε, x0) from the output, per the model's prediction type; clipping x0 leaves ε as is, as in diffusers
+        eps, x0 = eps_and_x0(model_output, x, ab_t, self.schedule.prediction_type)
+        return eps, x0.clamp(-1, 1) if self.config.clip_sample else x0
 
     def step(self, model_output: torch.Tensor, timestep: float, sample: torch.Tensor,
              noise: torch.Tensor | None = None) -> SamplerOutput:  # pragma: no cover - interface

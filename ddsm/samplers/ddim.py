@@ -16,11 +16,11 @@ class DDIMSampler(Sampler):
 
     def step(self, model_output: torch.Tensor, timestep: float, sample: torch.Tensor,
              noise: torch.Tensor | None = None) -> SamplerOutput:
-        """Move ``sample`` from ``timestep`` to the next visited timestep given predicted ε."""
+        """Move ``sample`` from ``timestep`` to the next visited timestep given the model's output (ε, v or x0)."""
         ab_t, ab_prev, _ = self._alpha_bars(timestep, sample.device, sample.dtype)
-        x0 = self._pred_x0(model_output, sample, ab_t)
+        eps, x0 = self._eps_x0(model_output, sample, ab_t)
         sigma = self.config.eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).sqrt()
-        direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * model_output
+        direction = (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
         prev = ab_prev.sqrt() * x0 + direction
         if self.config.eta > 0:
             if noise is None:

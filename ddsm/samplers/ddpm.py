@@ -18,7 +18,7 @@ class DDPMSampler(Sampler):
         ab_t, ab_prev, prev_t = self._alpha_bars(timestep, sample.device, sample.dtype)
         alpha_t = ab_t / ab_prev  # the alpha of the (possibly strided) step
         beta_t = 1 - alpha_t
-        x0 = self._pred_x0(model_output, sample, ab_t)
+        _, x0 = self._eps_x0(model_output, sample, ab_t)
         mean = (ab_prev.sqrt() * beta_t * x0 + alpha_t.sqrt() * (1 - ab_prev) * sample) / (1 - ab_t)
         if prev_t < 0:
             return SamplerOutput(prev_sample=mean, pred_original_sample=x0)
