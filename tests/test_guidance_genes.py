@@ -216,6 +216,18 @@ def test_a_search_with_guidance_genes_runs_exports_and_plots(tmp_path):
                "--num", "2", "--evaluate-missing")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "plots" / "widths.png").is_file()
+    # the report page: a heatmap row per pass, blank (None) where a step takes no guidance; the verdict's member
+    r = invoke("report", tmp_path / "search", "--export", tmp_path / "exp", "--verdict", tmp_path / "v.csv",
+               "--samples", "2", "--out", tmp_path / "report.html")
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    data = json.loads(text.split('<script id="ddsm-data" type="application/json">')[1].split("</script>")[0]
+                      .replace("<\\/", "</"))
+    front = json.loads((tmp_path / "search" / "front.json").read_text())["members"]
+    for m, member in zip(data["front"], front):
+        assert [p["name"] for p in m["passes"]] == ["cond. pass", "uncond. pass"]
+        assert m["passes"][1]["values"] == member["uncond_widths"]
+    assert sum(m["verdict"] is not None for m in data["front"]) == 1  # the one schedule the verdict judged
 
 
 @pytest.mark.parametrize("changes, needle", [

@@ -210,13 +210,13 @@ def _sample_grids(run: SearchRun, net, num: int, seed: int) -> tuple[list[str], 
 
 def _passes(space, member: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a member's heatmap: the conditional pass, then any further per-step choice."""
-    rows = [{"name": "width" if not space.guidance_genes else "conditional pass",
+    rows = [{"name": "width" if not space.guidance_genes else "cond. pass",
              "values": [float(w) for w in member["widths"]]}]
-    if space.guidance_genes:
-        rows.append({"name": "unconditional pass (empty: no guidance)",
+    if space.guidance_genes:  # None: no guidance at that step (a blank cell)
+        rows.append({"name": "uncond. pass",
                      "values": [None if u is None else float(u) for u in member["uncond_widths"]]})
     if member.get("resolutions"):
-        rows.append({"name": "side (pixels)", "values": [int(s) for s in member["resolutions"]], "kind": "side"})
+        rows.append({"name": "side (px)", "values": [int(s) for s in member["resolutions"]], "kind": "side"})
     return rows
 
 

@@ -68,6 +68,8 @@
       `<p><b>#${m.rank}</b>: ${pct(m.share)} of the full-width ${D.cost}, ${D.quality} ${fmt(m.quality)}` +
       (m.seconds !== null ? `, ${fmt(m.seconds)} s measured` : "") + ` (found in generation ${m.generation})</p>` +
       `<p id="detail-widths">widths per step: ${esc(m.passes[0].values.join(", "))}</p>` +
+      m.passes.slice(1).map((p) => `<p>${esc(p.name)} per step: ` +
+        `${esc(p.values.map((v) => (v === null ? "none" : v)).join(", "))}</p>`).join("") +
       `<p>verdict: <span id="detail-verdict">${esc(words)}</span></p>` +
       `<p>file: <code>${esc(m.file || "not exported (give --export)")}</code></p>` +
       `<p>sample with: <code>${esc(m.command)}</code></p>` +
@@ -79,7 +81,7 @@
       type: "heatmap", z: rows.map((r) => r.values), x: [...Array(steps).keys()].map((k) => k + 1),
       y: rows.map((r) => r.name), zmin: Math.min(...D.widths), zmax: Math.max(...D.widths), colorscale: "Viridis",
       hovertemplate: "step %{x}: %{z}<extra>%{y}</extra>", colorbar: { title: { text: "width" }, len: 1 },
-    }], { margin: { t: 10, l: 190, b: 40 }, xaxis: { title: { text: "sampling step (1 = noisiest)" }, dtick: 1 } },
+    }], { margin: { t: 10, l: 100, b: 40 }, xaxis: { title: { text: "sampling step (1 = noisiest)" }, dtick: 1 } },
     { displaylogo: false, responsive: true });
   }
 
