@@ -49,7 +49,3 @@ def model_target(eps: torch.Tensor, x0: torch.Tensor, ab: torch.Tensor, kind: st
         return x0
     raise ValueError(f"prediction type {kind!r} is not one of {', '.join(PREDICTION_TYPES)}")
 
-
-def to_eps(output: torch.Tensor, x: torch.Tensor, ab: torch.Tensor, kind: str = "epsilon") -> torch.Tensor:
-    """ε from a model's output (the identity for an ε model)."""
-    return output if kind == "epsilon" else eps_and_x0(output, x, ab, kind)[0]

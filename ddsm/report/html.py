@@ -27,7 +27,7 @@ from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_atomic
 from ddsm.metrics.verdict import FULL, METRICS, judgement
 from ddsm.report.analysis import families, full_width_quality, scored_rows, sensitivity
-from ddsm.report.outdir import EXPORT_KIND, MANIFESTS
+from ddsm.report.plots import export_manifest, verdict_columns
 from ddsm.search.folder import SearchRun
 
 #: the page's own mark: an existing --out file without it is not a ddsm report and is never overwritten
@@ -74,14 +74,7 @@ def check_report_out(out: str | Path) -> Path:
 def read_export(run: SearchRun, export: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """An export of ``run``: its manifest and front.csv, or a one-line DDSMError."""
     export = Path(export)
-    manifest = export / MANIFESTS[EXPORT_KIND]
-    if not manifest.is_file():
-        raise DDSMError(f"--export {str(export)!r} holds no export (no {manifest.name}); give the --out of ddsm export")
-    meta = read_json(manifest, "export manifest")
-    if not isinstance(meta, dict) or meta.get("kind") != EXPORT_KIND:
-        raise DDSMError(f"--export {str(export)!r}: its {manifest.name} is not an export record; export again")
-    if meta.get("search") != str(run.folder.resolve()):
-        raise DDSMError(f"--export {str(export)!r} exports another search ({meta.get('search')}), not {run.folder}")
+    meta = export_manifest(run, export)
     try:
         table = pd.read_csv(export / "front.csv")
     except (OSError, ValueError) as e:
@@ -156,8 +149,7 @@ def read_verdict_csv(run: SearchRun, path: str | Path, export: Path | None) -> p
 
 def _verdict_from_export(table: pd.DataFrame) -> pd.DataFrame | None:
     """An export front.csv's verdict columns as verdict rows (one per member and metric), or None."""
-    metrics = [c[len("verdict_"):-len("_differs_from_full")] for c in table.columns
-               if c.startswith("verdict_") and c.endswith("_differs_from_full")]
+    metrics = verdict_columns(table)
     if not metrics:
         return None
     rows = []

@@ -268,9 +268,8 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
     return save_figure(fig, out, "samples")
 
 
-def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
-    """The front table of an export of ``run`` that carries a verdict, or a one-line DDSMError."""
-
+def export_manifest(run: SearchRun, export: str | Path) -> dict[str, Any]:
+    """The manifest of an export of ``run`` (``ddsm export --out``), or a one-line DDSMError."""
     export = Path(export)
     manifest = export / MANIFESTS[EXPORT_KIND]
     if not manifest.is_file():
@@ -281,6 +280,14 @@ def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
                         "record; was the file edited? Export again")
     if meta.get("search") != str(run.folder.resolve()):
         raise DDSMError(f"--export {str(export)!r} exports another search ({meta.get('search')}), not {run.folder}")
+    return meta
+
+
+def _verdict_table(run: SearchRun, export: str | Path) -> pd.DataFrame:
+    """The front table of an export of ``run`` that carries a verdict, or a one-line DDSMError."""
+
+    export = Path(export)
+    meta = export_manifest(run, export)
     if "verdict" not in meta:
         raise DDSMError(f"--export {str(export)!r} has no verdict; export with --verdict N first")
     if not isinstance(meta["verdict"], dict):
