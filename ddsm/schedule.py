@@ -5,7 +5,11 @@ the order the sampler visits its steps (first entry: the noisiest step), so
 the same file means the same thing in ddsm's samplers and in a diffusers
 loop. ``resolutions``, when present, gives the side of the state at every
 step (Spectral Progressive Diffusion): it never decreases and ends at the
-image size. Loading checks it against the supernet and reports every mismatch at once.
+image size. ``cached`` marks the steps that reuse the deep features of the last
+full step, cut at ``cache_level`` (:mod:`ddsm.samplers.reuse`); a file with
+cached steps is schema version 2, so a ddsm that cannot run them refuses it
+by its version instead of sampling it without the caching. Loading checks it
+against the supernet and reports every mismatch at once.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_serializer
+from pydantic import Field, StringConstraints, model_serializer, model_validator
 
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
@@ -23,6 +27,9 @@ from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions
 
 SCHEDULE_VERSION = 1
+#: the version of a file with cached steps (older readers refuse it by its version)
+CACHED_SCHEDULE_VERSION = 2
+READABLE_VERSIONS = (SCHEDULE_VERSION, CACHED_SCHEDULE_VERSION)
 
 #: a sha256 in hex, as :func:`ddsm.io.weights_sha256` gives it
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -31,7 +38,7 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 class Schedule(_Frozen):
     """A per-step width schedule for one supernet and one sampler setting."""
 
-    schema_version: Literal[1] = SCHEDULE_VERSION
+    schema_version: Literal[1, 2] = SCHEDULE_VERSION  # 2 exactly when some step is cached
     kind: Literal["ddsm.schedule"] = "ddsm.schedule"
     supernet: str  # fingerprint of the supernet's architecture, width set and noise schedule
     weights: Sha256 | None = None  # sha256 of the weights file its quality and cost were measured on (None: unknown)
@@ -41,18 +48,45 @@ class Schedule(_Frozen):
     # guided only: the unconditional pass's width per step, null where the step takes no guidance (None: both
     # passes at the step's width at every step)
     uncond_widths: tuple[float | None, ...] | None = None
+    cached: tuple[bool, ...] | None = None  # per step: reuse the last full step's deep features (None: no step does)
+    cache_level: int | None = Field(None, ge=0)  # where the backbone cuts a cached call (with cached only)
     timesteps: tuple[float, ...] | None = None  # the visited timesteps (checked against the sampler)
     predicted: dict[str, float] = Field(default_factory=dict)  # e.g. flops, latency_s
     quality: dict[str, float] = Field(default_factory=dict)  # measured metrics, e.g. fid
     provenance: dict[str, Any] = Field(default_factory=dict)  # search run, seed, tool version
     measured: dict[str, Any] = Field(default_factory=dict)  # export's timing: batch_size, device, seconds, speedup
 
+    @model_validator(mode="before")
+    @classmethod
+    def _version_of_cached(cls, data):
+        # a schedule built with cached steps is version 2; one that caches nothing is the version-1 file it was
+        if isinstance(data, dict) and "schema_version" not in data:
+            data = {**data, "schema_version": CACHED_SCHEDULE_VERSION if any(data.get("cached") or ()) else 1}
+        return data
+
+    @model_validator(mode="after")
+    def _cached_fields(self) -> "Schedule":
+        caches = any(self.cached or ())
+        if caches != (self.schema_version == CACHED_SCHEDULE_VERSION):
+            raise ValueError(f"schema_version {self.schema_version} with {'' if caches else 'no '}cached steps: "
+                             f"version {CACHED_SCHEDULE_VERSION} is exactly the file with cached steps")
+        if caches and self.cache_level is None:
+            raise ValueError("cached steps need a cache_level (where the backbone cuts a cached call)")
+        if caches and self.cached[0]:
+            raise ValueError("step 0 is cached, but a cached step reuses the features of an earlier full step and step "
+                             "0 has none; make the first step full")
+        if not caches and (self.cached is not None or self.cache_level is not None):
+            raise ValueError("cached and cache_level go together, with at least one cached step; drop both")
+        return self
+
     @model_serializer(mode="wrap")
     def _drop_unset_uncond(self, handler):
-        # Unset, it is not written: every schedule file made before guidance choices keeps its bytes.
+        # Unset, they are not written: every schedule file made before guidance choices and caching keeps its bytes.
         data = handler(self)
-        if isinstance(data, dict) and data.get("uncond_widths") is None:
-            data.pop("uncond_widths", None)
+        if isinstance(data, dict):
+            for key in ("uncond_widths", "cached", "cache_level"):
+                if data.get(key) is None:
+                    data.pop(key, None)
         return data
 
     @classmethod
@@ -69,6 +103,9 @@ class Schedule(_Frozen):
         """
         if isinstance(widths, StepPlan):
             kw.setdefault("uncond_widths", widths.uncond)
+            if widths.cached is not None:
+                kw.setdefault("cached", widths.cached)
+                kw.setdefault("cache_level", widths.cache_level)
             widths, resolutions = list(widths.widths), resolutions if resolutions is not None else widths.resolutions
         ts = visited(sampler, model.diffusion.num_timesteps)
         if resolutions is not None and all(r == model.geometry.image_size for r in resolutions):
@@ -80,7 +117,7 @@ class Schedule(_Frozen):
 
     def plan(self) -> StepPlan:
         """The in-memory form samplers, evaluators and the diffusers bridge take: width and side per step."""
-        return StepPlan(self.widths, self.resolutions, self.uncond_widths)
+        return StepPlan(self.widths, self.resolutions, self.uncond_widths, self.cached, self.cache_level)
 
     def mismatches(self, model: ModelConfig) -> list[str]:
         """Every way this schedule does not fit ``model`` (empty when it fits)."""
@@ -101,6 +138,13 @@ class Schedule(_Frozen):
             if self.sampler.guidance_scale in (None, 1.0):
                 out.append(f"it chooses the unconditional pass per step (uncond_widths) but its guidance scale is "
                            f"{self.sampler.guidance_scale!r}, which guides nothing")
+        if self.cached is not None:
+            if len(self.cached) != self.sampler.steps:
+                out.append(f"{len(self.cached)} cached flags for {self.sampler.steps} sampling steps")
+            if self.uncond_widths is not None:
+                out.append("it both caches steps and chooses the unconditional pass per step, which cannot run together")
+            if self.resolutions is not None:
+                out.append("it both caches steps and changes resolution, which cannot run together")
         if self.resolutions is not None:
             try:
                 check_resolutions(self.resolutions, model.geometry, self.sampler.steps)
@@ -150,9 +194,9 @@ class Schedule(_Frozen):
         """Read a schedule file; with ``model``, check it fits that supernet."""
         path = Path(path)
         data = read_json(path, "schedule file")
-        if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEDULE_VERSION):
+        if isinstance(data, dict) and data.get("schema_version") not in (None, *READABLE_VERSIONS):
             raise DDSMError(f"schedule file {str(path)!r} has schema_version {data.get('schema_version')!r}; "
-                            f"this ddsm reads {SCHEDULE_VERSION}")
+                            f"this ddsm reads {' and '.join(map(str, READABLE_VERSIONS))}")
         sched = validate(cls, data, source=f"schedule file {path}")
         if model is not None:
             sched.check(model, where=f"schedule file {str(path)!r}")

@@ -6,6 +6,8 @@ model config to :data:`CASES`; the first test fails until it is there.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -159,3 +161,24 @@ def test_resolutions_and_the_memory_estimate(case):
     assert model.image_size in sides and all(s % step == 0 and model.image_size % s == 0 for s in sides)
     small, big = model.forward_bytes(model.image_size), model.forward_bytes(2 * model.image_size)
     assert 0 < small < big and model.forward_bytes(model.image_size, 4) == 4 * small
+
+
+def test_feature_reuse_full_calls_are_the_forward_and_a_cached_call_at_the_same_input_is_too(case):
+    _, model = case
+    x, t = _probe(model)
+    levels = model.reuse_levels()
+    if not levels:  # a backbone without cache levels refuses every cached call, naming that
+        with pytest.raises(DDSMError, match="offers no cache level"):
+            model.forward_reuse(x, t, level=0, deep=None)
+        return
+    for w in model.widths:
+        model.set_active_width(w)
+        with torch.no_grad():
+            eps = model(x, t)
+            for level in levels:
+                full, deep = model.forward_reuse(x, t, level=level, deep=None)
+                cached, _ = model.forward_reuse(x, t, level=level, deep=deep)
+                assert torch.equal(full, eps)  # a full call in a plan with cached steps is today's call
+                torch.testing.assert_close(cached, eps, rtol=1e-5, atol=1e-6)  # filled at this t and width
+    with pytest.raises(DDSMError, match=r"cache level 99 is not offered by .*valid levels: " + re.escape(str(list(levels)))):
+        model.forward_reuse(x, t, level=99, deep=None)

@@ -83,7 +83,6 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     from ddsm.diffusion.noise import NoiseSchedule
     from ddsm.images import save_grid
     from ddsm.io import write_json
-    from ddsm.plan import StepPlan
     from ddsm.sampler_choice import choose_sampler
     from ddsm.samplers import generate, make_sampler
     from ddsm.schedule import Schedule
@@ -104,7 +103,6 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     note_new_weights({str(schedule_file): override} if override else {})
     scfg = choose_sampler(net.config, [sched] if sched else [], flags)
     widths, sides = (list(sched.widths), sched.resolutions) if sched else (net.model.check_width(width), None)
-    uncond = sched.uncond_widths if sched else None  # the schedule's guidance choices per step, if it makes them
     from ddsm.samplers.progressive import untrained_message
 
     untrained = untrained_message(sides or (), net.trained_resolutions, steps="the schedule's steps")
@@ -116,8 +114,9 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     # as in the evaluators and the verdict. generate() checks them before it samples or anything is written.
     labels = [class_labels[i % len(class_labels)] for i in range(num)] if class_labels else None
     t0 = time.perf_counter()
-    x = generate(net.model, smp, StepPlan(tuple(widths), sides, uncond) if uncond else widths, seeds,
-                 resolutions=None if uncond else sides, batch_size=batch_size, progress=progress, labels=labels)
+    # a schedule's plan carries its sides, guidance choices and cached steps
+    x = generate(net.model, smp, sched.plan() if sched else widths, seeds, batch_size=batch_size, progress=progress,
+                 labels=labels)
     elapsed = time.perf_counter() - t0
     from ddsm.checkpoint import save_tensors
 
@@ -125,7 +124,8 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             "sampler": scfg.model_dump(mode="json"),
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
             **({"resolutions": list(sides)} if sides else {}),
-            **({"uncond_widths": list(uncond)} if uncond else {}),
+            **({"uncond_widths": list(sched.uncond_widths)} if sched and sched.uncond_widths else {}),
+            **({"cached": list(sched.cached), "cache_level": sched.cache_level} if sched and sched.cached else {}),
             "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev), "seconds": round(elapsed, 3),
             **({"allowed_new_weights": {str(schedule_file): override}} if override else {}),
             # sample i has label class_cycle[i % len(class_cycle)], or (no cycle) its seed mod num_classes

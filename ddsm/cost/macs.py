@@ -215,6 +215,29 @@ def count_macs(model: Backbone, width: float, resolution: int | None = None) -> 
     return _count_subnet(_cpu_subnet(model, width), resolution)
 
 
+class _CachedCall(torch.nn.Module):
+    # a cached call as a module fvcore can trace: only the part outside the cache level runs
+    def __init__(self, sub: Backbone, level: int, deep: torch.Tensor) -> None:
+        super().__init__()
+        self.sub, self.level, self.deep = sub, level, deep
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.sub.forward_reuse(x, t, level=self.level, deep=self.deep)[0]
+
+
+def count_cached_macs(model: Backbone, width: float, level: int) -> MacCount:
+    """MACs for one image through a *cached* call of ``model`` at ``width`` (:meth:`Backbone.forward_reuse`): the
+    part outside cache ``level`` only, at the training size; the features it reads are filled at the same width."""
+    from ddsm.nn.backbone import check_reuse_level
+
+    check_reuse_level(model, level)
+    sub = _cpu_subnet(model, width)
+    x, t = _probe(sub, sub.image_size)
+    with torch.no_grad():
+        _, deep = sub.forward_reuse(x, t, level=level, deep=None)
+    return count_module_macs(_CachedCall(sub, level, deep), x, t)
+
+
 def torch_flops(model: Backbone, width: float, resolution: int | None = None) -> int:
     """FLOPs (2 per MAC) for one image as ``torch.utils.flop_counter`` counts them: dense ops only."""
     resolution = check_resolution(model, resolution)

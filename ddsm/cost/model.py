@@ -13,6 +13,10 @@ at that step's width and side (:meth:`CostModel.total` for many at once,
 form (:meth:`CostModel.to_json`, stored in a search folder's ``search.json``)
 keys a width-only model by ``repr(width)`` and a resolution model by
 ``"width@side"``.
+
+A model may also price a *cached* call per width (``cached``: the outer part of
+the network only, at one cache level, :mod:`ddsm.samplers.reuse`); a plan's
+cached steps then cost that instead of a full call.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from ddsm.config import width_index
-from ddsm.cost.macs import count_macs
+from ddsm.cost.macs import count_cached_macs, count_macs
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.plan import StepPlan
@@ -47,6 +51,8 @@ class CostModel:
     unit: str = "macs"  # 'macs' (per image) or 'latency' (seconds per call)
     batch: int | None = None  # latency only: the images per call its seconds were timed on (not in the fingerprint)
     passes: int = 1  # denoiser passes a step's cost holds (2: guided, conditional + unconditional at the step's width)
+    cached: tuple[float, ...] | None = None  # one cached call per width at the image size (None: no caching priced)
+    cache_level: int | None = None  # the backbone level ``cached`` was counted at
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -63,7 +69,14 @@ class CostModel:
         if self.unit != "macs":
             raise DDSMError("a guided search (sampler.guidance_scale) prices steps in MACs only; a measured latency "
                             "table times one pass per call: use objectives.cost flops")
-        return replace(self, calls=tuple(tuple(c * passes for c in row) for row in self.calls), passes=passes)
+        return replace(self, calls=tuple(tuple(c * passes for c in row) for row in self.calls), passes=passes,
+                       cached=None if self.cached is None else tuple(c * passes for c in self.cached))
+
+    def with_cached(self, cached: Mapping, level: int) -> "CostModel":
+        """This model plus the cost of a cached call at cache ``level`` per width (``{width: c}``, one pass: scaled
+        by this model's passes)."""
+        one = CostModel.from_mapping(cached, self.widths, unit=self.unit)
+        return replace(self, cached=tuple(row[0] * self.passes for row in one.calls), cache_level=int(level))
 
     @classmethod
     def from_mapping(cls, costs: Mapping, widths: Sequence[float], sides: Sequence[int] | None = None, *,
@@ -96,8 +109,12 @@ class CostModel:
                ) -> "CostModel":
         """``costs`` restricted to ``widths`` x ``sides``: a CostModel as it is (checked), a mapping read."""
         if isinstance(costs, CostModel):
-            return cls.from_mapping({(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))},
-                                    widths, sides, unit=costs.unit, batch=costs.batch, passes=costs.passes)
+            out = cls.from_mapping({(w, r): costs.call(w, r) for w in widths for r in (sides or (None,))},
+                                   widths, sides, unit=costs.unit, batch=costs.batch, passes=costs.passes)
+            if costs.cached is None:
+                return out
+            return replace(out, cached=tuple(costs.cached[costs.index(w)[0]] for w in widths),
+                           cache_level=costs.cache_level)
         return cls.from_mapping(costs, widths, sides)
 
     @classmethod
@@ -105,6 +122,16 @@ class CostModel:
         """fvcore MACs per image of one call at every width (and side) of ``net``."""
         return cls.from_mapping({(w if r is None else (w, r)): float(count_macs(net.model, w, r).total)
                                  for w in widths for r in (sides or (None,))}, widths, sides)
+
+    def count_cached(self, net: "Supernet", level: int) -> "CostModel":
+        """This model plus fvcore MACs per image of a cached call at ``level`` at every width."""
+        return self.with_cached({w: float(count_cached_macs(net.model, w, level).total) for w in self.widths}, level)
+
+    def cached_json(self) -> dict[str, float] | None:
+        """``{"0.25": c, ...}``: one cached call per width (one pass), or None."""
+        if self.cached is None:
+            return None
+        return {repr(w): c / self.passes for w, c in zip(self.widths, self.cached)}
 
     # -- files and identity -------------------------------------------------------
 
@@ -133,7 +160,10 @@ class CostModel:
 
     def fingerprint(self) -> str:
         """Identity of the costs (floats as exact hex strings), as a search folder records it."""
-        return stable_hash([float(c).hex() for c in self.flat])
+        flat = [float(c).hex() for c in self.flat]
+        if self.cached is not None:  # a model without cached calls keeps its old fingerprint
+            flat += ["cached", self.cache_level, *[float(c).hex() for c in self.cached]]
+        return stable_hash(flat)
 
     # -- lookup and sums ----------------------------------------------------------
 
@@ -154,15 +184,24 @@ class CostModel:
         i, j = self.index(width, side)
         return self.calls[i][j]
 
-    def total(self, W: np.ndarray, R: np.ndarray | None = None, U: np.ndarray | None = None) -> np.ndarray:
+    def total(self, W: np.ndarray, R: np.ndarray | None = None, U: np.ndarray | None = None,
+              C: np.ndarray | None = None) -> np.ndarray:
         """Cost of each row of per-step width indices ``W`` (and side indices ``R``; None: the image size).
 
         ``U`` (a guided model only) chooses each step's unconditional pass: its width index, or -1 for no guidance
-        at that step; the step then costs one pass at ``W`` plus one at ``U`` (None: both at ``W``).
+        at that step; the step then costs one pass at ``W`` plus one at ``U`` (None: both at ``W``). ``C`` marks
+        cached steps (booleans), which cost a cached call at ``W`` (a model with ``cached`` costs only).
         """
         W = np.atleast_2d(np.asarray(W, dtype=np.int64))
         R = np.full_like(W, len(self.sides) - 1) if R is None else np.atleast_2d(np.asarray(R, dtype=np.int64))
         calls = np.asarray(self.calls, dtype=np.float64)
+        if C is not None and np.any(C):
+            if self.cached is None:
+                raise DDSMError("this cost model prices no cached call; count one with CostModel.count_cached")
+            if U is not None:
+                raise DDSMError("cached steps and per-step guidance choices cannot be priced together")
+            C = np.atleast_2d(np.asarray(C, dtype=bool))
+            return np.where(C, np.asarray(self.cached, dtype=np.float64)[W], calls[W, R]).sum(axis=1)
         if U is None:
             return calls[W, R].sum(axis=1)
         if self.passes != 2:
@@ -177,7 +216,7 @@ class CostModel:
         plan = StepPlan.of(plan)
         idx = [self.index(w, r) for w, r in plan.pairs()]
         U = None if plan.uncond is None else [-1 if u is None else self.index(u)[0] for u in plan.uncond]
-        return float(self.total([i for i, _ in idx], [j for _, j in idx], U)[0])
+        return float(self.total([i for i, _ in idx], [j for _, j in idx], U, plan.cached)[0])
 
     def full_cost(self, steps: int) -> float:
         """Cost of ``steps`` full-width calls at the image size: the baseline of every share."""

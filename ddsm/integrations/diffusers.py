@@ -51,6 +51,7 @@ from ddsm.diffusion.prediction import eps_and_x0, model_target
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
+from ddsm.samplers.reuse import check_cached, reuse_eps
 from ddsm.samplers.loop import (check_guidance, check_uncond, eval_mode, guided_eps, per_sample_randn, per_step_widths,
                                 sample_generators)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
@@ -242,6 +243,9 @@ class ScheduledDenoiser(torch.nn.Module):
         self.resolutions: list[int] = check_resolutions(schedule.resolutions, net.config.geometry, len(self.timesteps))
         # per step, the unconditional pass's width (or no guidance there), as ddsm's loop runs it
         self.uncond: list = check_uncond(net.model, schedule.plan(), schedule.sampler.guidance_scale)
+        # cached steps reuse the deep features of the last full step called, in step order (ddsm.samplers.reuse)
+        self.cached = check_cached(net.model, schedule.plan(), sides=self.resolutions)
+        self._deep: tuple[int, Any] | None = None  # (step that filled it, features)
         self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
 
     @classmethod
@@ -286,8 +290,20 @@ class ScheduledDenoiser(torch.nn.Module):
             class_labels = torch.as_tensor(class_labels, device=sample.device)
         self.model.set_active_width(self.widths[i])
         # The timestep as the float ddsm's loop passes, whatever dtype the scheduler holds it in.
-        return guided_eps(self.model, sample, self.timesteps[i], class_labels, self.schedule.sampler.guidance_scale,
-                          self.uncond[i])
+        if self.cached is None:
+            return guided_eps(self.model, sample, self.timesteps[i], class_labels,
+                              self.schedule.sampler.guidance_scale, self.uncond[i])
+        deep = None
+        if self.cached[i]:
+            if self._deep is None or self._deep[0] >= i or self._deep[1][0].shape[0] != sample.shape[0]:
+                raise DDSMError(f"step {i} is cached but no full step ran before it in this sampling run (call the "
+                                "model once per step, noisiest first, as DDPM and DDIM schedulers do)")
+            deep = self._deep[1]
+        eps, filled = reuse_eps(self.model, sample, self.timesteps[i], class_labels,
+                                self.schedule.sampler.guidance_scale, self.schedule.cache_level, deep)
+        if deep is None:
+            self._deep = (i, filled)
+        return eps
 
 
 # -- the loop

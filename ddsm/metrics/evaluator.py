@@ -112,13 +112,14 @@ class SamplingEvaluator(Evaluator):
             schedule = schedule.plan()
         given = StepPlan.of(schedule)
         steps = step_plan(given, self.sampler_config.steps, self.net.model, self.sampler_config.guidance_scale)
-        pairs = tuple((w, r) for w, r, _ in steps)
+        pairs = tuple((w, r) for w, r, *_ in steps)
         sides = {r for _, r in pairs}
         if sides != {self.net.config.geometry.image_size} and self.warn_resolutions and not sides <= self._warned_sides:
             warn_untrained(sorted(sides), self.net.trained_resolutions, stacklevel=4)
             self._warned_sides |= sides
-        if given.uncond is not None:  # guidance choices per step travel in the plan
-            return dataclasses.replace(StepPlan.of(pairs), uncond=given.uncond)
+        if given.uncond is not None or given.cached is not None:  # guidance choices and cached steps travel in it
+            return dataclasses.replace(StepPlan.of(pairs), uncond=given.uncond, cached=given.cached,
+                                       cache_level=given.cache_level)
         if sides == {self.net.config.geometry.image_size}:
             return tuple(w for w, _ in pairs)
         return pairs

@@ -92,9 +92,12 @@ class TeacherProxy:
 
     def is_teacher(self, widths: Sequence) -> bool:
         """Whether ``widths`` is the teacher's own schedule (a resolution plan, of (width, side) pairs, never is;
-        nor is a plan whose guidance choices differ from guidance at every step's own width)."""
+        nor is a plan whose guidance choices differ from guidance at every step's own width, nor one with cached
+        steps)."""
         uncond = getattr(widths, "uncond", None)
         if uncond is not None and tuple(uncond) != tuple(widths.widths):
+            return False
+        if getattr(widths, "cached", None) is not None:  # cached steps are never the teacher's full calls
             return False
         return not self.external and len(widths) == len(self.teacher_widths) and all(
             not isinstance(a, tuple) and width_index(a, (b,)) is not None for a, b in zip(widths, self.teacher_widths))

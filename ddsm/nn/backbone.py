@@ -61,6 +61,15 @@ class Backbone(Protocol):
         layer), which distillation matches between a student and its teacher.
         """
 
+    def reuse_levels(self) -> tuple[int, ...]:
+        """Where a cached call can reuse the deep features of an earlier full call (empty: nowhere); see
+        :meth:`forward_reuse`. A larger level runs more of the network at a cached call."""
+
+    def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, *, level: int, deep: torch.Tensor | None,
+                      cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, deep features): with ``deep`` None a full call (ε exactly as :meth:`forward`) that also returns the
+        features to reuse at ``level``; given ``deep``, a cached call that runs only the part outside ``level``."""
+
     def valid_resolutions(self) -> list[int]:
         """Sides up to ``image_size`` a state can have (what resolution schedules may use)."""
 
@@ -82,6 +91,41 @@ def check_width_of(widths: tuple[float, ...], width: float, *, fixed: bool = Fal
             raise DDSMError(f"this is a fixed-width subnet at {widths[0]}; cannot run at width {width}")
         raise DDSMError(f"width {width!r} is not served by this supernet; valid widths: {list(widths)}")
     return widths[i]
+
+
+class NoFeatureReuse:
+    """Mixin of a backbone that offers no cache level: every cached call is refused with one line."""
+
+    def reuse_levels(self) -> tuple[int, ...]:
+        return ()
+
+    def forward_reuse(self, x, t, *, level: int, deep, cond: Any = None):
+        check_reuse_level(self, level)  # raises: no level is offered
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_reuse_level(model: Backbone, level: int) -> int:
+    """``level`` if ``model`` can reuse features there, else a one-line DDSMError listing the levels it offers."""
+    levels = tuple(model.reuse_levels())
+    if not levels:
+        raise DDSMError(f"{type(model).__name__} cannot reuse cached features (it offers no cache level); use a "
+                        "schedule without cached steps")
+    if isinstance(level, bool) or not isinstance(level, int) or level not in levels:
+        raise DDSMError(f"cache level {level!r} is not offered by {type(model).__name__}; valid levels: "
+                        f"{list(levels)}")
+    return level
+
+
+def fit_channels(deep: torch.Tensor, channels: int) -> torch.Tensor:
+    """``deep`` (B, C, ...) with exactly ``channels`` channels: its prefix, or zeros appended (a slimmable net's
+    narrower widths are channel prefixes, and a channel a narrower call never computed reads as absent)."""
+    have = deep.shape[1]
+    if have == channels:
+        return deep
+    if have > channels:
+        return deep[:, :channels]
+    pad = deep.new_zeros((deep.shape[0], channels - have, *deep.shape[2:]))
+    return torch.cat([deep, pad], dim=1)
 
 
 def divisor_sides(image_size: int, step: int) -> list[int]:

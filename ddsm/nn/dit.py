@@ -32,7 +32,7 @@ from torch import nn
 
 from ddsm.config import DiTConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import class_labels
+from ddsm.nn.backbone import check_reuse_level, class_labels
 from ddsm.nn.slimmable import SlimLinear, SlimmableNetwork, SlimModule, active
 from ddsm.nn.unet import timestep_embedding
 
@@ -349,6 +349,41 @@ class SlimDiT(SlimmableNetwork):
         returns the last block's tokens as a map (B, d, H/p, W/p), before the
         final layer, which distillation matches between a student and its teacher.
         """
+        h, c, rows, cols = self._embed(x, t, cond)
+        for block in self.blocks:
+            h = block(h, c)
+        eps = self.unpatchify(self.final_layer(h, c), rows, cols)
+        if not return_hidden:
+            return eps
+        return eps, h.transpose(1, 2).reshape(x.shape[0], self.config.hidden_size, rows, cols)
+
+    def reuse_levels(self) -> tuple[int, ...]:
+        """Levels L = 0..(depth-1)//2: a cached call runs the first L and the last L blocks and adds the residual
+        that the middle blocks added at the last full call (FORA / Δ-DiT); the residual stream keeps its size at
+        every width, so a residual from any width fits."""
+        return tuple(range((self.config.depth - 1) // 2 + 1))
+
+    def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, *, level: int, deep: torch.Tensor | None,
+                      cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, the middle blocks' residual (B, T, d)): a full call that also returns it (``deep`` None), or a
+        cached call that adds ``deep`` in place of blocks ``level``..depth-level-1."""
+        L = check_reuse_level(self, level)
+        h, c, rows, cols = self._embed(x, t, cond)
+        for block in self.blocks[:L]:
+            h = block(h, c)
+        if deep is None:
+            start = h
+            for block in self.blocks[L: len(self.blocks) - L]:
+                h = block(h, c)
+            deep = h - start
+        else:
+            h = h + deep
+        for block in self.blocks[len(self.blocks) - L:]:
+            h = block(h, c)
+        return self.unpatchify(self.final_layer(h, c), rows, cols), deep
+
+    def _embed(self, x: torch.Tensor, t: torch.Tensor | float, cond: Any):
+        # tokens with position embedding, the conditioning c = t + label embedding, and the token grid
         self._check_input(x)
         B, p = x.shape[0], self.config.patch_size
         rows, cols = int(x.shape[-2]) // p, int(x.shape[-1]) // p
@@ -356,15 +391,9 @@ class SlimDiT(SlimmableNetwork):
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
             t = t.expand(B)
-
         h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, d), tokens row-major
         h = h + self._pos_embed(rows, cols, x.device).to(h.dtype)
         c = self.t_embedder(t)
         if y is not None:
             c = c + self.y_embedder(y)
-        for block in self.blocks:
-            h = block(h, c)
-        eps = self.unpatchify(self.final_layer(h, c), rows, cols)
-        if not return_hidden:
-            return eps
-        return eps, h.transpose(1, 2).reshape(B, self.config.hidden_size, rows, cols)
+        return h, c, rows, cols

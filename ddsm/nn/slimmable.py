@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddsm.nn.backbone import NoFeatureReuse
+
 _CACHE_ON = [True]
 
 
@@ -211,7 +213,7 @@ class SlimGroupNorm(SlimModule):
         return gn
 
 
-class SlimmableNetwork(nn.Module):
+class SlimmableNetwork(NoFeatureReuse, nn.Module):
     """The width half of a :class:`~ddsm.nn.backbone.Backbone` built from these primitives (ddsm's UNet, the DiT).
 
     ``config`` holds ``widths``, ``image_size``, ``in_channels`` and

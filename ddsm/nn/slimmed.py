@@ -27,12 +27,12 @@ from torch import nn
 
 from ddsm.config import DiffusersModelConfig, ModelConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import check_width_of, divisor_sides, unet_forward_bytes
+from ddsm.nn.backbone import NoFeatureReuse, check_width_of, divisor_sides, unet_forward_bytes
 from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 from ddsm.nn.slimmable import freeze_width
 
 
-class _DiffusersShapes:
+class _DiffusersShapes(NoFeatureReuse):
     """What samplers, the cost model and the memory guard read, computed from the diffusers ``config``."""
 
     config: DiffusersModelConfig

@@ -22,8 +22,8 @@ from typing import Any
 from ddsm.config import UNetConfig
 from ddsm.diffusion.resolution import haar_dwt, haar_idwt
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import class_labels, unet_forward_bytes
-from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, SlimmableNetwork
+from ddsm.nn.backbone import check_reuse_level, class_labels, fit_channels, unet_forward_bytes
+from ddsm.nn.slimmable import SlimConv2d, SlimGroupNorm, SlimLinear, SlimmableNetwork, active
 
 # ---------------------------------------------------------------------------- primitives
 
@@ -264,6 +264,11 @@ class SlimUNet(SlimmableNetwork):
                 self.up.append(nn.ModuleList([UP_BLOCKS[config.up_block](c)]))
                 side *= 2
 
+        # Feature reuse: level L keeps conv_in and the first L down-path blocks; the up-path ResBlock that pops skip L
+        # is where the reused map enters. (up entry, its channels at width 1) per level.
+        starts = [j for j, blocks in enumerate(self.up) if isinstance(blocks[0], ResBlock)]
+        self._reuse_at = [(starts[len(self.down) - lvl], self.up[starts[len(self.down) - lvl]][0].conv1.in_splits[0])
+                          for lvl in range(len(self.down) + 1)]
         self.norm_out = SlimGroupNorm(c, gc)
         self.conv_out = SlimConv2d(c, config.in_channels, 3, padding=1, fixed_out=True)
         nn.init.zeros_(self.conv_out.weight)
@@ -296,6 +301,42 @@ class SlimUNet(SlimmableNetwork):
         and activation, before ``conv_out``), which distillation matches
         between a student and its teacher.
         """
+        temb = self._embed(x, t, cond)
+        h, hs = self._down(x, temb, len(self.down))
+        for b in self.mid:
+            h = b(h, temb) if isinstance(b, ResBlock) else b(h)
+        return self._up(h, hs, temb, 0, return_hidden)
+
+    # -- feature reuse (DeepCache) -------------------------------------------------
+
+    def reuse_levels(self) -> tuple[int, ...]:
+        """Levels L = 0..(down-path blocks): a cached call runs ``conv_in``, the first L down-path blocks and the
+        up-path blocks that read their skips; the map entering the up path there is reused (DeepCache's branch)."""
+        return tuple(range(len(self._reuse_at)))
+
+    def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, *, level: int, deep: torch.Tensor | None,
+                      cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, the deep map at ``level``): a full call that also returns the map (``deep`` None), or a cached call
+        that runs only the outer blocks and reads ``deep`` in place of everything below ``level``.
+
+        The map is fitted to this call's width by its channel prefix: cut when it came from a wider call, padded
+        with zeros (the channels a narrower call never computed) when from a narrower one.
+        """
+        entry, channels = self._reuse_at[check_reuse_level(self, level)]
+        temb = self._embed(x, t, cond)
+        if deep is None:
+            h, hs = self._down(x, temb, len(self.down))
+            for b in self.mid:
+                h = b(h, temb) if isinstance(b, ResBlock) else b(h)
+            h = self._up_to(h, hs, temb, entry)
+            return self._up(h, hs, temb, entry, False), h
+        _, hs = self._down(x, temb, level)
+        deep = fit_channels(deep, active(channels, self.width))
+        return self._up(deep, hs, temb, entry, False), deep
+
+    # -- the three paths, shared by both forwards ---------------------------------------
+
+    def _embed(self, x: torch.Tensor, t: torch.Tensor | float, cond: Any) -> torch.Tensor:
         y = class_labels(cond, self.config.num_classes, x.shape[0], x.device)
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
@@ -303,20 +344,36 @@ class SlimUNet(SlimmableNetwork):
         temb = self.temb_mlp(timestep_embedding(t, self.config.base_channels))
         if y is not None:
             temb = temb + self.label_emb(y)
+        return temb
+
+    def _down(self, x: torch.Tensor, temb: torch.Tensor, stop: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # conv_in and the first ``stop`` down-path blocks; every map pushed as a skip
         h = self.conv_in(x)
         hs = [h]
-        for blocks in self.down:
+        for blocks in self.down[:stop]:
             for b in blocks:
                 h = b(h, temb) if isinstance(b, ResBlock) else b(h)
             hs.append(h)
-        for b in self.mid:
-            h = b(h, temb) if isinstance(b, ResBlock) else b(h)
-        for blocks in self.up:
-            for b in blocks:
-                if isinstance(b, ResBlock):
-                    h = b(torch.cat([h, hs.pop()], dim=1), temb)
-                else:
-                    h = b(h)
+        return h, hs
+
+    def _up_to(self, h: torch.Tensor, hs: list[torch.Tensor], temb: torch.Tensor, stop: int) -> torch.Tensor:
+        # the up-path blocks before entry ``stop`` (they pop the deepest skips off ``hs``)
+        for blocks in self.up[:stop]:
+            h = self._up_entry(blocks, h, hs, temb)
+        return h
+
+    def _up(self, h: torch.Tensor, hs: list[torch.Tensor], temb: torch.Tensor, start: int, return_hidden: bool):
+        for blocks in self.up[start:]:
+            h = self._up_entry(blocks, h, hs, temb)
         h = F.silu(self.norm_out(h))
         eps = self.conv_out(h)
         return (eps, h) if return_hidden else eps
+
+    @staticmethod
+    def _up_entry(blocks: nn.ModuleList, h: torch.Tensor, hs: list[torch.Tensor], temb: torch.Tensor) -> torch.Tensor:
+        for b in blocks:
+            if isinstance(b, ResBlock):
+                h = b(torch.cat([h, hs.pop()], dim=1), temb)
+            else:
+                h = b(h)
+        return h

@@ -19,13 +19,15 @@ from ddsm.search.config import SearchConfig
 from ddsm.search.folder import SearchRun
 from ddsm.search.log import genome_key, parse_genome
 from ddsm.search.problem import WidthProblem
-from ddsm.search.seeding import interval_seeds, sensitivity_probes, two_segment_seeds, uniform_seeds
+from ddsm.search.seeding import (interval_seeds, reuse_interval_seeds, sensitivity_probes, two_segment_seeds,
+                                 uniform_seeds)
 from ddsm.search.setup import evaluator_factory
 
 #: the T-Stitch family's name in figures (its point labels read "narrow width × narrow steps")
 TWO_SEGMENT = "two-segment: narrow width×steps first, then full width"
 #: guidance only after the first steps (guidance genes only; labels read "width, unguided steps")
 INTERVAL = "interval guidance: width, first steps unguided"
+CACHE_INTERVAL = "DeepCache interval: width, a full step every N genes"
 
 
 @dataclass
@@ -108,6 +110,13 @@ def families(run: SearchRun) -> list[Family]:
     if space.guidance_genes:
         kinds.append((INTERVAL, [g + pad for g in interval_seeds(space)],
                       lambda g: f"{space.widths[g[0]]:g}, {unguided_steps(g)}"))
+    if space.reuse is not None:
+        def every(g) -> int:  # the interval: the first gene after gene 0 that is a full step again
+            reuse = g[space.n_choice_genes - space.n_reuse_genes: space.n_choice_genes]
+            return next(i for i in range(1, len(reuse)) if reuse[i] == 0)
+
+        kinds.append((CACHE_INTERVAL, [g + pad for g in reuse_interval_seeds(space)],
+                      lambda g: f"{space.widths[g[0]]:g}, N={every(g)}"))
     kinds.append((TWO_SEGMENT, two,
                   lambda g: f"{space.widths[g[0]]:g}×{sum(space.segment_lengths[:sum(1 for x in g[:n] if x != full)])}"))
     for name, genomes, label in kinds:
@@ -151,7 +160,7 @@ def sensitivity(run: SearchRun) -> pd.DataFrame | None:
     base = float(seeds.loc[keys[0], run.quality])
     starts = np.concatenate([[0], np.cumsum(space.segment_lengths)])
     rows = []
-    top = space.upper_bounds
+    top = space.full_choices
     for p, k in zip(probes[1:], keys[1:]):
         i = next(i for i, x in enumerate(p[: space.n_choice_genes]) if x != top[i])
         g, uncond = i % space.n_genes, i >= space.n_genes

@@ -91,6 +91,8 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
                "widths": ",".join(f"{w:g}" for w in m["widths"])}
         if plan.uncond is not None:
             row["uncond_widths"] = ",".join("none" if u is None else f"{u:g}" for u in plan.uncond)
+        if run.space.reuse is not None:
+            row["cached"] = ",".join(str(int(plan.is_cached(i))) for i in range(steps))
         if run.space.resolutions is not None:
             row["resolutions"] = ",".join(str(r) for r in (m.get("resolutions") or [run.space.resolutions[-1]] * steps))
         rows.append(row)

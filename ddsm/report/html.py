@@ -207,6 +207,9 @@ def _passes(space, member: dict[str, Any]) -> list[dict[str, Any]]:
     if space.guidance_genes:  # None: no guidance at that step (a blank cell)
         rows.append({"name": "uncond. pass",
                      "values": [None if u is None else float(u) for u in member["uncond_widths"]]})
+    if space.reuse is not None:  # the width of a cached step's outer part; None: a full step (a blank cell)
+        rows.append({"name": "cached step",
+                     "values": [float(w) if c else None for w, c in zip(member["widths"], member["cached"])]})
     if member.get("resolutions"):
         rows.append({"name": "side (px)", "values": [int(s) for s in member["resolutions"]], "kind": "side"})
     return rows

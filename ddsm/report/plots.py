@@ -23,7 +23,7 @@ from ddsm.io import read_json, write_atomic
 from ddsm.metrics.registry import metric_label
 from ddsm.metrics.verdict import METRICS
 from ddsm.plan import StepPlan
-from ddsm.report.analysis import (INTERVAL, TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows,
+from ddsm.report.analysis import (CACHE_INTERVAL, INTERVAL, TWO_SEGMENT, evaluate_missing, families, full_width_quality, scored_rows,
                                   sensitivity)
 from ddsm.report.export import generate_plan
 from ddsm.report.outdir import EXPORT_KIND, MANIFESTS, PLOTS_KIND, check_out_dir, writing_report
@@ -83,7 +83,7 @@ def plot_front(run: SearchRun, out: str | Path) -> list[Path]:
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 5), fontsize=8, color="tab:blue")
 
     styles = {"uniform width": ("s", "tab:green", "-"), TWO_SEGMENT: ("^", "tab:orange", ""),
-              INTERVAL: ("D", "tab:purple", "")}
+              INTERVAL: ("D", "tab:purple", ""), CACHE_INTERVAL: ("v", "tab:brown", "")}
     for fam in families(run):
         if not len(fam.genomes):
             continue
@@ -161,6 +161,10 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
     for b in np.cumsum(space.segment_lengths)[:-1]:  # gene boundaries: widths can only change here
         ax.axvline(b + 0.5, color="white", linewidth=1.5)
     sides = run.front["resolutions"] if "resolutions" in run.front else []
+    for row, cached in enumerate(run.front["cached"] if "cached" in run.front else [], start=1):
+        for step, c in enumerate(cached or (), start=1):  # reuse spaces: a cached step's cell is marked
+            if c:
+                ax.text(step, row, "c", ha="center", va="center", fontsize=7, color="white", fontweight="bold")
     for row, member_sides in enumerate(sides, start=1):  # resolution spaces: the side of every reduced step
         for step, side in enumerate(member_sides or (), start=1):
             if side < space.resolutions[-1]:
@@ -169,7 +173,8 @@ def plot_widths(run: SearchRun, out: str | Path) -> list[Path]:
     ax.set_yticks(range(1, n + 1))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlabel("sampling step (1 = noisiest; white lines: gene boundaries"
-                  + ("; grey: no guidance" if space.guidance_genes else "") + ")")
+                  + ("; grey: no guidance" if space.guidance_genes else "")
+                  + ("; c: cached step, deep features reused" if space.reuse is not None else "") + ")")
     ax.set_ylabel(f"front member (rank, % {_cost_label(run)}, quality)")
     cb = fig.colorbar(im, ax=ax, ticks=widths, fraction=0.05, pad=0.02)
     cb.set_label("width (fraction of channels)")

@@ -21,6 +21,13 @@ than calling :func:`~ddsm.samplers.loop.generate` once per candidate:
   Ray, interrupted or not. On a CPU the two run at about the same speed
   (the ``bench_metrics`` experiment measures it); fusing pays on a GPU.
 
+Plans with cached steps (:mod:`ddsm.samplers.reuse`) carry the deep features of
+their last full step beside the state: a prefix's state is the pair, the
+trajectory cache stores both (keyed apart by the cache level), and a fused
+call joins only features of one shape (filled at one width). Every plan in
+one call caches at one level; its full steps fill features for every plan
+(the plain call's output, so plans without cached steps are unchanged).
+
 Stochastic samplers (DDPM, DDIM with eta > 0) draw each sample's step noise
 once per step from that sample's generator and give the same noise to every
 candidate, exactly as ``generate`` would draw it for each one alone; the noise
@@ -46,6 +53,7 @@ from ddsm.samplers.loop import (SAME_WIDTH, check_guidance, check_uncond, eval_m
                                 per_step_widths, sample_generators, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
+from ddsm.samplers.reuse import check_cached, deep_bytes, deep_cat, deep_rows, reuse_eps
 
 
 @dataclass
@@ -97,26 +105,35 @@ class TrajectoryCache:
             self._states.move_to_end(key)
         return x
 
-    def put(self, key: Hashable, x: torch.Tensor) -> None:
-        """Store ``x``, dropping the least recently used states to stay within ``max_bytes``."""
-        size = x.numel() * x.element_size()
+    def put(self, key: Hashable, x: "torch.Tensor | tuple") -> None:
+        """Store ``x`` (a state, or a (state, deep features) pair), dropping the least recently used states to stay
+        within ``max_bytes``."""
+        size = _bytes(x)
         if size > self.max_bytes or key in self._states:
             return
         self._states[key] = x
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, old = self._states.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+            self.bytes -= _bytes(old)
 
-    def deepest(self, seeds: tuple[int, ...], plan: Sequence[float]) -> tuple[int, torch.Tensor | None]:
-        """The longest prefix of ``plan`` with a stored state: (its length, the state), or (0, None)."""
+    def deepest(self, seeds: tuple[int, ...], plan: Sequence[float], tag: Hashable = None
+                ) -> tuple[int, torch.Tensor | None]:
+        """The longest prefix of ``plan`` with a stored state: (its length, the state), or (0, None). ``tag``
+        keeps apart states stored with something more (the deep features of a cache level)."""
         self.lookups += 1
         for n in range(len(plan), 0, -1):
-            x = self.get((seeds, tuple(plan[:n])))
+            x = self.get((seeds, tuple(plan[:n])) if tag is None else (seeds, tuple(plan[:n]), tag))
             if x is not None:
                 self.hits += 1
                 return n, x
         return 0, None
+
+
+def _bytes(value) -> int:
+    if isinstance(value, tuple):
+        return _bytes(value[0]) + deep_bytes(value[1])
+    return value.numel() * value.element_size()
 
 
 def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
@@ -125,16 +142,27 @@ def count_distinct_prefixes(plans: Sequence[Sequence[float]]) -> list[int]:
     return [len({tuple(p[: i + 1]) for p in plans}) for i in range(steps)]
 
 
-Step = tuple  # (width, side, unconditional pass) of one sampling step; see step_plan
+Step = tuple  # (width, side, unconditional pass, cached) of one sampling step; see step_plan
 
 
 def step_plan(schedule, num_steps: int, model: Backbone, scale: float | None = None) -> tuple[Step, ...]:
-    """One (width, side, unconditional width) per step from a width list, a :class:`StepPlan` or a list of
+    """One (width, side, unconditional width, cached) per step from a width list, a :class:`StepPlan` or a list of
     (width, side) pairs; the unconditional width is :data:`~ddsm.samplers.loop.SAME_WIDTH` unless the plan chooses
-    it per step (None: no guidance at that step), checked against ``scale``."""
+    it per step (None: no guidance at that step), checked against ``scale``; cached says whether the step reuses
+    the last full step's features (:mod:`ddsm.samplers.reuse`)."""
     plan = StepPlan.of(schedule)
     ws = per_step_widths(list(plan.widths), num_steps, model)
-    return tuple(zip(ws, check_resolutions(plan.resolutions, model, num_steps), check_uncond(model, plan, scale)))
+    sides = check_resolutions(plan.resolutions, model, num_steps)
+    cached = check_cached(model, plan, sides=sides) or (False,) * num_steps
+    return tuple(zip(ws, sides, check_uncond(model, plan, scale), cached))
+
+
+def _cache_level(schedules: Sequence) -> int | None:
+    # the one cache level of the plans that cache (None: none does); full steps then fill features at it
+    levels = {p.cache_level for p in map(StepPlan.of, schedules) if p.cached is not None}
+    if len(levels) > 1:
+        raise DDSMError(f"schedules sampled together must cache at one level, got levels {sorted(levels)}")
+    return levels.pop() if levels else None
 
 
 @torch.no_grad()
@@ -172,6 +200,8 @@ def generate_many(
     # a conditional model samples seed i with class i mod num_classes, guided as the sampler config says
     labels, scale = check_guidance(model, None, sampler.config.guidance_scale, seeds)
     plans = [step_plan(s, len(steps), model, scale) for s in schedules]
+    level = _cache_level(schedules)  # None: no plan caches, every call is the plain one
+    tag = None if level is None else ("reuse", level)
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     c, side = model.in_channels, model.image_size
@@ -189,60 +219,71 @@ def generate_many(
             # Where each distinct plan starts: after its deepest cached prefix (0: from the initial noise).
             resume: dict[int, list[tuple[int, torch.Tensor]]] = {}
             for k, p in enumerate(plans):
-                depth, x = cache.deepest(batch, p) if cache is not None else (0, None)
+                depth, x = cache.deepest(batch, p, tag) if cache is not None else (0, None)
                 resume.setdefault(depth, []).append((k, x))
-            # groups: prefix so far -> (candidates on it, their common state); every group here is live.
+            # groups: prefix so far -> (candidates on it, their common state, its deep features or None); all live.
             x0 = per_sample_randn(gens, shape, device)
-            groups: dict[tuple, tuple[list[int], torch.Tensor]] = {(): ([k for k, _ in resume.get(0, [])], x0)}
+            groups: dict[tuple, tuple] = {(): ([k for k, _ in resume.get(0, [])], x0, None)}
             if not groups[()][0]:
                 groups.clear()
             for i, t in enumerate(steps):
                 for k, x in resume.get(i, []) if i else []:
-                    groups.setdefault(plans[k][:i], ([], x))[0].append(k)
+                    x, deep = x if tag is not None else (x, None)
+                    groups.setdefault(plans[k][:i], ([], x, deep))[0].append(k)
                 noise = step_noise(sampler, gens, shape, device)  # drawn even if nothing runs: later draws stay put
-                # Every call key (width, side, unconditional pass, start timestep) -> the states that run it.
-                by_call: dict[tuple, list[tuple[tuple, list[int], torch.Tensor]]] = {}
-                for prefix, (members, x) in groups.items():
+                # Every call key (width, side, unconditional pass, cached, start timestep, features' shape) -> the
+                # states that run it (a cached call fuses only features of one shape: filled at one width).
+                by_call: dict[tuple, list[tuple]] = {}
+                for prefix, (members, x, deep) in groups.items():
                     split: dict[Step, list[int]] = {}
                     for k in members:
                         split.setdefault(plans[k][i], []).append(k)
                     entered: dict[int, tuple[torch.Tensor, float]] = {}
-                    for (w, r, u), ks in split.items():
+                    for (w, r, u, c), ks in split.items():
                         if r not in entered:
                             entered[r] = _enter(sampler, i, t, x, r, x0, transform)
                         y, t_from = entered[r]
-                        by_call.setdefault((w, r, u, t_from), []).append((prefix + ((w, r, u),), ks, y))
+                        shape_of = tuple(deep[0].shape[1:]) if c else None
+                        by_call.setdefault((w, r, u, c, t_from, shape_of), []).append(
+                            (prefix + ((w, r, u, c),), ks, y, deep if c else None))
                 groups = {}
-                for (w, r, u, t_from), kids in by_call.items():
+                for (w, r, u, c, t_from, _), kids in by_call.items():
                     model.set_active_width(w)
-                    states = [x for _, _, x in kids]
+                    states = [x for _, _, x, _ in kids]
                     step_eps = to_side(noise, r, transform)
+                    call = _Call(model, max_call_images, stats, scale, u, level)
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
                         labels_of_x = None if cond is None else cond.repeat(len(states))
-                        eps = _denoise(model, x, t_from, max_call_images, stats, labels_of_x, scale, u)
+                        eps, deep = call(x, t_from, labels_of_x, deep_cat([d for *_, d in kids]) if c else None)
                         rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
                         x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
                         new = [x[j * n : (j + 1) * n] for j in range(len(kids))]
                         new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
+                        deeps = [d for *_, d in kids] if c else \
+                            [None if deep is None else deep_rows(deep, j * n, (j + 1) * n) for j in range(len(kids))]
                     else:
-                        new = [sampler.step(_denoise(model, s, t_from, max_call_images, stats, cond, scale, u), t_from,
-                                            s, noise=step_eps).prev_sample for s in states]
-                    for (prefix, ks, _), x in zip(kids, new):
-                        groups[prefix] = (ks, x)
+                        new, deeps = [], []
+                        for _, _, s, d in kids:
+                            eps, d = call(s, t_from, cond, d)
+                            new.append(sampler.step(eps, t_from, s, noise=step_eps).prev_sample)
+                            deeps.append(d)
+                    for (prefix, ks, _, _), x, deep in zip(kids, new, deeps):
+                        groups[prefix] = (ks, x, deep)
                         if cache is not None:
-                            cache.put((batch, prefix), x)
+                            cache.put((batch, prefix) if tag is None else (batch, prefix, tag),
+                                      x if tag is None else (x, deep))
                     bar.update(len(kids) * n)
                 if stats is not None:
                     stats.image_evals += sum(len(kids) for kids in by_call.values()) * n
                     stats.shared_image_evals += per_step[i] * n
                     stats.naive_image_evals += K * n
                     stats.naive_denoiser_calls += K
-            for ks, x in groups.values():
+            for ks, x, _ in groups.values():
                 out[ks, start : start + n] = x.float().cpu()
             for k, x in resume.get(S, []):  # whole trajectories from the cache
-                out[k, start : start + n] = x.float().cpu()
+                out[k, start : start + n] = (x if tag is None else x[0]).float().cpu()
             bar.n = min(bar.total, (start + n) * sum(per_step))
             bar.refresh()
     return out
@@ -258,13 +299,32 @@ def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initi
     return enter_growth(sampler, i, x, side, initial, transform)
 
 
-def _denoise(model: Backbone, x: torch.Tensor, t: float, max_images: int | None, stats: SharingStats | None,
-             cond: torch.Tensor | None = None, scale: float | None = None, uncond=SAME_WIDTH) -> torch.Tensor:
-    chunk = max_images or len(x)
-    if max_images and cond is not None and scale not in (None, 1.0) and uncond == SAME_WIDTH:
-        chunk = max(1, max_images // 2)  # one guided call runs its images twice
-    parts = [guided_eps(model, x[a : a + chunk], t, None if cond is None else cond[a : a + chunk], scale, uncond)
-             for a in range(0, len(x), chunk)]
-    if stats is not None:
-        stats.denoiser_calls += len(parts)
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+@dataclass
+class _Call:
+    """One step's denoiser call over a batch of states, in chunks of at most ``max_images`` images; with a cache
+    ``level``, a full call that fills the deep features or a cached call that reads them."""
+
+    model: Backbone
+    max_images: int | None
+    stats: SharingStats | None
+    scale: float | None
+    uncond: object
+    level: int | None
+
+    def __call__(self, x: torch.Tensor, t: float, cond: torch.Tensor | None, deep) -> tuple[torch.Tensor, object]:
+        chunk = self.max_images or len(x)
+        if self.max_images and cond is not None and self.scale not in (None, 1.0) and self.uncond == SAME_WIDTH:
+            chunk = max(1, self.max_images // 2)  # one guided call runs its images twice
+        eps, deeps = [], []
+        for a in range(0, len(x), chunk):
+            c = None if cond is None else cond[a : a + chunk]
+            if self.level is None or self.uncond != SAME_WIDTH:  # (a plan that chooses passes never caches)
+                eps.append(guided_eps(self.model, x[a : a + chunk], t, c, self.scale, self.uncond))
+            else:
+                e, d = reuse_eps(self.model, x[a : a + chunk], t, c, self.scale, self.level,
+                                 None if deep is None else deep_rows(deep, a, a + chunk))
+                eps.append(e)
+                deeps.append(d)
+        if self.stats is not None:
+            self.stats.denoiser_calls += len(eps)
+        return (eps[0] if len(eps) == 1 else torch.cat(eps)), (deep_cat(deeps) if deeps else None)

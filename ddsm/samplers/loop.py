@@ -17,6 +17,7 @@ from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
+from ddsm.samplers.reuse import check_cached, reuse_eps
 
 if TYPE_CHECKING:  # pragma: no cover
     from ddsm.schedule import Schedule
@@ -210,7 +211,8 @@ def generate(
     class s mod num_classes, :func:`seed_labels`) and, optionally, a classifier-free
     ``guidance_scale`` s (None: the sampler config's): ε = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)),
     the two passes in one batched call; s = 1 (or None) is the conditional prediction alone. A plan or schedule
-    with per-step guidance choices (``uncond``) runs the unconditional pass at its own width, or skips it.
+    with per-step guidance choices (``uncond``) runs the unconditional pass at its own width, or skips it; one
+    with cached steps runs them on the deep features of the last full step (:mod:`ddsm.samplers.reuse`).
 
     ``widths`` is one width for every step, a per-step list, a
     :class:`~ddsm.plan.StepPlan` or a :class:`~ddsm.schedule.Schedule` (whose
@@ -232,7 +234,9 @@ def generate(
                         f"{sampler.config.guidance_scale:g}; give one of them")
     # labels None: each seed's own class, as the evaluators, the verdict and the export's timing sample it
     y, scale = check_guidance(model, labels, guidance_scale, seeds)
-    uncond = check_uncond(model, given if given is not None else StepPlan(tuple(plan)), scale)
+    full_plan = given if given is not None else StepPlan(tuple(plan))
+    uncond = check_uncond(model, full_plan, scale)
+    cached = check_cached(model, full_plan, sides=sides)
     c, s = model.in_channels, model.image_size
     out = []
     bar = tqdm(total=len(seeds) * len(steps), desc="sampling", unit="call", disable=not progress)
@@ -242,11 +246,15 @@ def generate(
             cond = None if y is None else y[start : start + batch_size].to(device)
             initial = per_sample_randn(gens, (c, s, s), device)
             x = to_side(initial, sides[0], transform)
+            deep = None  # the features of the last full step, in a plan with cached steps
             for i, (t, w, u, side) in enumerate(zip(steps, plan, uncond, sides)):
                 if side != x.shape[-1]:
                     x, t = enter_growth(sampler, i, x, side, initial, transform)
                 model.set_active_width(w)
-                eps = guided_eps(model, x, t, cond, scale, u)
+                if cached is None:
+                    eps = guided_eps(model, x, t, cond, scale, u)
+                else:
+                    eps, deep = reuse_eps(model, x, t, cond, scale, full_plan.cache_level, deep if cached[i] else None)
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))

@@ -19,6 +19,12 @@ no guidance at those steps (the conditional pass alone), ``j + 1`` the
 unconditional pass at ``widths[j]``. The cost then counts each pass at its
 own width.
 
+With ``reuse`` (a backbone cache level), each width gene also has a *reuse
+gene* for the same steps, after the guidance genes: 1 means those steps are
+cached (the outer part of the network at the gene's width, the deep features
+of the last full step reused, :mod:`ddsm.samplers.reuse`), 0 full steps. The
+first sampling step is always full, whatever its gene.
+
 With ``resolutions`` (ascending sides, the last the image size), the genome
 gains one *transition gene* per larger side, appended after the width (and guidance) genes:
 gene j is the first sampling step whose state has at least side
@@ -30,20 +36,19 @@ resolution schedule has exactly one genome.
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal, Sequence
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from ddsm.config import DEFAULT_WIDTHS, WidthSet, _Frozen, load_yaml, validate, width_index
+from ddsm.config import DEFAULT_WIDTHS, WidthSet, _Frozen, load_yaml, validate
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import MAX_SEED, clip
 from ddsm.metrics.registry import get_metric, metric_names, objective_names
-from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.progressive import check_resolution_set
+from ddsm.search.genes import GeneLayout, check_widths
 from ddsm.search.shipped import is_joint_doc, space_path
 
 #: fields that do not change what a search computes: a resume may change them
@@ -123,6 +128,12 @@ class SeedingConfig(_Frozen):
         return tuple(sorted(set(v)))
 
 
+class ReuseGenes(_Frozen):
+    """Cached steps as a search choice (DeepCache): where the backbone cuts a cached call."""
+
+    level: int = Field(..., ge=0)  # a level the backbone offers (Backbone.reuse_levels); larger runs more per call
+
+
 class EvaluatorSettings(_Frozen):
     """What the evaluator is asked to do for every candidate (common random numbers: same seeds for all)."""
 
@@ -155,7 +166,7 @@ class CacheConfig(_Frozen):
     flush_seconds: float = Field(10.0, ge=0.0)  # within a generation, write the log at most this often (0: every chunk)
 
 
-class SearchConfig(_Frozen):
+class SearchConfig(GeneLayout, _Frozen):
     """A per-step width search: space, budget, objectives and the NSGA-II recipe."""
 
     widths: WidthSet = DEFAULT_WIDTHS  # allowed widths; must include 1.0 (the full net), each once
@@ -163,6 +174,7 @@ class SearchConfig(_Frozen):
     sampler: SamplerConfig = SamplerConfig(kind="ddim", steps=20)  # the sampler setting schedules are for
     segments: int | None = Field(None, gt=0)  # genes = contiguous near-equal step groups (None: one gene per step)
     guidance_genes: bool = False  # guided sampler: also choose each gene's unconditional pass width, or no guidance
+    reuse: ReuseGenes | None = None  # also choose per gene: full step, or cached (reuse deep features) at its width
     budget: float = Field(0.5, gt=0.0, le=1.0)  # cost <= budget * cost of the full-width schedule
     objectives: Objectives = Objectives()
     population: int = Field(24, ge=2, le=MAX_POPULATION)  # NSGA-II population (and offspring per generation)
@@ -179,8 +191,10 @@ class SearchConfig(_Frozen):
     def _drop_unset_guidance_genes(self, handler):
         # Off, it is not written: every space.json written before guidance genes keeps its bytes.
         data = handler(self)
-        if isinstance(data, dict) and not data.get("guidance_genes"):
-            data.pop("guidance_genes", None)
+        if isinstance(data, dict):
+            for key in ("guidance_genes", "reuse"):  # likewise reuse genes
+                if not data.get(key):
+                    data.pop(key, None)
         return data
 
     @field_validator("resolutions")
@@ -216,6 +230,15 @@ class SearchConfig(_Frozen):
             if linear:
                 raise ValueError(f"{linear[0]} scores widths only, not guidance choices; with guidance_genes use "
                                  "proxy, pixel_kid or fid")
+        if self.reuse is not None:
+            clash = [what for what, on in (("resolutions", self.resolutions is not None),
+                                           ("guidance_genes", self.guidance_genes),
+                                           ("objectives.cost latency", self.objectives.cost != "flops"),
+                                           ("proxy_linear", "proxy_linear" in (self.objectives.quality,
+                                                                              self.screen and self.screen.metric)))
+                     if on]
+            if clash:
+                raise ValueError(f"reuse genes cannot be searched with {clash[0]} yet; drop one of them")
         if self.segments is not None and self.segments > self.sampler.steps:
             raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
                              f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
@@ -246,7 +269,7 @@ class SearchConfig(_Frozen):
             if last > MAX_SEED:
                 raise ValueError(f"screen seeds {sc.seed}..{last} pass the largest seed 2**63-1; "
                                  f"use screen.seed <= {MAX_SEED - sc.num_samples + 1}")
-        choices = len(self.widths) * (len(self.widths) + 1 if self.guidance_genes else 1)
+        choices = len(self.widths) * (len(self.widths) + 1 if self.guidance_genes else 1) * (2 if self.reuse else 1)
         distinct = choices ** self.n_genes
         if distinct < self.population:
             raise ValueError(f"population {self.population} exceeds the {distinct} distinct schedules of "
@@ -292,167 +315,13 @@ class SearchConfig(_Frozen):
             data.pop(k)
         if data.get("screen") is None:  # added later: a space without one keeps its old fingerprint
             data.pop("screen", None)
-        if not data.get("guidance_genes"):  # likewise
-            data.pop("guidance_genes", None)
+        for key in ("guidance_genes", "reuse"):  # likewise
+            if not data.get(key):
+                data.pop(key, None)
         for (part, k), v in ADDED_DEFAULTS.items():  # settings added later: at their old behaviour, the old fingerprint
             if data[part].get(k) == v:
                 data[part].pop(k)
         return stable_hash(data)
-
-    # -- gene layout ----------------------------------------------------------------
-
-    @property
-    def n_genes(self) -> int:
-        """Number of genes (segments, or sampling steps)."""
-        return self.segments if self.segments is not None else self.sampler.steps
-
-    @cached_property
-    def segment_lengths(self) -> tuple[int, ...]:
-        """Sampling steps covered by each gene, noisiest first."""
-        q, r = divmod(self.sampler.steps, self.n_genes)
-        return tuple(q + 1 if g < r else q for g in range(self.n_genes))
-
-    @property
-    def n_resolution_genes(self) -> int:
-        """Transition genes (one per side above the smallest; 0 without resolutions)."""
-        return 0 if self.resolutions is None else len(self.resolutions) - 1
-
-    @property
-    def n_guidance_genes(self) -> int:
-        """Guidance genes (one per width gene with ``guidance_genes``, else 0)."""
-        return self.n_genes if self.guidance_genes else 0
-
-    @property
-    def n_choice_genes(self) -> int:
-        """Width and guidance genes: every gene but the transition genes, which start here."""
-        return self.n_genes + self.n_guidance_genes
-
-    @property
-    def n_vars(self) -> int:
-        """Length of a genome: width genes, guidance genes, then transition genes."""
-        return self.n_choice_genes + self.n_resolution_genes
-
-    @property
-    def upper_bounds(self) -> tuple[int, ...]:
-        """Largest value of every gene."""
-        return ((self.full_index,) * self.n_genes + (self.full_index + 1,) * self.n_guidance_genes
-                + (self.sampler.steps - 1,) * self.n_resolution_genes)
-
-    def guided(self, width_genes: Sequence[int], guidance: Sequence[int] | None = None) -> tuple[int, ...]:
-        """Width genes with their guidance genes: ``guidance`` as given, or (None) each gene's unconditional pass at
-        its own width, as a plain guided sampler runs; the width genes alone without ``guidance_genes``."""
-        w = tuple(int(x) for x in width_genes)
-        if not self.guidance_genes:
-            return w
-        return w + (tuple(x + 1 for x in w) if guidance is None else tuple(int(x) for x in guidance))
-
-    @property
-    def full_index(self) -> int:
-        """Gene value of the full width (the last index)."""
-        return len(self.widths) - 1
-
-    def check_genome(self, genome: Sequence[int]) -> tuple[int, ...]:
-        """``genome`` as a tuple of ints, or a DDSMError naming the bad gene and the valid range."""
-        g = tuple(int(x) for x in genome)
-        if len(g) != self.n_vars:
-            raise DDSMError(f"genome has {len(g)} genes; this search space has {self.n_vars}")
-        bad = [x for x in g[: self.n_genes] if not 0 <= x <= self.full_index]
-        if bad:
-            raise DDSMError(f"genome values {bad} are not width indices; valid: 0..{self.full_index} "
-                            f"(widths {list(self.widths)})")
-        bad = [x for x in g[self.n_genes:self.n_choice_genes] if not 0 <= x <= self.full_index + 1]
-        if bad:
-            raise DDSMError(f"guidance genes {bad} are not valid; valid: 0 (no guidance) or 1..{self.full_index + 1} "
-                            f"(the unconditional pass at widths {list(self.widths)})")
-        bad = [x for x in g[self.n_choice_genes:] if not 0 <= x < self.sampler.steps]
-        if bad:
-            raise DDSMError(f"transition genes {bad} are not sampling steps; valid: 0..{self.sampler.steps - 1}")
-        return g
-
-    def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
-        """The genome with its transition genes sorted (the same schedule, its one genome)."""
-        g = tuple(int(x) for x in genome)
-        return g[: self.n_choice_genes] + tuple(sorted(g[self.n_choice_genes:]))
-
-    def genes_to_widths(self, genome: Sequence[int]) -> list[float]:
-        """One width per sampling step (noisiest first) for ``genome``."""
-        g = self.check_genome(genome)
-        out: list[float] = []
-        for value, n in zip(g, self.segment_lengths):
-            out.extend([self.widths[value]] * n)
-        return out
-
-    def genes_to_resolutions(self, genome: Sequence[int]) -> list[int] | None:
-        """One side per sampling step for ``genome`` (None for a width-only space)."""
-        g = self.check_genome(genome)
-        if self.resolutions is None:
-            return None
-        t = g[self.n_choice_genes:]
-        return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.steps)]
-
-    def genes_to_uncond(self, genome: Sequence[int]) -> list[float | None] | None:
-        """The unconditional pass's width per sampling step (None where no guidance), or None without guidance genes."""
-        g = self.check_genome(genome)
-        if not self.guidance_genes:
-            return None
-        out: list[float | None] = []
-        for value, n in zip(g[self.n_genes:self.n_choice_genes], self.segment_lengths):
-            out.extend([None if value == 0 else self.widths[value - 1]] * n)
-        return out
-
-    def decode(self, genome: Sequence[int]) -> StepPlan:
-        """The schedule a genome stands for: width (and, with resolutions, side; with guidance genes, the
-        unconditional pass) per sampling step."""
-        sides = self.genes_to_resolutions(genome)
-        uncond = self.genes_to_uncond(genome)
-        return StepPlan(tuple(self.genes_to_widths(genome)), None if sides is None else tuple(sides),
-                        None if uncond is None else tuple(uncond))
-
-    def uncond_to_genes(self, uncond: Sequence[float | None]) -> tuple[int, ...]:
-        """The guidance genes of a per-step unconditional width list (None: no guidance); each gene's steps must
-        agree."""
-        uncond = list(uncond)
-        if len(uncond) != self.sampler.steps:
-            raise DDSMError(f"uncond list has {len(uncond)} entries; the sampler takes {self.sampler.steps} steps")
-        check_widths([u for u in uncond if u is not None], self.widths, where="uncond list")
-        genes, start = [], 0
-        for n in self.segment_lengths:
-            seg = {None if u is None else _index(u, self.widths) for u in uncond[start:start + n]}
-            if len(seg) != 1:
-                shown = sorted("none" if j is None else f"{self.widths[j]:g}" for j in seg)
-                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but have unconditional widths {shown}; "
-                                "give each gene's steps one value")
-            j = seg.pop()
-            genes.append(0 if j is None else j + 1)
-            start += n
-        return tuple(genes)
-
-    def resolutions_to_genes(self, sides: Sequence[int]) -> tuple[int, ...]:
-        """The transition genes of a per-step side list (non-decreasing, values in ``resolutions``)."""
-        if self.resolutions is None:
-            return ()
-        sides = list(sides)
-        if len(sides) != self.sampler.steps or any(s not in self.resolutions for s in sides):
-            raise DDSMError(f"resolution list {sides} must hold {self.sampler.steps} sides from {list(self.resolutions)}")
-        if any(b < a for a, b in zip(sides, sides[1:])):
-            raise DDSMError(f"resolution list {sides} decreases; a resolution may only grow")
-        return tuple(next((i for i, s in enumerate(sides) if s >= r), self.sampler.steps - 1)
-                     for r in self.resolutions[1:])
-
-    def widths_to_genes(self, widths: Sequence[float]) -> tuple[int, ...]:
-        """The genome of a per-step width list; every gene's steps must share one width."""
-        widths = list(widths)
-        if len(widths) != self.sampler.steps:
-            raise DDSMError(f"width list has {len(widths)} entries; the sampler takes {self.sampler.steps} steps")
-        check_widths(widths, self.widths, where="width list")
-        genome, start = [], 0
-        for n in self.segment_lengths:
-            seg = set(widths[start:start + n])
-            if len(seg) != 1:
-                raise DDSMError(f"steps {start}..{start + n - 1} form one gene but have widths {sorted(seg)}")
-            genome.append(_index(widths[start], self.widths))
-            start += n
-        return tuple(genome)
 
     def check_supernet(self, supernet_widths: Sequence[float], unet=None) -> None:
         """Raise a DDSMError if a search width (or, given the ``unet`` config, a resolution) does not fit the supernet."""
@@ -469,19 +338,3 @@ class SearchConfig(_Frozen):
             if self.resolutions[-1] != unet.image_size:
                 raise DDSMError(f"search space resolutions {list(self.resolutions)} must end at the image size "
                                 f"{unet.image_size}")
-
-
-def _index(w: float, valid: Sequence[float]) -> int:
-    i = width_index(w, valid)
-    if i is None:
-        raise DDSMError(f"width {w} is not one of {list(valid)}")
-    return i
-
-
-def check_widths(widths: Sequence[float], valid: Sequence[float], *, where: str = "widths") -> list[float]:
-    """Every width in ``valid`` (returned as its canonical value), or a DDSMError naming the unknown ones."""
-    bad = sorted({float(w) for w in widths if width_index(w, valid) is None})
-    if bad:
-        raise DDSMError(f"{where}: width{'s' if len(bad) > 1 else ''} {', '.join(f'{b:g}' for b in bad)} "
-                        f"not served by the supernet; valid: {[float(v) for v in valid]}")
-    return [float(valid[_index(w, valid)]) for w in widths]

@@ -93,6 +93,8 @@ class SearchFolder:
         write_manifest(self.path / "search.json", kind=SEARCH_KIND, version=SEARCH_VERSION, identity=identity,
                        objectives=space.objectives.model_dump(), budget=space.budget,
                        cost_per_width=costs.to_json(), full_cost=costs.full_cost(space.sampler.steps),
+                       **({"cached_cost_per_width": costs.cached_json(), "cache_level": costs.cache_level}
+                          if costs.cached is not None else {}),
                        **({"latency_batch": costs.batch} if costs.batch is not None else {}))
         write_json(self.path / "space.json", space.model_dump(mode="json"))
 
@@ -107,6 +109,7 @@ class SearchFolder:
                     "widths": [float(w) for w in str(r["widths"]).split(",")],
                     **({"resolutions": [int(x) for x in r["resolutions"].split()]} if _has_text(r, "resolutions") else {}),
                     **({"uncond_widths": list(parse_uncond(r["uncond_widths"]))} if _has_text(r, "uncond_widths") else {}),
+                    **({"cached": [x == "1" for x in r["cached"].split()]} if _has_text(r, "cached") else {}),
                     quality: r[quality], "cost": r["cost"], "share": r["share"], "generation": r["generation"]}
                    for r in front]
         write_front_files(self.path, front_frame(front, quality=quality),
@@ -171,11 +174,20 @@ def _front_member(m: Any, i: int, space: SearchConfig, q: str, where: str) -> di
         uncond = tuple(None if u is None else float(u) for u in uncond)
     elif uncond is not None:
         raise bad("has uncond_widths, but its search space has no guidance genes")
+    cached = m.get("cached")
+    if space.reuse is not None:
+        if not isinstance(cached, list) or len(cached) != steps or not all(isinstance(c, bool) for c in cached) \
+                or (cached and cached[0]):
+            raise bad(f"has cached {clip(repr(cached), 60)}; valid: {steps} true/false, the first false")
+        cached = tuple(cached)
+    elif cached is not None:
+        raise bad("has cached steps, but its search space has no reuse genes")
     gen = m["generation"]
     if not _integral(gen):  # -1: found while seeding, before the first generation
         raise bad(f"has generation {clip(repr(gen), 40)}; valid: an integer")
     return {"genome": tuple(int(g) for g in genome), "widths": tuple(float(w) for w in widths),
             "resolutions": tuple(int(r) for r in sides) if sides else None, "uncond_widths": uncond,
+            "cached": cached, "cache_level": None if space.reuse is None else space.reuse.level,
             q: float(numbers[q]), "cost": float(numbers["cost"]), "share": float(numbers["share"]),
             "generation": int(gen)}
 
@@ -212,8 +224,11 @@ class SearchRun:
     def costs(self) -> CostModel:
         """The search's cost model (one call per width, or per (width, side)), in its cost unit."""
         unit = "macs" if self.space.objectives.cost == "flops" else "latency"
-        return CostModel.from_json(self.meta["cost_per_width"], unit=unit, batch=self.meta.get("latency_batch"),
-                                   passes=guided_passes(self.space.sampler) if unit == "macs" else 1)
+        costs = CostModel.from_json(self.meta["cost_per_width"], unit=unit, batch=self.meta.get("latency_batch"),
+                                    passes=guided_passes(self.space.sampler) if unit == "macs" else 1)
+        cached = self.meta.get("cached_cost_per_width")
+        return costs if cached is None else costs.with_cached({float(w): c for w, c in cached.items()},
+                                                               self.meta["cache_level"])
 
     def identity(self) -> dict[str, Any]:
         """What a report folder belongs to: this folder and the search that ran in it."""
@@ -234,10 +249,12 @@ class SearchRun:
 
     @staticmethod
     def plan_of(member: dict[str, Any]) -> StepPlan:
-        """The schedule of a front member (a row of :attr:`front`): widths, sides and guidance choices."""
-        sides, uncond = member.get("resolutions"), member.get("uncond_widths")
+        """The schedule of a front member (a row of :attr:`front`): widths, sides, guidance choices, cached steps."""
+        sides, uncond, cached = member.get("resolutions"), member.get("uncond_widths"), member.get("cached")
+        cached = tuple(cached) if isinstance(cached, (tuple, list)) and any(cached) else None
         return StepPlan(tuple(member["widths"]), tuple(sides) if sides else None,
-                        tuple(uncond) if isinstance(uncond, (tuple, list)) else None)
+                        tuple(uncond) if isinstance(uncond, (tuple, list)) else None, cached,
+                        member.get("cache_level") if cached else None)
 
     def schedules(self, model: ModelConfig, **fields: list[dict[str, Any]]) -> list[Schedule]:
         """The front as Schedule files would hold it, cheapest first; ``fields`` give per-member extras.

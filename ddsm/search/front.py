@@ -59,6 +59,8 @@ def front_frame(front: list[dict], *, quality: str) -> pd.DataFrame:
         cols.insert(2, "resolutions")
     if any(isinstance(r.get("uncond_widths"), str) and r["uncond_widths"] for r in front):
         cols.insert(2, "uncond_widths")
+    if any(isinstance(r.get("cached"), str) and r["cached"] for r in front):
+        cols.insert(2, "cached")
     return pd.DataFrame([{c: r[c] for c in cols} for r in front], columns=cols)
 
 

@@ -175,6 +175,7 @@ class _Evaluations:
         row = {"generation": generation, "genome": genome_key(genome),
                "widths": widths_text(self.problem.space.genes_to_widths(genome)),
                **_resolution_column(self.problem.space, genome), **_guidance_column(self.problem.space, genome),
+               **_reuse_column(self.problem.space, genome),
                self.quality: q, "valid": valid,
                "cost": float(self.problem.cost(X)[0]), "share": float(F[0, 1]), "constraint": float(G[0, 0]),
                "seconds": float(result.get("seconds", math.nan)), "worker": str(result.get("worker", ""))}
@@ -191,6 +192,11 @@ class _Evaluations:
 def _guidance_column(space: SearchConfig, genome: Sequence[int]) -> dict:
     uncond = space.genes_to_uncond(genome)
     return {} if uncond is None else {"uncond_widths": uncond_text(uncond)}
+
+
+def _reuse_column(space: SearchConfig, genome: Sequence[int]) -> dict:
+    cached = space.genes_to_cached(genome)
+    return {} if cached is None else {"cached": " ".join(str(int(c)) for c in cached)}
 
 
 def _resolution_column(space: SearchConfig, genome: Sequence[int]) -> dict:

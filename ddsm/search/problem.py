@@ -77,6 +77,13 @@ class WidthProblem(Problem):
             one = self.gene_costs / 2.0
             self.gene_costs = np.vstack([np.hstack([one, np.zeros((len(lengths), 1))]),
                                          np.hstack([np.zeros((len(lengths), 1)), one])])
+        if space.reuse is not None:
+            if self.costs.cached is None:
+                raise DDSMError("a search with reuse genes needs a cost model that prices cached calls "
+                                "(CostModel.count_cached)")
+            # the additive seeding model keeps reuse genes at 0 (full steps; seeding.sensitivity_table), which cost
+            # nothing beyond their width gene: caching is not additive in width (the true cost is cost())
+            self.gene_costs = np.vstack([self.gene_costs, np.zeros((len(lengths), self.gene_costs.shape[1]))])
         self.full_cost = self.costs.full_cost(space.sampler.steps)
         super().__init__(n_var=space.n_vars, n_obj=2, n_ieq_constr=1, xl=0, xu=np.asarray(space.upper_bounds),
                          vtype=int)
@@ -90,9 +97,15 @@ class WidthProblem(Problem):
         w = np.repeat(X[:, : space.n_genes], space.segment_lengths, axis=1)  # width index per step
         u = None  # unconditional pass per step: width index, -1 none (None: at the step's width)
         if space.guidance_genes:
-            u = np.repeat(X[:, space.n_genes : space.n_choice_genes], space.segment_lengths, axis=1) - 1
+            u = np.repeat(X[:, space.n_genes : space.n_genes + space.n_guidance_genes], space.segment_lengths,
+                          axis=1) - 1
+        c = None  # cached steps (the first step never is)
+        if space.reuse is not None:
+            c = np.repeat(X[:, space.n_choice_genes - space.n_reuse_genes : space.n_choice_genes],
+                          space.segment_lengths, axis=1).astype(bool)
+            c[:, 0] = False
         if space.resolutions is None:
-            return self.costs.total(w, None, u)
+            return self.costs.total(w, None, u, c)
         steps = np.arange(space.sampler.steps)
         r = (X[:, space.n_choice_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
         return self.costs.total(w, r, u)
@@ -103,8 +116,11 @@ class WidthProblem(Problem):
 
     @property
     def cheapest_genome(self) -> tuple[int, ...]:
-        """Every step at the narrowest width (and no guidance), growing to the image size only at the last step."""
-        return (0,) * self.space.n_choice_genes + (self.space.sampler.steps - 1,) * self.space.n_resolution_genes
+        """Every step at the narrowest width (no guidance, every step after the first cached), growing to the image
+        size only at the last step."""
+        space = self.space
+        return ((0,) * (space.n_genes + space.n_guidance_genes) + (1,) * space.n_reuse_genes
+                + (space.sampler.steps - 1,) * space.n_resolution_genes)
 
     @property
     def cheapest_share(self) -> float:
@@ -143,9 +159,12 @@ class CanonicalRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         X = np.round(np.asarray(X, dtype=np.float64)).astype(np.int64)
-        n = problem.space.n_choice_genes
+        space = problem.space
+        n = space.n_choice_genes
         if X.shape[1] > n:
             X[:, n:] = np.sort(X[:, n:], axis=1)
+        if space.n_reuse_genes and space.segment_lengths[0] == 1:
+            X[:, n - space.n_reuse_genes] = 0  # the first step is full whatever its reuse gene: one genome for it
         return X
 
 

@@ -64,6 +64,19 @@ def interval_seeds(space: SearchConfig) -> list[Genome]:
             for j in range(len(space.widths)) for k in split_genes(space)]
 
 
+#: DeepCache's uniform intervals: a full step every N steps, cached between
+REUSE_INTERVALS = (2, 3, 4, 5)
+
+
+def reuse_interval_seeds(space: SearchConfig) -> list[Genome]:
+    """DeepCache's family (reuse genes only): every gene at one width, a full step every N steps (N in
+    :data:`REUSE_INTERVALS`, counted in genes), cached between; each width x each N."""
+    if space.reuse is None:
+        return []
+    return [space.guided((j,) * space.n_genes, reuse=tuple(int(g % n != 0) for g in range(space.n_genes)))
+            for j in range(len(space.widths)) for n in REUSE_INTERVALS if n < space.n_genes]
+
+
 def split_genes(space: SearchConfig) -> list[int]:
     """For each of ``seeding.two_segment``'s fractions, the gene that starts the second segment (strictly inside)."""
     out = []
@@ -91,15 +104,18 @@ def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
     genes (down to no guidance).
     """
     space = problem.space
+    n = space.n_genes + space.n_guidance_genes  # the genes that narrow (reuse genes are drawn and kept)
     if space.guidance_genes:
-        g = rng.integers(0, np.asarray(space.upper_bounds[: space.n_choice_genes]) + 1, size=space.n_choice_genes)
+        g = rng.integers(0, np.asarray(space.upper_bounds[:n]) + 1, size=n)
     else:  # the draw as it always was (same seeds, same genomes)
         g = rng.integers(0, space.full_index + 1, size=space.n_genes)
+    if space.reuse is not None:
+        g = np.concatenate([g, (rng.random(space.n_reuse_genes) < 0.5).astype(np.int64)])
     t = np.sort(rng.integers(0, space.sampler.steps, size=space.n_resolution_genes))
     g = np.concatenate([g, t])
     target = rng.uniform(problem.cheapest_share, space.budget)
     while problem.share(g)[0] > target + SHARE_TOL:
-        wide = np.flatnonzero(g[: space.n_choice_genes] > 0)
+        wide = np.flatnonzero(g[:n] > 0)
         if not len(wide):
             break
         g[wide[rng.integers(len(wide))]] -= 1
@@ -113,9 +129,9 @@ def sensitivity_probes(space: SearchConfig) -> list[Genome]:
     alone then takes each other value (no guidance, each narrower width) after the width genes' probes.
     """
     top = space.upper_bounds[: space.n_choice_genes]
-    base = tuple(top)
+    base = space.full_choices
     probes = [base]
-    for g in range(space.n_choice_genes):
+    for g in range(space.n_genes + space.n_guidance_genes):  # reuse genes are not probed (see sensitivity_table)
         for j in range(top[g]):
             probes.append(base[:g] + (j,) + base[g + 1:])
     return probes
@@ -133,11 +149,14 @@ def sensitivity_table(space: SearchConfig, scores: Sequence[float]) -> np.ndarra
     top = space.upper_bounds[: space.n_choice_genes]
     d = np.full((space.n_choice_genes, max(top) + 1), np.inf)
     at = 1
-    for g, t in enumerate(top):
+    for g, t in enumerate(top[: space.n_genes + space.n_guidance_genes]):
         d[g, :t] = s[at : at + t] - s[0]
         d[g, t] = 0.0
         at += t
     d[~np.isfinite(d)] = np.inf
+    # reuse genes: full steps only in the additive model (caching is not additive in width: its seeds are the
+    # DeepCache intervals, random draws and evolution)
+    d[space.n_genes + space.n_guidance_genes:, 0] = 0.0
     return d
 
 
@@ -332,6 +351,8 @@ def initial_population(problem: WidthProblem, *, score: Scorer | None = None,
         groups.append([g + b for g in uniform_seeds(space) for b in blocks])
         if space.guidance_genes:
             groups.append(interval_seeds(space))
+        if space.reuse is not None:
+            groups.append(reuse_interval_seeds(space))
     if cfg.sensitivity and score is not None:
         probes = sensitivity_probes(space)
         table = sensitivity_table(space, score([p + full_res for p in probes]))

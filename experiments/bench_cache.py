@@ -1,0 +1,272 @@
+"""Cached steps beside width (issue 32): does reusing deep features per step beat width alone and DeepCache?
+
+Four parts on the shipped digits supernet; every judgement is the verdict's (``ddsm.metrics.verdict``) on
+held-out seeds 10000.. (never the search's 0..255), paired 95 % bootstrap intervals against full width:
+
+1. **costs**: per width, the MACs of a full and of a cached call at every cache level, and the measured time of
+   one call at batch 1 and 64 (median of round-robin repeats, one process).
+2. **search**: two NSGA-II searches with one recipe (``search_spaces/digits.yaml``): widths only, and widths x
+   reuse genes at ``--level`` (``ddsm search``; resumable folders under ``--work``).
+3. **verdict**: every member of both fronts, DeepCache's uniform interval at full width (a full step every N
+   steps, N = 2..5) and the uniform widths, judged on ``--num`` held-out seeds; per family the cheapest schedule
+   (by MACs and by measured time) significantly worse than full width in no metric; the hypervolume in (FID,
+   MACs share) of the joint front, the width-only front and the DeepCache family, with paired intervals.
+4. **speed**: wall-clock saving over FLOP saving at batch 1 and 64 of the joint front's cheapest schedule with no
+   significant loss (and of the width-only front's), timed round-robin in one process.
+
+    python experiments/bench_cache.py                          # every part
+    python experiments/bench_cache.py --parts costs --repeats 20
+
+Prints tables; writes ``<out>/cache.json`` (sections of parts not rerun are kept) and ``<out>/cache_*.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from _script import parse_parts, run, write_parts  # noqa: E402
+
+from ddsm import load_supernet  # noqa: E402
+from ddsm.cost.macs import count_cached_macs, count_macs  # noqa: E402
+from ddsm.cost.model import CostModel  # noqa: E402
+from ddsm.data import load_digits  # noqa: E402
+from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
+from ddsm.io import write_atomic  # noqa: E402
+from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
+from ddsm.metrics.fid import reference_images  # noqa: E402
+from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, worse_than  # noqa: E402
+from ddsm.plan import StepPlan  # noqa: E402
+from ddsm.report.export import time_schedules  # noqa: E402
+from ddsm.samplers import make_sampler  # noqa: E402
+from ddsm.samplers.batched import generate_many  # noqa: E402
+from ddsm.search.config import SearchConfig  # noqa: E402
+from ddsm.search.folder import load_search  # noqa: E402
+from ddsm.search.front import hypervolume_draws  # noqa: E402
+
+PARTS = ("costs", "search", "verdict", "speed")
+INTERVALS = (2, 3, 4, 5)  # DeepCache: a full step every N steps
+SPACE = ROOT / "search_spaces" / "digits.yaml"
+
+
+def _round_robin(calls: dict, repeats: int) -> dict:
+    # median seconds of each call, timed in rounds (every call once per round, the order rotating), so load that
+    # drifts during the measurement hits every call alike; one untimed round first
+    keys, times = list(calls), {k: [] for k in calls}
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            for j in range(len(keys)):
+                k = keys[(j + r) % len(keys)]
+                t0 = time.perf_counter()
+                calls[k]()
+                if r:
+                    times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def part_costs(net, args) -> tuple[pd.DataFrame, dict]:
+    model = net.model.eval()
+    full = count_macs(model, 1.0).total
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for b in (1, 64):
+        x = torch.randn(b, model.in_channels, model.image_size, model.image_size, generator=gen)
+        t = torch.full((b,), 500.0)
+        calls, info = {}, {}
+        for w in model.widths:
+            sub = model.extract_subnet(w).eval()  # a plain subnet per width: the call a deployment would time
+            calls[(w, None)] = lambda sub=sub: sub(x, t)
+            info[(w, None)] = count_macs(model, w).total / full
+            for level in model.reuse_levels():
+                with torch.no_grad():
+                    _, deep = sub.forward_reuse(x, t, level=level, deep=None)
+                calls[(w, level)] = lambda sub=sub, level=level, deep=deep: sub.forward_reuse(x, t, level=level,
+                                                                                              deep=deep)
+                info[(w, level)] = count_cached_macs(model, w, level).total / full
+        seconds = _round_robin(calls, args.repeats)
+        base = seconds[(1.0, None)]
+        rows += [{"width": w, "call": "full" if level is None else "cached", "level": level, "batch": b,
+                  "mac_share": info[w, level], "seconds": sec, "time_share": sec / base}
+                 for (w, level), sec in seconds.items()]
+    return pd.DataFrame(rows), {"full_macs": full, "repeats": args.repeats, "levels": list(model.reuse_levels()),
+                                "timing": "median of round-robin repeats, extracted subnets, one process"}
+
+
+def joint_space_file(args) -> Path:
+    """digits.yaml plus reuse genes at ``--level``: the same recipe, one more choice per gene."""
+    doc = yaml.safe_load(SPACE.read_text())
+    doc["reuse"] = {"level": args.level}
+    path = Path(args.work) / f"digits-reuse-level{args.level}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def part_search(args) -> dict:
+    out = {}
+    for name, space in (("width", SPACE), ("joint", joint_space_file(args))):
+        folder = Path(args.work) / name
+        cmd = [str(Path(sys.executable).parent / "ddsm"), "search", "--space", str(space), "--checkpoint", "digits",
+               "--out", str(folder), "--no-progress"]
+        if (folder / "search.json").exists():
+            cmd.append("--resume")
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        out[name] = {"command": " ".join(cmd[1:]), "seconds_this_run": round(time.perf_counter() - t0, 1),
+                     "front": len(load_search(folder).front)}
+        print(f"search {name}: {out[name]}", flush=True)
+    return out
+
+
+def deepcache_plan(steps: int, n: int, level: int, width: float = 1.0) -> StepPlan:
+    return StepPlan((width,) * steps, cached=tuple(i % n != 0 for i in range(steps)), cache_level=level)
+
+
+def candidates(net, args) -> tuple[dict[str, tuple[str, StepPlan]], SearchConfig]:
+    """name -> (family, plan): both fronts' members, the DeepCache intervals and the uniform widths."""
+    width_run, joint_run = load_search(Path(args.work) / "width"), load_search(Path(args.work) / "joint")
+    space = width_run.space
+    steps = space.sampler.steps
+    out: dict[str, tuple[str, StepPlan]] = {}
+    for fam, run_ in (("width front", width_run), ("joint front", joint_run)):
+        for i, m in enumerate(run_.front.to_dict(orient="records"), start=1):
+            out[f"{fam} #{i}"] = (fam, run_.plan_of(m))
+    for n in INTERVALS:
+        out[f"DeepCache N={n}"] = ("DeepCache", deepcache_plan(steps, n, args.level))
+    for w in net.config.geometry.widths[:-1]:
+        out[f"uniform {w:g}"] = ("uniform", StepPlan((w,) * steps))
+    return out, space
+
+
+def _ends(iv) -> tuple[float, float]:
+    return iv.low, iv.high
+
+
+def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
+    cands, space = candidates(net, args)
+    macs = CostModel.count(net, net.config.geometry.widths).count_cached(net, args.level)
+    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
+    unique = list(dict.fromkeys(p for _, p in cands.values()))
+    t0 = time.perf_counter()
+    by_level: dict = {}
+    for p in unique:  # one batched call per cache level (generate_many samples one level at a time)
+        by_level.setdefault(p.cache_level, []).append(p)
+    x_of = {}
+    for plans in by_level.values():
+        for p, x in zip(plans, generate_many(net.model, sampler, plans, list(settings.seeds), fuse=False)):
+            x_of[p] = x
+    samples = {name: x_of[p] for name, (_, p) in cands.items()}
+    sampling_s = time.perf_counter() - t0
+    judge = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
+                    search_seeds=space.search_seeds)
+    res = judge.score({}, samples=samples)
+    rows = []
+    for name, (fam, p) in cands.items():
+        worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
+        d = res.compare(name, FULL, "fid")
+        rows.append({"schedule": name, "family": fam, "mac_share": macs.share(p), "cached_steps": p.cached_steps,
+                     "widths": " ".join(f"{w:g}" for w in p.widths), "fid": res.interval(name, "fid").value,
+                     "fid_minus_full": d.value, "low": d.low, "high": d.high, "worse_in": ",".join(worse)})
+    table = pd.DataFrame(rows).sort_values(["family", "mac_share"]).reset_index(drop=True)
+    summary: dict = {"seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": args.num,
+                     "sampling_seconds": round(sampling_s, 1), "level": args.level,
+                     "full_fid": res.interval(FULL, "fid").value, "cheapest_no_loss": {}}
+    for fam, rows_ in table.groupby("family"):
+        ok = rows_[rows_["worse_in"] == ""]
+        summary["cheapest_no_loss"][fam] = None if ok.empty else \
+            {k: ok.iloc[0][k] for k in ("schedule", "mac_share", "fid_minus_full", "low", "high")}
+    worst = float(table["fid"].max())
+    ref = (worst + 0.1 * abs(worst), 1.1)
+    hv = {}
+    for fam in ("joint front", "width front", "DeepCache"):
+        members = [(res.draws[r.schedule]["fid"], r.mac_share) for r in table[table["family"] == fam].itertuples()]
+        hv[fam] = hypervolume_draws(members, ref=ref)
+    summary["hypervolume"] = {"reference": list(ref), "axes": "FID x MACs share of full width",
+                              **{f: {"value": d.value, "interval": [d.interval().low, d.interval().high]}
+                                 for f, d in hv.items()}}
+    for other in ("width front", "DeepCache"):
+        diff = hv["joint front"].minus(hv[other], settings.level)
+        summary["hypervolume"][f"joint minus {other}"] = {"value": diff.value, "interval": [diff.low, diff.high],
+                                                          "differs": diff.excludes(0.0)}
+    return table, summary
+
+
+def part_speed(net, args, verdict: dict) -> dict:
+    cands, space = candidates(net, args)
+    sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
+    full = StepPlan((1.0,) * space.sampler.steps)
+    out = {}
+    for fam in ("joint front", "width front", "DeepCache"):
+        best = (verdict.get("cheapest_no_loss") or {}).get(fam)
+        if not best:
+            continue
+        plan = cands[best["schedule"]][1]
+        flop = 1 - best["mac_share"]
+        out[fam] = {"schedule": best["schedule"], "flop_saving": flop, "batches": {}}
+        for b in (1, 64):
+            t = time_schedules(net.model, sampler, [plan, full], list(range(10_000, 10_000 + b)), repeats=args.repeats)
+            ts, tf = statistics.median(t[0]), statistics.median(t[1])
+            out[fam]["batches"][str(b)] = {"seconds": ts, "full_seconds": tf, "wall_saving": 1 - ts / tf,
+                                           "wall_over_flop_saving": (1 - ts / tf) / flop}
+            print(f"{fam:<12} batch {b:>3}: {ts:.3f} s vs {tf:.3f} s full; wall saving {1 - ts / tf:.1%}, "
+                  f"FLOP saving {flop:.1%}, ratio {(1 - ts / tf) / flop:.2f}", flush=True)
+    return out
+
+
+def main() -> int:
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts [{','.join(PARTS)}]")
+    ap.add_argument("--level", type=int, default=1, help="cache level of the joint search and DeepCache [1]")
+    ap.add_argument("--num", type=int, default=1000, help="held-out samples per schedule [1000]")
+    ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
+    ap.add_argument("--repeats", type=int, default=10, help="timed repeats [10]")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench-cache"), help="folder for the searches")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
+    args = ap.parse_args()
+    parts = parse_parts(args.parts, PARTS)
+    net = load_supernet("digits")
+    data = load_digits(size=16, channels=1)
+    features = FeatureNet.load("digits", data)
+    out = Path(args.out)
+    doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": torch.get_num_threads(),
+                 "torch": torch.__version__}
+    fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
+    if "costs" in parts:
+        table, meta = part_costs(net, args)
+        print(table.to_string(**fmt), flush=True)
+        write_atomic(out / "cache_costs.csv", lambda p: table.to_csv(p, index=False))
+        doc["costs"] = {**meta, "rows": table.to_dict(orient="records")}
+        write_parts(out / "cache.json", doc, ["costs"], PARTS)
+    if "search" in parts:
+        doc["search"] = part_search(args)
+        write_parts(out / "cache.json", doc, ["search"], PARTS)
+    if "verdict" in parts:
+        table, summary = part_verdict(net, args, features, data)
+        print(table.to_string(**fmt), flush=True)
+        print(json.dumps(summary, indent=1, default=float), flush=True)
+        write_atomic(out / "cache_verdict.csv", lambda p: table.to_csv(p, index=False))
+        doc["verdict"] = summary
+        write_parts(out / "cache.json", doc, ["verdict"], PARTS)
+    if "speed" in parts:
+        verdict = doc.get("verdict") or json.loads((out / "cache.json").read_text()).get("verdict", {})
+        doc["speed"] = part_speed(net, args, verdict)
+        write_parts(out / "cache.json", doc, ["speed"], PARTS)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,275 @@
+"""Cached steps (DeepCache / FORA): a step that reuses the deep features of the last full step.
+
+A plan's ``cached`` marks the steps whose call runs only the outer part of the network at the step's width,
+cut at the backbone's ``cache_level``; the first step is always full. What users rely on: a schedule with no
+cached step samples exactly as before; the batched evaluator, the trajectory cache and the diffusers bridge
+give the loop's samples; the cost counts a cached call's MACs; the search carries one reuse gene per width
+gene; bad schedules get one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddsm.checkpoint import Supernet
+from ddsm.config import ModelConfig, validate
+from ddsm.cost.macs import count_cached_macs, count_macs
+from ddsm.cost.model import CostModel
+from ddsm.diffusion import NoiseSchedule
+from ddsm.errors import DDSMError
+from ddsm.integrations.diffusers import sample_with_diffusers
+from ddsm.nn import build_backbone
+from ddsm.plan import StepPlan
+from ddsm.samplers import SamplerConfig, generate, make_sampler
+from ddsm.samplers.batched import TrajectoryCache, generate_many
+from ddsm.schedule import Schedule
+from ddsm.search import SearchConfig
+from ddsm.search.problem import CanonicalRepair, WidthProblem
+from ddsm.search.seeding import initial_population, reuse_interval_seeds
+
+from cli_helpers import assert_bad_input, invoke
+from conftest import TINY_T, TINY_UNET, randomise
+
+CONFIG = {"unet": TINY_UNET, "diffusion": {"num_timesteps": TINY_T}}
+DDIM = SamplerConfig(kind="ddim", steps=6)
+SEEDS = [0, 1, 2, 3, 4]
+LEVEL = 1
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    config = validate(ModelConfig, CONFIG)
+    return Supernet(randomise(build_backbone(config)).eval(), config, {}, "memory")
+
+
+def sampler(config: SamplerConfig = DDIM):
+    return make_sampler(NoiseSchedule(validate(ModelConfig, CONFIG).diffusion), config)
+
+
+PLANS = [
+    StepPlan((1.0,) * 6),
+    StepPlan((1.0,) * 6, cached=(False, True, False, True, False, True), cache_level=LEVEL),
+    StepPlan((0.5, 1.0, 0.25, 1.0, 0.75, 0.5), cached=(False, True, True, False, True, True), cache_level=LEVEL),
+    StepPlan((0.25,) * 6, cached=(False, True, True, True, True, True), cache_level=LEVEL),
+]
+
+
+def test_a_plan_without_cached_steps_samples_exactly_as_before(net):
+    s = sampler()
+    before = generate(net.model, s, [1.0, 0.5, 1.0, 0.25, 1.0, 1.0], SEEDS)
+    # all-false flags are no caching at all, whatever the level says
+    plan = StepPlan((1.0, 0.5, 1.0, 0.25, 1.0, 1.0), cached=(False,) * 6, cache_level=LEVEL)
+    assert plan.cached is None and plan.cache_level is None
+    assert torch.equal(generate(net.model, s, plan, SEEDS), before)
+
+
+def test_cached_steps_change_the_samples_and_reuse_the_last_full_step(net):
+    s = sampler()
+    full, cached = generate(net.model, s, PLANS[0], SEEDS), generate(net.model, s, PLANS[1], SEEDS)
+    assert not torch.equal(full, cached) and torch.isfinite(cached).all()
+    # the deeper the cut (a larger level), the more of the network a cached call still runs: closer to full
+    deep = generate(net.model, s, StepPlan((1.0,) * 6, cached=PLANS[1].cached,
+                                           cache_level=max(net.model.reuse_levels())), SEEDS)
+    assert (deep - full).abs().mean() < (cached - full).abs().mean()
+
+
+def test_the_batched_sampler_fused_or_not_with_the_trajectory_cache_gives_the_loops_samples(net):
+    s = sampler()
+    alone = [generate(net.model, s, p, SEEDS) for p in PLANS]
+    unfused = generate_many(net.model, s, PLANS, SEEDS, fuse=False)  # the loop's seed batch: bit for bit
+    for k, ref in enumerate(alone):  # bit for bit, plans that cache and plans that do not, in one call
+        assert torch.equal(unfused[k], ref), k
+    fused = generate_many(net.model, s, PLANS, SEEDS, fuse=True, batch_size=3)  # two seed batches, fused calls
+    torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)  # batched convolutions round differently
+    cache = TrajectoryCache(10**8)
+    generate_many(net.model, s, PLANS[:2], SEEDS, fuse=False, cache=cache)
+    again = generate_many(net.model, s, PLANS, SEEDS, fuse=False, cache=cache)
+    assert cache.hits > 0 and torch.equal(again, unfused)
+
+
+def test_the_diffusers_bridge_runs_cached_steps_as_the_loop_does(net):
+    sched = Schedule.for_model(net.config, DDIM, PLANS[2])
+    ours = generate(net.model, sampler(), sched, SEEDS)
+    torch.testing.assert_close(sample_with_diffusers(net, sched, SEEDS), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_a_cached_call_costs_the_outer_part_only_and_the_cost_model_counts_it(net):
+    m = net.model
+    for w in m.widths:
+        assert 0 < count_cached_macs(m, w, LEVEL).total < count_macs(m, w).total
+    # a lower level cuts closer to the surface: a cheaper cached call
+    levels = m.reuse_levels()
+    assert count_cached_macs(m, 1.0, levels[0]).total < count_cached_macs(m, 1.0, levels[-1]).total
+    costs = CostModel.count(net, m.widths).count_cached(net, LEVEL)
+    plan = PLANS[2]
+    want = sum(costs.cached[costs.index(w)[0]] if c else costs.call(w) for w, c in zip(plan.widths, plan.cached))
+    assert costs.plan_cost(plan) == pytest.approx(want)
+    assert costs.plan_cost(PLANS[0]) == pytest.approx(6 * costs.call(1.0))
+    with pytest.raises(DDSMError, match="prices no cached call"):
+        CostModel.count(net, m.widths).plan_cost(plan)
+
+
+def test_schedule_files_with_cached_steps_are_version_2_and_plain_ones_keep_their_bytes(net, tmp_path):
+    plain = Schedule.for_model(net.config, DDIM, PLANS[0])
+    assert plain.model_dump(mode="json")["schema_version"] == 1 and "cached" not in plain.model_dump(mode="json")
+    sched = Schedule.for_model(net.config, DDIM, PLANS[2])
+    sched.save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    # version 2: a ddsm that reads version 1 only refuses the file instead of sampling it without the caching
+    assert doc["schema_version"] == 2 and doc["cache_level"] == LEVEL
+    back = Schedule.load(tmp_path / "s.json", net.config)
+    assert back.plan() == PLANS[2]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["cached"].__setitem__(0, True), "step 0 is cached"),
+    (lambda d: d.update(schema_version=1), "version 2 is exactly the file with cached steps"),
+    (lambda d: d.pop("cache_level"), "need a cache_level"),
+    (lambda d: d.update(schema_version=3), "has schema_version 3; this ddsm reads 1 and 2"),
+])
+def test_bad_schedule_files_are_one_line_each_and_write_nothing(net, tmp_path, edit, message):
+    doc = Schedule.for_model(net.config, DDIM, PLANS[2]).model_dump(mode="json")
+    edit(doc)
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(DDSMError, match=message):
+        Schedule.load(tmp_path / "bad.json", net.config)
+
+
+def test_plans_that_cannot_run_are_refused_naming_why(net):
+    with pytest.raises(DDSMError, match="step 0 is cached"):
+        StepPlan((1.0,) * 3, cached=(True, False, False), cache_level=LEVEL)
+    with pytest.raises(DDSMError, match="needs a cache_level"):
+        StepPlan((1.0,) * 3, cached=(False, True, False))
+    bad_level = StepPlan((1.0,) * 6, cached=PLANS[1].cached, cache_level=42)
+    with pytest.raises(DDSMError, match=r"cache level 42 is not offered by SlimUNet; valid levels: \[0, 1, 2, 3\]"):
+        generate(net.model, sampler(), bad_level, SEEDS)
+    with pytest.raises(DDSMError, match="must cache at one level"):
+        generate_many(net.model, sampler(), [PLANS[1], StepPlan(PLANS[1].widths, cached=PLANS[1].cached,
+                                                                cache_level=0)], SEEDS)
+
+
+def test_the_cli_samples_a_cached_schedule_and_refuses_a_bad_one_with_exit_2(tmp_path):
+    from ddsm.checkpoint import load_supernet
+
+    net = load_supernet("digits")
+    plan = StepPlan((1.0, 0.5, 1.0, 1.0), cached=(False, True, False, True), cache_level=2)
+    sched = Schedule.for_model(net.config, SamplerConfig(kind="ddim", steps=4), plan)
+    sched.save(tmp_path / "ok.json")
+    result = invoke("sample", "--checkpoint", "digits", "--schedule", tmp_path / "ok.json", "--num", 2,
+                    "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    doc = sched.model_dump(mode="json")
+    doc["cache_level"] = 17
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    assert_bad_input(invoke("sample", "--checkpoint", "digits", "--schedule", tmp_path / "bad.json", "--num", 2,
+                            "--out", tmp_path / "bad"), "cache level 17", "valid levels")
+    assert not (tmp_path / "bad").exists()
+
+
+# -- the search -----------------------------------------------------------------------------------------------------
+
+
+def space(**kw) -> SearchConfig:
+    return validate(SearchConfig, {"sampler": {"kind": "ddim", "steps": 6}, "reuse": {"level": LEVEL},
+                                   "population": 8, "generations": 2, "budget": 0.6, **kw})
+
+
+def test_reuse_genes_decode_to_cached_steps_and_the_first_step_is_always_full():
+    sp = space(segments=3)
+    assert sp.n_vars == 6 and sp.upper_bounds == (3, 3, 3, 1, 1, 1)
+    plan = sp.decode((3, 1, 0, 1, 1, 0))
+    assert plan.widths == (1.0, 1.0, 0.5, 0.5, 0.25, 0.25)
+    assert plan.cached == (False, True, True, True, False, False) and plan.cache_level == LEVEL
+    with pytest.raises(DDSMError, match=r"reuse genes \[2\] are not valid"):
+        sp.decode((3, 1, 0, 2, 1, 0))
+    # one gene per step: the first reuse gene cannot matter, so the repair fixes it at 0 (one genome per schedule)
+    one = space()
+    X = CanonicalRepair()._do(WidthProblem(one, _costs()), np.array([[3] * 6 + [1] * 6]))
+    assert X[0, 6] == 0 and X[0, 7:].tolist() == [1] * 5
+
+
+def _costs() -> CostModel:
+    widths = (0.25, 0.5, 0.75, 1.0)
+    return CostModel.from_mapping({w: w * w for w in widths}, widths).with_cached({w: w * w / 4 for w in widths},
+                                                                                   LEVEL)
+
+
+def test_the_problem_prices_cached_steps_and_refuses_a_cost_model_without_them():
+    sp = space()
+    problem = WidthProblem(sp, _costs())
+    full = sp.guided((3,) * 6)
+    deepcache = sp.guided((3,) * 6, reuse=(0, 1, 0, 1, 0, 1))
+    assert problem.share(np.array([full]))[0] == pytest.approx(1.0)
+    assert problem.share(np.array([deepcache]))[0] == pytest.approx((3 + 3 / 4) / 6)
+    assert problem.cheapest_genome == (0,) * 6 + (1,) * 6
+    with pytest.raises(DDSMError, match="prices cached calls"):
+        WidthProblem(sp, CostModel.from_mapping({w: w for w in sp.widths}, sp.widths))
+
+
+def test_seeding_includes_deepcache_intervals_and_stays_within_budget():
+    sp = space(seeding={"sensitivity": False, "n_random": 2})
+    problem = WidthProblem(sp, _costs())
+    seeds = reuse_interval_seeds(sp)
+    assert sp.guided((3,) * 6, reuse=(0, 1, 0, 1, 0, 1)) in seeds  # full width, a full step every 2
+    pop = initial_population(problem)
+    assert len(pop) == sp.population and (problem.share(pop) <= sp.budget + 1e-9).all()
+    assert any(g[6:].any() for g in pop)  # cached steps are in the first population
+
+
+def test_reuse_genes_are_refused_with_what_they_cannot_be_searched_with():
+    with pytest.raises(DDSMError, match="reuse genes cannot be searched with resolutions"):
+        validate(SearchConfig, {"sampler": {"kind": "ddim", "steps": 6}, "reuse": {"level": 1},
+                                "resolutions": [4, 8], "objectives": {"quality": "pixel_kid"}})
+    # a space without reuse keeps its fingerprint (every older search folder resumes)
+    assert SearchConfig().fingerprint() == validate(SearchConfig, {"reuse": None}).fingerprint()
+
+
+def test_a_search_with_reuse_genes_runs_exports_samples_plots_and_reports(tmp_path):
+    import yaml
+
+    from ddsm.checkpoint import load_supernet, read_tensors
+
+    from cli_helpers import TINY_SEARCH_SPACE
+
+    cfg = tmp_path / "c.yaml"
+    dit = {"image_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 3, "num_heads": 4,
+           "widths": [0.25, 0.5, 0.75, 1.0]}
+    cfg.write_text(yaml.safe_dump({"model": {"dit": dit, "diffusion": {"num_timesteps": 50}},
+                                   "train": {"iters": 1, "batch_size": 8, "checkpoint_every": 1000}}))
+    assert invoke("train", "--config", cfg, "--out", tmp_path / "run", "--no-progress").exit_code == 0
+    doc = {**TINY_SEARCH_SPACE, "segments": 4, "reuse": {"level": 1}, "budget": 0.7, "population": 6,
+           "generations": 2}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(doc))
+    r = invoke("search", "--space", tmp_path / "space.yaml", "--checkpoint", tmp_path / "run",
+               "--out", tmp_path / "search", "--no-progress")
+    assert r.exit_code == 0, r.output
+    front = json.loads((tmp_path / "search" / "front.json").read_text())["members"]
+    assert all(len(m["cached"]) == 4 and not m["cached"][0] for m in front)
+    assert any(any(m["cached"]) for m in front)  # the cheap end of the front caches
+    r = invoke("export", tmp_path / "search", "--checkpoint", tmp_path / "run", "--out", tmp_path / "exp",
+               "--repeats", "1", "--warmup", "0", "--num", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "exp").glob("front-*.json"))
+    scheds = [json.loads(f.read_text()) for f in files]
+    for m, s in zip(front, scheds):  # the exported cost share is the cached-call cost the search priced
+        assert s["predicted"]["cost_share"] == pytest.approx(m["share"], abs=1e-12)
+        assert s.get("cached", [False] * 4) == m["cached"]
+    pick = next(f for f, s in zip(files, scheds) if s.get("cached"))
+    sched = Schedule.load(pick)
+    r = invoke("sample", "--checkpoint", tmp_path / "run", "--schedule", pick, "--num", "3", "--out", tmp_path / "s",
+               "--no-progress")
+    assert r.exit_code == 0, r.output
+    net = load_supernet(tmp_path / "run")
+    want = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), sched.sampler), sched, [0, 1, 2])
+    assert torch.equal(read_tensors(tmp_path / "s" / "samples.safetensors")[0]["samples"], want)
+    r = invoke("plot", tmp_path / "search", "--checkpoint", tmp_path / "run", "--out", tmp_path / "plots")
+    assert r.exit_code == 0, r.output
+    r = invoke("report", tmp_path / "search", "--export", tmp_path / "exp", "--samples", "2", "--out",
+               tmp_path / "r.html")
+    assert r.exit_code == 0, r.output
+    assert "cached step" in (tmp_path / "r.html").read_text()
