@@ -7,8 +7,9 @@ each with a 95 % basic bootstrap interval; differences are paired (same seeds, s
 
 1. **Students** (``students``): each student at full width against the teacher's DDIM on the *same* K timesteps
    (the student before distillation), and against the teacher at 20 and 50 steps.
-2. **Growth** (``growth``): the K = 4 student's EMA snapshots (100, 200, 300 distillation steps and the final
-   400) at full width against the same references; the distillation's training time against the teacher's.
+2. **Growth** (``growth``): a student's EMA snapshots (``--growth-run``; every ``snapshot_every`` steps and the
+   final one) at full width against the same references, and each snapshot against the one before it (paired:
+   it must not get significantly worse as it trains); the distillation's training time against the teacher's.
 3. **Front** (``front``): the joint search of ``--joint`` (default ``search_spaces/digits-steps.yaml``: the
    teacher and the students, widths per step) in ``--work``; every member of the joint front and of the
    teacher's width-only front (the same search's teacher part) judged on ``--front-num`` held-out seeds.
@@ -46,7 +47,7 @@ from ddsm.distill import student_sampler  # noqa: E402
 from ddsm.io import write_atomic  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
 from ddsm.metrics.fid import reference_images  # noqa: E402
-from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings  # noqa: E402
+from ddsm.metrics.verdict import FULL, METRICS, Verdict, VerdictSettings, worse_than  # noqa: E402
 from ddsm.plan import StepPlan  # noqa: E402
 from ddsm.samplers import SamplerConfig, make_sampler  # noqa: E402
 from ddsm.samplers.batched import generate_many  # noqa: E402
@@ -137,12 +138,24 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     samples.update({name: _full_samples(net, own, settings.seeds) for name, net in nets.items()})
     res = _judge(teacher, args, features, data, samples, settings)
     table = _rows(res, list(samples), [FULL, "teacher-ddim-same-k"], {})
+    # each snapshot against the one before it (paired, same seeds): the distillation must not get worse as it trains
+    names = sorted(nets, key=lambda n: int(n.split()[1]))
+    steps_vs_previous = []
+    for prev, nxt in zip(names, names[1:]):
+        for m in res.metrics:
+            d = res.compare(nxt, prev, m)
+            steps_vs_previous.append({"snapshot": nxt, "previous": prev, "metric": m, "minus_previous": d.value,
+                                      "low": d.low, "high": d.high,
+                                      "significantly_worse": worse_than(m, d.low, d.high)})
     rate = final.header.get("train_seconds") / max(1, final.header.get("step"))
     table["distill_seconds"] = [0.0 if n.startswith("teacher") else round(rate * int(n.split()[1]), 1)
                                 for n in table["model"]]
     meta = {"run": str(folder), "steps": final.config.student.steps,
             "distill_seconds_per_step": rate, "distill_train_seconds": final.header.get("train_seconds"),
-            "teacher_train_seconds": teacher.header.get("train_seconds"), "teacher_steps": teacher.header.get("step")}
+            "teacher_train_seconds": teacher.header.get("train_seconds"), "teacher_steps": teacher.header.get("step"),
+            "vs_previous_snapshot": steps_vs_previous,
+            "worse_than_previous": sorted({f"{r['snapshot']} {r['metric']}" for r in steps_vs_previous
+                                           if r["significantly_worse"] and r["metric"] != "proxy"})}
     return table, meta
 
 

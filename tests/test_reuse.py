@@ -148,9 +148,11 @@ def test_plans_that_cannot_run_are_refused_naming_why(net):
     bad_level = StepPlan((1.0,) * 6, cached=PLANS[1].cached, cache_level=42)
     with pytest.raises(DDSMError, match=r"cache level 42 is not offered by SlimUNet; valid levels: \[0, 1, 2, 3\]"):
         generate(net.model, sampler(), bad_level, SEEDS)
-    with pytest.raises(DDSMError, match="must cache at one level"):
-        generate_many(net.model, sampler(), [PLANS[1], StepPlan(PLANS[1].widths, cached=PLANS[1].cached,
-                                                                cache_level=0)], SEEDS)
+    # plans of two cache levels sample in one call (one pass per level), each as it would alone
+    other = StepPlan(PLANS[1].widths, cached=PLANS[1].cached, cache_level=0)
+    both = generate_many(net.model, sampler(), [PLANS[1], PLANS[0], other], SEEDS, fuse=False)
+    for k, p in enumerate([PLANS[1], PLANS[0], other]):
+        assert torch.equal(both[k], generate(net.model, sampler(), p, SEEDS))
 
 
 def test_the_cli_samples_a_cached_schedule_and_refuses_a_bad_one_with_exit_2(tmp_path):
@@ -163,6 +165,17 @@ def test_the_cli_samples_a_cached_schedule_and_refuses_a_bad_one_with_exit_2(tmp
     result = invoke("sample", "--checkpoint", "digits", "--schedule", tmp_path / "ok.json", "--num", 2,
                     "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
+    # the verdict samples its cached steps and prices them as cached calls
+    result = invoke("verdict", "--checkpoint", "digits", "--schedule", tmp_path / "ok.json", "--num", 50,
+                    "--teacher-num", 50, "--draws", 10, "--no-progress", "--out", tmp_path / "v.csv")
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    from ddsm.cost.model import CostModel as CM
+
+    v = pd.read_csv(tmp_path / "v.csv")
+    share = v.loc[v["schedule"] != "full width", "share"].iloc[0]
+    assert share == pytest.approx(CM.count(net, net.config.geometry.widths).count_cached(net, 2).share(plan))
     doc = sched.model_dump(mode="json")
     doc["cache_level"] = 17
     (tmp_path / "bad.json").write_text(json.dumps(doc))
@@ -206,7 +219,7 @@ def test_the_problem_prices_cached_steps_and_refuses_a_cost_model_without_them()
     deepcache = sp.guided((3,) * 6, reuse=(0, 1, 0, 1, 0, 1))
     assert problem.share(np.array([full]))[0] == pytest.approx(1.0)
     assert problem.share(np.array([deepcache]))[0] == pytest.approx((3 + 3 / 4) / 6)
-    assert problem.cheapest_genome == (0,) * 6 + (1,) * 6
+    assert problem.cheapest_genome == (0,) * 7 + (1,) * 5  # the first step is full: its gene canonical 0
     with pytest.raises(DDSMError, match="prices cached calls"):
         WidthProblem(sp, CostModel.from_mapping({w: w for w in sp.widths}, sp.widths))
 

@@ -191,7 +191,13 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     from ddsm.samplers.base import guided_passes
 
     # a guided sampler: both passes of every step (a schedule's guidance choices price each pass alone)
-    macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None).per_step(guided_passes(scfg))
+    macs = CostModel.count(net, unet.widths, sides if len(sides) > 1 else None)
+    levels = sorted({StepPlan.of(p).cache_level for p in named.values() if StepPlan.of(p).cached is not None})
+    if len(levels) > 1:
+        raise DDSMError(f"the schedules cache at levels {levels}; judge schedules of one cache level at a time")
+    if levels:  # cached steps cost a cached call (fvcore MACs of the part it runs)
+        macs = macs.count_cached(net, levels[0])
+    macs = macs.per_step(guided_passes(scfg))
     result = judge.score(named, extra={"full width": {"share": 1.0},
                                        **{k: {"share": macs.share(p)} for k, p in named.items()}})
     table = result.table()

@@ -214,6 +214,9 @@ class CostModel:
     def plan_cost(self, plan: Any) -> float:
         """Cost of one schedule (a StepPlan, a Schedule or a per-step width list), its guidance choices included."""
         plan = StepPlan.of(plan)
+        if plan.cached is not None and self.cached is not None and plan.cache_level != self.cache_level:
+            raise DDSMError(f"the plan caches at level {plan.cache_level}, but this cost model prices cached calls at "
+                            f"level {self.cache_level}; count it at the plan's level (CostModel.count_cached)")
         idx = [self.index(w, r) for w, r in plan.pairs()]
         U = None if plan.uncond is None else [-1 if u is None else self.index(u)[0] for u in plan.uncond]
         return float(self.total([i for i, _ in idx], [j for _, j in idx], U, plan.cached)[0])

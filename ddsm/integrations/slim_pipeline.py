@@ -104,6 +104,9 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     sched.check_weights(net, allow_new=allow_new_weights)
     if sched.resolutions is not None:
         raise DDSMError("a schedule with lower resolutions cannot run in a diffusers pipeline; give a width schedule")
+    if sched.cached is not None or sched.uncond_widths is not None:
+        raise DDSMError("a schedule with cached steps or per-step guidance choices cannot run in this pipeline (a "
+                        "slimmed diffusers UNet offers no cache level and is unconditional); give a width schedule")
     scheduler = make_diffusers_scheduler(net, sched.sampler)
     widths = widths_for_pipeline(scheduler, sched.sampler.steps, sched.widths)
     theirs = sorted(widths, reverse=True)

@@ -85,6 +85,9 @@ class LinearProxyEvaluator(SamplingEvaluator):
         if any(isinstance(e, tuple) for p in plans for e in p):
             raise DDSMError("the linear proxy scores width schedules only, not resolution schedules; "
                             "use the 'proxy' or 'fid' metric")
+        if any(getattr(p, "cached", None) is not None for p in plans):
+            raise DDSMError("the linear proxy scores width schedules only, not cached steps; use the 'proxy', "
+                            "'pixel_kid' or 'fid' metric")
         if any(getattr(p, "uncond", None) is not None for p in plans):
             raise DDSMError("the linear proxy scores width schedules only, not per-step guidance choices; "
                             "use the 'proxy', 'pixel_kid' or 'fid' metric")

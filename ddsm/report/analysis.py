@@ -52,13 +52,14 @@ def scored_rows(run: SearchRun, *, extra: bool = False) -> pd.DataFrame:
 
 
 def family_genomes(space: SearchConfig) -> list[tuple[int, ...]]:
-    """Every uniform-width, interval-guidance (guidance genes only) and two-segment genome of ``space`` (the
-    full-width one included), once each.
+    """Every uniform-width, interval-guidance (guidance genes only), DeepCache-interval (reuse genes only) and
+    two-segment genome of ``space`` (the full-width one included), once each.
 
     In a resolution space they run at the image size throughout (transition genes 0).
     """
     return [g + (0,) * space.n_resolution_genes
-            for g in dict.fromkeys([*uniform_seeds(space), *interval_seeds(space), *two_segment_seeds(space)])]
+            for g in dict.fromkeys([*uniform_seeds(space), *interval_seeds(space), *reuse_interval_seeds(space),
+                                    *two_segment_seeds(space)])]
 
 
 def evaluate_missing(run: SearchRun, checkpoint: str, *, featurenet: str | None = None,
@@ -104,7 +105,7 @@ def families(run: SearchRun) -> list[Family]:
     n = space.n_genes
 
     def unguided_steps(g) -> int:
-        return sum(space.segment_lengths[: sum(1 for x in g[n : space.n_choice_genes] if x == 0)])
+        return sum(space.segment_lengths[: sum(1 for x in g[n : n + space.n_guidance_genes] if x == 0)])
 
     kinds = [("uniform width", uni, lambda g: f"w={space.widths[g[0]]:g}")]
     if space.guidance_genes:

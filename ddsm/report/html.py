@@ -85,8 +85,10 @@ def read_export(run: SearchRun, export: str | Path) -> tuple[dict[str, Any], pd.
     return meta, table
 
 
-def _member_key(widths, uncond=None) -> tuple:
-    return (tuple(float(w) for w in widths), None if uncond is None else tuple(uncond))
+def _member_key(widths, uncond=None, cached=None) -> tuple:
+    # cached all false (or absent) is no caching: such a member and such a file are one schedule
+    return (tuple(float(w) for w in widths), None if uncond is None else tuple(uncond),
+            tuple(bool(c) for c in cached) if cached is not None and any(cached) else None)
 
 
 def _schedule_file(name: str, export: Path | None) -> tuple[Path | None, bool]:
@@ -124,7 +126,7 @@ def read_verdict_csv(run: SearchRun, path: str | Path, export: Path | None) -> p
     if seeds != ours and seeds != {"not given"}:
         raise DDSMError(f"--verdict {str(path)!r} judges schedules of another search (search seeds "
                         f"{', '.join(sorted(seeds))}; this search's are {', '.join(sorted(ours))})")
-    keys = {_member_key(m["widths"], m.get("uncond_widths") if run.space.guidance_genes else None): i
+    keys = {_member_key(m["widths"], m.get("uncond_widths") if run.space.guidance_genes else None, m.get("cached")): i
             for i, m in enumerate(run.front.to_dict(orient="records"))}
     shares = run.front["share"].to_numpy()
     member, named = {}, []
@@ -133,7 +135,8 @@ def read_verdict_csv(run: SearchRun, path: str | Path, export: Path | None) -> p
         i = -1
         if file is not None:
             doc = read_json(file, "schedule file")
-            i = keys.get(_member_key(doc.get("widths", ()), doc.get("uncond_widths")), -1) if isinstance(doc, dict) else -1
+            i = keys.get(_member_key(doc.get("widths", ()), doc.get("uncond_widths"), doc.get("cached")), -1) \
+                if isinstance(doc, dict) else -1
         elif names_one:  # the file is not here to read: the member of the same cost share
             share = float(table.loc[table["schedule"] == name, "share"].iloc[0])
             close = np.flatnonzero(np.isclose(shares, share, rtol=0, atol=1e-9))

@@ -53,7 +53,7 @@ from ddsm.samplers.loop import (SAME_WIDTH, check_guidance, check_uncond, eval_m
                                 per_step_widths, sample_generators, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
-from ddsm.samplers.reuse import check_cached, deep_bytes, deep_cat, deep_rows, reuse_eps
+from ddsm.samplers.reuse import check_cached, deep_bytes, deep_cat, deep_clone, deep_rows, reuse_eps
 
 
 @dataclass
@@ -157,12 +157,9 @@ def step_plan(schedule, num_steps: int, model: Backbone, scale: float | None = N
     return tuple(zip(ws, sides, check_uncond(model, plan, scale), cached))
 
 
-def _cache_level(schedules: Sequence) -> int | None:
-    # the one cache level of the plans that cache (None: none does); full steps then fill features at it
-    levels = {p.cache_level for p in map(StepPlan.of, schedules) if p.cached is not None}
-    if len(levels) > 1:
-        raise DDSMError(f"schedules sampled together must cache at one level, got levels {sorted(levels)}")
-    return levels.pop() if levels else None
+def _cache_levels(schedules: Sequence) -> list[int]:
+    # the cache levels of the plans that cache, ascending (empty: none does)
+    return sorted({p.cache_level for p in map(StepPlan.of, schedules) if p.cached is not None})
 
 
 @torch.no_grad()
@@ -199,8 +196,20 @@ def generate_many(
         raise DDSMError(f"batch_size ({batch_size}) and max_call_images ({max_call_images}) must be positive")
     # a conditional model samples seed i with class i mod num_classes, guided as the sampler config says
     labels, scale = check_guidance(model, None, sampler.config.guidance_scale, seeds)
+    levels = _cache_levels(schedules)
+    if len(levels) > 1:  # one level per pass (full steps fill features at one level): split, sample, reassemble
+        group = [levels.index(p.cache_level) if p.cached is not None else 0 for p in map(StepPlan.of, schedules)]
+        out = None
+        for j in range(len(levels)):
+            ks = [k for k, g in enumerate(group) if g == j]
+            part = generate_many(model, sampler, [schedules[k] for k in ks], seeds, batch_size=batch_size,
+                                 max_call_images=max_call_images, fuse=fuse, cache=cache, stats=stats,
+                                 transform=transform, progress=progress)
+            out = torch.empty((len(schedules), *part.shape[1:]), dtype=part.dtype) if out is None else out
+            out[ks] = part
+        return out
     plans = [step_plan(s, len(steps), model, scale) for s in schedules]
-    level = _cache_level(schedules)  # None: no plan caches, every call is the plain one
+    level = levels[0] if levels else None  # None: no plan caches, every call is the plain one
     tag = None if level is None else ("reuse", level)
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
@@ -263,6 +272,8 @@ def generate_many(
                         new = [v.clone() for v in new] if cache is not None and len(new) > 1 else new
                         deeps = [d for *_, d in kids] if c else \
                             [None if deep is None else deep_rows(deep, j * n, (j + 1) * n) for j in range(len(kids))]
+                        if cache is not None and len(kids) > 1 and not c:  # likewise the features
+                            deeps = [None if d is None else deep_clone(d) for d in deeps]
                     else:
                         new, deeps = [], []
                         for _, _, s, d in kids:

@@ -77,6 +77,11 @@ def deep_cat(parts: Sequence[Deep]) -> Deep:
     return tuple(None if part[0] is None else torch.cat(list(part)) for part in zip(*parts))
 
 
+def deep_clone(deep: Deep) -> Deep:
+    """A copy of every part (a row slice would keep the whole batch it came from alive)."""
+    return tuple(None if d is None else d.clone() for d in deep)
+
+
 def deep_bytes(deep: Deep | None) -> int:
     """Memory the features hold."""
     return 0 if deep is None else sum(d.numel() * d.element_size() for d in deep if d is not None)

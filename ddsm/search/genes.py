@@ -108,9 +108,12 @@ class GeneLayout:
         return g
 
     def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
-        """The genome with its transition genes sorted (the same schedule, its one genome)."""
-        g = tuple(int(x) for x in genome)
-        return g[: self.n_choice_genes] + tuple(sorted(g[self.n_choice_genes:]))
+        """The genome with its transition genes sorted and, where the first gene is the first step alone, its
+        reuse gene 0 (the first step is full whatever it says): the same schedule, its one genome."""
+        g = [int(x) for x in genome]
+        if self.n_reuse_genes and self.segment_lengths[0] == 1:
+            g[self.n_choice_genes - self.n_reuse_genes] = 0
+        return tuple(g[: self.n_choice_genes]) + tuple(sorted(g[self.n_choice_genes:]))
 
     def genes_to_widths(self, genome: Sequence[int]) -> list[float]:
         """One width per sampling step (noisiest first) for ``genome``."""

@@ -179,6 +179,9 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
     if base.guidance_genes:
         raise DDSMError(f"base space {joint.base!r} has guidance_genes; a joint search takes widths only (students "
                         "of a conditional teacher are not distilled yet): set guidance_genes: false")
+    if base.reuse is not None:
+        raise DDSMError(f"base space {joint.base!r} has reuse genes; a joint search takes widths only (cached steps "
+                        "across step counts are not searched yet): drop reuse from the base space")
     if base.screen is not None:
         raise DDSMError(f"base space {joint.base!r} has a screen (two-stage evaluation); a joint search scores every "
                         "candidate on the proxy: drop screen from the base space")

@@ -250,7 +250,8 @@ def run_search(
     if not isinstance(runner, str):
         # every width, if genes allow, and a growth at every transition gene's step
         probe = space.guided(tuple(i % (space.full_index + 1) for i in range(space.n_genes)),
-                             tuple(i % (space.full_index + 2) for i in range(space.n_guidance_genes)) or None
+                             tuple(i % (space.full_index + 2) for i in range(space.n_guidance_genes)) or None,
+                             tuple(i % 2 for i in range(space.n_reuse_genes)) or None  # cached steps decode too
                              ) + tuple(range(1, space.n_resolution_genes + 1))
         try:
             decoded = runner.decode((*probe, JUDGE)).plan if space.screen is not None else runner.decode(probe)

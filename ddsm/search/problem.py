@@ -108,7 +108,7 @@ class WidthProblem(Problem):
             return self.costs.total(w, None, u, c)
         steps = np.arange(space.sampler.steps)
         r = (X[:, space.n_choice_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
-        return self.costs.total(w, r, u)
+        return self.costs.total(w, r, u, c)
 
     def share(self, X: np.ndarray) -> np.ndarray:
         """Cost of each genome as a share of the full-width schedule's cost."""
@@ -119,8 +119,8 @@ class WidthProblem(Problem):
         """Every step at the narrowest width (no guidance, every step after the first cached), growing to the image
         size only at the last step."""
         space = self.space
-        return ((0,) * (space.n_genes + space.n_guidance_genes) + (1,) * space.n_reuse_genes
-                + (space.sampler.steps - 1,) * space.n_resolution_genes)
+        return space.canonical((0,) * (space.n_genes + space.n_guidance_genes) + (1,) * space.n_reuse_genes
+                               + (space.sampler.steps - 1,) * space.n_resolution_genes)
 
     @property
     def cheapest_share(self) -> float:

@@ -111,6 +111,8 @@ def random_seed(problem: WidthProblem, rng: np.random.Generator) -> Genome:
         g = rng.integers(0, space.full_index + 1, size=space.n_genes)
     if space.reuse is not None:
         g = np.concatenate([g, (rng.random(space.n_reuse_genes) < 0.5).astype(np.int64)])
+        if space.segment_lengths[0] == 1:
+            g[n] = 0  # the first step is full whatever its gene: the canonical genome
     t = np.sort(rng.integers(0, space.sampler.steps, size=space.n_resolution_genes))
     g = np.concatenate([g, t])
     target = rng.uniform(problem.cheapest_share, space.budget)
