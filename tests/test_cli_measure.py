@@ -66,16 +66,17 @@ def test_cost_writes_a_loadable_table_with_every_width(trained_run, net, tmp_pat
     macs = [table.macs(w) for w in WIDTHS]
     assert all(m > 0 for m in macs) and macs == sorted(macs) and macs[0] < macs[-1]
     assert all(e.latency_s > 0 for e in table.entries)
-    # the printed table: a header, one row per width (width, side, batch, MMACs, ms, IQR, time/MAC share against
-    # full width) and a footer naming the file
+    # the printed table: a header, one row per width (width, side, batch, call, MMACs, ms, IQR, time/MAC share
+    # against full width) and a footer naming the file
     lines = r.output.splitlines()
-    assert lines[0].split() == ["width", "side", "batch", "MMACs/image", "ms/call", "IQR", "ms", "time/MAC", "share"]
+    assert lines[0].split() == ["width", "side", "batch", "call", "MMACs/image", "ms/call", "IQR", "ms", "time/MAC",
+                                "share"]
     rows = [ln.split() for ln in lines[1 : 1 + len(WIDTHS)]]
     assert [float(row[0]) for row in rows] == list(WIDTHS)
-    assert all(row[1] == "8" and row[2] == "2" for row in rows)
-    assert [float(row[3]) for row in rows] == pytest.approx([m / 1e6 for m in macs], abs=0.006)
+    assert all(row[1] == "8" and row[2] == "2" and row[3] == "full" for row in rows)
+    assert [float(row[4]) for row in rows] == pytest.approx([m / 1e6 for m in macs], abs=0.006)
     full = table.entry(1.0)
-    assert [float(row[6]) for row in rows] == pytest.approx(
+    assert [float(row[7]) for row in rows] == pytest.approx(
         [(table.latency(w) / full.latency_s) / (table.macs(w) / full.macs) for w in WIDTHS], abs=0.006)
     assert str(out) in lines[-1] and "batches 2 (default 2)" in lines[-1] and "median of 2" in lines[-1]
 

@@ -286,3 +286,32 @@ def test_a_search_with_reuse_genes_runs_exports_samples_plots_and_reports(tmp_pa
                tmp_path / "r.html")
     assert r.exit_code == 0, r.output
     assert "cached step" in (tmp_path / "r.html").read_text()
+
+
+def test_a_cost_table_times_cached_calls_and_a_latency_search_prices_them(net, tmp_path):
+    from ddsm.cost.table import CostTable, search_cost_model
+
+    table = CostTable.measure(net.model, net.config, "cpu", batch_size=[1, 4], repeats=2, warmup=0,
+                              cache_levels=[LEVEL])
+    table.save(tmp_path / "t.json")
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["schema_version"] == 3  # an older ddsm refuses it by its version
+    back = CostTable.load(tmp_path / "t.json", net.config)
+    assert back.cache_levels == (LEVEL,)
+    for w in net.model.widths:
+        cached, full = back.entry(w, cache_level=LEVEL), back.entry(w)
+        assert cached.macs == count_cached_macs(net.model, w, LEVEL).total < full.macs
+    lat = search_cost_model(net, net.model.widths, unit="latency", table=str(tmp_path / "t.json"), batch=1,
+                            cache_level=LEVEL)
+    assert lat.unit == "latency" and lat.cached == tuple(back.entry(w, None, 1, LEVEL).latency_s
+                                                          for w in net.model.widths)
+    with pytest.raises(DDSMError, match=r"cache level 0 is not in this cost table; measured levels: \[1\]"):
+        search_cost_model(net, net.model.widths, unit="latency", table=str(tmp_path / "t.json"), cache_level=0)
+    # a table without cached calls is the version-2 file it was
+    plain = CostTable.measure(net.model, net.config, "cpu", batch_size=1, repeats=1, warmup=0)
+    assert plain.model_dump(mode="json")["schema_version"] == 2
+    assert all("cache_level" not in e for e in plain.model_dump(mode="json")["entries"])
+    # a latency search space may carry reuse genes now
+    sp = space(objectives={"quality": "proxy", "cost": "latency", "batch": 1})
+    problem = WidthProblem(sp, lat)
+    assert problem.share(np.array([sp.guided((3,) * 6, reuse=(0, 1) * 3)]))[0] < 1.0

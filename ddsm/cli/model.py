@@ -149,8 +149,11 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed passes before timing each width.")
 @click.option("--resolution", "resolutions", type=int, multiple=True,
               help="Square input side to cost; repeat for several [default: the training size].")
+@click.option("--cache-level", "cache_levels", type=int, multiple=True,
+              help="Also count and time a cached call (deep features reused) at this level, per width and batch; "
+                   "repeat for several (Backbone.reuse_levels lists them).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, progress) -> None:
+def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, cache_levels, progress) -> None:
     """Count MACs and time every width of a supernet into a cost table (JSON) for schedule search."""
     from ddsm.checkpoint import load_supernet
     from ddsm.cost import CostTable
@@ -161,15 +164,16 @@ def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, pro
     net = load_supernet(checkpoint, device=dev)
     table = CostTable.measure(net.model, net.config, dev, resolutions=list(resolutions) or None,
                               batch_size=list(batch_sizes) or [64], repeats=repeats, warmup=warmup,
-                              progress=progress)
+                              progress=progress, cache_levels=cache_levels)
     table.save(out)
-    full = {(e.resolution, e.batch_size): e for e in table.entries if e.width == 1.0}
-    click.echo(f"{'width':>6} {'side':>5} {'batch':>5} {'MMACs/image':>12} {'ms/call':>9} {'IQR ms':>7} "
+    full = {(e.resolution, e.batch_size): e for e in table.entries if e.width == 1.0 and e.cache_level is None}
+    click.echo(f"{'width':>6} {'side':>5} {'batch':>5} {'call':>8} {'MMACs/image':>12} {'ms/call':>9} {'IQR ms':>7} "
                f"{'time/MAC share':>14}")
     for e in table.entries:
         f = full.get((e.resolution, e.batch_size))
         ratio = f"{(e.latency_s / f.latency_s) / (e.macs / f.macs):>14.2f}" if f else f"{'':>14}"
-        click.echo(f"{e.width:>6g} {e.resolution:>5d} {e.batch_size:>5d} {e.macs / 1e6:>12.2f} "
+        call = "full" if e.cache_level is None else f"cached{e.cache_level}"
+        click.echo(f"{e.width:>6g} {e.resolution:>5d} {e.batch_size:>5d} {call:>8} {e.macs / 1e6:>12.2f} "
                    f"{e.latency_s * 1e3:>9.2f} {e.latency_iqr_s * 1e3:>7.2f} {ratio}")
     click.echo(f"{table.device} ({table.device_name}), {table.threads} threads, batches "
                f"{', '.join(map(str, table.batch_sizes))} (default {table.batch_size}), median of {table.repeats} "

@@ -66,12 +66,14 @@ def measure_latencies(
     batch_size: int = 1,
     repeats: int = 20,
     warmup: int = 3,
+    cache_level: int | None = None,
 ) -> dict[float, LatencyStats]:
     """Time ``model`` (on its own device) at each width as sampling runs it: ``set_active_width``, then forward.
 
     Widths are timed round-robin, one pass each per round, so a load that
     drifts over the run (another job, thermal throttling) hits every width
-    alike instead of whichever was timed last.
+    alike instead of whichever was timed last. With ``cache_level``, each pass
+    is a cached call (``forward_reuse`` on features a full call filled first).
     """
     _check_timing(batch_size, repeats, warmup)
     resolution = check_resolution(model, resolution)
@@ -80,12 +82,20 @@ def measure_latencies(
     x, t = _probe(model, resolution, batch_size, device)
     times: dict[float, list[float]] = {w: [] for w in widths}
     with _sampling_state(model), torch.no_grad():
+        deep = {}
+        if cache_level is not None:
+            for w in widths:
+                model.set_active_width(w)
+                deep[w] = model.forward_reuse(x, t, level=cache_level, deep=None)[1]
         for i in range(warmup + repeats):
             for w in widths:
                 model.set_active_width(w)
                 _sync(device)
                 start = time.perf_counter()
-                model(x, t)
+                if cache_level is None:
+                    model(x, t)
+                else:
+                    model.forward_reuse(x, t, level=cache_level, deep=deep[w])
                 _sync(device)
                 if i >= warmup:
                     times[w].append(time.perf_counter() - start)

@@ -3,7 +3,10 @@
 Latency depends on the batch far more than MACs suggest (a narrow width at
 batch 1 is mostly per-call overhead), so a table may hold several batches
 and a latency search names the one it prices (``objectives.batch``).
-Version 1 files (one batch for the whole table) still load.
+Version 1 files (one batch for the whole table) still load. A table may also
+hold *cached* calls (``ddsm cost --cache-level L``: the outer part of the
+network only, :mod:`ddsm.samplers.reuse`), at the training size; such a table
+is version 3, so an older ddsm refuses it by its version.
 """
 
 from __future__ import annotations
@@ -14,26 +17,28 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 from tqdm.auto import tqdm
 
 from ddsm.checkpoint import Supernet, config_diff
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.cost.latency import _check_timing, _device_name, device_key, measure_latencies
 from ddsm.cost.macs import (
-    UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution,
+    UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution, count_cached_macs,
 )
 from ddsm.cost.model import CostModel
 from ddsm.device import resolve_device
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
 from ddsm.limits import MAX_CONFIG_BYTES, short
-from ddsm.nn.backbone import Backbone
+from ddsm.nn.backbone import Backbone, check_reuse_level
 from ddsm.nn.registry import architecture_of
 from ddsm.plan import StepPlan
 
 COST_TABLE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: the version of a table with cached calls
+CACHED_TABLE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 METRICS = ("macs", "latency")
 
 
@@ -49,12 +54,21 @@ class CostEntry(_Frozen):
     batch_size: int = Field(gt=0)  # images per timed forward pass
     latency_s: float = Field(gt=0.0)  # median seconds per forward pass of batch_size images
     latency_iqr_s: float = Field(ge=0.0)  # interquartile range of those seconds
+    cache_level: int | None = Field(None, ge=0)  # a cached call at this level (None: a full call)
+
+    @model_serializer(mode="wrap")
+    def _drop_full(self, handler):
+        # a full call's entry is written as it always was
+        data = handler(self)
+        if isinstance(data, dict) and data.get("cache_level") is None:
+            data.pop("cache_level", None)
+        return data
 
 
 class CostTable(_Frozen):
     """Per-(width, resolution, batch) cost of one supernet on one device; what schedule search prices steps with."""
 
-    schema_version: Literal[2] = COST_TABLE_VERSION
+    schema_version: Literal[2, 3] = COST_TABLE_VERSION  # 3 exactly when it holds cached calls
     kind: Literal["ddsm.cost_table"] = "ddsm.cost_table"
     supernet: str  # ModelConfig.fingerprint() of the measured supernet
     image_size: int = Field(gt=0)  # the training resolution, used when no resolution is given
@@ -72,10 +86,14 @@ class CostTable(_Frozen):
     def _unique(self) -> "CostTable":
         if not self.entries:
             raise ValueError("a cost table needs at least one entry")
-        keys = [(round(e.width, 9), e.resolution, e.batch_size) for e in self.entries]
-        dup = sorted({k for k in keys if keys.count(k) > 1})
+        keys = [(round(e.width, 9), e.resolution, e.batch_size, e.cache_level) for e in self.entries]
+        dup = sorted({k for k in keys if keys.count(k) > 1}, key=str)
         if dup:
-            raise ValueError(f"duplicate (width, resolution, batch) entries: {dup}")
+            raise ValueError(f"duplicate (width, resolution, batch, cache level) entries: {dup}")
+        cached = any(e.cache_level is not None for e in self.entries)
+        if cached != (self.schema_version == CACHED_TABLE_VERSION):
+            raise ValueError(f"schema_version {self.schema_version} with{'' if cached else 'out'} cached calls: "
+                             f"version {CACHED_TABLE_VERSION} is exactly the table with cached calls")
         if self.batch_size not in {e.batch_size for e in self.entries}:
             raise ValueError(f"default batch_size {self.batch_size} has no entries")
         return self
@@ -95,11 +113,13 @@ class CostTable(_Frozen):
         repeats: int = 20,
         warmup: int = 3,
         progress: bool = False,
+        cache_levels: Sequence[int] = (),
     ) -> "CostTable":
         """Count MACs and time every (width, resolution) of ``model`` on ``device`` (default: auto).
 
         ``widths`` default to all the supernet serves, ``resolutions`` to the training size;
-        ``batch_size`` may list several batches (the first is the table's default).
+        ``batch_size`` may list several batches (the first is the table's default); ``cache_levels`` adds a
+        cached call per width, batch and level at the training size.
         MACs are counted on CPU copies; latency is timed on ``device``, widths round-robin
         (:func:`measure_latencies`). The caller's model keeps its device, width and train/eval mode.
         """
@@ -121,33 +141,39 @@ class CostTable(_Frozen):
             check_forward_memory(model, r, max(batches))
         if not widths:
             raise DDSMError(f"no widths to measure; valid widths: {list(config.geometry.widths)}")
+        levels = sorted({check_reuse_level(model, int(lv)) for lv in cache_levels})
         # Time a copy when the model lives elsewhere, so the caller's model stays where it is.
         same = device_key(next(model.parameters()).device) == device_key(dev)
         timed = model if same else copy.deepcopy(model).to(dev)
         counted = {}
-        with tqdm(total=(1 + len(batches)) * len(widths) * len(resolutions), desc="cost", unit="task",
-                  disable=not progress) as bar:
+        size = config.geometry.image_size
+        with tqdm(total=(1 + len(batches)) * len(widths) * (len(resolutions) + len(levels)), desc="cost",
+                  unit="task", disable=not progress) as bar:
             for w in widths:
                 sub = _cpu_subnet(model, w)
                 for r in resolutions:
-                    counted[w, r] = (_count_subnet(sub, r), _torch_flops_subnet(sub, r))
+                    counted[w, r, None] = (_count_subnet(sub, r), _torch_flops_subnet(sub, r))
+                    bar.update(1)
+                for lv in levels:
+                    counted[w, size, lv] = (count_cached_macs(model, w, lv), None)
                     bar.update(1)
             timed_stats = {}
             for b in batches:
-                for r in resolutions:
-                    timed_stats.update({(w, r, b): st for w, st in measure_latencies(
-                        timed, widths, r, batch_size=b, repeats=repeats, warmup=warmup).items()})
+                for r, lv in [(r, None) for r in resolutions] + [(size, lv) for lv in levels]:
+                    timed_stats.update({(w, r, b, lv): st for w, st in measure_latencies(
+                        timed, widths, r, batch_size=b, repeats=repeats, warmup=warmup, cache_level=lv).items()})
                     bar.update(len(widths))
         entries = []
         for b in batches:
-            for w in widths:
-                for r in resolutions:
-                    (macs, flops), lat = counted[w, r], timed_stats[w, r, b]
-                    entries.append(CostEntry(
-                        width=w, resolution=r, macs=macs.total, dense_macs=macs.dense, attention_macs=macs.attention,
-                        torch_flops=flops, batch_size=b, latency_s=lat.median_s, latency_iqr_s=lat.iqr_s,
-                    ))
-        return cls(supernet=config.fingerprint(), image_size=config.geometry.image_size, device=device_key(dev),
+            for (w, r, lv), (macs, flops) in counted.items():
+                lat = timed_stats[w, r, b, lv]
+                entries.append(CostEntry(
+                    width=w, resolution=r, macs=macs.total, dense_macs=macs.dense, attention_macs=macs.attention,
+                    torch_flops=2 * macs.dense if flops is None else flops, batch_size=b, latency_s=lat.median_s,
+                    latency_iqr_s=lat.iqr_s, cache_level=lv,
+                ))
+        return cls(schema_version=CACHED_TABLE_VERSION if levels else COST_TABLE_VERSION,
+                   supernet=config.fingerprint(), image_size=config.geometry.image_size, device=device_key(dev),
                    device_name=_device_name(dev), batch_size=batches[0], repeats=repeats, warmup=warmup,
                    threads=torch.get_num_threads(), torch_version=torch.__version__, entries=tuple(entries))
 
@@ -208,12 +234,21 @@ class CostTable(_Frozen):
                             "(measure more with ddsm cost --batch-size N, repeatable)")
         return b
 
-    def entry(self, width: float, resolution: int | None = None, batch: int | None = None) -> CostEntry:
-        """The entry at ``width``, ``resolution`` (default: the training size) and ``batch`` (default: the table's),
-        or a DDSMError naming valid ones."""
+    @property
+    def cache_levels(self) -> tuple[int, ...]:
+        """Cache levels with cached-call entries, ascending."""
+        return tuple(sorted({e.cache_level for e in self.entries if e.cache_level is not None}))
+
+    def entry(self, width: float, resolution: int | None = None, batch: int | None = None,
+              cache_level: int | None = None) -> CostEntry:
+        """The entry at ``width``, ``resolution`` (default: the training size) and ``batch`` (default: the table's)
+        of a full call, or of a cached call at ``cache_level``; a DDSMError naming valid ones."""
         res = self.image_size if resolution is None else resolution
         b = self.check_batch(batch)
-        at_res = [e for e in self.entries if e.resolution == res and e.batch_size == b]
+        if cache_level is not None and cache_level not in self.cache_levels:
+            raise DDSMError(f"cache level {cache_level!r} is not in this cost table; measured levels: "
+                            f"{list(self.cache_levels) or 'none'} (measure with ddsm cost --cache-level L)")
+        at_res = [e for e in self.entries if e.resolution == res and e.batch_size == b and e.cache_level == cache_level]
         if not at_res:
             raise DDSMError(f"resolution {res!r} is not in this cost table; "
                             f"valid resolutions: {list(self.resolutions)}")
@@ -254,6 +289,12 @@ class CostTable(_Frozen):
                                       widths, sides, unit=metric,
                                       batch=self.check_batch(batch) if metric == "latency" else None)
 
+    def with_cached(self, model: CostModel, level: int, metric: str = "macs", batch: int | None = None) -> CostModel:
+        """``model`` (this table's, of ``metric``) plus the cached call at ``level`` of each of its widths."""
+        return model.with_cached({w: float(getattr(self.entry(w, None, batch if metric == "latency" else None, level),
+                                                   "macs" if metric == "macs" else "latency_s"))
+                                  for w in model.widths}, level)
+
     def schedule_cost(self, widths: Sequence[float], metric: str = "macs",
                       resolutions: int | Sequence[int] | None = None, batch: int | None = None) -> float:
         """Total cost of a schedule (one width per sampling step), optionally with one resolution per step."""
@@ -279,17 +320,23 @@ class CostTable(_Frozen):
 
 
 def search_cost_model(net: "Supernet", widths: Sequence[float], sides: Sequence[int] | None = None, *,
-                      unit: str = "macs", table: str | None = None, batch: int | None = None) -> CostModel:
-    """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency (at ``batch``).
+                      unit: str = "macs", table: str | None = None, batch: int | None = None,
+                      cache_level: int | None = None) -> CostModel:
+    """What a search prices steps with: fvcore MACs, or a cost table's MACs or latency (at ``batch``); with
+    ``cache_level``, also a cached call per width (the table's, measured with ``ddsm cost --cache-level``, or
+    fvcore's count).
 
     Latency needs a measured table (``ddsm cost``) holding ``batch``
     (default: the table's own); a table for a resolution space must hold
     every side (``ddsm cost --resolution``).
     """
     if table is not None:
-        return CostTable.load(table, net.config).cost_model("macs" if unit == "macs" else "latency",
-                                                            widths, sides, batch if unit == "latency" else None)
+        t = CostTable.load(table, net.config)
+        metric = "macs" if unit == "macs" else "latency"
+        model = t.cost_model(metric, widths, sides, batch if unit == "latency" else None)
+        return model if cache_level is None else t.with_cached(model, cache_level, metric, batch)
     if unit == "latency":
         raise DDSMError("objectives.cost 'latency' needs a measured cost table: ddsm cost --checkpoint ... "
                         "--out FILE, then --cost FILE")
-    return CostModel.count(net, widths, sides)
+    model = CostModel.count(net, widths, sides)
+    return model if cache_level is None else model.count_cached(net, cache_level)

@@ -61,7 +61,8 @@ def macs_model(run: SearchRun, net) -> CostModel:
     """
     if run.space.objectives.cost == "flops":
         return run.costs
-    return CostModel.count(net, run.space.widths, run.space.resolutions)  # latency spaces are never guided
+    macs = CostModel.count(net, run.space.widths, run.space.resolutions)  # latency spaces are never guided
+    return macs if run.space.reuse is None else macs.count_cached(net, run.space.reuse.level)
 
 
 def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:

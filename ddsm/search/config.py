@@ -233,7 +233,6 @@ class SearchConfig(GeneLayout, _Frozen):
         if self.reuse is not None:
             clash = [what for what, on in (("resolutions", self.resolutions is not None),
                                            ("guidance_genes", self.guidance_genes),
-                                           ("objectives.cost latency", self.objectives.cost != "flops"),
                                            ("proxy_linear", "proxy_linear" in (self.objectives.quality,
                                                                               self.screen and self.screen.metric)))
                      if on]

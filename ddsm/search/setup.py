@@ -125,9 +125,8 @@ def search_costs(space: SearchConfig, net, cost_table: str | Path | None = None)
     """What ``space`` prices a denoiser call with on ``net``: fvcore MACs, or a cost table's MACs or latency."""
     unit = "macs" if space.objectives.cost == "flops" else "latency"
     costs = search_cost_model(net, space.widths, space.resolutions, unit=unit,
-                              table=None if cost_table is None else str(cost_table), batch=space.objectives.batch)
-    if space.reuse is not None:  # fvcore MACs of the part a cached call runs (reuse spaces price in MACs)
-        costs = costs.count_cached(net, space.reuse.level)
+                              table=None if cost_table is None else str(cost_table), batch=space.objectives.batch,
+                              cache_level=None if space.reuse is None else space.reuse.level)
     return costs.per_step(guided_passes(space.sampler))
 
 
