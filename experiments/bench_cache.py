@@ -5,8 +5,9 @@ held-out seeds 10000.. (never the search's 0..255), paired 95 % bootstrap interv
 
 1. **costs**: per width, the MACs of a full and of a cached call at every cache level, and the measured time of
    one call at batch 1 and 64 (median of round-robin repeats, one process).
-2. **search**: two NSGA-II searches with one recipe (``search_spaces/digits.yaml``): widths only, and widths x
-   reuse genes at ``--level`` (``ddsm search``; resumable folders under ``--work``).
+2. **search**: three NSGA-II searches with one recipe (``search_spaces/digits.yaml``): widths only; widths x
+   reuse genes at ``--level``; and the same priced by the measured time of one call at batch 1 (a cost table
+   ``ddsm cost --cache-level`` measures first) (``ddsm search``; resumable folders under ``--work``).
 3. **verdict**: every member of both fronts, DeepCache's uniform interval at full width (a full step every N
    steps, N = 2..5) and the uniform widths, judged on ``--num`` held-out seeds; per family the cheapest schedule
    (by MACs and by measured time) significantly worse than full width in no metric; the hypervolume in (FID,
@@ -58,6 +59,8 @@ from ddsm.search.front import hypervolume_draws  # noqa: E402
 PARTS = ("costs", "search", "verdict", "speed")
 INTERVALS = (2, 3, 4, 5)  # DeepCache: a full step every N steps
 SPACE = ROOT / "search_spaces" / "digits.yaml"
+#: family -> search folder under --work
+FRONTS = {"width front": "width", "joint front": "joint", "joint latency front": "joint-latency"}
 
 
 def _round_robin(calls: dict, repeats: int) -> dict:
@@ -103,11 +106,14 @@ def part_costs(net, args) -> tuple[pd.DataFrame, dict]:
                                 "timing": "median of round-robin repeats, extracted subnets, one process"}
 
 
-def joint_space_file(args) -> Path:
-    """digits.yaml plus reuse genes at ``--level``: the same recipe, one more choice per gene."""
+def joint_space_file(args, latency: bool = False) -> Path:
+    """digits.yaml plus reuse genes at ``--level``: the same recipe, one more choice per gene (``latency``: priced
+    by the measured time of one call at batch 1 instead of MACs)."""
     doc = yaml.safe_load(SPACE.read_text())
     doc["reuse"] = {"level": args.level}
-    path = Path(args.work) / f"digits-reuse-level{args.level}.yaml"
+    if latency:
+        doc["objectives"] = {**doc["objectives"], "cost": "latency", "batch": 1}
+    path = Path(args.work) / f"digits-reuse-level{args.level}{'-latency' if latency else ''}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -115,10 +121,17 @@ def joint_space_file(args) -> Path:
 
 def part_search(args) -> dict:
     out = {}
-    for name, space in (("width", SPACE), ("joint", joint_space_file(args))):
+    ddsm = str(Path(sys.executable).parent / "ddsm")
+    table = Path(args.work) / "cost.json"
+    if not table.exists():  # the latency search's prices: one call per width (full and cached), batches 1 and 64
+        subprocess.run([ddsm, "cost", "--checkpoint", "digits", "--out", str(table), "--batch-size", "1",
+                        "--batch-size", "64", "--cache-level", str(args.level), "--repeats", "30", "--no-progress"],
+                       check=True)
+    for name, space in (("width", SPACE), ("joint", joint_space_file(args)),
+                        ("joint-latency", joint_space_file(args, latency=True))):
         folder = Path(args.work) / name
-        cmd = [str(Path(sys.executable).parent / "ddsm"), "search", "--space", str(space), "--checkpoint", "digits",
-               "--out", str(folder), "--no-progress"]
+        cmd = [ddsm, "search", "--space", str(space), "--checkpoint", "digits", "--out", str(folder), "--no-progress",
+               *(["--cost", str(table)] if name == "joint-latency" else [])]
         if (folder / "search.json").exists():
             cmd.append("--resume")
         t0 = time.perf_counter()
@@ -135,11 +148,12 @@ def deepcache_plan(steps: int, n: int, level: int, width: float = 1.0) -> StepPl
 
 def candidates(net, args) -> tuple[dict[str, tuple[str, StepPlan]], SearchConfig]:
     """name -> (family, plan): both fronts' members, the DeepCache intervals and the uniform widths."""
-    width_run, joint_run = load_search(Path(args.work) / "width"), load_search(Path(args.work) / "joint")
-    space = width_run.space
+    runs = {fam: load_search(Path(args.work) / folder) for fam, folder in FRONTS.items()
+            if (Path(args.work) / folder / "front.json").exists()}
+    space = runs["width front"].space
     steps = space.sampler.steps
     out: dict[str, tuple[str, StepPlan]] = {}
-    for fam, run_ in (("width front", width_run), ("joint front", joint_run)):
+    for fam, run_ in runs.items():
         for i, m in enumerate(run_.front.to_dict(orient="records"), start=1):
             out[f"{fam} #{i}"] = (fam, run_.plan_of(m))
     for n in INTERVALS:
@@ -190,7 +204,8 @@ def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     worst = float(table["fid"].max())
     ref = (worst + 0.1 * abs(worst), 1.1)
     hv = {}
-    for fam in ("joint front", "width front", "DeepCache"):
+    fams = [f for f in ("joint front", "joint latency front", "width front", "DeepCache") if (table["family"] == f).any()]
+    for fam in fams:
         members = [(res.draws[r.schedule]["fid"], r.mac_share) for r in table[table["family"] == fam].itertuples()]
         hv[fam] = hypervolume_draws(members, ref=ref)
     summary["hypervolume"] = {"reference": list(ref), "axes": "FID x MACs share of full width",
@@ -208,7 +223,7 @@ def part_speed(net, args, verdict: dict) -> dict:
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
     full = StepPlan((1.0,) * space.sampler.steps)
     out = {}
-    for fam in ("joint front", "width front", "DeepCache"):
+    for fam in ("joint front", "joint latency front", "width front", "DeepCache"):
         best = (verdict.get("cheapest_no_loss") or {}).get(fam)
         if not best:
             continue
