@@ -12,6 +12,8 @@ held-out split nor the verdict's seeds):
     OMP_NUM_THREADS=1 python experiments/sweep_dit.py --only p4-lr1e-3 &
     OMP_NUM_THREADS=1 python experiments/sweep_dit.py --only p2-lr1e-3 &
     python experiments/sweep_dit.py --table      # after all candidates: table + results JSON
+    python experiments/sweep_dit.py --shipped mnist-dit --shipped mnist-unet --table   # the same scores of finished
+                                                  # supernets (3,000 steps), for scale
 
 Each candidate trains in runs/dit-sweep/<name> (resumable) and writes <name>.json there.
 """
@@ -48,12 +50,18 @@ TIMESTEPS = (50, 200, 500, 800)
 @torch.no_grad()
 def score(trainer: Trainer, n: int = 512, seed: int = 1234) -> dict[str, float]:
     """Full-width ε-MSE with the true and the null label on fixed draws of training images."""
-    model, sched = trainer.model, trainer.schedule
+    return score_model(trainer.model, trainer.schedule, trainer.x_train, trainer.y_train, n, seed)
+
+
+@torch.no_grad()
+def score_model(model, sched, x_train, y_train, n: int = 512, seed: int = 1234) -> dict[str, float]:
+    """:func:`score` of any conditional supernet on training images ``x_train`` with labels ``y_train``."""
+    was = model.training
     model.eval()
-    model.set_active_width(trainer.config.model.geometry.widths[-1])
+    model.set_active_width(max(model.widths))
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(trainer.x_train), generator=g)[:n]
-    x0, y = trainer.x_train[idx].cpu(), trainer.y_train[idx]
+    idx = torch.randperm(len(x_train), generator=g)[:n]
+    x0, y = x_train[idx].cpu(), y_train[idx].long()
     out: dict[str, float] = {}
     true_all, null_all = [], []
     for t in TIMESTEPS:
@@ -68,8 +76,25 @@ def score(trainer: Trainer, n: int = 512, seed: int = 1234) -> dict[str, float]:
         null_all.append(null)
     out["val_mse"] = round(sum(true_all) / len(true_all), 5)
     out["label_gain"] = round((sum(null_all) - sum(true_all)) / len(true_all), 5)
-    model.train()
+    model.train(was)
     return out
+
+
+def score_shipped(name: str) -> dict:
+    """The scores of a finished supernet (a shipped name or a file), on the same training-split draws."""
+    from ddsm import load_supernet
+    from ddsm.data import load_data
+    from ddsm.diffusion.noise import NoiseSchedule
+
+    net = load_supernet(name)
+    cfg = load_run_config(CONFIG)
+    geo = net.config.geometry
+    data = load_data(cfg.data, geo.image_size, geo.in_channels, labelled=True)
+    row = {"name": f"shipped {name}", "iters": net.header.get("step"), "overrides": {},
+           **score_model(net.model, NoiseSchedule(net.config.diffusion), data.train, data.train_labels)}
+    write_json(ROOT / "runs" / "dit-sweep" / f"shipped-{Path(name).name}.json", row)
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def run_one(name: str, iters: int) -> dict:
@@ -93,13 +118,14 @@ def table() -> int:
         f = ROOT / "runs" / "dit-sweep" / name / f"{name}.json"
         if f.is_file():
             rows.append(json.loads(f.read_text()))
+    rows += [json.loads(f.read_text()) for f in sorted((ROOT / "runs" / "dit-sweep").glob("shipped-*.json"))]
     if not rows:
         print("no candidate has finished", file=sys.stderr)
         return 1
-    print(f"{'candidate':<12} {'iters':>5} {'val_mse':>8} {'label_gain':>10}  " +
+    print(f"{'candidate':<18} {'iters':>5} {'val_mse':>8} {'label_gain':>10}  " +
           " ".join(f"{'mse@t' + str(t):>9}" for t in TIMESTEPS))
     for r in rows:
-        print(f"{r['name']:<12} {r['iters']:>5} {r['val_mse']:>8.4f} {r['label_gain']:>10.4f}  " +
+        print(f"{r['name']:<18} {r['iters']:>5} {r['val_mse']:>8.4f} {r['label_gain']:>10.4f}  " +
               " ".join(f"{r[f'mse@t{t}']:>9.4f}" for t in TIMESTEPS))
     write_json(RESULTS, {"what": "DiT recipe sweep on training-split images (issue 29)", "timesteps": TIMESTEPS,
                          "candidates": rows})
@@ -112,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=sorted(CANDIDATES), action="append", help="train and score these candidates")
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--table", action="store_true", help="print the finished candidates and write the results")
+    ap.add_argument("--shipped", action="append", default=[], help="also score this finished supernet")
     args = ap.parse_args(argv)
+    for name in args.shipped:
+        score_shipped(name)
     for name in args.only or ([] if args.table else list(CANDIDATES)):
         run_one(name, args.iters)
     return table() if args.table else 0
