@@ -277,3 +277,36 @@ def test_export_steps_refuses_a_hand_edited_front(trained_run, students, tmp_pat
     (out / "front.json").write_text(json.dumps(doc))  # json writes NaN and 1e309 as NaN and Infinity
     assert_bad_input(invoke("export-steps", out, "--out", tmp_path / "exp", "--no-progress"), *needles)
     assert not (tmp_path / "exp").exists()
+
+
+def test_a_joint_search_with_reuse_genes_carries_cached_steps_into_every_schedule(trained_run, students, tmp_path):
+    """Steps x widths x cache: each model's space gets reuse genes; the merged front, its schedule files and the
+    verdict's samples keep each member's cached steps."""
+    import torch
+
+    from ddsm.checkpoint import load_supernet
+    from ddsm.diffusion import NoiseSchedule
+    from ddsm.samplers import generate, make_sampler
+    from ddsm.schedule import Schedule
+    from ddsm.search.joint import load_joint, member_plan
+
+    space = _joint_file(tmp_path, trained_run, students.values(), base_changes={"reuse": {"level": 1}})
+    out = tmp_path / "joint"
+    r = invoke("search-steps", "--space", space, "--out", out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    run = load_joint(out)
+    cached = [m for m in run.front.to_dict(orient="records") if isinstance(m.get("cached"), tuple)]
+    assert cached, "the cheap end of a cache-priced front caches"
+    for m in cached:
+        plan = member_plan(m)
+        assert plan.cache_level == 1 and not plan.cached[0] and len(plan.cached) == m["steps"]
+    exp = tmp_path / "exp"
+    r = invoke("export-steps", out, "--out", exp, "--no-progress")
+    assert r.exit_code == 0, r.output
+    nets = {"teacher": load_supernet(trained_run), "k2": load_supernet(students[2]), "k3": load_supernet(students[3])}
+    for f, m in zip(sorted(exp.glob("front-*.json")), run.front.to_dict(orient="records")):
+        s = Schedule.load(f, nets[m["model"]].config)
+        assert s.plan() == member_plan(m)  # the cached steps are in the file, not only in the cost
+        net = nets[m["model"]]
+        x = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), s.sampler), s, [0, 1])
+        assert torch.isfinite(x).all()

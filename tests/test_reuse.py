@@ -315,3 +315,14 @@ def test_a_cost_table_times_cached_calls_and_a_latency_search_prices_them(net, t
     sp = space(objectives={"quality": "proxy", "cost": "latency", "batch": 1})
     problem = WidthProblem(sp, lat)
     assert problem.share(np.array([sp.guided((3,) * 6, reuse=(0, 1) * 3)]))[0] < 1.0
+
+
+def test_a_search_at_a_level_the_backbone_does_not_offer_is_one_line_and_writes_nothing(tmp_path):
+    import yaml
+
+    from cli_helpers import TINY_SEARCH_SPACE
+
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**TINY_SEARCH_SPACE, "reuse": {"level": 9}}))
+    r = invoke("search", "--space", tmp_path / "space.yaml", "--checkpoint", "digits", "--out", tmp_path / "s")
+    assert_bad_input(r, "cache level 9 is not offered by SlimUNet", "valid levels: [0, 1, 2, 3, 4, 5]")
+    assert not (tmp_path / "s").exists()

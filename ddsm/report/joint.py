@@ -33,14 +33,14 @@ from ddsm.io import write_atomic
 from ddsm.metrics.featurenet import FeatureNet
 from ddsm.metrics.fid import reference_images
 from ddsm.metrics.verdict import Verdict
-from ddsm.plan import StepPlan
+
 from ddsm.report.outdir import JOINT_EXPORT_KIND, check_out_dir, writing_report
 from ddsm.report.plots import _figure, save_figure
 from ddsm.samplers.batched import generate_many
 from ddsm.samplers.loop import make_sampler
 from ddsm.schedule import Schedule
 from ddsm.search.config import SearchConfig
-from ddsm.search.joint import TEACHER, JointRun, flat_front
+from ddsm.search.joint import TEACHER, JointRun, flat_front, member_plan
 
 
 def _arm_space(run: JointRun, model: str) -> SearchConfig:
@@ -67,7 +67,7 @@ def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
                             "original file back or search again")
         space = _arm_space(run, m["model"])
         out.append(Schedule.for_model(
-            net.config, space.sampler, list(m["widths"]), weights=net.weights_sha256,
+            net.config, space.sampler, member_plan(m), weights=net.weights_sha256,
             predicted={"cost_share": float(m["share"]), "macs": float(m["cost"])},
             quality={"proxy": float(m["proxy"])},
             provenance={"joint_search": str(run.folder.resolve()), "space": run.meta["space"], "model": m["model"],
@@ -88,12 +88,12 @@ def _verdict(run: JointRun, nets: dict[str, Any], settings, featurenet: str, pro
         name = f"#{rank} {m['model']}"
         extra[name] = {"share": float(m["share"]), "model": m["model"], "steps": int(m["steps"])}
         if m["model"] == TEACHER:
-            plans[name] = StepPlan(tuple(m["widths"]))
+            plans[name] = member_plan(m)
             continue
         net = nets[m["model"]]
         sampler = make_sampler(NoiseSchedule(net.config.diffusion), _arm_space(run, m["model"]).sampler)
-        samples[name] = generate_many(net.model, sampler, [StepPlan(tuple(m["widths"]))], list(settings.seeds),
-                                      batch_size=256, fuse=False)[0]
+        samples[name] = generate_many(net.model, sampler, [member_plan(m)], list(settings.seeds), batch_size=256,
+                                      fuse=False)[0]
     return judge.score(plans, extra, samples=samples).table()
 
 

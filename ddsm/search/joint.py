@@ -56,6 +56,7 @@ from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
 from ddsm.limits import clip, short
 from ddsm.runfolder import check_run_folder, claim_folder, read_manifest, start_under_lock, write_manifest
+from ddsm.plan import StepPlan
 from ddsm.search.config import SearchConfig
 from ddsm.search.shipped import is_joint_doc, space_path
 from ddsm.search.folder import load_search, read_front, write_front_files
@@ -153,7 +154,7 @@ def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> t
     k = student.steps
     segments = base.segments if base.segments is not None and base.segments < k else None
     genes = segments or k
-    distinct = len(base.widths) ** genes
+    distinct = (len(base.widths) * (2 if base.reuse is not None else 1)) ** genes  # reuse genes double each choice
     data = base.model_dump(mode="json")
     data.update(sampler=own.model_dump(mode="json"), segments=segments, budget=min(1.0, base.budget / scale))
     exhaustive = distinct <= base.population * base.generations
@@ -179,9 +180,6 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
     if base.guidance_genes:
         raise DDSMError(f"base space {joint.base!r} has guidance_genes; a joint search takes widths only (students "
                         "of a conditional teacher are not distilled yet): set guidance_genes: false")
-    if base.reuse is not None:
-        raise DDSMError(f"base space {joint.base!r} has reuse genes; a joint search takes widths only (cached steps "
-                        "across step counts are not searched yet): drop reuse from the base space")
     if base.screen is not None:
         raise DDSMError(f"base space {joint.base!r} has a screen (two-stage evaluation); a joint search scores every "
                         "candidate on the proxy: drop screen from the base space")
@@ -300,22 +298,29 @@ def merge_fronts(out: str | Path, arms: list[Arm]) -> pd.DataFrame:
             rows.append({"model": a.name, "steps": a.steps, "checkpoint": a.checkpoint,
                          "fingerprint": a.net.fingerprint, "genome": (i, *genome),
                          "widths": tuple(plan.widths), "proxy": float(r["proxy"]), "share": share,
-                         "cost": float(a.costs.plan_cost(plan))})
+                         "cost": float(a.costs.plan_cost(plan)),
+                         **({"cached": plan.cached, "cache_level": plan.cache_level} if plan.cached else {})})
     front = pareto_front(rows, quality="proxy")
-    table = pd.DataFrame(front, columns=["model", "steps", "checkpoint", "fingerprint", "genome", "widths", "proxy",
-                                         "share", "cost"])
+    cols = ["model", "steps", "checkpoint", "fingerprint", "genome", "widths", "proxy", "share", "cost"]
+    if any(m.get("cached") for m in front):  # reuse genes: which steps are cached (a front without any keeps its files)
+        cols += ["cached", "cache_level"]
+    table = pd.DataFrame(front, columns=cols)
     write_front_files(out, flat_front(table), {
         "kind": JOINT_FRONT_KIND, "schema_version": JOINT_VERSION,
         "axes": "proxy against the teacher's full width; MACs share of the teacher's full-width schedule",
         "models": {a.name: a.steps for a in arms},
-        "members": [{**m, "genome": list(m["genome"]), "widths": list(m["widths"])} for m in front]})
+        "members": [{**m, "genome": list(m["genome"]), "widths": list(m["widths"]),
+                     **({"cached": list(m["cached"])} if m.get("cached") else {})} for m in front]})
     return table
 
 
 def flat_front(table: pd.DataFrame) -> pd.DataFrame:
     """A joint front table as its CSV files hold it: genome and widths as space-separated text."""
-    return table.assign(genome=table["genome"].map(lambda g: " ".join(map(str, g))),
+    flat = table.assign(genome=table["genome"].map(lambda g: " ".join(map(str, g))),
                         widths=table["widths"].map(lambda w: " ".join(f"{x:g}" for x in w)))
+    if "cached" in flat:
+        flat["cached"] = flat["cached"].map(lambda c: " ".join(str(int(x)) for x in c) if isinstance(c, tuple) else "")
+    return flat
 
 
 @dataclass
@@ -351,6 +356,12 @@ class JointMember(_Frozen):
     proxy: float  # the quality (finite: NaN and infinities are refused by the config base)
     share: float = Field(ge=0.0)  # MACs share of the teacher's full-width schedule
     cost: float = Field(ge=0.0)  # MACs of the schedule
+    cached: tuple[bool, ...] | None = None  # reuse genes: the cached steps (None: every step full)
+    cache_level: int | None = Field(None, ge=0)  # with cached: where the backbone cuts a cached call
+
+    def plan(self) -> StepPlan:
+        """The member's schedule: widths and cached steps."""
+        return StepPlan(self.widths, cached=self.cached, cache_level=self.cache_level)
 
     @model_validator(mode="after")
     def _consistent(self) -> "JointMember":
@@ -359,6 +370,11 @@ class JointMember(_Frozen):
         bad = [w for w in self.widths if not 0.0 < w <= 1.0]
         if bad:
             raise ValueError(f"widths must lie in (0, 1], got {short(bad)}")
+        if self.cached is not None:
+            try:
+                self.plan()
+            except DDSMError as e:
+                raise ValueError(str(e)) from None
         return self
 
 
@@ -374,7 +390,17 @@ def _check_member(doc: Any, i: int, arms: dict[str, Any], where: str) -> dict[st
         if arm.get(key) != getattr(m, key):
             raise DDSMError(f"{where}: member {i} gives {key} {clip(repr(getattr(m, key)), 80)}, but the joint search "
                             f"ran model {m.model!r} with {clip(repr(arm.get(key)), 80)}; was the file edited?")
-    return {**m.model_dump(), "genome": tuple(m.genome), "widths": tuple(m.widths)}
+    row = {**m.model_dump(), "genome": tuple(m.genome), "widths": tuple(m.widths)}
+    if m.cached is None:  # a front without cached steps reads back as it always did
+        row.pop("cached"), row.pop("cache_level")
+    return row
+
+
+def member_plan(member: dict[str, Any]) -> StepPlan:
+    """The schedule of a joint front member (a row of :attr:`JointRun.front`): widths and any cached steps."""
+    cached = member.get("cached")
+    cached = tuple(cached) if isinstance(cached, (tuple, list)) else None
+    return StepPlan(tuple(member["widths"]), cached=cached, cache_level=int(member["cache_level"]) if cached else None)
 
 
 def load_joint(folder: str | Path) -> JointRun:
