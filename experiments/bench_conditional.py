@@ -79,6 +79,31 @@ def judge_for(net, checkpoint: str, args, sampler, *, num: int, seed: int, searc
     return judge
 
 
+def cached_samples(net, judge, plans: dict, args, model: str) -> dict:
+    """Every plan's samples on the verdict seeds, each sampled once and kept in ``--sample-cache`` (safetensors named
+    by a hash of the model's weights, sampler, seeds and plan), so a stopped run resumes plan by plan."""
+    from ddsm.checkpoint import read_tensors, save_tensors
+    from ddsm.io import stable_hash
+    from ddsm.samplers.batched import generate_many
+
+    folder = Path(args.sample_cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = list(judge.settings.seeds)
+    out = {}
+    for i, (key, plan) in enumerate(plans.items(), start=1):
+        tag = stable_hash([net.weights_sha256, judge.sampler.config.model_dump(mode="json"), seeds[0], len(seeds),
+                           repr(plan)])
+        path = folder / f"{model}-{tag}.safetensors"
+        if path.is_file():
+            out[key] = read_tensors(path)[0]["samples"]
+            continue
+        t0 = time.perf_counter()
+        out[key] = generate_many(net.model, judge.sampler, [plan], seeds, batch_size=256, fuse=False)[0]
+        save_tensors(path, {"samples": out[key]}, {"plan": repr(plan), "schedule": key})
+        print(f"  sampled {i}/{len(plans)} {key} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
 def load_conditional(name: str, checkpoint: str):
     from ddsm.checkpoint import load_supernet
 
@@ -221,7 +246,11 @@ def fronts_part(models, searches_of, args) -> tuple[pd.DataFrame, pd.DataFrame, 
         seeds = tuple(s for r in runs for s in r.space.search_seeds)
         judge = judge_for(net, checkpoint, args, sampler_of(args), num=args.num, seed=args.seed, search_seeds=seeds)
         t0 = time.perf_counter()
-        result = judge.score(plans, extra={FULL: {"share": 1.0}, **{k: {"share": v} for k, v in shares.items()}})
+        extra = {FULL: {"share": 1.0}, **{k: {"share": v} for k, v in shares.items()}}
+        if args.sample_cache is None:
+            result = judge.score(plans, extra=extra)
+        else:  # each schedule sampled once, kept on disk: an interrupted run continues where it stopped
+            result = judge.score({}, extra=extra, samples=cached_samples(net, judge, plans, args, name))
         results[name] = (result, shares)
         table = result.table()
         table.insert(0, "model", name)
@@ -382,6 +411,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="speed part: timed runs per schedule [5]")
     ap.add_argument("--out", type=Path, default=Path("experiments/results"), help="folder for conditional.json/.csv")
     ap.add_argument("--progress", action="store_true", help="show sampling progress")
+    ap.add_argument("--sample-cache", default=None, help="fronts part: keep each schedule's samples in this folder "
+                    "(a stopped run resumes schedule by schedule)")
     args = ap.parse_args()
     parts = parse_parts(args.parts, PARTS)
     args.budget = args.budget or [0.3, 0.5, 0.7]
