@@ -100,14 +100,17 @@ def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: in
 def slim_run_config(out: str | Path, *, source: str | None = None, config_file: str | Path | None = None,
                     resume: bool = False, data: str | None = None, widths: tuple[float, ...] = (),
                     order: str | None = None, hidden_weight: float | None = None, unfreeze_full: bool = False,
-                    iters: int | None = None, seed: int | None = None) -> RunConfig:
-    """``ddsm slim``: the diffusers model in ``source`` made a supernet of ``widths`` (1 added), or the run to resume."""
+                    iters: int | None = None, seed: int | None = None, null_label: str | None = None) -> RunConfig:
+    """``ddsm slim``: the diffusers model in ``source`` made a supernet of ``widths`` (1 added), or the run to resume.
+
+    ``null_label`` 'last': a class-conditional model's last class embedding is its unconditional label."""
     saved = _saved(out, "slim") \
         if resume and config_file is None else None
     if saved is not None:
         doc = saved
         clash = [flag for flag, v in (("--width", widths), ("--order", order), ("--unfreeze-full", unfreeze_full),
-                                      ("--data", data), ("--hidden-weight", hidden_weight is not None)) if v]
+                                      ("--data", data), ("--hidden-weight", hidden_weight is not None),
+                                      ("--null-label", null_label)) if v]
         if source is not None and source != doc["slim"]["source"]:
             clash.append("--from-diffusers")
         if clash:
@@ -134,7 +137,11 @@ def slim_run_config(out: str | Path, *, source: str | None = None, config_file: 
                 ws = check_width_set(tuple({*widths, 1.0}))
             except ValueError as e:
                 raise DDSMError(f"--width: {e}") from None
-        doc["model"] = model_config_for(read_diffusers_folder(source), ws,
-                                        freeze_full=not unfreeze_full).model_dump(mode="json")
+        model = model_config_for(read_diffusers_folder(source), ws, freeze_full=not unfreeze_full,
+                                 null_label=null_label == "last")
+        doc["model"] = model.model_dump(mode="json")
+        if model.diffusers.num_classes and not model.diffusers.null_label:
+            # no null label: nothing to drop labels to, so fine-tuning keeps every label unless told otherwise
+            doc["train"] = {"label_dropout": 0.0, **(doc.get("train") or {})}
     apply_overrides(doc, **{"train.iters": iters, "train.seed": seed})
     return validate(RunConfig, doc, source="slim config")

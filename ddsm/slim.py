@@ -4,7 +4,7 @@
 widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
 
 1. The folder is read offline and checked (``ddsm.integrations.diffusers_folder``);
-   the noise schedule is the scheduler config's, ε-prediction only.
+   the noise schedule and the prediction type (ε, v or x0) are the scheduler config's.
 2. With ``slim.order: importance``, before any step the channels of the
    shared net are reordered so every width's prefix keeps the channels whose
    producing weights have the largest norm; the full-width function is
@@ -15,7 +15,8 @@ widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
 3. Each step draws one batch (images, timesteps, noise) for every width. The
    frozen original predicts ε at full width; the sandwich of widths (the
    widest and narrowest fine-tuned width and ``n_random_widths`` random ones
-   between) regress ``(1 - distill_weight) |ε̂ - ε|² + distill_weight |ε̂ - ε_original|²``.
+   between) regress ``(1 - distill_weight) |ε̂ - ε|² + distill_weight |ε̂ - ε_original|²``
+   (for a v- or x0-predicting model, the same in its own output: the data's v or x0 and the original's).
    With ``slim.hidden_weight`` > 0 each width also regresses the original's
    last hidden map (before the output convolution; its first channels, the
    width's own) in L1, the feature term the SFDDM distillation uses too.
@@ -35,6 +36,7 @@ import torch
 
 from ddsm.config import RunConfig
 from ddsm.diffusion.losses import distilled_eps_loss
+from ddsm.diffusion.prediction import model_target
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers_folder import load_slim_unet, model_config_for, read_diffusers_folder
 from ddsm.nn.channel_order import ChannelSpace, permute_by_importance
@@ -65,7 +67,8 @@ class FrozenOriginal:
     def prepare(self) -> None:
         config = self.config
         self.source = read_diffusers_folder(config.slim.source)
-        found = model_config_for(self.source, config.model.unet.widths, config.model.diffusers.freeze_full)
+        found = model_config_for(self.source, config.model.unet.widths, config.model.diffusers.freeze_full,
+                                 config.model.diffusers.null_label)
         if found.fingerprint() != config.model.fingerprint():
             raise DDSMError(f"the model in {config.slim.source!r} is not the one this run slims (its config or "
                             "weights changed); slim it into a new --out")
@@ -88,13 +91,19 @@ class FrozenOriginal:
         return trained_widths(self.config)
 
     def draw(self, trainer: "Trainer") -> Batch:
-        x0, t, eps, _ = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
+        x0, t, eps, cond = draw_clean_and_noise(trainer, uniform_timesteps(trainer.schedule.num_timesteps))
         t = t.to(trainer.device)
         x_t = trainer.schedule.q_sample(x0, t, eps)
         with torch.no_grad(), trainer.autocast():
-            target, hidden = self.teacher(x_t, t, return_hidden=True)  # the map is computed either way
-        return Batch(x_t=x_t, t=t, eps=eps, reference=target, reference_hidden=hidden)
+            # a dropped label is the null label num_classes: the original's last class embedding (slim.null_label)
+            target, hidden = self.teacher(x_t, t, class_labels=cond, return_hidden=True)  # the map either way
+        kind = trainer.schedule.prediction_type
+        # a v- or x0-predicting original: the data term regresses the same quantity the original outputs
+        data = None if kind == "epsilon" else \
+            model_target(eps, x0, trainer.schedule.alpha_bar_at(t.cpu()).to(x0).view(-1, 1, 1, 1), kind)
+        return Batch(x_t=x_t, t=t, eps=eps, reference=target, reference_hidden=hidden, cond=cond, data_target=data)
 
     def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
         # Every fine-tuned width regresses the original (never an in-place teacher: the original is better).
-        return distilled_eps_loss(pred, batch.eps, batch.reference, self.config.train.distill_weight)
+        data = batch.eps if batch.data_target is None else batch.data_target
+        return distilled_eps_loss(pred, data, batch.reference, self.config.train.distill_weight)

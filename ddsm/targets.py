@@ -42,6 +42,8 @@ class Batch:
     reference: torch.Tensor | None = None  # a frozen model's ε target at this input (teacher, original); None: none
     reference_hidden: torch.Tensor | None = None  # that model's last hidden map (for the hidden-map term)
     cond: torch.Tensor | None = None  # class labels of a conditional model (dropped ones: the null label); else None
+    # the data's target in the model's prediction type (v, x0) when it is not ε; None: ``eps`` is the target
+    data_target: torch.Tensor | None = None
 
 
 class Target(Protocol):

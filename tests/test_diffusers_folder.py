@@ -85,8 +85,8 @@ def _bad(tmp_path, case):
         cfg = json.loads((m / "config.json").read_text())
         (m / "config.json").write_text(json.dumps({**cfg, "block_out_channels": [8, 24]}))
         return m
-    if case == "v prediction":
-        return _save(m, scheduler={"num_train_timesteps": 100, "prediction_type": "v_prediction"})
+    if case == "flow prediction":
+        return _save(m, scheduler={"num_train_timesteps": 100, "prediction_type": "flow_prediction"})
     raise AssertionError(case)
 
 
@@ -100,7 +100,7 @@ def _bad(tmp_path, case):
     ("no weights", ["no weights file diffusion_pytorch_model.safetensors"]),
     ("pickle weights", ["pickle", "diffusion_pytorch_model.bin", "safetensors only"]),
     ("mismatched weights", ["do not match", "shape"]),
-    ("v prediction", ["prediction_type 'v_prediction'", "epsilon"]),
+    ("flow prediction", ["prediction_type 'flow_prediction'", "epsilon, v_prediction, sample"]),
 ])
 def test_each_bad_folder_is_one_line_naming_the_value(tmp_path, case, needles):
     with pytest.raises(DDSMError) as e:

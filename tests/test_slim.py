@@ -172,23 +172,31 @@ def _png_folder(path, side, mode="L"):
     ("hub id", ["'someone/model'", "hub id", "never downloads"]),
     ("small images", ["4x4", "8x8"]),
     ("colour images", ["3 channel", "with 1"]),
-    ("v-prediction", ["'v_prediction'", "epsilon"]),
-    ("class-conditional", ["num_class_embeds 10", "unconditional"]),
+    ("guidance without a null label", ["guidance scale 2", "--null-label last"]),
+    ("null label of an unconditional model", ["--null-label last", "unconditional"]),
     ("scaled_linear", ["'scaled_linear'", "linear, squaredcos_cap_v2"]),
     ("bad width", ["width 0.3", "groups"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, needles):
     folder, args = "someone/model", ["--width", "0.5"]
     if case != "hub id":
-        folder = _user_model(tmp_path / "m", **({"num_class_embeds": 10} if case == "class-conditional" else {}),
-                             scheduler={"v-prediction": {"prediction_type": "v_prediction"},
-                                        "scaled_linear": {"beta_schedule": "scaled_linear"}}.get(case))
+        folder = _user_model(tmp_path / "m", **({"num_class_embeds": 10} if "guidance" in case else {}),
+                             scheduler={"scaled_linear": {"beta_schedule": "scaled_linear"}}.get(case))
     if case == "small images":
         args += ["--data", _png_folder(tmp_path / "imgs", 4)]
     if case == "colour images":
         args += ["--data", _png_folder(tmp_path / "imgs", 8, "RGB")]
     if case == "bad width":
         args = ["--width", "0.3"]
+    if case == "null label of an unconditional model":
+        args += ["--null-label", "last"]
+    if case == "guidance without a null label":  # a slim run of it works; guided sampling is what is refused
+        assert _slim(tmp_path, folder, tmp_path / "run", iters=1).exit_code == 0
+        result = invoke("sample", "--checkpoint", tmp_path / "run", "--width", "1", "--steps", "2",
+                        "--guidance-scale", "2", "--out", tmp_path / "out")
+        assert_bad_input(result, *needles)
+        assert not (tmp_path / "out").exists()
+        return
     result = invoke("slim", "--from-diffusers", folder, "--iters", "1", "--out", tmp_path / "out", "--no-progress",
                     *args)
     assert_bad_input(result, *needles)
@@ -232,3 +240,73 @@ def test_the_hidden_map_term_is_each_widths_prefix_of_the_originals(tmp_path, sl
     a, b = (load_file(str(tmp_path / name / "supernet.safetensors")) for name in ("plain", "hidden"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "hidden" / "config.json").read_text())["slim"]["hidden_weight"] == 0.5
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
+def test_a_v_or_x0_predicting_model_is_slimmed_in_its_own_parameterisation(tmp_path, prediction):
+    from ddsm.config import RunConfig
+    from ddsm.diffusion.noise import NoiseSchedule
+    from ddsm.diffusion.prediction import eps_and_x0
+    from ddsm.integrations.slim_pipeline import pipeline_for_schedule
+    from ddsm.samplers import SamplerConfig
+    from ddsm.schedule import Schedule
+    from ddsm.train import Trainer
+
+    sched = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2", "prediction_type": prediction}
+    folder = _user_model(tmp_path / "user-model", scheduler=sched)
+    assert _slim(tmp_path, folder, tmp_path / "run", iters=2).exit_code == 0
+    net = load_supernet(tmp_path / "run")
+    assert net.config.diffusion.prediction_type == prediction
+    # the data term regresses the data's v (or x0), which gives back the batch's noise through the model's conversion
+    config = RunConfig.model_validate_json((tmp_path / "run" / "config.json").read_text())
+    trainer = Trainer(config, tmp_path / "probe", progress=False)
+    batch = trainer.target.draw(trainer)
+    ab = NoiseSchedule(net.config.diffusion).alpha_bar_at(batch.t.cpu()).float().view(-1, 1, 1, 1)
+    eps, _ = eps_and_x0(batch.data_target, batch.x_t, ab, prediction)
+    torch.testing.assert_close(eps, batch.eps, rtol=1e-3, atol=1e-3)
+    # at full width, ddsm's schedule in diffusers' DDIM pipeline gives the user's own pipeline's images
+    full = Schedule.uniform(net.config, SamplerConfig(kind="ddim", steps=4), 1.0)
+    pipe = pipeline_for_schedule(str(tmp_path / "run"), full)
+    ours = pipe(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=4, output_type="np").images
+    user = diffusers.DDIMPipeline(unet=diffusers.UNet2DModel.from_pretrained(folder).eval(),
+                                  scheduler=diffusers.DDIMScheduler(**sched))
+    theirs = user(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=4,
+                  output_type="np").images
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_a_class_conditional_model_is_slimmed_with_its_labels_and_guided(tmp_path):
+    from ddsm.integrations.diffusers import sample_with_diffusers
+    from ddsm.plan import StepPlan
+    from ddsm.samplers import SamplerConfig, generate, make_sampler
+    from ddsm.diffusion.noise import NoiseSchedule
+
+    # 10 digit classes + the unconditional label as the last of 11 class embeddings
+    folder = _user_model(tmp_path / "user-model", num_class_embeds=11)
+    assert _slim(tmp_path, folder, tmp_path / "run", "--null-label", "last", iters=2, label_dropout=0.5).exit_code == 0
+    net = load_supernet(tmp_path / "run")
+    assert net.model.num_classes == 10 and net.config.diffusers.null_label
+    original = diffusers.UNet2DModel.from_pretrained(folder).eval()
+    x, t = _probe()
+    y = torch.tensor([0, 9, 4])
+    with torch.no_grad():
+        net.model.set_active_width(1.0)
+        assert (net.model(x, t, cond=y) - original(x, t, class_labels=y).sample).abs().max() <= 1e-5
+        # no label: the null label, the original's last embedding
+        assert (net.model(x, t) - original(x, t, class_labels=torch.full((3,), 10)).sample).abs().max() <= 1e-5
+        net.model.set_active_width(0.5)
+        assert (net.model(x, t, cond=y) - net.model(x, t, cond=torch.tensor([1, 2, 3]))).abs().max() > 0
+    # guided sampling: ddsm's loop and the diffusers bridge agree, and the guidance changes the images
+    cfg = SamplerConfig(kind="ddim", steps=4, guidance_scale=3.0)
+    plan = StepPlan.of([0.5, 0.5, 1.0, 1.0])
+    ours = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), cfg), plan, [0, 1, 2], labels=[3, 4, 5])
+    bridge = sample_with_diffusers(net, plan, [0, 1, 2], sampler=cfg, labels=[3, 4, 5])
+    torch.testing.assert_close(bridge, ours, rtol=1e-5, atol=1e-5)
+    plain = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), cfg.model_copy(
+        update={"guidance_scale": 1.0})), plan, [0, 1, 2], labels=[3, 4, 5])
+    assert (plain - ours).abs().max() > 1e-3
+    # without --null-label all 11 embeddings are classes: label dropout is off by default and refused when asked
+    assert _slim(tmp_path, folder, tmp_path / "plain", iters=1).exit_code == 0
+    assert load_supernet(tmp_path / "plain").model.num_classes == 11
+    assert_bad_input(_slim(tmp_path, folder, tmp_path / "bad", iters=1, label_dropout=0.1),
+                     "label_dropout 0.1 needs a null label")

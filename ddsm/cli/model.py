@@ -58,6 +58,9 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 @click.option("--eta", type=float, default=None, help="DDIM noise scale; 0 is deterministic [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
               help="How visited timesteps are spread (diffusers' timestep_spacing) [default: leading].")
+@click.option("--scheduler", default=None,
+              help="Sample with this diffusers scheduler instead of ddsm's own sampler (with --width): ddpm, ddim, "
+                   "dpm++, unipc, euler, euler-ancestral, heun.")
 @click.option("--width", type=float, default=None, help="Run every step at this width (one of the supernet's widths).")
 @click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False), default=None,
               help="Schedule file (JSON) giving one width per step; fixes sampler, steps, eta and spacing.")
@@ -75,20 +78,25 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, seed, batch_size, out, class_labels,
-           guidance_scale, allow_new_weights, device, progress):
+def sample(checkpoint, sampler, steps, eta, spacing, scheduler, width, schedule_file, num, seed, batch_size, out,
+           class_labels, guidance_scale, allow_new_weights, device, progress):
     """Sample from a supernet at one width or with a per-step width schedule."""
     from ddsm.checkpoint import load_supernet
     from ddsm.device import resolve_device
     from ddsm.diffusion.noise import NoiseSchedule
-    from ddsm.images import save_grid
-    from ddsm.io import write_json
     from ddsm.sampler_choice import choose_sampler
     from ddsm.samplers import generate, make_sampler
     from ddsm.schedule import Schedule
 
     if (width is None) == (schedule_file is None):
         raise DDSMError("give exactly one of --width W or --schedule FILE")
+    if scheduler is not None:
+        from ddsm.integrations.schedulers import scheduler_class
+
+        scheduler_class(scheduler)  # a name diffusers' list lacks is refused before anything is loaded
+        if schedule_file is not None or sampler is not None or eta is not None:
+            raise DDSMError("--scheduler samples at one --width (per-call widths: "
+                            "ddsm.integrations.schedulers.sample_with_scheduler); drop --schedule, --sampler and --eta")
     outdir = check_run_folder(out, kind="samples")
     if num <= 0 or batch_size <= 0:
         raise DDSMError(f"--num ({num}) and --batch-size ({batch_size}) must be positive")
@@ -114,12 +122,13 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
     # as in the evaluators and the verdict. generate() checks them before it samples or anything is written.
     labels = [class_labels[i % len(class_labels)] for i in range(num)] if class_labels else None
     t0 = time.perf_counter()
+    if scheduler is not None:
+        return _sample_with_scheduler(net, scheduler, steps, spacing, width, seeds, labels, guidance_scale,
+                                      batch_size, dev, outdir, class_labels, t0)
     # a schedule's plan carries its sides, guidance choices and cached steps
     x = generate(net.model, smp, sched.plan() if sched else widths, seeds, batch_size=batch_size, progress=progress,
                  labels=labels)
     elapsed = time.perf_counter() - t0
-    from ddsm.checkpoint import save_tensors
-
     info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
             "sampler": scfg.model_dump(mode="json"),
             "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
@@ -130,11 +139,38 @@ def sample(checkpoint, sampler, steps, eta, spacing, width, schedule_file, num, 
             **({"allowed_new_weights": {str(schedule_file): override}} if override else {}),
             # sample i has label class_cycle[i % len(class_cycle)], or (no cycle) its seed mod num_classes
             **({"class_cycle": list(class_labels)} if class_labels else {})}
+    _write_samples(outdir, info, x, elapsed)
+
+
+def _write_samples(outdir, info: dict, x, elapsed: float) -> None:
+    from ddsm.checkpoint import save_tensors
+    from ddsm.images import save_grid
+    from ddsm.io import write_json
+
     with hold_folder(outdir, what="samples", kind="samples"):
         write_json(outdir / "sample.json", info)  # first: it marks the folder, so a rerun after a kill may replace it
         save_tensors(outdir / "samples.safetensors", {"samples": x}, info)
         save_grid(outdir / "grid.png", x)
-    click.echo(f"{num} samples in {elapsed:.1f} s -> {outdir / 'grid.png'}, {outdir / 'samples.safetensors'}")
+    click.echo(f"{len(x)} samples in {elapsed:.1f} s -> {outdir / 'grid.png'}, {outdir / 'samples.safetensors'}")
+
+
+def _sample_with_scheduler(net, name, steps, spacing, width, seeds, labels, guidance_scale, batch_size, dev, outdir,
+                           class_labels, t0) -> None:
+    # ddsm sample --scheduler: a diffusers scheduler's loop at one width (ddsm.integrations.schedulers)
+    from ddsm.integrations.schedulers import make_scheduler, model_calls, sample_with_scheduler
+
+    options = {"timestep_spacing": spacing} if spacing else {}
+    sch = make_scheduler(net, name, steps if steps is not None else 50, **options)
+    x = sample_with_scheduler(net, sch, net.model.check_width(width), seeds, labels=labels,
+                              guidance_scale=guidance_scale, batch_size=batch_size, device=dev)
+    elapsed = time.perf_counter() - t0
+    info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
+            "scheduler": {"class": type(sch).__name__, "steps": sch.num_inference_steps or len(sch.timesteps),
+                          "model_calls": model_calls(sch), "config": dict(sch.config)},
+            **({"guidance_scale": guidance_scale} if guidance_scale is not None else {}),
+            "widths": [width] * model_calls(sch), "seeds": [seeds[0], seeds[-1] + 1], "device": str(dev),
+            "seconds": round(elapsed, 3), **({"class_cycle": list(class_labels)} if class_labels else {})}
+    _write_samples(outdir, info, x, elapsed)
 
 
 @main.command()

@@ -26,6 +26,9 @@ from ddsm.cli.model import _run_to_the_end
 @click.option("--hidden-weight", type=click.FloatRange(min=0.0), default=None,
               help="Weight of the hidden-map term: L1 of each width's last hidden map to the original's "
                    "[default: 0, or the config's].")
+@click.option("--null-label", type=click.Choice(["last", "none"]), default=None,
+              help="A class-conditional model's last class embedding is its unconditional label (last: guidance and "
+                   "label dropout work), or it has none [default: none].")
 @click.option("--unfreeze-full", is_flag=True, help="Fine-tune width 1 too (distilled towards the original); by "
               "default width 1 stays the untouched original.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -37,14 +40,16 @@ from ddsm.cli.model import _run_to_the_end
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (overrides train.seed).")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
-def slim(source, data, iters, widths, order, hidden_weight, unfreeze_full, config_file, out, resume, seed, device, progress) -> None:
+def slim(source, data, iters, widths, order, hidden_weight, null_label, unfreeze_full, config_file, out, resume, seed,
+         device, progress) -> None:
     """Slim a diffusers UNet2DModel into a supernet: fine-tune its narrow widths by distillation from it."""
     from ddsm.data import check_native_shape
     from ddsm.run_configs import slim_run_config
     from ddsm.train import Trainer
 
     cfg = slim_run_config(out, source=source, config_file=config_file, resume=resume, data=data, widths=widths,
-                          order=order, hidden_weight=hidden_weight, unfreeze_full=unfreeze_full, iters=iters, seed=seed)
+                          order=order, hidden_weight=hidden_weight, unfreeze_full=unfreeze_full, iters=iters, seed=seed,
+                          null_label=null_label)
     check_native_shape(cfg.data, cfg.model.unet.image_size, cfg.model.unet.in_channels)
     slimmer = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()

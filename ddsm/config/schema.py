@@ -200,6 +200,31 @@ class DiffusersModelConfig(_Frozen):
     unet: dict[str, Any]  # the model's config.json (UNet2DModel keys, private '_' keys dropped)
     weights_sha256: str  # hash of the original weights file: the full width is exactly these weights
     freeze_full: bool = True  # width 1 runs the untouched original; only narrower widths were fine-tuned
+    # a class-conditional model (num_class_embeds N): whether its last class embedding is the null (unconditional)
+    # label, as in ddsm's own models (N - 1 classes, guidance and label dropout possible), or it has none (N classes)
+    null_label: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_no_null_label(self, handler):
+        # unset, it is not written: every slimmed model made before it keeps its fingerprint
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("null_label"):
+            data.pop("null_label", None)
+        return data
+
+    @model_validator(mode="after")
+    def _null_label(self) -> "DiffusersModelConfig":
+        n = self.unet.get("num_class_embeds")
+        if self.null_label and not (isinstance(n, int) and n >= 2):
+            raise ValueError(f"null_label needs a class-conditional model with at least 2 class embeddings "
+                             f"(num_class_embeds {n!r})")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        """Class labels the model takes (0: unconditional); with ``null_label`` the last embedding is not one."""
+        n = self.unet.get("num_class_embeds") or 0
+        return n - 1 if self.null_label else n
 
 
 class ModelConfig(_Frozen):
@@ -369,6 +394,11 @@ class RunConfig(_Frozen):
             if self.kind not in kinds and getattr(self.train, key) != TrainConfig.model_fields[key].default:
                 raise ValueError(f"train.{key} applies to {' and '.join(kinds)} runs only, not to this {self.kind} "
                                  "run; remove it")
+        d = self.model.diffusers
+        if d is not None and d.num_classes and not d.null_label and self.train.label_dropout > 0:
+            raise ValueError(f"train.label_dropout {self.train.label_dropout:g} needs a null label, which this "
+                             "slimmed model has not; set it to 0, or slim with --null-label last if the model's last "
+                             "class embedding is one")
         if not self.model.geometry.num_classes and \
                 self.train.label_dropout != TrainConfig.model_fields["label_dropout"].default:
             raise ValueError("train.label_dropout applies to class-conditional models (num_classes > 0) only; "

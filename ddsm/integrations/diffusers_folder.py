@@ -40,8 +40,8 @@ from pydantic import ConfigDict, Field, model_validator
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ddsm.config import (DEFAULT_WIDTHS, DiffusionConfig, ModelConfig, UNetConfig, _Frozen, check_width_set,
-                         validate)
+from ddsm.config import (DEFAULT_WIDTHS, DiffusersModelConfig, DiffusionConfig, ModelConfig, UNetConfig, _Frozen,
+                         check_width_set, validate)
 from ddsm.config.schema import MAX_TIMESTEPS
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
@@ -54,7 +54,7 @@ from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
 MID_BLOCKS = ("UNetMidBlock2D", None)
-PREDICTIONS = ("epsilon",)
+PREDICTIONS = ("epsilon", "v_prediction", "sample")  # every sampler and evaluator converts them (ddsm.diffusion.prediction)
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 #: config values ddsm supports, per key (anything else is refused by name)
 SUPPORTED = {
@@ -77,7 +77,7 @@ class DiffusersUNetFolder:
     config: dict[str, Any]  # UNet2DModel's config.json
     weights: Path  # the safetensors weights file
     betas: torch.Tensor  # (T,) float64, diffusers' own betas for the scheduler config
-    prediction_type: str  # 'epsilon'
+    prediction_type: str  # what the model outputs: 'epsilon', 'v_prediction' or 'sample'
     clip_sample: bool  # whether the scheduler clips the predicted clean image
     scheduler_config: dict[str, Any]
 
@@ -264,6 +264,7 @@ def diffusion_config_for(info: DiffusersUNetFolder):
         raise DDSMError(f"scheduler beta_schedule {shown} of {str(info.folder)!r} is not supported yet; supported: "
                         f"{', '.join(BETA_SCHEDULES)}")
     config = DiffusionConfig(num_timesteps=info.num_timesteps, beta_schedule=BETA_SCHEDULES[kind],
+                             prediction_type=info.prediction_type,
                              **({"beta_start": float(sched.get("beta_start", 1e-4)),
                                  "beta_end": float(sched.get("beta_end", 0.02))} if kind == "linear" else {}))
     gap = float((make_betas(config) - info.betas).abs().max())
@@ -273,21 +274,29 @@ def diffusion_config_for(info: DiffusersUNetFolder):
     return config
 
 
-def model_config_for(info: DiffusersUNetFolder, widths=DEFAULT_WIDTHS, freeze_full: bool = True):
-    """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``)."""
+def model_config_for(info: DiffusersUNetFolder, widths=DEFAULT_WIDTHS, freeze_full: bool = True,
+                     null_label: bool = False):
+    """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``).
+
+    A class-conditional model (``num_class_embeds`` N) takes N classes, or N - 1 with ``null_label`` (its last
+    embedding is the unconditional label: classifier-free guidance and label dropout then work as in ddsm's own models).
+    """
 
     unet = {k: v for k, v in info.config.items() if not k.startswith("_")}
-    if unet.get("num_class_embeds") is not None:
-        raise DDSMError(f"{str(info.folder)!r} is class-conditional (num_class_embeds {unet['num_class_embeds']}); "
-                        "ddsm slim fine-tunes unconditional models only (its samplers pass no class labels)")
+    n = unet.get("num_class_embeds")
+    if null_label and n is None:
+        raise DDSMError(f"--null-label last is for class-conditional models; {str(info.folder)!r} has no "
+                        "num_class_embeds (it is unconditional)")
     with torch.device("meta"):
         SlimUNet2DModel(unet, widths=widths)  # refuses widths that split a GroupNorm group or a head, by name
-    return ModelConfig(unet=recorded_unet_config(unet, widths), diffusion=diffusion_config_for(info),
-                       diffusers={"unet": unet, "weights_sha256": weights_sha256(info.weights),
-                                  "freeze_full": freeze_full})
+    diffusers = validate(DiffusersModelConfig, {"unet": unet, "weights_sha256": weights_sha256(info.weights),
+                                                "freeze_full": freeze_full, "null_label": null_label},
+                         source=f"model {str(info.folder)!r}")
+    return ModelConfig(unet=recorded_unet_config(unet, widths, diffusers.num_classes),
+                       diffusion=diffusion_config_for(info), diffusers=diffusers)
 
 
-def recorded_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
+def recorded_unet_config(unet: dict[str, Any], widths, num_classes: int = 0) -> UNetConfig:
     """What a slimmed model's ``ModelConfig.unet`` records: its image size, channels, widths and level structure.
 
     The backbone (:class:`~ddsm.nn.slimmed.SlimmedUNet`) reads only the widths
@@ -306,4 +315,4 @@ def recorded_unet_config(unet: dict[str, Any], widths) -> UNetConfig:
     return UNetConfig(image_size=size, in_channels=unet.get("in_channels", 3), base_channels=base,
                       channel_mults=tuple(c // base for c in channels), num_res_blocks=unet.get("layers_per_block", 2),
                       attn_resolutions=attn, widths=check_width_set(tuple(float(w) for w in widths)),
-                      group_channels=1)
+                      group_channels=1, num_classes=num_classes)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ddsm.config import DiffusersModelConfig, ModelConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import NoFeatureReuse, check_width_of, divisor_sides, unet_forward_bytes
+from ddsm.nn.backbone import NoFeatureReuse, check_width_of, class_labels, divisor_sides, unet_forward_bytes
 from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 from ddsm.nn.slimmable import freeze_width
 
@@ -47,7 +47,26 @@ class _DiffusersShapes(NoFeatureReuse):
 
     @property
     def num_classes(self) -> int:
-        return 0  # ddsm slim refuses class-conditional diffusers models
+        """The model's classes: ``num_class_embeds``, less its null label when the last embedding is one."""
+        return self.config.num_classes
+
+    @property
+    def has_null_label(self) -> bool:
+        """Whether label ``num_classes`` (unconditional) exists: classifier-free guidance needs it."""
+        return not self.num_classes or self.config.null_label
+
+    def _labels(self, cond: Any, x: torch.Tensor) -> torch.Tensor | None:
+        # the protocol's labels (None: the null label) as the diffusers model's class_labels
+        if self.num_classes and not self.config.null_label:
+            if cond is None:
+                raise DDSMError(f"this model has no null label (its {self.num_classes} class embeddings are all "
+                                "classes): give class labels; guidance needs ddsm slim --null-label last")
+            y = class_labels(cond, self.num_classes, x.shape[0], x.device)
+            if (y == self.num_classes).any():
+                raise DDSMError(f"class label {self.num_classes} is out of range; valid labels: "
+                                f"0..{self.num_classes - 1} (this model has no null label)")
+            return y
+        return class_labels(cond, self.num_classes, x.shape[0], x.device)
 
     def resolution_step(self) -> int:
         """Sides must be multiples of the total downsampling, ``2 ** (blocks - 1)``."""
@@ -86,7 +105,7 @@ class _AtWidth(_DiffusersShapes, nn.Module):
         return copy.deepcopy(self)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, *, cond: Any = None, return_hidden: bool = False):
-        return self.net(x, t, class_labels=cond, return_hidden=return_hidden)
+        return self.net(x, t, class_labels=self._labels(cond, x), return_hidden=return_hidden)
 
 
 class SlimmedUNet(_DiffusersShapes, nn.Module):
@@ -127,4 +146,4 @@ class SlimmedUNet(_DiffusersShapes, nn.Module):
         ``cond`` is the model's class labels (None for an unconditional model);
         ``return_hidden`` also returns the last hidden map (``SlimUNet2DModel.forward``).
         """
-        return self._net_at(self.width)(x, t, class_labels=cond, return_hidden=return_hidden)
+        return self._net_at(self.width)(x, t, class_labels=self._labels(cond, x), return_hidden=return_hidden)

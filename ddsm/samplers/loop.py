@@ -112,6 +112,10 @@ def check_guidance_scale(model: Backbone, guidance_scale: float | None, *, label
     if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
         raise DDSMError(f"guidance scale {guidance_scale!r} is not valid; give a finite number >= 0 (1: the "
                         "conditional prediction alone, 0: unconditional)")
+    if guidance_scale not in (None, 1.0) and not getattr(model, "has_null_label", True):
+        raise DDSMError(f"guidance scale {guidance_scale:g} needs a null (unconditional) label, which this model "
+                        "has not; sample it with scale 1, or slim it with --null-label last if its last class "
+                        "embedding is one")
 
 
 def check_guidance(model: Backbone, labels: Any, guidance_scale: float | None, seeds: Sequence[int]
