@@ -38,7 +38,7 @@ from ddsm.config import RunConfig
 from ddsm.diffusion.losses import distilled_eps_loss
 from ddsm.diffusion.prediction import model_target
 from ddsm.errors import DDSMError
-from ddsm.integrations.diffusers_folder import load_slim_unet, model_config_for, read_diffusers_folder
+from ddsm.integrations.diffusers_folder import load_slim_model, model_config_for, read_diffusers_folder
 from ddsm.nn.channel_order import ChannelSpace, permute_by_importance
 from ddsm.targets import Batch, draw_clean_and_noise, uniform_timesteps
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # annotations only: the trainer imports this module
 
 def trained_widths(config: RunConfig) -> tuple[float, ...]:
     """The widths fine-tuning moves: every width, or every width below 1 when the full width is frozen."""
-    widths = config.model.unet.widths
+    widths = config.model.geometry.widths
     return tuple(w for w in widths if w < 1.0) if config.model.diffusers.freeze_full else widths
 
 
@@ -59,22 +59,25 @@ class FrozenOriginal:
         if config.slim is None or config.model.diffusers is None:
             raise DDSMError("a slim run needs a slim section and a diffusers model config (ddsm slim writes both)")
         if not trained_widths(config):
-            raise DDSMError(f"widths {list(config.model.unet.widths)} leave nothing to fine-tune with the full width "
-                            "frozen; add narrower widths")
+            raise DDSMError(f"widths {list(config.model.geometry.widths)} leave nothing to fine-tune with the full "
+                            "width frozen; add narrower widths")
         self.config = config
         self.order: list[ChannelSpace] = []
 
     def prepare(self) -> None:
         config = self.config
         self.source = read_diffusers_folder(config.slim.source)
-        found = model_config_for(self.source, config.model.unet.widths, config.model.diffusers.freeze_full,
+        if self.source.is_dit and config.slim.order == "importance":
+            raise DDSMError("slim.order 'importance' reorders a UNet's channels; a DiT keeps its heads' order "
+                            "(use order 'none')")
+        found = model_config_for(self.source, config.model.geometry.widths, config.model.diffusers.freeze_full,
                                  config.model.diffusers.null_label)
         if found.fingerprint() != config.model.fingerprint():
             raise DDSMError(f"the model in {config.slim.source!r} is not the one this run slims (its config or "
                             "weights changed); slim it into a new --out")
 
     def attach(self, trainer: "Trainer") -> None:
-        self.teacher = load_slim_unet(self.source, widths=(1.0,)).to(trainer.device).requires_grad_(False)
+        self.teacher = load_slim_model(self.source, widths=(1.0,)).to(trainer.device).requires_grad_(False)
         if self.config.train.init_from is None:
             with torch.no_grad():
                 state = self.teacher.state_dict()
@@ -97,6 +100,7 @@ class FrozenOriginal:
         with torch.no_grad(), trainer.autocast():
             # a dropped label is the null label num_classes: the original's last class embedding (slim.null_label)
             target, hidden = self.teacher(x_t, t, class_labels=cond, return_hidden=True)  # the map either way
+        target = target[:, : x_t.shape[1]]  # a DiT that learns its variance predicts it in its last channels
         kind = trainer.schedule.prediction_type
         # a v- or x0-predicting original: the data term regresses the same quantity the original outputs
         data = None if kind == "epsilon" else \

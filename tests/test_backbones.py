@@ -26,6 +26,9 @@ _DIFFUSERS_UNET = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_
                        norm_num_groups=4, attention_head_dim=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"))
 
+_DIFFUSERS_DIT = dict(num_attention_heads=4, attention_head_dim=8, in_channels=1, out_channels=2, num_layers=2,
+                      sample_size=8, patch_size=2, num_embeds_ada_norm=3)
+
 #: one small model config per registered backbone
 CASES = {
     "unet": {"unet": TINY_UNET, "diffusion": {"num_timesteps": TINY_T}},
@@ -36,6 +39,12 @@ CASES = {
     },
     "dit": {"dit": {"image_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 4,
                     "widths": (0.25, 0.5, 0.75, 1.0)}, "diffusion": {"num_timesteps": TINY_T}},
+    "diffusers_dit": {  # a diffusers DiT that learns its variance: the backbone returns the ε channels
+        "dit": {"image_size": 8, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 4, "num_classes": 3,
+                "widths": (0.25, 0.5, 1.0)},
+        "diffusion": {"num_timesteps": TINY_T},
+        "diffusers": {"transformer": _DIFFUSERS_DIT, "weights_sha256": "0" * 64, "freeze_full": True},
+    },
 }
 
 
@@ -45,8 +54,8 @@ def test_every_registered_backbone_has_a_contract_case():
 
 def test_an_unregistered_backbone_is_refused_naming_the_registered_ones():
     config = validate(ModelConfig, {**CASES["unet"], "backbone": "vit"})
-    with pytest.raises(DDSMError, match=r"backbone 'vit' is not registered; registered backbones: diffusers_unet, "
-                                        r"dit, unet"):
+    with pytest.raises(DDSMError, match=r"backbone 'vit' is not registered; registered backbones: diffusers_dit, "
+                                        r"diffusers_unet, dit, unet"):
         build_backbone(config)
 
 

@@ -39,11 +39,11 @@ def test_a_model_folder_and_a_pipeline_folder_are_read_with_diffusers_own_betas(
 
 
 def test_a_folder_loads_as_a_slimmable_net_that_is_the_original_at_full_width(tmp_path):
-    from ddsm.integrations.diffusers_folder import load_slim_unet
+    from ddsm.integrations.diffusers_folder import load_slim_model
 
     folder = _save(tmp_path / "m")
     original = diffusers.UNet2DModel.from_pretrained(folder).eval()
-    net = load_slim_unet(folder, widths=(0.5, 1.0))
+    net = load_slim_model(folder, widths=(0.5, 1.0))
     x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 80])
     with torch.no_grad():
         assert (net(x, t) - original(x, t).sample).abs().max() <= 1e-5

@@ -54,7 +54,7 @@ def test_an_unregistered_backbone_is_refused_before_anything_is_written(tmp_path
     cfg.write_text(yaml.safe_dump(d))
     out = tmp_path / "run"
     assert_bad_input(invoke("train", "--config", cfg, "--out", out, "--no-progress"),
-                     "backbone 'vit' is not registered", "registered backbones: diffusers_unet, dit, unet")
+                     "backbone 'vit' is not registered", "registered backbones: diffusers_dit, diffusers_unet, dit, unet")
     assert not out.exists()
 
 

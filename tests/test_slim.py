@@ -75,10 +75,10 @@ def test_the_memory_guard_sees_the_models_own_channels_and_attention(slimmed):
 
 
 def test_fine_tuning_moves_the_narrow_width_and_logs_every_width(slimmed):
-    from ddsm.integrations.diffusers_folder import load_slim_unet
+    from ddsm.integrations.diffusers_folder import load_slim_model
 
     folder, run = slimmed
-    start = load_slim_unet(folder, widths=(0.5, 1.0))  # the default order is the folder's own
+    start = load_slim_model(folder, widths=(0.5, 1.0))  # the default order is the folder's own
     x, t = _probe()
     net = load_supernet(run).model.set_active_width(0.5)
     start.set_active_width(0.5)

@@ -191,38 +191,48 @@ class StudentConfig(_Frozen):
 
 
 class DiffusersModelConfig(_Frozen):
-    """A supernet made from a user's diffusers ``UNet2DModel`` (``ddsm slim``; see ``ddsm.nn.slimmed``).
+    """A supernet made from a user's diffusers ``UNet2DModel`` or ``DiTTransformer2DModel`` (``ddsm slim``; see
+    ``ddsm.nn.slimmed`` and ``ddsm.nn.slimmed_dit``).
 
-    ``ModelConfig.unet`` then records only the image size, channels and
-    widths the samplers and the search read; the architecture is ``unet``.
+    ``ModelConfig.unet`` (a UNet) or ``ModelConfig.dit`` (a DiT) then records only what the samplers, the cost model
+    and the search read (image size, channels, widths, classes); the architecture is ``unet`` or ``transformer``.
     """
 
-    unet: dict[str, Any]  # the model's config.json (UNet2DModel keys, private '_' keys dropped)
+    unet: dict[str, Any] | None = None  # a UNet2DModel's config.json (private '_' keys dropped)
+    transformer: dict[str, Any] | None = None  # a DiTTransformer2DModel's config.json (private '_' keys dropped)
     weights_sha256: str  # hash of the original weights file: the full width is exactly these weights
     freeze_full: bool = True  # width 1 runs the untouched original; only narrower widths were fine-tuned
-    # a class-conditional model (num_class_embeds N): whether its last class embedding is the null (unconditional)
+    # a class-conditional UNet (num_class_embeds N): whether its last class embedding is the null (unconditional)
     # label, as in ddsm's own models (N - 1 classes, guidance and label dropout possible), or it has none (N classes)
     null_label: bool = False
 
     @model_serializer(mode="wrap")
-    def _drop_no_null_label(self, handler):
-        # unset, it is not written: every slimmed model made before it keeps its fingerprint
+    def _drop_unset(self, handler):
+        # unset, they are not written: every slimmed model made before them keeps its fingerprint
         data = handler(self)
-        if isinstance(data, dict) and not data.get("null_label"):
-            data.pop("null_label", None)
+        if isinstance(data, dict):
+            for key in ("null_label", "transformer", "unet"):
+                if not data.get(key):
+                    data.pop(key, None)
         return data
 
     @model_validator(mode="after")
-    def _null_label(self) -> "DiffusersModelConfig":
-        n = self.unet.get("num_class_embeds")
+    def _one_model(self) -> "DiffusersModelConfig":
+        if (self.unet is None) == (self.transformer is None):
+            raise ValueError("a diffusers model config holds one model: unet (UNet2DModel) or transformer "
+                             "(DiTTransformer2DModel)")
+        n = (self.unet or {}).get("num_class_embeds")
         if self.null_label and not (isinstance(n, int) and n >= 2):
-            raise ValueError(f"null_label needs a class-conditional model with at least 2 class embeddings "
+            raise ValueError(f"null_label needs a class-conditional UNet with at least 2 class embeddings "
                              f"(num_class_embeds {n!r})")
         return self
 
     @property
     def num_classes(self) -> int:
-        """Class labels the model takes (0: unconditional); with ``null_label`` the last embedding is not one."""
+        """Class labels the model takes (0: unconditional); with ``null_label`` the last embedding is not one. A DiT
+        takes ``num_embeds_ada_norm`` classes, its embedding table's extra last row being the null label."""
+        if self.transformer is not None:
+            return int(self.transformer["num_embeds_ada_norm"])
         n = self.unet.get("num_class_embeds") or 0
         return n - 1 if self.null_label else n
 
@@ -260,8 +270,9 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _sections(self) -> "ModelConfig":
-        if self.dit is not None and self.diffusers is not None:
-            raise ValueError("a model config has a dit section or a diffusers section, not both")
+        if self.diffusers is not None and (self.dit is not None) != (self.diffusers.transformer is not None):
+            raise ValueError("a slimmed diffusers DiT records its geometry in a dit section, and only a DiT does "
+                             "(a model config has a dit section or a diffusers UNet, not both)")
         if (self.backbone == "dit") != (self.dit is not None) and self.backbone is not None:
             raise ValueError("backbone 'dit' needs a dit section (and a dit section needs backbone 'dit' or none)"
                              if self.backbone == "dit" else f"a dit section is for backbone 'dit', not "
@@ -395,7 +406,7 @@ class RunConfig(_Frozen):
                 raise ValueError(f"train.{key} applies to {' and '.join(kinds)} runs only, not to this {self.kind} "
                                  "run; remove it")
         d = self.model.diffusers
-        if d is not None and d.num_classes and not d.null_label and self.train.label_dropout > 0:
+        if d is not None and d.unet is not None and d.num_classes and not d.null_label and self.train.label_dropout > 0:
             raise ValueError(f"train.label_dropout {self.train.label_dropout:g} needs a null label, which this "
                              "slimmed model has not; set it to 0, or slim with --null-label last if the model's last "
                              "class embedding is one")

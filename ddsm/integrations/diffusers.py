@@ -2,7 +2,7 @@
 
 Three pieces, each usable on its own:
 
-- ``make_diffusers_scheduler`` builds a ``DDIMScheduler`` or ``DDPMScheduler``
+- ``make_diffusers_scheduler`` builds a ``DDIMScheduler``, ``DDPMScheduler`` or ``DPMSolverMultistepScheduler``
   whose betas, clipping, timesteps and previous-step rule are ddsm's own, so
   ``scheduler.step`` does what ddsm's sampler step does.
 - ``ScheduledDenoiser`` wraps a supernet and a ``Schedule``: called as
@@ -141,6 +141,15 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         steps_offset=0,  # ddsm's grids carry no offset
     )
     ours = visited(sampler_config, T)
+    if sampler_config.kind == "dpm++":
+        # ddsm's DPM-Solver++(2M) (ddsm.samplers.dpm): diffusers' on ddsm's own integral grid, alpha_bar set first
+        # (the solver's sigmas are computed from it when the timesteps are set)
+        scheduler = diffusers.DPMSolverMultistepScheduler(
+            **{k: v for k, v in common.items() if k not in ("clip_sample", "clip_sample_range")}, solver_order=2,
+            algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero")
+        use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
+        scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
+        return scheduler
     if sampler_config.kind == "ddim":
         # set_alpha_to_one: after the last step alpha_bar is 1 (the clean image), as in ddsm.
         scheduler = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
@@ -346,6 +355,9 @@ def sample_with_diffusers(
     device = torch.device(device) if device is not None else home
     c, s = net.config.geometry.in_channels, net.config.geometry.image_size
     sides = denoiser.resolutions
+    if cfg.kind == "dpm++" and any(side != s for side in sides):
+        raise DDSMError("sampler 'dpm++' keeps the previous step's estimate, which a resolution change would not "
+                        "fit; sample resolution schedules with 'ddim' or 'ddpm'")
     transform = family_transform(net.config.geometry)
     noise_levels = NoiseSchedule(net.config.diffusion)
     y, _ = check_guidance(net.model, labels, cfg.guidance_scale, seeds)
@@ -364,7 +376,9 @@ def sample_with_diffusers(
                         eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform, cond)
                     else:
                         eps = denoiser(scheduler.scale_model_input(x, t), t, cond)
-                    if cfg.kind == "ddim":
+                    if cfg.kind == "dpm++":  # deterministic; its history lives in the scheduler
+                        x = scheduler.step(eps, t, x).prev_sample
+                    elif cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last
                         # one included, where sigma is 0), so the streams stay aligned.
                         noise = to_side(per_sample_randn(gens, (c, s, s), device), sides[i], transform) if cfg.eta > 0 else None

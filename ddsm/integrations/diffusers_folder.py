@@ -1,22 +1,25 @@
-"""Read a user's diffusers ``UNet2DModel`` folder offline, and refuse what ddsm cannot slim, in one line each.
+"""Read a user's diffusers ``UNet2DModel`` or ``DiTTransformer2DModel`` folder offline, and refuse what ddsm
+cannot slim, in one line each.
 
 This is the entry check of "bring your own model": everything
 ``ddsm slim --from-diffusers FOLDER`` needs from the folder, checked before
 any work (``model_config_for`` then makes the supernet's model config). A folder is a model folder (``config.json`` +
 ``diffusion_pytorch_model.safetensors``) or a pipeline folder holding one
-under ``unet/``; the noise schedule comes from ``scheduler_config.json`` in
+under ``unet/`` or ``transformer/``; the noise schedule comes from ``scheduler_config.json`` in
 the folder or under ``scheduler/``.
 
 Refused, naming the value and what is valid:
 
 - anything that is not an existing local folder (a hub id among them:
   ddsm never downloads);
-- a config that is not a ``UNet2DModel``, or that uses a block, time
-  embedding, class embedding or norm ddsm does not support yet;
+- a config that is not a ``UNet2DModel`` or ``DiTTransformer2DModel``, or
+  that uses a block, time embedding, class embedding or norm ddsm does not
+  support yet (a DiT's: :mod:`ddsm.integrations.diffusers_dit_folder`);
+- a latent pipeline (a ``vae/`` or ``vqvae/`` beside the denoiser): not yet;
 - a missing weights file, or only a pickle ``.bin`` (refused: a pickle can
   run code when loaded, and safetensors is diffusers' own default);
 - weights whose names or shapes differ from what the config builds;
-- a scheduler whose prediction type is not ``epsilon``;
+- a scheduler whose prediction type is not ``epsilon``, ``v_prediction`` or ``sample``;
 - a value ddsm reads that is of the wrong type, not finite or out of range
   (:class:`UNetValues`, :class:`SchedulerValues`: a side of 0 or above
   :data:`~ddsm.limits.MAX_IMAGE_SIDE`, NaN betas, T = 1, ...), before diffusers
@@ -70,16 +73,21 @@ SUPPORTED = {
 
 
 @dataclass(frozen=True)
-class DiffusersUNetFolder:
-    """A checked diffusers UNet2DModel folder: its config, weights file and noise schedule."""
+class DiffusersFolder:
+    """A checked diffusers UNet2DModel or DiTTransformer2DModel folder: its config, weights file and noise schedule."""
 
     folder: Path  # the folder holding config.json and the weights
-    config: dict[str, Any]  # UNet2DModel's config.json
+    config: dict[str, Any]  # the model's config.json
     weights: Path  # the safetensors weights file
     betas: torch.Tensor  # (T,) float64, diffusers' own betas for the scheduler config
     prediction_type: str  # what the model outputs: 'epsilon', 'v_prediction' or 'sample'
     clip_sample: bool  # whether the scheduler clips the predicted clean image
     scheduler_config: dict[str, Any]
+
+    @property
+    def is_dit(self) -> bool:
+        """Whether the denoiser is a DiTTransformer2DModel (else a UNet2DModel)."""
+        return self.config.get("_class_name") == "DiTTransformer2DModel"
 
     @property
     def num_timesteps(self) -> int:
@@ -145,10 +153,16 @@ def _model_folder(spec: str | Path) -> Path:
             if isinstance(spec, str) and spec.count("/") == 1 and not path.exists() else ""
         raise DDSMError(f"--from-diffusers {str(spec)!r} is not a local folder{hint}; give a folder with config.json "
                         f"and {WEIGHTS}, or a pipeline folder with unet/")
-    if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file():
-        return path / "unet"
+    for sub in ("unet", "transformer"):
+        if not (path / "config.json").is_file() and (path / sub / "config.json").is_file():
+            latent = [name for name in ("vae", "vqvae") if (path / name).is_dir()]
+            if latent:
+                raise DDSMError(f"{str(path)!r} is a latent pipeline ({latent[0]}/ beside {sub}/); ddsm slims "
+                                "pixel-space denoisers only yet: give a pipeline folder without a VAE")
+            return path / sub
     if not (path / "config.json").is_file():
-        raise DDSMError(f"{str(path)!r} is not a diffusers model folder: no config.json (nor unet/config.json)")
+        raise DDSMError(f"{str(path)!r} is not a diffusers model folder: no config.json (nor unet/ or "
+                        "transformer/config.json)")
     return path
 
 
@@ -157,8 +171,12 @@ def _check_config(config: dict[str, Any], source: str) -> None:
     if name is None:  # e.g. a ddsm run folder's config.json
         raise DDSMError(f"{source} is not a diffusers model config (it has no _class_name); give a folder saved by "
                         "UNet2DModel.save_pretrained")
+    if name == "DiTTransformer2DModel":
+        from ddsm.integrations.diffusers_dit_folder import check_dit_folder_config
+
+        return check_dit_folder_config(config, source)
     if name != "UNet2DModel":
-        raise DDSMError(f"{source} is a {name!r}, not a 'UNet2DModel'; ddsm slims diffusers' UNet2DModel only")
+        raise DDSMError(f"{source} is a {name!r}; ddsm slims diffusers' UNet2DModel and DiTTransformer2DModel")
     for key, valid in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
         for block in config.get(key) or ():
             if block not in valid:
@@ -185,9 +203,11 @@ def _scheduler(folder: Path) -> dict[str, Any]:
 def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
     diffusers = import_diffusers()
     try:
-        expected = {k: tuple(v.shape) for k, v in diffusers.UNet2DModel.from_config(config).state_dict().items()}
+        cls = getattr(diffusers, config["_class_name"])
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls.from_config(config).state_dict().items()}
     except Exception as e:  # diffusers' own validation of the config
-        raise DDSMError(f"{source} does not build a UNet2DModel ({type(e).__name__}: {e})") from None
+        raise DDSMError(f"{source} does not build a {config['_class_name']} ({type(e).__name__}: {e})") from None
     try:
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -205,14 +225,15 @@ def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
                             f"the config builds {list(shape)}")
 
 
-def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
+def read_diffusers_folder(spec: str | Path) -> DiffusersFolder:
     """Check a diffusers UNet2DModel folder (or a pipeline folder with ``unet/``) offline; one-line DDSMError."""
 
     folder = _model_folder(spec)
     source = f"config {str(folder / 'config.json')!r}"
     config = _read_json(folder / "config.json", "model config")
     _check_config(config, source)
-    validate(UNetValues, config, source=f"model {source}")
+    if config["_class_name"] == "UNet2DModel":  # a DiT's values were checked with its config
+        validate(UNetValues, config, source=f"model {source}")
     weights = folder / WEIGHTS
     if not weights.is_file():
         pickles = sorted(p.name for p in folder.glob("*.bin"))
@@ -232,20 +253,26 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersUNetFolder:
         ddpm = diffusers.DDPMScheduler.from_config(sched)
     except Exception as e:  # an unknown beta_schedule, among others
         raise DDSMError(f"scheduler config of {str(folder)!r} is not usable ({type(e).__name__}: {e})") from None
-    return DiffusersUNetFolder(folder=folder, config=config, weights=weights, betas=ddpm.betas.double(),
+    return DiffusersFolder(folder=folder, config=config, weights=weights, betas=ddpm.betas.double(),
                                prediction_type=prediction, clip_sample=bool(sched.get("clip_sample", True)),
                                scheduler_config=sched)
 
 
-def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=DEFAULT_WIDTHS):
-    """The folder's UNet2DModel as a slimmable network (``ddsm.nn.diffusers_unet``) with the original weights.
+def load_slim_model(spec: str | Path | DiffusersFolder, widths=DEFAULT_WIDTHS):
+    """The folder's model as a slimmable network with the original weights: a UNet2DModel's mirror
+    (``ddsm.nn.diffusers_unet``) or a DiTTransformer2DModel's (``ddsm.nn.diffusers_dit``).
 
     At width 1 it computes the original model's function; ``widths`` must keep whole GroupNorm groups and
     attention heads. Weights are read with safetensors only.
     """
 
-    info = spec if isinstance(spec, DiffusersUNetFolder) else read_diffusers_folder(spec)
-    net = SlimUNet2DModel(info.config, widths=widths)
+    info = spec if isinstance(spec, DiffusersFolder) else read_diffusers_folder(spec)
+    if info.is_dit:
+        from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel
+
+        net = SlimDiTTransformer2DModel(info.config, widths=widths)
+    else:
+        net = SlimUNet2DModel(info.config, widths=widths)
     net.load_state_dict(load_file(str(info.weights)), strict=True)  # names and shapes were checked on reading
     return net.eval()
 
@@ -254,7 +281,7 @@ def load_slim_unet(spec: str | Path | DiffusersUNetFolder, widths=DEFAULT_WIDTHS
 BETA_SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
 
-def diffusion_config_for(info: DiffusersUNetFolder):
+def diffusion_config_for(info: DiffusersFolder):
     """ddsm's :class:`~ddsm.config.DiffusionConfig` with exactly the folder's betas (checked to 1e-6), or refuse."""
 
     sched = info.scheduler_config
@@ -274,7 +301,7 @@ def diffusion_config_for(info: DiffusersUNetFolder):
     return config
 
 
-def model_config_for(info: DiffusersUNetFolder, widths=DEFAULT_WIDTHS, freeze_full: bool = True,
+def model_config_for(info: DiffusersFolder, widths=DEFAULT_WIDTHS, freeze_full: bool = True,
                      null_label: bool = False):
     """The :class:`~ddsm.config.ModelConfig` of the supernet made from the folder (``ddsm slim``).
 
@@ -282,6 +309,13 @@ def model_config_for(info: DiffusersUNetFolder, widths=DEFAULT_WIDTHS, freeze_fu
     embedding is the unconditional label: classifier-free guidance and label dropout then work as in ddsm's own models).
     """
 
+    if info.is_dit:
+        from ddsm.integrations.diffusers_dit_folder import dit_model_config
+
+        if null_label:
+            raise DDSMError("--null-label is for class-conditional UNets; a DiT's null label is its class "
+                            "embedding table's last row already")
+        return dit_model_config(info, widths, freeze_full, diffusion_config_for(info))
     unet = {k: v for k, v in info.config.items() if not k.startswith("_")}
     n = unet.get("num_class_embeds")
     if null_label and n is None:

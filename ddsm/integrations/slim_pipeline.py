@@ -99,6 +99,9 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     if net.config.diffusers is None:
         raise DDSMError(f"{checkpoint!r} is not a slimmed diffusers model (ddsm slim); for a supernet ddsm trained "
                         "itself use ddsm.integrations.diffusers.sample_with_diffusers")
+    if net.config.diffusers.unet is None:
+        raise DDSMError(f"{checkpoint!r} is a slimmed DiT; DDIMPipeline and DDPMPipeline take a UNet (a DiT samples "
+                        "with ddsm.integrations.diffusers.sample_with_diffusers or ddsm sample --scheduler)")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.load(schedule, net.config)
     sched.check(net.config)
     sched.check_weights(net, allow_new=allow_new_weights)

@@ -5,7 +5,10 @@
 - :mod:`ddsm.nn.slimmable`: prefix-sliced layers (conv, linear, GroupNorm);
 - :mod:`ddsm.nn.unet`: ddsm's own slimmable UNet (``unet``);
 - :mod:`ddsm.nn.diffusers_unet` and :mod:`ddsm.nn.slimmed`: a user's diffusers UNet2DModel made a supernet
-  (``diffusers_unet``); :mod:`ddsm.nn.channel_order` reorders its channels by importance.
+  (``diffusers_unet``); :mod:`ddsm.nn.channel_order` reorders its channels by importance;
+- :mod:`ddsm.nn.dit`: ddsm's own slimmable diffusion transformer (``dit``);
+- :mod:`ddsm.nn.diffusers_dit` and :mod:`ddsm.nn.slimmed_dit`: a user's diffusers DiTTransformer2DModel made a
+  supernet (``diffusers_dit``).
 """
 
 from ddsm.nn.backbone import Backbone

@@ -58,6 +58,12 @@ def _slimmed_diffusers(config: ModelConfig) -> Backbone:
     return SlimmedUNet(config)  # its widths were checked against the model's groups and heads by ddsm slim
 
 
+def _slimmed_diffusers_dit(config: ModelConfig) -> Backbone:
+    from ddsm.nn.slimmed_dit import SlimmedDiT
+
+    return SlimmedDiT(config)  # its geometry (dit section) was recorded from the diffusers config by ddsm slim
+
+
 @dataclass(frozen=True)
 class Registered:
     """A backbone's entry: how to build it, and which section of the model config holds its architecture."""
@@ -71,16 +77,20 @@ BACKBONES: dict[str, Registered] = {
     "unet": Registered(_unet, "unet"),
     "diffusers_unet": Registered(_slimmed_diffusers, "diffusers"),
     "dit": Registered(_dit, "dit"),
+    "diffusers_dit": Registered(_slimmed_diffusers_dit, "dit"),
 }
 
 
 def backbone_name(config: ModelConfig) -> str:
     """The backbone ``config`` names (``model.backbone``), else the one its sections describe.
 
-    A diffusers section means ``diffusers_unet``, a dit section ``dit``; otherwise ``unet``.
+    A diffusers section means ``diffusers_unet`` (``diffusers_dit`` when it holds a transformer), a dit section
+    ``dit``; otherwise ``unet``.
     """
     if config.backbone is not None:
         return config.backbone
+    if config.diffusers is not None and config.diffusers.transformer is not None:
+        return "diffusers_dit"
     if config.dit is not None:
         return "dit"
     return "diffusers_unet" if config.diffusers is not None else "unet"

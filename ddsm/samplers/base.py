@@ -27,13 +27,13 @@ Spacing = Literal["leading", "trailing", "linspace"]
 class SamplerConfig(_Frozen):
     """Which sampler, and how it walks the timesteps."""
 
-    kind: Literal["ddpm", "ddim"] = "ddim"  # ancestral DDPM or DDIM
+    kind: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # ancestral DDPM, DDIM or DPM-Solver++(2M) (ddsm.samplers.dpm)
     steps: int = Field(50, gt=0, le=MAX_TIMESTEPS)  # number of denoiser calls (at most the training timesteps)
     # DDIM stochasticity in [0, 1]: 0 is deterministic, 1 gives DDPM's posterior variance; larger values would
     # add more noise than the step removes (the direction term clamps to 0), so they are refused. Ignored by DDPM.
     eta: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     timestep_spacing: Spacing = "leading"  # how visited timesteps are spread, as in diffusers
-    clip_sample: bool = True  # clip the predicted x0 to [-1, 1]
+    clip_sample: bool = True  # clip the predicted x0 to [-1, 1] (DDPM and DDIM; DPM-Solver++ never clips)
     # explicit visited timesteps, descending (a distilled student's phi); None: spaced per timestep_spacing
     timesteps: tuple[float, ...] | None = None
     # classifier-free guidance of a class-conditional model: eps_u + s (eps_c - eps_u); None: the conditional
@@ -102,6 +102,21 @@ class Sampler:
 
     #: whether ``step`` consumes fresh noise (the loop then draws it per sample)
     stochastic: bool = False
+    #: whether the state carries the sampler's history after the image channels (a multistep solver): loops start
+    #: from :meth:`initial_state`, call the denoiser on :meth:`model_input` and return :meth:`final`
+    history: bool = False
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        """The state a trajectory starts from, given its initial noise image."""
+        return x
+
+    def model_input(self, state: torch.Tensor) -> torch.Tensor:
+        """The image the denoiser sees in ``state``."""
+        return state
+
+    def final(self, state: torch.Tensor) -> torch.Tensor:
+        """The sample a finished trajectory's state holds."""
+        return state
 
     def __init__(self, schedule: NoiseSchedule, config: SamplerConfig) -> None:
         self.schedule = schedule

@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 from ddsm.errors import DDSMError
 from ddsm.nn.backbone import Backbone
 from ddsm.samplers.base import Sampler
-from ddsm.samplers.loop import (SAME_WIDTH, check_guidance, check_uncond, eval_mode, guided_eps, per_sample_randn,
-                                per_step_widths, sample_generators, step_noise, visited_timesteps)
+from ddsm.samplers.loop import (SAME_WIDTH, check_full_sides, check_guidance, check_uncond, eval_mode, guided_eps,
+                                per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps)
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 from ddsm.samplers.reuse import check_cached, deep_bytes, deep_cat, deep_clone, deep_rows, reuse_eps
@@ -209,6 +209,8 @@ def generate_many(
             out[ks] = part
         return out
     plans = [step_plan(s, len(steps), model, scale) for s in schedules]
+    for p in plans:
+        check_full_sides(sampler, [r for _, r, _, _ in p], model.image_size)
     level = levels[0] if levels else None  # None: no plan caches, every call is the plain one
     tag = None if level is None else ("reuse", level)
     transform = family_transform(model, transform)
@@ -232,7 +234,8 @@ def generate_many(
                 resume.setdefault(depth, []).append((k, x))
             # groups: prefix so far -> (candidates on it, their common state, its deep features or None); all live.
             x0 = per_sample_randn(gens, shape, device)
-            groups: dict[tuple, tuple] = {(): ([k for k, _ in resume.get(0, [])], x0, None)}
+            # a multistep sampler's state carries its history after the image (ddsm.samplers.dpm)
+            groups: dict[tuple, tuple] = {(): ([k for k, _ in resume.get(0, [])], sampler.initial_state(x0), None)}
             if not groups[()][0]:
                 groups.clear()
             for i, t in enumerate(steps):
@@ -264,7 +267,8 @@ def generate_many(
                     if fuse:
                         x = torch.cat(states) if len(states) > 1 else states[0]
                         labels_of_x = None if cond is None else cond.repeat(len(states))
-                        eps, deep = call(x, t_from, labels_of_x, deep_cat([d for *_, d in kids]) if c else None)
+                        eps, deep = call(sampler.model_input(x), t_from, labels_of_x,
+                                         deep_cat([d for *_, d in kids]) if c else None)
                         rep = None if step_eps is None else step_eps.repeat(len(kids), 1, 1, 1)
                         x = sampler.step(eps, t_from, x, noise=rep).prev_sample
                         # Copies only when cached: a cached view would pin the whole fused batch.
@@ -277,7 +281,7 @@ def generate_many(
                     else:
                         new, deeps = [], []
                         for _, _, s, d in kids:
-                            eps, d = call(s, t_from, cond, d)
+                            eps, d = call(sampler.model_input(s), t_from, cond, d)
                             new.append(sampler.step(eps, t_from, s, noise=step_eps).prev_sample)
                             deeps.append(d)
                     for (prefix, ks, _, _), x, deep in zip(kids, new, deeps):
@@ -292,9 +296,9 @@ def generate_many(
                     stats.naive_image_evals += K * n
                     stats.naive_denoiser_calls += K
             for ks, x, _ in groups.values():
-                out[ks, start : start + n] = x.float().cpu()
+                out[ks, start : start + n] = sampler.final(x).float().cpu()
             for k, x in resume.get(S, []):  # whole trajectories from the cache
-                out[k, start : start + n] = (x if tag is None else x[0]).float().cpu()
+                out[k, start : start + n] = sampler.final(x if tag is None else x[0]).float().cpu()
             bar.n = min(bar.total, (start + n) * sum(per_step))
             bar.refresh()
     return out

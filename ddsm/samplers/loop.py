@@ -16,13 +16,14 @@ from ddsm.plan import StepPlan
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
+from ddsm.samplers.dpm import DPMSolverPP2M
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 from ddsm.samplers.reuse import check_cached, reuse_eps
 
 if TYPE_CHECKING:  # pragma: no cover
     from ddsm.schedule import Schedule
 
-SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
+SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++": DPMSolverPP2M}
 
 
 def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
@@ -30,6 +31,13 @@ def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
     sampler = SAMPLERS[config.kind](schedule, config)
     sampler.set_timesteps(config.steps)
     return sampler
+
+
+def check_full_sides(sampler: Sampler, sides: Sequence[int], image_size: int) -> None:
+    """A one-line DDSMError for a resolution schedule on a sampler whose state carries history (DPM-Solver++)."""
+    if sampler.history and any(side != image_size for side in sides):
+        raise DDSMError(f"sampler {sampler.config.kind!r} keeps the previous step's estimate, which a resolution "
+                        "change would not fit; sample resolution schedules with 'ddim' or 'ddpm'")
 
 
 def per_step_widths(widths: float | Sequence[float], num_steps: int, model: Backbone) -> list[float]:
@@ -229,6 +237,7 @@ def generate(
     widths, resolutions, given = _widths_and_sides(widths, resolutions, sampler)
     plan = per_step_widths(widths, len(steps), model)
     sides = check_resolutions(resolutions, model, len(steps))
+    check_full_sides(sampler, sides, model.image_size)
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     if guidance_scale is None:
@@ -249,18 +258,19 @@ def generate(
             gens = sample_generators(seeds[start : start + batch_size])
             cond = None if y is None else y[start : start + batch_size].to(device)
             initial = per_sample_randn(gens, (c, s, s), device)
-            x = to_side(initial, sides[0], transform)
+            x = sampler.initial_state(to_side(initial, sides[0], transform))
             deep = None  # the features of the last full step, in a plan with cached steps
             for i, (t, w, u, side) in enumerate(zip(steps, plan, uncond, sides)):
                 if side != x.shape[-1]:
                     x, t = enter_growth(sampler, i, x, side, initial, transform)
                 model.set_active_width(w)
                 if cached is None:
-                    eps = guided_eps(model, x, t, cond, scale, u)
+                    eps = guided_eps(model, sampler.model_input(x), t, cond, scale, u)
                 else:
-                    eps, deep = reuse_eps(model, x, t, cond, scale, full_plan.cache_level, deep if cached[i] else None)
+                    eps, deep = reuse_eps(model, sampler.model_input(x), t, cond, scale, full_plan.cache_level,
+                                          deep if cached[i] else None)
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))
-            out.append(x.float().cpu())
+            out.append(sampler.final(x).float().cpu())
     return torch.cat(out)
