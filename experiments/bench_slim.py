@@ -25,6 +25,12 @@ the default). Five parts:
    held-out seeds; per uniform width below 1, the best front member that costs no more, paired FID difference; hypervolume in
    (FID, MACs share) of the front against that of the uniform widths, paired bootstrap of the difference.
 
+6. **Solvers** (``solvers``, issue 31). The same search on the default-order model with DDIM at 20 steps (10
+   genes) and with DPM-Solver++(2M) at 10 steps (5 genes); every member of each front, each solver's uniform
+   widths and its full width sampled on the held-out seeds and judged by one verdict whose reference is the
+   original (full width) at DDIM 50, paired: each front, and per solver the lowest cost (MACs per image, as a
+   share of the DDIM-50 original's) with no metric significantly worse than the reference.
+
     python experiments/bench_slim.py                        # every part
     python experiments/bench_slim.py --parts widths --num 500
 
@@ -58,7 +64,7 @@ from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings  # noqa: E402
 from ddsm.plan import StepPlan  # noqa: E402
 from ddsm.samplers import SamplerConfig  # noqa: E402
 
-PARTS = ("equivalence", "widths", "growth", "hidden", "front")
+PARTS = ("equivalence", "widths", "growth", "hidden", "front", "solvers")
 
 
 def _fmt(v: float) -> str:
@@ -322,6 +328,67 @@ def part_front(args, features, data, order: str) -> tuple[pd.DataFrame, dict]:
     return table, summary
 
 
+def part_solvers(args, features, data) -> tuple[pd.DataFrame, dict]:
+    from ddsm.cost.macs import count_macs
+    from ddsm.diffusion import NoiseSchedule
+    from ddsm.metrics.verdict import DEVIATION, METRICS, worse_than
+    from ddsm.samplers import make_sampler
+    from ddsm.samplers.batched import TrajectoryCache, generate_many
+    from ddsm.search import SearchConfig
+    from ddsm.search.log import parse_genome
+    from ddsm.search.setup import prepare_search
+
+    net = load_supernet(args.unordered)
+    widths = net.config.unet.widths
+    macs = {w: float(count_macs(net.model, w).total) for w in widths}
+    reference = SamplerConfig(kind="ddim", steps=50)
+    base_macs = 50 * macs[1.0]  # the original at DDIM 50: what every share below is of
+    settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
+    base = SearchConfig.load(args.space)
+    arms = {"ddim20": (SamplerConfig(kind="ddim", steps=20), 10), "dpm++10": (SamplerConfig(kind="dpm++", steps=10), 5)}
+    samples, shares, meta = {}, {}, {}
+    for arm, (sampler, segments) in arms.items():
+        space = SearchConfig.model_validate({**base.model_dump(mode="json"), "sampler": sampler.model_dump(mode="json"),
+                                            "segments": segments})
+        out = Path(args.work) / f"search-{arm}"
+        t0 = time.perf_counter()
+        resumed = (out / "search.json").exists()
+        res = prepare_search(space, args.unordered, net=net).run(out, runner="serial", resume=resumed,
+                                                                 progress=args.progress, device="cpu")
+        plans = {f"{arm} front {g}": StepPlan.of(space.decode(parse_genome(g))) for g in res.front["genome"]}
+        plans.update({f"{arm} uniform {w:g}": StepPlan((w,) * sampler.steps) for w in widths})
+        smp = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
+        drawn = generate_many(net.model, smp, list(plans.values()), list(settings.seeds), fuse=False,
+                              cache=TrajectoryCache(256 << 20), progress=args.progress)
+        for (name, plan), x in zip(plans.items(), drawn):
+            samples[name] = x
+            shares[name] = sum(macs[w] for w in plan.widths) / base_macs
+        meta[arm] = {"sampler": sampler.model_dump(mode="json"), "segments": segments, "front_members": len(res.front),
+                     "search_seconds": round(time.perf_counter() - t0, 1), "search_resumed": resumed}
+    verdict = Verdict(net, reference, features, reference_images(data, "all"), settings,
+                      search_seeds=base.search_seeds, progress=args.progress).score({}, samples=samples)
+    shares[FULL] = 1.0
+    table = verdict.table().assign(share=lambda d: d["schedule"].map(shares))
+    lowest = {}
+    for arm in arms:
+        safe = []
+        for name, rows in table[table["schedule"].str.startswith(arm + " ")].groupby("schedule", sort=False):
+            if not any(worse_than(r["metric"], r["vs_full_low"], r["vs_full_high"])
+                       for r in rows.to_dict(orient="records") if r["metric"] not in DEVIATION):
+                safe.append((shares[name], name))
+        share, name = min(safe) if safe else (None, None)
+        fid = table[(table["schedule"] == name) & (table["metric"] == "fid")].to_dict(orient="records") if name else []
+        lowest[arm] = {"schedule": name, "share_of_ddim50_original": share,
+                       "macs_per_image": None if share is None else share * base_macs,
+                       "fid_vs_reference": [fid[0]["vs_full"], fid[0]["vs_full_low"], fid[0]["vs_full_high"]]
+                       if fid else None}
+    summary = {"reference": "the original (full width) at DDIM 50", "reference_macs_per_image": base_macs,
+               "metrics": [m for m in METRICS if m in set(table["metric"])], "verdict_num": settings.num,
+               "search_seeds": [[r.start, r.stop - 1] for r in base.search_seeds], "arms": meta,
+               "lowest_no_loss": lowest}
+    return table, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--user-model", default=str(ROOT / "experiments" / "results" / "user-model"))
@@ -343,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress", action="store_true", help="show progress bars")
     args = ap.parse_args(argv)
     parts = parse_parts(args.parts, PARTS)
-    for ref in (args.ordered, args.unordered, args.user_model, *([args.hidden] if "hidden" in parts else [])):
+    need = [args.unordered, args.user_model, *([args.ordered] if set(parts) - {"solvers"} else []),
+            *([args.hidden] if "hidden" in parts else [])]
+    for ref in need:
         if not Path(ref).exists():
             raise DDSMError(f"{ref!r} does not exist; see this script's docstring for the commands that make it")
     torch.set_num_threads(args.threads)
@@ -353,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": args.threads,
                  "torch": torch.__version__,
                  "runs": {k: {"checkpoint": str(v), "fingerprint": load_supernet(v).fingerprint}
-                          for k, v in (("ordered", args.ordered), ("unordered", args.unordered))}}
+                          for k, v in (("ordered", args.ordered), ("unordered", args.unordered)) if v in need}}
     t_all = time.perf_counter()
     if "equivalence" in parts:
         print("\n== equivalence at full width ==", flush=True)
@@ -390,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.concat(tables, ignore_index=True)
         write_atomic(out / "slim_front.csv", lambda p: table.to_csv(p, index=False))
         doc["front"] = {"summary": summaries, "rows": table.to_dict(orient="records")}
+    if "solvers" in parts:
+        print("\n== DPM-Solver++ 10 steps against DDIM 20, judged against the original at DDIM 50 ==", flush=True)
+        table, summary = part_solvers(args, features, data)
+        fid = table[table["metric"] == "fid"][["schedule", "share", "value", "vs_full", "vs_full_low", "vs_full_high"]]
+        print(fid.sort_values("share").to_string(index=False, float_format=_fmt))
+        for k, v in summary["lowest_no_loss"].items():
+            print(f"  lowest cost with no significant loss, {k}: {v}")
+        write_atomic(out / "slim_solvers.csv", lambda p: table.to_csv(p, index=False))
+        doc["solvers"] = {**summary, "rows": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
     write_parts(out / "slim.json", doc, parts, PARTS)
     print(f"\n-> {out / 'slim.json'} ({doc['wall_seconds']:.0f} s)")
