@@ -96,3 +96,16 @@ def test_a_search_exports_and_samples_with_it(trained_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert_bad_input(invoke("sample", "--checkpoint", trained_run, "--width", "1", "--sampler", "dpm", "--out",
                             tmp_path / "bad"), "'dpm'", "dpm++")
+
+
+def test_cached_steps_and_guidance_run_under_it_as_under_ddim(random_supernet, tiny_unet, tiny_model_config):
+    config = tiny_model_config.model_copy(update={"unet": tiny_unet.model_copy(update={"num_classes": 3})})
+    model = random_supernet(config=config.unet)
+    sampler = _sampler(config, guidance_scale=2.0)
+    level = model.reuse_levels()[-1]
+    plans = [StepPlan(tuple(WIDTHS), cached=(False, True, False, True, True), cache_level=level),
+             StepPlan(tuple(WIDTHS), uncond=(None, 0.25, 0.5, 1.0, 1.0))]
+    many = generate_many(model, sampler, plans, SEEDS, fuse=False, cache=TrajectoryCache(10**8))
+    for k, p in enumerate(plans):
+        assert torch.equal(many[k], generate(model, sampler, p, SEEDS))
+    assert (many[0] - many[1]).abs().max() > 1e-3
