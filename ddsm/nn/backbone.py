@@ -93,6 +93,25 @@ def check_width_of(widths: tuple[float, ...], width: float, *, fixed: bool = Fal
     return widths[i]
 
 
+class GeometryFromConfig:
+    """``image_size``, ``in_channels`` and ``num_classes`` read off the backbone's geometry ``config``."""
+
+    config: Any
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        """Class labels a conditional model takes (0: unconditional); label ``num_classes`` is the null label."""
+        return self.config.num_classes
+
+
 class NoFeatureReuse:
     """Mixin of a backbone that offers no cache level: every cached call is refused with one line."""
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsm.nn.backbone import NoFeatureReuse
+from ddsm.nn.backbone import GeometryFromConfig, NoFeatureReuse
 
 _CACHE_ON = [True]
 
@@ -213,7 +213,7 @@ class SlimGroupNorm(SlimModule):
         return gn
 
 
-class SlimmableNetwork(NoFeatureReuse, nn.Module):
+class SlimmableNetwork(NoFeatureReuse, GeometryFromConfig, nn.Module):
     """The width half of a :class:`~ddsm.nn.backbone.Backbone` built from these primitives (ddsm's UNet, the DiT).
 
     ``config`` holds ``widths``, ``image_size``, ``in_channels`` and
@@ -257,17 +257,6 @@ class SlimmableNetwork(NoFeatureReuse, nn.Module):
         sub.static_width = width
         return sub
 
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
 
 
 def set_active_width(module: nn.Module, width: float) -> None:

@@ -26,11 +26,11 @@ from torch import nn
 
 from ddsm.config import ModelConfig
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import NoFeatureReuse, check_width_of, class_labels
+from ddsm.nn.backbone import GeometryFromConfig, NoFeatureReuse, check_width_of, class_labels
 from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel
 
 
-class SlimmedDiT(NoFeatureReuse, nn.Module):
+class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
     """A diffusers DiTTransformer2DModel made a supernet (module docstring); ``forward(x, t, cond=y) -> eps``."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -47,20 +47,7 @@ class SlimmedDiT(NoFeatureReuse, nn.Module):
             if d.freeze_full else None
         self.width = max(self.widths)
 
-    # -- what samplers, the cost model and the memory guard read
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        """Class labels; label ``num_classes`` is the null label (the embedding table's last row)."""
-        return self.config.num_classes
+    # -- what samplers, the cost model and the memory guard read (image size, channels, classes: the dit section)
 
     def resolution_step(self) -> int:
         return self.config.patch_size
