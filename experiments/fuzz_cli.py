@@ -799,7 +799,7 @@ def build_table() -> None:
         slim_edit(f"scheduler-timesteps-{tag}", sch, {"num_train_timesteps": v})
     slim_edit("scheduler-timesteps-float", sch, {"num_train_timesteps": 50.5})
     slim_edit("scheduler-beta-schedule-unknown", sch, {"beta_schedule": "bogus"})
-    slim_edit("scheduler-prediction-v", sch, {"prediction_type": "v_prediction"})
+    slim_edit("scheduler-prediction-flow", sch, {"prediction_type": "flow_prediction"})
     case("slim-scheduler-missing", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{sch}": None})
     case("slim-scheduler-not-json", "slim", *SL, "--out", "run", fixtures=DF, files={f"diff/{sch}": NOT_JSON})
     for tag, v in [("neg", -8), ("0", 0), ("1e9", 10**9), ("4096", 4096), ("list", [8, 8])]:
