@@ -140,7 +140,7 @@ def slim_run_config(out: str | Path, *, source: str | None = None, config_file: 
         model = model_config_for(read_diffusers_folder(source), ws, freeze_full=not unfreeze_full,
                                  null_label=null_label == "last")
         doc["model"] = model.model_dump(mode="json")
-        if model.diffusers.unet is not None and model.diffusers.num_classes and not model.diffusers.null_label:
+        if not model.diffusers.has_null_label:
             # no null label: nothing to drop labels to, so fine-tuning keeps every label unless told otherwise
             doc["train"] = {"label_dropout": 0.0, **(doc.get("train") or {})}
     apply_overrides(doc, **{"train.iters": iters, "train.seed": seed})

@@ -236,6 +236,12 @@ class DiffusersModelConfig(_Frozen):
         n = self.unet.get("num_class_embeds") or 0
         return n - 1 if self.null_label else n
 
+    @property
+    def has_null_label(self) -> bool:
+        """Whether label ``num_classes`` (unconditional) exists: guidance and label dropout need it. An
+        unconditional model needs none; a DiT's class table has one; a UNet's only with ``null_label``."""
+        return not self.num_classes or self.transformer is not None or self.null_label
+
 
 class ModelConfig(_Frozen):
     """Everything that fixes what a checkpoint's weights mean."""
@@ -406,7 +412,7 @@ class RunConfig(_Frozen):
                 raise ValueError(f"train.{key} applies to {' and '.join(kinds)} runs only, not to this {self.kind} "
                                  "run; remove it")
         d = self.model.diffusers
-        if d is not None and d.unet is not None and d.num_classes and not d.null_label and self.train.label_dropout > 0:
+        if d is not None and not d.has_null_label and self.train.label_dropout > 0:
             raise ValueError(f"train.label_dropout {self.train.label_dropout:g} needs a null label, which this "
                              "slimmed model has not; set it to 0, or slim with --null-label last if the model's last "
                              "class embedding is one")

@@ -52,8 +52,8 @@ from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.samplers.reuse import check_cached, reuse_eps
-from ddsm.samplers.loop import (check_guidance, check_uncond, eval_mode, guided_eps, per_sample_randn, per_step_widths,
-                                sample_generators)
+from ddsm.samplers.loop import (check_full_sides, check_guidance, check_uncond, eval_mode, guided_eps,
+                                per_sample_randn, per_step_widths, sample_generators)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
 from ddsm.schedule import Schedule
 
@@ -355,9 +355,7 @@ def sample_with_diffusers(
     device = torch.device(device) if device is not None else home
     c, s = net.config.geometry.in_channels, net.config.geometry.image_size
     sides = denoiser.resolutions
-    if cfg.kind == "dpm++" and any(side != s for side in sides):
-        raise DDSMError("sampler 'dpm++' keeps the previous step's estimate, which a resolution change would not "
-                        "fit; sample resolution schedules with 'ddim' or 'ddpm'")
+    check_full_sides(cfg.kind, sides, s)
     transform = family_transform(net.config.geometry)
     noise_levels = NoiseSchedule(net.config.diffusion)
     y, _ = check_guidance(net.model, labels, cfg.guidance_scale, seeds)

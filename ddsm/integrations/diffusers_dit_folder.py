@@ -13,32 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from ddsm.config import DiffusersModelConfig, DiTConfig, ModelConfig, validate
 from ddsm.errors import DDSMError
 from ddsm.io import weights_sha256
-from ddsm.limits import MAX_CHANNELS, MAX_IMAGE_SIDE
 from ddsm.nn.diffusers_dit import check_dit_config
-
-
-def _values():
-    # built on first use: the _Values base lives in diffusers_folder, which imports this module lazily
-    from ddsm.integrations.diffusers_folder import _Values
-
-    class DiTValues(_Values):
-        """What a DiTTransformer2DModel ``config.json`` must hold for ddsm to build, slim and cost it."""
-
-        sample_size: int = Field(32, ge=1, le=MAX_IMAGE_SIDE)  # the input's side (a latent's, in a latent pipeline)
-        in_channels: int = Field(4, ge=1, le=MAX_CHANNELS)
-        out_channels: int | None = Field(None, ge=1, le=MAX_CHANNELS)
-        patch_size: int = Field(2, ge=1, le=64)
-        num_attention_heads: int = Field(16, ge=1, le=256)
-        attention_head_dim: int = Field(72, ge=1, le=1024)
-        num_layers: int = Field(28, ge=1, le=256)
-        num_embeds_ada_norm: int | None = Field(1000, ge=1, le=100_000)
-
-    return DiTValues
 
 
 def check_dit_folder_config(config: dict[str, Any], source: str) -> None:
@@ -47,7 +26,9 @@ def check_dit_folder_config(config: dict[str, Any], source: str) -> None:
         check_dit_config(config)
     except DDSMError as e:
         raise DDSMError(f"{e} ({source})") from None
-    validate(_values(), config, source=f"model {source}")
+    from ddsm.integrations.diffusers_folder import DiTValues  # that module imports this one when it reads a DiT
+
+    validate(DiTValues, config, source=f"model {source}")
     size, p = config.get("sample_size", 32), config.get("patch_size", 2)
     if size % p:
         raise DDSMError(f"patch_size {p} does not divide sample_size {size} ({source})")

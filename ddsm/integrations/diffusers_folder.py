@@ -127,6 +127,19 @@ class UNetValues(_Values):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class DiTValues(_Values):
+    """What a DiTTransformer2DModel ``config.json`` must hold for ddsm to build, slim and cost it."""
+
+    sample_size: int = Field(32, ge=1, le=MAX_IMAGE_SIDE)  # the input's side (a latent's, in a latent pipeline)
+    in_channels: int = Field(4, ge=1, le=MAX_CHANNELS)
+    out_channels: int | None = Field(None, ge=1, le=MAX_CHANNELS)
+    patch_size: int = Field(2, ge=1, le=64)
+    num_attention_heads: int = Field(16, ge=1, le=256)
+    attention_head_dim: int = Field(72, ge=1, le=1024)
+    num_layers: int = Field(28, ge=1, le=256)
+    num_embeds_ada_norm: int | None = Field(1000, ge=1, le=100_000)
+
+
 class SchedulerValues(_Values):
     """What a ``scheduler_config.json`` must hold for ddsm to rebuild its noise schedule."""
 

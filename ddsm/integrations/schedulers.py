@@ -161,11 +161,11 @@ def sample_with_scheduler(
                 gens = sample_generators(seeds[start: start + batch_size])
                 cond = None if y is None else y[start: start + batch_size].to(device)
                 x = per_sample_randn(gens, (c, s, s), device) * run.init_noise_sigma
+                kwargs = {"generator": gens} if takes_generator else {}  # a stochastic scheduler's per-sample noise
                 for k, t in enumerate(run.timesteps):
                     model.set_active_width(per_call[k])
                     # the model sees the VP state at its (possibly fractional) training timestep
                     output = guided_eps(model, run.scale_model_input(x, t), float(t), cond, scale)
-                    kwargs = {"generator": gens} if takes_generator else {}
                     x = run.step(output, t, x, **kwargs).prev_sample
                 out.append(x.float().cpu())
     finally:

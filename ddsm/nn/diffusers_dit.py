@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddsm.errors import DDSMError
+from ddsm.nn.backbone import check_width_of
 from ddsm.nn.slimmable import active
 
 #: DiTTransformer2DModel settings ddsm mirrors, per key (anything else is refused by name)
@@ -116,8 +117,6 @@ class SlimDiTTransformer2DModel(nn.Module):
         return self
 
     def check(self, width: float) -> float:
-        from ddsm.nn.backbone import check_width_of
-
         return check_width_of(self.widths, width)
 
     def _condition(self, embedder: nn.Module, t: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -67,6 +67,14 @@ def pos_embed_2d(d: int, rows: int, cols: int, grid: int) -> torch.Tensor:
     return torch.from_numpy(emb).float()
 
 
+def dit_forward_bytes(c, resolution: int, batch_size: int = 1) -> int:
+    """Peak float32 activations of one DiT forward of geometry ``c`` (a DiTConfig) at width 1 (SlimDiT.forward_bytes)."""
+    T = max(resolution // c.patch_size, 1) ** 2
+    per_image = (T * (6 * c.hidden_size + 2 * c.mlp_hidden) + 2 * c.num_heads * T * T
+                 + 2 * c.in_channels * resolution * resolution)
+    return 4 * max(batch_size, 1) * per_image
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: per-sample affine of normalised tokens ``x`` (B, T, d); scale is around 1 so zero-init is identity."""
     return x * (1 + scale[:, None]) + shift[:, None]
@@ -307,11 +315,7 @@ class SlimDiT(SlimmableNetwork):
         and ε out (2 C resolution^2). Attention and MLP maps are counted as live
         together, which overstates the peak a little: the guard errs safe.
         """
-        c = self.config
-        T = max(resolution // c.patch_size, 1) ** 2
-        per_image = (T * (6 * c.hidden_size + 2 * c.mlp_hidden) + 2 * c.num_heads * T * T
-                     + 2 * c.in_channels * resolution * resolution)
-        return 4 * max(batch_size, 1) * per_image
+        return dit_forward_bytes(self.config, resolution, batch_size)
 
     # -- forward -------------------------------------------------------------
 

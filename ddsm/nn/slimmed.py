@@ -53,11 +53,11 @@ class _DiffusersShapes(NoFeatureReuse):
     @property
     def has_null_label(self) -> bool:
         """Whether label ``num_classes`` (unconditional) exists: classifier-free guidance needs it."""
-        return not self.num_classes or self.config.null_label
+        return self.config.has_null_label
 
     def _labels(self, cond: Any, x: torch.Tensor) -> torch.Tensor | None:
         # the protocol's labels (None: the null label) as the diffusers model's class_labels
-        if self.num_classes and not self.config.null_label:
+        if not self.has_null_label:
             if cond is None:
                 raise DDSMError(f"this model has no null label (its {self.num_classes} class embeddings are all "
                                 "classes): give class labels; guidance needs ddsm slim --null-label last")

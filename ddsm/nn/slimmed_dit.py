@@ -28,6 +28,7 @@ from ddsm.config import ModelConfig
 from ddsm.errors import DDSMError
 from ddsm.nn.backbone import GeometryFromConfig, NoFeatureReuse, check_width_of, class_labels
 from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel
+from ddsm.nn.dit import dit_forward_bytes
 
 
 class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
@@ -56,10 +57,8 @@ class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
         return [self.config.image_size]  # diffusers' position embedding is fixed to its sample size
 
     def forward_bytes(self, resolution: int, batch_size: int = 1) -> int:
-        """As ddsm's own DiT (:meth:`ddsm.nn.dit.SlimDiT.forward_bytes`): residual stream, MLP and score maps."""
-        from ddsm.nn.dit import SlimDiT
-
-        return SlimDiT.forward_bytes(self, resolution, batch_size)
+        """As ddsm's own DiT (:func:`ddsm.nn.dit.dit_forward_bytes`): residual stream, MLP and score maps."""
+        return dit_forward_bytes(self.config, resolution, batch_size)
 
     # -- widths
 

@@ -210,7 +210,7 @@ def generate_many(
         return out
     plans = [step_plan(s, len(steps), model, scale) for s in schedules]
     for p in plans:
-        check_full_sides(sampler, [r for _, r, _, _ in p], model.image_size)
+        check_full_sides(sampler.config.kind, [r for _, r, _, _ in p], model.image_size)
     level = levels[0] if levels else None  # None: no plan caches, every call is the plain one
     tag = None if level is None else ("reuse", level)
     transform = family_transform(model, transform)

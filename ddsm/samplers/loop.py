@@ -33,10 +33,11 @@ def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
     return sampler
 
 
-def check_full_sides(sampler: Sampler, sides: Sequence[int], image_size: int) -> None:
-    """A one-line DDSMError for a resolution schedule on a sampler whose state carries history (DPM-Solver++)."""
-    if sampler.history and any(side != image_size for side in sides):
-        raise DDSMError(f"sampler {sampler.config.kind!r} keeps the previous step's estimate, which a resolution "
+def check_full_sides(kind: str, sides: Sequence[int], image_size: int) -> None:
+    """A one-line DDSMError for a resolution schedule on a sampler ``kind`` whose state carries history
+    (DPM-Solver++)."""
+    if SAMPLERS[kind].history and any(side != image_size for side in sides):
+        raise DDSMError(f"sampler {kind!r} keeps the previous step's estimate, which a resolution "
                         "change would not fit; sample resolution schedules with 'ddim' or 'ddpm'")
 
 
@@ -237,7 +238,7 @@ def generate(
     widths, resolutions, given = _widths_and_sides(widths, resolutions, sampler)
     plan = per_step_widths(widths, len(steps), model)
     sides = check_resolutions(resolutions, model, len(steps))
-    check_full_sides(sampler, sides, model.image_size)
+    check_full_sides(sampler.config.kind, sides, model.image_size)
     transform = family_transform(model, transform)
     device = next(model.parameters()).device
     if guidance_scale is None:
