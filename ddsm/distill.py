@@ -39,6 +39,12 @@ Training, per batch (every draw from the run's seeded generator):
    and ``n_random_widths`` random ones each regress the same full-width
    teacher target. Gradients accumulate before one AdamW step.
 
+A class-conditional teacher (a v student only): each image's label, dropped to the
+null label at ``train.label_dropout``, goes to the teacher's sub-steps and to the
+student, so the student learns the teacher's conditional and unconditional
+transitions and samples with classifier-free guidance as the teacher does
+(guidance then combines the student's two outputs at each of its K steps).
+
 The student starts from the teacher's weights: an ε student is, before any
 training, the teacher's own K-step DDIM; a v student keeps the teacher's
 features but must first learn to read its output as v. :class:`TeacherTransition` is this run kind's
@@ -129,19 +135,24 @@ def eps_for_jump(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s:
 
 @torch.no_grad()
 def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
-                   sub_steps: int, prediction: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
+                   sub_steps: int, prediction: str = "epsilon", cond: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the student's target, the teacher's hidden map at the student's input) for states ``x = x_{phi_k}``.
 
     ``teacher`` is a supernet at full width (the caller's setting is kept),
     ``k`` (B,) the student steps and ``phi`` the (K,) teacher timesteps. The
     target is the output of a student of ``prediction`` type (ε or v) whose one
     DDIM step lands where the teacher's sub-steps did. For v it is built from
-    the well-conditioned :func:`x0_for_jump`, in float64.
+    the well-conditioned :func:`x0_for_jump`, in float64. ``cond`` (B,) are a
+    class-conditional teacher's labels (the null label: its unconditional
+    transition), the same at every sub-step.
     """
     t = phi[k].double()
-    eps, hidden = teacher(x, t.to(x.device).float(), return_hidden=True)
+    eps, hidden = teacher(x, t.to(x.device).float(), return_hidden=True, **_labels(cond))
     if prediction != "epsilon":
-        return _target_from_x0(teacher, schedule, x, k, phi, sub_steps, eps, prediction), hidden
+        return _target_from_x0(teacher, schedule, x, k, phi, sub_steps, eps, prediction, cond), hidden
+    if cond is not None:
+        raise DDSMError("an ε student of a class-conditional teacher is not supported; distil a v student")
     target = eps.clone()
     jump = k > 0
     if jump.any():
@@ -162,8 +173,12 @@ def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.T
     return target, hidden
 
 
+def _labels(cond: torch.Tensor | None) -> dict:
+    return {} if cond is None else {"cond": cond}  # an unconditional teacher: the call it always was
+
+
 def _teacher_landing(teacher, schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
-                     te: torch.Tensor, sub_steps: int) -> torch.Tensor:
+                     te: torch.Tensor, sub_steps: int, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Where ``sub_steps`` deterministic DDIM steps of the teacher take ``x`` from ``ts`` to ``te`` (float64);
     ``eps`` is the teacher's prediction at ``ts``, already made.
 
@@ -176,14 +191,15 @@ def _teacher_landing(teacher, schedule: NoiseSchedule, x: torch.Tensor, eps: tor
         a = ts + (te - ts) * (i / sub_steps)
         b = ts + (te - ts) * ((i + 1) / sub_steps)
         if i > 0:
-            e = teacher(xs.to(x.dtype), a.to(x.device).float()).double()
+            e = teacher(xs.to(x.dtype), a.to(x.device).float(), **_labels(cond)).double()
         xs = _ddim_move(xs, e, schedule.alpha_bar_at(a).to(x.device).reshape(shape),
                         schedule.alpha_bar_at(b).to(x.device).reshape(shape), clip=True)
     return xs
 
 
 def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
-                    sub_steps: int, eps: torch.Tensor, prediction: str) -> torch.Tensor:
+                    sub_steps: int, eps: torch.Tensor, prediction: str, cond: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """The student's output target of ``prediction`` type from the jump's clean-image estimate x0*: at k = 0 the
     teacher's own (the step ends at the clean image), else :func:`x0_for_jump` of the teacher's landing."""
     shape = (-1, *([1] * (x.ndim - 1)))
@@ -194,7 +210,8 @@ def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.
     jump = k > 0
     if jump.any():
         te = phi[k[jump] - 1].double()
-        xs = _teacher_landing(teacher, schedule, x[jump], eps[jump], t[jump], te, sub_steps)
+        xs = _teacher_landing(teacher, schedule, x[jump], eps[jump], t[jump], te, sub_steps,
+                              None if cond is None else cond[jump])
         ab_s = schedule.alpha_bar_at(te).to(x.device).reshape(shape)
         x0_j = x0_for_jump(xd[jump], xs, ab[jump], ab_s)
         x0_star[jump] = x0_j
@@ -242,10 +259,10 @@ class TeacherTransition:
         if self.teacher_net.fingerprint != self.config.model.student.teacher:
             raise DDSMError(f"teacher {dist.teacher!r} has fingerprint {self.teacher_net.fingerprint}, but "
                             f"this student was distilled from {self.config.model.student.teacher}")
-        if self.teacher_net.model.num_classes:
+        if self.teacher_net.model.num_classes and self.config.model.diffusion.prediction_type == "epsilon":
             raise DDSMError(f"teacher {dist.teacher!r} is class-conditional (num_classes "
-                            f"{self.teacher_net.model.num_classes}); distilling a conditional teacher is not "
-                            "supported yet: its transitions would need the labels and guidance too")
+                            f"{self.teacher_net.model.num_classes}); distil a v student of it (--prediction "
+                            "v_prediction), not an ε one")
 
     def attach(self, trainer: "Trainer") -> None:
         self.teacher = self.teacher_net.model.to(trainer.device).eval().requires_grad_(False)
@@ -262,12 +279,16 @@ class TeacherTransition:
         return self.config.model.geometry.widths
 
     def draw(self, trainer: "Trainer") -> Batch:
-        x0, k, eps, _ = draw_clean_and_noise(trainer, lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
+        # a conditional teacher: a label per image, dropped to the null label at train.label_dropout, so the student
+        # learns the teacher's conditional and unconditional transitions and samples with guidance as the teacher does
+        x0, k, eps, cond = draw_clean_and_noise(trainer,
+                                                lambda n, gen: torch.randint(len(self.phi), (n,), generator=gen))
         t = self.phi[k]
         x_t = trainer.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
         target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps,
-                                        self.config.model.diffusion.prediction_type)
-        return Batch(x_t=x_t, t=t.to(trainer.device).float(), eps=eps, reference=target, reference_hidden=hidden)
+                                        self.config.model.diffusion.prediction_type, cond)
+        return Batch(x_t=x_t, t=t.to(trainer.device).float(), eps=eps, reference=target, reference_hidden=hidden,
+                     cond=cond)
 
     def eps_term(self, pred: torch.Tensor, batch: Batch, widest: torch.Tensor | None) -> torch.Tensor:
         # every width regresses the full-width teacher's transition; for a v student the squared error in v is

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from _script import parse_parts, run, write_parts  # noqa: E402
 
 from ddsm import DDSMError, load_supernet  # noqa: E402
-from ddsm.data import load_digits  # noqa: E402
+from ddsm.checkpoint import training_data  # noqa: E402
 from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
 from ddsm.distill import student_sampler  # noqa: E402
 from ddsm.io import write_atomic  # noqa: E402
@@ -86,7 +86,7 @@ def _rows(res, names: list[str], against: list[str], extra: dict) -> pd.DataFram
 
 
 def _judge(teacher, args, features, data, samples: dict, settings) -> object:
-    judge = Verdict(teacher, SamplerConfig(kind="ddim", steps=20), features, reference_images(data, "all"),
+    judge = Verdict(teacher, SamplerConfig(kind="ddim", steps=20, **args.opts), features, reference_images(data, "all"),
                     settings, search_seeds=range(0, 64))
     return judge.score({}, samples=samples)
 
@@ -95,21 +95,33 @@ def part_students(teacher, students: dict, args, features, data) -> tuple[pd.Dat
     settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
     seeds = settings.seeds
     samples, extra, t0 = {}, {}, time.perf_counter()
-    samples["teacher-50"] = _full_samples(teacher, SamplerConfig(kind="ddim", steps=50), seeds)
+    samples["teacher-50"] = _full_samples(teacher, SamplerConfig(kind="ddim", steps=50, **args.opts), seeds)
     extra["teacher-50"] = {"steps": 50}
     for name, net in students.items():
         k = net.config.student.steps
-        own = student_sampler(net.config.student)
+        own = student_sampler(net.config.student, **args.opts)
         samples[f"teacher-ddim{k}"] = _full_samples(teacher, own, seeds)  # the student before distillation
         samples[name] = _full_samples(net, own, seeds)
         extra[f"teacher-ddim{k}"] = {"steps": k}
         extra[name] = {"steps": k}
+    before = {}
+    for name, net in getattr(args, "before_nets", {}).items():  # the same K's earlier student, same seeds
+        samples[name] = _full_samples(net, student_sampler(net.config.student, **args.opts), seeds)
+        extra[name] = {"steps": net.config.student.steps, "role": "before"}
+        before[net.config.student.steps] = name
     res = _judge(teacher, args, features, data, samples, settings)
     names = [FULL, *samples]
     table = _rows(res, names, [FULL, "teacher-50"], {FULL: {"steps": 20}, **extra})
     for name, net in students.items():  # each student against its own K-step DDIM starting point
         k = net.config.student.steps
         for m in res.metrics:
+            if k in before:  # after the fix minus before it (paired): negative FID = the fix helped
+                d = res.compare(name, before[k], m)
+                sel = (table["model"] == name) & (table["metric"] == m)
+                table.loc[sel, "minus_before"] = d.value
+                table.loc[sel, "minus_before_low"] = d.low
+                table.loc[sel, "minus_before_high"] = d.high
+                table.loc[sel, "differs_before"] = d.excludes(0.0)
             d = res.compare(name, f"teacher-ddim{k}", m)
             sel = (table["model"] == name) & (table["metric"] == m)
             table.loc[sel, "minus_ddim_same_k"] = d.value
@@ -120,7 +132,9 @@ def part_students(teacher, students: dict, args, features, data) -> tuple[pd.Dat
             "reference": "teacher, full width, DDIM 20 (leading spacing)", "seconds": round(time.perf_counter() - t0, 1),
             "students": {name: {"steps": net.config.student.steps, "phi": list(net.config.student.phi),
                                 "train_seconds": net.header.get("train_seconds"), "step": net.header.get("step")}
-                         for name, net in students.items()}}
+                         for name, net in students.items()},
+            "before": {name: {"steps": net.config.student.steps, "prediction": net.config.diffusion.prediction_type,
+                              "step": net.header.get("step")} for name, net in getattr(args, "before_nets", {}).items()}}
     return table, meta
 
 
@@ -133,7 +147,7 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     final = load_supernet(folder / "supernet.safetensors")
     nets[f"step {final.header.get('step')}"] = final
     settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
-    own = student_sampler(final.config.student)
+    own = student_sampler(final.config.student, **args.opts)
     samples = {"teacher-ddim-same-k": _full_samples(teacher, own, settings.seeds)}
     samples.update({name: _full_samples(net, own, settings.seeds) for name, net in nets.items()})
     res = _judge(teacher, args, features, data, samples, settings)
@@ -241,9 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teacher", default="digits", help="teacher supernet [digits]")
     ap.add_argument("--students", default=",".join(STUDENTS), help="comma-separated student checkpoints")
+    ap.add_argument("--before", default="", help="comma-separated earlier students, one per K, judged on the same "
+                    "seeds as --students (before/after a fix, paired)")
     ap.add_argument("--growth-run", default=str(ROOT / "runs" / "sfddm-k4"), help="K=4 distillation run folder")
     ap.add_argument("--joint", default=str(ROOT / "search_spaces" / "digits-steps.yaml"), help="joint space of part 3")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--featurenet", default="digits", help="feature net of the teacher's data: a shipped name "
+                    "(digits, mnist) or a file [digits]")
+    ap.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance scale of a "
+                    "class-conditional teacher and its students (issue 29's, chosen on search seeds) [2]")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per model in parts 1 and 2 [1000]")
     ap.add_argument("--front-num", type=int, default=500, help="held-out samples per front member in part 3 [500]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
@@ -255,19 +275,24 @@ def main(argv: list[str] | None = None) -> int:
     parts = parse_parts(args.parts, PARTS)
     torch.set_num_threads(args.threads)
     teacher = load_supernet(args.teacher)
-    data = load_digits(size=16, channels=1)
-    features = FeatureNet.load("digits", data)
+    data = training_data(args.teacher, teacher.config.geometry)  # labelled for a class-conditional teacher
+    features = FeatureNet.load(args.featurenet, data)
+    # a class-conditional teacher and its students sample guided, one label per seed (as the verdict does)
+    args.opts = {"guidance_scale": args.guidance_scale} if teacher.model.num_classes else {}
     out = Path(args.out)
     doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "teacher": args.teacher,
+                 "featurenet": args.featurenet, "sampler_options": args.opts,
                  "threads": args.threads, "torch": torch.__version__}
     t_all = time.perf_counter()
     fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
     if "students" in parts:
         students = {s: load_supernet(s) for s in args.students.split(",") if s}
+        args.before_nets = {f"before {b}": load_supernet(b) for b in args.before.split(",") if b}
         print(f"\n== students at full width ({args.num} held-out samples) ==", flush=True)
         table, meta = part_students(teacher, students, args, features, data)
         cols = ["model", "steps", "metric", "value", "low", "high", "minus_full", "minus_full_low", "minus_full_high",
-                "minus_ddim_same_k", "minus_ddim_same_k_low", "minus_ddim_same_k_high"]
+                "minus_ddim_same_k", "minus_ddim_same_k_low", "minus_ddim_same_k_high", "minus_before",
+                "minus_before_low", "minus_before_high"]
         print(table[[c for c in cols if c in table]].to_string(**fmt))
         write_atomic(out / "sfddm_students.csv", lambda p: table.to_csv(p, index=False))
         doc["students"] = {**meta, "rows": table.to_dict(orient="records")}

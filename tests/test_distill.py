@@ -88,9 +88,9 @@ def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, t
     d = Trainer(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     seen = {}
 
-    def spy(teacher, schedule, x, k, phi, sub_steps, prediction):
+    def spy(teacher, schedule, x, k, phi, sub_steps, prediction, cond=None):
         seen.update(x=x.clone(), k=k.clone())
-        return teacher_target(teacher, schedule, x, k, phi, sub_steps, prediction)
+        return teacher_target(teacher, schedule, x, k, phi, sub_steps, prediction, cond)
 
     monkeypatch.setattr("ddsm.distill.teacher_target", spy)
     gen_state = d.gen.get_state()
@@ -314,3 +314,68 @@ def test_a_student_runs_in_a_diffusers_loop_when_diffusers_can_walk_its_timestep
         return
     sched = make_diffusers_scheduler(st, cfg)
     assert [float(t) for t in sched.timesteps] == list(cfg.timesteps)
+
+
+# ---------------------------------------------------------------------------- a class-conditional teacher
+
+
+@pytest.fixture
+def conditional_teacher(tmp_path, tiny_model_config):
+    """A tiny random-weight class-conditional teacher (10 classes and the null label) saved as a supernet file."""
+    from ddsm.checkpoint import save_supernet
+    from ddsm.nn import build_backbone
+
+    config = validate(ModelConfig, {**tiny_model_config.model_dump(mode="json"),
+                                    "unet": {**tiny_model_config.unet.model_dump(mode="json"), "num_classes": 10}})
+    model = randomise(build_backbone(config), seed=7, std=0.1).eval()
+    path = tmp_path / "conditional-teacher.safetensors"
+    save_supernet(path, model, config, state_dict=model.state_dict(), step=0)
+    return path, config
+
+
+def test_a_conditional_teachers_target_is_its_labelled_transition_and_the_null_label_its_unconditional_one(
+        conditional_teacher):
+    from ddsm.checkpoint import load_supernet
+
+    path, config = conditional_teacher
+    teacher = load_supernet(path).model
+    schedule = NoiseSchedule(config.diffusion)
+    phi = torch.tensor(student_phi(TINY_T, 2))
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    k = torch.tensor([1, 1, 0, 1])
+    y = torch.tensor([3, 7, 3, 10])  # 10: the null label
+    target, _ = teacher_target(teacher, schedule, x, k, phi, 3, "v_prediction", cond=y)
+    for i in range(4):  # each image's target is the one computed for it alone with its label
+        one, _ = teacher_target(teacher, schedule, x[i:i + 1], k[i:i + 1], phi, 3, "v_prediction", cond=y[i:i + 1])
+        torch.testing.assert_close(target[i:i + 1], one, rtol=1e-5, atol=1e-5)
+    plain, _ = teacher_target(teacher, schedule, x[3:], k[3:], phi, 3, "v_prediction")  # no labels: the null one
+    torch.testing.assert_close(target[3:], plain, rtol=1e-5, atol=1e-5)
+    other, _ = teacher_target(teacher, schedule, x[:1], k[:1], phi, 3, "v_prediction", cond=torch.tensor([5]))
+    assert not torch.allclose(other, target[:1])  # the label changes the transition
+
+
+def test_a_conditional_teachers_v_student_learns_with_labels_and_an_eps_student_is_refused(conditional_teacher,
+                                                                                           tmp_path):
+    from ddsm.data import ImageData
+
+    path, config = conditional_teacher
+    g = torch.Generator().manual_seed(5)
+    data = ImageData("random", torch.rand(64, 1, 8, 8, generator=g) * 2 - 1, torch.rand(8, 1, 8, 8, generator=g) * 2 - 1,
+                     train_labels=torch.randint(10, (64,), generator=g), holdout_labels=torch.randint(10, (8,), generator=g))
+    seen = []
+
+    def run(prediction):
+        d = run_config_dict(iters=2)
+        d["model"] = student_config(config, 2, prediction=prediction).model_dump(mode="json")
+        d["distill"] = {"teacher": str(path), "steps": 2}
+        return Trainer(validate(RunConfig, d), tmp_path / prediction, device="cpu", data=data, progress=False)
+
+    trainer = run("v_prediction")
+    draw = trainer.target.draw
+    trainer.target.draw = lambda t: seen.append(draw(t)) or seen[-1]
+    trainer.run()
+    assert len(seen) == 2 and all(b.cond is not None and b.cond.shape == (b.x_t.shape[0],) for b in seen)
+    # labels from the data, some dropped to the null label (train.label_dropout 0.1 of 64 images per batch)
+    assert all(int(b.cond.max()) <= 10 for b in seen) and any(int((b.cond < 10).sum()) > 0 for b in seen)
+    with pytest.raises(DDSMError, match="distil a v student of it"):
+        run("epsilon")
