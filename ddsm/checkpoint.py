@@ -36,7 +36,7 @@ SUPERNET = "ddsm.supernet"
 #: names accepted in place of a path: supernets shipped inside the package
 SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progressive.safetensors",
            "digits-spectral": "digits-spectral.safetensors",
-           # SFDDM students of "digits" (K = 2, 4, 8 sampling steps; experiments/configs/digits-sfddm.yaml)
+           # SFDDM v students of "digits" (K = 2, 4, 8 sampling steps; experiments/configs/digits-sfddm-v.yaml)
            **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)},
            # class-conditional references on the built-in mnist data (experiments/configs/mnist-{dit,unet}.yaml)
            "mnist-dit": "mnist-dit.safetensors", "mnist-unet": "mnist-unet.safetensors"}
@@ -198,10 +198,11 @@ def data_config_for(checkpoint: str | Path) -> DataConfig:
 
 
 def training_data(checkpoint: str | Path, unet=None):
-    """The images a supernet was trained on (:func:`data_config_for`), at its ``unet``'s size and channels."""
+    """The images a supernet was trained on (:func:`data_config_for`), at its ``unet``'s size and channels (None: the
+    supernet's image geometry, a latent model's decoder's)."""
 
     if unet is None:
-        unet = load_supernet(checkpoint).config.geometry
+        unet = load_supernet(checkpoint).config.image_geometry
     return load_data(data_config_for(checkpoint), unet.image_size, unet.in_channels,
                      labelled=bool(getattr(unet, "num_classes", 0)))
 

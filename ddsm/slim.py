@@ -5,6 +5,10 @@ widest net of a supernet (:class:`~ddsm.nn.slimmed.SlimmedUNet`):
 
 1. The folder is read offline and checked (``ddsm.integrations.diffusers_folder``);
    the noise schedule and the prediction type (ε, v or x0) are the scheduler config's.
+   A latent pipeline's autoencoder (``vae/``, ``vqvae/``) is copied, frozen,
+   into the supernet; the training images are encoded once by it and cached in
+   the run folder (``latents.safetensors``), and every sample is decoded by it
+   (``ddsm.nn.autoencoder``).
 2. With ``slim.order: importance``, before any step the channels of the
    shared net are reordered so every width's prefix keeps the channels whose
    producing weights have the largest norm; the full-width function is
@@ -33,6 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors.torch import load_file
 
 from ddsm.config import RunConfig
 from ddsm.diffusion.losses import distilled_eps_loss
@@ -78,6 +83,8 @@ class FrozenOriginal:
 
     def attach(self, trainer: "Trainer") -> None:
         self.teacher = load_slim_model(self.source, widths=(1.0,)).to(trainer.device).requires_grad_(False)
+        if self.source.autoencoder is not None:  # the user's autoencoder, frozen, in the supernet (every run)
+            trainer.model.codec.model.load_state_dict(load_file(str(self.source.autoencoder.weights)), strict=True)
         if self.config.train.init_from is None:
             with torch.no_grad():
                 state = self.teacher.state_dict()

@@ -87,7 +87,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         unet = config.model.geometry
-        self.data = data if data is not None else load_data(config.data, unet.image_size, unet.in_channels,
+        images = config.model.image_geometry  # a latent model's data: images of its decoder's side and channels
+        self.data = data if data is not None else load_data(config.data, images.image_size, images.in_channels,
                                                             labelled=bool(unet.num_classes))
         if len(self.data.train) == 0:
             raise DDSMError(f"data source {config.data.source!r} left no training images after the held-out split")
@@ -118,6 +119,22 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     # -- setup -----------------------------------------------------------------
+
+    def _latents(self) -> torch.Tensor:
+        """The training images encoded by the model's autoencoder, once: cached in ``latents.safetensors`` beside
+        the checkpoints, keyed by the data's and the autoencoder's content (a resume reads them back)."""
+        from ddsm.checkpoint import read_tensors, save_tensors
+        from ddsm.nn.autoencoder import encode_in_batches
+
+        key = {"data": self.data.fingerprint(), "autoencoder": self.config.model.diffusers.autoencoder.weights_sha256}
+        path = self.out / "latents.safetensors"
+        if path.is_file():
+            tensors, header = read_tensors(path)
+            if {k: header.get(k) for k in key} == key:
+                return tensors["latents"]
+        latents = encode_in_batches(self.model.codec, self.data.train, progress=self.progress)
+        save_tensors(path, {"latents": latents}, key)
+        return latents
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.config.train.amp
@@ -300,6 +317,8 @@ class Trainer:
         if resume:
             self.load_checkpoint()
         write_json(self.out / "config.json", self.config.model_dump(mode="json"))
+        if getattr(self.model, "codec", None) is not None:  # a latent model trains on the data's latents
+            self.x_train = self._latents().to(self.device)
         log_path = self.out / "metrics.jsonl"
         self._truncate_log(log_path)
         bar = tqdm(total=cfg.iters, initial=self.step, desc="train", unit="it", disable=not self.progress)

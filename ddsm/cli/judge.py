@@ -180,7 +180,7 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_disjoint(settings.seeds, used)  # before any data or feature net is read
     check_disjoint(settings.teacher_seeds, used, what="teacher seeds")
     unet = net.config.geometry
-    data = training_data(checkpoint, unet)
+    data = training_data(checkpoint, net.config.image_geometry)  # a latent model's samples are judged decoded
     fn = FeatureNet.load(featurenet_for(featurenet_file, checkpoint), data)
     judge = Verdict(net, scfg, fn, reference_images(data, "all"), settings, search_seeds=used, progress=progress)
     t0 = time.perf_counter()

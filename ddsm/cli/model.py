@@ -211,6 +211,11 @@ def cost(checkpoint, out, device, batch_sizes, repeats, warmup, resolutions, cac
         call = "full" if e.cache_level is None else f"cached{e.cache_level}"
         click.echo(f"{e.width:>6g} {e.resolution:>5d} {e.batch_size:>5d} {call:>8} {e.macs / 1e6:>12.2f} "
                    f"{e.latency_s * 1e3:>9.2f} {e.latency_iqr_s * 1e3:>7.2f} {ratio}")
+    if table.decoder is not None:  # a latent model: its decoder runs once per image, after the last step
+        d, f = table.decoder, full.get((table.image_size, table.batch_size))
+        click.echo(f"{'decoder':>6} {'':>5} {d.batch_size:>5d} {'1/image':>8} {d.macs / 1e6:>12.2f} "
+                   f"{d.latency_s * 1e3:>9.2f} {d.latency_iqr_s * 1e3:>7.2f}" +
+                   (f"  ({d.macs / f.macs:.2f} full-width calls)" if f else ""))
     click.echo(f"{table.device} ({table.device_name}), {table.threads} threads, batches "
                f"{', '.join(map(str, table.batch_sizes))} (default {table.batch_size}), median of {table.repeats} "
                f"-> {out}")

@@ -50,7 +50,7 @@ def slim(source, data, iters, widths, order, hidden_weight, null_label, unfreeze
     cfg = slim_run_config(out, source=source, config_file=config_file, resume=resume, data=data, widths=widths,
                           order=order, hidden_weight=hidden_weight, unfreeze_full=unfreeze_full, iters=iters, seed=seed,
                           null_label=null_label)
-    check_native_shape(cfg.data, cfg.model.geometry.image_size, cfg.model.geometry.in_channels)
+    check_native_shape(cfg.data, cfg.model.image_geometry.image_size, cfg.model.image_geometry.in_channels)
     slimmer = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
     _run_to_the_end(slimmer, resume, f"ddsm slim --out {out} --resume")

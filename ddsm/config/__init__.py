@@ -11,13 +11,15 @@ Everything is re-exported here, so ``from ddsm.config import RunConfig`` is the 
 from ddsm.config.overrides import apply_overrides, load_run_config
 from ddsm.config.reader import load_yaml
 from ddsm.config.schema import (
-    MAX_TIMESTEPS, DataConfig, DiffusersModelConfig, DiffusionConfig, DistillConfig, DiTConfig, ModelConfig, RunConfig,
-    SlimConfig, StudentConfig, TrainConfig, UNetConfig, _Frozen, validate,  # noqa: F401 (_Frozen: the config base)
+    MAX_TIMESTEPS, AutoencoderConfig, DataConfig, DiffusersModelConfig, DiffusionConfig, DistillConfig, DiTConfig,
+    ModelConfig, RunConfig, SlimConfig, StudentConfig, TrainConfig, UNetConfig,
+    _Frozen, validate,  # noqa: F401 (_Frozen: the config base)
 )
 from ddsm.config.widths import DEFAULT_WIDTHS, WIDTH_TOL, Widths, WidthSet, check_width_set, width_index
 
 __all__ = [
-    "DEFAULT_WIDTHS", "MAX_TIMESTEPS", "WIDTH_TOL", "DataConfig", "DiffusersModelConfig", "DiffusionConfig",
-    "DistillConfig", "DiTConfig", "ModelConfig", "RunConfig", "SlimConfig", "StudentConfig", "TrainConfig", "UNetConfig", "WidthSet", "Widths",
+    "DEFAULT_WIDTHS", "MAX_TIMESTEPS", "WIDTH_TOL", "AutoencoderConfig", "DataConfig", "DiffusersModelConfig",
+    "DiffusionConfig", "DistillConfig", "DiTConfig", "ModelConfig", "RunConfig", "SlimConfig", "StudentConfig",
+    "TrainConfig", "UNetConfig", "WidthSet", "Widths",
     "apply_overrides", "check_width_set", "load_run_config", "load_yaml", "validate", "width_index",
 ]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+from pydantic import (BaseModel, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
 
+from ddsm.config.autoencoder import AutoencoderConfig
+from ddsm.config.base import _Frozen
 from ddsm.config.widths import DEFAULT_WIDTHS, WidthSet
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
@@ -21,12 +23,6 @@ from ddsm.limits import MAX_IMAGE_SIDE, MAX_MESSAGE_CHARS, MAX_SEED, clip, short
 
 #: largest number of training timesteps T (the noise schedule and per-step tables have T entries)
 MAX_TIMESTEPS = 100_000
-
-
-class _Frozen(BaseModel):
-    # Every float of every config refuses NaN and +-inf where it enters: an infinite learning rate or weight decay
-    # trained to all-NaN tensors and exited 0. No setting gives infinity a meaning.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class UNetConfig(_Frozen):
@@ -153,13 +149,19 @@ class DiffusionConfig(_Frozen):
     beta_end: float = Field(0.02, gt=0.0, lt=1.0)  # linear schedule only
     # what the denoiser outputs (ddsm.diffusion.prediction): the noise, v, or the clean sample; as diffusers names it
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    # the states are an autoencoder's latents (a latent pipeline), not images in [-1, 1]: no sampler clips the
+    # clean-sample estimate, whatever its clip_sample says (diffusers' latent pipelines' schedulers do not clip)
+    latent: bool = False
 
     @model_serializer(mode="wrap")
     def _drop_default_prediction(self, handler):
-        # ε (every model before the choice existed) is not written: fingerprints and files keep their bytes.
+        # ε and pixel space (every model before the choices existed) are not written: fingerprints and files keep
+        # their bytes.
         data = handler(self)
         if isinstance(data, dict) and data.get("prediction_type") == "epsilon":
             data.pop("prediction_type", None)
+        if isinstance(data, dict) and not data.get("latent", True):
+            data.pop("latent", None)
         return data
 
 
@@ -205,13 +207,14 @@ class DiffusersModelConfig(_Frozen):
     # a class-conditional UNet (num_class_embeds N): whether its last class embedding is the null (unconditional)
     # label, as in ddsm's own models (N - 1 classes, guidance and label dropout possible), or it has none (N classes)
     null_label: bool = False
+    autoencoder: AutoencoderConfig | None = None  # a latent pipeline's VAE or VQ model; None: a pixel-space model
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler):
         # unset, they are not written: every slimmed model made before them keeps its fingerprint
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("null_label", "transformer", "unet"):
+            for key in ("null_label", "transformer", "unet", "autoencoder"):
                 if not data.get(key):
                     data.pop(key, None)
         return data
@@ -221,6 +224,12 @@ class DiffusersModelConfig(_Frozen):
         if (self.unet is None) == (self.transformer is None):
             raise ValueError("a diffusers model config holds one model: unet (UNet2DModel) or transformer "
                              "(DiTTransformer2DModel)")
+        a, denoiser = self.autoencoder, self.unet or self.transformer
+        if a is not None and (int(denoiser.get("in_channels", 3)) != a.latent_channels or
+                              int(denoiser.get("sample_size", 32)) * a.downscale != a.image_size):
+            raise ValueError(f"the denoiser takes {denoiser.get('in_channels')} channels at side "
+                             f"{denoiser.get('sample_size')}; the {a.kind}'s latents have {a.latent_channels} at side "
+                             f"{a.image_size // a.downscale}")
         n = (self.unet or {}).get("num_class_embeds")
         if self.null_label and not (isinstance(n, int) and n >= 2):
             raise ValueError(f"null_label needs a class-conditional UNet with at least 2 class embeddings "
@@ -266,6 +275,16 @@ class ModelConfig(_Frozen):
             if data.get("dit") is not None:
                 data.pop("unet", None)
         return data
+
+    @property
+    def image_geometry(self) -> "UNetConfig | DiTConfig":
+        """:attr:`geometry` as the samples are seen as images: a latent model's (a slimmed pipeline with an
+        autoencoder) at the decoder's side and channels, the data it is trained and judged on; any other model's is
+        its geometry."""
+        a = self.diffusers.autoencoder if self.diffusers is not None else None
+        if a is None:
+            return self.geometry
+        return self.geometry.model_copy(update={"image_size": a.image_size, "in_channels": a.image_channels})
 
     @property
     def geometry(self) -> "UNetConfig | DiTConfig":

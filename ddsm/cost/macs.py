@@ -43,6 +43,7 @@ exceeds ``torch_flops / 2`` by the norm and elementwise ops.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ ELEMENTWISE_OPS = (
     "aten::cos", "aten::sin", "aten::silu", "aten::silu_", "aten::relu", "aten::relu_", "aten::gelu",
     "aten::sigmoid", "aten::tanh", "aten::clamp", "aten::clamp_", "aten::softmax", "aten::log_softmax",
     "aten::mean", "aten::sum", "aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::max_pool2d",
+    "aten::argmin",  # a VQ decoder's nearest codebook entry: one comparison per distance
 )
 #: ops deliberately counted as zero besides fvcore's own ignore list: they move or create data, no arithmetic
 ZERO_COST_OPS = frozenset({
@@ -85,9 +87,9 @@ ZERO_COST_OPS = frozenset({
 #: every op counted as zero: ours plus fvcore's built-in ignore list (reshapes, slicing, cat, ...)
 IGNORED_OPS = ZERO_COST_OPS | frozenset(_FVCORE_IGNORED_OPS)
 #: ops we add a handle for, on top of fvcore's defaults
-HANDLED_OPS = frozenset(ELEMENTWISE_OPS) | {"aten::scaled_dot_product_attention"}
+HANDLED_OPS = frozenset(ELEMENTWISE_OPS) | {"aten::scaled_dot_product_attention", "aten::cdist"}
 #: fvcore operator keys that are MACs proper (conv, linear, matmuls, attention)
-DENSE_KEYS = frozenset({"conv", "linear", "addmm", "bmm", "mm", "matmul", "einsum", "attention"})
+DENSE_KEYS = frozenset({"conv", "linear", "addmm", "bmm", "mm", "matmul", "einsum", "attention", "cdist"})
 
 
 # ---------------------------------------------------------------------------- counting
@@ -103,6 +105,12 @@ def _elementwise_handle(inputs: list[Any], outputs: list[Any]) -> int:
     if all(not s for s in shapes):
         return 0
     return max(_numel(s) for s in shapes)
+
+
+def _cdist_handle(inputs: list[Any], outputs: list[Any]) -> Counter:
+    # a VQ decoder's distances to its codebook: (..., P, M) against (..., R, M) is P * R * M multiply-adds
+    a, b = get_shape(inputs[0]), get_shape(inputs[1])
+    return Counter({"cdist": _numel(a[:-1]) * b[-2] * a[-1]})
 
 
 def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> Counter:
@@ -180,6 +188,7 @@ def count_module_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> MacCoun
     """MACs of ``module(*inputs)`` under the rules above (fvcore plus ddsm's handles), e.g. for one block alone."""
     analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_handle)
+    analysis.set_op_handle("aten::cdist", _cdist_handle)
     analysis.set_op_handle(**{op: _elementwise_handle for op in ELEMENTWISE_OPS})
     analysis.set_op_handle(**{op: None for op in ZERO_COST_OPS})
     # fvcore's own warnings would also flag the ops we ignore on purpose; we warn below about the rest only.
@@ -242,3 +251,20 @@ def torch_flops(model: Backbone, width: float, resolution: int | None = None) ->
     """FLOPs (2 per MAC) for one image as ``torch.utils.flop_counter`` counts them: dense ops only."""
     resolution = check_resolution(model, resolution)
     return _torch_flops_subnet(_cpu_subnet(model, width), resolution)
+
+
+class _Decode(torch.nn.Module):
+    # fvcore traces a module's forward: a latent codec's decode as one
+    def __init__(self, codec) -> None:
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(z)
+
+
+def count_decoder_macs(codec, channels: int, side: int) -> int:
+    """MACs of decoding one ``channels`` x ``side`` x ``side`` latent with a latent model's codec
+    (:class:`~ddsm.nn.autoencoder.LatentCodec`), counted on a CPU copy under the rules above."""
+    z = torch.zeros(1, channels, side, side)
+    return count_module_macs(_Decode(copy.deepcopy(codec).cpu()), z).total

@@ -12,6 +12,8 @@ is version 3, so an older ddsm refuses it by its version.
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -22,9 +24,10 @@ from tqdm.auto import tqdm
 
 from ddsm.checkpoint import Supernet, config_diff
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
-from ddsm.cost.latency import _check_timing, _device_name, device_key, measure_latencies
+from ddsm.cost.latency import _check_timing, _device_name, _sync, device_key, measure_latencies
 from ddsm.cost.macs import (
     UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution, count_cached_macs,
+    count_decoder_macs,
 )
 from ddsm.cost.model import CostModel
 from ddsm.device import resolve_device
@@ -65,6 +68,16 @@ class CostEntry(_Frozen):
         return data
 
 
+class DecoderCost(_Frozen):
+    """A latent model's decoder, run once per image after the last step: its MACs and time, beside the denoiser's
+    calls (a front's shares are of the denoiser calls; :meth:`CostTable.share_with_decoder` adds it)."""
+
+    macs: int = Field(ge=0)  # MACs per decoded image (fvcore, the denoiser's rules)
+    batch_size: int = Field(gt=0)  # images per timed decode
+    latency_s: float = Field(gt=0.0)  # median seconds per decode of batch_size images
+    latency_iqr_s: float = Field(ge=0.0)
+
+
 class CostTable(_Frozen):
     """Per-(width, resolution, batch) cost of one supernet on one device; what schedule search prices steps with."""
 
@@ -81,6 +94,15 @@ class CostTable(_Frozen):
     threads: int = Field(gt=0)  # torch CPU threads during the measurement
     torch_version: str
     entries: tuple[CostEntry, ...]
+    decoder: DecoderCost | None = None  # a latent model's decoder, once per image; None: a pixel-space model
+
+    @model_serializer(mode="wrap")
+    def _drop_no_decoder(self, handler):
+        # a pixel-space model's table is written as it always was
+        data = handler(self)
+        if isinstance(data, dict) and data.get("decoder") is None:
+            data.pop("decoder", None)
+        return data
 
     @model_validator(mode="after")
     def _unique(self) -> "CostTable":
@@ -172,10 +194,14 @@ class CostTable(_Frozen):
                     torch_flops=2 * macs.dense if flops is None else flops, batch_size=b, latency_s=lat.median_s,
                     latency_iqr_s=lat.iqr_s, cache_level=lv,
                 ))
+        decoder = None
+        if getattr(model, "codec", None) is not None:
+            decoder = measure_decoder(timed.codec, config, batch_size=batches[0], repeats=repeats, warmup=warmup)
         return cls(schema_version=CACHED_TABLE_VERSION if levels else COST_TABLE_VERSION,
                    supernet=config.fingerprint(), image_size=config.geometry.image_size, device=device_key(dev),
                    device_name=_device_name(dev), batch_size=batches[0], repeats=repeats, warmup=warmup,
-                   threads=torch.get_num_threads(), torch_version=torch.__version__, entries=tuple(entries))
+                   threads=torch.get_num_threads(), torch_version=torch.__version__, entries=tuple(entries),
+                   decoder=decoder)
 
     # -- files ---------------------------------------------------------------
 
@@ -311,6 +337,15 @@ class CostTable(_Frozen):
                                 sides, batch)
         return model.plan_cost(StepPlan(tuple(widths), tuple(self.image_size if r is None else r for r in resolutions)))
 
+    def share_with_decoder(self, share: float, steps: int, metric: str = "macs") -> float:
+        """A schedule's cost share of full width over ``steps`` denoiser calls, with the decoder's one call per image
+        added to both (the share itself when the model has no decoder). Latency uses the default batch."""
+        if self.decoder is None:
+            return share
+        full = self.full_width_cost(steps, metric)
+        d = self.decoder.macs if metric == "macs" else self.decoder.latency_s
+        return (share * full + d) / (full + d)
+
     def full_width_cost(self, steps: int, metric: str = "macs", *, resolution: int | None = None,
                         batch: int | None = None) -> float:
         """Cost of ``steps`` sampling steps all at width 1, the baseline a schedule is compared with."""
@@ -340,3 +375,24 @@ def search_cost_model(net: "Supernet", widths: Sequence[float], sides: Sequence[
                         "--out FILE, then --cost FILE")
     model = CostModel.count(net, widths, sides)
     return model if cache_level is None else model.count_cached(net, cache_level)
+
+
+def measure_decoder(codec, config: ModelConfig, *, batch_size: int, repeats: int, warmup: int) -> DecoderCost:
+    """fvcore MACs of one decode (:func:`~ddsm.cost.macs.count_decoder_macs`) and the median time of decoding
+    ``batch_size`` latents on the codec's own device."""
+    g = config.geometry
+    macs = count_decoder_macs(codec, g.in_channels, g.image_size)
+    device = next(codec.parameters()).device
+    z = torch.zeros(batch_size, g.in_channels, g.image_size, g.image_size, device=device)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            codec.decode(z)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    q1, q3 = np.percentile(times, [25, 75])
+    return DecoderCost(macs=macs, batch_size=batch_size, latency_s=statistics.median(times),
+                       latency_iqr_s=float(q3 - q1))

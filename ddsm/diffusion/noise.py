@@ -35,6 +35,7 @@ class NoiseSchedule:
         self.config = config
         self.num_timesteps = config.num_timesteps
         self.prediction_type = config.prediction_type  # what the denoiser outputs: samplers convert it
+        self.clips = not config.latent  # a clean-sample estimate in [-1, 1] may be clipped (not a latent's)
         self.betas = make_betas(config)
         self.alphas = 1.0 - self.betas
         self.alpha_bar = torch.cumprod(self.alphas, dim=0)  # float64, (T,)

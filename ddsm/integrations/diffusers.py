@@ -52,6 +52,7 @@ from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import SamplerConfig, visited
 from ddsm.samplers.reuse import check_cached, reuse_eps
+from ddsm.nn.backbone import to_images
 from ddsm.samplers.loop import (check_full_sides, check_guidance, check_uncond, eval_mode, guided_eps,
                                 per_sample_randn, per_step_widths, sample_generators)
 from ddsm.samplers.progressive import check_resolutions, family_transform, grow_at, to_side
@@ -133,7 +134,7 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         beta_end=diff.beta_end,
         trained_betas=make_betas(diff).tolist(),
         prediction_type=diff.prediction_type,  # what the supernet outputs: diffusers converts it as ddsm does
-        clip_sample=sampler_config.clip_sample,
+        clip_sample=sampler_config.clip_sample and not diff.latent,  # latents are never clipped
         clip_sample_range=1.0,  # ddsm clips x0 to [-1, 1]
         thresholding=False,
         rescale_betas_zero_snr=False,
@@ -387,7 +388,7 @@ def sample_with_diffusers(
                         # per_sample_randn draws. It skips the draw at t = 0 (the last
                         # step), after which ddsm draws nothing that is used either.
                         x = scheduler.step(eps, t, x, generator=gens).prev_sample
-                out.append(x.float().cpu())
+                out.append(to_images(net.model, x).float().cpu())  # a latent model's: decoded
     finally:
         net.model.to(home)
     if not out:

@@ -51,7 +51,10 @@ def dit_model_config(info, widths, freeze_full: bool, diffusion) -> ModelConfig:
         "depth": len(mirror.transformer_blocks), "num_heads": mirror.heads,
         "mlp_ratio": mirror.mlp_hidden / (mirror.heads * mirror.head_dim), "num_classes": mirror.num_classes,
         "widths": tuple(widths)})
+    from ddsm.integrations.diffusers_folder import autoencoder_record
+
     diffusers = validate(DiffusersModelConfig, {"transformer": transformer, "freeze_full": freeze_full,
-                                                "weights_sha256": weights_sha256(info.weights)},
+                                                "weights_sha256": weights_sha256(info.weights),
+                                                "autoencoder": autoencoder_record(info)},
                          source=f"model {str(info.folder)!r}")
     return ModelConfig(dit=geometry, diffusion=diffusion, diffusers=diffusers)

@@ -15,7 +15,10 @@ Refused, naming the value and what is valid:
 - a config that is not a ``UNet2DModel`` or ``DiTTransformer2DModel``, or
   that uses a block, time embedding, class embedding or norm ddsm does not
   support yet (a DiT's: :mod:`ddsm.integrations.diffusers_dit_folder`);
-- a latent pipeline (a ``vae/`` or ``vqvae/`` beside the denoiser): not yet;
+- a pipeline class ddsm does not take, a latent pipeline's autoencoder that
+  does not fit its denoiser, and a hub id in any config
+  (:mod:`ddsm.integrations.latent_folder`; a latent pipeline, ``vae/`` or
+  ``vqvae/`` beside the denoiser, is slimmed in latent space);
 - a missing weights file, or only a pickle ``.bin`` (refused: a pickle can
   run code when loaded, and safetensors is diffusers' own default);
 - weights whose names or shapes differ from what the config builds;
@@ -51,6 +54,7 @@ from ddsm.errors import DDSMError
 from ddsm.io import read_json, weights_sha256
 from ddsm.limits import MAX_CHANNELS, MAX_CONFIG_BYTES, MAX_IMAGE_SIDE
 from ddsm.integrations.diffusers import import_diffusers
+from ddsm.integrations.latent_folder import PIPELINES, AutoencoderFolder, check_pipeline, read_autoencoder
 from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 
 #: block types of UNet2DModel that ddsm can slim (the ResNet and attention blocks)
@@ -83,6 +87,8 @@ class DiffusersFolder:
     prediction_type: str  # what the model outputs: 'epsilon', 'v_prediction' or 'sample'
     clip_sample: bool  # whether the scheduler clips the predicted clean image
     scheduler_config: dict[str, Any]
+    autoencoder: AutoencoderFolder | None = None  # a latent pipeline's VAE or VQ model; None: pixel space
+    pipeline_class: str | None = None  # model_index.json's pipeline class, when the folder is a pipeline
 
     @property
     def is_dit(self) -> bool:
@@ -159,7 +165,8 @@ class SchedulerValues(_Values):
         return self
 
 
-def _model_folder(spec: str | Path) -> Path:
+def _model_folder(spec: str | Path) -> tuple[Path, Path | None]:
+    """(the denoiser's folder, the pipeline folder holding it or None)."""
     path = Path(spec)
     if not path.is_dir():
         hint = " (it looks like a hub id: download the model yourself; ddsm never downloads)" \
@@ -168,15 +175,11 @@ def _model_folder(spec: str | Path) -> Path:
                         f"and {WEIGHTS}, or a pipeline folder with unet/")
     for sub in ("unet", "transformer"):
         if not (path / "config.json").is_file() and (path / sub / "config.json").is_file():
-            latent = [name for name in ("vae", "vqvae") if (path / name).is_dir()]
-            if latent:
-                raise DDSMError(f"{str(path)!r} is a latent pipeline ({latent[0]}/ beside {sub}/); ddsm slims "
-                                "pixel-space denoisers only yet: give a pipeline folder without a VAE")
-            return path / sub
+            return path / sub, path
     if not (path / "config.json").is_file():
         raise DDSMError(f"{str(path)!r} is not a diffusers model folder: no config.json (nor unet/ or "
                         "transformer/config.json)")
-    return path
+    return path, None
 
 
 def _check_config(config: dict[str, Any], source: str) -> None:
@@ -241,7 +244,11 @@ def _check_weights(config: dict[str, Any], weights: Path, source: str) -> None:
 def read_diffusers_folder(spec: str | Path) -> DiffusersFolder:
     """Check a diffusers UNet2DModel folder (or a pipeline folder with ``unet/``) offline; one-line DDSMError."""
 
-    folder = _model_folder(spec)
+    folder, pipeline = _model_folder(spec)
+    pipeline_class = check_pipeline(pipeline) if pipeline is not None else None
+    if pipeline_class is not None and PIPELINES[pipeline_class][0] != folder.name:
+        raise DDSMError(f"{str(pipeline)!r} is a {pipeline_class}, whose denoiser is {PIPELINES[pipeline_class][0]}/,"
+                        f" not {folder.name}/")
     source = f"config {str(folder / 'config.json')!r}"
     config = _read_json(folder / "config.json", "model config")
     _check_config(config, source)
@@ -261,14 +268,15 @@ def read_diffusers_folder(spec: str | Path) -> DiffusersFolder:
         raise DDSMError(f"scheduler prediction_type {prediction!r} is not supported yet; supported: "
                         f"{', '.join(PREDICTIONS)}")
     _check_weights(config, weights, source)
+    autoencoder = read_autoencoder(pipeline, config, pipeline_class) if pipeline is not None else None
     diffusers = import_diffusers()
     try:
         ddpm = diffusers.DDPMScheduler.from_config(sched)
     except Exception as e:  # an unknown beta_schedule, among others
         raise DDSMError(f"scheduler config of {str(folder)!r} is not usable ({type(e).__name__}: {e})") from None
     return DiffusersFolder(folder=folder, config=config, weights=weights, betas=ddpm.betas.double(),
-                               prediction_type=prediction, clip_sample=bool(sched.get("clip_sample", True)),
-                               scheduler_config=sched)
+                           prediction_type=prediction, clip_sample=bool(sched.get("clip_sample", True)),
+                           scheduler_config=sched, autoencoder=autoencoder, pipeline_class=pipeline_class)
 
 
 def load_slim_model(spec: str | Path | DiffusersFolder, widths=DEFAULT_WIDTHS):
@@ -290,6 +298,11 @@ def load_slim_model(spec: str | Path | DiffusersFolder, widths=DEFAULT_WIDTHS):
     return net.eval()
 
 
+def autoencoder_record(info: DiffusersFolder) -> dict[str, Any] | None:
+    """``DiffusersModelConfig.autoencoder`` of the folder: None for a pixel-space model."""
+    return None if info.autoencoder is None else info.autoencoder.record()
+
+
 #: diffusers beta schedules with a ddsm equivalent (the samplers and the search run on ddsm's noise schedule)
 BETA_SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine"}
 
@@ -304,7 +317,7 @@ def diffusion_config_for(info: DiffusersFolder):
         raise DDSMError(f"scheduler beta_schedule {shown} of {str(info.folder)!r} is not supported yet; supported: "
                         f"{', '.join(BETA_SCHEDULES)}")
     config = DiffusionConfig(num_timesteps=info.num_timesteps, beta_schedule=BETA_SCHEDULES[kind],
-                             prediction_type=info.prediction_type,
+                             prediction_type=info.prediction_type, latent=info.autoencoder is not None,
                              **({"beta_start": float(sched.get("beta_start", 1e-4)),
                                  "beta_end": float(sched.get("beta_end", 0.02))} if kind == "linear" else {}))
     gap = float((make_betas(config) - info.betas).abs().max())
@@ -337,7 +350,8 @@ def model_config_for(info: DiffusersFolder, widths=DEFAULT_WIDTHS, freeze_full: 
     with torch.device("meta"):
         SlimUNet2DModel(unet, widths=widths)  # refuses widths that split a GroupNorm group or a head, by name
     diffusers = validate(DiffusersModelConfig, {"unet": unet, "weights_sha256": weights_sha256(info.weights),
-                                                "freeze_full": freeze_full, "null_label": null_label},
+                                                "freeze_full": freeze_full, "null_label": null_label,
+                                                "autoencoder": autoencoder_record(info)},
                          source=f"model {str(info.folder)!r}")
     return ModelConfig(unet=recorded_unet_config(unet, widths, diffusers.num_classes),
                        diffusion=diffusion_config_for(info), diffusers=diffusers)

@@ -30,6 +30,7 @@ from ddsm.checkpoint import Supernet
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler, model_config_of
+from ddsm.nn.backbone import to_images
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
                                 sample_generators)
@@ -167,9 +168,10 @@ def sample_with_scheduler(
                     # the model sees the VP state at its (possibly fractional) training timestep
                     output = guided_eps(model, run.scale_model_input(x, t), float(t), cond, scale)
                     x = run.step(output, t, x, **kwargs).prev_sample
-                out.append(x.float().cpu())
+                out.append(to_images(model, x).float().cpu())  # a latent model's: decoded
     finally:
         model.to(home)
     if not out:
-        return torch.empty((0, c, s, s))
+        g = net.config.image_geometry
+        return torch.empty((0, g.in_channels, g.image_size, g.image_size))
     return torch.cat(out)

@@ -1,11 +1,13 @@
 """A slimmed diffusers model inside diffusers' own pipelines, at a width per sampling step.
 
 ``SlimPipelineUNet`` stands where a pipeline expects its ``UNet2DModel``
-(``DDPMPipeline(unet=..., scheduler=...)``, ``DDIMPipeline``): it carries the
+(``DDPMPipeline(unet=..., scheduler=...)``, ``DDIMPipeline``, ``LDMPipeline``)
+or its ``DiTTransformer2DModel`` (``DiTPipeline``): it carries the
 original ``config`` (the pipeline reads ``sample_size`` and ``in_channels``
 from it), and ``unet(sample, t).sample`` runs the slimmable mirror
-(``ddsm.nn.diffusers_unet``) at the width its schedule gives the timestep
-``t``. The schedule maps each timestep the pipeline will visit to a width;
+(``ddsm.nn.diffusers_unet``, ``ddsm.nn.diffusers_dit``) at the width its schedule gives the timestep
+``t``. A latent pipeline decodes with the user's autoencoder, the one the
+supernet carries. The schedule maps each timestep the pipeline will visit to a width;
 ``widths_for_pipeline`` builds it from one width per step, noisiest first,
 with the scheduler's own ``set_timesteps``, so it matches the pipeline's loop
 exactly. At full width the pipeline gives the original pipeline's images on
@@ -24,6 +26,8 @@ from ddsm.integrations.diffusers import import_diffusers, make_diffusers_schedul
 from ddsm.schedule import Schedule
 
 __all__ = ["SlimPipelineUNet", "pipeline_for_schedule", "widths_for_pipeline"]
+
+DIT_PIPELINE_NULL = 1000  # the unconditional label DiTPipeline passes when guiding (ImageNet's class count)
 
 
 def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]) -> dict[int, float]:
@@ -70,20 +74,29 @@ class SlimPipelineUNet(torch.nn.Module):
         return self.widths[t]
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, class_labels: torch.Tensor | None = None,
-                return_dict: bool = True):
+                return_dict: bool = True, **_):
         from diffusers.models.unets.unet_2d import UNet2DOutput
 
         t = int(torch.as_tensor(timestep).reshape(-1)[0])
         w = self.width_at(t)
         self.net.set_active_width(w)
         self.visited.append((t, w))
+        n = getattr(self.net, "num_classes", 0)
+        if class_labels is not None and "num_embeds_ada_norm" in self.config and n != DIT_PIPELINE_NULL:
+            # DiTPipeline's null label is ImageNet's 1000, hard-coded: read as this DiT's own null label (n)
+            class_labels = torch.where(torch.as_tensor(class_labels) == DIT_PIPELINE_NULL, n, class_labels)
         eps = self.net(sample, torch.as_tensor(timestep, device=sample.device), cond=class_labels)
+        channels = int(self.config.get("out_channels") or self.config.get("in_channels", 3))
+        if channels > eps.shape[1]:  # a DiT that learns its variance: DiTPipeline splits those channels off unread
+            eps = torch.cat([eps, eps.new_zeros((eps.shape[0], channels - eps.shape[1], *eps.shape[2:]))], dim=1)
         return UNet2DOutput(sample=eps) if return_dict else (eps,)
 
 
 def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch.device = "cpu",
                           allow_new_weights: bool = False) -> Any:
-    """diffusers' own ``DDIMPipeline`` / ``DDPMPipeline`` running a slimmed supernet at a schedule's widths.
+    """diffusers' own pipeline running a slimmed supernet at a schedule's widths: ``DDIMPipeline`` /
+    ``DDPMPipeline`` for a pixel-space UNet, ``LDMPipeline`` for a UNet with a ``VQModel``, ``DiTPipeline``
+    for a DiT with an ``AutoencoderKL`` (both decode with the autoencoder the supernet carries).
 
     ``checkpoint`` is a ``ddsm slim`` run (or its supernet file) and
     ``schedule`` an exported schedule file or :class:`~ddsm.schedule.Schedule`
@@ -99,8 +112,9 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     if net.config.diffusers is None:
         raise DDSMError(f"{checkpoint!r} is not a slimmed diffusers model (ddsm slim); for a supernet ddsm trained "
                         "itself use ddsm.integrations.diffusers.sample_with_diffusers")
-    if net.config.diffusers.unet is None:
-        raise DDSMError(f"{checkpoint!r} is a slimmed DiT; DDIMPipeline and DDPMPipeline take a UNet (a DiT samples "
+    d = net.config.diffusers
+    if d.transformer is not None and d.autoencoder is None:
+        raise DDSMError(f"{checkpoint!r} is a slimmed pixel-space DiT; DiTPipeline needs its VAE (a pixel DiT samples "
                         "with ddsm.integrations.diffusers.sample_with_diffusers or ddsm sample --scheduler)")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.load(schedule, net.config)
     sched.check(net.config)
@@ -109,7 +123,7 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
         raise DDSMError("a schedule with lower resolutions cannot run in a diffusers pipeline; give a width schedule")
     if sched.cached is not None or sched.uncond_widths is not None:
         raise DDSMError("a schedule with cached steps or per-step guidance choices cannot run in this pipeline (a "
-                        "slimmed diffusers UNet offers no cache level and is unconditional); give a width schedule")
+                        "slimmed diffusers model offers no cache level); give a width schedule")
     scheduler = make_diffusers_scheduler(net, sched.sampler)
     widths = widths_for_pipeline(scheduler, sched.sampler.steps, sched.widths)
     theirs = sorted(widths, reverse=True)
@@ -117,6 +131,10 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     if ours and theirs != ours:
         raise DDSMError(f"diffusers' {sched.sampler.kind} pipeline would visit timesteps {theirs[:4]}..., the schedule "
                         f"{ours[:4]}...; search with timestep_spacing 'leading' to run the schedule in a pipeline")
-    unet = SlimPipelineUNet(net.model, net.config.diffusers.unet, widths).to(device)
+    stand_in = SlimPipelineUNet(net.model, d.unet or d.transformer, widths).to(device)
+    if d.transformer is not None:
+        return diffusers.DiTPipeline(transformer=stand_in, vae=net.model.codec.model, scheduler=scheduler)
+    if d.autoencoder is not None:
+        return diffusers.LDMPipeline(vqvae=net.model.codec.model, unet=stand_in, scheduler=scheduler)
     pipeline = diffusers.DDIMPipeline if sched.sampler.kind == "ddim" else diffusers.DDPMPipeline
-    return pipeline(unet=unet, scheduler=scheduler)
+    return pipeline(unet=stand_in, scheduler=scheduler)

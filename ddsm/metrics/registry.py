@@ -151,7 +151,7 @@ def _data_of(net, checkpoint, featurenet, name: str):
     if featurenet is None:
         raise DDSMError(f"metric {name!r} needs a feature net file (ddsm featurenet --checkpoint ... --out FILE, "
                         "or the shipped 'digits')")
-    return training_data(checkpoint if checkpoint is not None else net.source, net.config.geometry)
+    return training_data(checkpoint if checkpoint is not None else net.source, net.config.image_geometry)
 
 
 def _fid(net, sampler, *, featurenet=None, checkpoint=None, **options):
@@ -176,7 +176,7 @@ def _pixel_kid(net, sampler, *, featurenet=None, checkpoint=None, **options):
     from ddsm.metrics.feature_evaluators import PixelKIDEvaluator
     from ddsm.metrics.fid import reference_images
 
-    data = training_data(checkpoint if checkpoint is not None else net.source, net.config.geometry)
+    data = training_data(checkpoint if checkpoint is not None else net.source, net.config.image_geometry)
     return PixelKIDEvaluator(net, sampler, reference_images(data, "all"), **options)
 
 

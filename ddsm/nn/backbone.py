@@ -112,6 +112,20 @@ class GeometryFromConfig:
         return self.config.num_classes
 
 
+def to_images(model: Any, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """A sampler's final states as images: a latent model's (one with an autoencoder, ``codec``) decoded by its
+    decoder, ``batch_size`` at a time on the model's device, float32 on the CPU; any other model's as they are. Any
+    leading dimensions (schedules, seeds) are kept."""
+    codec = getattr(model, "codec", None)
+    if codec is None:
+        return x
+    lead, flat = x.shape[:-3], x.reshape(-1, *x.shape[-3:])
+    device = next(codec.parameters()).device
+    out = torch.cat([codec.decode(flat[i:i + batch_size].to(device)).float().cpu()
+                     for i in range(0, len(flat), batch_size)])
+    return out.reshape(*lead, *out.shape[1:])
+
+
 class NoFeatureReuse:
     """Mixin of a backbone that offers no cache level: every cached call is refused with one line."""
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from ddsm.config import DiffusersModelConfig, ModelConfig
 from ddsm.errors import DDSMError
+from ddsm.nn.autoencoder import LatentCodec
 from ddsm.nn.backbone import NoFeatureReuse, check_width_of, class_labels, divisor_sides, unet_forward_bytes
 from ddsm.nn.diffusers_unet import SlimUNet2DModel, attention_sides
 from ddsm.nn.slimmable import freeze_width
@@ -121,6 +122,8 @@ class SlimmedUNet(_DiffusersShapes, nn.Module):
         self.net = SlimUNet2DModel(d.unet, widths=self.widths)
         self.original = SlimUNet2DModel(d.unet, widths=(1.0,)).requires_grad_(False) if d.freeze_full else None
         self.width = max(self.widths)
+        # a latent pipeline's autoencoder, frozen: decodes every sample (ddsm.nn.backbone.to_images); else None
+        self.codec = LatentCodec(d.autoencoder) if d.autoencoder is not None else None
 
     def check_width(self, width: float) -> float:
         """Return ``width`` as the supernet's own float, or raise naming the valid set."""

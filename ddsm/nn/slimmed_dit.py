@@ -26,6 +26,7 @@ from torch import nn
 
 from ddsm.config import ModelConfig
 from ddsm.errors import DDSMError
+from ddsm.nn.autoencoder import LatentCodec
 from ddsm.nn.backbone import GeometryFromConfig, NoFeatureReuse, check_width_of, class_labels
 from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel
 from ddsm.nn.dit import dit_forward_bytes
@@ -47,6 +48,8 @@ class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
         self.original = SlimDiTTransformer2DModel(d.transformer, widths=(1.0,)).requires_grad_(False) \
             if d.freeze_full else None
         self.width = max(self.widths)
+        # a latent pipeline's autoencoder, frozen: decodes every sample (ddsm.nn.backbone.to_images); else None
+        self.codec = LatentCodec(d.autoencoder) if d.autoencoder is not None else None
 
     # -- what samplers, the cost model and the memory guard read (image size, channels, classes: the dit section)
 
@@ -84,7 +87,7 @@ class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
         nn.Module.__init__(sub)
         sub.config, sub.diffusers_config, sub.widths, sub.width = self.config, self.diffusers_config, (width,), width
         sub.net = copy.deepcopy(self._net_at(width)).requires_grad_(False)
-        sub.original = None
+        sub.original, sub.codec = None, None  # the denoiser alone, as a UNet's extract
         if width != 1.0 or self.original is None:
             sub.net.freeze(width)
         return sub.eval()

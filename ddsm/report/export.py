@@ -65,7 +65,16 @@ def macs_model(run: SearchRun, net) -> CostModel:
     return macs if run.space.reuse is None else macs.count_cached(net, run.space.reuse.level)
 
 
-def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
+def decoder_macs(model) -> int | None:
+    """fvcore MACs of decoding one image with a latent model's decoder; None for a pixel-space model."""
+    if getattr(model, "codec", None) is None:
+        return None
+    from ddsm.cost.macs import count_decoder_macs
+
+    return count_decoder_macs(model.codec, model.in_channels, model.image_size)
+
+
+def front_table(run: SearchRun, macs: CostModel, decoder_macs: int | None = None) -> pd.DataFrame:
     """The front, cheapest first: rank, schedule file, quality, MACs per image, shares, generation, genome, widths.
 
     ``share`` is the search's own cost share (FLOPs, or latency for a latency
@@ -73,7 +82,9 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
     ``1 - share`` for a FLOP search. ``predicted_speedup`` is ``1 / share``:
     what the search's cost promises. A latency search's front is in seconds
     too: ``predicted_seconds`` is the sum of its steps' measured latencies
-    (one batch of the cost table's size).
+    (one batch of the cost table's size). A latent model's shares are of the
+    denoiser calls alone; ``share_with_decoder`` adds its decoder's
+    ``decoder_macs`` (once per image) to the schedule and to the full width.
     """
     q = run.quality
     steps = run.space.sampler.steps
@@ -90,6 +101,8 @@ def front_table(run: SearchRun, macs: CostModel) -> pd.DataFrame:
                **({"predicted_seconds": m["cost"]} if run.space.objectives.cost == "latency" else {}),
                "generation": m["generation"], "genome": genome_key(m["genome"]),
                "widths": ",".join(f"{w:g}" for w in m["widths"])}
+        if decoder_macs is not None:
+            row["share_with_decoder"] = (total + decoder_macs) / (full + decoder_macs)
         if plan.uncond is not None:
             row["uncond_widths"] = ",".join("none" if u is None else f"{u:g}" for u in plan.uncond)
         if run.space.reuse is not None:
@@ -190,7 +203,7 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
     if repeats < 1 or warmup < 0:
         raise DDSMError(f"--repeats ({repeats}) must be at least 1 and --warmup ({warmup}) at least 0")
     q = run.quality
-    table = front_table(run, macs_model(run, net))
+    table = front_table(run, macs_model(run, net), decoder_macs(net.model))
     chosen = best_under(table, budgets, quality=q)
     identity = run.identity()
     check_out_dir(out, kind=EXPORT_KIND, identity=identity)
@@ -247,7 +260,7 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
 def _judge(run: SearchRun, net, schedules: list, table: pd.DataFrame, settings, featurenet: str, progress: bool):
     """Judge every member on held-out seeds; fills ``table``'s verdict columns, returns the schedules with them."""
 
-    data = training_data(net.source, net.config.geometry)
+    data = training_data(net.source, net.config.image_geometry)
     judge = Verdict(net, run.space.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"),
                     settings, search_seeds=run.space.search_seeds, progress=progress)
     names = list(table["schedule"])

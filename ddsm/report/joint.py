@@ -80,7 +80,7 @@ def joint_schedules(run: JointRun, nets: dict[str, Any]) -> list:
 def _verdict(run: JointRun, nets: dict[str, Any], settings, featurenet: str, progress: bool) -> pd.DataFrame:
     teacher = nets[TEACHER]
     base = _arm_space(run, TEACHER) if (run.folder / "models" / TEACHER).is_dir() else run.joint.base_space()
-    data = training_data(run.joint.teacher, teacher.config.geometry)
+    data = training_data(run.joint.teacher, teacher.config.image_geometry)
     judge = Verdict(teacher, base.sampler, FeatureNet.load(featurenet, data), reference_images(data, "all"), settings,
                     search_seeds=base.search_seeds, progress=progress)
     plans, samples, extra = {}, {}, {}

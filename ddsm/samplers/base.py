@@ -33,7 +33,8 @@ class SamplerConfig(_Frozen):
     # add more noise than the step removes (the direction term clamps to 0), so they are refused. Ignored by DDPM.
     eta: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     timestep_spacing: Spacing = "leading"  # how visited timesteps are spread, as in diffusers
-    clip_sample: bool = True  # clip the predicted x0 to [-1, 1] (DDPM and DDIM; DPM-Solver++ never clips)
+    # clip the predicted x0 to [-1, 1] (DDPM and DDIM; DPM-Solver++ never clips, nor does any sampler of latents)
+    clip_sample: bool = True
     # explicit visited timesteps, descending (a distilled student's phi); None: spaced per timestep_spacing
     timesteps: tuple[float, ...] | None = None
     # classifier-free guidance of a class-conditional model: eps_u + s (eps_c - eps_u); None: the conditional
@@ -182,7 +183,7 @@ class Sampler:
     def _eps_x0(self, model_output: torch.Tensor, x: torch.Tensor, ab_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # (ε, x0) from the output, per the model's prediction type; clipping x0 leaves ε as is, as in diffusers
         eps, x0 = eps_and_x0(model_output, x, ab_t, self.schedule.prediction_type)
-        return eps, x0.clamp(-1, 1) if self.config.clip_sample else x0
+        return eps, x0.clamp(-1, 1) if self.config.clip_sample and self.schedule.clips else x0
 
     def step(self, model_output: torch.Tensor, timestep: float, sample: torch.Tensor,
              noise: torch.Tensor | None = None) -> SamplerOutput:  # pragma: no cover - interface

@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import Backbone
+from ddsm.nn.backbone import Backbone, to_images
 from ddsm.samplers.base import Sampler
 from ddsm.samplers.loop import (SAME_WIDTH, check_full_sides, check_guidance, check_uncond, eval_mode, guided_eps,
                                 per_sample_randn, per_step_widths, sample_generators, step_noise, visited_timesteps)
@@ -177,7 +177,7 @@ def generate_many(
     transform: str = "auto",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Sample every schedule on the same seeds; returns float32 CPU (K, N, C, H, W).
+    """Sample every schedule on the same seeds; returns float32 CPU (K, N, C, H, W) images (a latent model's decoded).
 
     ``schedules[k]`` is candidate k's per-step widths, or a
     :class:`~ddsm.plan.StepPlan` / list of (width, side)
@@ -301,7 +301,7 @@ def generate_many(
                 out[k, start : start + n] = sampler.final(x if tag is None else x[0]).float().cpu()
             bar.n = min(bar.total, (start + n) * sum(per_step))
             bar.refresh()
-    return out
+    return to_images(model, out)  # a latent model's final latents, decoded by its autoencoder
 
 
 def _enter(sampler: Sampler, i: int, t: float, x: torch.Tensor, side: int, initial: torch.Tensor,

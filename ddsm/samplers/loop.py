@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.errors import DDSMError
-from ddsm.nn.backbone import Backbone
+from ddsm.nn.backbone import Backbone, to_images
 from ddsm.plan import StepPlan
 from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
@@ -232,7 +232,7 @@ def generate(
     sampler settings must be the sampler's); a plan or schedule brings its own
     sides. ``resolutions`` (None: the image size throughout) never decreases
     and ends at the image size; see :mod:`ddsm.samplers.progressive`. Returns
-    a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units.
+    a float32 CPU tensor (N, C, H, W) in [-1, 1]-ish data units (a latent model's decoded by its autoencoder).
     """
     steps = visited_timesteps(sampler)
     widths, resolutions, given = _widths_and_sides(widths, resolutions, sampler)
@@ -273,5 +273,5 @@ def generate(
                 noise = to_side(step_noise(sampler, gens, (c, s, s), device), side, transform)
                 x = sampler.step(eps, t, x, noise=noise).prev_sample
                 bar.update(len(gens))
-            out.append(sampler.final(x).float().cpu())
+            out.append(to_images(model, sampler.final(x)).float().cpu())  # a latent model's: decoded
     return torch.cat(out)

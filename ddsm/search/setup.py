@@ -140,6 +140,9 @@ def spectrum_transitions(space: SearchConfig, checkpoint: str | Path, net) -> li
     """The power-spectrum rule's transition genes for ``space`` on the checkpoint's training data (or none)."""
     if space.resolutions is None or not space.seeding.spectrum_rule:
         return []
+    if net.config.image_geometry is not net.config.geometry:  # the data's spectrum is the pixels', not the latents'
+        raise DDSMError("the power-spectrum rule fits the training images' spectrum; a latent model's states are "
+                        "latents: set seeding.spectrum_rule false")
     fit = fit_power_spectrum(training_data(checkpoint, net.config.geometry).train)
     noise = NoiseSchedule(net.config.diffusion)
     ts = visited(space.sampler, noise.num_timesteps).tolist()
@@ -195,7 +198,7 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
         # given but not needed is still checked, so a wrong path is never silently ignored)
         needed = space.quality_metric.needs_featurenet or (
             space.screen is not None and get_metric(space.screen.metric).needs_featurenet)
-        FeatureNet.load(featurenet, training_data(checkpoint, net.config.geometry) if needed else None)
+        FeatureNet.load(featurenet, training_data(checkpoint, net.config.image_geometry) if needed else None)
     warning = untrained_message(space, net)
     return PreparedSearch(space=space, checkpoint=str(checkpoint), net=net, costs=costs, factory=factory,
                           transition_seeds=spectrum_transitions(space, checkpoint, net),
