@@ -41,3 +41,11 @@ def assert_bad_input(result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def slim_briefly(tmp_path: Path, folder, out, *extra: str):
+    """``ddsm slim --from-diffusers folder`` for two steps of 8 images at widths 0.5 and 1, into ``out``."""
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("train: {iters: 2, batch_size: 8, checkpoint_every: 1000, threads: 1}\n")
+    return invoke("slim", "--from-diffusers", folder, "--width", "0.5", "--config", cfg, "--out", out,
+                  "--no-progress", *extra)

@@ -10,7 +10,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from cli_helpers import assert_bad_input, invoke  # noqa: E402
+from cli_helpers import assert_bad_input, invoke, slim_briefly  # noqa: E402
 from ddsm.checkpoint import load_supernet  # noqa: E402
 from ddsm.errors import DDSMError  # noqa: E402
 from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel  # noqa: E402
@@ -88,16 +88,9 @@ def _folder(tmp_path, pipeline=False, vae=False, **changes):
     return root, original
 
 
-def _slim(tmp_path, folder, out, *extra):
-    cfg = tmp_path / "recipe.yaml"
-    cfg.write_text("train: {iters: 2, batch_size: 8, checkpoint_every: 1000, threads: 1}\n")
-    return invoke("slim", "--from-diffusers", folder, "--width", "0.5", "--config", cfg, "--out", out,
-                  "--no-progress", *extra)
-
-
 def test_a_dit_folder_is_slimmed_sampled_guided_and_costed(tmp_path):
     folder, original = _folder(tmp_path, pipeline=True, out_channels=2)  # learns its variance, as DiT-XL does
-    r = _slim(tmp_path, folder, tmp_path / "run")
+    r = slim_briefly(tmp_path, folder, tmp_path / "run")
     assert r.exit_code == 0, r.output
     net = load_supernet(tmp_path / "run")
     assert isinstance(net.model, SlimmedDiT) and net.model.num_classes == 10 and net.config.dit.widths == (0.5, 1.0)
@@ -141,5 +134,5 @@ def test_what_ddsm_cannot_slim_is_one_line_and_writes_nothing(tmp_path, case, ne
     else:
         latent = case.startswith("latent pipeline")
         folder, _ = _folder(tmp_path, pipeline=latent, vae=latent)
-    assert_bad_input(_slim(tmp_path, folder, tmp_path / "out", *extra), *needles)
+    assert_bad_input(slim_briefly(tmp_path, folder, tmp_path / "out", *extra), *needles)
     assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from cli_helpers import assert_bad_input, invoke  # noqa: E402
+from cli_helpers import assert_bad_input, invoke, slim_briefly  # noqa: E402
 from ddsm.checkpoint import load_supernet, read_tensors  # noqa: E402
 from ddsm.nn.backbone import to_images  # noqa: E402
 
@@ -53,17 +53,10 @@ def _pipeline(tmp_path, kind: str, **changes):
     return root, pipe
 
 
-def _slim(tmp_path, folder, out, *extra):
-    cfg = tmp_path / "recipe.yaml"
-    cfg.write_text("train: {iters: 2, batch_size: 8, checkpoint_every: 1000, threads: 1}\n")
-    return invoke("slim", "--from-diffusers", folder, "--width", "0.5", "--config", cfg, "--out", out,
-                  "--no-progress", *extra)
-
-
 @pytest.mark.parametrize("kind", ["dit", "ldm"])
 def test_a_latent_pipeline_is_slimmed_in_latent_space_and_samples_decoded_images(tmp_path, kind):
     folder, pipe = _pipeline(tmp_path, kind)
-    r = _slim(tmp_path, folder, tmp_path / "run")
+    r = slim_briefly(tmp_path, folder, tmp_path / "run")
     assert r.exit_code == 0, r.output
     net = load_supernet(tmp_path / "run")
     ae = pipe.vae if kind == "dit" else pipe.vqvae
@@ -110,7 +103,7 @@ def test_an_exported_schedule_runs_in_the_users_pipeline_and_full_width_gives_it
     from ddsm.schedule import Schedule
 
     folder, pipe = _pipeline(tmp_path, kind)
-    assert _slim(tmp_path, folder, tmp_path / "run").exit_code == 0
+    assert slim_briefly(tmp_path, folder, tmp_path / "run").exit_code == 0
     net = load_supernet(tmp_path / "run")
     sampler = SamplerConfig(kind="ddim", steps=4, timestep_spacing="leading")
     kw = {"class_labels": [1, 7], "guidance_scale": 1.0} if kind == "dit" else {"batch_size": 2, "eta": 0.0}
@@ -159,7 +152,7 @@ def test_a_latent_folder_ddsm_cannot_take_is_one_line_and_writes_nothing(tmp_pat
         _edit(folder / "transformer" / "config.json", _name_or_path="facebook/DiT-XL-2-256")
     else:
         _edit(vae, shift_factor=0.1)
-    assert_bad_input(_slim(tmp_path, folder, tmp_path / "out"), *needles)
+    assert_bad_input(slim_briefly(tmp_path, folder, tmp_path / "out"), *needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -168,7 +161,7 @@ def test_the_cost_table_reports_the_decoder_once_per_image(tmp_path):
     from ddsm.cost.macs import count_decoder_macs, count_macs
 
     folder, _ = _pipeline(tmp_path, "dit")
-    assert _slim(tmp_path, folder, tmp_path / "run").exit_code == 0
+    assert slim_briefly(tmp_path, folder, tmp_path / "run").exit_code == 0
     r = invoke("cost", "--checkpoint", tmp_path / "run", "--out", tmp_path / "cost.json", "--repeats", "1",
                "--warmup", "0", "--batch-size", "2", "--no-progress")
     assert r.exit_code == 0, r.output
@@ -190,7 +183,7 @@ def test_a_latent_model_is_searched_and_exported_with_decoded_samples_and_shares
     from ddsm.schedule import Schedule
 
     folder, pipe = _pipeline(tmp_path, "ldm")
-    assert _slim(tmp_path, folder, tmp_path / "run").exit_code == 0
+    assert slim_briefly(tmp_path, folder, tmp_path / "run").exit_code == 0
     space = write_space(tmp_path / "space.yaml", widths=[0.5, 1.0],
                         sampler={"kind": "ddim", "steps": 4, "timestep_spacing": "leading"})
     r = invoke("search", "--space", space, "--checkpoint", tmp_path / "run", "--out", tmp_path / "search",

@@ -25,7 +25,7 @@ from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
                    "in a feature net's space.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
               help="Feature net file for --metric fid (make one with `ddsm featurenet --checkpoint ...`).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None, help="Sampler for --width [default: ddim].")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
 @click.option("--eta", type=float, default=None, help="DDIM noise scale for --width [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
@@ -122,7 +122,7 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 @click.option("--featurenet", "featurenet_file", default="auto", show_default=True,
               help="Feature net file for the data, a shipped name ('digits', 'mnist'), or auto: the shipped one of "
                    "the checkpoint's built-in data.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None, help="Sampler for --width [default: ddim].")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
 @click.option("--guidance-scale", type=float, default=None,
               help="Classifier-free guidance scale for --width on a class-conditional model [default: none].")

@@ -52,7 +52,7 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 
 @main.command()
 @click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None,
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None,
               help="Sampler [default: ddim, or the schedule file's].")
 @click.option("--steps", type=int, default=None, help="Sampling steps (denoiser calls) [default: 50, or the schedule's].")
 @click.option("--eta", type=float, default=None, help="DDIM noise scale; 0 is deterministic [default: 0].")

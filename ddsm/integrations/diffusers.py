@@ -151,6 +151,21 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
         scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
         return scheduler
+    if sampler_config.kind == "unipc":
+        # ddsm's UniPC (ddsm.samplers.unipc): diffusers' defaults, alpha_bar set before the timesteps (its sigmas are
+        # computed from it there); diffusers' grid must be ddsm's (it takes no explicit timesteps)
+        scheduler = diffusers.UniPCMultistepScheduler(
+            **{k: v for k, v in common.items() if k not in ("clip_sample", "clip_sample_range")}, solver_order=2,
+            solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero")
+        use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
+        scheduler.set_timesteps(sampler_config.steps)  # resets the solver's state for this many steps
+        # UniPC's set_timesteps takes no explicit grid and its 'leading' differs from DDIM's: put ddsm's grid (and
+        # its sigmas, sqrt((1 - alpha_bar) / alpha_bar), then 0 after the last step) where set_timesteps puts them
+        steps = torch.tensor([int(round(t)) for t in ours.tolist()], dtype=torch.int64)
+        ab = scheduler.alphas_cumprod[steps].double()
+        scheduler.timesteps = steps
+        scheduler.sigmas = torch.cat([((1 - ab) / ab).sqrt(), torch.zeros(1, dtype=torch.float64)]).float()
+        return scheduler
     if sampler_config.kind == "ddim":
         # set_alpha_to_one: after the last step alpha_bar is 1 (the clean image), as in ddsm.
         scheduler = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
@@ -375,7 +390,7 @@ def sample_with_diffusers(
                         eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform, cond)
                     else:
                         eps = denoiser(scheduler.scale_model_input(x, t), t, cond)
-                    if cfg.kind == "dpm++":  # deterministic; its history lives in the scheduler
+                    if cfg.kind in ("dpm++", "unipc"):  # deterministic; their history lives in the scheduler
                         x = scheduler.step(eps, t, x).prev_sample
                     elif cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last

@@ -136,5 +136,9 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
         return diffusers.DiTPipeline(transformer=stand_in, vae=net.model.codec.model, scheduler=scheduler)
     if d.autoencoder is not None:
         return diffusers.LDMPipeline(vqvae=net.model.codec.model, unet=stand_in, scheduler=scheduler)
+    if sched.sampler.kind == "unipc":  # DDPMPipeline and DDIMPipeline pass a generator, which UniPC's step refuses
+        raise DDSMError("a UniPC schedule of a pixel-space UNet cannot run in DDPMPipeline or DDIMPipeline (they pass "
+                        "step arguments UniPC does not take); sample it with ddsm.integrations.diffusers."
+                        "sample_with_diffusers or ddsm sample --schedule")
     pipeline = diffusers.DDIMPipeline if sched.sampler.kind == "ddim" else diffusers.DDPMPipeline
     return pipeline(unet=stand_in, scheduler=scheduler)

@@ -27,7 +27,8 @@ Spacing = Literal["leading", "trailing", "linspace"]
 class SamplerConfig(_Frozen):
     """Which sampler, and how it walks the timesteps."""
 
-    kind: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # ancestral DDPM, DDIM or DPM-Solver++(2M) (ddsm.samplers.dpm)
+    # ancestral DDPM, DDIM, DPM-Solver++(2M) (ddsm.samplers.dpm) or UniPC-bh2 (ddsm.samplers.unipc)
+    kind: Literal["ddpm", "ddim", "dpm++", "unipc"] = "ddim"
     steps: int = Field(50, gt=0, le=MAX_TIMESTEPS)  # number of denoiser calls (at most the training timesteps)
     # DDIM stochasticity in [0, 1]: 0 is deterministic, 1 gives DDPM's posterior variance; larger values would
     # add more noise than the step removes (the direction term clamps to 0), so they are refused. Ignored by DDPM.

@@ -19,11 +19,13 @@ from ddsm.samplers.ddpm import DDPMSampler
 from ddsm.samplers.dpm import DPMSolverPP2M
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 from ddsm.samplers.reuse import check_cached, reuse_eps
+from ddsm.samplers.unipc import UniPC
 
 if TYPE_CHECKING:  # pragma: no cover
     from ddsm.schedule import Schedule
 
-SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++": DPMSolverPP2M}
+SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++": DPMSolverPP2M,
+                                      "unipc": UniPC}
 
 
 def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
