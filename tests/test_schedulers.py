@@ -76,6 +76,22 @@ def test_ddim_and_ddpm_by_name_are_ddsm_own_walk(net, kind):
     assert torch.equal(ours, bridge)
 
 
+@pytest.mark.parametrize("name, eta", [("euler", 0.0), ("euler-ancestral", 1.0)])
+def test_euler_is_ddsm_ddim_unclipped_so_search_verdict_and_export_take_it(net, name, eta):
+    """Euler (deterministic) is DDIM with eta 0 and Euler-ancestral DDIM with eta 1, without clipping x0: on the same
+    grid and per-sample noise they give ddsm's DDIM samples, so a space with that sampler searches for them."""
+    from ddsm.diffusion import NoiseSchedule
+    from ddsm.samplers import generate, make_sampler
+
+    widths = [0.25, 0.5, 1.0, 1.0, 0.5]
+    ddim = make_sampler(NoiseSchedule(net.config.diffusion),
+                        SamplerConfig(kind="ddim", steps=STEPS, eta=eta, clip_sample=False))
+    scheduler = make_scheduler(net, name, STEPS)
+    assert [int(t) for t in scheduler.timesteps] == [int(t) for t in ddim.timesteps.tolist()]
+    theirs = sample_with_scheduler(net, scheduler, widths, SEEDS)
+    torch.testing.assert_close(generate(net.model, ddim, widths, SEEDS), theirs, rtol=1e-4, atol=1e-4)
+
+
 def test_a_conditional_model_is_guided_at_every_call(random_supernet, tiny_unet, tiny_model_config):
     config = tiny_model_config.model_copy(update={"unet": tiny_unet.model_copy(update={"num_classes": 3})})
     net = Supernet(model=random_supernet(config=config.unet), config=config, header={}, source="test")
