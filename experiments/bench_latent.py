@@ -15,6 +15,11 @@ folder), slimmed by ``ddsm slim --from-diffusers`` into ``--run``. Parts:
    paired against full width; and the fine-tune's training seconds against the original's (from the recipes).
 3. **Shares** (``shares``). fvcore MACs per image of one denoiser call at every width and of the decoder (once per
    image), and each uniform width's cost share of full width over 10 and 20 calls, without and with the decoder.
+4. **Front** (``front``). The finished search ``--search`` (``search_spaces/latent-dpm.yaml``: DPM-Solver++ 10 steps,
+   guided): every front member and every uniform width sampled on ``--front-num`` held-out seeds, decoded and judged
+   against full width with the space's sampler; per uniform width, the best front member that costs no more (paired
+   FID difference); the cheapest member of each family significantly worse than full width in no distribution metric;
+   hypervolume in (FID, MACs share) of the front against the uniform widths, paired.
 
     python experiments/bench_latent.py --run runs/latent-slim --user runs/latent-user --num 1000
 
@@ -42,7 +47,8 @@ from _script import parse_parts, run, write_parts  # noqa: E402
 from ddsm import load_supernet  # noqa: E402
 from ddsm.io import write_atomic  # noqa: E402
 
-PARTS = ("equivalence", "widths", "shares")
+PARTS = ("equivalence", "widths", "shares", "front")
+DISTRIBUTION = ("fid", "kid", "precision", "recall", "class_accuracy")
 
 
 def part_equivalence(args) -> dict:
@@ -136,12 +142,84 @@ def part_shares(args) -> tuple[pd.DataFrame, dict]:
                                 "decoder_in_full_width_calls": decoder / call[max(g.widths)]}
 
 
+def part_front(args) -> tuple[pd.DataFrame, dict]:
+    from ddsm.checkpoint import training_data
+    from ddsm.cost.macs import count_macs
+    from ddsm.metrics.featurenet import FeatureNet
+    from ddsm.metrics.fid import reference_images
+    from ddsm.metrics.verdict import FULL, Verdict, VerdictSettings, worse_than
+    from ddsm.plan import StepPlan
+    from ddsm.search.folder import SearchRun, load_search
+    from ddsm.search.front import hypervolume_draws
+
+    net = load_supernet(args.run)
+    run_ = load_search(args.search)
+    space = run_.space
+    data = training_data(args.run)
+    widths = net.config.geometry.widths
+    macs = {w: float(count_macs(net.model, w).total) for w in widths}
+    plans, shares = {}, {}
+    for m in run_.front.to_dict(orient="records"):
+        plan = SearchRun.plan_of(m)
+        key = "front " + " ".join(f"{w:g}" for w in plan.widths)
+        plans[key], shares[key] = plan, sum(macs[w] for w in plan.widths) / (macs[1.0] * len(plan.widths))
+    for w in widths[:-1]:
+        plans[f"uniform {w:g}"], shares[f"uniform {w:g}"] = StepPlan((w,) * space.sampler.steps), macs[w] / macs[1.0]
+    shares[FULL] = 1.0
+    settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
+    t0 = time.perf_counter()
+    v = Verdict(net, space.sampler, FeatureNet.load(args.featurenet, data), reference_images(data, "all"), settings,
+                search_seeds=space.search_seeds, progress=args.progress).score(plans)
+
+    def loses(k):
+        return [m for m in v.metrics if m in DISTRIBUTION and worse_than(m, *_ci(v.compare(k, FULL, m)))]
+
+    rows = []
+    for k in [*plans, FULL]:
+        d = v.compare(k, FULL, "fid") if k != FULL else None
+        rows.append({"schedule": k, "share": shares[k], "fid": v.interval(k, "fid").value,
+                     "class_accuracy": v.interval(k, "class_accuracy").value if "class_accuracy" in v.metrics else None,
+                     "fid_minus_full": None if d is None else d.value, "low": None if d is None else d.low,
+                     "high": None if d is None else d.high, "worse_than_full": "" if k == FULL else ",".join(loses(k))})
+    front = sorted((k for k in plans if k.startswith("front")), key=shares.get)
+    uniform = [f"uniform {w:g}" for w in widths[:-1]]
+    versus = {}
+    for u in uniform:
+        cheaper = [k for k in front if shares[k] <= shares[u] + 1e-12]
+        if cheaper:
+            best = min(cheaper, key=lambda k: v.interval(k, "fid").value)
+            d = v.compare(best, u, "fid")
+            versus[u] = {"member": best, "member_share": shares[best], "uniform_share": shares[u],
+                         "fid_member_minus_uniform": d.value, "interval": [d.low, d.high], "differs": d.excludes(0.0)}
+    worst = max(r["fid"] for r in rows)
+    ref_pt = (worst + 0.1 * abs(worst), 1.1)
+    hv = {name: hypervolume_draws([(v.draws[k]["fid"], shares[k]) for k in keys], ref=ref_pt)
+          for name, keys in (("front", front + [FULL]), ("uniform", uniform + [FULL]))}
+    diff = hv["front"].minus(hv["uniform"], settings.level)
+    cheapest = {fam: next(({"schedule": k, "share": shares[k]} for k in sorted(keys, key=shares.get) if not loses(k)),
+                          None) for fam, keys in (("front", front), ("uniform", uniform))}
+    return pd.DataFrame(rows), {
+        "search": str(args.search), "sampler": space.sampler.model_dump(mode="json"), "front_members": len(front),
+        "seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": settings.num,
+        "seconds": round(time.perf_counter() - t0, 1), "versus_uniform": versus,
+        "cheapest_without_significant_loss": cheapest,
+        "hypervolume": {"reference": list(ref_pt), **{k: h.value for k, h in hv.items()},
+                        "front_minus_uniform": {"value": diff.value, "interval": [diff.low, diff.high],
+                                                "differs": diff.excludes(0.0)}}}
+
+
+def _ci(d):
+    return d.low, d.high
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "latent-slim"), help="the ddsm slim run of the pipeline")
     ap.add_argument("--user", default=str(ROOT / "runs" / "latent-user"), help="the user's DiTPipeline folder")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--search", default=str(ROOT / "runs" / "latent-search"), help="the finished search of part 4")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per width [1000]")
+    ap.add_argument("--front-num", type=int, default=1000, help="held-out samples per schedule in part 4 [1000]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of part 2 [20]")
     ap.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance scale [2]")
@@ -170,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string(**fmt), f"\n  {meta}")
         write_atomic(out / "latent_shares.csv", lambda p: table.to_csv(p, index=False))
         doc["shares"] = {**meta, "rows": table.to_dict(orient="records")}
+    if "front" in parts:
+        table, meta = part_front(args)
+        print(table.to_string(**fmt), f"\n  {meta}")
+        write_atomic(out / "latent_front.csv", lambda p: table.to_csv(p, index=False))
+        doc["front"] = {**meta, "rows": table.to_dict(orient="records")}
     doc["wall_seconds"] = round(time.perf_counter() - t_all, 1)
     write_parts(out / "latent.json", doc, parts, PARTS)
     print(f"\n-> {out / 'latent.json'} ({doc['wall_seconds']:.0f} s)")
