@@ -115,6 +115,14 @@ def test_an_exported_schedule_runs_in_the_users_pipeline_and_full_width_gives_it
     assert abs(a - b).max() <= 1e-4
     denoiser = mine.transformer if kind == "dit" else mine.unet
     assert [w for _, w in denoiser.visited] == [1.0] * 4
+    # a DPM-Solver++ or UniPC schedule keeps ddsm's grid although the pipeline calls set_timesteps itself
+    for kind2 in ("dpm++", "unipc"):
+        solver = SamplerConfig(kind=kind2, steps=4, timestep_spacing="leading")
+        pipe2 = pipeline_for_schedule(str(tmp_path / "run"), Schedule.for_model(net.config, solver, [0.5, 1.0, 1.0, 0.5]))
+        pipe2(generator=torch.Generator().manual_seed(0), num_inference_steps=4, output_type="np", **kw)
+        called = (pipe2.transformer if kind == "dit" else pipe2.unet).visited
+        assert [t for t, _ in called] == [int(t) for t in Schedule.for_model(net.config, solver, [1.0] * 4).timesteps]
+        assert [w for _, w in called] == [0.5, 1.0, 1.0, 0.5]
     # a width per step, looked up per call; guided, a DiT runs both halves of each call at the step's width
     mixed = pipeline_for_schedule(str(tmp_path / "run"), Schedule.for_model(net.config, sampler, [1.0, 0.5, 0.5, 1.0]))
     if kind == "dit":

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 from typing import Any, Sequence
 
 import torch
@@ -142,6 +143,7 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         steps_offset=0,  # ddsm's grids carry no offset
     )
     ours = visited(sampler_config, T)
+    grid = [int(round(t)) for t in ours.tolist()]
     if sampler_config.kind == "dpm++":
         # ddsm's DPM-Solver++(2M) (ddsm.samplers.dpm): diffusers' on ddsm's own integral grid, alpha_bar set first
         # (the solver's sigmas are computed from it when the timesteps are set)
@@ -149,23 +151,26 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
             **{k: v for k, v in common.items() if k not in ("clip_sample", "clip_sample_range")}, solver_order=2,
             algorithm_type="dpmsolver++", solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero")
         use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
-        scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
-        return scheduler
+        return pin_grid(scheduler, grid, lambda sched, set_timesteps: set_timesteps(timesteps=grid))
     if sampler_config.kind == "unipc":
         # ddsm's UniPC (ddsm.samplers.unipc): diffusers' defaults, alpha_bar set before the timesteps (its sigmas are
-        # computed from it there); diffusers' grid must be ddsm's (it takes no explicit timesteps)
+        # computed from it there)
         scheduler = diffusers.UniPCMultistepScheduler(
             **{k: v for k, v in common.items() if k not in ("clip_sample", "clip_sample_range")}, solver_order=2,
             solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero")
         use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
-        scheduler.set_timesteps(sampler_config.steps)  # resets the solver's state for this many steps
-        # UniPC's set_timesteps takes no explicit grid and its 'leading' differs from DDIM's: put ddsm's grid (and
-        # its sigmas, sqrt((1 - alpha_bar) / alpha_bar), then 0 after the last step) where set_timesteps puts them
-        steps = torch.tensor([int(round(t)) for t in ours.tolist()], dtype=torch.int64)
-        ab = scheduler.alphas_cumprod[steps].double()
-        scheduler.timesteps = steps
-        scheduler.sigmas = torch.cat([((1 - ab) / ab).sqrt(), torch.zeros(1, dtype=torch.float64)]).float()
-        return scheduler
+
+        def unipc_grid(sched, set_timesteps):
+            # UniPC's set_timesteps takes no explicit grid and its 'leading' differs from DDIM's: it resets the
+            # solver's state for this many steps, then ddsm's grid and its sigmas, sqrt((1 - alpha_bar) /
+            # alpha_bar) and 0 after the last step, go where set_timesteps puts them
+            set_timesteps(len(grid))
+            steps = torch.tensor(grid, dtype=torch.int64)
+            ab = sched.alphas_cumprod[steps].double()
+            sched.timesteps = steps
+            sched.sigmas = torch.cat([((1 - ab) / ab).sqrt(), torch.zeros(1, dtype=torch.float64)]).float()
+
+        return pin_grid(scheduler, grid, unipc_grid)
     if sampler_config.kind == "ddim":
         # set_alpha_to_one: after the last step alpha_bar is 1 (the clean image), as in ddsm.
         scheduler = diffusers.DDIMScheduler(**common, set_alpha_to_one=True)
@@ -176,8 +181,27 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         scheduler = diffusers.DDPMScheduler(**common, variance_type="fixed_small")
         # DDPM takes explicit timesteps and steps to the next one in the list,
         # so ddsm's grid is passed as is (it is integral: spaced grids are rounded, a student's phi is whole).
-        scheduler.set_timesteps(timesteps=[int(t) for t in ours.tolist()])
+        pin_grid(scheduler, grid, lambda sched, set_timesteps: set_timesteps(timesteps=grid))
     use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
+    return scheduler
+
+
+def pin_grid(scheduler: Any, grid: list[int], apply: Any) -> Any:
+    """Set ddsm's ``grid`` on ``scheduler`` with ``apply(scheduler, its class's set_timesteps)``, and make the
+    scheduler's own ``set_timesteps(n)`` do the same: a diffusers pipeline calls it with its step count before
+    sampling, which would otherwise put the scheduler's own spacing back (DPM-Solver++, UniPC and DDPM space
+    'leading' unlike DDIM). A copy of the scheduler keeps the behaviour, on itself."""
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: Any = None, **kwargs: Any) -> None:
+        if num_inference_steps not in (None, len(grid)) or kwargs:
+            raise DDSMError(f"this scheduler samples ddsm's schedule of {len(grid)} steps; num_inference_steps "
+                            f"{num_inference_steps!r} does not match it")
+        apply(self, type(self).set_timesteps.__get__(self))
+        if device is not None:
+            self.timesteps = self.timesteps.to(device)
+
+    scheduler.set_timesteps = types.MethodType(set_timesteps, scheduler)
+    scheduler.set_timesteps()
     return scheduler
 
 
