@@ -4,6 +4,7 @@ prefix sharing and the trajectory cache work for it as for DDIM."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -21,8 +22,8 @@ SEEDS = [0, 1, 2, 5]
 WIDTHS = [0.25, 0.25, 0.5, 1.0, 1.0]
 
 
-def _sampler(config, steps=5, **kw):
-    return make_sampler(NoiseSchedule(config.diffusion), SamplerConfig(kind="dpm++", steps=steps, **kw))
+def _sampler(config, steps=5, kind="dpm++", **kw):
+    return make_sampler(NoiseSchedule(config.diffusion), SamplerConfig(kind=kind, steps=steps, **kw))
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -58,9 +59,10 @@ def test_its_first_step_is_ddim_and_its_last_lands_on_the_clean_estimate(random_
     assert torch.equal(dpm.final(out.prev_sample), out.pred_original_sample)
 
 
+@pytest.mark.parametrize("kind", ["dpm++", "unipc"])  # the samplers whose state carries their history
 def test_shared_prefixes_and_the_trajectory_cache_give_each_schedule_its_own_samples(random_supernet,
-                                                                                      tiny_model_config):
-    model, sampler = random_supernet(), _sampler(tiny_model_config)
+                                                                                      tiny_model_config, kind):
+    model, sampler = random_supernet(), _sampler(tiny_model_config, kind=kind)
     plans = [WIDTHS, [0.25, 0.25, 0.5, 0.5, 1.0], [1.0] * 5]
     alone = [generate(model, sampler, p, SEEDS) for p in plans]
     cache = TrajectoryCache(10**8)
@@ -76,10 +78,11 @@ def test_shared_prefixes_and_the_trajectory_cache_give_each_schedule_its_own_sam
     torch.testing.assert_close(fused, torch.stack(alone), rtol=1e-5, atol=1e-5)
 
 
-def test_a_resolution_schedule_is_refused(random_supernet, tiny_model_config):
+@pytest.mark.parametrize("kind", ["dpm++", "unipc"])
+def test_a_resolution_schedule_is_refused(random_supernet, tiny_model_config, kind):
     plan = StepPlan(tuple(WIDTHS), resolutions=(4, 4, 8, 8, 8))
-    with pytest.raises(DDSMError, match=r"sampler 'dpm\+\+' keeps the previous step's estimate"):
-        generate(random_supernet(), _sampler(tiny_model_config), plan, SEEDS)
+    with pytest.raises(DDSMError, match=rf"sampler '{re.escape(kind)}' keeps the previous step's estimate"):
+        generate(random_supernet(), _sampler(tiny_model_config, kind=kind), plan, SEEDS)
 
 
 def test_a_search_exports_and_samples_with_it(trained_run, tmp_path):

@@ -1,5 +1,6 @@
 """UniPC (bh2, order 2): diffusers' predictor-corrector in ddsm's sampler contract, its history (the last corrected
-state and two estimates) carried in the state, so search, prefix sharing and the trajectory cache work for it."""
+state and two estimates) carried in the state, so search, prefix sharing and the trajectory cache work for it (those
+two, and the refusal of resolution schedules, are tests/test_dpm.py's, run for both samplers)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from cli_helpers import invoke, write_space
 from ddsm.checkpoint import Supernet
 from ddsm.config import DiffusionConfig
 from ddsm.diffusion import NoiseSchedule
-from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
 from ddsm.samplers import SamplerConfig, generate, make_sampler
-from ddsm.samplers.batched import TrajectoryCache, generate_many
 
 SEEDS = [0, 1, 2, 5]
 WIDTHS = [0.25, 0.25, 0.5, 1.0, 1.0]
@@ -53,29 +52,6 @@ def test_it_differs_from_dpm_solver_by_its_corrector_and_lands_on_the_clean_esti
         eps = model(x, last)
     out = uni.step(eps, last, uni.step(eps, float(uni.timesteps[-2]), uni.initial_state(x)).prev_sample)
     assert torch.equal(uni.final(out.prev_sample), out.pred_original_sample)
-
-
-def test_shared_prefixes_and_the_trajectory_cache_give_each_schedule_its_own_samples(random_supernet,
-                                                                                      tiny_model_config):
-    model, sampler = random_supernet(), _sampler(tiny_model_config)
-    plans = [WIDTHS, [0.25, 0.25, 0.5, 0.5, 1.0], [1.0] * 5]
-    alone = [generate(model, sampler, p, SEEDS) for p in plans]
-    cache = TrajectoryCache(10**8)
-    first = generate_many(model, sampler, plans[:2], SEEDS, fuse=False, cache=cache)
-    again = generate_many(model, sampler, plans[::-1], SEEDS, fuse=False, cache=cache)
-    for k in range(2):
-        assert torch.equal(first[k], alone[k])
-    for k, p in enumerate(plans[::-1]):
-        assert torch.equal(again[k], alone[plans.index(p)])
-    assert cache.hits > 0
-    torch.testing.assert_close(generate_many(model, sampler, plans, SEEDS, fuse=True), torch.stack(alone),
-                               rtol=1e-5, atol=1e-5)
-
-
-def test_a_resolution_schedule_is_refused(random_supernet, tiny_model_config):
-    plan = StepPlan(tuple(WIDTHS), resolutions=(4, 4, 8, 8, 8))
-    with pytest.raises(DDSMError, match=r"sampler 'unipc' keeps the previous step's estimate"):
-        generate(random_supernet(), _sampler(tiny_model_config), plan, SEEDS)
 
 
 def test_a_search_exports_and_samples_with_it(trained_run, tmp_path):
