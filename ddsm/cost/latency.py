@@ -41,6 +41,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def latency_stats(samples_s: list[float], batch_size: int) -> LatencyStats:
+    """Median and interquartile range of timed passes of ``batch_size`` images."""
+    q1, q3 = np.percentile(samples_s, [25, 75])
+    return LatencyStats(median_s=statistics.median(samples_s), iqr_s=float(q3 - q1), samples_s=tuple(samples_s),
+                        batch_size=batch_size, threads=torch.get_num_threads())
+
+
+def time_call(call, device: torch.device, *, batch_size: int, repeats: int, warmup: int) -> LatencyStats:
+    """Time ``call()`` (a pass over ``batch_size`` images on ``device``): ``warmup`` untimed, then ``repeats`` timed."""
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            call()
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return latency_stats(times, batch_size)
+
+
 @contextlib.contextmanager
 def _sampling_state(model: Backbone) -> Iterator[Backbone]:
     # Measuring must not leave the caller's model in another width or mode.
@@ -99,12 +120,7 @@ def measure_latencies(
                 _sync(device)
                 if i >= warmup:
                     times[w].append(time.perf_counter() - start)
-    out = {}
-    for w, ts in times.items():
-        q1, q3 = np.percentile(ts, [25, 75])
-        out[w] = LatencyStats(median_s=statistics.median(ts), iqr_s=float(q3 - q1), samples_s=tuple(ts),
-                              batch_size=batch_size, threads=torch.get_num_threads())
-    return out
+    return {w: latency_stats(ts, batch_size) for w, ts in times.items()}
 
 
 def measure_latency(

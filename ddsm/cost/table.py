@@ -12,8 +12,6 @@ is version 3, so an older ddsm refuses it by its version.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -24,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ddsm.checkpoint import Supernet, config_diff
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
-from ddsm.cost.latency import _check_timing, _device_name, _sync, device_key, measure_latencies
+from ddsm.cost.latency import _check_timing, _device_name, device_key, measure_latencies, time_call
 from ddsm.cost.macs import (
     UNIT, _count_subnet, _cpu_subnet, _torch_flops_subnet, check_forward_memory, check_resolution, count_cached_macs,
     count_decoder_macs,
@@ -381,18 +379,8 @@ def measure_decoder(codec, config: ModelConfig, *, batch_size: int, repeats: int
     """fvcore MACs of one decode (:func:`~ddsm.cost.macs.count_decoder_macs`) and the median time of decoding
     ``batch_size`` latents on the codec's own device."""
     g = config.geometry
-    macs = count_decoder_macs(codec, g.in_channels, g.image_size)
     device = next(codec.parameters()).device
     z = torch.zeros(batch_size, g.in_channels, g.image_size, g.image_size, device=device)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            _sync(device)
-            start = time.perf_counter()
-            codec.decode(z)
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    q1, q3 = np.percentile(times, [25, 75])
-    return DecoderCost(macs=macs, batch_size=batch_size, latency_s=statistics.median(times),
-                       latency_iqr_s=float(q3 - q1))
+    lat = time_call(lambda: codec.decode(z), device, batch_size=batch_size, repeats=repeats, warmup=warmup)
+    return DecoderCost(macs=count_decoder_macs(codec, g.in_channels, g.image_size), batch_size=batch_size,
+                       latency_s=lat.median_s, latency_iqr_s=lat.iqr_s)
