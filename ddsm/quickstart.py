@@ -148,7 +148,7 @@ def run_quickstart(out: str | Path, *, checkpoint: str | Path = "digits", train:
         settings = VerdictSettings(num=num, teacher_num=2 * num)  # seeds from 10,000 on: never the search's
 
         def _verdict() -> None:
-            steps = search_space.sampler.steps
+            steps = search_space.sampler.calls
             plans = {f"best under {b:.0%} ({f.name})": Schedule.load_for(f, net)[0].plan()
                      for b in budgets for f in [art["export"] / f"best-under-{b:g}.json"]}
             plans.update({f"uniform width {w:g}": StepPlan((w,) * steps) for w in search_space.widths[:-1]})

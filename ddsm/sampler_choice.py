@@ -19,12 +19,15 @@ from ddsm.schedule import Schedule
 
 #: a flag's name on the command line for each SamplerConfig field it sets
 FLAG_NAMES = {"kind": "--sampler", "steps": "--steps", "eta": "--eta", "timestep_spacing": "--spacing",
-              "guidance_scale": "--guidance-scale"}
+              "guidance_scale": "--guidance-scale", "scheduler": "--scheduler"}
 
 
 def choose_sampler(model: ModelConfig, schedules: Sequence[Schedule], flags: Mapping[str, Any]) -> SamplerConfig:
     """The sampler for ``model`` given its schedule files and the sampler ``flags`` (SamplerConfig fields, None: unset)."""
     configs = {s.sampler for s in schedules}
+    if flags.get("scheduler") is not None and (configs or model.student is not None):
+        why = "the schedule files fix the sampler" if configs else "a distilled student samples on its own timesteps"
+        raise DDSMError(f"--scheduler {flags['scheduler']!r} cannot be set: {why}; drop it")
     if len(configs) > 1:
         raise DDSMError(f"schedule files use {len(configs)} different sampler settings; evaluate them separately")
     if configs:

@@ -22,7 +22,7 @@ from pydantic import Field, StringConstraints, model_serializer, model_validator
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
 from ddsm.io import read_json, write_json
-from ddsm.samplers.base import SamplerConfig, visited
+from ddsm.samplers.base import SECOND_ORDER, SamplerConfig, visited
 from ddsm.plan import StepPlan
 from ddsm.samplers.progressive import check_resolutions
 
@@ -35,6 +35,14 @@ READABLE_VERSIONS = (SCHEDULE_VERSION, CACHED_SCHEDULE_VERSION)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+def calls_phrase(sampler: SamplerConfig) -> str:
+    """How many widths ``sampler`` takes, in words: its steps, or a second-order sampler's calls."""
+    if sampler.kind in SECOND_ORDER:
+        return (f"{sampler.steps} {sampler.kind} steps, which call the model {sampler.calls} times (twice in every "
+                f"step but the last); give one width per call")
+    return f"{sampler.steps} sampling steps"
+
+
 class Schedule(_Frozen):
     """A per-step width schedule for one supernet and one sampler setting."""
 
@@ -43,7 +51,7 @@ class Schedule(_Frozen):
     supernet: str  # fingerprint of the supernet's architecture, width set and noise schedule
     weights: Sha256 | None = None  # sha256 of the weights file its quality and cost were measured on (None: unknown)
     sampler: SamplerConfig  # kind, steps, eta, timestep spacing
-    widths: tuple[float, ...]  # one width per sampling step, noisiest step first
+    widths: tuple[float, ...]  # one width per denoiser call (per step but for heun), noisiest first
     resolutions: tuple[int, ...] | None = None  # side of the state per step (None: the image size throughout)
     # guided only: the unconditional pass's width per step, null where the step takes no guidance (None: both
     # passes at the step's width at every step)
@@ -92,7 +100,7 @@ class Schedule(_Frozen):
     @classmethod
     def uniform(cls, model: ModelConfig, sampler: SamplerConfig, width: float, **kw: Any) -> "Schedule":
         """Every step at ``width``."""
-        return cls.for_model(model, sampler, [width] * sampler.steps, **kw)
+        return cls.for_model(model, sampler, [width] * sampler.calls, **kw)
 
     @classmethod
     def for_model(cls, model: ModelConfig, sampler: SamplerConfig, widths: "list[float] | StepPlan",
@@ -127,27 +135,27 @@ class Schedule(_Frozen):
         bad = sorted({w for w in self.widths if width_index(w, model.geometry.widths) is None})
         if bad:
             out.append(f"widths {bad} are not served (valid: {list(model.geometry.widths)})")
-        if len(self.widths) != self.sampler.steps:
-            out.append(f"{len(self.widths)} widths for {self.sampler.steps} sampling steps")
+        if len(self.widths) != self.sampler.calls:
+            out.append(f"{len(self.widths)} widths for {calls_phrase(self.sampler)}")
         if self.uncond_widths is not None:
             bad = sorted({u for u in self.uncond_widths if u is not None and width_index(u, model.geometry.widths) is None})
             if bad:
                 out.append(f"uncond_widths {bad} are not served (valid: {list(model.geometry.widths)} or null)")
-            if len(self.uncond_widths) != self.sampler.steps:
-                out.append(f"{len(self.uncond_widths)} uncond_widths for {self.sampler.steps} sampling steps")
+            if len(self.uncond_widths) != self.sampler.calls:
+                out.append(f"{len(self.uncond_widths)} uncond_widths for {calls_phrase(self.sampler)}")
             if self.sampler.guidance_scale in (None, 1.0):
                 out.append(f"it chooses the unconditional pass per step (uncond_widths) but its guidance scale is "
                            f"{self.sampler.guidance_scale!r}, which guides nothing")
         if self.cached is not None:
-            if len(self.cached) != self.sampler.steps:
-                out.append(f"{len(self.cached)} cached flags for {self.sampler.steps} sampling steps")
+            if len(self.cached) != self.sampler.calls:
+                out.append(f"{len(self.cached)} cached flags for {calls_phrase(self.sampler)}")
             if self.uncond_widths is not None:
                 out.append("it both caches steps and chooses the unconditional pass per step, which cannot run together")
             if self.resolutions is not None:
                 out.append("it both caches steps and changes resolution, which cannot run together")
         if self.resolutions is not None:
             try:
-                check_resolutions(self.resolutions, model.geometry, self.sampler.steps)
+                check_resolutions(self.resolutions, model.geometry, self.sampler.calls)
             except DDSMError as e:
                 out.append(str(e))
         if self.sampler.guidance_scale is not None and not model.geometry.num_classes:

@@ -1,5 +1,5 @@
-"""DPM-Solver++(2M): diffusers' solver in ddsm's sampler contract, its history carried in the state, so search,
-prefix sharing and the trajectory cache work for it as for DDIM."""
+"""DPM-Solver++(2M), UniPC and Heun: diffusers' solvers in ddsm's sampler contract, their history carried in the
+state, so search, prefix sharing and the trajectory cache work for them as for DDIM (Heun's own: tests/test_heun.py)."""
 
 from __future__ import annotations
 
@@ -22,28 +22,33 @@ SEEDS = [0, 1, 2, 5]
 WIDTHS = [0.25, 0.25, 0.5, 1.0, 1.0]
 
 
-def _sampler(config, steps=5, kind="dpm++", **kw):
+def _sampler(config, steps=None, kind="dpm++", **kw):
+    # steps None: as many calls as WIDTHS has entries (Heun calls the model twice per step but the last)
+    steps = steps if steps is not None else 3 if kind == "heun" else 5
     return make_sampler(NoiseSchedule(config.diffusion), SamplerConfig(kind=kind, steps=steps, **kw))
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("kind, steps", [("dpm++", 3), ("dpm++", 5), ("unipc", 1), ("unipc", 2), ("unipc", 3),
-                                         ("unipc", 6)])
+                                         ("unipc", 6), ("heun", 1), ("heun", 2), ("heun", 4)])
 def test_it_is_diffusers_solver(random_supernet, tiny_model_config, prediction, kind, steps):
-    """ddsm's DPM-Solver++(2M) and UniPC give diffusers' samples on the same grid, widths and seeds."""
+    """ddsm's DPM-Solver++(2M), UniPC and Heun give diffusers' samples on the same grid, widths (one per model
+    call) and seeds."""
     pytest.importorskip("diffusers")
     from ddsm.integrations.diffusers import sample_with_diffusers
 
     config = tiny_model_config.model_copy(update={"diffusion": DiffusionConfig(num_timesteps=50,
                                                                                prediction_type=prediction)})
     net = Supernet(model=random_supernet(), config=config, header={}, source="test")
-    widths = (WIDTHS * 2)[:steps]
-    ours = generate(net.model, _sampler(config, steps, kind=kind), widths, SEEDS)
-    theirs = sample_with_diffusers(net, StepPlan.of(widths), SEEDS, sampler=SamplerConfig(kind=kind, steps=steps))
+    sampler_config = SamplerConfig(kind=kind, steps=steps, clip_sample=False)
+    widths = (WIDTHS * 2)[:sampler_config.calls]
+    ours = generate(net.model, _sampler(config, steps, kind=kind, clip_sample=False), widths, SEEDS)
+    theirs = sample_with_diffusers(net, StepPlan.of(widths), SEEDS, sampler=sampler_config)
     # float32 rounding of the solver's coefficients (diffusers interpolates sigmas in float32)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=2e-4)
     if steps > 1:  # the widths matter
-        assert (ours - generate(net.model, _sampler(config, steps, kind=kind), [1.0] * steps, SEEDS)).abs().max() > 1e-3
+        full = generate(net.model, _sampler(config, steps, kind=kind, clip_sample=False), 1.0, SEEDS)
+        assert (ours - full).abs().max() > 1e-3
 
 
 def test_its_first_step_is_ddim_and_its_last_lands_on_the_clean_estimate(random_supernet, tiny_model_config):
@@ -62,7 +67,7 @@ def test_its_first_step_is_ddim_and_its_last_lands_on_the_clean_estimate(random_
     assert torch.equal(dpm.final(out.prev_sample), out.pred_original_sample)
 
 
-@pytest.mark.parametrize("kind", ["dpm++", "unipc"])  # the samplers whose state carries their history
+@pytest.mark.parametrize("kind", ["dpm++", "unipc", "heun"])  # the samplers whose state carries their history
 def test_shared_prefixes_and_the_trajectory_cache_give_each_schedule_its_own_samples(random_supernet,
                                                                                       tiny_model_config, kind):
     model, sampler = random_supernet(), _sampler(tiny_model_config, kind=kind)
@@ -81,7 +86,7 @@ def test_shared_prefixes_and_the_trajectory_cache_give_each_schedule_its_own_sam
     torch.testing.assert_close(fused, torch.stack(alone), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["dpm++", "unipc"])
+@pytest.mark.parametrize("kind", ["dpm++", "unipc", "heun"])
 def test_a_resolution_schedule_is_refused(random_supernet, tiny_model_config, kind):
     plan = StepPlan(tuple(WIDTHS), resolutions=(4, 4, 8, 8, 8))
     with pytest.raises(DDSMError, match=rf"sampler '{re.escape(kind)}' keeps the previous step's estimate"):

@@ -115,14 +115,24 @@ def test_an_exported_schedule_runs_in_the_users_pipeline_and_full_width_gives_it
     assert abs(a - b).max() <= 1e-4
     denoiser = mine.transformer if kind == "dit" else mine.unet
     assert [w for _, w in denoiser.visited] == [1.0] * 4
-    # a DPM-Solver++ or UniPC schedule keeps ddsm's grid although the pipeline calls set_timesteps itself
-    for kind2 in ("dpm++", "unipc"):
+    # with the user's scheduler switched to Heun (leading spacing), full width still gives the user's images
+    heun = SamplerConfig(kind="heun", steps=4, timestep_spacing="leading", clip_sample=False)
+    mine = pipeline_for_schedule(str(tmp_path / "run"), Schedule.uniform(net.config, heun, 1.0))
+    pipe.scheduler = type(mine.scheduler).from_config(pipe.scheduler.config, timestep_spacing="leading")
+    pipe.scheduler.set_timesteps(4)  # LDMPipeline scales the noise by init_noise_sigma before it sets the timesteps
+    a = mine(generator=torch.Generator().manual_seed(0), num_inference_steps=4, output_type="np", **kw).images
+    b = pipe(generator=torch.Generator().manual_seed(0), num_inference_steps=4, output_type="np", **kw).images
+    assert abs(a - b).max() <= 1e-4 and len((mine.transformer if kind == "dit" else mine.unet).visited) == 7
+    # a DPM-Solver++, UniPC or Heun schedule keeps ddsm's grid although the pipeline calls set_timesteps itself;
+    # Heun's width is looked up per model call (7 calls for 4 steps)
+    for kind2 in ("dpm++", "unipc", "heun"):
         solver = SamplerConfig(kind=kind2, steps=4, timestep_spacing="leading")
-        pipe2 = pipeline_for_schedule(str(tmp_path / "run"), Schedule.for_model(net.config, solver, [0.5, 1.0, 1.0, 0.5]))
+        widths = ([0.5, 1.0, 1.0, 0.5] * 2)[: solver.calls]
+        pipe2 = pipeline_for_schedule(str(tmp_path / "run"), Schedule.for_model(net.config, solver, widths))
         pipe2(generator=torch.Generator().manual_seed(0), num_inference_steps=4, output_type="np", **kw)
         called = (pipe2.transformer if kind == "dit" else pipe2.unet).visited
-        assert [t for t, _ in called] == [int(t) for t in Schedule.for_model(net.config, solver, [1.0] * 4).timesteps]
-        assert [w for _, w in called] == [0.5, 1.0, 1.0, 0.5]
+        assert [t for t, _ in called] == [int(t) for t in Schedule.uniform(net.config, solver, 1.0).timesteps]
+        assert [w for _, w in called] == widths
     # a width per step, looked up per call; guided, a DiT runs both halves of each call at the step's width
     mixed = pipeline_for_schedule(str(tmp_path / "run"), Schedule.for_model(net.config, sampler, [1.0, 0.5, 0.5, 1.0]))
     if kind == "dit":

@@ -71,7 +71,7 @@ def test_smoke_space_is_tiny():
     ({"budget": 0}, "budget"),
     ({"widths": [0.25, 0.5]}, "must include 1.0"),
     ({"widths": [0.5, 1.2]}, "(0, 1]"),
-    ({"segments": 30, "sampler": {"steps": 20}}, "segments 30 exceeds the 20 sampling steps"),
+    ({"segments": 30, "sampler": {"steps": 20}}, "segments 30 exceeds the sampler's 20 model calls"),
     ({"objectives": {"quality": "lpips"}}, "objectives.quality"),
     ({"objectives": {"cost": "energy"}}, "objectives.cost"),
     ({"mutation": {"prob_var": 2}}, "mutation.prob_var"),

@@ -9,6 +9,7 @@ import click
 
 from ddsm.cli import _allow_new_weights, _device, main, note_new_weights
 from ddsm.errors import DDSMError
+from ddsm.samplers.base import SAMPLER_KINDS
 from ddsm.limits import check_count, check_sample_memory, check_seed
 from ddsm.metrics.registry import objective_names
 from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
@@ -25,7 +26,7 @@ from ddsm.outputs import EVALUATION_CSV, VERDICT_CSV, check_out_file
                    "in a feature net's space.")
 @click.option("--featurenet", "featurenet_file", type=click.Path(dir_okay=False), default=None,
               help="Feature net file for --metric fid (make one with `ddsm featurenet --checkpoint ...`).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--sampler", type=click.Choice(SAMPLER_KINDS), default=None, help="Sampler for --width [default: ddim].")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
 @click.option("--eta", type=float, default=None, help="DDIM noise scale for --width [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
@@ -106,7 +107,7 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 
     check_guidance_scale(net.model, scfg.guidance_scale)  # refused before any data, feature net or sampling
     named = {**dict(zip(schedule_files, scheds)),
-             **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.steps) for w in widths}}
+             **{f"width {w:g}": StepPlan((net.model.check_width(w),) * scfg.calls) for w in widths}}
     # the seeds a search scored a schedule on travel in its provenance: a verdict must avoid them
     used = [s.provenance.get(k) for s in scheds for k in ("evaluator", "screen")
             if isinstance(s.provenance.get(k), dict)]
@@ -122,7 +123,10 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 @click.option("--featurenet", "featurenet_file", default="auto", show_default=True,
               help="Feature net file for the data, a shipped name ('digits', 'mnist'), or auto: the shipped one of "
                    "the checkpoint's built-in data.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--sampler", type=click.Choice(SAMPLER_KINDS), default=None, help="Sampler for --width [default: ddim].")
+@click.option("--scheduler", default=None,
+              help="For --width: the ddsm sampler that reproduces this diffusers scheduler config (a folder or "
+                   "scheduler_config.json, e.g. your pipeline's), instead of --sampler.")
 @click.option("--steps", type=int, default=None, help="Sampling steps for --width [default: 50].")
 @click.option("--guidance-scale", type=float, default=None,
               help="Classifier-free guidance scale for --width on a class-conditional model [default: none].")
@@ -142,8 +146,8 @@ def _candidates(net, schedule_files, widths, flags: dict, allow_new_weights: boo
 @_allow_new_weights
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps, guidance_scale, num, seed, teacher_num,
-            teacher_seed, search_seeds, draws, metrics, out, allow_new_weights, device, progress) -> None:
+def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, scheduler, steps, guidance_scale, num, seed,
+            teacher_num, teacher_seed, search_seeds, draws, metrics, out, allow_new_weights, device, progress) -> None:
     """Judge schedules against full width on held-out seeds: every metric with its paired 95 % interval."""
     from ddsm.checkpoint import load_supernet, training_data
     from ddsm.device import resolve_device
@@ -167,7 +171,8 @@ def verdict(checkpoint, schedule_files, widths, featurenet_file, sampler, steps,
     check_sample_memory(teacher_num, net.config.geometry, flag="--teacher-num")
     settings = VerdictSettings(num=num, seed=seed, teacher_num=teacher_num, teacher_seed=teacher_seed, draws=draws)
     scfg, named, used, overrides = _candidates(net, schedule_files, widths, {"kind": sampler, "steps": steps,
-                                                                           "guidance_scale": guidance_scale},
+                                                                           "guidance_scale": guidance_scale,
+                                                                           "scheduler": scheduler},
                                                allow_new_weights)
     if search_seeds is not None:
         try:

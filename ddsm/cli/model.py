@@ -11,6 +11,7 @@ import click
 from ddsm.cli import _allow_new_weights, _device, main, note_new_weights, warning_text
 from ddsm.cli.judge import _candidates
 from ddsm.errors import DDSMError
+from ddsm.samplers.base import SAMPLER_KINDS
 from ddsm.limits import MAX_IMAGE_SIDE, check_count, check_finite_positive, check_sample_memory, check_seed
 from ddsm.outputs import COST_TABLE, SPECTRUM, check_out_file
 from ddsm.runfolder import check_run_folder, hold_folder
@@ -52,15 +53,15 @@ def _run_to_the_end(trainer, resume: bool, continue_with: str) -> None:
 
 @main.command()
 @click.option("--checkpoint", required=True, help="Run folder, .safetensors file, or a shipped name ('digits').")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++", "unipc"]), default=None,
+@click.option("--sampler", type=click.Choice(SAMPLER_KINDS), default=None,
               help="Sampler [default: ddim, or the schedule file's].")
-@click.option("--steps", type=int, default=None, help="Sampling steps (denoiser calls) [default: 50, or the schedule's].")
+@click.option("--steps", type=int, default=None, help="Sampling steps (diffusers' num_inference_steps; heun calls the model 2 steps - 1 times) [default: 50, or the schedule's].")
 @click.option("--eta", type=float, default=None, help="DDIM noise scale; 0 is deterministic [default: 0].")
 @click.option("--spacing", type=click.Choice(["leading", "trailing", "linspace"]), default=None,
               help="How visited timesteps are spread (diffusers' timestep_spacing) [default: leading].")
 @click.option("--scheduler", default=None,
               help="Sample with this diffusers scheduler instead of ddsm's own sampler (with --width): ddpm, ddim, "
-                   "dpm++, unipc, euler, euler-ancestral, heun.")
+                   "dpm++, unipc, euler, euler-ancestral, heun, or a folder / scheduler_config.json (your own).")
 @click.option("--width", type=float, default=None, help="Run every step at this width (one of the supernet's widths).")
 @click.option("--schedule", "schedule_file", type=click.Path(dir_okay=False), default=None,
               help="Schedule file (JSON) giving one width per step; fixes sampler, steps, eta and spacing.")
@@ -131,7 +132,7 @@ def sample(checkpoint, sampler, steps, eta, spacing, scheduler, width, schedule_
     elapsed = time.perf_counter() - t0
     info = {"kind": "ddsm.samples", "supernet": net.fingerprint, "checkpoint": net.source,
             "sampler": scfg.model_dump(mode="json"),
-            "widths": widths if isinstance(widths, list) else [widths] * scfg.steps,
+            "widths": widths if isinstance(widths, list) else [widths] * scfg.calls,
             **({"resolutions": list(sides)} if sides else {}),
             **({"uncond_widths": list(sched.uncond_widths)} if sched and sched.uncond_widths else {}),
             **({"cached": list(sched.cached), "cache_level": sched.cache_level} if sched and sched.cached else {}),

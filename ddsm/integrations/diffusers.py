@@ -51,7 +51,7 @@ from ddsm.diffusion.noise import NoiseSchedule, make_betas
 from ddsm.diffusion.prediction import eps_and_x0, model_target
 from ddsm.errors import DDSMError
 from ddsm.plan import StepPlan
-from ddsm.samplers.base import SamplerConfig, visited
+from ddsm.samplers.base import SamplerConfig, step_grid, visited
 from ddsm.samplers.reuse import check_cached, reuse_eps
 from ddsm.nn.backbone import to_images
 from ddsm.samplers.loop import (check_full_sides, check_guidance, check_uncond, eval_mode, guided_eps,
@@ -142,8 +142,14 @@ def make_diffusers_scheduler(supernet_config_or_net: Supernet | ModelConfig, sam
         timestep_spacing=sampler_config.timestep_spacing,
         steps_offset=0,  # ddsm's grids carry no offset
     )
-    ours = visited(sampler_config, T)
+    ours = step_grid(sampler_config, T)
     grid = [int(round(t)) for t in ours.tolist()]
+    if sampler_config.kind == "heun":
+        # ddsm's Heun (ddsm.samplers.heun): diffusers' on ddsm's grid, alpha_bar set first (its sigmas come from it)
+        scheduler = diffusers.HeunDiscreteScheduler(
+            **{k: v for k, v in common.items() if k not in ("thresholding", "rescale_betas_zero_snr")})
+        use_ddsm_alpha_bar(scheduler, NoiseSchedule(diff))
+        return pin_grid(scheduler, grid, lambda sched, set_timesteps: set_timesteps(timesteps=grid))
     if sampler_config.kind == "dpm++":
         # ddsm's DPM-Solver++(2M) (ddsm.samplers.dpm): diffusers' on ddsm's own integral grid, alpha_bar set first
         # (the solver's sigmas are computed from it when the timesteps are set)
@@ -295,7 +301,12 @@ class ScheduledDenoiser(torch.nn.Module):
         # cached steps reuse the deep features of the last full step called, in step order (ddsm.samplers.reuse)
         self.cached = check_cached(net.model, schedule.plan(), sides=self.resolutions)
         self._deep: tuple[int, Any] | None = None  # (step that filled it, features)
-        self._step_of = {t: i for i, t in enumerate(self.timesteps)}  # strictly descending, so unique
+        # a call's index from its timestep: unique, but for a second-order sampler's repeated ones, which are the
+        # next of their calls after the last one made (the corrector, then the next step's first call)
+        self._calls_at: dict[float, list[int]] = {}
+        for i, t in enumerate(self.timesteps):
+            self._calls_at.setdefault(t, []).append(i)
+        self._last = -1  # the last call's index
 
     @classmethod
     def load(cls, checkpoint: str, schedule_path: str, *, device: str | torch.device = "cpu",
@@ -305,20 +316,21 @@ class ScheduledDenoiser(torch.nn.Module):
         return cls(net, Schedule.load(schedule_path, model=net.config), allow_new_weights=allow_new_weights)
 
     def width_at(self, t: torch.Tensor | float) -> float:
-        """The width of the sampling step that visits timestep ``t``."""
+        """The width of the next denoiser call at timestep ``t``."""
         return self.widths[self.step_index(t)]
 
     def step_index(self, t: torch.Tensor | float) -> int:
-        """Which sampling step (0: the noisiest) visits timestep ``t``."""
+        """Which call of the schedule (0: the noisiest) the next call at timestep ``t`` is: the call that visits
+        ``t`` (for a repeated timestep of a second-order sampler, the first such call after the last one made)."""
         t = torch.as_tensor(t).detach().cpu().flatten()
         # A batch runs at one width, so a per-sample timestep vector must hold one value.
         if t.numel() == 0 or (t != t[0]).any():
             raise DDSMError(f"one timestep per call is needed (the batch runs at one width), got {t.tolist()}")
-        i = self._step_of.get(float(t[0]))
-        if i is None:
+        calls = self._calls_at.get(float(t[0]))
+        if calls is None:
             raise DDSMError(f"timestep {float(t[0]):g} is not visited by this schedule; its timesteps are "
                             f"{[int(x) if x.is_integer() else x for x in self.timesteps]}")
-        return i
+        return next((i for i in calls if i > self._last), calls[0])
 
     def make_scheduler(self) -> Any:
         """The diffusers scheduler matching this schedule's sampler settings."""
@@ -328,7 +340,7 @@ class ScheduledDenoiser(torch.nn.Module):
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted noise for ``sample`` (B, C, H, W) at timestep ``t``, at the scheduled width; a conditional
         model's ``class_labels`` (B,) guided by the schedule's ``sampler.guidance_scale``, as ddsm's loop does."""
-        i = self.step_index(t)
+        i = self._last = self.step_index(t)
         if sample.shape[-1] != self.resolutions[i]:
             raise DDSMError(f"step {i} runs at resolution {self.resolutions[i]}, but the sample has side "
                             f"{sample.shape[-1]}; grow the state between steps (see sample_with_diffusers)")
@@ -407,14 +419,17 @@ def sample_with_diffusers(
                 gens = sample_generators(seeds[start : start + batch_size])
                 cond = None if y is None else y[start : start + batch_size].to(device)
                 initial = per_sample_randn(gens, (c, s, s), device)
-                x = to_side(initial, sides[0], transform) * scheduler.init_noise_sigma
+                # the scheduler's start (Heun's is the variance-preserving noise's, sqrt(sigma_max^2 + 1), at every
+                # spacing; diffusers' takes sigma_max for linspace and trailing)
+                scale = (scheduler.sigmas[0] ** 2 + 1).sqrt() if cfg.kind == "heun" else scheduler.init_noise_sigma
+                x = to_side(initial, sides[0], transform) * scale
                 for i, t in enumerate(scheduler.timesteps):
                     eta = cfg.eta
                     if sides[i] != x.shape[-1]:
                         eps, x, eta = _grown_step_input(denoiser, noise_levels, x, i, initial, eta, transform, cond)
                     else:
                         eps = denoiser(scheduler.scale_model_input(x, t), t, cond)
-                    if cfg.kind in ("dpm++", "unipc"):  # deterministic; their history lives in the scheduler
+                    if cfg.kind in ("dpm++", "unipc", "heun"):  # deterministic; their history lives in the scheduler
                         x = scheduler.step(eps, t, x).prev_sample
                     elif cfg.kind == "ddim":
                         # ddsm draws DDIM's noise at every step when eta > 0 (the last

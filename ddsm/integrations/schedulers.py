@@ -22,6 +22,7 @@ CPU generator seeded with ``seeds[i]``, so an image depends on its seed only.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -30,6 +31,7 @@ from ddsm.checkpoint import Supernet
 from ddsm.diffusion.noise import make_betas
 from ddsm.errors import DDSMError
 from ddsm.integrations.diffusers import import_diffusers, make_diffusers_scheduler, model_config_of
+from ddsm.integrations.scheduler_config import read_scheduler_config
 from ddsm.nn.backbone import to_images
 from ddsm.samplers.base import SamplerConfig
 from ddsm.samplers.loop import (check_guidance, eval_mode, guided_eps, per_sample_randn, per_step_widths,
@@ -49,10 +51,29 @@ SCHEDULERS = {
 }
 
 
+#: scheduler options fixed by the supernet's noise schedule
+NOISE = frozenset({"num_train_timesteps", "trained_betas", "beta_start", "beta_end", "beta_schedule", "prediction_type"})
+
+
+def folder_scheduler(name: str) -> tuple[str, dict[str, Any]] | None:
+    """(class name, options) of the scheduler config at ``name`` when it is a local folder or JSON file (the user's
+    own scheduler: its options but the noise schedule, which is the supernet's), else None."""
+    if not Path(name).exists():
+        return None
+    config, where = read_scheduler_config(name)
+    cls_name = config.get("_class_name")
+    if cls_name not in SCHEDULERS.values():
+        raise DDSMError(f"scheduler {cls_name!r} of {where} is not supported; choose one of "
+                        f"{', '.join(SCHEDULERS.values())}")
+    return cls_name, {k: v for k, v in config.items() if not k.startswith("_") and k not in NOISE}
+
+
 def scheduler_class(name: str) -> Any:
-    """The diffusers scheduler class for a short name (``dpm++``) or class name, or a one-line DDSMError."""
+    """The diffusers scheduler class for a short name (``dpm++``), a class name or a folder holding a scheduler
+    config, or a one-line DDSMError."""
     diffusers = import_diffusers()
-    cls_name = SCHEDULERS.get(name, name)
+    own = folder_scheduler(name)
+    cls_name = own[0] if own is not None else SCHEDULERS.get(name, name)
     if cls_name not in SCHEDULERS.values():
         raise DDSMError(f"scheduler {name!r} is not supported; choose one of "
                         f"{', '.join(f'{k} ({v})' for k, v in SCHEDULERS.items())}")
@@ -71,6 +92,10 @@ def make_scheduler(net_or_config: Any, name: str, steps: int, **options: Any) ->
     (:func:`ddsm.integrations.diffusers.make_diffusers_scheduler`, leading spacing).
     """
     cls = scheduler_class(name)
+    own = folder_scheduler(name)
+    if own is not None:  # the user's scheduler: its own options, then the caller's
+        valid = set(inspect.signature(cls.__init__).parameters)
+        options = {**{k: v for k, v in own[1].items() if k in valid}, **options}
     config = model_config_of(net_or_config)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= config.diffusion.num_timesteps:
         raise DDSMError(f"steps {steps!r} is not in 1..{config.diffusion.num_timesteps} (the training timesteps)")
@@ -78,7 +103,7 @@ def make_scheduler(net_or_config: Any, name: str, steps: int, **options: Any) ->
         kind = "ddim" if cls.__name__ == "DDIMScheduler" else "ddpm"
         return make_diffusers_scheduler(config, SamplerConfig(kind=kind, steps=steps))
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    fixed = {"num_train_timesteps", "trained_betas", "beta_start", "beta_end", "beta_schedule", "prediction_type"}
+    fixed = NOISE
     for key in options:
         if key in fixed:
             raise DDSMError(f"scheduler option {key!r} is fixed by the supernet's noise schedule; drop it")

@@ -30,15 +30,23 @@ __all__ = ["SlimPipelineUNet", "pipeline_for_schedule", "widths_for_pipeline"]
 DIT_PIPELINE_NULL = 1000  # the unconditional label DiTPipeline passes when guiding (ImageNet's class count)
 
 
-def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]) -> dict[int, float]:
-    """``{timestep: width}`` for the steps a pipeline with ``scheduler`` visits, from one width per step."""
+def widths_for_pipeline(scheduler: Any, num_inference_steps: int, widths: Sequence[float]
+                        ) -> dict[int, float | tuple[float, ...]]:
+    """``{timestep: width}`` for the calls a pipeline with ``scheduler`` makes, from one width per model call
+    (per step, but for a second-order scheduler such as Heun, which calls the model twice at most timesteps: those
+    map to the widths of their calls, in order)."""
     import copy
 
-    if len(widths) != num_inference_steps:
-        raise DDSMError(f"{len(widths)} widths for {num_inference_steps} inference steps; give one width per step")
     probe = copy.deepcopy(scheduler)  # set_timesteps mutates the scheduler; the pipeline calls it again
     probe.set_timesteps(num_inference_steps)
-    return {int(t): float(w) for t, w in zip(probe.timesteps.tolist(), widths)}
+    calls = [int(t) for t in probe.timesteps.tolist()]
+    if len(widths) != len(calls):
+        what = "step" if len(calls) == num_inference_steps else f"model call ({len(calls)} calls)"
+        raise DDSMError(f"{len(widths)} widths for {num_inference_steps} inference steps; give one width per {what}")
+    out: dict[int, list[float]] = {}
+    for t, w in zip(calls, widths):
+        out.setdefault(t, []).append(float(w))
+    return {t: ws[0] if len(ws) == 1 else tuple(ws) for t, ws in out.items()}
 
 
 class SlimPipelineUNet(torch.nn.Module):
@@ -55,6 +63,7 @@ class SlimPipelineUNet(torch.nn.Module):
         self.config = FrozenDict(dict(config))  # what pipelines read: sample_size, in_channels
         self.widths = widths
         self.visited: list[tuple[int, float]] = []  # (timestep, width) of every call, in order
+        self._seen: dict[int, int] = {}  # calls made at each timestep of a repeated one since the run began
 
     @property
     def dtype(self) -> torch.dtype:
@@ -71,7 +80,14 @@ class SlimPipelineUNet(torch.nn.Module):
         if t not in self.widths:
             raise DDSMError(f"timestep {t} is not in this schedule (it covers {sorted(self.widths)[:4]}...); build it "
                             "with widths_for_pipeline for the pipeline's scheduler and num_inference_steps")
-        return self.widths[t]
+        if t == max(self.widths):  # the noisiest call starts a sampling run
+            self._seen.clear()
+        w = self.widths[t]
+        if isinstance(w, tuple):  # a timestep called more than once (Heun): its calls' widths, in order
+            k = self._seen.get(t, 0)
+            self._seen[t] = k + 1
+            w = w[k % len(w)]
+        return float(w)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, class_labels: torch.Tensor | None = None,
                 return_dict: bool = True, **_):
@@ -127,7 +143,7 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
     scheduler = make_diffusers_scheduler(net, sched.sampler)
     widths = widths_for_pipeline(scheduler, sched.sampler.steps, sched.widths)
     theirs = sorted(widths, reverse=True)
-    ours = [int(round(t)) for t in (sched.timesteps or ())]
+    ours = sorted({int(round(t)) for t in (sched.timesteps or ())}, reverse=True)
     if ours and theirs != ours:
         raise DDSMError(f"diffusers' {sched.sampler.kind} pipeline would visit timesteps {theirs[:4]}..., the schedule "
                         f"{ours[:4]}...; search with timestep_spacing 'leading' to run the schedule in a pipeline")
@@ -136,9 +152,9 @@ def pipeline_for_schedule(checkpoint: str, schedule: Any, *, device: str | torch
         return diffusers.DiTPipeline(transformer=stand_in, vae=net.model.codec.model, scheduler=scheduler)
     if d.autoencoder is not None:
         return diffusers.LDMPipeline(vqvae=net.model.codec.model, unet=stand_in, scheduler=scheduler)
-    if sched.sampler.kind == "unipc":  # DDPMPipeline and DDIMPipeline pass a generator, which UniPC's step refuses
-        raise DDSMError("a UniPC schedule of a pixel-space UNet cannot run in DDPMPipeline or DDIMPipeline (they pass "
-                        "step arguments UniPC does not take); sample it with ddsm.integrations.diffusers."
-                        "sample_with_diffusers or ddsm sample --schedule")
+    if sched.sampler.kind in ("unipc", "heun"):  # DDPMPipeline and DDIMPipeline pass a generator to step
+        raise DDSMError(f"a {sched.sampler.kind} schedule of a pixel-space UNet cannot run in DDPMPipeline or "
+                        f"DDIMPipeline (they pass step arguments {sched.sampler.kind}'s scheduler does not take); sample "
+                        "it with ddsm.integrations.diffusers.sample_with_diffusers or ddsm sample --schedule")
     pipeline = diffusers.DDIMPipeline if sched.sampler.kind == "ddim" else diffusers.DDPMPipeline
     return pipeline(unet=stand_in, scheduler=scheduler)

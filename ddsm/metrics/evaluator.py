@@ -111,7 +111,7 @@ class SamplingEvaluator(Evaluator):
                                 f"with {self.sampler_config.model_dump()}")
             schedule = schedule.plan()
         given = StepPlan.of(schedule)
-        steps = step_plan(given, self.sampler_config.steps, self.net.model, self.sampler_config.guidance_scale)
+        steps = step_plan(given, self.sampler_config.calls, self.net.model, self.sampler_config.guidance_scale)
         pairs = tuple((w, r) for w, r, *_ in steps)
         sides = {r for _, r in pairs}
         if sides != {self.net.config.geometry.image_size} and self.warn_resolutions and not sides <= self._warned_sides:

@@ -73,7 +73,7 @@ class TeacherFIDEvaluator(_FeatureEvaluator):
     def reference(self) -> Reference:
         """The teacher's samples on the teacher seeds, embedded (sampled on first use)."""
         if self._reference is None:
-            full = StepPlan((max(self.net.config.geometry.widths),) * self.sampler_config.steps)
+            full = StepPlan((max(self.net.config.geometry.widths),) * self.sampler_config.calls)
             x = generate_many(self.net.model, self.sampler, [full], list(range(TEACHER_SEED, TEACHER_SEED + TEACHER_NUM)),
                               batch_size=self.batch_size, fuse=False)[0]
             self._reference = Reference(self.features(x), name="teacher reference")

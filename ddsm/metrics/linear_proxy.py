@@ -44,7 +44,7 @@ class LinearProxyEvaluator(SamplingEvaluator):
     def __init__(self, net, sampler, **kw) -> None:
         super().__init__(net, sampler, **kw)
         self.full = max(net.model.widths)
-        self.teacher_plan = (self.full,) * self.sampler_config.steps
+        self.teacher_plan = (self.full,) * self.sampler_config.calls
         self._teacher: torch.Tensor | None = None
         self._delta: dict[tuple[int, float], torch.Tensor] = {}  # (step, width) -> drift (N, C, H, W)
 

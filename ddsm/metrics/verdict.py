@@ -176,7 +176,7 @@ class Verdict:
         self.featurenet = copy.deepcopy(featurenet).double().eval()  # float64 features, the caller's net untouched
         self.sampler = make_sampler(NoiseSchedule(net.config.diffusion), sampler)
         self.batch_size, self.progress = batch_size, progress
-        self.full = StepPlan((max(net.config.geometry.widths),) * sampler.steps)
+        self.full = StepPlan((max(net.config.geometry.widths),) * sampler.calls)
         self.labels = featurenet.config.task == "labels"
         # class accuracy: a conditional model's samples (seed s asks for class s mod num_classes) judged by the
         # feature net's own classifier, which must know the model's classes

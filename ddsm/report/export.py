@@ -87,7 +87,7 @@ def front_table(run: SearchRun, macs: CostModel, decoder_macs: int | None = None
     ``decoder_macs`` (once per image) to the schedule and to the full width.
     """
     q = run.quality
-    steps = run.space.sampler.steps
+    steps = run.space.sampler.calls
     full = macs.full_cost(steps)
     n = len(run.front)
     digits = max(2, len(str(n)))
@@ -219,7 +219,7 @@ def export_front(run: SearchRun, net, out: str | Path, *, budgets: Sequence[floa
         schedules = judged
 
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), scfg)
-    plans = [s.plan() for s in schedules] + [StepPlan((1.0,) * scfg.steps)]
+    plans = [s.plan() for s in schedules] + [StepPlan((1.0,) * scfg.calls)]
     times = time_schedules(net.model, sampler, plans, list(range(seed, seed + num)), repeats=repeats, warmup=warmup,
                            progress=progress)
     medians = [statistics.median(t) for t in times]

@@ -200,7 +200,7 @@ def _sample_grids(run: SearchRun, net, num: int, seed: int) -> tuple[list[str], 
         return _png_data_uri(grid(generate_plan(net.model, sampler, plan, seeds, batch_size=num), ncols), scale)
 
     plans = [SearchRun.plan_of(m) for m in run.front.to_dict(orient="records")]
-    return [uri(p) for p in plans], uri(StepPlan((1.0,) * run.space.sampler.steps))
+    return [uri(p) for p in plans], uri(StepPlan((1.0,) * run.space.sampler.calls))
 
 
 def _passes(space, member: dict[str, Any]) -> list[dict[str, Any]]:

@@ -257,7 +257,7 @@ def plot_samples(run: SearchRun, net, out: str | Path, *, num: int = 16, seed: i
         panels.append((title, SearchRun.plan_of(r)))
     fq, _ = full_width_quality(run)
     panels.append(("full width\n100% " + _cost_label(run) + ("" if fq is None else f", {q} {fq:.3g}"),
-                   StepPlan((1.0,) * scfg.steps)))
+                   StepPlan((1.0,) * scfg.calls)))
     fig = _figure(3.0 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels))
     ncols = max(1, math.ceil(math.sqrt(num)))

@@ -11,7 +11,8 @@ know nothing about network width: the sampling loop looks the width up per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import Field, model_serializer, model_validator
@@ -22,14 +23,20 @@ from ddsm.diffusion.prediction import eps_and_x0
 from ddsm.errors import DDSMError
 
 Spacing = Literal["leading", "trailing", "linspace"]
+Kind = Literal["ddpm", "ddim", "dpm++", "unipc", "heun"]
+#: every sampler kind (the CLI's choices)
+SAMPLER_KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class SamplerConfig(_Frozen):
     """Which sampler, and how it walks the timesteps."""
 
-    # ancestral DDPM, DDIM, DPM-Solver++(2M) (ddsm.samplers.dpm) or UniPC-bh2 (ddsm.samplers.unipc)
-    kind: Literal["ddpm", "ddim", "dpm++", "unipc"] = "ddim"
-    steps: int = Field(50, gt=0, le=MAX_TIMESTEPS)  # number of denoiser calls (at most the training timesteps)
+    # ancestral DDPM, DDIM, DPM-Solver++(2M) (ddsm.samplers.dpm), UniPC-bh2 (ddsm.samplers.unipc) or Heun's
+    # second-order method (ddsm.samplers.heun: two denoiser calls per step but the last)
+    kind: Kind = "ddim"
+    # sampling steps, diffusers' num_inference_steps (at most the training timesteps); a schedule holds one width
+    # per denoiser *call*: ``calls`` (2 steps - 1 for heun, else steps)
+    steps: int = Field(50, gt=0, le=MAX_TIMESTEPS)
     # DDIM stochasticity in [0, 1]: 0 is deterministic, 1 gives DDPM's posterior variance; larger values would
     # add more noise than the step removes (the direction term clamps to 0), so they are refused. Ignored by DDPM.
     eta: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
@@ -42,6 +49,11 @@ class SamplerConfig(_Frozen):
     # prediction alone (as s = 1), one pass. Labels: the sample with seed i has class i mod num_classes.
     guidance_scale: float | None = Field(None, ge=0.0, le=100.0)
 
+    @property
+    def calls(self) -> int:
+        """Denoiser calls per sample (before guidance): the length of a width schedule for this sampler."""
+        return calls_for(self.kind, self.steps)
+
     @model_serializer(mode="wrap")
     def _drop_unset_guidance(self, handler):
         # Unset, it is not written: every schedule file, search space and fingerprint keeps what it was.
@@ -49,6 +61,29 @@ class SamplerConfig(_Frozen):
         if isinstance(data, dict) and data.get("guidance_scale") is None:
             data.pop("guidance_scale", None)
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_scheduler(cls, data: Any) -> Any:
+        # ``scheduler: FOLDER_OR_JSON``: the sampler that reproduces the user's diffusers scheduler
+        # (ddsm.integrations.scheduler_config); only steps and guidance_scale may be given beside it
+        if not isinstance(data, dict) or "scheduler" not in data:
+            return data
+        from ddsm.integrations.scheduler_config import read_scheduler_config, sampler_fields
+
+        data = dict(data)
+        source = data.pop("scheduler")
+        clash = sorted(set(data) - {"steps", "guidance_scale"})
+        if clash:
+            raise ValueError(f"give the sampler as a scheduler or by its fields, not both (drop {', '.join(clash)}; "
+                             "steps and guidance_scale may stand beside scheduler)")
+        if not isinstance(source, (str, Path)):
+            raise ValueError(f"scheduler {source!r} is not a path; give a diffusers folder or scheduler_config.json")
+        steps = data.get("steps", 50)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            return data  # the field's own check names the bad step count
+        config, where = read_scheduler_config(source)
+        return {**sampler_fields(config, where, steps), **data}
 
     @model_validator(mode="after")
     def _timesteps(self) -> "SamplerConfig":
@@ -59,6 +94,15 @@ class SamplerConfig(_Frozen):
             if any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < 0:
                 raise ValueError(f"explicit timesteps must be >= 0 and strictly descending, got {list(ts)[:8]}")
         return self
+
+
+#: samplers that call the denoiser twice in every step but the last (their timesteps repeat, as diffusers' Heun's)
+SECOND_ORDER = frozenset({"heun"})
+
+
+def calls_for(kind: str, steps: int) -> int:
+    """Denoiser calls of ``steps`` sampling steps of sampler ``kind``: 2 steps - 1 for a second-order one."""
+    return 2 * steps - 1 if kind in SECOND_ORDER else steps
 
 
 def guided_passes(config: SamplerConfig) -> int:
@@ -92,11 +136,24 @@ def spaced_timesteps(num_train: int, n: int, spacing: Spacing) -> torch.Tensor:
     return ts
 
 
-def visited(config: SamplerConfig, num_train: int) -> torch.Tensor:
-    """The timesteps a sampler with ``config`` visits: its explicit ones (a student's phi), else the spacing's grid."""
+def step_grid(config: SamplerConfig, num_train: int) -> torch.Tensor:
+    """The distinct timesteps the steps of ``config`` start from: its explicit ones (a student's phi), else the
+    spacing's grid."""
     if config.timesteps is not None:
         return torch.tensor(config.timesteps, dtype=torch.float64)
     return spaced_timesteps(num_train, config.steps, config.timestep_spacing)
+
+
+def calls_of(kind: str, grid: torch.Tensor) -> torch.Tensor:
+    """The timestep of every denoiser call on a step ``grid``: the grid itself, or for a second-order sampler
+    every timestep after the first twice (the step's corrector call ends there, the next step starts there)."""
+    return torch.cat([grid[:1], grid[1:].repeat_interleave(2)]) if kind in SECOND_ORDER else grid
+
+
+def visited(config: SamplerConfig, num_train: int) -> torch.Tensor:
+    """The timestep of every denoiser call of a sampler with ``config`` (``config.calls`` of them, descending; a
+    second-order sampler's repeat, see :func:`calls_of`)."""
+    return calls_of(config.kind, step_grid(config, num_train))
 
 
 class Sampler:
@@ -123,12 +180,13 @@ class Sampler:
     def __init__(self, schedule: NoiseSchedule, config: SamplerConfig) -> None:
         self.schedule = schedule
         self.config = config
-        self.timesteps: torch.Tensor | None = None
+        self.timesteps: torch.Tensor | None = None  # one per denoiser call
+        self.step_timesteps: torch.Tensor | None = None  # one per step (the same but for a second-order sampler)
         self._index: dict[float, int] = {}
 
     @property
     def num_inference_steps(self) -> int | None:
-        return None if self.timesteps is None else len(self.timesteps)
+        return None if self.step_timesteps is None else len(self.step_timesteps)
 
     def set_timesteps(self, num_inference_steps: int | None = None, timesteps: list[float] | None = None) -> None:
         """Fix the visited timesteps: ``num_inference_steps`` spaced per the config, or an explicit descending list."""
@@ -143,7 +201,8 @@ class Sampler:
         else:
             n = num_inference_steps if num_inference_steps is not None else self.config.steps
             ts = spaced_timesteps(self.schedule.num_timesteps, n, self.config.timestep_spacing)
-        self.timesteps = ts
+        self.step_timesteps = ts
+        self.timesteps = calls_of(self.config.kind, ts)
         self._index = {float(t): i for i, t in enumerate(ts)}
 
     def enter_at(self, timestep: float, index: int) -> None:
@@ -152,12 +211,12 @@ class Sampler:
         The step still ends at the timestep visited after ``index``, so ``step``
         accepts a state at any noise level between the two.
         """
-        if self.timesteps is None:
+        if self.step_timesteps is None:
             raise ValueError("call set_timesteps() before enter_at()")
         t = float(timestep)
-        if not 0 <= index < len(self.timesteps):
-            raise DDSMError(f"step index {index} is not in 0..{len(self.timesteps) - 1}")
-        nxt = float(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1.0
+        if not 0 <= index < len(self.step_timesteps):
+            raise DDSMError(f"step index {index} is not in 0..{len(self.step_timesteps) - 1}")
+        nxt = float(self.step_timesteps[index + 1]) if index + 1 < len(self.step_timesteps) else -1.0
         if not nxt < t <= self.schedule.num_timesteps - 1:
             raise DDSMError(f"step {index} cannot start at timestep {t:g}: it must lie in ({nxt:g}, "
                             f"{self.schedule.num_timesteps - 1}]")
@@ -166,14 +225,14 @@ class Sampler:
 
     def prev_timestep(self, t: float) -> float:
         """The timestep visited after ``t`` (-1 after the last: the clean image, alpha_bar = 1)."""
-        if self.timesteps is None:
+        if self.step_timesteps is None:
             raise ValueError(
                 f"{type(self).__name__}.step() called before set_timesteps(); call set_timesteps(num_inference_steps) first"
             )
         i = self._index.get(float(t))
         if i is None:
-            raise DDSMError(f"timestep {float(t)} is not among the visited timesteps {self.timesteps.tolist()}")
-        return float(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1.0
+            raise DDSMError(f"timestep {float(t)} is not among the visited timesteps {self.step_timesteps.tolist()}")
+        return float(self.step_timesteps[i + 1]) if i + 1 < len(self.step_timesteps) else -1.0
 
     def _alpha_bars(self, t: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor, float]:
         prev = self.prev_timestep(t)

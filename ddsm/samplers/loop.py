@@ -17,6 +17,7 @@ from ddsm.samplers.base import Sampler, SamplerConfig
 from ddsm.samplers.ddim import DDIMSampler
 from ddsm.samplers.ddpm import DDPMSampler
 from ddsm.samplers.dpm import DPMSolverPP2M
+from ddsm.samplers.heun import HeunSampler
 from ddsm.samplers.progressive import check_resolutions, enter_growth, family_transform, to_side
 from ddsm.samplers.reuse import check_cached, reuse_eps
 from ddsm.samplers.unipc import UniPC
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ddsm.schedule import Schedule
 
 SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++": DPMSolverPP2M,
-                                      "unipc": UniPC}
+                                      "unipc": UniPC, "heun": HeunSampler}
 
 
 def make_sampler(schedule: NoiseSchedule, config: SamplerConfig) -> Sampler:
@@ -49,7 +50,8 @@ def per_step_widths(widths: float | Sequence[float], num_steps: int, model: Back
         return [model.check_width(widths)] * num_steps
     widths = list(widths)
     if len(widths) != num_steps:
-        raise DDSMError(f"width schedule has {len(widths)} entries but the sampler takes {num_steps} steps")
+        raise DDSMError(f"width schedule has {len(widths)} entries but the sampler takes {num_steps} steps (model "
+                        "calls: one width per call)")
     return [model.check_width(w) for w in widths]
 
 

@@ -213,9 +213,9 @@ class SearchConfig(GeneLayout, _Frozen):
             raise ValueError(f"objectives.quality {self.objectives.quality} scores width schedules only; "
                              f"with resolutions use {' or '.join(able)}")
         for t in self.seeding.transitions:
-            if len(t) != self.n_resolution_genes or any(not 0 <= x < self.sampler.steps for x in t):
+            if len(t) != self.n_resolution_genes or any(not 0 <= x < self.sampler.calls for x in t):
                 raise ValueError(f"seeding.transitions entry {list(t)} must hold {self.n_resolution_genes} steps "
-                                 f"in 0..{self.sampler.steps - 1} (one per side above the smallest)")
+                                 f"in 0..{self.sampler.calls - 1} (one per side above the smallest)")
         if self.guidance_genes:
             if self.sampler.guidance_scale in (None, 1.0):
                 raise ValueError(f"guidance_genes need a guided sampler; sampler.guidance_scale is "
@@ -238,9 +238,9 @@ class SearchConfig(GeneLayout, _Frozen):
                      if on]
             if clash:
                 raise ValueError(f"reuse genes cannot be searched with {clash[0]} yet; drop one of them")
-        if self.segments is not None and self.segments > self.sampler.steps:
-            raise ValueError(f"segments {self.segments} exceeds the {self.sampler.steps} sampling steps; "
-                             f"use 1..{self.sampler.steps} or leave it unset for one gene per step")
+        if self.segments is not None and self.segments > self.sampler.calls:
+            raise ValueError(f"segments {self.segments} exceeds the sampler's {self.sampler.calls} model calls; "
+                             f"use 1..{self.sampler.calls} or leave it unset for one gene per call")
         last = self.evaluator.seed + self.evaluator.num_samples - 1
         if last > MAX_SEED:
             raise ValueError(f"evaluator seeds {self.evaluator.seed}..{last} pass the largest seed 2**63-1; "

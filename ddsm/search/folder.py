@@ -92,7 +92,7 @@ class SearchFolder:
         # search.json first: it marks the folder, so a kill between the two leaves a search that resumes
         write_manifest(self.path / "search.json", kind=SEARCH_KIND, version=SEARCH_VERSION, identity=identity,
                        objectives=space.objectives.model_dump(), budget=space.budget,
-                       cost_per_width=costs.to_json(), full_cost=costs.full_cost(space.sampler.steps),
+                       cost_per_width=costs.to_json(), full_cost=costs.full_cost(space.sampler.calls),
                        **({"cached_cost_per_width": costs.cached_json(), "cache_level": costs.cache_level}
                           if costs.cached is not None else {}),
                        **({"latency_batch": costs.batch} if costs.batch is not None else {}))
@@ -150,7 +150,7 @@ def _front_member(m: Any, i: int, space: SearchConfig, q: str, where: str) -> di
     missing = [k for k in ("genome", "widths", q, "cost", "share", "generation") if k not in m]
     if missing:
         raise bad(f"lacks {', '.join(missing)}")
-    steps = space.sampler.steps
+    steps = space.sampler.calls
     numbers = {k: m[k] for k in (q, "cost", "share")}
     for k, v in numbers.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k != q and v < 0):

@@ -23,12 +23,12 @@ class GeneLayout:
     @property
     def n_genes(self) -> int:
         """Number of genes (segments, or sampling steps)."""
-        return self.segments if self.segments is not None else self.sampler.steps
+        return self.segments if self.segments is not None else self.sampler.calls
 
     @cached_property
     def segment_lengths(self) -> tuple[int, ...]:
         """Sampling steps covered by each gene, noisiest first."""
-        q, r = divmod(self.sampler.steps, self.n_genes)
+        q, r = divmod(self.sampler.calls, self.n_genes)
         return tuple(q + 1 if g < r else q for g in range(self.n_genes))
 
     @property
@@ -60,7 +60,7 @@ class GeneLayout:
     def upper_bounds(self) -> tuple[int, ...]:
         """Largest value of every gene."""
         return ((self.full_index,) * self.n_genes + (self.full_index + 1,) * self.n_guidance_genes
-                + (1,) * self.n_reuse_genes + (self.sampler.steps - 1,) * self.n_resolution_genes)
+                + (1,) * self.n_reuse_genes + (self.sampler.calls - 1,) * self.n_resolution_genes)
 
     @property
     def full_choices(self) -> tuple[int, ...]:
@@ -102,9 +102,9 @@ class GeneLayout:
         bad = [x for x in g[n:self.n_choice_genes] if x not in (0, 1)]
         if bad:
             raise DDSMError(f"reuse genes {bad} are not valid; valid: 0 (full step) or 1 (cached step)")
-        bad = [x for x in g[self.n_choice_genes:] if not 0 <= x < self.sampler.steps]
+        bad = [x for x in g[self.n_choice_genes:] if not 0 <= x < self.sampler.calls]
         if bad:
-            raise DDSMError(f"transition genes {bad} are not sampling steps; valid: 0..{self.sampler.steps - 1}")
+            raise DDSMError(f"transition genes {bad} are not sampling steps; valid: 0..{self.sampler.calls - 1}")
         return g
 
     def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
@@ -129,7 +129,7 @@ class GeneLayout:
         if self.resolutions is None:
             return None
         t = g[self.n_choice_genes:]
-        return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.steps)]
+        return [self.resolutions[sum(1 for x in t if x <= i)] for i in range(self.sampler.calls)]
 
     def genes_to_uncond(self, genome: Sequence[int]) -> list[float | None] | None:
         """The unconditional pass's width per sampling step (None where no guidance), or None without guidance genes."""
@@ -166,8 +166,8 @@ class GeneLayout:
         """The guidance genes of a per-step unconditional width list (None: no guidance); each gene's steps must
         agree."""
         uncond = list(uncond)
-        if len(uncond) != self.sampler.steps:
-            raise DDSMError(f"uncond list has {len(uncond)} entries; the sampler takes {self.sampler.steps} steps")
+        if len(uncond) != self.sampler.calls:
+            raise DDSMError(f"uncond list has {len(uncond)} entries; the sampler calls the model {self.sampler.calls} times")
         check_widths([u for u in uncond if u is not None], self.widths, where="uncond list")
         genes, start = [], 0
         for n in self.segment_lengths:
@@ -186,18 +186,18 @@ class GeneLayout:
         if self.resolutions is None:
             return ()
         sides = list(sides)
-        if len(sides) != self.sampler.steps or any(s not in self.resolutions for s in sides):
-            raise DDSMError(f"resolution list {sides} must hold {self.sampler.steps} sides from {list(self.resolutions)}")
+        if len(sides) != self.sampler.calls or any(s not in self.resolutions for s in sides):
+            raise DDSMError(f"resolution list {sides} must hold {self.sampler.calls} sides from {list(self.resolutions)}")
         if any(b < a for a, b in zip(sides, sides[1:])):
             raise DDSMError(f"resolution list {sides} decreases; a resolution may only grow")
-        return tuple(next((i for i, s in enumerate(sides) if s >= r), self.sampler.steps - 1)
+        return tuple(next((i for i, s in enumerate(sides) if s >= r), self.sampler.calls - 1)
                      for r in self.resolutions[1:])
 
     def widths_to_genes(self, widths: Sequence[float]) -> tuple[int, ...]:
         """The genome of a per-step width list; every gene's steps must share one width."""
         widths = list(widths)
-        if len(widths) != self.sampler.steps:
-            raise DDSMError(f"width list has {len(widths)} entries; the sampler takes {self.sampler.steps} steps")
+        if len(widths) != self.sampler.calls:
+            raise DDSMError(f"width list has {len(widths)} entries; the sampler calls the model {self.sampler.calls} times")
         check_widths(widths, self.widths, where="width list")
         genome, start = [], 0
         for n in self.segment_lengths:

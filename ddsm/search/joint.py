@@ -140,7 +140,7 @@ class Arm:
     @property
     def steps(self) -> int:
         """The model's sampling steps."""
-        return self.space.sampler.steps
+        return self.space.sampler.calls
 
 
 def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> tuple[SearchConfig, bool]:
@@ -188,7 +188,7 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
         raise DDSMError(f"teacher {joint.teacher!r} is itself a distilled student; give the model it was distilled from")
     arms: list[Arm] = []
     t_prep = prepare_search(base, joint.teacher, net=teacher)
-    teacher_full = t_prep.costs.full_cost(base.sampler.steps)
+    teacher_full = t_prep.costs.full_cost(base.sampler.calls)
     if joint.include_teacher:
         arms.append(Arm(TEACHER, t_prep, 1.0, False))
     reference = TeacherReference(checkpoint=joint.teacher, sampler=base.sampler)

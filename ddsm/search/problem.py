@@ -84,7 +84,7 @@ class WidthProblem(Problem):
             # the additive seeding model keeps reuse genes at 0 (full steps; seeding.sensitivity_table), which cost
             # nothing beyond their width gene: caching is not additive in width (the true cost is cost())
             self.gene_costs = np.vstack([self.gene_costs, np.zeros((len(lengths), self.gene_costs.shape[1]))])
-        self.full_cost = self.costs.full_cost(space.sampler.steps)
+        self.full_cost = self.costs.full_cost(space.sampler.calls)
         super().__init__(n_var=space.n_vars, n_obj=2, n_ieq_constr=1, xl=0, xu=np.asarray(space.upper_bounds),
                          vtype=int)
 
@@ -106,7 +106,7 @@ class WidthProblem(Problem):
             c[:, 0] = False
         if space.resolutions is None:
             return self.costs.total(w, None, u, c)
-        steps = np.arange(space.sampler.steps)
+        steps = np.arange(space.sampler.calls)
         r = (X[:, space.n_choice_genes:, None] <= steps[None, None, :]).sum(axis=1)  # side index per step
         return self.costs.total(w, r, u, c)
 
@@ -120,7 +120,7 @@ class WidthProblem(Problem):
         size only at the last step."""
         space = self.space
         return space.canonical((0,) * (space.n_genes + space.n_guidance_genes) + (1,) * space.n_reuse_genes
-                               + (space.sampler.steps - 1,) * space.n_resolution_genes)
+                               + (space.sampler.calls - 1,) * space.n_resolution_genes)
 
     @property
     def cheapest_share(self) -> float:

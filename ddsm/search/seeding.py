@@ -82,7 +82,7 @@ def split_genes(space: SearchConfig) -> list[int]:
     out = []
     for f in space.seeding.two_segment:
         # The split is placed on a gene boundary: the gene holding step round(f * steps) starts the second part.
-        k = int(np.searchsorted(np.cumsum(space.segment_lengths), round(f * space.sampler.steps), side="right"))
+        k = int(np.searchsorted(np.cumsum(space.segment_lengths), round(f * space.sampler.calls), side="right"))
         if 0 < k < space.n_genes:
             out.append(k)
     return out

@@ -53,7 +53,7 @@ class TeacherReference:
         """The teacher's full-width samples on seeds ``seed .. seed+num-1``."""
         teacher = load_supernet(self.checkpoint, device=device)
         sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), self.sampler)
-        full = StepPlan((max(teacher.config.geometry.widths),) * self.sampler.steps)
+        full = StepPlan((max(teacher.config.geometry.widths),) * self.sampler.calls)
         seeds = list(range(seed, seed + num))
         return generate_many(teacher.model, sampler, [full], seeds, batch_size=batch_size, fuse=fuse)[0]
 
