@@ -43,6 +43,20 @@ def assert_bad_input(result, *needles: str) -> str:
     return lines[0]
 
 
+def search_and_export(checkpoint, tmp_path: Path, sampler: dict) -> list[Path]:
+    """``ddsm search`` of the tiny space with ``sampler``, then ``ddsm export`` (one timing repeat); the exported
+    front's schedule files, cheapest first."""
+    space = write_space(tmp_path / "space.yaml", sampler=sampler)
+    r = invoke("search", "--space", space, "--checkpoint", checkpoint, "--out", tmp_path / "search", "--no-progress")
+    assert r.exit_code == 0, r.output
+    r = invoke("export", tmp_path / "search", "--checkpoint", checkpoint, "--out", tmp_path / "export",
+               "--repeats", "1", "--warmup", "0", "--no-progress")
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "export").glob("front-*.json"))
+    assert files
+    return files
+
+
 def slim_briefly(tmp_path: Path, folder, out, *extra: str):
     """``ddsm slim --from-diffusers folder`` for two steps of 8 images at widths 0.5 and 1, into ``out``."""
     cfg = tmp_path / "recipe.yaml"

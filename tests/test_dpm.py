@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from cli_helpers import assert_bad_input, invoke, write_space
+from cli_helpers import assert_bad_input, invoke, search_and_export
 from ddsm.checkpoint import Supernet
 from ddsm.config import DiffusionConfig
 from ddsm.diffusion import NoiseSchedule
@@ -94,14 +94,8 @@ def test_a_resolution_schedule_is_refused(random_supernet, tiny_model_config, ki
 
 
 def test_a_search_exports_and_samples_with_it(trained_run, tmp_path):
-    space = write_space(tmp_path / "space.yaml", sampler={"kind": "dpm++", "steps": 4})
-    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "search", "--no-progress")
-    assert r.exit_code == 0, r.output
-    r = invoke("export", tmp_path / "search", "--checkpoint", trained_run, "--out", tmp_path / "export",
-               "--repeats", "1", "--warmup", "0", "--no-progress")
-    assert r.exit_code == 0, r.output
-    files = sorted((tmp_path / "export").glob("front-*.json"))
-    assert files and json.loads(files[0].read_text())["sampler"]["kind"] == "dpm++"
+    files = search_and_export(trained_run, tmp_path, {"kind": "dpm++", "steps": 4})
+    assert json.loads(files[0].read_text())["sampler"]["kind"] == "dpm++"
     r = invoke("sample", "--checkpoint", trained_run, "--schedule", files[0], "--num", 2, "--out", tmp_path / "s",
                "--no-progress")
     assert r.exit_code == 0, r.output

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from cli_helpers import assert_bad_input, invoke, write_space
+from cli_helpers import assert_bad_input, invoke, search_and_export
 from ddsm.data import load_digits
 from ddsm.diffusion import NoiseSchedule
 from ddsm.errors import DDSMError
@@ -52,13 +52,7 @@ def test_a_schedule_of_one_width_per_step_is_refused_naming_the_calls(tiny_model
 
 
 def test_a_search_exports_judges_and_samples_with_a_width_per_call(trained_run, tmp_path):
-    space = write_space(tmp_path / "space.yaml", sampler={"kind": "heun", "steps": 3, "clip_sample": False})
-    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "search", "--no-progress")
-    assert r.exit_code == 0, r.output
-    r = invoke("export", tmp_path / "search", "--checkpoint", trained_run, "--out", tmp_path / "export",
-               "--repeats", "1", "--warmup", "0", "--no-progress")
-    assert r.exit_code == 0, r.output
-    files = sorted((tmp_path / "export").glob("front-*.json"))
+    files = search_and_export(trained_run, tmp_path, {"kind": "heun", "steps": 3, "clip_sample": False})
     doc = json.loads(files[0].read_text())
     assert doc["sampler"]["kind"] == "heun" and len(doc["widths"]) == 5 and len(doc["timesteps"]) == 5
     # shares count calls: a schedule's MACs over five full-width calls

@@ -10,7 +10,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from cli_helpers import assert_bad_input, invoke, write_space  # noqa: E402
+from cli_helpers import assert_bad_input, invoke, search_and_export  # noqa: E402
 from ddsm.checkpoint import Supernet  # noqa: E402
 from ddsm.config import validate  # noqa: E402
 from ddsm.diffusion import NoiseSchedule  # noqa: E402
@@ -73,16 +73,11 @@ def test_what_ddsm_cannot_reproduce_is_one_line(tmp_path, cls, options, needle):
 
 def test_search_export_verdict_and_sample_take_the_folders_scheduler(trained_run, tmp_path):
     folder = user_scheduler(tmp_path / "user", "HeunDiscreteScheduler", timestep_spacing="trailing")
-    space = write_space(tmp_path / "space.yaml", sampler={"scheduler": str(folder), "steps": 3})
-    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "search", "--no-progress")
-    assert r.exit_code == 0, r.output
+    files = search_and_export(trained_run, tmp_path, {"scheduler": str(folder), "steps": 3})
     written = json.loads((tmp_path / "search" / "space.json").read_text())
     # the resolved sampler is what is recorded beside the search (it stays what it was if the folder changes)
     assert written["sampler"]["kind"] == "heun" and "scheduler" not in written["sampler"]
-    r = invoke("export", tmp_path / "search", "--checkpoint", trained_run, "--out", tmp_path / "export",
-               "--repeats", "1", "--warmup", "0", "--no-progress")
-    assert r.exit_code == 0, r.output
-    doc = json.loads(sorted((tmp_path / "export").glob("front-*.json"))[0].read_text())
+    doc = json.loads(files[0].read_text())
     assert doc["sampler"]["kind"] == "heun" and doc["sampler"]["timestep_spacing"] == "trailing"
     assert len(doc["widths"]) == 5
     r = invoke("sample", "--checkpoint", trained_run, "--scheduler", folder, "--width", "0.5", "--steps", "3",

@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from cli_helpers import invoke, write_space
+from cli_helpers import invoke, search_and_export
 from ddsm.diffusion import NoiseSchedule
 from ddsm.samplers import SamplerConfig, generate, make_sampler
 
@@ -35,14 +35,8 @@ def test_it_differs_from_dpm_solver_by_its_corrector_and_lands_on_the_clean_esti
 
 
 def test_a_search_exports_and_samples_with_it(trained_run, tmp_path):
-    space = write_space(tmp_path / "space.yaml", sampler={"kind": "unipc", "steps": 4})
-    r = invoke("search", "--space", space, "--checkpoint", trained_run, "--out", tmp_path / "search", "--no-progress")
-    assert r.exit_code == 0, r.output
-    r = invoke("export", tmp_path / "search", "--checkpoint", trained_run, "--out", tmp_path / "export",
-               "--repeats", "1", "--warmup", "0", "--no-progress")
-    assert r.exit_code == 0, r.output
-    files = sorted((tmp_path / "export").glob("front-*.json"))
-    assert files and json.loads(files[0].read_text())["sampler"]["kind"] == "unipc"
+    files = search_and_export(trained_run, tmp_path, {"kind": "unipc", "steps": 4})
+    assert json.loads(files[0].read_text())["sampler"]["kind"] == "unipc"
     r = invoke("sample", "--checkpoint", trained_run, "--width", "0.5", "--sampler", "unipc", "--steps", "3",
                "--num", 2, "--out", tmp_path / "s", "--no-progress")
     assert r.exit_code == 0, r.output

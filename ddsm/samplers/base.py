@@ -248,3 +248,22 @@ class Sampler:
     def step(self, model_output: torch.Tensor, timestep: float, sample: torch.Tensor,
              noise: torch.Tensor | None = None) -> SamplerOutput:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class HistoryInState(Sampler):
+    """A sampler whose state is the image followed by ``parts - 1`` tensors of its history along the channels
+    (multistep and second-order solvers): every loop, prefix, cache and fused call carries the history with it."""
+
+    history = True
+    parts: int = 2  # the image and its history tensors, each with the image's channels
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        """The image with an empty history."""
+        return torch.cat([x] + [torch.zeros_like(x)] * (self.parts - 1), dim=1)
+
+    def model_input(self, state: torch.Tensor) -> torch.Tensor:
+        """The image part of the state: what the denoiser sees."""
+        return state[:, : state.shape[1] // self.parts]
+
+    def final(self, state: torch.Tensor) -> torch.Tensor:
+        return self.model_input(state)

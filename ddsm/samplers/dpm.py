@@ -28,24 +28,13 @@ from __future__ import annotations
 import torch
 
 from ddsm.diffusion.prediction import eps_and_x0
-from ddsm.samplers.base import Sampler, SamplerOutput
+from ddsm.samplers.base import HistoryInState, SamplerOutput
 
 
-class DPMSolverPP2M(Sampler):
+class DPMSolverPP2M(HistoryInState):
     """DPM-Solver++(2M): data-prediction multistep solver, first order at the first and last steps."""
 
-    history = True
-
-    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
-        """The image with an empty history (no previous x̂₀ yet)."""
-        return torch.cat([x, torch.zeros_like(x)], dim=1)
-
-    def model_input(self, state: torch.Tensor) -> torch.Tensor:
-        """The image part of the state: what the denoiser sees."""
-        return state[:, : state.shape[1] // 2]
-
-    def final(self, state: torch.Tensor) -> torch.Tensor:
-        return self.model_input(state)
+    parts = 2  # the image, the previous step's x̂₀ (none yet: zeros)
 
     def _lambda_sigma_alpha(self, t: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ab = self.schedule.alpha_bar_at(t)  # float64

@@ -29,27 +29,16 @@ from __future__ import annotations
 import torch
 
 from ddsm.errors import DDSMError
-from ddsm.samplers.base import Sampler, SamplerOutput
+from ddsm.samplers.base import HistoryInState, SamplerOutput
 
 PARTS = 4  # the model's input x_t, the step's start x̄_i, its Euler derivative d_i, the phase
 
 
-class HeunSampler(Sampler):
+class HeunSampler(HistoryInState):
     """Heun's method (diffusers' ``HeunDiscreteScheduler``): two denoiser calls per step but the last; see the
     module."""
 
-    history = True
-
-    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
-        """The noise image, in its first Euler phase."""
-        return torch.cat([x] + [torch.zeros_like(x)] * (PARTS - 1), dim=1)
-
-    def model_input(self, state: torch.Tensor) -> torch.Tensor:
-        """The image part of the state: what the denoiser sees."""
-        return state[:, : state.shape[1] // PARTS]
-
-    def final(self, state: torch.Tensor) -> torch.Tensor:
-        return self.model_input(state)
+    parts = PARTS  # an empty history is the first Euler phase
 
     def _sigma(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         # (sigma, sqrt(alpha_bar)) in float64; after the last step, the clean image (0, 1)

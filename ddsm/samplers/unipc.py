@@ -28,26 +28,15 @@ from __future__ import annotations
 import torch
 
 from ddsm.diffusion.prediction import eps_and_x0
-from ddsm.samplers.base import Sampler, SamplerOutput
+from ddsm.samplers.base import HistoryInState, SamplerOutput
 
 PARTS = 4  # image, the last corrected state, m_{i-1}, m_{i-2}
 
 
-class UniPC(Sampler):
+class UniPC(HistoryInState):
     """UniPC-bh2 of order 2 (diffusers' default), first order at the first and last steps; see the module."""
 
-    history = True
-
-    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
-        """The image with an empty history."""
-        return torch.cat([x] + [torch.zeros_like(x)] * (PARTS - 1), dim=1)
-
-    def model_input(self, state: torch.Tensor) -> torch.Tensor:
-        """The image part of the state: what the denoiser sees."""
-        return state[:, : state.shape[1] // PARTS]
-
-    def final(self, state: torch.Tensor) -> torch.Tensor:
-        return self.model_input(state)
+    parts = PARTS
 
     def _lam_sig_alp(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if t < 0:  # after the last step: the clean image (sigma 0, lambda +inf)
