@@ -1,7 +1,9 @@
 """Cached steps beside width (issue 32): does reusing deep features per step beat width alone and DeepCache?
 
-Four parts on the shipped digits supernet; every judgement is the verdict's (``ddsm.metrics.verdict``) on
-held-out seeds 10000.. (never the search's 0..255), paired 95 % bootstrap intervals against full width:
+Four parts on the shipped digits supernet (or ``--checkpoint``, ``--space``, ``--featurenet``: e.g. the slimmed
+latent DiTPipeline of issue 31, ``runs/latent-slim`` with ``search_spaces/latent-dpm.yaml`` and ``mnist``); every
+judgement is the verdict's (``ddsm.metrics.verdict``) on held-out seeds 10000.. (never the search's 0..255),
+paired 95 % bootstrap intervals against full width:
 
 1. **costs**: per width, the MACs of a full and of a cached call at every cache level, and the measured time of
    one call at batch 1 and 64 (median of round-robin repeats, one process).
@@ -17,6 +19,8 @@ held-out seeds 10000.. (never the search's 0..255), paired 95 % bootstrap interv
 
     python experiments/bench_cache.py                          # every part
     python experiments/bench_cache.py --parts costs --repeats 20
+    python experiments/bench_cache.py --checkpoint runs/latent-slim --space search_spaces/latent-dpm.yaml \
+        --featurenet mnist --work runs/bench-cache-latent --out runs/bench-cache-latent
 
 Prints tables; writes ``<out>/cache.json`` (sections of parts not rerun are kept) and ``<out>/cache_*.csv``.
 """
@@ -42,7 +46,7 @@ from _script import parse_parts, run, write_parts  # noqa: E402
 from ddsm import load_supernet  # noqa: E402
 from ddsm.cost.macs import count_cached_macs, count_macs  # noqa: E402
 from ddsm.cost.model import CostModel  # noqa: E402
-from ddsm.data import load_digits  # noqa: E402
+from ddsm.checkpoint import training_data  # noqa: E402
 from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
 from ddsm.io import write_atomic  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
@@ -109,11 +113,11 @@ def part_costs(net, args) -> tuple[pd.DataFrame, dict]:
 def joint_space_file(args, latency: bool = False) -> Path:
     """digits.yaml plus reuse genes at ``--level``: the same recipe, one more choice per gene (``latency``: priced
     by the measured time of one call at batch 1 instead of MACs)."""
-    doc = yaml.safe_load(SPACE.read_text())
+    doc = yaml.safe_load(Path(args.space).read_text())
     doc["reuse"] = {"level": args.level}
     if latency:
         doc["objectives"] = {**doc["objectives"], "cost": "latency", "batch": 1}
-    path = Path(args.work) / f"digits-reuse-level{args.level}{'-latency' if latency else ''}.yaml"
+    path = Path(args.work) / f"{Path(args.space).stem}-reuse-level{args.level}{'-latency' if latency else ''}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -124,13 +128,14 @@ def part_search(args) -> dict:
     ddsm = str(Path(sys.executable).parent / "ddsm")
     table = Path(args.work) / "cost.json"
     if not table.exists():  # the latency search's prices: one call per width (full and cached), batches 1 and 64
-        subprocess.run([ddsm, "cost", "--checkpoint", "digits", "--out", str(table), "--batch-size", "1",
+        subprocess.run([ddsm, "cost", "--checkpoint", args.checkpoint, "--out", str(table), "--batch-size", "1",
                         "--batch-size", "64", "--cache-level", str(args.level), "--repeats", "30", "--no-progress"],
                        check=True)
-    for name, space in (("width", SPACE), ("joint", joint_space_file(args)),
+    for name, space in (("width", Path(args.space)), ("joint", joint_space_file(args)),
                         ("joint-latency", joint_space_file(args, latency=True))):
         folder = Path(args.work) / name
-        cmd = [ddsm, "search", "--space", str(space), "--checkpoint", "digits", "--out", str(folder), "--no-progress",
+        cmd = [ddsm, "search", "--space", str(space), "--checkpoint", args.checkpoint, "--out", str(folder),
+               "--no-progress",
                *(["--cost", str(table)] if name == "joint-latency" else [])]
         if (folder / "search.json").exists():
             cmd.append("--resume")
@@ -255,6 +260,10 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts [{','.join(PARTS)}]")
+    ap.add_argument("--checkpoint", default="digits", help="supernet: a shipped name or a run folder [digits]")
+    ap.add_argument("--space", default=str(SPACE), help="width search space; the joint ones add reuse genes to it "
+                    "[search_spaces/digits.yaml]")
+    ap.add_argument("--featurenet", default="digits", help="feature net of the data [digits]")
     ap.add_argument("--level", type=int, default=1, help="cache level of the joint search and DeepCache [1]")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per schedule [1000]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
@@ -263,9 +272,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
     args = ap.parse_args()
     parts = parse_parts(args.parts, PARTS)
-    net = load_supernet("digits")
-    data = load_digits(size=16, channels=1)
-    features = FeatureNet.load("digits", data)
+    net = load_supernet(args.checkpoint)
+    data = training_data(args.checkpoint, net.config.geometry)  # pixels at the decoder's size for a latent model
+    features = FeatureNet.load(args.featurenet, data)
     out = Path(args.out)
     doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": torch.get_num_threads(),
                  "torch": torch.__version__}

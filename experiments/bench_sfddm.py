@@ -173,8 +173,25 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
+def _call_seconds(path: str, teacher_calls: int) -> dict:
+    """{(width, cached): seconds of one call} from a ``ddsm cost --cache-level L`` table, and the teacher's
+    full-width schedule's total under the key "full"."""
+    from ddsm.io import read_json
+
+    table = read_json(Path(path))
+    out = {(float(e["width"]), "cache_level" in e): float(e["latency_s"]) for e in table["entries"]}
+    out["full"] = teacher_calls * out[(1.0, False)]
+    return out
+
+
+def _time_share(plan, seconds: dict) -> float:
+    """A schedule's predicted wall time over the teacher's full-width schedule's, from the per-call seconds."""
+    cached = plan.cached or (False,) * len(plan.widths)
+    return sum(seconds[(float(w), bool(c))] for w, c in zip(plan.widths, cached)) / seconds["full"]
+
+
 def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
-    from ddsm.search.joint import TEACHER, JointSpace, prepare_joint, run_joint
+    from ddsm.search.joint import TEACHER, JointSpace, member_plan, prepare_joint, run_joint
     from ddsm.search.folder import load_search
 
     joint = JointSpace.load(args.joint)
@@ -186,27 +203,34 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     search_s = time.perf_counter() - t0
     nets = {a.name: a.net for a in arms}
     spaces = {a.name: a.space for a in arms}
+    def label(prefix, plan):  # cached steps (reuse genes) are marked "c" after their width
+        return f"{prefix} " + " ".join(f"{w:g}{'c' if plan.cached and plan.cached[i] else ''}"
+                                       for i, w in enumerate(plan.widths))
+
     members = {}
     for r in res.front.to_dict(orient="records"):
-        members[f"joint {r['model']} {' '.join(f'{w:g}' for w in r['widths'])}"] = (r["model"], r["widths"], r["share"])
-    own = load_search(out / "models" / TEACHER).front
+        plan = member_plan(r)
+        members[label(f"joint {r['model']}", plan)] = (r["model"], plan, r["share"])
+    own = load_search(out / "models" / TEACHER)
     teacher_only = {}
-    for r in own.to_dict(orient="records"):
-        teacher_only[f"teacher {' '.join(f'{w:g}' for w in r['widths'])}"] = (TEACHER, r["widths"], r["share"])
+    for r in own.front.to_dict(orient="records"):
+        plan = own.plan_of(r)
+        teacher_only[label("teacher", plan)] = (TEACHER, plan, r["share"])
     settings = VerdictSettings(num=args.front_num, teacher_num=2 * args.front_num, draws=args.draws)
     unique = {}
-    for key, (model, widths, share) in {**members, **teacher_only}.items():
-        unique.setdefault((model, tuple(widths)), (key, share))
+    for key, (model, plan, share) in {**members, **teacher_only}.items():
+        unique.setdefault((model, plan), (key, share))
     samples = {}
-    for (model, widths), (key, _) in unique.items():
+    for (model, plan), (key, _) in unique.items():
         net = nets[model]
         sampler = make_sampler(NoiseSchedule(net.config.diffusion), spaces[model].sampler)
-        samples[key] = generate_many(net.model, sampler, [StepPlan(tuple(widths))], list(settings.seeds),
-                                     batch_size=256, fuse=False)[0]
+        samples[key] = generate_many(net.model, sampler, [plan], list(settings.seeds), batch_size=256, fuse=False)[0]
     v = _judge(teacher, args, features, data, samples, settings)
+    # predicted wall time at batch 1: the measured seconds of each call (width, cached or not) of --time-table
+    seconds = _call_seconds(args.time_table, joint.base_space().sampler.calls) if args.time_table else None
 
-    def key_of(model, widths):
-        return unique[(model, tuple(widths))][0]
+    def key_of(model, plan):
+        return unique[(model, plan)][0]
 
     table_rows, summary = [], {}
     ref_fids = []
@@ -220,12 +244,17 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
             ref_fids.append(iv.value)
             # The paired difference, not the member's own FID interval: resampling seeds biases FID itself.
             table_rows.append({"front": front_name, "model": model, "steps": len(widths),
-                               "widths": " ".join(f"{w:g}" for w in widths), "share": share, "fid": iv.value,
+                               "widths": " ".join(f"{w:g}" for w in widths.widths),
+                               "cached_steps": widths.cached_steps, "share": share,
+                               **({"time_share_b1": _time_share(widths, seconds)} if seconds else {}),
+                               "fid": iv.value,
                                "fid_minus_teacher20": d20.value, "low": d20.low, "high": d20.high,
                                "worse_than_teacher20": ",".join(worse)})
             if cheapest is None and not worse:
                 d = v.compare(k, FULL, "fid")
-                cheapest = {"model": model, "widths": list(widths), "share": share, "flop_saving": 1 - share,
+                cheapest = {"model": model, "widths": list(widths.widths), "cached": list(widths.cached or ()),
+                            "share": share, "flop_saving": 1 - share,
+                            **({"time_share_b1": _time_share(widths, seconds)} if seconds else {}),
                             "fid_minus_teacher20": d.value, "interval": [d.low, d.high]}
         summary[front_name] = {"members": len(ms), "cheapest_without_significant_loss": cheapest}
     worst = max(ref_fids)
@@ -259,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                     "seeds as --students (before/after a fix, paired)")
     ap.add_argument("--growth-run", default=str(ROOT / "runs" / "sfddm-k4"), help="K=4 distillation run folder")
     ap.add_argument("--joint", default=str(ROOT / "search_spaces" / "digits-steps.yaml"), help="joint space of part 3")
+    ap.add_argument("--time-table", default="", help="part 3: a `ddsm cost --cache-level L` table (batch 1) whose "
+                    "per-call seconds predict each member's time share of the teacher's full width")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--featurenet", default="digits", help="feature net of the teacher's data: a shipped name "
                     "(digits, mnist) or a file [digits]")

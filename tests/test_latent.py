@@ -94,6 +94,14 @@ def test_a_latent_pipeline_is_slimmed_in_latent_space_and_samples_decoded_images
     z = sample_with_diffusers(net, StepPlan((1.0,) * 3), [0, 1], sampler=SamplerConfig(kind="ddim", steps=3))
     assert y.shape == (2, 1, 8, 8)
     torch.testing.assert_close(z, x, rtol=0, atol=1e-4)  # diffusers' loop and ddsm's agree, decoded
+    if kind == "dit":  # the DiT reuses its middle blocks' residual at cached steps (FORA), decoded like any sample
+        level = net.model.reuse_levels()[-1]
+        cached = StepPlan((1.0,) * 3, cached=(False, True, True), cache_level=level)
+        sampler = make_sampler(NoiseSchedule(net.config.diffusion), SamplerConfig(kind="ddim", steps=3))
+        c = generate(net.model, sampler, cached, [0, 1])
+        assert c.shape == x.shape and torch.isfinite(c).all()
+        assert torch.equal(generate(net.model, sampler, StepPlan((1.0,) * 3, cached=(False,) * 3,
+                                                                 cache_level=level), [0, 1]), x)
 
 
 @pytest.mark.parametrize("kind", ["dit", "ldm"])

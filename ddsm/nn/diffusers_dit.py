@@ -140,6 +140,32 @@ class SlimDiTTransformer2DModel(nn.Module):
         hidden = F.gelu(F.linear(x, first.weight[:m], first.bias[:m]), approximate=self.approximate)
         return F.linear(hidden, second.weight[:, :m], second.bias)
 
+    def _embed(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None):
+        # (tokens with their position embedding, per-sample t, the token grid's rows and cols)
+        if class_labels is None:
+            raise DDSMError("a DiT takes class labels: give class_labels (the null label is num_classes)")
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        return self.pos_embed(x), t, x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+
+    def _block(self, block: nn.Module, h: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # one adaLN-Zero block at the active width: its first k heads and m MLP units
+        k, m = active(self.heads, self.width), active(self.mlp_hidden, self.width)
+        c = self._condition(block.norm1.emb, t, y, h.dtype)
+        shift1, scale1, gate1, shift2, scale2, gate2 = block.norm1.linear(F.silu(c)).chunk(6, dim=1)
+        a = block.norm1.norm(h) * (1 + scale1[:, None]) + shift1[:, None]
+        h = h + gate1[:, None] * self._attention(block.attn1, a, k)
+        a = block.norm3(h) * (1 + scale2[:, None]) + shift2[:, None]
+        return h + gate2[:, None] * self._mlp(block.ff, a, m)
+
+    def _head(self, h: torch.Tensor, t: torch.Tensor, y: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        # the final adaptive norm, the linear decoder and unpatchify
+        c = self._condition(self.transformer_blocks[0].norm1.emb, t, y, h.dtype)
+        shift, scale = self.proj_out_1(F.silu(c)).chunk(2, dim=1)
+        out = self.proj_out_2(self.norm_out(h) * (1 + scale[:, None]) + shift[:, None])
+        p, C = self.patch_size, self.out_channels
+        return out.reshape(-1, rows, cols, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(-1, C, rows * p, cols * p)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor | None = None, *,
                 return_hidden: bool = False):
         """diffusers' ``DiTTransformer2DModel.forward(x, t, class_labels).sample`` at the active width.
@@ -147,25 +173,29 @@ class SlimDiTTransformer2DModel(nn.Module):
         ``t``: scalar or (B,), may be fractional; ``class_labels`` (B,) are required (the null label is
         ``num_classes``). ``return_hidden`` also returns the last block's tokens as a map (B, D, H/p, W/p).
         """
-        if class_labels is None:
-            raise DDSMError("a DiT takes class labels: give class_labels (the null label is num_classes)")
-        t = torch.as_tensor(t, device=x.device)
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        h = self.pos_embed(x)
-        k, m = active(self.heads, self.width), active(self.mlp_hidden, self.width)
+        h, t, rows, cols = self._embed(x, t, class_labels)
         for block in self.transformer_blocks:
-            c = self._condition(block.norm1.emb, t, class_labels, h.dtype)
-            shift1, scale1, gate1, shift2, scale2, gate2 = block.norm1.linear(F.silu(c)).chunk(6, dim=1)
-            a = block.norm1.norm(h) * (1 + scale1[:, None]) + shift1[:, None]
-            h = h + gate1[:, None] * self._attention(block.attn1, a, k)
-            a = block.norm3(h) * (1 + scale2[:, None]) + shift2[:, None]
-            h = h + gate2[:, None] * self._mlp(block.ff, a, m)
-        c = self._condition(self.transformer_blocks[0].norm1.emb, t, class_labels, h.dtype)
-        shift, scale = self.proj_out_1(F.silu(c)).chunk(2, dim=1)
-        out = self.proj_out_2(self.norm_out(h) * (1 + scale[:, None]) + shift[:, None])
-        p, C = self.patch_size, self.out_channels
-        out = out.reshape(-1, rows, cols, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(-1, C, rows * p, cols * p)
+            h = self._block(block, h, t, class_labels)
+        out = self._head(h, t, class_labels, rows, cols)
         if not return_hidden:
             return out
         return out, h.transpose(1, 2).reshape(x.shape[0], -1, rows, cols)
+
+    def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, class_labels: torch.Tensor, *, level: int,
+                      deep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, the residual blocks ``level``..depth-level-1 add): a full call that also returns it (``deep``
+        None), or a cached call that adds ``deep`` in their place (FORA / Δ-DiT; as ddsm's own DiT)."""
+        h, t, rows, cols = self._embed(x, t, class_labels)
+        blocks, L = self.transformer_blocks, level
+        for block in blocks[:L]:
+            h = self._block(block, h, t, class_labels)
+        if deep is None:
+            start = h
+            for block in blocks[L: len(blocks) - L]:
+                h = self._block(block, h, t, class_labels)
+            deep = h - start
+        else:
+            h = h + deep
+        for block in blocks[len(blocks) - L:]:
+            h = self._block(block, h, t, class_labels)
+        return self._head(h, t, class_labels, rows, cols), deep

@@ -27,12 +27,12 @@ from torch import nn
 from ddsm.config import ModelConfig
 from ddsm.errors import DDSMError
 from ddsm.nn.autoencoder import LatentCodec
-from ddsm.nn.backbone import GeometryFromConfig, NoFeatureReuse, check_width_of, class_labels
+from ddsm.nn.backbone import GeometryFromConfig, check_reuse_level, check_width_of, class_labels
 from ddsm.nn.diffusers_dit import SlimDiTTransformer2DModel
 from ddsm.nn.dit import dit_forward_bytes
 
 
-class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
+class SlimmedDiT(GeometryFromConfig, nn.Module):
     """A diffusers DiTTransformer2DModel made a supernet (module docstring); ``forward(x, t, cond=y) -> eps``."""
 
     def __init__(self, config: ModelConfig) -> None:
@@ -103,3 +103,19 @@ class SlimmedDiT(NoFeatureReuse, GeometryFromConfig, nn.Module):
         if return_hidden:
             return out[0][:, : self.in_channels], out[1]
         return out[:, : self.in_channels]
+
+    def reuse_levels(self) -> tuple[int, ...]:
+        """Levels L = 0..(depth-1)//2, as ddsm's own DiT: a cached call runs the first L and the last L blocks and adds
+        the residual the middle blocks added at the last full call; the residual stream keeps its size at every
+        width (and in the frozen original), so a residual from any width fits."""
+        return tuple(range((int(self.diffusers_config.transformer.get("num_layers", 28)) - 1) // 2 + 1))
+
+    def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, *, level: int, deep: torch.Tensor | None,
+                      cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, the middle blocks' residual): a full call that returns it too (``deep`` None), or a cached call."""
+        level = check_reuse_level(self, level)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise DDSMError(f"this DiT takes inputs of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        y = class_labels(cond, self.num_classes, x.shape[0], x.device)
+        out, deep = self._net_at(self.width).forward_reuse(x, t, y, level=level, deep=deep)
+        return out[:, : self.in_channels], deep
