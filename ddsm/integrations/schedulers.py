@@ -58,7 +58,7 @@ NOISE = frozenset({"num_train_timesteps", "trained_betas", "beta_start", "beta_e
 def folder_scheduler(name: str) -> tuple[str, dict[str, Any]] | None:
     """(class name, options) of the scheduler config at ``name`` when it is a local folder or JSON file (the user's
     own scheduler: its options but the noise schedule, which is the supernet's), else None."""
-    if not Path(name).exists():
+    if name in SCHEDULERS or name in SCHEDULERS.values() or not Path(name).exists():  # a name wins over a folder
         return None
     config, where = read_scheduler_config(name)
     cls_name = config.get("_class_name")
