@@ -273,7 +273,7 @@ def main() -> int:
     args = ap.parse_args()
     parts = parse_parts(args.parts, PARTS)
     net = load_supernet(args.checkpoint)
-    data = training_data(args.checkpoint, net.config.geometry)  # pixels at the decoder's size for a latent model
+    data = training_data(args.checkpoint, net.config.image_geometry)  # a latent model: pixels at its decoder's size
     features = FeatureNet.load(args.featurenet, data)
     out = Path(args.out)
     doc: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": torch.get_num_threads(),

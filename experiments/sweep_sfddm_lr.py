@@ -8,9 +8,9 @@ every snapshot is scored by the verdict's metrics against the teacher's DDIM on 
 per K: no snapshot significantly worse than the one before in FID or KID (the growth criterion), then the lowest
 final FID; the chosen run is the student shipped for that K (it *is* the recipe at that rate).
 
-The lr 1e-3 candidate of K is the recipe's own run, ``runs/sfddm-v-kK`` (trained with the recipe as written). In
-the measured sweep the 2e-4 candidates were stopped near step 200 for time and not scored (``--table`` scores finished
-runs only): the sweep compared 5e-4 with 1e-3.
+The lr 1e-3 candidate of K is the recipe's own run, ``runs/sfddm-v-kK`` (trained with the recipe as written). The
+2e-4 candidates were first stopped near step 200 for time; K = 4's was resumed (bit-exactly) and finished a session
+later, and the rule then chose it for K = 4; K = 8's was not finished (``--table`` scores finished runs only).
 
     OMP_NUM_THREADS=1 python experiments/sweep_sfddm_lr.py --k 4 --lr 5e-4          # train one candidate
     python experiments/sweep_sfddm_lr.py --table                                    # score every finished one
