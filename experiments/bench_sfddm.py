@@ -178,8 +178,9 @@ def _call_seconds(path: str, teacher_calls: int) -> dict:
     full-width schedule's total under the key "full"."""
     from ddsm.io import read_json
 
-    table = read_json(Path(path))
-    out = {(float(e["width"]), "cache_level" in e): float(e["latency_s"]) for e in table["entries"]}
+    table = read_json(Path(path), "cost table")
+    out = {(float(e["width"]), "cache_level" in e): float(e["latency_s"]) for e in table["entries"]
+           if int(e.get("batch_size", table.get("batch_size", 1))) == 1}
     out["full"] = teacher_calls * out[(1.0, False)]
     return out
 
@@ -195,6 +196,9 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     from ddsm.search.folder import load_search
 
     joint = JointSpace.load(args.joint)
+    # predicted wall time at batch 1: the measured seconds of each call (width, cached or not) of --time-table,
+    # read first so a bad file fails before the long sampling
+    seconds = _call_seconds(args.time_table, joint.base_space().sampler.calls) if args.time_table else None
     arms = prepare_joint(joint)
     out = Path(args.work) / "joint"
     t0 = time.perf_counter()
@@ -226,8 +230,6 @@ def part_front(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
         sampler = make_sampler(NoiseSchedule(net.config.diffusion), spaces[model].sampler)
         samples[key] = generate_many(net.model, sampler, [plan], list(settings.seeds), batch_size=256, fuse=False)[0]
     v = _judge(teacher, args, features, data, samples, settings)
-    # predicted wall time at batch 1: the measured seconds of each call (width, cached or not) of --time-table
-    seconds = _call_seconds(args.time_table, joint.base_space().sampler.calls) if args.time_table else None
 
     def key_of(model, plan):
         return unique[(model, plan)][0]
