@@ -131,3 +131,15 @@ def test_fingerprint_ignores_generations_and_cache_only():
     assert base.fingerprint() == SearchConfig(population=4, generations=99, cache={"format": "csv"}).fingerprint()
     assert base.fingerprint() != SearchConfig(population=4, budget=0.4).fingerprint()
     assert base.fingerprint() != SearchConfig(population=4, evaluator={"num_samples": 64}).fingerprint()
+
+
+def test_the_shipped_reuse_spaces_add_reuse_genes_to_their_width_recipes():
+    from ddsm.search.joint import JointSpace
+
+    reuse = SearchConfig.load(ROOT / "search_spaces" / "digits-proxy-reuse.yaml")
+    plain = SearchConfig.load(ROOT / "search_spaces" / "digits-proxy.yaml")
+    assert reuse.reuse is not None and reuse.reuse.level == 1
+    assert reuse.model_dump(exclude={"reuse"}) == plain.model_dump(exclude={"reuse"})  # the same recipe otherwise
+    joint = JointSpace.load(ROOT / "search_spaces" / "digits-steps-cache.yaml")
+    steps = JointSpace.load(ROOT / "search_spaces" / "digits-steps.yaml")
+    assert joint.base_space() == reuse and joint.students == steps.students and joint.teacher == steps.teacher
