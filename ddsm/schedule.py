@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_serializer, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from ddsm.config import ModelConfig, _Frozen, validate, width_index
 from ddsm.errors import DDSMError
@@ -87,15 +87,7 @@ class Schedule(_Frozen):
             raise ValueError("cached and cache_level go together, with at least one cached step; drop both")
         return self
 
-    @model_serializer(mode="wrap")
-    def _drop_unset_uncond(self, handler):
-        # Unset, they are not written: every schedule file made before guidance choices and caching keeps its bytes.
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("uncond_widths", "cached", "cache_level"):
-                if data.get(key) is None:
-                    data.pop(key, None)
-        return data
+    OMIT_WHEN = {"uncond_widths": None, "cached": None, "cache_level": None}  # before guidance choices, caching
 
     @classmethod
     def uniform(cls, model: ModelConfig, sampler: SamplerConfig, width: float, **kw: Any) -> "Schedule":

@@ -15,7 +15,7 @@ from pydantic import (BaseModel, Field, ValidationError, field_validator, model_
                       model_validator)
 
 from ddsm.config.autoencoder import AutoencoderConfig
-from ddsm.config.base import _Frozen
+from ddsm.config.base import _Frozen, omit_unset
 from ddsm.config.widths import DEFAULT_WIDTHS, WidthSet
 from ddsm.errors import DDSMError
 from ddsm.io import stable_hash
@@ -41,13 +41,7 @@ class UNetConfig(_Frozen):
     up_block: str = "nearest_conv"  # name in ddsm.nn.unet.UP_BLOCKS
     num_classes: int = Field(0, ge=0, le=100_000)  # class labels of a conditional model (0: unconditional)
 
-    @model_serializer(mode="wrap")
-    def _drop_unconditional(self, handler):
-        # Unconditional (0), it is not written: every supernet trained before the field keeps its fingerprint.
-        data = handler(self)
-        if isinstance(data, dict) and not data.get("num_classes"):
-            data.pop("num_classes", None)
-        return data
+    OMIT_WHEN = {"num_classes": 0}  # unconditional: every supernet trained before the field keeps its fingerprint
 
     @field_validator("channel_mults")
     @classmethod
@@ -153,16 +147,7 @@ class DiffusionConfig(_Frozen):
     # clean-sample estimate, whatever its clip_sample says (diffusers' latent pipelines' schedulers do not clip)
     latent: bool = False
 
-    @model_serializer(mode="wrap")
-    def _drop_default_prediction(self, handler):
-        # ε and pixel space (every model before the choices existed) are not written: fingerprints and files keep
-        # their bytes.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("prediction_type") == "epsilon":
-            data.pop("prediction_type", None)
-        if isinstance(data, dict) and not data.get("latent", True):
-            data.pop("latent", None)
-        return data
+    OMIT_WHEN = {"prediction_type": "epsilon", "latent": False}  # every model before the choices: ε, pixel space
 
 
 class StudentConfig(_Frozen):
@@ -209,15 +194,7 @@ class DiffusersModelConfig(_Frozen):
     null_label: bool = False
     autoencoder: AutoencoderConfig | None = None  # a latent pipeline's VAE or VQ model; None: a pixel-space model
 
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler):
-        # unset, they are not written: every slimmed model made before them keeps its fingerprint
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("null_label", "transformer", "unet", "autoencoder"):
-                if not data.get(key):
-                    data.pop(key, None)
-        return data
+    OMIT_WHEN = {"null_label": False, "transformer": None, "unet": None, "autoencoder": None}
 
     @model_validator(mode="after")
     def _one_model(self) -> "DiffusersModelConfig":
@@ -263,17 +240,15 @@ class ModelConfig(_Frozen):
     # A name in ddsm.nn.registry.BACKBONES (checked when the network is built); unset: the one the sections describe.
     backbone: str | None = Field(None, min_length=1, max_length=64)
 
+    OMIT_WHEN = {"backbone": None, "dit": None}
+
     @model_serializer(mode="wrap")
-    def _drop_unused_sections(self, handler):
-        # Unset, backbone and dit are not written: configs, checkpoints and fingerprints stay what they were before
-        # the fields. A transformer's config holds no unet section (it would only be the unused default).
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("backbone", "dit"):
-                if data.get(key) is None:
-                    data.pop(key, None)
-            if data.get("dit") is not None:
-                data.pop("unet", None)
+    def _omit_unset(self, handler):
+        # as every config's (the base's), and a transformer's config holds no unet section (it would only be the
+        # unused default)
+        data = omit_unset(handler(self), self.OMIT_WHEN)
+        if isinstance(data, dict) and data.get("dit") is not None:
+            data.pop("unet", None)
         return data
 
     @property

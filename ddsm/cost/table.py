@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from ddsm.checkpoint import Supernet, config_diff
@@ -57,13 +57,7 @@ class CostEntry(_Frozen):
     latency_iqr_s: float = Field(ge=0.0)  # interquartile range of those seconds
     cache_level: int | None = Field(None, ge=0)  # a cached call at this level (None: a full call)
 
-    @model_serializer(mode="wrap")
-    def _drop_full(self, handler):
-        # a full call's entry is written as it always was
-        data = handler(self)
-        if isinstance(data, dict) and data.get("cache_level") is None:
-            data.pop("cache_level", None)
-        return data
+    OMIT_WHEN = {"cache_level": None}  # a full call's entry is written as it always was
 
 
 class DecoderCost(_Frozen):
@@ -94,13 +88,7 @@ class CostTable(_Frozen):
     entries: tuple[CostEntry, ...]
     decoder: DecoderCost | None = None  # a latent model's decoder, once per image; None: a pixel-space model
 
-    @model_serializer(mode="wrap")
-    def _drop_no_decoder(self, handler):
-        # a pixel-space model's table is written as it always was
-        data = handler(self)
-        if isinstance(data, dict) and data.get("decoder") is None:
-            data.pop("decoder", None)
-        return data
+    OMIT_WHEN = {"decoder": None}  # a pixel-space model's table is written as it always was
 
     @model_validator(mode="after")
     def _unique(self) -> "CostTable":

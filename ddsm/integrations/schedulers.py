@@ -71,13 +71,17 @@ def folder_scheduler(name: str) -> tuple[str, dict[str, Any]] | None:
 def scheduler_class(name: str) -> Any:
     """The diffusers scheduler class for a short name (``dpm++``), a class name or a folder holding a scheduler
     config, or a one-line DDSMError."""
-    diffusers = import_diffusers()
+    return _resolve(name)[0]
+
+
+def _resolve(name: str) -> tuple[Any, dict[str, Any]]:
+    # (the class, a folder's own options: empty for a name), the folder's config read once
     own = folder_scheduler(name)
     cls_name = own[0] if own is not None else SCHEDULERS.get(name, name)
     if cls_name not in SCHEDULERS.values():
         raise DDSMError(f"scheduler {name!r} is not supported; choose one of "
                         f"{', '.join(f'{k} ({v})' for k, v in SCHEDULERS.items())}")
-    return getattr(diffusers, cls_name)
+    return getattr(import_diffusers(), cls_name), own[1] if own is not None else {}
 
 
 def make_scheduler(net_or_config: Any, name: str, steps: int, **options: Any) -> Any:
@@ -91,11 +95,10 @@ def make_scheduler(net_or_config: Any, name: str, steps: int, **options: Any) ->
     ``ddim`` and ``ddpm`` without options are ddsm's own walk exactly
     (:func:`ddsm.integrations.diffusers.make_diffusers_scheduler`, leading spacing).
     """
-    cls = scheduler_class(name)
-    own = folder_scheduler(name)
-    if own is not None:  # the user's scheduler: its own options, then the caller's
+    cls, own = _resolve(name)
+    if own:  # the user's scheduler: its own options, then the caller's
         valid = set(inspect.signature(cls.__init__).parameters)
-        options = {**{k: v for k, v in own[1].items() if k in valid}, **options}
+        options = {**{k: v for k, v in own.items() if k in valid}, **options}
     config = model_config_of(net_or_config)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= config.diffusion.num_timesteps:
         raise DDSMError(f"steps {steps!r} is not in 1..{config.diffusion.num_timesteps} (the training timesteps)")

@@ -108,7 +108,7 @@ class SlimmedDiT(GeometryFromConfig, nn.Module):
         """Levels L = 0..(depth-1)//2, as ddsm's own DiT: a cached call runs the first L and the last L blocks and adds
         the residual the middle blocks added at the last full call; the residual stream keeps its size at every
         width (and in the frozen original), so a residual from any width fits."""
-        return tuple(range((int(self.diffusers_config.transformer.get("num_layers", 28)) - 1) // 2 + 1))
+        return tuple(range((len(self.net.transformer_blocks) - 1) // 2 + 1))
 
     def forward_reuse(self, x: torch.Tensor, t: torch.Tensor | float, *, level: int, deep: torch.Tensor | None,
                       cond: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

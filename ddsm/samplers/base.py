@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from ddsm.config import MAX_TIMESTEPS, _Frozen
 from ddsm.diffusion.noise import NoiseSchedule
@@ -54,13 +54,7 @@ class SamplerConfig(_Frozen):
         """Denoiser calls per sample (before guidance): the length of a width schedule for this sampler."""
         return calls_for(self.kind, self.steps)
 
-    @model_serializer(mode="wrap")
-    def _drop_unset_guidance(self, handler):
-        # Unset, it is not written: every schedule file, search space and fingerprint keeps what it was.
-        data = handler(self)
-        if isinstance(data, dict) and data.get("guidance_scale") is None:
-            data.pop("guidance_scale", None)
-        return data
+    OMIT_WHEN = {"guidance_scale": None}  # every schedule file, search space and fingerprint made before it
 
     @model_validator(mode="before")
     @classmethod

@@ -39,7 +39,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Sequence
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ddsm.config import DEFAULT_WIDTHS, WidthSet, _Frozen, load_yaml, validate
 from ddsm.errors import DDSMError
@@ -187,15 +187,7 @@ class SearchConfig(GeneLayout, _Frozen):
     screen: ScreenConfig | None = None  # two-stage evaluation of offspring (None: every candidate judged in full)
     cache: CacheConfig = CacheConfig()
 
-    @model_serializer(mode="wrap")
-    def _drop_unset_guidance_genes(self, handler):
-        # Off, it is not written: every space.json written before guidance genes keeps its bytes.
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("guidance_genes", "reuse"):  # likewise reuse genes
-                if not data.get(key):
-                    data.pop(key, None)
-        return data
+    OMIT_WHEN = {"guidance_genes": False, "reuse": None}  # every space.json written before these genes
 
     @field_validator("resolutions")
     @classmethod
