@@ -32,6 +32,9 @@ Training, per batch (every draw from the run's seeded generator):
    between the student and the teacher at the same input. A narrow student is
    compared with the first channels of the teacher's map, the channels its
    slice keeps. This is the matching that the authors' published code applies.
+   That code's output term differs: an L1 to the teacher's single output at
+   ``x_{phi_k}``, which a perfect student turns into the teacher's own K-step
+   DDIM; ``sub_steps = 1`` gives it (for an ε student, to float rounding).
    The paper's abstract speaks of the "distribution of the hidden variables",
    and its method section was not available to check whether it states a
    divergence instead.

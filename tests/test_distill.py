@@ -122,6 +122,24 @@ def test_with_k_equal_to_the_teachers_steps_the_target_is_the_teachers_own_step(
     torch.testing.assert_close(hidden, h)
 
 
+def test_with_one_sub_step_the_target_is_the_teachers_own_output_at_any_k(teacher_file, tiny_model_config):
+    # the authors' code's output target (the teacher's single output at x_{phi_k}) is ddsm's at sub_steps = 1,
+    # for a student of few steps too, where each jump spans many teacher timesteps
+    from ddsm.checkpoint import load_supernet
+
+    teacher = load_supernet(teacher_file).model
+    schedule = NoiseSchedule(tiny_model_config.diffusion)
+    phi = torch.tensor(student_phi(TINY_T, 4))
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    k = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    target, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps=1)
+    with torch.no_grad():
+        eps = teacher(x, phi[k].float())
+    torch.testing.assert_close(target, eps, rtol=1e-4, atol=1e-4)
+    further, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps=3)
+    assert not torch.allclose(further[k > 0], eps[k > 0], atol=1e-3)  # more sub-steps: the transition, not the call
+
+
 def test_the_target_jump_lands_where_the_teachers_sub_steps_do(teacher_file, tiny_model_config):
     from ddsm.checkpoint import load_supernet
     from ddsm.samplers import SamplerConfig
