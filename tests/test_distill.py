@@ -142,7 +142,6 @@ def test_with_one_sub_step_the_target_is_the_teachers_own_output_at_any_k(teache
 
 def test_the_target_jump_lands_where_the_teachers_sub_steps_do(teacher_file, tiny_model_config):
     from ddsm.checkpoint import load_supernet
-    from ddsm.samplers import SamplerConfig
 
     teacher = load_supernet(teacher_file).model
     schedule = NoiseSchedule(tiny_model_config.diffusion)
