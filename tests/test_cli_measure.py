@@ -7,7 +7,6 @@ data these commands load is scikit-learn's digits at their native 8x8).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
