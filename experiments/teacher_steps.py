@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "teacher-steps"), help="results stem")
     args = ap.parse_args(argv)
-    scales, steps = _floats(args.scales, "scales"), [int(s) for s in _floats(args.steps, "steps")]
+    scales, steps = _floats(args.scales, "scales"), _floats(args.steps, "steps")
+    if any(k < 1 or k != int(k) for k in steps) or any(not 0 <= s <= 100 for s in scales):
+        raise DDSMError(f"--steps {args.steps!r} must be whole numbers >= 1 and --scales {args.scales!r} in [0, 100]")
+    steps = [int(k) for k in steps]
     if args.seed + args.num > 10_000:
         raise DDSMError(f"--seed {args.seed} with --num {args.num} reaches the held-out seeds 10000..; choose below")
     torch.set_num_threads(args.threads)
