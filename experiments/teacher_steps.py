@@ -22,17 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _script import run  # noqa: E402
+from bench_sfddm import _full_samples  # noqa: E402  (the teacher at full width, as the students are judged)
 
 from ddsm import DDSMError, load_supernet  # noqa: E402
 from ddsm.checkpoint import training_data  # noqa: E402
-from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
 from ddsm.io import write_atomic, write_json  # noqa: E402
 from ddsm.metrics.featurenet import FeatureNet  # noqa: E402
 from ddsm.metrics.fid import reference_images  # noqa: E402
 from ddsm.metrics.verdict import Verdict, VerdictSettings, worse_than  # noqa: E402
-from ddsm.plan import StepPlan  # noqa: E402
-from ddsm.samplers import SamplerConfig, make_sampler  # noqa: E402
-from ddsm.samplers.batched import generate_many  # noqa: E402
+from ddsm.samplers import SamplerConfig  # noqa: E402
 
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy")
 
@@ -63,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "teacher-steps"), help="results stem")
     args = ap.parse_args(argv)
     scales, steps = _floats(args.scales, "scales"), _floats(args.steps, "steps")
-    if any(k < 1 or k != int(k) for k in steps) or any(not 0 <= s <= 100 for s in scales):
-        raise DDSMError(f"--steps {args.steps!r} must be whole numbers >= 1 and --scales {args.scales!r} in [0, 100]")
+    if any(k < 1 or k != int(k) for k in steps):
+        raise DDSMError(f"--steps {args.steps!r}: step counts must be whole numbers >= 1")
+    if any(not 0 <= s <= 100 for s in scales):
+        raise DDSMError(f"--scales {args.scales!r}: guidance scales must lie in [0, 100]")
     steps = [int(k) for k in steps]
     if args.seed + args.num > 10_000:
         raise DDSMError(f"--seed {args.seed} with --num {args.num} reaches the held-out seeds 10000..; choose below")
@@ -75,16 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     data = training_data(args.teacher, teacher.config.geometry)
     features = FeatureNet.load(args.featurenet, data)
     settings = VerdictSettings(num=args.num, seed=args.seed, teacher_num=2 * args.num, draws=args.draws)
-    full = StepPlan((max(teacher.config.geometry.widths),) * max(steps))
     samples, t0 = {}, time.perf_counter()
     for s in scales:
         for k in steps:
             guided = {} if s is None else {"guidance_scale": s}
             cfg = SamplerConfig(kind="ddim", steps=k, timestep_spacing=args.spacing, **guided)
-            sampler = make_sampler(NoiseSchedule(teacher.config.diffusion), cfg)
-            plan = StepPlan(full.widths[:k])
-            samples[f"scale {s} ddim {k}"] = generate_many(teacher.model, sampler, [plan], list(settings.seeds),
-                                                            batch_size=256, fuse=False)[0]
+            samples[f"scale {s} ddim {k}"] = _full_samples(teacher, cfg, settings.seeds)
             print(f"  sampled scale {s}, DDIM {k} ({time.perf_counter() - t0:.0f} s)", flush=True)
     ref = SamplerConfig(kind="ddim", steps=20, **({} if scales[0] is None else {"guidance_scale": 2.0}))
     res = Verdict(teacher, ref, features, reference_images(data, "all"), settings).score({}, samples=samples)
