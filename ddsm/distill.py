@@ -47,6 +47,12 @@ null label at ``train.label_dropout``, goes to the teacher's sub-steps and to th
 student, so the student learns the teacher's conditional and unconditional
 transitions and samples with classifier-free guidance as the teacher does
 (guidance then combines the student's two outputs at each of its K steps).
+With ``--guidance-scale S`` (``StudentConfig.guidance_scale``) the teacher's
+sub-steps follow its *guided* ε at scale S instead, as Meng et al. (2023, "On
+distillation of guided diffusion models") distil the guided model: the student's
+conditional output then is the guided transition, and it samples unguided, one
+call per step instead of two (:func:`student_sampler`). Its hidden map is
+compared with the teacher's conditional one.
 
 The student starts from the teacher's weights: an ε student is, before any
 training, the teacher's own K-step DDIM; a v student keeps the teacher's
@@ -70,6 +76,7 @@ from ddsm.diffusion.noise import NoiseSchedule
 from ddsm.diffusion.prediction import eps_and_x0, model_target
 from ddsm.errors import DDSMError
 from ddsm.samplers.base import SamplerConfig, spaced_timesteps
+from ddsm.samplers.loop import guided_eps
 from ddsm.targets import Batch, draw_clean_and_noise
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
@@ -98,7 +105,16 @@ def student_phi(num_timesteps: int, steps: int, spacing: str = "linspace") -> tu
 
 
 def student_sampler(student: StudentConfig, kind: str = "ddim", **options) -> SamplerConfig:
-    """The student's own K-step sampler: the teacher timesteps ``phi``, visited from the noisiest."""
+    """The student's own K-step sampler: the teacher timesteps ``phi``, visited from the noisiest.
+
+    A student with guidance distilled in samples unguided: a ``guidance_scale`` option must be unset or the
+    distilled scale (either gives no guidance at sampling, the conditional output alone); another is refused."""
+    scale = student.guidance_scale
+    if scale is not None:
+        asked = options.pop("guidance_scale", None)
+        if asked is not None and asked != scale:
+            raise DDSMError(f"--guidance-scale {asked:g} cannot apply to this student: guidance scale {scale:g} is "
+                            f"distilled into its output; drop the flag (or give {scale:g}), it samples unguided")
     return validate(SamplerConfig, {"kind": kind, "steps": student.steps,
                                     "timesteps": tuple(float(t) for t in reversed(student.phi)), **options},
                     source="sampler flags")
@@ -138,8 +154,8 @@ def eps_for_jump(x_t: torch.Tensor, x_s: torch.Tensor, ab_t: torch.Tensor, ab_s:
 
 @torch.no_grad()
 def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
-                   sub_steps: int, prediction: str = "epsilon", cond: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   sub_steps: int, prediction: str = "epsilon", cond: torch.Tensor | None = None,
+                   guidance_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(the student's target, the teacher's hidden map at the student's input) for states ``x = x_{phi_k}``.
 
     ``teacher`` is a supernet at full width (the caller's setting is kept),
@@ -148,12 +164,18 @@ def teacher_target(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.T
     DDIM step lands where the teacher's sub-steps did. For v it is built from
     the well-conditioned :func:`x0_for_jump`, in float64. ``cond`` (B,) are a
     class-conditional teacher's labels (the null label: its unconditional
-    transition), the same at every sub-step.
+    transition), the same at every sub-step; ``guidance_scale`` guides every teacher call at that scale (the
+    hidden map stays the conditional call's).
     """
     t = phi[k].double()
     eps, hidden = teacher(x, t.to(x.device).float(), return_hidden=True, **_labels(cond))
+    if guidance_scale is not None:
+        if cond is None:
+            raise DDSMError("guided distillation needs a class-conditional teacher and labels")
+        eps_u = teacher(x, t.to(x.device).float(), cond=torch.full_like(cond, teacher.num_classes))
+        eps = eps_u + guidance_scale * (eps - eps_u)
     if prediction != "epsilon":
-        return _target_from_x0(teacher, schedule, x, k, phi, sub_steps, eps, prediction, cond), hidden
+        return _target_from_x0(teacher, schedule, x, k, phi, sub_steps, eps, prediction, cond, guidance_scale), hidden
     if cond is not None:
         raise DDSMError("an ε student of a class-conditional teacher is not supported; distil a v student")
     target = eps.clone()
@@ -181,7 +203,8 @@ def _labels(cond: torch.Tensor | None) -> dict:
 
 
 def _teacher_landing(teacher, schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor,
-                     te: torch.Tensor, sub_steps: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+                     te: torch.Tensor, sub_steps: int, cond: torch.Tensor | None = None,
+                     guidance_scale: float | None = None) -> torch.Tensor:
     """Where ``sub_steps`` deterministic DDIM steps of the teacher take ``x`` from ``ts`` to ``te`` (float64);
     ``eps`` is the teacher's prediction at ``ts``, already made.
 
@@ -194,15 +217,15 @@ def _teacher_landing(teacher, schedule: NoiseSchedule, x: torch.Tensor, eps: tor
         a = ts + (te - ts) * (i / sub_steps)
         b = ts + (te - ts) * ((i + 1) / sub_steps)
         if i > 0:
-            e = teacher(xs.to(x.dtype), a.to(x.device).float(), **_labels(cond)).double()
+            e = guided_eps(teacher, xs.to(x.dtype), a.to(x.device).float(), cond, guidance_scale).double()
         xs = _ddim_move(xs, e, schedule.alpha_bar_at(a).to(x.device).reshape(shape),
                         schedule.alpha_bar_at(b).to(x.device).reshape(shape), clip=True)
     return xs
 
 
 def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.Tensor, phi: torch.Tensor,
-                    sub_steps: int, eps: torch.Tensor, prediction: str, cond: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+                    sub_steps: int, eps: torch.Tensor, prediction: str, cond: torch.Tensor | None = None,
+                    guidance_scale: float | None = None) -> torch.Tensor:
     """The student's output target of ``prediction`` type from the jump's clean-image estimate x0*: at k = 0 the
     teacher's own (the step ends at the clean image), else :func:`x0_for_jump` of the teacher's landing."""
     shape = (-1, *([1] * (x.ndim - 1)))
@@ -214,7 +237,7 @@ def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.
     if jump.any():
         te = phi[k[jump] - 1].double()
         xs = _teacher_landing(teacher, schedule, x[jump], eps[jump], t[jump], te, sub_steps,
-                              None if cond is None else cond[jump])
+                              None if cond is None else cond[jump], guidance_scale)
         ab_s = schedule.alpha_bar_at(te).to(x.device).reshape(shape)
         x0_j = x0_for_jump(xd[jump], xs, ab[jump], ab_s)
         x0_star[jump] = x0_j
@@ -223,9 +246,11 @@ def _target_from_x0(teacher, schedule: NoiseSchedule, x: torch.Tensor, k: torch.
 
 
 def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
-                   phi: tuple[int, ...] | None = None, prediction: str = "v_prediction") -> ModelConfig:
+                   phi: tuple[int, ...] | None = None, prediction: str = "v_prediction",
+                   guidance_scale: float | None = None) -> ModelConfig:
     """The teacher's model config with the student's steps and prediction type (``diffusion.prediction_type``:
-    v, well-conditioned at every step, or ε as the teacher); the student's fingerprint names its teacher."""
+    v, well-conditioned at every step, or ε as the teacher); the student's fingerprint names its teacher.
+    ``guidance_scale``: distil a class-conditional teacher's guided transition at that scale (a v student)."""
     if prediction not in STUDENT_PREDICTIONS:
         raise DDSMError(f"--prediction {prediction!r} is not a prediction type a student can take; use one of "
                         f"{', '.join(STUDENT_PREDICTIONS)} (x0-prediction turns ill-conditioned at the clean end, "
@@ -235,13 +260,21 @@ def student_config(teacher: ModelConfig, steps: int, spacing: str = "linspace",
                         "ε-predicting teacher")
     if teacher.student is not None:
         raise DDSMError("the teacher is itself a distilled student; distil from the model it was distilled from")
+    if guidance_scale is not None:
+        if not teacher.geometry.num_classes:
+            raise DDSMError(f"--guidance-scale {guidance_scale:g} needs a class-conditional teacher; this one is "
+                            "unconditional (num_classes 0)")
+        if prediction != "v_prediction":
+            raise DDSMError(f"--guidance-scale {guidance_scale:g} needs a v student (--prediction v_prediction), "
+                            f"not {prediction}")
     label = spacing if phi is None else "custom"
     if phi is None:
         phi = student_phi(teacher.diffusion.num_timesteps, steps, spacing)
     elif len(phi) != steps:
         raise DDSMError(f"phi has {len(phi)} timesteps for {steps} student steps")
-    student = validate(StudentConfig, {"teacher": teacher.fingerprint(), "phi": list(phi), "spacing": label},
-                       source="student")
+    student = validate(StudentConfig, {"teacher": teacher.fingerprint(), "phi": list(phi), "spacing": label,
+                                       **({"guidance_scale": guidance_scale} if guidance_scale is not None else {})},
+                       source="--guidance-scale" if guidance_scale is not None else "student")
     doc = teacher.model_dump(mode="json")
     doc["diffusion"] = {**doc["diffusion"], "prediction_type": prediction}
     return validate(ModelConfig, {**doc, "student": student.model_dump(mode="json")}, source="student")
@@ -289,7 +322,8 @@ class TeacherTransition:
         t = self.phi[k]
         x_t = trainer.schedule.q_sample(x0, t, eps)  # x'_k = x_{phi_k}: the teacher's state for the same x0, eps
         target, hidden = teacher_target(self.teacher, trainer.schedule, x_t, k, self.phi, self.config.distill.sub_steps,
-                                        self.config.model.diffusion.prediction_type, cond)
+                                        self.config.model.diffusion.prediction_type, cond,
+                                        self.config.model.student.guidance_scale)
         return Batch(x_t=x_t, t=t.to(trainer.device).float(), eps=eps, reference=target, reference_hidden=hidden,
                      cond=cond)
 

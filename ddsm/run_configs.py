@@ -58,9 +58,10 @@ def train_run_config(out: str | Path, *, config_file: str | Path | None = None, 
 def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: int | None = None,
                        spacing: str | None = None, sub_steps: int | None = None,
                        config_file: str | Path | None = None, resume: bool = False, iters: int | None = None,
-                       seed: int | None = None, prediction: str | None = None) -> RunConfig:
+                       seed: int | None = None, prediction: str | None = None,
+                       guidance_scale: float | None = None) -> RunConfig:
     """``ddsm distill``: a K-step student of ``teacher`` (its model is the teacher's, predicting ``prediction``:
-    v by default), or the run in ``out`` to resume."""
+    v by default; ``guidance_scale``: of the teacher's guided transition), or the run in ``out`` to resume."""
     saved = _saved(out, "distill") \
         if resume and config_file is None else None
     if saved is not None:
@@ -72,7 +73,8 @@ def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: in
                                 f"{str(out)!r} was distilled from {run.model.student.teacher}; drop --teacher to use "
                                 "the run's own")
         clash = [f"--{k} {v}" for k, v in {"steps": steps, "spacing": spacing, "sub-steps": sub_steps,
-                                             "prediction": prediction}.items() if v is not None]
+                                             "prediction": prediction, "guidance-scale": guidance_scale}.items()
+                 if v is not None]
         if clash:
             raise DDSMError(f"{', '.join(clash)} cannot change on --resume; the run keeps its recipe")
         doc = run.model_dump(mode="json")
@@ -90,7 +92,8 @@ def distill_run_config(out: str | Path, *, teacher: str | None = None, steps: in
         dist.update({"teacher": teacher, "steps": steps,
                      **({"spacing": spacing} if spacing is not None else {}),
                      **({"sub_steps": sub_steps} if sub_steps is not None else {})})
-        model = student_config(t.config, steps, dist.get("spacing", "linspace"), prediction=prediction or "v_prediction")
+        model = student_config(t.config, steps, dist.get("spacing", "linspace"), prediction=prediction or "v_prediction",
+                               guidance_scale=guidance_scale)
         doc = {**doc, "model": model.model_dump(mode="json"), "distill": dist}
         doc.setdefault("data", data_config_for(teacher).model_dump(mode="json"))
     apply_overrides(doc, **{"train.iters": iters, "train.seed": seed})

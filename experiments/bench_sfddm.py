@@ -63,6 +63,12 @@ def _full_samples(net, sampler_cfg: SamplerConfig, seeds) -> torch.Tensor:
     return generate_many(net.model, sampler, [plan], list(seeds), batch_size=256, fuse=False)[0]
 
 
+def _teacher_same_k(student, opts: dict) -> SamplerConfig:
+    """The teacher's DDIM on a student's K timesteps, guided as ``opts`` say even where the student has its
+    guidance distilled in (and so samples unguided)."""
+    return student_sampler(student.model_copy(update={"guidance_scale": None}), **opts)
+
+
 def _worse(res, a: str, b: str, metric: str) -> bool:
     d = res.compare(a, b, metric)
     return d.excludes(0.0) and (d.value < 0 if METRICS[metric][1] else d.value > 0)
@@ -100,7 +106,7 @@ def part_students(teacher, students: dict, args, features, data) -> tuple[pd.Dat
     for name, net in students.items():
         k = net.config.student.steps
         own = student_sampler(net.config.student, **args.opts)
-        samples[f"teacher-ddim{k}"] = _full_samples(teacher, own, seeds)  # the student before distillation
+        samples[f"teacher-ddim{k}"] = _full_samples(teacher, _teacher_same_k(net.config.student, args.opts), seeds)
         samples[name] = _full_samples(net, own, seeds)
         extra[f"teacher-ddim{k}"] = {"steps": k}
         extra[name] = {"steps": k}
@@ -131,6 +137,7 @@ def part_students(teacher, students: dict, args, features, data) -> tuple[pd.Dat
     meta = {"seeds": f"{seeds.start}..{seeds.stop - 1}", "n": args.num, "draws": args.draws,
             "reference": "teacher, full width, DDIM 20 (leading spacing)", "seconds": round(time.perf_counter() - t0, 1),
             "students": {name: {"steps": net.config.student.steps, "phi": list(net.config.student.phi),
+                                "guidance_distilled": net.config.student.guidance_scale,
                                 "train_seconds": net.header.get("train_seconds"), "step": net.header.get("step")}
                          for name, net in students.items()},
             "before": {name: {"steps": net.config.student.steps, "prediction": net.config.diffusion.prediction_type,
@@ -148,7 +155,8 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     nets[f"step {final.header.get('step')}"] = final
     settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
     own = student_sampler(final.config.student, **args.opts)
-    samples = {"teacher-ddim-same-k": _full_samples(teacher, own, settings.seeds)}
+    samples = {"teacher-ddim-same-k": _full_samples(teacher, _teacher_same_k(final.config.student, args.opts),
+                                                    settings.seeds)}
     samples.update({name: _full_samples(net, own, settings.seeds) for name, net in nets.items()})
     res = _judge(teacher, args, features, data, samples, settings)
     table = _rows(res, list(samples), [FULL, "teacher-ddim-same-k"], {})

@@ -748,6 +748,14 @@ def build_table() -> None:
          note="--steps 50 fits digits' T = 1000, but the shipped student is no teacher")
     for tag, v in [("0", "0"), ("neg", "-2"), ("1001", "1001")]:
         case(f"distill-sub-steps-{tag}", "distill", *D, "--sub-steps", v, "--out", "run", fixtures=TR)
+    # guided distillation: a class-conditional teacher, a v student and a scale in [0, 100] other than 1
+    case("distill-guidance-unconditional-teacher", "distill", *D, "--guidance-scale", "2", "--out", "run", fixtures=TR)
+    DG = ["--teacher", "mnist-unet", "--steps", "2", "--iters", "1", "--no-progress", "--out", "run"]
+    for tag, v in [("nan", "nan"), ("inf", "inf"), ("neg", "-1"), ("1", "1"), ("101", "101")]:
+        case(f"distill-guidance-{tag}", "distill", *DG, "--guidance-scale", v)
+    case("distill-guidance-eps-student", "distill", *DG, "--guidance-scale", "2", "--prediction", "epsilon")
+    case("distill-resume-guidance", "distill", "--out", "drun", "--resume", "--guidance-scale", "2", "--no-progress",
+         fixtures=("trun", "drun"), note="a resumed run keeps its recipe")
     DI = ["--teacher", "trun", "--steps", "2", "--no-progress", "--out", "run"]
     case("distill-iters-0", "distill", *DI, "--iters", "0", fixtures=TR)
     case("distill-iters-neg", "distill", *DI, "--iters", "-1", fixtures=TR)

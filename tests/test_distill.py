@@ -88,9 +88,9 @@ def test_students_noisy_input_at_step_k_is_the_teachers_at_phi_k(teacher_file, t
     d = Trainer(cfg, tmp_path / "run", device="cpu", data=tiny_data, progress=False)
     seen = {}
 
-    def spy(teacher, schedule, x, k, phi, sub_steps, prediction, cond=None):
+    def spy(teacher, schedule, x, k, phi, sub_steps, prediction, cond=None, guidance_scale=None):
         seen.update(x=x.clone(), k=k.clone())
-        return teacher_target(teacher, schedule, x, k, phi, sub_steps, prediction, cond)
+        return teacher_target(teacher, schedule, x, k, phi, sub_steps, prediction, cond, guidance_scale)
 
     monkeypatch.setattr("ddsm.distill.teacher_target", spy)
     gen_state = d.gen.get_state()
@@ -248,6 +248,7 @@ def test_cli_distills_resumes_and_samples_with_the_student(trained_run, tmp_path
     (["--steps", "51"], ["--steps 51", "1..50"]),
     (["--steps", "2", "--sub-steps", "0", "--iters", "1"], ["sub_steps"]),
     (["--steps", "2", "--spacing", "cosine"], ["--spacing"]),
+    (["--steps", "2", "--guidance-scale", "2"], ["--guidance-scale 2", "class-conditional"]),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(trained_run, tmp_path, args, needles):
     from cli_helpers import assert_bad_input, invoke
@@ -396,3 +397,113 @@ def test_a_conditional_teachers_v_student_learns_with_labels_and_an_eps_student_
     assert all(int(b.cond.max()) <= 10 for b in seen) and any(int((b.cond < 10).sum()) > 0 for b in seen)
     with pytest.raises(DDSMError, match="distil a v student of it"):
         run("epsilon")
+
+
+# ---------------------------------------------------------------------------- guided distillation (Meng et al. 2023)
+
+
+class _Guided(torch.nn.Module):
+    """A conditional teacher seen as one network whose output is its guided ε for fixed labels ``y``."""
+
+    def __init__(self, teacher, y, scale):
+        super().__init__()
+        self.teacher, self.y, self.scale = teacher, y, scale
+
+    def forward(self, x, t, return_hidden=False):
+        null = torch.full_like(self.y, self.teacher.num_classes)
+        eps_c, hidden = self.teacher(x, t, return_hidden=True, cond=self.y)
+        eps = self.teacher(x, t, cond=null) + self.scale * (eps_c - self.teacher(x, t, cond=null))
+        return (eps, hidden) if return_hidden else eps
+
+
+@pytest.mark.parametrize("sub_steps", [1, 3])
+def test_a_guided_target_follows_the_teachers_guided_eps_at_every_sub_step(conditional_teacher, sub_steps):
+    from ddsm.checkpoint import load_supernet
+
+    path, config = conditional_teacher
+    teacher = load_supernet(path).model
+    schedule = NoiseSchedule(config.diffusion)
+    phi = torch.tensor(student_phi(TINY_T, 3))
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([3, 7, 1, 0, 9])
+    for k in (torch.tensor([1, 2, 2, 1, 2]), torch.zeros(5, dtype=torch.long)):  # every image jumps / none does
+        target, hidden = teacher_target(teacher, schedule, x, k, phi, sub_steps, "v_prediction", cond=y,
+                                        guidance_scale=1.7)
+        want, want_hidden = teacher_target(_Guided(teacher, y, 1.7), schedule, x, k, phi, sub_steps, "v_prediction")
+        torch.testing.assert_close(target, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(hidden, want_hidden)  # the conditional call's hidden map
+    k = torch.tensor([0, 1, 2, 2, 1])
+    target, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps, "v_prediction", cond=y, guidance_scale=1.7)
+    plain, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps, "v_prediction", cond=y)
+    assert not torch.allclose(plain, target, atol=1e-4)  # guidance changes the transition
+    zero, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps, "v_prediction", cond=y, guidance_scale=0.0)
+    null, _ = teacher_target(teacher, schedule, x, k, phi, sub_steps, "v_prediction", cond=torch.full_like(y, 10))
+    torch.testing.assert_close(zero, null, rtol=1e-5, atol=1e-5)  # scale 0: the unconditional transition
+
+
+def test_a_guided_student_records_its_scale_and_samples_unguided(conditional_teacher, tiny_model_config):
+    from ddsm.config import ModelConfig
+    from ddsm.sampler_choice import choose_sampler
+
+    _, config = conditional_teacher
+    guided = student_config(config, 4, guidance_scale=1.5)
+    plain = student_config(config, 4)
+    assert guided.student.guidance_scale == 1.5 and plain.student.guidance_scale is None
+    assert guided.fingerprint() != plain.fingerprint()
+    # a student distilled before guided distillation keeps its fingerprint: the unset field is not hashed
+    old = plain.model_dump(mode="json")
+    del old["student"]["guidance_scale"]
+    assert validate(ModelConfig, old).fingerprint() == plain.fingerprint()
+    for scale in (None, 1.5):  # unset or the distilled scale: the conditional output alone, one call per step
+        cfg = student_sampler(guided.student, **({} if scale is None else {"guidance_scale": scale}))
+        assert cfg.guidance_scale is None and cfg.timesteps == student_sampler(plain.student).timesteps
+    with pytest.raises(DDSMError, match=r"--guidance-scale 3 cannot apply.*guidance scale 1.5 is distilled"):
+        choose_sampler(guided, [], {"guidance_scale": 3.0})
+    assert student_sampler(plain.student, guidance_scale=3.0).guidance_scale == 3.0  # guided at sampling, as before
+
+
+@pytest.mark.parametrize("scale,prediction,needle", [
+    (2.0, "epsilon", "needs a v student"),
+    (1.0, "v_prediction", "guides nothing"),
+    (-1.0, "v_prediction", "guidance_scale"),
+    (float("nan"), "v_prediction", "guidance_scale"),
+])
+def test_bad_guided_students_are_refused(conditional_teacher, scale, prediction, needle):
+    _, config = conditional_teacher
+    with pytest.raises(DDSMError, match=needle):
+        student_config(config, 4, prediction=prediction, guidance_scale=scale)
+
+
+def test_guided_distillation_of_an_unconditional_teacher_is_refused(tiny_model_config):
+    with pytest.raises(DDSMError, match="--guidance-scale 2 needs a class-conditional teacher"):
+        student_config(tiny_model_config, 4, guidance_scale=2.0)
+
+
+def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(conditional_teacher, tmp_path):
+    import json
+
+    from ddsm.data import ImageData
+
+    path, config = conditional_teacher
+    g = torch.Generator().manual_seed(6)
+    data = ImageData("random", torch.rand(64, 1, 8, 8, generator=g) * 2 - 1, torch.rand(8, 1, 8, 8, generator=g) * 2 - 1,
+                     train_labels=torch.randint(10, (64,), generator=g), holdout_labels=torch.randint(10, (8,), generator=g))
+
+    def trainer(out, iters):
+        d = run_config_dict(iters=iters)
+        d["model"] = student_config(config, 2, guidance_scale=2.0).model_dump(mode="json")
+        d["distill"] = {"teacher": str(path), "steps": 2, "sub_steps": 2}
+        return Trainer(validate(RunConfig, d), out, device="cpu", data=data, progress=False)
+
+    a = trainer(tmp_path / "a", 4)
+    a.run()
+    trainer(tmp_path / "b", 2).run()
+    b = trainer(tmp_path / "b", 4)
+    with pytest.warns(UserWarning, match="resuming with iters"):
+        b.run(resume=True)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    losses = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert losses and all(torch.isfinite(torch.tensor(v)) for r in losses for key, v in r.items()
+                          if key.startswith(("loss@", "hidden@")))
+    assert a.config.model.student.guidance_scale == 2.0

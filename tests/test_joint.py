@@ -310,3 +310,48 @@ def test_a_joint_search_with_reuse_genes_carries_cached_steps_into_every_schedul
         net = nets[m["model"]]
         x = generate(net.model, make_sampler(NoiseSchedule(net.config.diffusion), s.sampler), s, [0, 1])
         assert torch.isfinite(x).all()
+
+
+def test_a_students_space_is_guided_as_the_teachers_unless_guidance_is_distilled_in(tmp_path):
+    from ddsm.config import StudentConfig
+    from ddsm.samplers.base import guided_passes
+    from ddsm.search.config import SearchConfig
+    from ddsm.search.joint import student_space
+
+    base = SearchConfig.load(write_space(tmp_path / "base.yaml", sampler={"kind": "ddim", "steps": 4,
+                                                                          "guidance_scale": 1.5}))
+    plain = StudentConfig(teacher="0" * 16, phi=(0, 20, 40))
+    guided = plain.model_copy(update={"guidance_scale": 1.5})
+    space, _ = student_space(base, plain, 0.75)
+    assert space.sampler.guidance_scale == 1.5 and guided_passes(space.sampler) == 2  # guided at sampling: two passes a step
+    space, _ = student_space(base, guided, 0.75)
+    assert space.sampler.guidance_scale is None and guided_passes(space.sampler) == 1  # guided transition: one pass a step
+    assert space.sampler.timesteps == (40.0, 20.0, 0.0)
+
+
+def test_a_guided_students_calls_cost_one_pass_on_the_guided_teachers_axis(tmp_path, tiny_model_config):
+    import torch
+
+    from ddsm.checkpoint import save_supernet
+    from ddsm.config import ModelConfig, validate
+    from ddsm.distill import student_config
+    from ddsm.nn import build_backbone
+    from ddsm.search.joint import JointSpace, prepare_joint
+
+    config = validate(ModelConfig, {**tiny_model_config.model_dump(mode="json"),
+                                    "unet": {**tiny_model_config.unet.model_dump(mode="json"), "num_classes": 10}})
+    torch.manual_seed(0)
+    model = build_backbone(config).eval()
+    files = {}
+    for name, cfg in {"teacher": config, "plain": student_config(config, 2),
+                      "guided": student_config(config, 3, guidance_scale=1.5)}.items():
+        files[name] = tmp_path / f"{name}.safetensors"
+        save_supernet(files[name], model, cfg, state_dict=model.state_dict(), step=0)
+    base = write_space(tmp_path / "base.yaml", sampler={"kind": "ddim", "steps": 4, "guidance_scale": 1.5})
+    (tmp_path / "joint.yaml").write_text(yaml.safe_dump({"base": str(base), "teacher": str(files["teacher"]),
+                                                        "students": [str(files["plain"]), str(files["guided"])]}))
+    arms = {a.steps: a for a in prepare_joint(JointSpace.load(tmp_path / "joint.yaml"))}
+    # the teacher's full-width 4 guided steps are 8 passes: the plain 2-step student is guided too (4 passes), the
+    # 3-step student with guidance distilled in runs 3
+    assert arms[2].scale == pytest.approx(4 / 8) and arms[3].scale == pytest.approx(3 / 8)
+    assert arms[2].space.sampler.guidance_scale == 1.5 and arms[3].space.sampler.guidance_scale is None

@@ -404,6 +404,10 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
 @click.option("--prediction", default=None,
               help="What the student outputs: v_prediction (well-conditioned at the noisiest step) or epsilon "
                    "(as the teacher) [default: v_prediction]; recorded in the student's checkpoint.")
+@click.option("--guidance-scale", type=float, default=None,
+              help="Distil a class-conditional teacher's guided transition at this classifier-free guidance scale "
+                   "(Meng et al. 2023): the student then samples unguided, one call per step [default: unguided "
+                   "transitions; the student is guided at sampling].")
 @click.option("--iters", type=int, default=None, help="Total optimizer steps (overrides train.iters of the config).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML with data/train/distill sections (the model comes from the teacher). Unset keys keep "
@@ -414,18 +418,20 @@ def featurenet(data, out, checkpoint, size, channels, seed, epochs, features, pr
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (overrides train.seed).")
 @_device
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with loss, rate and ETA.")
-def distill(teacher, steps, spacing, sub_steps, prediction, iters, config_file, out, resume, seed, device,
-            progress) -> None:
+def distill(teacher, steps, spacing, sub_steps, prediction, guidance_scale, iters, config_file, out, resume, seed,
+            device, progress) -> None:
     """Distil a K-step slimmable student from a teacher supernet in one fold (SFDDM)."""
     from ddsm.run_configs import distill_run_config
     from ddsm.train import Trainer
 
     cfg = distill_run_config(out, teacher=teacher, steps=steps, spacing=spacing, sub_steps=sub_steps,
-                             config_file=config_file, resume=resume, iters=iters, seed=seed, prediction=prediction)
+                             config_file=config_file, resume=resume, iters=iters, seed=seed, prediction=prediction,
+                             guidance_scale=guidance_scale)
     distiller = Trainer(cfg, out, device=device, progress=progress)
     start = time.perf_counter()
     _run_to_the_end(distiller, resume, f"ddsm distill --out {out} --resume")
     st = cfg.model.student
-    click.echo(f"distilled a {st.steps}-step {cfg.model.diffusion.prediction_type} student (phi {list(st.phi)[:6]}{'...' if st.steps > 6 else ''}) in "
+    guided = "" if st.guidance_scale is None else f", guidance {st.guidance_scale:g} distilled in"
+    click.echo(f"distilled a {st.steps}-step {cfg.model.diffusion.prediction_type} student{guided} (phi {list(st.phi)[:6]}{'...' if st.steps > 6 else ''}) in "
                f"{distiller.step} steps ({distiller.train_seconds:.0f} s of training in total, "
                f"{time.perf_counter() - start:.0f} s this run) -> {Path(out) / 'supernet.safetensors'}")

@@ -156,11 +156,15 @@ class StudentConfig(_Frozen):
     Its noisy input at step k is the teacher's at ``phi[k]`` for the same clean
     image and noise, so it samples with the teacher's noise schedule on the
     visited timesteps ``phi`` (descending), one denoiser call per step.
+    ``guidance_scale`` set: a class-conditional teacher's guided transition was
+    distilled (Meng et al. 2023), so the student's conditional output already
+    is guided and it samples with one call per step, unguided.
     """
 
     teacher: str  # fingerprint of the teacher's model config
     phi: tuple[int, ...]  # teacher timesteps of student steps 0..K-1, strictly increasing, phi[0] = 0
     spacing: str = "custom"  # how phi was chosen: linspace, leading or custom
+    guidance_scale: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False)  # CFG scale distilled in
 
     @field_validator("phi")
     @classmethod
@@ -169,6 +173,14 @@ class StudentConfig(_Frozen):
             raise ValueError("a student needs at least one step (phi is empty)")
         if v[0] != 0 or any(b <= a for a, b in zip(v, v[1:])):
             raise ValueError(f"phi must start at 0 and increase strictly, got {short(list(v))}")
+        return v
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _guided(cls, v: float | None) -> float | None:
+        if v == 1.0:
+            raise ValueError("guidance_scale 1 guides nothing; leave it unset for a student of the conditional "
+                             "transition")
         return v
 
     @property
@@ -294,6 +306,8 @@ class ModelConfig(_Frozen):
         for key in ("student", "diffusers"):  # added later: older supernets keep the fingerprint they always had
             if data[key] is None:
                 data.pop(key)
+        if data.get("student") is not None and data["student"]["guidance_scale"] is None:
+            data["student"].pop("guidance_scale")  # likewise: students distilled before guided distillation
         return stable_hash(data)
 
 

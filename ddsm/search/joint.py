@@ -150,7 +150,8 @@ def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> t
     ``population x generations`` schedules: then every one is evaluated).
     """
     s = base.sampler
-    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample)
+    # guided as the teacher's space says (a student with guidance distilled in: unguided, one call per step)
+    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample, guidance_scale=s.guidance_scale)
     k = student.steps
     segments = base.segments if base.segments is not None and base.segments < k else None
     genes = segments or k
@@ -178,8 +179,8 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
     if base.resolutions is not None:
         raise DDSMError(f"base space {joint.base!r} searches resolutions; a joint search takes a width-only space")
     if base.guidance_genes:
-        raise DDSMError(f"base space {joint.base!r} has guidance_genes; a joint search takes widths only (students "
-                        "of a conditional teacher are not distilled yet): set guidance_genes: false")
+        raise DDSMError(f"base space {joint.base!r} has guidance_genes; a joint search takes widths only (a "
+                        "student's guidance is not a per-step choice): set guidance_genes: false")
     if base.screen is not None:
         raise DDSMError(f"base space {joint.base!r} has a screen (two-stage evaluation); a joint search scores every "
                         "candidate on the proxy: drop screen from the base space")
@@ -205,7 +206,9 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
         if st.steps in seen:
             raise DDSMError(f"students {seen[st.steps]!r} and {ref!r} both take {st.steps} steps; keep one per K")
         seen[st.steps] = ref
-        costs = search_costs(base, net)
+        # priced with the student's own passes: one a step where the teacher's guidance is distilled into it
+        unguided = base.sampler.model_copy(update={"guidance_scale": None})
+        costs = search_costs(base if st.guidance_scale is None else base.model_copy(update={"sampler": unguided}), net)
         scale = costs.full_cost(st.steps) / teacher_full
         # in the joint budget's own units (the teacher's full-width schedule), not the student space's derived one
         cheapest = st.steps * costs.call(base.widths[0]) / teacher_full
