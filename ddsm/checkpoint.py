@@ -39,7 +39,9 @@ SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progres
            # SFDDM v students of "digits" (K = 2, 4, 8 sampling steps; experiments/configs/digits-sfddm-v.yaml)
            **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)},
            # class-conditional references on the built-in mnist data (experiments/configs/mnist-{dit,unet}.yaml)
-           "mnist-dit": "mnist-dit.safetensors", "mnist-unet": "mnist-unet.safetensors"}
+           "mnist-dit": "mnist-dit.safetensors", "mnist-unet": "mnist-unet.safetensors",
+           # the 8-step v student of "mnist-unet", guided at scale 1.5 (its snapshot chosen on search seeds)
+           "mnist-sfddm-k8": "mnist-sfddm-k8.safetensors"}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

@@ -98,7 +98,7 @@ def _judge(teacher, args, features, data, samples: dict, settings) -> object:
 
 
 def part_students(teacher, students: dict, args, features, data) -> tuple[pd.DataFrame, dict]:
-    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    settings = VerdictSettings(num=args.num, seed=args.seed, teacher_num=2 * args.num, draws=args.draws)
     seeds = settings.seeds
     samples, extra, t0 = {}, {}, time.perf_counter()
     samples["teacher-50"] = _full_samples(teacher, SamplerConfig(kind="ddim", steps=50, **args.opts), seeds)
@@ -153,7 +153,7 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     nets = {f"step {int(p.stem.split('-')[1])}": load_supernet(p) for p in snaps}
     final = load_supernet(folder / "supernet.safetensors")
     nets[f"step {final.header.get('step')}"] = final
-    settings = VerdictSettings(num=args.num, teacher_num=2 * args.num, draws=args.draws)
+    settings = VerdictSettings(num=args.num, seed=args.seed, teacher_num=2 * args.num, draws=args.draws)
     own = student_sampler(final.config.student, **args.opts)
     samples = {"teacher-ddim-same-k": _full_samples(teacher, _teacher_same_k(final.config.student, args.opts),
                                                     settings.seeds)}
@@ -172,7 +172,8 @@ def part_growth(teacher, args, features, data) -> tuple[pd.DataFrame, dict]:
     rate = final.header.get("train_seconds") / max(1, final.header.get("step"))
     table["distill_seconds"] = [0.0 if n.startswith("teacher") else round(rate * int(n.split()[1]), 1)
                                 for n in table["model"]]
-    meta = {"run": str(folder), "steps": final.config.student.steps,
+    meta = {"run": str(folder), "steps": final.config.student.steps, "n": args.num,
+            "seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}",
             "distill_seconds_per_step": rate, "distill_train_seconds": final.header.get("train_seconds"),
             "teacher_train_seconds": teacher.header.get("train_seconds"), "teacher_steps": teacher.header.get("step"),
             "vs_previous_snapshot": steps_vs_previous,
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance scale of a "
                     "class-conditional teacher and its students (issue 29's, chosen on search seeds) [2]")
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per model in parts 1 and 2 [1000]")
+    ap.add_argument("--seed", type=int, default=VerdictSettings.seed, help="first sample seed of parts 1 and 2: the "
+                    "held-out verdict seeds by default; 2000 (search seeds) to choose something, e.g. a snapshot, "
+                    f"without looking at them [{VerdictSettings.seed}]")
     ap.add_argument("--front-num", type=int, default=500, help="held-out samples per front member in part 3 [500]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads [2]")
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if "students" in parts:
         students = {s: load_supernet(s) for s in args.students.split(",") if s}
         args.before_nets = {f"before {b}": load_supernet(b) for b in args.before.split(",") if b}
-        print(f"\n== students at full width ({args.num} held-out samples) ==", flush=True)
+        print(f"\n== students at full width ({args.num} samples, seeds {args.seed}..) ==", flush=True)
         table, meta = part_students(teacher, students, args, features, data)
         cols = ["model", "steps", "metric", "value", "low", "high", "minus_full", "minus_full_low", "minus_full_high",
                 "minus_ddim_same_k", "minus_ddim_same_k_low", "minus_ddim_same_k_high", "minus_before",
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(out / "sfddm_students.csv", lambda p: table.to_csv(p, index=False))
         doc["students"] = {**meta, "rows": table.to_dict(orient="records")}
     if "growth" in parts:
-        print(f"\n== quality against distillation time ({args.num} held-out samples) ==", flush=True)
+        print(f"\n== quality against distillation time ({args.num} samples, seeds {args.seed}..) ==", flush=True)
         table, meta = part_growth(teacher, args, features, data)
         cols = ["model", "distill_seconds", "metric", "value", "low", "high", "minus_full", "minus_full_low",
                 "minus_full_high", "minus_teacher-ddim-same-k", "minus_teacher-ddim-same-k_low",

@@ -8,6 +8,9 @@ A distillation run ships the same way (its student header keeps K, phi and the t
     python experiments/ship_reference.py runs/sfddm-k4 --name digits-sfddm-k4 \
         --command "ddsm distill --teacher digits --steps 4 --sub-steps 5 --config experiments/configs/digits-sfddm.yaml --out runs/sfddm-k4"
 
+``--snapshot STEP`` ships the run's EMA snapshot of that step instead of its end (a snapshot chosen on search
+seeds, when a distillation's quality does not end at its last step).
+
 Writes ddsm/assets/<name>.safetensors (its header carries the full recipe,
 step count and training time) and ddsm/assets/<name>.recipe.json.
 """
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ddsm import Trainer
-from ddsm.checkpoint import read_tensors
+from ddsm.checkpoint import read_tensors, save_tensors
 from ddsm.config import RunConfig, validate
 from ddsm.data import ImageData
 from ddsm.io import write_json
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", required=True, help="the exact command that trained the run")
     ap.add_argument("--wall-minutes", type=float, default=None, help="wall-clock duration of the run, if known")
     ap.add_argument("--note", default="", help="anything a reader needs to reproduce it")
+    ap.add_argument("--snapshot", type=int, default=None, help="ship the EMA snapshot of this step (snapshots/)")
     args = ap.parse_args(argv)
 
     _, header = read_tensors(args.run_dir / "checkpoint.safetensors")
@@ -48,7 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"command": args.command, "seed": cfg.train.seed, "iters": trainer.step,
               "train_seconds": round(trainer.train_seconds, 1), "wall_minutes": args.wall_minutes,
               "fingerprint": cfg.model.fingerprint(), "note": args.note}
-    trainer.export(ASSETS / f"{args.name}.safetensors", recipe=recipe)
+    if args.snapshot is None:
+        trainer.export(ASSETS / f"{args.name}.safetensors", recipe=recipe)
+    else:  # the snapshot's own weights and header (its step and training time), with the recipe added
+        snap = args.run_dir / "snapshots" / f"ema-{args.snapshot:06d}.safetensors"
+        tensors, head = read_tensors(snap)
+        if head.get("fingerprint") != recipe["fingerprint"]:
+            raise SystemExit(f"{snap} is not a snapshot of this run's model")
+        recipe.update(iters=head["step"], train_seconds=head["train_seconds"], snapshot_of=trainer.step)
+        save_tensors(ASSETS / f"{args.name}.safetensors", tensors, {**head, "recipe": recipe})
     write_json(ASSETS / f"{args.name}.recipe.json", {**recipe, "config": cfg.model_dump(mode="json")})
     print(json.dumps(recipe, indent=2))
     return 0

@@ -507,3 +507,17 @@ def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(cond
     assert losses and all(torch.isfinite(torch.tensor(v)) for r in losses for key, v in r.items()
                           if key.startswith(("loss@", "hidden@")))
     assert a.config.model.student.guidance_scale == 2.0
+
+
+def test_the_shipped_mnist_student_is_an_8_step_v_student_of_the_shipped_mnist_unet():
+    from ddsm.checkpoint import data_config_for, load_supernet
+    from ddsm.metrics.featurenet import featurenet_for
+
+    student, teacher = load_supernet("mnist-sfddm-k8"), load_supernet("mnist-unet")
+    st = student.config.student
+    assert st.teacher == teacher.fingerprint and st.steps == 8 and st.guidance_scale is None
+    assert student.config.diffusion.prediction_type == "v_prediction" and student.model.num_classes == 10
+    # an EMA snapshot chosen on search seeds, not the run's end: its recipe says which
+    assert student.header["step"] == student.header["recipe"]["iters"] == 200
+    assert student.header["recipe"]["snapshot_of"] == 500
+    assert data_config_for("mnist-sfddm-k8").source == "mnist" and featurenet_for("auto", "mnist-sfddm-k8") == "mnist"
