@@ -454,6 +454,10 @@ def test_a_guided_student_records_its_scale_and_samples_unguided(conditional_tea
     old = plain.model_dump(mode="json")
     del old["student"]["guidance_scale"]
     assert validate(ModelConfig, old).fingerprint() == plain.fingerprint()
+    from ddsm.checkpoint import load_supernet
+
+    shipped = load_supernet("digits-sfddm-k4")  # shipped before the field existed, with this fingerprint
+    assert shipped.config.fingerprint() == shipped.header["fingerprint"] == "4874ebf7fbb05a1e"
     for scale in (None, 1.5):  # unset or the distilled scale: the conditional output alone, one call per step
         cfg = student_sampler(guided.student, **({} if scale is None else {"guidance_scale": scale}))
         assert cfg.guidance_scale is None and cfg.timesteps == student_sampler(plain.student).timesteps
@@ -489,6 +493,12 @@ def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(cond
     data = ImageData("random", torch.rand(64, 1, 8, 8, generator=g) * 2 - 1, torch.rand(8, 1, 8, 8, generator=g) * 2 - 1,
                      train_labels=torch.randint(10, (64,), generator=g), holdout_labels=torch.randint(10, (8,), generator=g))
 
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[8] if len(args) > 8 else kwargs.get("guidance_scale"))
+        return teacher_target(*args, **kwargs)
+
     def trainer(out, iters):
         d = run_config_dict(iters=iters)
         d["model"] = student_config(config, 2, guidance_scale=2.0).model_dump(mode="json")
@@ -496,7 +506,10 @@ def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(cond
         return Trainer(validate(RunConfig, d), out, device="cpu", data=data, progress=False)
 
     a = trainer(tmp_path / "a", 4)
-    a.run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ddsm.distill.teacher_target", spy)
+        a.run()
+    assert seen == [2.0] * 4  # every batch's target is the guided transition
     trainer(tmp_path / "b", 2).run()
     b = trainer(tmp_path / "b", 4)
     with pytest.warns(UserWarning, match="resuming with iters"):

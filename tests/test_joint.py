@@ -335,6 +335,7 @@ def test_a_guided_students_calls_cost_one_pass_on_the_guided_teachers_axis(tmp_p
     from ddsm.checkpoint import save_supernet
     from ddsm.config import ModelConfig, validate
     from ddsm.distill import student_config
+    from ddsm.errors import DDSMError
     from ddsm.nn import build_backbone
     from ddsm.search.joint import JointSpace, prepare_joint
 
@@ -355,3 +356,16 @@ def test_a_guided_students_calls_cost_one_pass_on_the_guided_teachers_axis(tmp_p
     # 3-step student with guidance distilled in runs 3
     assert arms[2].scale == pytest.approx(4 / 8) and arms[3].scale == pytest.approx(3 / 8)
     assert arms[2].space.sampler.guidance_scale == 1.5 and arms[3].space.sampler.guidance_scale is None
+    # against an unguided (or differently guided) teacher the guided student's proxy would judge another model
+    for sampler in ({"kind": "ddim", "steps": 4}, {"kind": "ddim", "steps": 4, "guidance_scale": 2.0}):
+        write_space(base, sampler=sampler)
+        with pytest.raises(DDSMError, match="guidance scale 1.5 distilled in.*set sampler.guidance_scale 1.5"):
+            prepare_joint(JointSpace.load(tmp_path / "joint.yaml"))
+    # searched alone, its space must not guide it a second time
+    from ddsm.search import SearchConfig, prepare_search
+
+    space = write_space(tmp_path / "alone.yaml", segments=None, sampler={
+        "kind": "ddim", "steps": 3, "timesteps": [float(t) for t in reversed(student_config(config, 3).student.phi)],
+        "guidance_scale": 1.5})
+    with pytest.raises(DDSMError, match="guidance_scale 1.5: this student has guidance scale 1.5 distilled in"):
+        prepare_search(SearchConfig.load(space), files["guided"])

@@ -151,7 +151,8 @@ def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> t
     """
     s = base.sampler
     # guided as the teacher's space says (a student with guidance distilled in: unguided, one call per step)
-    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample, guidance_scale=s.guidance_scale)
+    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample, guidance_scale=s.guidance_scale,
+                          source="base space sampler.guidance_scale")
     k = student.steps
     segments = base.segments if base.segments is not None and base.segments < k else None
     genes = segments or k
@@ -206,6 +207,10 @@ def prepare_joint(joint: JointSpace, *, nets: dict[str, Any] | None = None) -> l
         if st.steps in seen:
             raise DDSMError(f"students {seen[st.steps]!r} and {ref!r} both take {st.steps} steps; keep one per K")
         seen[st.steps] = ref
+        if st.guidance_scale is not None and base.sampler.guidance_scale != st.guidance_scale:
+            raise DDSMError(f"student {ref!r} has guidance scale {st.guidance_scale:g} distilled in, but base space "
+                            f"{joint.base!r} has sampler.guidance_scale {base.sampler.guidance_scale!r}: its proxy "
+                            f"would compare it with another teacher; set sampler.guidance_scale {st.guidance_scale:g}")
         # priced with the student's own passes: one a step where the teacher's guidance is distilled into it
         unguided = base.sampler.model_copy(update={"guidance_scale": None})
         costs = search_costs(base if st.guidance_scale is None else base.model_copy(update={"sampler": unguided}), net)

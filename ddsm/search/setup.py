@@ -184,14 +184,16 @@ def prepare_search(space: SearchConfig, checkpoint: str | Path, *, featurenet: s
                         f"{net.config.diffusion.num_timesteps} training timesteps")
     student = net.config.student
     if student is not None:
+        if student.guidance_scale is not None and space.sampler.guidance_scale is not None:
+            raise DDSMError(f"search space sampler.guidance_scale {space.sampler.guidance_scale:g}: this student has "
+                            f"guidance scale {student.guidance_scale:g} distilled in and samples unguided; drop "
+                            "sampler.guidance_scale")
         own = student_sampler(student, kind=space.sampler.kind, eta=space.sampler.eta,
                               clip_sample=space.sampler.clip_sample, guidance_scale=space.sampler.guidance_scale)
         if space.sampler != own:
-            guided = "" if own.guidance_scale == space.sampler.guidance_scale else \
-                f" and no sampler.guidance_scale (scale {student.guidance_scale:g} is distilled into it)"
             raise DDSMError(f"this supernet is a distilled {student.steps}-step student: its search space needs "
-                            f"sampler.steps {student.steps} and sampler.timesteps {list(own.timesteps)}{guided}, got "
-                            f"steps {space.sampler.steps} and timesteps {space.sampler.timesteps}")
+                            f"sampler.steps {student.steps} and sampler.timesteps {list(own.timesteps)}, got steps "
+                            f"{space.sampler.steps} and timesteps {space.sampler.timesteps}")
     costs = search_costs(space, net, cost_table)
     WidthProblem(space, costs).check_budget()
     factory = evaluator_factory(space, checkpoint, featurenet, reference)
