@@ -104,19 +104,18 @@ def student_phi(num_timesteps: int, steps: int, spacing: str = "linspace") -> tu
     return tuple(int(t) for t in ts)
 
 
-def student_sampler(student: StudentConfig, kind: str = "ddim", *, source: str = "--guidance-scale",
-                    **options) -> SamplerConfig:
+def student_sampler(student: StudentConfig, kind: str = "ddim", **options) -> SamplerConfig:
     """The student's own K-step sampler: the teacher timesteps ``phi``, visited from the noisiest.
 
     A student with guidance distilled in samples unguided: a ``guidance_scale`` option must be unset or the
-    distilled scale (either gives no guidance at sampling, the conditional output alone); another is refused,
-    naming ``source``, where the scale came from."""
+    distilled scale (either gives no guidance at sampling, the conditional output alone); another is refused.
+    (Search spaces are checked before they get here: ``prepare_search`` and ``prepare_joint`` name their setting.)"""
     scale = student.guidance_scale
     if scale is not None:
         asked = options.pop("guidance_scale", None)
         if asked is not None and asked != scale:
-            raise DDSMError(f"{source} {asked:g} cannot apply to this student: guidance scale {scale:g} is "
-                            f"distilled into its output; drop it (or give {scale:g}), it samples unguided")
+            raise DDSMError(f"--guidance-scale {asked:g} cannot apply to this student: guidance scale {scale:g} is "
+                            f"distilled into its output; drop the flag (or give {scale:g}), it samples unguided")
     return validate(SamplerConfig, {"kind": kind, "steps": student.steps,
                                     "timesteps": tuple(float(t) for t in reversed(student.phi)), **options},
                     source="sampler flags")

@@ -151,8 +151,7 @@ def student_space(base: SearchConfig, student: StudentConfig, scale: float) -> t
     """
     s = base.sampler
     # guided as the teacher's space says (a student with guidance distilled in: unguided, one call per step)
-    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample, guidance_scale=s.guidance_scale,
-                          source="base space sampler.guidance_scale")
+    own = student_sampler(student, kind=s.kind, eta=s.eta, clip_sample=s.clip_sample, guidance_scale=s.guidance_scale)
     k = student.steps
     segments = base.segments if base.segments is not None and base.segments < k else None
     genes = segments or k
