@@ -534,3 +534,20 @@ def test_the_shipped_mnist_student_is_an_8_step_v_student_of_the_shipped_mnist_u
     assert student.header["step"] == student.header["recipe"]["iters"] == 200
     assert student.header["recipe"]["snapshot_of"] == 500
     assert data_config_for("mnist-sfddm-k8").source == "mnist" and featurenet_for("auto", "mnist-sfddm-k8") == "mnist"
+
+
+def test_the_shipped_guided_mnist_student_has_its_scale_distilled_in_and_refuses_another():
+    from ddsm.checkpoint import load_supernet
+    from ddsm.distill import student_sampler
+
+    student, teacher = load_supernet("mnist-sfddm-k4"), load_supernet("mnist-unet")
+    st = student.config.student
+    assert st.teacher == teacher.fingerprint and st.steps == 4 and st.guidance_scale == 1.5
+    assert student.config.diffusion.prediction_type == "v_prediction"
+    assert student.header["step"] == student.header["recipe"]["iters"] == 180
+    assert student.header["recipe"]["snapshot_of"] == 300
+    # sampled unguided on the teacher's timesteps phi, noisiest first; another scale would guide it twice
+    assert student_sampler(st).guidance_scale is None
+    assert student_sampler(st, guidance_scale=1.5).timesteps == tuple(float(t) for t in reversed(st.phi))
+    with pytest.raises(DDSMError, match="--guidance-scale 2 cannot apply"):
+        student_sampler(st, guidance_scale=2.0)

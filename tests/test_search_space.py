@@ -50,6 +50,18 @@ def test_the_shipped_steps_space_joins_the_teacher_and_its_shipped_students():
     assert arms["k4"].scale == pytest.approx(4 / 20)  # same network: a full-width step costs the same
 
 
+def test_the_shipped_mnist_steps_space_prices_each_student_by_its_own_passes():
+    from ddsm.search.joint import JointSpace, prepare_joint
+
+    arms = {a.name: a for a in prepare_joint(JointSpace.load("mnist-steps"))}
+    assert set(arms) == {"teacher", "k4", "k8"}
+    assert arms["teacher"].space.sampler.guidance_scale == 1.5 and arms["teacher"].steps == 20
+    # the 4-step student has the teacher's scale distilled in: unguided, one pass a step of the teacher's 40
+    assert arms["k4"].space.sampler.guidance_scale is None and arms["k4"].scale == pytest.approx(4 / 40)
+    # the 8-step student learnt both transitions: guided when sampled, two passes a step
+    assert arms["k8"].space.sampler.guidance_scale == 1.5 and arms["k8"].scale == pytest.approx(16 / 40)
+
+
 def test_a_joint_space_given_to_ddsm_search_and_a_width_space_to_search_steps_are_one_line(tmp_path):
     from ddsm.search.joint import JointSpace
 
