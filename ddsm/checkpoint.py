@@ -40,9 +40,9 @@ SHIPPED = {"digits": "digits.safetensors", "digits-progressive": "digits-progres
            **{f"digits-sfddm-k{k}": f"digits-sfddm-k{k}.safetensors" for k in (2, 4, 8)},
            # class-conditional references on the built-in mnist data (experiments/configs/mnist-{dit,unet}.yaml)
            "mnist-dit": "mnist-dit.safetensors", "mnist-unet": "mnist-unet.safetensors",
-           # v students of "mnist-unet", snapshots chosen on search seeds: 8 steps, guided at scale 1.5 when
-           # sampled; 4 steps with guidance scale 1.5 distilled in (sampled unguided, one pass a step)
-           "mnist-sfddm-k8": "mnist-sfddm-k8.safetensors", "mnist-sfddm-k4": "mnist-sfddm-k4.safetensors"}
+           # v students of "mnist-unet", snapshots chosen on search seeds: 2 and 8 steps, guided at scale 1.5
+           # when sampled; 4 steps with guidance scale 1.5 distilled in (sampled unguided, one pass a step)
+           **{f"mnist-sfddm-k{k}": f"mnist-sfddm-k{k}.safetensors" for k in (2, 4, 8)}}
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:

@@ -522,18 +522,21 @@ def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(cond
     assert a.config.model.student.guidance_scale == 2.0
 
 
-def test_the_shipped_mnist_student_is_an_8_step_v_student_of_the_shipped_mnist_unet():
+@pytest.mark.parametrize("k", [2, 8])
+def test_the_shipped_mnist_students_guided_when_sampled_are_v_students_of_the_shipped_mnist_unet(k):
     from ddsm.checkpoint import data_config_for, load_supernet
     from ddsm.metrics.featurenet import featurenet_for
 
-    student, teacher = load_supernet("mnist-sfddm-k8"), load_supernet("mnist-unet")
+    name = f"mnist-sfddm-k{k}"
+    student, teacher = load_supernet(name), load_supernet("mnist-unet")
     st = student.config.student
-    assert st.teacher == teacher.fingerprint and st.steps == 8 and st.guidance_scale is None
+    assert st.teacher == teacher.fingerprint and st.steps == k and st.guidance_scale is None
     assert student.config.diffusion.prediction_type == "v_prediction" and student.model.num_classes == 10
     # an EMA snapshot chosen on search seeds, not the run's end: its recipe says which
     assert student.header["step"] == student.header["recipe"]["iters"] == 200
     assert student.header["recipe"]["snapshot_of"] == 500
-    assert data_config_for("mnist-sfddm-k8").source == "mnist" and featurenet_for("auto", "mnist-sfddm-k8") == "mnist"
+    assert student_sampler(st, guidance_scale=1.5).guidance_scale == 1.5  # learnt both transitions: guided
+    assert data_config_for(name).source == "mnist" and featurenet_for("auto", name) == "mnist"
 
 
 def test_the_shipped_guided_mnist_student_has_its_scale_distilled_in_and_refuses_another():
