@@ -43,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
 
     _, header = read_tensors(args.run_dir / "checkpoint.safetensors")
     cfg = validate(RunConfig, header["run"], source="checkpoint")
+    snapshot = None
+    if args.snapshot is not None:  # checked before the trainer loads: a bad step is one line, exit 2
+        snaps = args.run_dir / "snapshots"
+        path = snaps / f"ema-{args.snapshot:06d}.safetensors"
+        if not path.is_file():
+            steps = sorted(int(f.stem.split("-")[1]) for f in snaps.glob("ema-*.safetensors"))
+            ap.error(f"--snapshot {args.snapshot}: {args.run_dir} has no EMA snapshot of that step (it has {steps})")
+        snapshot = read_tensors(path)
+        if snapshot[1].get("fingerprint") != cfg.model.fingerprint():
+            ap.error(f"--snapshot {args.snapshot}: {path} is not a snapshot of this run's model")
     if header["step"] != cfg.train.iters:
         print(f"warning: run stopped at step {header['step']} of {cfg.train.iters}", file=sys.stderr)
     # The export needs no data; an empty stand-in avoids loading it. A distillation run (an SFDDM
@@ -52,13 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"command": args.command, "seed": cfg.train.seed, "iters": trainer.step,
               "train_seconds": round(trainer.train_seconds, 1), "wall_minutes": args.wall_minutes,
               "fingerprint": cfg.model.fingerprint(), "note": args.note}
-    if args.snapshot is None:
+    if snapshot is None:
         trainer.export(ASSETS / f"{args.name}.safetensors", recipe=recipe)
     else:  # the snapshot's own weights and header (its step and training time), with the recipe added
-        snap = args.run_dir / "snapshots" / f"ema-{args.snapshot:06d}.safetensors"
-        tensors, head = read_tensors(snap)
-        if head.get("fingerprint") != recipe["fingerprint"]:
-            raise SystemExit(f"{snap} is not a snapshot of this run's model")
+        tensors, head = snapshot
         recipe.update(iters=head["step"], train_seconds=head["train_seconds"], snapshot_of=trainer.step)
         save_tensors(ASSETS / f"{args.name}.safetensors", tensors, {**head, "recipe": recipe})
     write_json(ASSETS / f"{args.name}.recipe.json", {**recipe, "config": cfg.model_dump(mode="json")})

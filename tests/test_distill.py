@@ -522,34 +522,25 @@ def test_a_guided_student_trains_with_finite_losses_and_resumes_bit_exactly(cond
     assert a.config.model.student.guidance_scale == 2.0
 
 
-@pytest.mark.parametrize("k", [2, 8])
-def test_the_shipped_mnist_students_guided_when_sampled_are_v_students_of_the_shipped_mnist_unet(k):
+@pytest.mark.parametrize("k, scale, step, of", [(2, None, 200, 500), (4, 1.5, 180, 300), (8, None, 200, 500)])
+def test_the_shipped_mnist_students_are_v_students_of_the_shipped_mnist_unet(k, scale, step, of):
     from ddsm.checkpoint import data_config_for, load_supernet
     from ddsm.metrics.featurenet import featurenet_for
 
     name = f"mnist-sfddm-k{k}"
     student, teacher = load_supernet(name), load_supernet("mnist-unet")
     st = student.config.student
-    assert st.teacher == teacher.fingerprint and st.steps == k and st.guidance_scale is None
+    assert st.teacher == teacher.fingerprint and st.steps == k and st.guidance_scale == scale
     assert student.config.diffusion.prediction_type == "v_prediction" and student.model.num_classes == 10
     # an EMA snapshot chosen on search seeds, not the run's end: its recipe says which
-    assert student.header["step"] == student.header["recipe"]["iters"] == 200
-    assert student.header["recipe"]["snapshot_of"] == 500
-    assert student_sampler(st, guidance_scale=1.5).guidance_scale == 1.5  # learnt both transitions: guided
+    assert student.header["step"] == student.header["recipe"]["iters"] == step
+    assert student.header["recipe"]["snapshot_of"] == of
     assert data_config_for(name).source == "mnist" and featurenet_for("auto", name) == "mnist"
-
-
-def test_the_shipped_guided_mnist_student_has_its_scale_distilled_in_and_refuses_another():
-    from ddsm.checkpoint import load_supernet
-    from ddsm.distill import student_sampler
-
-    student, teacher = load_supernet("mnist-sfddm-k4"), load_supernet("mnist-unet")
-    st = student.config.student
-    assert st.teacher == teacher.fingerprint and st.steps == 4 and st.guidance_scale == 1.5
-    assert student.config.diffusion.prediction_type == "v_prediction"
-    assert student.header["step"] == student.header["recipe"]["iters"] == 180
-    assert student.header["recipe"]["snapshot_of"] == 300
-    # sampled unguided on the teacher's timesteps phi, noisiest first; another scale would guide it twice
+    if scale is None:  # learnt both transitions: guided when sampled
+        assert student_sampler(st, guidance_scale=1.5).guidance_scale == 1.5
+        return
+    # scale distilled in: sampled unguided on the teacher's timesteps phi, noisiest first; another scale would
+    # guide it twice
     assert student_sampler(st).guidance_scale is None
     assert student_sampler(st, guidance_scale=1.5).timesteps == tuple(float(t) for t in reversed(st.phi))
     with pytest.raises(DDSMError, match="--guidance-scale 2 cannot apply"):
