@@ -46,6 +46,7 @@ from _script import parse_parts, run, write_parts  # noqa: E402
 from ddsm import load_supernet  # noqa: E402
 from ddsm.cost.macs import count_cached_macs, count_macs  # noqa: E402
 from ddsm.cost.model import CostModel  # noqa: E402
+from ddsm.cost.table import CostTable  # noqa: E402
 from ddsm.checkpoint import training_data  # noqa: E402
 from ddsm.diffusion.noise import NoiseSchedule  # noqa: E402
 from ddsm.io import write_atomic  # noqa: E402
@@ -176,6 +177,15 @@ def _ends(iv) -> tuple[float, float]:
     return iv.low, iv.high
 
 
+def time_models(net, args) -> dict[int, CostModel]:
+    """batch -> the latency cost model (full and cached calls at ``--level``) of the measured cost table: a plan's
+    time share is the sum of its calls' measured seconds over full width's."""
+    table = CostTable.load(args.cost_table or Path(args.work) / "cost.json", net.config)
+    widths = net.config.geometry.widths
+    return {b: table.with_cached(table.cost_model("latency", widths, batch=b), args.level, "latency", batch=b)
+            for b in (1, 64) if b in table.batch_sizes}
+
+
 def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     cands, space = candidates(net, args)
     macs = CostModel.count(net, net.config.geometry.widths).count_cached(net, args.level)
@@ -195,21 +205,29 @@ def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     judge = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
                     search_seeds=space.search_seeds)
     res = judge.score({}, samples=samples)
+    times = time_models(net, args)
     rows = []
     for name, (fam, p) in cands.items():
         worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
         d = res.compare(name, FULL, "fid")
-        rows.append({"schedule": name, "family": fam, "mac_share": macs.share(p), "cached_steps": p.cached_steps,
-                     "widths": " ".join(f"{w:g}" for w in p.widths), "fid": res.interval(name, "fid").value,
+        rows.append({"schedule": name, "family": fam, "mac_share": macs.share(p),
+                     **{f"time_share_b{b}": m.share(p) for b, m in times.items()}, "cached_steps": p.cached_steps,
+                     "widths": " ".join(f"{w:g}" for w in p.widths),
+                     "cached": "".join("c" if c else "." for c in p.cached) if p.cached else "",
+                     "fid": res.interval(name, "fid").value,
                      "fid_minus_full": d.value, "low": d.low, "high": d.high, "worse_in": ",".join(worse)})
     table = pd.DataFrame(rows).sort_values(["family", "mac_share"]).reset_index(drop=True)
     summary: dict = {"seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": args.num,
                      "sampling_seconds": round(sampling_s, 1), "level": args.level,
-                     "full_fid": res.interval(FULL, "fid").value, "cheapest_no_loss": {}}
-    for fam, rows_ in table.groupby("family"):
-        ok = rows_[rows_["worse_in"] == ""]
-        summary["cheapest_no_loss"][fam] = None if ok.empty else \
-            {k: ok.iloc[0][k] for k in ("schedule", "mac_share", "fid_minus_full", "low", "high")}
+                     "full_fid": res.interval(FULL, "fid").value,
+                     "time_shares": "sum of the cost table's measured call times (batch 1 and 64) over full width's "
+                                    f"({args.cost_table or Path(args.work) / 'cost.json'})",
+                     "cheapest_no_loss": {}, "cheapest_no_loss_by_time_b1": {}}
+    keys = ("schedule", "mac_share", *[f"time_share_b{b}" for b in times], "fid_minus_full", "low", "high")
+    for by, col in (("cheapest_no_loss", "mac_share"), ("cheapest_no_loss_by_time_b1", "time_share_b1")):
+        for fam, rows_ in table.groupby("family"):
+            ok = rows_[rows_["worse_in"] == ""].sort_values(col)
+            summary[by][fam] = None if ok.empty else {k: ok.iloc[0][k] for k in keys}
     worst = float(table["fid"].max())
     ref = (worst + 0.1 * abs(worst), 1.1)
     hv = {}
@@ -272,6 +290,8 @@ def main() -> int:
     ap.add_argument("--num", type=int, default=1000, help="held-out samples per schedule [1000]")
     ap.add_argument("--draws", type=int, default=200, help="bootstrap resamples [200]")
     ap.add_argument("--repeats", type=int, default=10, help="timed repeats [10]")
+    ap.add_argument("--cost-table", help="measured cost table (ddsm cost --cache-level L, batches 1 and 64) that "
+                    "prices the verdict's time shares [<work>/cost.json, which the search part measures]")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-cache"), help="folder for the searches")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
     args = ap.parse_args()

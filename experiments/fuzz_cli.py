@@ -30,6 +30,7 @@ Usage:
   .venv/bin/python experiments/fuzz_cli.py --in-process --jobs 2
   .venv/bin/python experiments/fuzz_cli.py --only 'sample-*' --timeout 30
   .venv/bin/python experiments/fuzz_cli.py --list
+  .venv/bin/python experiments/fuzz_cli.py --in-process --sample 4  # the default test suite's quarter
   .venv/bin/python experiments/fuzz_cli.py --compare experiments/results/fuzz-cli-in-process.json
 
 Results: experiments/results/fuzz-cli.json and .csv (``-in-process`` suffix in that mode).
@@ -1559,6 +1560,18 @@ def select(cases: list[Case], only: str | None) -> list[Case]:
                                     for p in pats)]
 
 
+def sample(cases: list[Case], every: int) -> list[Case]:
+    """A fixed stratified subset: the first case of every command, then every ``every``-th case of the table
+    (the default test suite's share; the whole table runs with ``-m slow``)."""
+    if every < 1:
+        raise ValueError(f"--sample {every} must be a whole number of at least 1")
+    first = {}
+    for c in cases:
+        first.setdefault(c.command, c.id)
+    keep = set(first.values())
+    return [c for i, c in enumerate(cases) if i % every == 0 or c.id in keep]
+
+
 def run_cases(cases: list[Case], *, fixture_dir: Path | None, in_process: bool = False, timeout: float = 60,
               jobs: int = 1, mem_limit_gb: float = 6.0, verbose: bool = True) -> list[dict[str, Any]]:
     """Run every case (``jobs`` at a time) and return one result dict per case, in table order."""
@@ -1717,6 +1730,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="case ids containing this (comma-separated; glob patterns allowed)")
+    ap.add_argument("--sample", type=int, default=1, help="run the first case of each command and every N-th case "
+                    "[1: every case]")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a case counts as a hang [60]")
     ap.add_argument("--in-process", action="store_true", help="CliRunner in a forked child per case (import once)")
     ap.add_argument("--jobs", type=int, default=2, help="cases run at once [2]")
@@ -1726,7 +1741,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, help="results JSON of another run: list the cases whose outcome differs")
     args = ap.parse_args(argv)
 
-    cases = select(CASES, args.only)
+    if args.sample < 1:
+        print(f"--sample {args.sample} must be a whole number of at least 1", file=sys.stderr)
+        return 2
+    cases = sample(select(CASES, args.only), args.sample)
     if args.list:
         for c in cases:
             print(f"{c.id:<44} ddsm {' '.join(c.argv)}")
@@ -1757,7 +1775,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = "fuzz-cli-in-process" if args.in_process else "fuzz-cli"
     meta = {"mode": "in-process" if args.in_process else "subprocess", "timeout_s": args.timeout, "jobs": args.jobs,
             "root": IS_ROOT, "seconds": round(t_run, 1), "fixture_seconds": round(t_fix, 1),
-            "fixture_errors": fixture_errors, "only": args.only}
+            "fixture_errors": fixture_errors, "only": args.only, "sample": args.sample}
     jpath, cpath = write_results(results, args.out, stem, meta)
     print(f"-> {jpath}, {cpath}")
     if args.compare:

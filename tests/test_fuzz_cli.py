@@ -1,9 +1,11 @@
 """The bad-input fuzz table of experiments/fuzz_cli.py: every case must be refused with one ``Error:`` line.
 
-The whole table runs in-process (ddsm.cli imported once, CliRunner in a forked
-child per case, two at a time): about 90 s of cases after 20-40 s of fixtures on
-2 cores, so it is in the default suite. The classifier tests check that the
-table cannot pass by accident.
+The table runs in-process (ddsm.cli imported once, CliRunner in a forked child
+per case, two at a time). The default suite runs a fixed stratified quarter of
+it (the first case of every command, then every 4th case: about 25 s of cases
+after 20-40 s of fixtures on 2 cores); ``-m slow`` runs the whole table (about
+90 s of cases). The classifier tests check that the table cannot pass by
+accident, and that the quarter reaches every command.
 """
 
 from __future__ import annotations
@@ -101,27 +103,61 @@ def test_table_is_large_and_ids_are_unique():
 # ------------------------------------------------------------------------- the whole table
 
 
-@pytest.fixture(scope="module")
-def table_results(tmp_path_factory):
-    """The whole table, run by the script in a fresh interpreter: its in-process mode forks a child per case,
-    and a fork of this pytest process (whose torch thread pool earlier tests started) can deadlock."""
+EVERY = 4  # the default suite's share of the table: the first case of every command, then every 4th case
+QUARTER = fuzz.sample(fuzz.CASES, EVERY)
+REST = [c for c in fuzz.CASES if c.id not in {q.id for q in QUARTER}]
+
+
+def test_the_default_quarter_reaches_every_command_and_the_slow_rest_completes_the_table():
+    assert {c.command for c in QUARTER} == {c.command for c in fuzz.CASES}
+    assert len(fuzz.CASES) / 5 < len(QUARTER) < len(fuzz.CASES) / 2
+    assert sorted(c.id for c in QUARTER + REST) == sorted(c.id for c in fuzz.CASES)
+    assert fuzz.sample(fuzz.CASES, 1) == list(fuzz.CASES)
+    with pytest.raises(ValueError, match="--sample 0 must be"):
+        fuzz.sample(fuzz.CASES, 0)
+
+
+def _run_table(out: Path, every: int) -> dict:
+    """The table (every ``every``-th case), run by the script in a fresh interpreter: its in-process mode forks a
+    child per case, and a fork of this pytest process (whose torch thread pool earlier tests started) can
+    deadlock."""
     import json
     import subprocess
 
-    out = tmp_path_factory.mktemp("fuzz-results")
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "fuzz_cli.py"), "--in-process", "--out", str(out)],
-                       capture_output=True, text=True, cwd=str(out))
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "fuzz_cli.py"), "--in-process", "--out", str(out),
+                        "--sample", str(every)], capture_output=True, text=True, cwd=str(out))
     doc = json.loads((out / "fuzz-cli-in-process.json").read_text())
-    assert doc["totals"]["inputs tried"] + doc["totals"]["skipped"] == len(fuzz.CASES), r.stderr[-2000:]
+    expected = fuzz.sample(fuzz.CASES, every)
+    assert doc["totals"]["inputs tried"] + doc["totals"]["skipped"] == len(expected), r.stderr[-2000:]
     return {c["id"]: c for c in doc["cases"]}
 
 
-@pytest.mark.timeout(1200)  # the first case runs the whole table (module fixture)
-@pytest.mark.parametrize("case_id", [c.id for c in fuzz.CASES])
-def test_bad_input_is_refused_cleanly(case_id, table_results):
-    r = table_results[case_id]
+@pytest.fixture(scope="module")
+def quarter_results(tmp_path_factory):
+    return _run_table(tmp_path_factory.mktemp("fuzz-quarter"), EVERY)
+
+
+@pytest.fixture(scope="module")
+def table_results(tmp_path_factory):
+    return _run_table(tmp_path_factory.mktemp("fuzz-results"), 1)
+
+
+def _assert_refused_cleanly(r: dict) -> None:
     if r["outcome"] == "skip":
         pytest.skip(r["skipped"])
     w = {k: v for k, v in (r.get("written") or {}).items() if v}
     assert r["outcome"] == "ok", (f"ddsm {' '.join(r['argv'])}: {r['outcome']} (exit {r['exit_code']}); "
                                   f"{r['first_line']!r}; written {w}")
+
+
+@pytest.mark.timeout(1200)  # the first case runs the quarter (module fixture)
+@pytest.mark.parametrize("case_id", [c.id for c in QUARTER])
+def test_bad_input_is_refused_cleanly(case_id, quarter_results):
+    _assert_refused_cleanly(quarter_results[case_id])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the first case runs the whole table (module fixture)
+@pytest.mark.parametrize("case_id", [c.id for c in REST])
+def test_the_rest_of_the_table_is_refused_cleanly(case_id, table_results):
+    _assert_refused_cleanly(table_results[case_id])

@@ -234,17 +234,20 @@ def test_a_base_space_with_a_screen_is_refused_in_one_line(trained_run, students
     assert not (tmp_path / "j").exists()
 
 
-@pytest.mark.parametrize("options, needle", [
+BAD_RUNNER_OPTIONS = [
     (["--workers", "0"], "workers 0 must be a whole number of at least 1"),
     (["--chunk-size", "0"], "chunk_size 0 must be a whole number of at least 1"),
     (["--runner", "ray", "--workers", "-1"], "workers -1 must be a whole number of at least 1"),
     (["--runner", "ray", "--workers", "1000"], "workers 1000 exceeds this machine's"),
-])
-def test_bad_runner_options_are_refused_before_the_folder_is_written(trained_run, students, tmp_path, options, needle):
+]
+
+
+def test_bad_runner_options_are_refused_before_the_folder_is_written(trained_run, students, tmp_path):
     space = _joint_file(tmp_path, trained_run, students.values())
-    r = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress", *options)
-    assert_bad_input(r, needle)
-    assert not (tmp_path / "j").exists()
+    for options, needle in BAD_RUNNER_OPTIONS:
+        r = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress", *options)
+        assert_bad_input(r, needle)
+        assert not (tmp_path / "j").exists(), options
     # the corrected command then runs (no leftover joint.json or lock refuses it)
     ok = invoke("search-steps", "--space", space, "--out", tmp_path / "j", "--no-progress")
     assert ok.exit_code == 0, ok.output
