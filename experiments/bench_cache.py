@@ -307,7 +307,8 @@ def main() -> int:
         table, meta = part_costs(net, args)
         print(table.to_string(**fmt), flush=True)
         write_atomic(out / "cache_costs.csv", lambda p: table.to_csv(p, index=False))
-        doc["costs"] = {**meta, "rows": table.to_dict(orient="records")}
+        # a full call has no level: null in the JSON, not NaN (which strict JSON readers refuse)
+        doc["costs"] = {**meta, "rows": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
         write_parts(out / "cache.json", doc, ["costs"], PARTS)
     if "search" in parts:
         doc["search"] = part_search(args)
