@@ -16,6 +16,9 @@ paired 95 % bootstrap intervals against full width:
    MACs share) of the joint front, the width-only front and the DeepCache family, with paired intervals.
 4. **speed**: wall-clock saving over FLOP saving at batch 1 and 64 of the joint front's cheapest schedule with no
    significant loss (and of the width-only front's), timed round-robin in one process.
+5. **confirm**: every schedule the verdict found free of a significant loss, and those of other bench_cache runs on the same checkpoint (``--confirm-also WORK:OUT``), judged again on
+   ``--confirm-num`` seeds from ``--confirm-seed`` that neither the searches nor the verdict saw: scanning many
+   members for one free of a significant loss favours lucky ones, and fresh seeds say whether the choice holds.
 
     python experiments/bench_cache.py                          # every part
     python experiments/bench_cache.py --parts costs --repeats 20
@@ -61,7 +64,7 @@ from ddsm.search.config import SearchConfig  # noqa: E402
 from ddsm.search.folder import load_search  # noqa: E402
 from ddsm.search.front import hypervolume_draws  # noqa: E402
 
-PARTS = ("costs", "search", "verdict", "speed")
+PARTS = ("costs", "search", "verdict", "speed", "confirm")
 INTERVALS = (2, 3, 4, 5)  # DeepCache: a full step every N steps
 SPACE = ROOT / "search_spaces" / "digits.yaml"
 #: family -> search folder under --work
@@ -225,6 +228,8 @@ def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
                      "cheapest_no_loss": {}, "cheapest_no_loss_by_time_b1": {}}
     keys = ("schedule", "mac_share", *[f"time_share_b{b}" for b in times], "fid_minus_full", "low", "high")
     for by, col in (("cheapest_no_loss", "mac_share"), ("cheapest_no_loss_by_time_b1", "time_share_b1")):
+        if col not in table:  # a cost table without batch 1
+            continue
         for fam, rows_ in table.groupby("family"):
             ok = rows_[rows_["worse_in"] == ""].sort_values(col)
             summary[by][fam] = None if ok.empty else {k: ok.iloc[0][k] for k in keys}
@@ -277,6 +282,75 @@ def part_speed(net, args, verdict: dict) -> dict:
     return out
 
 
+def _chosen(net, work: str, out: str) -> dict[str, tuple[StepPlan, argparse.Namespace]]:
+    """label -> (plan, that run's work folder and cache level) of every schedule the bench run at ``work`` / ``out``
+    found free of a significant loss (its ``cache_verdict.csv``), not only each family's cheapest: re-judging only
+    the cheapest would keep the choice's luck out of view."""
+    import json
+
+    doc = Path(out) / "cache.json"
+    if not doc.is_file() or "verdict" not in json.loads(doc.read_text()):
+        raise SystemExit(f"{out} holds no bench_cache verdict (cache.json with a verdict); run --parts verdict first")
+    verdict = json.loads(doc.read_text())["verdict"]
+    table = pd.read_csv(Path(out) / "cache_verdict.csv", keep_default_na=False)
+    run_args = argparse.Namespace(work=work, level=verdict["level"], space=None)
+    cands, space = candidates(net, run_args)
+    run_args.space, run_args.verdict_seeds = space, verdict["seeds"]
+    return {f"{work}: {name}": (cands[name][1], run_args) for name in table.loc[table["worse_in"] == "", "schedule"]}
+
+
+def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
+    space = SearchConfig.load(args.space)
+    settings = VerdictSettings(num=args.confirm_num, seed=args.confirm_seed, teacher_num=2 * args.confirm_num,
+                               draws=args.draws)
+    runs = [(args.work, args.out)] + [tuple(spec.split(":", 1)) for spec in args.confirm_also]
+    chosen: dict[str, tuple[StepPlan, argparse.Namespace]] = {}
+    for work, out in runs:
+        found = _chosen(net, work, out)
+        for plan, run_args in list(found.values())[:1]:
+            first, last = (int(v) for v in run_args.verdict_seeds.split(".."))
+            if first <= settings.seeds.stop - 1 and settings.seeds.start <= last:
+                raise SystemExit(f"--confirm-seed {args.confirm_seed} with --confirm-num {args.confirm_num} overlaps "
+                                 f"the verdict seeds {run_args.verdict_seeds} of {work}; pick seeds it never saw")
+            if run_args.space.sampler != space.sampler:
+                raise SystemExit(f"{work} searched with sampler {run_args.space.sampler}, not --space's "
+                                 f"{space.sampler}; confirm runs of one sampler together")
+        chosen.update(found)
+    if not chosen:
+        raise SystemExit("no verdict found a schedule free of a significant loss; nothing to confirm")
+    # one sampling per distinct plan (the same width-only member can come from several runs)
+    labels: dict[StepPlan, list[str]] = {}
+    for name, (plan, _) in chosen.items():
+        labels.setdefault(plan, []).append(name)
+    sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
+    samples, t0 = {}, time.perf_counter()
+    for plan, names in labels.items():  # one plan at a time: plans of several cache levels
+        samples[" = ".join(names)] = generate_many(net.model, sampler, [plan], list(settings.seeds), fuse=False)[0]
+    sampling_s = time.perf_counter() - t0
+    judge = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
+                    search_seeds=space.search_seeds)
+    res = judge.score({}, samples=samples)
+    rows = []
+    for plan, names in labels.items():
+        name, run_args = " = ".join(names), chosen[names[0]][1]
+        # each run's own cost table (its cache level's calls)
+        times = time_models(net, argparse.Namespace(cost_table=None, work=run_args.work, level=run_args.level))
+        macs = CostModel.count(net, net.config.geometry.widths).count_cached(net, run_args.level)
+        worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
+        d = res.compare(name, FULL, "fid")
+        rows.append({"schedule": name, "mac_share": macs.share(plan),
+                     **{f"time_share_b{b}": m.share(plan) for b, m in times.items()},
+                     "cached_steps": plan.cached_steps, "fid_minus_full": d.value, "low": d.low, "high": d.high,
+                     "worse_in": ",".join(worse)})
+    table = pd.DataFrame(rows).sort_values("mac_share").reset_index(drop=True)
+    summary = {"seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": args.confirm_num,
+               "sampling_seconds": round(sampling_s, 1), "runs": [f"{w}:{o}" for w, o in runs],
+               "full_fid": res.interval(FULL, "fid").value,
+               "full_fid_interval": [res.interval(FULL, "fid").low, res.interval(FULL, "fid").high],
+               "holds": table.loc[table["worse_in"] == "", "schedule"].tolist()}
+    return table, summary
+
+
 def main() -> int:
     import json
 
@@ -292,6 +366,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=10, help="timed repeats [10]")
     ap.add_argument("--cost-table", help="measured cost table (ddsm cost --cache-level L, batches 1 and 64) that "
                     "prices the verdict's time shares [<work>/cost.json, which the search part measures]")
+    ap.add_argument("--confirm-seed", type=int, default=20_000, help="first seed of the confirm part [20000]")
+    ap.add_argument("--confirm-num", type=int, default=1000, help="samples per schedule in the confirm part [1000]")
+    ap.add_argument("--confirm-also", action="append", default=[], metavar="WORK:OUT",
+                    help="another bench_cache run (its --work and --out) whose chosen schedules the confirm part "
+                    "judges too; repeatable")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-cache"), help="folder for the searches")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="folder for the results")
     args = ap.parse_args()
@@ -324,6 +403,13 @@ def main() -> int:
         verdict = doc.get("verdict") or json.loads((out / "cache.json").read_text()).get("verdict", {})
         doc["speed"] = part_speed(net, args, verdict)
         write_parts(out / "cache.json", doc, ["speed"], PARTS)
+    if "confirm" in parts:
+        table, summary = part_confirm(net, args, features, data)
+        print(table.to_string(**fmt), flush=True)
+        print(json.dumps(summary, indent=1, default=float), flush=True)
+        write_atomic(out / "cache_confirm.csv", lambda p: table.to_csv(p, index=False))
+        doc["confirm"] = summary
+        write_parts(out / "cache.json", doc, ["confirm"], PARTS)
     return 0
 
 

@@ -129,6 +129,7 @@ def _run_table(out: Path, every: int) -> dict:
     doc = json.loads((out / "fuzz-cli-in-process.json").read_text())
     expected = fuzz.sample(fuzz.CASES, every)
     assert doc["totals"]["inputs tried"] + doc["totals"]["skipped"] == len(expected), r.stderr[-2000:]
+    assert not doc["fixture_errors"], doc["fixture_errors"]  # else the cases that need them would only skip
     return {c["id"]: c for c in doc["cases"]}
 
 
