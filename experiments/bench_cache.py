@@ -392,24 +392,23 @@ def main() -> int:
     if "search" in parts:
         doc["search"] = part_search(args)
         write_parts(out / "cache.json", doc, ["search"], PARTS)
-    if "verdict" in parts:
-        table, summary = part_verdict(net, args, features, data)
+
+    def judged(part: str, table: pd.DataFrame, summary: dict) -> None:
+        # a judging part's table and summary: printed, the table as cache_<part>.csv, the summary into cache.json
         print(table.to_string(**fmt), flush=True)
         print(json.dumps(summary, indent=1, default=float), flush=True)
-        write_atomic(out / "cache_verdict.csv", lambda p: table.to_csv(p, index=False))
-        doc["verdict"] = summary
-        write_parts(out / "cache.json", doc, ["verdict"], PARTS)
+        write_atomic(out / f"cache_{part}.csv", lambda p: table.to_csv(p, index=False))
+        doc[part] = summary
+        write_parts(out / "cache.json", doc, [part], PARTS)
+
+    if "verdict" in parts:
+        judged("verdict", *part_verdict(net, args, features, data))
     if "speed" in parts:
         verdict = doc.get("verdict") or json.loads((out / "cache.json").read_text()).get("verdict", {})
         doc["speed"] = part_speed(net, args, verdict)
         write_parts(out / "cache.json", doc, ["speed"], PARTS)
     if "confirm" in parts:
-        table, summary = part_confirm(net, args, features, data)
-        print(table.to_string(**fmt), flush=True)
-        print(json.dumps(summary, indent=1, default=float), flush=True)
-        write_atomic(out / "cache_confirm.csv", lambda p: table.to_csv(p, index=False))
-        doc["confirm"] = summary
-        write_parts(out / "cache.json", doc, ["confirm"], PARTS)
+        judged("confirm", *part_confirm(net, args, features, data))
     return 0
 
 
