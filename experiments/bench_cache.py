@@ -180,10 +180,22 @@ def _ends(iv) -> tuple[float, float]:
     return iv.low, iv.high
 
 
+def _against_full(res, name: str) -> dict:
+    """The FID difference of ``name`` from full width with its interval, and every metric it is significantly worse
+    in (the per-seed proxy left out)."""
+    worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
+    d = res.compare(name, FULL, "fid")
+    return {"fid_minus_full": d.value, "low": d.low, "high": d.high, "worse_in": ",".join(worse)}
+
+
+def _cost_table_path(args) -> Path:
+    return Path(args.cost_table) if args.cost_table else Path(args.work) / "cost.json"
+
+
 def time_models(net, args) -> dict[int, CostModel]:
     """batch -> the latency cost model (full and cached calls at ``--level``) of the measured cost table: a plan's
     time share is the sum of its calls' measured seconds over full width's."""
-    table = CostTable.load(args.cost_table or Path(args.work) / "cost.json", net.config)
+    table = CostTable.load(_cost_table_path(args), net.config)
     widths = net.config.geometry.widths
     return {b: table.with_cached(table.cost_model("latency", widths, batch=b), args.level, "latency", batch=b)
             for b in (1, 64) if b in table.batch_sizes}
@@ -211,20 +223,17 @@ def part_verdict(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     times = time_models(net, args)
     rows = []
     for name, (fam, p) in cands.items():
-        worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
-        d = res.compare(name, FULL, "fid")
         rows.append({"schedule": name, "family": fam, "mac_share": macs.share(p),
                      **{f"time_share_b{b}": m.share(p) for b, m in times.items()}, "cached_steps": p.cached_steps,
                      "widths": " ".join(f"{w:g}" for w in p.widths),
                      "cached": "".join("c" if c else "." for c in p.cached) if p.cached else "",
-                     "fid": res.interval(name, "fid").value,
-                     "fid_minus_full": d.value, "low": d.low, "high": d.high, "worse_in": ",".join(worse)})
+                     "fid": res.interval(name, "fid").value, **_against_full(res, name)})
     table = pd.DataFrame(rows).sort_values(["family", "mac_share"]).reset_index(drop=True)
     summary: dict = {"seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": args.num,
                      "sampling_seconds": round(sampling_s, 1), "level": args.level,
                      "full_fid": res.interval(FULL, "fid").value,
                      "time_shares": "sum of the cost table's measured call times (batch 1 and 64) over full width's "
-                                    f"({args.cost_table or Path(args.work) / 'cost.json'})",
+                                    f"({_cost_table_path(args)})",
                      "cheapest_no_loss": {}, "cheapest_no_loss_by_time_b1": {}}
     keys = ("schedule", "mac_share", *[f"time_share_b{b}" for b in times], "fid_minus_full", "low", "high")
     for by, col in (("cheapest_no_loss", "mac_share"), ("cheapest_no_loss_by_time_b1", "time_share_b1")):
@@ -282,21 +291,20 @@ def part_speed(net, args, verdict: dict) -> dict:
     return out
 
 
-def _chosen(net, work: str, out: str) -> dict[str, tuple[StepPlan, argparse.Namespace]]:
-    """label -> (plan, that run's work folder and cache level) of every schedule the bench run at ``work`` / ``out``
-    found free of a significant loss (its ``cache_verdict.csv``), not only each family's cheapest: re-judging only
-    the cheapest would keep the choice's luck out of view."""
+def _chosen(net, work: str, out: str) -> tuple[argparse.Namespace, dict[str, StepPlan]]:
+    """The bench run at ``work`` / ``out`` (its work folder, cache level, space and verdict seeds) and, by label,
+    every schedule it found free of a significant loss (its ``cache_verdict.csv``), not only each family's
+    cheapest: re-judging only the cheapest would keep the choice's luck out of view."""
     import json
 
     doc = Path(out) / "cache.json"
-    if not doc.is_file() or "verdict" not in json.loads(doc.read_text()):
+    verdict = json.loads(doc.read_text()).get("verdict") if doc.is_file() else None
+    if not verdict:
         raise SystemExit(f"{out} holds no bench_cache verdict (cache.json with a verdict); run --parts verdict first")
-    verdict = json.loads(doc.read_text())["verdict"]
     table = pd.read_csv(Path(out) / "cache_verdict.csv", keep_default_na=False)
-    run_args = argparse.Namespace(work=work, level=verdict["level"], space=None)
-    cands, space = candidates(net, run_args)
-    run_args.space, run_args.verdict_seeds = space, verdict["seeds"]
-    return {f"{work}: {name}": (cands[name][1], run_args) for name in table.loc[table["worse_in"] == "", "schedule"]}
+    run = argparse.Namespace(work=work, level=verdict["level"], cost_table=None, verdict_seeds=verdict["seeds"])
+    cands, run.space = candidates(net, run)
+    return run, {f"{work}: {name}": cands[name][1] for name in table.loc[table["worse_in"] == "", "schedule"]}
 
 
 def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
@@ -304,24 +312,24 @@ def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     settings = VerdictSettings(num=args.confirm_num, seed=args.confirm_seed, teacher_num=2 * args.confirm_num,
                                draws=args.draws)
     runs = [(args.work, args.out)] + [tuple(spec.split(":", 1)) for spec in args.confirm_also]
-    chosen: dict[str, tuple[StepPlan, argparse.Namespace]] = {}
-    for work, out in runs:
-        found = _chosen(net, work, out)
-        for plan, run_args in list(found.values())[:1]:
-            first, last = (int(v) for v in run_args.verdict_seeds.split(".."))
-            if first <= settings.seeds.stop - 1 and settings.seeds.start <= last:
-                raise SystemExit(f"--confirm-seed {args.confirm_seed} with --confirm-num {args.confirm_num} overlaps "
-                                 f"the verdict seeds {run_args.verdict_seeds} of {work}; pick seeds it never saw")
-            if run_args.space.sampler != space.sampler:
-                raise SystemExit(f"{work} searched with sampler {run_args.space.sampler}, not --space's "
-                                 f"{space.sampler}; confirm runs of one sampler together")
-        chosen.update(found)
-    if not chosen:
-        raise SystemExit("no verdict found a schedule free of a significant loss; nothing to confirm")
-    # one sampling per distinct plan (the same width-only member can come from several runs)
+    # plan -> its labels and the run it came from (the same width-only member can come from several runs: sampled
+    # and judged once)
     labels: dict[StepPlan, list[str]] = {}
-    for name, (plan, _) in chosen.items():
-        labels.setdefault(plan, []).append(name)
+    run_of: dict[StepPlan, argparse.Namespace] = {}
+    for work, out in runs:
+        run, found = _chosen(net, work, out)
+        first, last = (int(v) for v in run.verdict_seeds.split(".."))
+        if found and first <= settings.seeds.stop - 1 and settings.seeds.start <= last:
+            raise SystemExit(f"--confirm-seed {args.confirm_seed} with --confirm-num {args.confirm_num} overlaps "
+                             f"the verdict seeds {run.verdict_seeds} of {work}; pick seeds it never saw")
+        if found and run.space.sampler != space.sampler:
+            raise SystemExit(f"{work} searched with sampler {run.space.sampler}, not --space's "
+                             f"{space.sampler}; confirm runs of one sampler together")
+        for name, plan in found.items():
+            labels.setdefault(plan, []).append(name)
+            run_of.setdefault(plan, run)
+    if not labels:
+        raise SystemExit("no verdict found a schedule free of a significant loss; nothing to confirm")
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
     samples, t0 = {}, time.perf_counter()
     for plan, names in labels.items():  # one plan at a time: plans of several cache levels
@@ -330,23 +338,20 @@ def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     judge = Verdict(net, space.sampler, features, reference_images(data, "all"), settings,
                     search_seeds=space.search_seeds)
     res = judge.score({}, samples=samples)
+    # each run's own prices (its cost table, its cache level's calls), built once per run
+    prices = {run.work: (CostModel.count(net, net.config.geometry.widths).count_cached(net, run.level),
+                         time_models(net, run)) for run in {r.work: r for r in run_of.values()}.values()}
     rows = []
     for plan, names in labels.items():
-        name, run_args = " = ".join(names), chosen[names[0]][1]
-        # each run's own cost table (its cache level's calls)
-        times = time_models(net, argparse.Namespace(cost_table=None, work=run_args.work, level=run_args.level))
-        macs = CostModel.count(net, net.config.geometry.widths).count_cached(net, run_args.level)
-        worse = [m for m in res.metrics if m != "proxy" and worse_than(m, *_ends(res.compare(name, FULL, m)))]
-        d = res.compare(name, FULL, "fid")
+        name, (macs, times) = " = ".join(names), prices[run_of[plan].work]
         rows.append({"schedule": name, "mac_share": macs.share(plan),
                      **{f"time_share_b{b}": m.share(plan) for b, m in times.items()},
-                     "cached_steps": plan.cached_steps, "fid_minus_full": d.value, "low": d.low, "high": d.high,
-                     "worse_in": ",".join(worse)})
+                     "cached_steps": plan.cached_steps, **_against_full(res, name)})
     table = pd.DataFrame(rows).sort_values("mac_share").reset_index(drop=True)
+    full = res.interval(FULL, "fid")
     summary = {"seeds": f"{settings.seeds.start}..{settings.seeds.stop - 1}", "n": args.confirm_num,
                "sampling_seconds": round(sampling_s, 1), "runs": [f"{w}:{o}" for w, o in runs],
-               "full_fid": res.interval(FULL, "fid").value,
-               "full_fid_interval": [res.interval(FULL, "fid").low, res.interval(FULL, "fid").high],
+               "full_fid": full.value, "full_fid_interval": [full.low, full.high],
                "holds": table.loc[table["worse_in"] == "", "schedule"].tolist()}
     return table, summary
 

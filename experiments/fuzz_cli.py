@@ -1741,10 +1741,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, help="results JSON of another run: list the cases whose outcome differs")
     args = ap.parse_args(argv)
 
-    if args.sample < 1:
-        print(f"--sample {args.sample} must be a whole number of at least 1", file=sys.stderr)
+    try:
+        cases = sample(select(CASES, args.only), args.sample)
+    except ValueError as e:  # a bad --sample
+        print(e, file=sys.stderr)
         return 2
-    cases = sample(select(CASES, args.only), args.sample)
     if args.list:
         for c in cases:
             print(f"{c.id:<44} ddsm {' '.join(c.argv)}")
