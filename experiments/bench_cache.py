@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from _script import parse_parts, run, write_parts  # noqa: E402
 
-from ddsm import load_supernet  # noqa: E402
+from ddsm import DDSMError, load_supernet  # noqa: E402
 from ddsm.cost.macs import count_cached_macs, count_macs  # noqa: E402
 from ddsm.cost.model import CostModel  # noqa: E402
 from ddsm.cost.table import CostTable  # noqa: E402
@@ -300,7 +300,7 @@ def _chosen(net, work: str, out: str) -> tuple[argparse.Namespace, dict[str, Ste
     doc = Path(out) / "cache.json"
     verdict = json.loads(doc.read_text()).get("verdict") if doc.is_file() else None
     if not verdict:
-        raise SystemExit(f"{out} holds no bench_cache verdict (cache.json with a verdict); run --parts verdict first")
+        raise DDSMError(f"{out} holds no bench_cache verdict (cache.json with a verdict); run --parts verdict first")
     table = pd.read_csv(Path(out) / "cache_verdict.csv", keep_default_na=False)
     run = argparse.Namespace(work=work, level=verdict["level"], cost_table=None, verdict_seeds=verdict["seeds"])
     cands, run.space = candidates(net, run)
@@ -311,6 +311,9 @@ def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
     space = SearchConfig.load(args.space)
     settings = VerdictSettings(num=args.confirm_num, seed=args.confirm_seed, teacher_num=2 * args.confirm_num,
                                draws=args.draws)
+    bad = [spec for spec in args.confirm_also if len(spec.split(":", 1)) != 2 or "" in spec.split(":", 1)]
+    if bad:
+        raise DDSMError(f"--confirm-also {bad[0]!r} must be WORK:OUT (another run's --work and --out folders)")
     runs = [(args.work, args.out)] + [tuple(spec.split(":", 1)) for spec in args.confirm_also]
     # plan -> its labels and the run it came from (the same width-only member can come from several runs: sampled
     # and judged once)
@@ -320,16 +323,16 @@ def part_confirm(net, args, features, data) -> tuple[pd.DataFrame, dict]:
         run, found = _chosen(net, work, out)
         first, last = (int(v) for v in run.verdict_seeds.split(".."))
         if found and first <= settings.seeds.stop - 1 and settings.seeds.start <= last:
-            raise SystemExit(f"--confirm-seed {args.confirm_seed} with --confirm-num {args.confirm_num} overlaps "
+            raise DDSMError(f"--confirm-seed {args.confirm_seed} with --confirm-num {args.confirm_num} overlaps "
                              f"the verdict seeds {run.verdict_seeds} of {work}; pick seeds it never saw")
         if found and run.space.sampler != space.sampler:
-            raise SystemExit(f"{work} searched with sampler {run.space.sampler}, not --space's "
+            raise DDSMError(f"{work} searched with sampler {run.space.sampler}, not --space's "
                              f"{space.sampler}; confirm runs of one sampler together")
         for name, plan in found.items():
             labels.setdefault(plan, []).append(name)
             run_of.setdefault(plan, run)
     if not labels:
-        raise SystemExit("no verdict found a schedule free of a significant loss; nothing to confirm")
+        raise DDSMError("no verdict found a schedule free of a significant loss; nothing to confirm")
     sampler = make_sampler(NoiseSchedule(net.config.diffusion), space.sampler)
     samples, t0 = {}, time.perf_counter()
     for plan, names in labels.items():  # one plan at a time: plans of several cache levels

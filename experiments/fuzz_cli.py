@@ -1744,7 +1744,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cases = sample(select(CASES, args.only), args.sample)
     except ValueError as e:  # a bad --sample
-        print(e, file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)
         return 2
     if args.list:
         for c in cases:
